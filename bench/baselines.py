@@ -1,0 +1,67 @@
+"""Simple harmonization baselines to compare the engine against: Reinhard colour transfer and Poisson
+blending (OpenCV's seamlessClone)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from bench.quality import mask_to_float, to_float
+
+
+def _check(composite: np.ndarray, mask: np.ndarray, background: np.ndarray) -> None:
+    if composite.ndim != 3 or composite.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB composite, got {composite.shape}")
+    if mask.shape[:2] != composite.shape[:2] or background.shape != composite.shape:
+        raise ValueError(
+            f"sizes differ: composite {composite.shape}, mask {mask.shape}, bg {background.shape}"
+        )
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(to_float(image) * 255), 0, 255).astype(np.uint8)
+
+
+def reinhard_transfer(composite: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Reinhard et al. (2001) colour transfer: give the masked object of the composite the per-channel Lab
+    mean and std of the background outside the mask, then blend it in with the (soft) mask. RGB uint8 out."""
+    _check(composite, mask, background)
+    soft = mask_to_float(mask)
+    inside = soft > 0.5
+    if not inside.any() or inside.all():
+        return _as_uint8(composite)
+    lab = cv2.cvtColor(np.clip(to_float(composite), 0, 1), cv2.COLOR_RGB2Lab)
+    lab_bg = cv2.cvtColor(np.clip(to_float(background), 0, 1), cv2.COLOR_RGB2Lab)
+    obj, target = lab[inside], lab_bg[~inside]
+    gain = target.std(axis=0) / np.maximum(obj.std(axis=0), 1e-3)
+    moved = (lab - obj.mean(axis=0)) * gain + target.mean(axis=0)
+    rgb = np.clip(cv2.cvtColor(moved.astype(np.float32), cv2.COLOR_Lab2RGB), 0, 1)
+    out = to_float(composite) * (1 - soft[..., None]) + rgb * soft[..., None]
+    return _as_uint8(out)
+
+
+def poisson_blend(composite: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Poisson-clone the masked object of the composite into the background (cv2.seamlessClone, NORMAL_CLONE):
+    it keeps the object's gradients and takes its colours from the background at the mask's edge.
+
+    The background is needed: cloning the composite into itself solves for the composite again (the
+    boundary values are its own), so OpenCV returns it unchanged. Pixels outside the mask are the
+    background's exactly (OpenCV's solver perturbs them by a level or two inside the mask's bounding box).
+    """
+    _check(composite, mask, background)
+    inside = mask_to_float(mask) > 0.5
+    if not inside.any():
+        return _as_uint8(background)
+    # seamlessClone refuses or misplaces a mask whose bounding box touches the image border, and it clears
+    # the mask's outermost pixels; a reflected margin keeps every mask away from the border.
+    margin = 8
+    pad = ((margin, margin), (margin, margin), (0, 0))
+    src = np.pad(_as_uint8(composite), pad, mode="reflect")
+    dst = np.pad(_as_uint8(background), pad, mode="reflect")
+    mask8 = np.pad(inside.astype(np.uint8) * 255, pad[:2])
+    x, y, w, h = cv2.boundingRect(mask8)
+    # OpenCV places the mask's bounding box centred on this point with integer halving; this puts it back
+    # exactly where it was. It also writes into the mask it is given, hence the copy.
+    cloned = cv2.seamlessClone(src, dst, mask8.copy(), (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
+    cloned = cloned[margin:-margin, margin:-margin]
+    return np.where(inside[..., None], cloned, _as_uint8(background))
