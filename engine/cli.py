@@ -1,0 +1,221 @@
+"""The `engine` command: argument parsing -> configs -> calls. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import EngineError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _device(args: argparse.Namespace):
+    from engine.device import configure_threads, select_device
+
+    configure_threads()
+    return select_device(args.device)
+
+
+def _progress(args: argparse.Namespace, label: str):
+    from engine.progress import ProgressBar
+
+    return None if args.json else ProgressBar(label)
+
+
+def _finish_bar(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    from engine import training
+    from engine.config import preset, with_overrides
+    from engine.device import default_precision
+    from engine.imageio import read_image
+
+    device = _device(args)
+    bar = _progress(args, "train")
+    try:
+        if args.resume:
+            out = training.resume(Path(args.resume), device, bar)
+        else:
+            if args.image is None or args.out is None:
+                raise EngineError("train needs IMAGE and --out MODEL_DIR (or --resume MODEL_DIR)")
+            picture = read_image(args.image)
+            preset_name = args.preset or ("paper" if device.type == "cuda" else "fast")
+            model, train_cfg = preset(preset_name, args.mode)
+            model, train_cfg = with_overrides(
+                model,
+                train_cfg,
+                stages=args.stages,
+                iters=args.iters,
+                max_size=args.max_size,
+                seed=args.seed,
+                precision=args.precision or default_precision(device),
+            )
+            out = training.train(picture.rgb, model, train_cfg, Path(args.out), device, bar)
+    finally:
+        _finish_bar(bar)
+    return _model_summary(out)
+
+
+def _model_summary(path: Path) -> dict:
+    from engine.store import read_meta
+
+    meta = read_meta(path)
+    return {
+        "model": str(path),
+        "mode": meta["model"]["mode"],
+        "stages": [f"{w}x{h}" for h, w in meta["stage_shapes"]],
+        "training_seconds": meta["info"].get("training_seconds"),
+        "preview": str(path / "preview.png"),
+    }
+
+
+def cmd_finetune(args: argparse.Namespace) -> dict:
+    from engine import training
+    from engine.imageio import read_image
+
+    device = _device(args)
+    naive = read_image(args.naive)
+    bar = _progress(args, "finetune")
+    try:
+        out = training.finetune(Path(args.model_dir), naive.rgb, Path(args.out), device, args.iters, bar)
+    finally:
+        _finish_bar(bar)
+    return _model_summary(out)
+
+
+def cmd_sample(args: argparse.Namespace) -> dict:
+    from engine import apply
+    from engine.imageio import Picture, write_image
+    from engine.store import load_model
+
+    model = load_model(args.model_dir, _device(args))
+    images = apply.sample(model, args.n, args.height, args.width, args.seed)
+    out = Path(args.out)
+    files = [str(write_image(out / f"sample_{i:03d}.png", Picture(img))) for i, img in enumerate(images)]
+    h, w = images[0].shape[:2]
+    return {"files": files, "width": w, "height": h}
+
+
+def cmd_apply(args: argparse.Namespace) -> dict:
+    from engine import apply
+    from engine.imageio import read_image, read_mask, write_image
+    from engine.store import load_model
+
+    picture = read_image(args.image)
+    mask = read_mask(args.mask, picture.shape)
+    model = load_model(args.model_dir, _device(args))
+    expected = {"harmonize": "harmonization", "edit": "editing"}[args.command]
+    if model.model.mode.value != expected:
+        raise EngineError(
+            f"{args.model_dir} is a {model.model.mode.value} model; `engine {args.command}` needs a model "
+            f"trained with --mode {expected}"
+        )
+    start = time.perf_counter()
+    result = apply.apply_to_selection(model, picture, mask, args.seed)
+    out = write_image(args.out, result)
+    h, w = result.shape
+    return {"file": str(out), "width": w, "height": h, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def cmd_demo(args: argparse.Namespace) -> dict:
+    """Quick start: train a fast harmonization model on the bundled painting and harmonize its composite."""
+    out = Path(args.out)
+    model_dir = out / "model"
+    common = ["--device", args.device] if args.device else []
+    if not (model_dir / "model.json").is_file():
+        train_args = [str(EXAMPLES / "scream.jpg"), "--mode", "harmonization", "--out", str(model_dir)]
+        summary = cmd_train(build_parser().parse_args(["train", *train_args, "--preset", args.preset, *common]))
+        print(f"trained {summary['model']} in {summary['training_seconds']} s", file=sys.stderr)
+    harmonize_args = [
+        "harmonize", str(model_dir), "--image", str(EXAMPLES / "scream_naive.jpg"),
+        "--mask", str(EXAMPLES / "scream_naive_mask.jpg"), "--out", str(out / "harmonized.png"), *common,
+    ]
+    result = cmd_apply(build_parser().parse_args(harmonize_args))
+    print(f"harmonized image written to {result['file']}", file=sys.stderr)
+    return {**result, "model": str(model_dir)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="engine", description="Single-image GAN engine (ConSinGAN).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+        return p
+
+    p = command("train", "train a model on one image")
+    p.add_argument("image", nargs="?", help="training image")
+    p.add_argument("--mode", default="generation", choices=["generation", "retarget", "harmonization", "editing"])
+    p.add_argument("--out", help="model directory to create")
+    p.add_argument("--preset", choices=["paper", "fast", "tiny"], help="default: paper on a GPU, fast on a CPU")
+    p.add_argument("--stages", type=int)
+    p.add_argument("--iters", type=int, help="iterations per stage")
+    p.add_argument("--max-size", type=int, help="long side of the final stage in px")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the hardware has it")
+    p.add_argument("--resume", metavar="MODEL_DIR", help="continue an interrupted training run")
+    p.set_defaults(run=cmd_train)
+
+    p = command("finetune", "fine-tune a harmonization/editing model on a naive composite (new model)")
+    p.add_argument("model_dir")
+    p.add_argument("--naive", required=True, help="the composite to fine-tune on")
+    p.add_argument("--out", required=True, help="new model directory")
+    p.add_argument("--iters", type=int, default=500)
+    p.set_defaults(run=cmd_finetune)
+
+    p = command("sample", "write random samples, at any size")
+    p.add_argument("model_dir")
+    p.add_argument("--out", required=True, help="directory for sample_NNN.png")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_sample)
+
+    for name, what in (("harmonize", "harmonize"), ("edit", "edit")):
+        p = command(name, f"{what} the masked region of an image with a trained model")
+        p.add_argument("model_dir")
+        p.add_argument("--image", required=True)
+        p.add_argument("--mask", required=True, help="white = the region to change; same size as the image")
+        p.add_argument("--out", required=True, help="output image file (format from its extension)")
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(run=cmd_apply)
+
+    p = command("demo", "quick start: train on the bundled painting and harmonize its composite")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--preset", default="fast", choices=["paper", "fast", "tiny"])
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except EngineError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(e)}))
+        print(f"engine {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"engine {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps({"ok": True, **result}))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

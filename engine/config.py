@@ -1,0 +1,151 @@
+"""Frozen configs split by concern (model shape vs. training) and the named presets.
+
+The model config is saved with the weights; the training config only shapes how a model is made.
+Reference numbers are the defaults of the public ConSinGAN code (tohinz/ConSinGAN, config.py and README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+
+from engine.errors import BadInputError
+from engine.modes import Mode
+
+
+class Preset(str, enum.Enum):
+    PAPER = "paper"  # the reference defaults (meant for a GPU)
+    FAST = "fast"  # what a laptop CPU should get: chosen by measurement, see docs/benchmarks.md
+    TINY = "tiny"  # seconds; for tests
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # autocast to bfloat16 (CPU with AVX-512 BF16 / AMX, or CUDA)
+    FP16 = "fp16"  # autocast to float16 with a grad scaler (CUDA only)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that shapes the networks and the pyramid; saved in model.json."""
+
+    mode: Mode
+    n_stages: int = 6
+    nfc: int = 64  # feature channels
+    num_layers: int = 3  # conv blocks per stage
+    kernel: int = 3
+    lrelu_alpha: float = 0.05
+    norm: bool = False  # the reference's --batch_norm (harmonization, editing)
+    min_size: int = 25
+    max_size: int = 250
+    channels: int = 3
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["mode"] = self.mode.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (Mode(v) if k == "mode" else v) for k, v in d.items() if k in fields})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained; recorded in model.json for reference but not needed to load it."""
+
+    iters: int = 2000  # per stage
+    lr_g: float = 5e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.5
+    lr_decay: float = 0.1  # the reference's gamma
+    decay_at: float = 0.8  # fraction of a stage's iterations after which the LR decays
+    lr_scale: float = 0.1  # LR factor per stage below the newest one
+    train_depth: int = 3  # stages trained concurrently
+    d_steps: int = 3
+    g_steps: int = 3
+    lambda_grad: float = 0.1  # WGAN-GP weight
+    alpha: float = 10.0  # reconstruction loss weight
+    noise_amp: float = 0.1  # noise amplitude = noise_amp * reconstruction RMSE of the stage below
+    seed: int = 0
+    precision: Precision = Precision.FP32
+    channels_last: bool = True
+    checkpoint_every_s: float = 120.0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["precision"] = self.precision.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (Precision(v) if k == "precision" else v) for k, v in d.items() if k in fields})
+
+
+def _paper(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
+    if mode is Mode.HARMONIZATION:
+        # Reference README: --train_stages 3 --min_size 120 --lrelu_alpha 0.3 --niter 1000 --batch_norm
+        return (
+            ModelConfig(mode, n_stages=3, min_size=120, lrelu_alpha=0.3, norm=True),
+            TrainConfig(iters=1000),
+        )
+    if mode is Mode.EDITING:
+        # Reference README: --train_mode editing --batch_norm --niter 1000
+        return ModelConfig(mode, norm=True), TrainConfig(iters=1000)
+    return ModelConfig(mode), TrainConfig(iters=2000)
+
+
+def _fast(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
+    # Half the feature channels (about a quarter of the FLOPs) and fewer iterations; measured in
+    # bench/bench_training.py, figures in docs/benchmarks.md.
+    model, train = _paper(mode)
+    iters = {Mode.HARMONIZATION: 300, Mode.EDITING: 300}.get(mode, 500)
+    return dataclasses.replace(model, nfc=32), dataclasses.replace(train, iters=iters)
+
+
+def _tiny(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
+    model, train = _paper(mode)
+    n_stages = 2 if mode is Mode.HARMONIZATION else 3
+    min_size = 24 if mode is Mode.HARMONIZATION else 16
+    model = dataclasses.replace(model, nfc=8, n_stages=n_stages, min_size=min_size, max_size=48)
+    return model, dataclasses.replace(train, iters=12, checkpoint_every_s=1e9)
+
+
+_PRESETS = {Preset.PAPER: _paper, Preset.FAST: _fast, Preset.TINY: _tiny}
+
+
+def preset(name: Preset | str, mode: Mode | str) -> tuple[ModelConfig, TrainConfig]:
+    return _PRESETS[Preset(name)](Mode(mode))
+
+
+def with_overrides(
+    model: ModelConfig,
+    train: TrainConfig,
+    *,
+    stages: int | None = None,
+    iters: int | None = None,
+    max_size: int | None = None,
+    seed: int | None = None,
+    precision: Precision | None = None,
+) -> tuple[ModelConfig, TrainConfig]:
+    """Apply command-line overrides, refusing values that cannot produce a model."""
+    if stages is not None:
+        if not 1 <= stages <= 16:
+            raise BadInputError(f"--stages must be between 1 and 16 (got {stages})")
+        model = dataclasses.replace(model, n_stages=stages)
+    if max_size is not None:
+        if not 16 <= max_size <= 4096:
+            raise BadInputError(f"--max-size must be between 16 and 4096 px (got {max_size})")
+        model = dataclasses.replace(model, max_size=max_size, min_size=min(model.min_size, max_size))
+    if iters is not None:
+        if not 1 <= iters <= 1_000_000:
+            raise BadInputError(f"--iters must be between 1 and 1000000 (got {iters})")
+        train = dataclasses.replace(train, iters=iters)
+    if seed is not None:
+        train = dataclasses.replace(train, seed=seed)
+    if precision is not None:
+        train = dataclasses.replace(train, precision=Precision(precision))
+    return model, train

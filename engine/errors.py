@@ -1,0 +1,25 @@
+"""Typed errors raised by the engine; each message says what the user can do about it."""
+
+
+class EngineError(Exception):
+    """Base class: the CLI prints the message and exits non-zero; the daemon sends it as an error reply."""
+
+    exit_code = 2
+
+
+class BadInputError(EngineError):
+    """An input file or value is unusable (unreadable image, wrong mask size, impossible size...)."""
+
+
+class ModelNotFoundError(EngineError):
+    """A model directory is missing, incomplete or not a model."""
+
+
+class IncompatibleModelError(EngineError):
+    """The model exists but cannot do what was asked (wrong mode, newer format...)."""
+
+
+class CancelledError(EngineError):
+    """Work was cancelled by the user; training leaves a checkpoint behind for --resume."""
+
+    exit_code = 130

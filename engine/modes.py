@@ -1,0 +1,55 @@
+"""The four ConSinGAN tasks as an enum, each mapped to one spec that the rest of the code reads."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Mode(str, enum.Enum):
+    GENERATION = "generation"
+    RETARGET = "retarget"
+    HARMONIZATION = "harmonization"
+    EDITING = "editing"
+
+
+class Pyramid(str, enum.Enum):
+    # SinGAN's geometric scales (used by ConSinGAN for harmonization only)...
+    GEOMETRIC = "geometric"
+    # ...and ConSinGAN's rescaling that puts more stages at the fine end.
+    RESCALED = "rescaled"
+
+
+class StageInput(str, enum.Enum):
+    """What the coarsest stage sees while training with random inputs."""
+
+    NOISE = "noise"  # unconditional generation: Gaussian noise
+    AUGMENTED = "augmented"  # harmonization: colour/noise transforms plus cut-out holes
+    SHUFFLED = "shuffled"  # editing: tiles moved around, plus a little noise
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    pyramid: Pyramid
+    stage_input: StageInput
+    # Generation pads less inside each stage and instead feeds a larger, upsampled map: the reference does
+    # this to get more diverse image borders. The other modes zero-pad each stage ("padding mode"), which is
+    # what lets retargeting produce any output size.
+    border_upsampling: bool
+    # Std of the noise added to an injected image (editing) so that the model fills in rough edits.
+    injected_noise: float
+    # Radius (px at model resolution) by which the user's mask is dilated before feathering.
+    mask_dilation: int
+    conditional: bool  # the coarsest stage takes an image at apply time
+
+
+SPECS: dict[Mode, ModeSpec] = {
+    Mode.GENERATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
+    Mode.RETARGET: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, False, 0.0, 0, False),
+    Mode.HARMONIZATION: ModeSpec(Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True),
+    Mode.EDITING: ModeSpec(Pyramid.RESCALED, StageInput.SHUFFLED, False, 0.1, 20, True),
+}
+
+
+def spec(mode: Mode) -> ModeSpec:
+    return SPECS[Mode(mode)]

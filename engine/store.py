@@ -1,0 +1,157 @@
+"""Model directories as plain data: config JSON, safetensors weights, fixed noise, images; atomic writes.
+
+A directory is a model once `model.json` exists. It is written last, after every other file is on disk, so
+a crash at any moment leaves either a complete model or none (an interrupted training run keeps only its
+`checkpoint/`, which `engine train --resume` continues from).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from engine.config import ModelConfig, TrainConfig
+from engine.errors import IncompatibleModelError, ModelNotFoundError
+from engine.imageio import Picture, atomic_write_bytes, read_image, write_image
+from engine.networks import Discriminator, Generator
+from engine.pyramid import Shape
+
+FORMAT = "singan-studio-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainedModel:
+    """A loaded model: enough to sample, harmonize, edit, export or fine-tune it."""
+
+    path: Path | None
+    model: ModelConfig
+    train: TrainConfig
+    generator: Generator
+    fixed_noise: list[torch.Tensor]  # one per stage, batch of 1
+    noise_amps: list[float]
+    shapes: list[Shape]  # training pyramid, coarsest first
+    info: dict = field(default_factory=dict)  # provenance: parent model, timings, ...
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    data = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(data))
+
+
+def save_model(
+    directory: Path,
+    model: TrainedModel,
+    discriminator: Discriminator | None,
+    training_image: np.ndarray,
+    preview: np.ndarray,
+) -> Path:
+    """Write a complete model; model.json goes last and marks the directory as a model."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _save_tensors(directory / "generator.safetensors", model.generator.state_dict())
+    _save_tensors(directory / "noise.safetensors", {f"stage{k}": z for k, z in enumerate(model.fixed_noise)})
+    if discriminator is not None:
+        _save_tensors(directory / "discriminator.safetensors", discriminator.state_dict())
+    write_image(directory / "training_image.png", Picture(training_image, None, 16))
+    write_image(directory / "preview.png", Picture(preview, None, 8))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.model.to_dict(),
+        "training": model.train.to_dict(),
+        "stage_shapes": [list(s) for s in model.shapes],
+        "noise_amps": [float(a) for a in model.noise_amps],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "info": model.info,
+    }
+    atomic_write_bytes(directory / MODEL_JSON, json.dumps(meta, indent=2).encode())
+    shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
+    return directory
+
+
+def read_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelNotFoundError(f"no model at {directory}: train one with `engine train IMAGE --out {directory}`")
+    meta_path = directory / MODEL_JSON
+    if not meta_path.is_file():
+        if (directory / CHECKPOINT_DIR).is_dir():
+            raise ModelNotFoundError(
+                f"training of {directory} did not finish: continue it with `engine train --resume {directory}`"
+            )
+        raise ModelNotFoundError(f"{directory} is not a model directory (it has no {MODEL_JSON})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"{meta_path} is unreadable ({e}); retrain the model") from e
+    if meta.get("format") != FORMAT:
+        raise IncompatibleModelError(f"{directory} is not a model of this engine")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise IncompatibleModelError(f"{directory} was written by a newer engine: upgrade to load it")
+    return meta
+
+
+def build_generator(model: ModelConfig, n_stages: int) -> Generator:
+    generator = Generator(model)
+    for _ in range(n_stages - 1):
+        generator.grow()
+    return generator
+
+
+def load_model(directory: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    directory = Path(directory)
+    meta = read_meta(directory)
+    model_cfg = ModelConfig.from_dict(meta["model"])
+    shapes = [tuple(s) for s in meta["stage_shapes"]]
+    generator = build_generator(model_cfg, len(shapes))
+    try:
+        generator.load_state_dict(load_file(directory / "generator.safetensors"))
+        noise = load_file(directory / "noise.safetensors")
+        fixed_noise = [noise[f"stage{k}"].to(device) for k in range(len(shapes))]
+    except (OSError, RuntimeError, KeyError) as e:
+        raise ModelNotFoundError(f"model {directory} is damaged ({e}); retrain it") from e
+    generator.to(device).eval().requires_grad_(False)
+    return TrainedModel(
+        path=directory,
+        model=model_cfg,
+        train=TrainConfig.from_dict(meta.get("training", {})),
+        generator=generator,
+        fixed_noise=fixed_noise,
+        noise_amps=[float(a) for a in meta["noise_amps"]],
+        shapes=shapes,
+        info=meta.get("info", {}),
+    )
+
+
+def load_discriminator(directory: Path, model: ModelConfig, device: torch.device | str) -> Discriminator:
+    path = Path(directory) / "discriminator.safetensors"
+    if not path.is_file():
+        raise IncompatibleModelError(f"{directory} has no discriminator weights, so it cannot be fine-tuned")
+    discriminator = Discriminator(model)
+    discriminator.load_state_dict(load_file(path))
+    return discriminator.to(device)
+
+
+def load_training_image(directory: Path) -> np.ndarray:
+    return read_image(Path(directory) / "training_image.png").rgb
+
+
+def require_fresh_output(directory: Path) -> None:
+    """Refuse to write a model over an existing one (or over anything else)."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise IncompatibleModelError(
+            f"{directory} already exists and is not empty: choose another --out or remove it first"
+        )

@@ -1,0 +1,415 @@
+"""Concurrent multi-stage training (ConSinGAN), fine-tuning, checkpoints and resume.
+
+Faithful to the reference's algorithm, minus work it wastes: stages that are not being trained run once
+without autograd instead of being back-propagated through, the reconstruction path's frozen stages are
+computed once per stage, and the fake image that the reference recomputes for each of the 3 critic steps
+(same noise, same generator) is computed once.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import augment, store
+from engine.config import ModelConfig, Precision, TrainConfig
+from engine.device import autocast
+from engine.errors import BadInputError, CancelledError, IncompatibleModelError
+from engine.modes import Mode, StageInput, spec
+from engine.networks import Discriminator, Generator
+from engine.pyramid import Shape, build_pyramid, resize, stage_shapes
+
+
+@dataclass
+class Progress:
+    """One progress report; the CLI draws a bar from it and the daemon streams it to editors."""
+
+    stage: int  # 0-based stage being trained
+    n_stages: int
+    iteration: int  # iterations done in this stage
+    iters: int
+    losses: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        return (self.stage + self.iteration / max(self.iters, 1)) / self.n_stages
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """H x W x 3 float in [0, 1] -> 1 x 3 x H x W in [-1, 1], the networks' range."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device) * 2 - 1
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    return ((tensor[0].detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def gradient_penalty(critic: Discriminator, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator):
+    # One mixing weight for the whole image and the gradient norm taken over channels per pixel, as the
+    # reference computes it.
+    a = torch.rand(1, generator=rng).to(real.device)
+    mixed = (a * real + (1 - a) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+
+class Trainer:
+    """Holds the networks and state of one training run; `run` trains the remaining stages."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        train: TrainConfig,
+        image: np.ndarray,
+        out_dir: Path,
+        device: torch.device,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        if train.precision is Precision.FP16:
+            raise BadInputError("fp16 training is not supported (WGAN-GP is unstable in it): use bf16 or fp32")
+        self.model, self.train, self.device = model, train, device
+        self.spec = spec(model.mode)
+        self.out_dir = out_dir
+        self.progress, self.cancel = progress, cancel
+        self.shapes: list[Shape] = stage_shapes(image.shape[0], image.shape[1], model)
+        self.image = build_pyramid(image, self.shapes[-1:])[0]  # the training image at its final size
+        self.reals = [to_tensor(r, device) for r in build_pyramid(self.image, self.shapes)]
+        self.coarse_u8 = np.rint(build_pyramid(self.image, self.shapes[:1])[0] * 255).astype(np.uint8)
+        self.generator = Generator(model).to(device)
+        self.critic = Discriminator(model).to(device)
+        self.fixed_noise: list[torch.Tensor] = []
+        self.amps: list[float] = []
+        self.stage, self.iteration = 0, 0
+        self.opt_states: tuple[dict, dict] | None = None
+        self.torch_rng = torch.Generator().manual_seed(train.seed)
+        self.np_rng = np.random.default_rng(train.seed)
+        self.stage0_override: torch.Tensor | None = None  # fine-tuning: the user's naive image
+        self.elapsed = 0.0
+        if train.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.critic.to(memory_format=torch.channels_last)
+
+    # ----- random inputs -------------------------------------------------------------------------
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        # Drawn on the CPU from the run's own generator, so runs and resumes are reproducible on any device.
+        return torch.randn(1, *shape, generator=self.torch_rng).to(self.device)
+
+    def _stage0_input(self) -> torch.Tensor:
+        h, w = self.shapes[0]
+        noise_std = self.spec.injected_noise
+        if self.stage0_override is not None:
+            base = self.stage0_override
+        elif self.spec.stage_input is StageInput.NOISE:
+            return self._randn(self.model.channels, h, w)
+        elif self.spec.stage_input is StageInput.AUGMENTED:
+            base = to_tensor(augment.augment_for_harmonization(self.coarse_u8, self.np_rng) / 255.0, self.device)
+        else:
+            base = to_tensor(augment.shuffle_tiles(self.coarse_u8, self.np_rng) / 255.0, self.device)
+        return base + noise_std * self._randn(self.model.channels, h, w) if noise_std else base
+
+    def _random_inputs(self, depth: int) -> list[torch.Tensor]:
+        inputs = [self._stage0_input()]
+        for k in range(1, depth + 1):
+            inputs.append(self._randn(*self.generator.noise_shape(k, *self.shapes[k])))
+        fmt = torch.channels_last if self.train.channels_last else torch.contiguous_format
+        return [x.float().contiguous(memory_format=fmt) for x in inputs]
+
+    def _new_fixed_noise(self, depth: int) -> torch.Tensor:
+        if depth > 0:
+            return self._randn(*self.generator.noise_shape(depth, *self.shapes[depth]))
+        if self.model.mode is Mode.EDITING:
+            return self.reals[0] + self.spec.injected_noise * self._randn(self.model.channels, *self.shapes[0])
+        # Generation, retargeting and harmonization reconstruct the image from the coarsest real image.
+        return self.reals[0].clone()
+
+    # ----- one stage -----------------------------------------------------------------------------
+
+    def _optimizers(self, depth: int) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+        t, g = self.train, self.generator
+        trained = list(g.body[-t.train_depth :])
+        g.requires_grad_(False)
+        groups = []
+        for idx, block in enumerate(trained):
+            block.requires_grad_(True)
+            groups.append({"params": block.parameters(), "lr": t.lr_g * t.lr_scale ** (len(trained) - 1 - idx)})
+        if depth < t.train_depth:
+            g.head.requires_grad_(True)
+            groups.append({"params": g.head.parameters(), "lr": t.lr_g * t.lr_scale**depth})
+        g.tail.requires_grad_(True)
+        groups.append({"params": g.tail.parameters(), "lr": t.lr_g})
+        for group in groups:
+            group["initial_lr"] = group["lr"]
+        opt_g = torch.optim.Adam(groups, lr=t.lr_g, betas=(t.beta1, 0.999))
+        opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr_d, betas=(t.beta1, 0.999))
+        for group in opt_d.param_groups:
+            group["initial_lr"] = group["lr"]
+        if self.opt_states is not None:
+            opt_g.load_state_dict(self.opt_states[0])
+            opt_d.load_state_dict(self.opt_states[1])
+            self.opt_states = None
+        return opt_g, opt_d
+
+    def _set_lr(self, optimizers, iteration: int) -> None:
+        factor = self.train.lr_decay if iteration >= int(self.train.decay_at * self.train.iters) else 1.0
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
+    def _prepare_stage(self, depth: int) -> None:
+        if len(self.fixed_noise) > depth:
+            return  # resumed inside this stage, or fine-tuning: noise and amplitudes already known
+        if depth > 0:
+            self.generator.grow()
+            if self.train.channels_last:
+                self.generator.to(memory_format=torch.channels_last)
+        fmt = torch.channels_last if self.train.channels_last else torch.contiguous_format
+        self.fixed_noise.append(self._new_fixed_noise(depth).contiguous(memory_format=fmt))
+        if depth == 0:
+            self.amps.append(1.0)
+            return
+        # Noise amplitude of a new stage: proportional to how far the stages below are from the image.
+        self.amps.append(0.0)
+        with torch.no_grad():
+            rec = self.generator(self.fixed_noise, self.amps)
+        self.amps[-1] = self.train.noise_amp * math.sqrt(F.mse_loss(rec.float(), self.reals[depth]).item())
+
+    def _train_stage(self, depth: int) -> None:
+        t, g, d = self.train, self.generator, self.critic
+        real = self.reals[depth]
+        opt_g, opt_d = self._optimizers(depth)
+        first = max(0, depth + 1 - t.train_depth)  # lowest stage being trained
+        amp_ctx = autocast(self.device, t.precision)
+        with torch.no_grad(), amp_ctx:
+            rec_frozen = g.run_stages(None, self.fixed_noise, self.amps, 0, first - 1) if first else None
+        last_checkpoint = time.monotonic()
+        stage_start, stage_iter0 = time.monotonic(), self.iteration
+        while self.iteration < t.iters:
+            if self.cancel is not None and self.cancel.is_set():
+                self.checkpoint(opt_g, opt_d)
+                raise CancelledError(f"training cancelled; continue with `engine train --resume {self.out_dir}`")
+            self._set_lr((opt_g, opt_d), self.iteration)
+            inputs = self._random_inputs(depth)
+            with amp_ctx:
+                with torch.no_grad():
+                    frozen = g.run_stages(None, inputs, self.amps, 0, first - 1) if first else None
+                fake = g.to_image(g.run_stages(frozen, inputs, self.amps, first, depth)).float()
+            # Critic: the reference regenerates `fake` for each step from the same noise and weights.
+            d.requires_grad_(True)
+            for _ in range(t.d_steps):
+                d.zero_grad(set_to_none=True)
+                with amp_ctx:
+                    scores = d(torch.cat([real, fake.detach()])).float()
+                    loss_real, loss_fake = -scores[0].mean(), scores[1].mean()
+                    gp = gradient_penalty(d, real, fake.detach(), self.torch_rng) * t.lambda_grad
+                (loss_real + loss_fake + gp).backward()
+                opt_d.step()
+            # Generator: adversarial plus reconstruction loss; the critic's weights need no gradients here.
+            d.requires_grad_(False)
+            with amp_ctx:
+                loss_adv = -d(fake).float().mean()
+                rec = g.to_image(g.run_stages(rec_frozen, self.fixed_noise, self.amps, first, depth)).float()
+                loss_rec = t.alpha * F.mse_loss(rec, real)
+            opt_g.zero_grad(set_to_none=True)
+            (loss_adv + loss_rec).backward()
+            for _ in range(t.g_steps):  # the reference steps Adam g_steps times on the same gradients
+                opt_g.step()
+            self.iteration += 1
+            if self.progress is not None:
+                spi = (time.monotonic() - stage_start) / (self.iteration - stage_iter0)
+                losses = {
+                    "d_real": -loss_real.item(),
+                    "d_fake": loss_fake.item(),
+                    "gp": gp.item(),
+                    "g_adv": loss_adv.item(),
+                    "rec": loss_rec.item(),
+                }
+                self._report(depth, losses, spi, stage_start)
+            if time.monotonic() - last_checkpoint > t.checkpoint_every_s and self.iteration < t.iters:
+                self.checkpoint(opt_g, opt_d)
+                last_checkpoint = time.monotonic()
+        self.elapsed += time.monotonic() - stage_start
+
+    def _report(self, depth: int, losses: dict[str, float], spi: float, stage_start: float) -> None:
+        # Later stages cost roughly in proportion to the pixels of the stages being trained.
+        def cost(k: int) -> float:
+            return sum(h * w for h, w in self.shapes[max(0, k + 1 - self.train.train_depth) : k + 1])
+
+        remaining = (self.train.iters - self.iteration) * spi
+        remaining += sum(self.train.iters * spi * cost(k) / cost(depth) for k in range(depth + 1, len(self.shapes)))
+        elapsed = self.elapsed + time.monotonic() - stage_start
+        self.progress(
+            Progress(depth, len(self.shapes), self.iteration, self.train.iters, losses, elapsed, remaining)
+        )
+
+    # ----- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self, opt_g=None, opt_d=None) -> None:
+        """Everything needed to continue exactly where training stands (tensors and plain data only)."""
+        state = {
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "stage": self.stage,
+            "iteration": self.iteration,
+            "n_built": self.generator.n_stages,
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+            "fixed_noise": [z.cpu() for z in self.fixed_noise],
+            "amps": list(self.amps),
+            "optimizers": (opt_g.state_dict(), opt_d.state_dict()) if opt_g is not None else None,
+            "torch_rng": self.torch_rng.get_state(),
+            "np_rng": self.np_rng.bit_generator.state,
+            "elapsed": self.elapsed,
+        }
+        directory = self.out_dir / store.CHECKPOINT_DIR
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / "state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(directory / "state.pt")
+
+    def restore(self, state: dict) -> None:
+        for _ in range(state["n_built"] - 1):
+            self.generator.grow()
+        self.generator.to(self.device)
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        if self.train.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+        self.fixed_noise = [z.to(self.device) for z in state["fixed_noise"]]
+        self.amps = list(state["amps"])
+        self.stage, self.iteration = state["stage"], state["iteration"]
+        self.opt_states = state["optimizers"]
+        self.torch_rng.set_state(state["torch_rng"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.elapsed = state["elapsed"]
+
+    # ----- the whole run -------------------------------------------------------------------------
+
+    def run(self, info: dict | None = None) -> Path:
+        n = len(self.shapes)
+        try:
+            while self.stage < n:
+                self._prepare_stage(self.stage)
+                self._train_stage(self.stage)
+                self.stage, self.iteration = self.stage + 1, 0
+                if self.stage < n:
+                    self.checkpoint()
+        except KeyboardInterrupt:
+            self.checkpoint()  # optimizer state of a half stage is lost; the stage restarts from its start
+            raise
+        return self._save(info or {})
+
+    def _save(self, info: dict) -> Path:
+        self.generator.eval().requires_grad_(False)
+        trained = store.TrainedModel(
+            path=self.out_dir,
+            model=self.model,
+            train=self.train,
+            generator=self.generator.to(memory_format=torch.contiguous_format),
+            fixed_noise=self.fixed_noise,
+            noise_amps=self.amps,
+            shapes=self.shapes,
+            info={**info, "training_seconds": round(self.elapsed, 1), "device": self.device.type},
+        )
+        with torch.no_grad():
+            if self.spec.conditional:
+                preview = self.generator(self.fixed_noise, self.amps)
+            else:
+                preview = self.generator(self._random_inputs(len(self.shapes) - 1), self.amps)
+        return store.save_model(self.out_dir, trained, self.critic, self.image, to_image(preview))
+
+
+def train(
+    image: np.ndarray,
+    model: ModelConfig,
+    train_cfg: TrainConfig,
+    out_dir: Path,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Train a new model on an H x W x 3 float image and write it to out_dir."""
+    store.require_fresh_output(out_dir)
+    trainer = Trainer(model, train_cfg, image, out_dir, device, progress, cancel)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The training image goes into the checkpoint folder first so that --resume needs nothing else.
+    from engine.imageio import Picture, write_image
+
+    write_image(out_dir / store.CHECKPOINT_DIR / "image.png", Picture(trainer.image, None, 16))
+    trainer.checkpoint()
+    return trainer.run()
+
+
+def resume(
+    out_dir: Path,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Continue an interrupted `train` from its last checkpoint."""
+    from engine.imageio import read_image
+
+    state_path = out_dir / store.CHECKPOINT_DIR / "state.pt"
+    if (out_dir / store.MODEL_JSON).is_file():
+        raise IncompatibleModelError(f"{out_dir} has finished training; there is nothing to resume")
+    if not state_path.is_file():
+        raise BadInputError(f"{out_dir} has no checkpoint to resume from: start a new run with `engine train`")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    model, train_cfg = ModelConfig.from_dict(state["model"]), TrainConfig.from_dict(state["train"])
+    image = read_image(out_dir / store.CHECKPOINT_DIR / "image.png").rgb
+    trainer = Trainer(model, train_cfg, image, out_dir, device, progress, cancel)
+    trainer.restore(state)
+    return trainer.run()
+
+
+def finetune(
+    model_dir: Path,
+    naive: np.ndarray,
+    out_dir: Path,
+    device: torch.device,
+    iters: int = 500,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Fine-tune a harmonization/editing model on the user's naive composite into a new model directory.
+
+    As in the reference, every stage keeps training (the top train_depth stages concurrently) with the
+    naive image as the coarsest stage's input and the background as the target; the original is untouched.
+    """
+    base = store.load_model(model_dir, device)
+    if not spec(base.model.mode).conditional:
+        raise IncompatibleModelError(
+            f"{model_dir} is a {base.model.mode.value} model; only harmonization and editing models can be "
+            "fine-tuned on a naive image"
+        )
+    store.require_fresh_output(out_dir)
+    train_cfg = TrainConfig.from_dict({**base.train.to_dict(), "iters": iters})
+    background = store.load_training_image(model_dir)
+    trainer = Trainer(base.model, train_cfg, background, out_dir, device, progress, cancel)
+    trainer.generator = base.generator.train()
+    trainer.critic = store.load_discriminator(model_dir, base.model, device)
+    if train_cfg.channels_last:
+        trainer.generator.to(memory_format=torch.channels_last)
+        trainer.critic.to(memory_format=torch.channels_last)
+    trainer.fixed_noise, trainer.amps = base.fixed_noise, base.noise_amps
+    trainer.stage0_override = to_tensor(resize(naive, base.shapes[0]).clip(0, 1), device)
+    last = len(base.shapes) - 1
+    trainer.stage = last
+    trainer._prepare_stage(last)
+    trainer._train_stage(last)
+    trainer.stage = last + 1
+    return trainer._save({"parent": str(Path(model_dir).resolve()), "finetuned_iters": iters})
