@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from typing import Protocol
+
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.imageio import Picture
 from engine.modes import spec
@@ -20,6 +22,21 @@ from engine.store import TrainedModel
 from engine.training import to_image, to_tensor
 
 MAX_OUTPUT_PIXELS = 64_000_000
+
+
+class Backend(Protocol):
+    """Runs a model's generator: stage inputs (1 x C x H x W each) -> image tensor in [-1, 1]."""
+
+    def generate(self, inputs: list[torch.Tensor]) -> torch.Tensor: ...
+
+
+class TorchBackend:
+    def __init__(self, model: TrainedModel) -> None:
+        self.model = model
+
+    def generate(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.generator(inputs, self.model.noise_amps)
 
 
 def _noise_inputs(model: TrainedModel, shapes: list[Shape], rng: torch.Generator) -> list[torch.Tensor]:
@@ -44,9 +61,15 @@ def output_shapes(model: TrainedModel, height: int | None, width: int | None) ->
 
 @torch.no_grad()
 def sample(
-    model: TrainedModel, n: int = 1, height: int | None = None, width: int | None = None, seed: int = 0
+    model: TrainedModel,
+    n: int = 1,
+    height: int | None = None,
+    width: int | None = None,
+    seed: int = 0,
+    backend: Backend | None = None,
 ) -> list[np.ndarray]:
     """n random images (H x W x 3 float in [0, 1]); any width and height (retargeting)."""
+    backend = backend or TorchBackend(model)
     if n < 1:
         raise BadInputError(f"--n must be at least 1 (got {n})")
     shapes = output_shapes(model, height, width)
@@ -61,7 +84,7 @@ def sample(
         inputs = _noise_inputs(model, shapes, rng)
         if spec(model.model.mode).conditional:
             inputs[0] = base
-        out.append(to_image(model.generator(inputs, model.noise_amps)))
+        out.append(to_image(backend.generate(inputs)))
     return out
 
 
@@ -90,8 +113,11 @@ def feathered_mask(mask: np.ndarray, model_shape: Shape, dilation: int, sigma: f
 
 
 @torch.no_grad()
-def apply_to_selection(model: TrainedModel, picture: Picture, mask: np.ndarray, seed: int = 0) -> Picture:
+def apply_to_selection(
+    model: TrainedModel, picture: Picture, mask: np.ndarray, seed: int = 0, backend: Backend | None = None
+) -> Picture:
     """Harmonize or edit (by the model's mode) the masked part of a picture, at the picture's full size."""
+    backend = backend or TorchBackend(model)
     mode_spec = spec(model.model.mode)
     if not mode_spec.conditional:
         raise IncompatibleModelError(
@@ -113,7 +139,7 @@ def apply_to_selection(model: TrainedModel, picture: Picture, mask: np.ndarray, 
     if mode_spec.injected_noise:
         z0 = z0 + mode_spec.injected_noise * inputs[0]
     inputs[0] = z0
-    generated = to_image(model.generator(inputs, model.noise_amps))
+    generated = to_image(backend.generate(inputs))
     soft = feathered_mask(mask, shapes[-1], mode_spec.mask_dilation)
     change = resize(generated - small, (h, w)) if (h, w) != shapes[-1] else generated - small
     result = picture.rgb.copy()
