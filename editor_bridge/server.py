@@ -1,0 +1,197 @@
+"""The daemon's end of the socket: a ROUTER that verifies every incoming message and answers bad ones itself.
+
+The engine daemon builds its request loop on `BridgeServer`; worker threads send progress and results through
+`send`, which is thread-safe (it hands frames to the loop over an inproc pipe).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from editor_bridge.errors import BridgeError
+from editor_bridge.protocol import Content, ErrorCode, ErrorReply, Header
+from editor_bridge.signing import ReplayGuard
+from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES, MAX_CONTROL_BYTES, Message, WireCodec, peek_msg_id
+
+log = logging.getLogger(__name__)
+_outbox_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class Request:
+    """A verified, decoded request and the route back to the client that sent it."""
+
+    message: Message
+    identities: tuple[bytes, ...]
+
+    @property
+    def content(self) -> Content:
+        return self.message.content
+
+    @property
+    def header(self) -> Header:
+        return self.message.header
+
+    @property
+    def buffers(self) -> list[memoryview]:
+        return self.message.buffers
+
+
+Handler = Callable[[Request], None]
+
+
+class BridgeServer:
+    """Binds a ROUTER socket (loopback, random port by default) and speaks the signed editor_bridge framing.
+
+    `recv`, `serve` and `close` belong to the thread that created the server; `send` works from any thread.
+    """
+
+    def __init__(
+        self,
+        key: bytes | str,
+        endpoint: str = "tcp://127.0.0.1:0",
+        *,
+        context: zmq.Context | None = None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        replay_guard: ReplayGuard | None = None,
+    ) -> None:
+        self.codec = WireCodec(key, max_frame_bytes=max_frame_bytes, replay_guard=replay_guard)
+        self._own_context = context is None
+        self._ctx = context if context is not None else zmq.Context()
+        self._owner = threading.get_ident()
+        self._closed = False
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.linger = 200  # long enough to flush a last reply (e.g. to `shutdown`), never a hang
+        # A hard cap in libzmq itself: far-oversized frames drop the peer before they fill memory; frames
+        # between the two limits still get an error reply from the codec.
+        self._router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_bytes + MAX_CONTROL_BYTES)
+        self._router.bind(endpoint)
+        self.endpoint: str = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        outbox = f"inproc://editor-bridge-outbox-{next(_outbox_ids)}-{id(self)}"
+        self._pull = self._ctx.socket(zmq.PULL)
+        self._pull.linger = 0
+        self._pull.bind(outbox)
+        self._push = self._ctx.socket(zmq.PUSH)
+        self._push.linger = 0
+        self._push.connect(outbox)
+        self._push_lock = threading.Lock()
+        self._poller = zmq.Poller()
+        self._poller.register(self._router, zmq.POLLIN)
+        self._poller.register(self._pull, zmq.POLLIN)
+
+    def __enter__(self) -> BridgeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def recv(self, timeout: float | None = None) -> Request | None:
+        """The next valid request, or None after `timeout` seconds. Invalid messages are answered here."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            events = dict(self._poller.poll(wait_ms))
+            if self._pull in events:
+                self._flush_outbox()
+            if self._router in events:
+                raw = self._router.recv_multipart(copy=False)
+                try:
+                    message = self.codec.deserialize(raw)
+                except BridgeError as exc:
+                    self._reject(raw, exc)
+                else:
+                    return Request(message, tuple(message.identities))
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def serve(self, handler: Handler, stop: threading.Event, poll_s: float = 0.05) -> None:
+        """Run `handler` on each request until `stop` is set; handler errors become error replies."""
+        while not stop.is_set():
+            request = self.recv(poll_s)
+            if request is None:
+                continue
+            try:
+                handler(request)
+            except BridgeError as exc:
+                self.reply_error(request, exc.code, str(exc))
+            except Exception as exc:
+                log.exception("handler failed on %s", request.header.msg_type)
+                self.reply_error(
+                    request,
+                    ErrorCode.INTERNAL,
+                    f"internal engine error ({type(exc).__name__}); see the engine log",
+                )
+
+    def send(
+        self,
+        identities: Sequence[bytes],
+        content: Content,
+        *,
+        parent: Header | None = None,
+        buffers: Sequence[Any] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Send `content` (reply, progress event, result) to the client behind `identities`; any thread."""
+        frames = self.codec.serialize(
+            content, parent=parent, buffers=buffers, metadata=metadata, identities=identities
+        )
+        if threading.get_ident() == self._owner:
+            if not self._closed:
+                self._router.send_multipart(frames, copy=False)
+            return
+        with self._push_lock:  # also orders this against close()
+            if self._closed:
+                log.debug("server closed; dropping %s", content.msg_type.value)
+                return
+            self._push.send_multipart(frames, copy=False)
+
+    def reply(
+        self,
+        request: Request,
+        content: Content,
+        buffers: Sequence[Any] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.send(request.identities, content, parent=request.header, buffers=buffers, metadata=metadata)
+
+    def reply_error(
+        self, request: Request, code: ErrorCode, message: str, *, job_id: str | None = None
+    ) -> None:
+        error = ErrorReply(code=code, message=message, in_reply_to=request.header.msg_id, job_id=job_id)
+        self.reply(request, error)
+
+    def close(self) -> None:
+        """Close the sockets, and the context when the server made it. Idempotent."""
+        with self._push_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._push.close(linger=0)
+        self._pull.close(linger=0)
+        self._router.close()
+        if self._own_context:
+            self._ctx.term()
+
+    def _flush_outbox(self) -> None:
+        while True:
+            try:
+                frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._router.send_multipart(frames, copy=False)
+
+    def _reject(self, raw: Sequence[Any], exc: BridgeError) -> None:
+        # The route is the ROUTER's first frame; later frames before the delimiter are the client's to choose.
+        identity = bytes(raw[0].buffer if hasattr(raw[0], "buffer") else raw[0])
+        msg_id = exc.msg_id or peek_msg_id(raw)
+        log.warning("refused a message (%s): %s", exc.code.value, exc)
+        error = ErrorReply(code=exc.code, message=str(exc), in_reply_to=msg_id)
+        self._router.send_multipart(self.codec.serialize(error, identities=[identity]), copy=False)

@@ -1,0 +1,117 @@
+"""HMAC-SHA256 signatures over every part of a message, the replay guard, and the protocol version check."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from editor_bridge.errors import (
+    AuthenticationError,
+    ExpiredMessage,
+    ReplayedMessage,
+    UnsignedMessage,
+    UnsupportedVersion,
+)
+from editor_bridge.protocol import PROTOCOL_VERSION
+
+SIGNATURE_SCHEME = "hmac-sha256"
+
+
+class Signer:
+    """Signs and verifies the parts after the signature frame: header, parent, metadata, content, buffers."""
+
+    def __init__(self, key: bytes | str, scheme: str = SIGNATURE_SCHEME) -> None:
+        if scheme != SIGNATURE_SCHEME:
+            raise AuthenticationError(
+                f"signature scheme {scheme!r} is not supported; use {SIGNATURE_SCHEME!r}"
+            )
+        key = key.encode("ascii") if isinstance(key, str) else bytes(key)
+        if not key:
+            # An empty key would make every message "valid"; refuse rather than run unauthenticated.
+            raise AuthenticationError("the signing key is empty; read it from the engine's connection file")
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+
+    def sign(self, parts: Iterable[Any]) -> bytes:
+        """Hex digest (ASCII bytes) over the parts in order; buffers are hashed in place, never copied."""
+        mac = self._mac.copy()  # copying the keyed state is cheaper than re-keying, and thread-safe
+        for part in parts:
+            mac.update(part)
+        return mac.hexdigest().encode("ascii")
+
+    def verify(self, signature: bytes, parts: Iterable[Any]) -> None:
+        if not signature:
+            raise UnsignedMessage(
+                "message is not signed; sign it with the key from the engine's connection file"
+            )
+        if not hmac.compare_digest(bytes(signature), self.sign(parts)):
+            raise AuthenticationError(
+                "message signature does not match; the key is not this engine's "
+                "(re-read the connection file: the engine may have restarted)"
+            )
+
+
+def check_version(version: Any) -> None:
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(
+            f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION}); "
+            "update the plugin and the engine to the same release"
+        )
+
+
+class ReplayGuard:
+    """Refuses a message seen before, or one older than `max_age_s`.
+
+    Remembers the last `max_entries` signatures. When one is evicted, its date becomes a floor below which
+    everything is refused, so eviction can never reopen a window for replays.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 65536,
+        max_age_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_entries < 1 or max_age_s <= 0:
+            raise ValueError("max_entries and max_age_s must be positive")
+        self.max_entries = max_entries
+        self.max_age_s = max_age_s
+        self._clock = clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._floor = float("-inf")
+        self._lock = threading.Lock()  # the server's outbox thread and its loop may both check
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check(self, signature: bytes, date: datetime) -> None:
+        """Record `signature`; raise if it was seen or `date` is too old (or too far in the future)."""
+        stamp = date.timestamp()
+        now = self._clock()
+        if stamp < now - self.max_age_s:
+            raise ExpiredMessage(
+                f"message is {now - stamp:.0f} s old (limit {self.max_age_s:.0f} s); "
+                "check the clock, or send a fresh request"
+            )
+        if stamp > now + self.max_age_s:
+            raise ExpiredMessage("message is dated in the future; check the system clock")
+        key = bytes(signature)
+        with self._lock:
+            if key in self._seen or stamp <= self._floor:
+                raise ReplayedMessage("message was already received (replay); send each request once")
+            self._seen[key] = stamp
+            horizon = now - self.max_age_s
+            while self._seen:
+                oldest_key, oldest = next(iter(self._seen.items()))
+                if len(self._seen) > self.max_entries:
+                    del self._seen[oldest_key]
+                    self._floor = max(self._floor, oldest)
+                elif oldest < horizon:
+                    del self._seen[oldest_key]  # refused by its age anyway
+                else:
+                    break
