@@ -108,7 +108,8 @@ def feathered_mask(mask: np.ndarray, model_shape: Shape, dilation: int, sigma: f
     soft = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR) if factor > 1 else blurred
     lo, hi = float(soft.min()), float(soft.max())
     soft = (soft - lo) / (hi - lo) if hi > lo else np.ones_like(soft)
-    soft[soft < 1e-4] = 0.0  # far from the selection the input is copied exactly
+    # Below half an 8-bit level the blend is invisible: copy the input exactly there.
+    soft[soft < 1 / 512] = 0.0
     return soft.astype(np.float32)
 
 

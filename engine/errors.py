@@ -23,3 +23,15 @@ class CancelledError(EngineError):
     """Work was cancelled by the user; training leaves a checkpoint behind for --resume."""
 
     exit_code = 130
+
+
+class ExportError(EngineError):
+    """A model cannot be exported to ONNX (damaged weights, unsupported shape, unwritable output...)."""
+
+
+class OnnxFileError(EngineError):
+    """An .onnx file is missing, truncated, corrupted or not a sampler exported by this engine."""
+
+
+class BackendUnavailableError(EngineError):
+    """The inference backend asked for cannot run here (no onnxruntime, or its CUDA provider fails)."""

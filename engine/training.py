@@ -89,8 +89,10 @@ class Trainer:
         self.image = build_pyramid(image, self.shapes[-1:])[0]  # the training image at its final size
         self.reals = [to_tensor(r, device) for r in build_pyramid(self.image, self.shapes)]
         self.coarse_u8 = np.rint(build_pyramid(self.image, self.shapes[:1])[0] * 255).astype(np.uint8)
-        self.generator = Generator(model).to(device)
-        self.critic = Discriminator(model).to(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train.seed)  # weight initialisation is part of the run's seed too
+            self.generator = Generator(model).to(device)
+            self.critic = Discriminator(model).to(device)
         self.fixed_noise: list[torch.Tensor] = []
         self.amps: list[float] = []
         self.stage, self.iteration = 0, 0
@@ -289,7 +291,8 @@ class Trainer:
         self.critic.load_state_dict(state["critic"])
         if self.train.channels_last:
             self.generator.to(memory_format=torch.channels_last)
-        self.fixed_noise = [z.to(self.device) for z in state["fixed_noise"]]
+        fmt = torch.channels_last if self.train.channels_last else torch.contiguous_format
+        self.fixed_noise = [z.to(self.device).contiguous(memory_format=fmt) for z in state["fixed_noise"]]
         self.amps = list(state["amps"])
         self.stage, self.iteration = state["stage"], state["iteration"]
         self.opt_states = state["optimizers"]

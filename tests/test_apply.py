@@ -1,0 +1,110 @@
+"""Sampling at any size and harmonization/editing: exactness outside the mask, full resolution, alpha."""
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import apply, store
+from engine.errors import BadInputError, IncompatibleModelError
+from engine.imageio import Picture, mask_from_array, read_image, read_mask
+
+
+def naive_pair(shared_images, scale=1.0):
+    picture = read_image(shared_images / "harmonization" / "scream_naive.jpg")
+    mask = read_mask(shared_images / "harmonization" / "scream_naive_mask.jpg", picture.shape)
+    if scale != 1.0:
+        h, w = round(picture.shape[0] * scale), round(picture.shape[1] * scale)
+        picture = Picture(cv2.resize(picture.rgb, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1))
+        mask = mask_from_array(cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST))
+    return picture, mask
+
+
+@pytest.mark.parametrize("mode", ["generation", "retarget"])
+@pytest.mark.parametrize("size", [(40, 100), (100, 40), (64, 64)])
+def test_samples_at_any_size(tiny_models, mode, size):
+    model = store.load_model(tiny_models[mode])
+    h, w = size
+    samples = apply.sample(model, n=2, height=h, width=w, seed=3)
+    assert [s.shape for s in samples] == [(h, w, 3)] * 2
+    assert not np.array_equal(samples[0], samples[1])
+
+
+def test_sample_refuses_absurd_sizes(tiny_models):
+    model = store.load_model(tiny_models["generation"])
+    with pytest.raises(BadInputError, match="too small"):
+        apply.sample(model, height=2, width=50)
+    with pytest.raises(BadInputError, match="MP limit"):
+        apply.sample(model, height=20000, width=20000)
+
+
+@pytest.mark.parametrize("mode", ["harmonization", "editing"])
+def test_output_equals_input_outside_the_feathered_mask(tiny_models, shared_images, mode):
+    model = store.load_model(tiny_models[mode])
+    picture, _ = naive_pair(shared_images)
+    mask = np.zeros(picture.shape, np.float32)
+    mask[:10, :10] = 1  # in a corner: the 48 px model's feathering, scaled to this canvas, is wide
+    result = apply.apply_to_selection(model, picture, mask, seed=0)
+    soft = apply.feathered_mask(mask, model.shapes[-1], 7 if mode == "harmonization" else 20)
+    outside = soft == 0
+    assert outside.mean() > 0.05  # editing dilates by 20 model px: a 48 px model reaches far
+    np.testing.assert_array_equal(result.rgb[outside], picture.rgb[outside])
+    inside = mask > 0
+    assert np.abs(result.rgb[inside] - picture.rgb[inside]).mean() > 0.01
+
+
+def test_feathered_mask_is_the_reference_shape_at_model_size():
+    mask = np.zeros((100, 100), np.float32)
+    mask[40:60, 40:60] = 1
+    soft = apply.feathered_mask(mask, (100, 100), dilation=7)
+    assert soft[50, 50] == pytest.approx(1.0) and soft.max() == pytest.approx(1.0)
+    assert soft[40, 50] > 0.85  # the selection's edge is kept almost fully thanks to the dilation
+    assert soft[50, 40 - 7] == pytest.approx(0.5, abs=0.1)  # the dilated edge is the blur's midpoint
+    assert soft[0, 0] == 0 and soft[50, 5] == 0
+
+
+def test_feathered_mask_keeps_thin_selections_on_large_images():
+    mask = np.zeros((2000, 2000), np.float32)
+    mask[:, 1000:1003] = 1  # a 3 px line, far thinner than one model pixel
+    soft = apply.feathered_mask(mask, (250, 250), dilation=7)
+    assert soft[:, 1000:1003].min() > 0.8
+
+
+def test_full_resolution_keeps_detail_and_size(tiny_models, shared_images):
+    model = store.load_model(tiny_models["harmonization"])
+    picture, mask = naive_pair(shared_images, scale=4.0)  # about 1000 x 1276
+    # Give the pasted object fine detail that the 48 px model cannot represent.
+    rng = np.random.default_rng(0)
+    picture.rgb[mask > 0] = np.clip(picture.rgb[mask > 0] + rng.normal(0, 0.1, (int(mask.sum()), 3)), 0, 1)
+    result = apply.apply_to_selection(model, picture, mask)
+    assert result.rgb.shape == picture.rgb.shape
+
+    def high_pass(x):
+        return x - cv2.GaussianBlur(x, (0, 0), 2)
+
+    inside = mask > 0
+    detail_in, detail_out = high_pass(picture.rgb)[inside], high_pass(result.rgb)[inside]
+    correlation = np.corrcoef(detail_in.ravel(), detail_out.ravel())[0, 1]
+    assert correlation > 0.9, "the input's fine detail did not survive"
+    assert np.abs(result.rgb[inside] - picture.rgb[inside]).mean() > 0.01, "nothing was harmonized"
+
+
+def test_alpha_and_16_bit_depth_are_kept(tiny_models, shared_images):
+    model = store.load_model(tiny_models["harmonization"])
+    picture, mask = naive_pair(shared_images)
+    alpha = np.full(picture.shape, 40000, np.uint16)
+    picture16 = Picture(picture.rgb, alpha, 16)
+    result = apply.apply_to_selection(model, picture16, mask)
+    assert result.depth == 16 and result.alpha is alpha
+
+
+def test_mask_of_another_size_is_refused(tiny_models, shared_images):
+    model = store.load_model(tiny_models["harmonization"])
+    picture, mask = naive_pair(shared_images)
+    with pytest.raises(BadInputError, match="must match"):
+        apply.apply_to_selection(model, picture, mask[:-1])
+
+
+def test_generation_models_cannot_harmonize(tiny_models, shared_images):
+    picture, mask = naive_pair(shared_images)
+    with pytest.raises(IncompatibleModelError, match="--mode harmonization"):
+        apply.apply_to_selection(store.load_model(tiny_models["generation"]), picture, mask)

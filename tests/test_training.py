@@ -1,0 +1,113 @@
+"""Training on the shared images: every mode end to end, resume after interruption, fine-tuning."""
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from bench.quality import swd
+from engine import apply, store, training
+from engine.config import preset
+from engine.errors import CancelledError, IncompatibleModelError
+from engine.imageio import read_image
+from tests.conftest import TRAIN_IMAGES
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("mode", ["generation", "retarget", "harmonization", "editing"])
+def test_tiny_run_per_mode_makes_images_like_the_training_image(mode, tiny_models):
+    model = store.load_model(tiny_models[mode])
+    image = store.load_training_image(tiny_models[mode])
+    assert image.shape[:2] == model.shapes[-1] and max(image.shape[:2]) == 48
+    samples = apply.sample(model, n=3, seed=1)
+    assert all(s.shape == image.shape for s in samples)
+    assert all(s.std() > 0.02 for s in samples), "samples are constant"
+    noise = [np.random.default_rng(i).random(image.shape, dtype=np.float32) for i in range(3)]
+    assert swd([image], samples) < swd([image], noise)
+    preview = read_image(tiny_models[mode] / "preview.png").rgb
+    assert preview.shape == image.shape
+
+
+def test_model_directory_is_plain_data(tiny_models):
+    meta = store.read_meta(tiny_models["harmonization"])
+    assert meta["model"]["mode"] == "harmonization" and meta["model"]["norm"] is True
+    assert len(meta["noise_amps"]) == len(meta["stage_shapes"]) == 2
+    assert meta["noise_amps"][0] == 1.0 and 0 < meta["noise_amps"][1] < 1
+    files = {p.name for p in tiny_models["harmonization"].iterdir()}
+    assert files == {
+        "model.json", "generator.safetensors", "noise.safetensors", "discriminator.safetensors",
+        "training_image.png", "preview.png",
+    }
+
+
+def test_reload_gives_the_same_samples_for_the_same_seed(tiny_models):
+    a = apply.sample(store.load_model(tiny_models["generation"]), n=2, seed=7)
+    b = apply.sample(store.load_model(tiny_models["generation"]), n=2, seed=7)
+    c = apply.sample(store.load_model(tiny_models["generation"]), n=2, seed=8)
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert not np.array_equal(np.stack(a), np.stack(c))
+
+
+def _tiny(mode, **train_overrides):
+    model, train = preset("tiny", mode)
+    return model, dataclasses.replace(train, **train_overrides)
+
+
+def test_resume_after_cancel_matches_an_uninterrupted_run(tmp_path, shared_images):
+    image = read_image(TRAIN_IMAGES["generation"]).rgb
+    model, train = _tiny("generation", iters=6, checkpoint_every_s=0.0)
+    straight = training.train(image, model, train, tmp_path / "straight", CPU)
+
+    cancel = threading.Event()
+
+    def stop_in_stage_two(p: training.Progress) -> None:
+        if p.stage == 1 and p.iteration == 3:
+            cancel.set()
+
+    with pytest.raises(CancelledError, match="--resume"):
+        training.train(image, model, train, tmp_path / "resumed", CPU, stop_in_stage_two, cancel)
+    with pytest.raises(Exception, match="did not finish"):
+        store.load_model(tmp_path / "resumed")
+    resumed = training.resume(tmp_path / "resumed", CPU)
+    a, b = store.load_model(straight), store.load_model(resumed)
+    for (name, x), (_, y) in zip(a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True):
+        # Equal up to float rounding (oneDNN may sum in another order after reloading tensors).
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0, msg=name)
+    assert a.noise_amps == b.noise_amps
+    assert not (resumed / store.CHECKPOINT_DIR).exists()
+
+
+def test_train_refuses_to_overwrite_a_model(tiny_models):
+    model, train = _tiny("generation")
+    with pytest.raises(IncompatibleModelError, match="already exists"):
+        training.train(np.zeros((40, 40, 3), np.float32), model, train, tiny_models["generation"], CPU)
+
+
+def test_finetune_makes_a_new_model_and_leaves_the_original(tiny_models, tmp_path, shared_images):
+    original = tiny_models["harmonization"]
+    before = (original / "generator.safetensors").read_bytes()
+    naive = read_image(shared_images / "harmonization" / "scream_naive.jpg").rgb
+    out = training.finetune(original, naive, tmp_path / "tuned", CPU, iters=4)
+    assert (original / "generator.safetensors").read_bytes() == before
+    tuned, base = store.load_model(out), store.load_model(original)
+    assert tuned.info["parent"] == str(original.resolve()) and tuned.shapes == base.shapes
+    changed = [
+        not torch.equal(x, y)
+        for x, y in zip(tuned.generator.parameters(), base.generator.parameters(), strict=True)
+    ]
+    assert any(changed)
+
+
+def test_finetune_refuses_generation_models(tiny_models, tmp_path):
+    with pytest.raises(IncompatibleModelError, match="only harmonization and editing"):
+        training.finetune(tiny_models["generation"], np.zeros((48, 48, 3), np.float32), tmp_path / "x", CPU, 2)
+
+
+def test_bf16_training_runs_and_learns(tmp_path):
+    image = read_image(TRAIN_IMAGES["harmonization"]).rgb
+    model, train = _tiny("harmonization", precision=preset("tiny", "harmonization")[1].precision.BF16)
+    out = training.train(image, model, train, tmp_path / "bf16", CPU)
+    assert store.load_model(out).noise_amps[1] > 0
