@@ -90,22 +90,32 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     return _model_summary(out)
 
 
+def _backend(args: argparse.Namespace, model):
+    """--backend onnxruntime (default; exports MODEL_DIR/sampler.onnx on first use) or torch."""
+    from engine.runtime import make_backend
+
+    return make_backend(model, args.backend)
+
+
 def cmd_sample(args: argparse.Namespace) -> dict:
     from engine import apply
     from engine.imageio import Picture, write_image
+    from engine.runtime import describe_backend
     from engine.store import load_model
 
     model = load_model(args.model_dir, _device(args))
-    images = apply.sample(model, args.n, args.height, args.width, args.seed)
+    backend = _backend(args, model)
+    images = apply.sample(model, args.n, args.height, args.width, args.seed, backend=backend)
     out = Path(args.out)
     files = [str(write_image(out / f"sample_{i:03d}.png", Picture(img))) for i, img in enumerate(images)]
     h, w = images[0].shape[:2]
-    return {"files": files, "width": w, "height": h}
+    return {"files": files, "width": w, "height": h, **describe_backend(backend)}
 
 
 def cmd_apply(args: argparse.Namespace) -> dict:
     from engine import apply
     from engine.imageio import read_image, read_mask, write_image
+    from engine.runtime import describe_backend
     from engine.store import load_model
 
     picture = read_image(args.image)
@@ -117,11 +127,27 @@ def cmd_apply(args: argparse.Namespace) -> dict:
             f"{args.model_dir} is a {model.model.mode.value} model; `engine {args.command}` needs a model "
             f"trained with --mode {expected}"
         )
+    backend = _backend(args, model)
     start = time.perf_counter()
-    result = apply.apply_to_selection(model, picture, mask, args.seed)
+    result = apply.apply_to_selection(model, picture, mask, args.seed, backend=backend)
     out = write_image(args.out, result)
     h, w = result.shape
-    return {"file": str(out), "width": w, "height": h, "seconds": round(time.perf_counter() - start, 3)}
+    seconds = round(time.perf_counter() - start, 3)
+    return {"file": str(out), "width": w, "height": h, "seconds": seconds, **describe_backend(backend)}
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    from engine.onnx_export import export
+    from engine.store import load_model
+
+    start = time.perf_counter()
+    path = export(load_model(args.model_dir, "cpu"), Path(args.out), fp16=args.fp16)
+    return {
+        "onnx": str(path),
+        "precision": "fp16" if args.fp16 else "fp32",
+        "bytes": path.stat().st_size,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -179,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.set_defaults(run=cmd_sample)
 
     for name, what in (("harmonize", "harmonize"), ("edit", "edit")):
@@ -188,7 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mask", required=True, help="white = the region to change; same size as the image")
         p.add_argument("--out", required=True, help="output image file (format from its extension)")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
         p.set_defaults(run=cmd_apply)
+
+    p = command("export", "export a model's sampler as one ONNX graph (any output size)")
+    p.add_argument("model_dir")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 inputs and output")
+    p.set_defaults(run=cmd_export)
 
     p = command("demo", "quick start: train on the bundled painting and harmonize its composite")
     p.add_argument("--out", default="out/demo")

@@ -1,0 +1,229 @@
+"""Export a model's sampling path (stage inputs -> image) as one ONNX graph that serves any output size.
+
+Exporter: torch.onnx.export with dynamo=True. The TorchScript exporter traces Python ints, so the resize
+sizes that `Generator.run_stages` reads from its inputs were frozen at the example size (the graph then
+fails at any other size); torch.export keeps them symbolic and the graph stays dynamic in batch, height and
+width of every stage. Opset 18 is the lowest the dynamo exporter writes natively (no version conversion
+pass) and runs on onnxruntime 1.14 and later, so exported files also work with older runtimes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import json
+import logging
+import math
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from engine.errors import ExportError, OnnxFileError
+from engine.imageio import atomic_write_bytes
+from engine.modes import spec
+from engine.networks import Generator
+from engine.standalone import FORMAT, TEXT_KEYS
+from engine.store import TrainedModel
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+FORMAT_VERSION = 1
+SAMPLER_FILE = "sampler.onnx"  # written into a model directory on first use (engine.runtime)
+FP16_MAX = 65504.0
+
+
+def input_names(n_stages: int) -> list[str]:
+    return ["stage0", *(f"noise{k}" for k in range(1, n_stages))]
+
+
+def engine_version() -> str:
+    try:
+        return importlib.metadata.version("singan-studio")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def source_digest(model: TrainedModel, fp16: bool = False) -> str:
+    """What the export is made from (config, amplitudes, weights, precision): a stale export differs."""
+    h = hashlib.sha256()
+    shape = [model.model.to_dict(), model.noise_amps, model.shapes, fp16, FORMAT_VERSION]
+    h.update(json.dumps(shape).encode())
+    for name, tensor in sorted(model.generator.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Fp32Norm(nn.Module):
+    """Instance norm in fp32 inside an fp16 graph, as autocast does: fp16 variance over a large map loses
+    most of its digits."""
+
+    def __init__(self, norm: nn.InstanceNorm2d) -> None:
+        super().__init__()
+        self.norm = norm.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.float()).to(x.dtype)
+
+
+class _Sampling(nn.Module):
+    """The generator with its noise amplitudes baked in, one positional input per stage, fp32 in and out."""
+
+    def __init__(self, generator: Generator, amps: list[float], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.generator = generator
+        self.amps = list(amps)
+        self.dtype = dtype
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.generator([x.to(self.dtype) for x in inputs], self.amps).float()
+
+
+def _refuse_unexportable(model: TrainedModel, fp16: bool) -> None:
+    g = model.generator
+    if g.n_stages != len(model.shapes) or len(model.noise_amps) != len(model.shapes):
+        raise ExportError(
+            f"model has {g.n_stages} generator stages but {len(model.shapes)} stage shapes and "
+            f"{len(model.noise_amps)} noise amplitudes: it is damaged, retrain it"
+        )
+    if not all(math.isfinite(a) for a in model.noise_amps):
+        raise ExportError("model has non-finite noise amplitudes (training diverged): retrain it")
+    largest = max(float(p.detach().abs().max()) for p in g.parameters())
+    if not math.isfinite(largest):
+        raise ExportError("model has NaN or infinite weights (training diverged): retrain it")
+    if fp16 and largest > FP16_MAX:
+        raise ExportError(f"a weight of magnitude {largest:.3g} does not fit in fp16: export without --fp16")
+
+
+def _name_dimensions(proto: onnx.ModelProto) -> None:
+    """Readable names for the symbolic dimensions that the exporter calls s0, s1, ... (users see them)."""
+    names: dict[str, str] = {}
+    for value in proto.graph.input:
+        labels = ("batch", None, f"{value.name}_height", f"{value.name}_width")
+        for dim, label in zip(value.type.tensor_type.shape.dim, labels, strict=True):
+            if label and dim.dim_param:
+                names.setdefault(dim.dim_param, label)
+    for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+    output_dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for dim, label in zip(output_dims, ("batch", None, "height", "width"), strict=True):
+        if label and not dim.dim_value:
+            dim.dim_param = label
+
+
+def metadata(model: TrainedModel, fp16: bool) -> dict[str, str]:
+    """Everything a runtime needs to feed the graph, and where it came from."""
+    cfg = model.model
+    mode_spec = spec(cfg.mode)
+    values = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "engine_version": engine_version(),
+        "mode": cfg.mode.value,
+        "precision": "fp16" if fp16 else "fp32",
+        "opset": OPSET,
+        "model_config": cfg.to_dict(),
+        "stage_shapes": [list(s) for s in model.shapes],
+        "noise_amps": [float(a) for a in model.noise_amps],
+        "inputs": input_names(len(model.shapes)),
+        # Stage k > 0 takes noise of noise_channels x (H + noise_pad) x (W + noise_pad) for an H x W stage.
+        "noise_channels": cfg.nfc,
+        "noise_pad": 2 * cfg.num_layers if mode_spec.border_upsampling else 0,
+        "conditional": mode_spec.conditional,
+        "source_digest": source_digest(model, fp16),
+    }
+    return {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()}
+
+
+def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
+    """The sampling graph: inputs stage0 (N x 3 x H0 x W0) and noiseK (N x nfc x HK x WK), output `image`
+    (N x 3 x H x W in [-1, 1]); amplitudes are constants; fp16 keeps fp32 inputs and output."""
+    _refuse_unexportable(model, fp16)
+    generator = copy.deepcopy(model.generator).cpu().eval().requires_grad_(False)
+    # F.interpolate exports as one Resize with sizes read from the inputs' shapes; the matmul form's
+    # interpolation matrices would be frozen at the example size.
+    generator.matmul_upsampling = False
+    dtype = torch.float16 if fp16 else torch.float32
+    generator.to(dtype)
+    if fp16:
+        for parent in list(generator.modules()):
+            for name, child in parent.named_children():
+                if isinstance(child, nn.InstanceNorm2d):
+                    setattr(parent, name, _Fp32Norm(child))
+    wrapper = _Sampling(generator, model.noise_amps, dtype).eval()
+    names = input_names(len(model.shapes))
+    # A batch of 2 keeps the batch dimension symbolic (torch.export specialises sizes of 1).
+    example = tuple(torch.randn(2, *generator.noise_shape(k, *s)) for k, s in enumerate(model.shapes))
+    dynamic = tuple(
+        {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} for _ in names
+    )
+    try:
+        program = torch.onnx.export(
+            wrapper,
+            example,
+            input_names=names,
+            output_names=["image"],
+            dynamic_shapes={"inputs": dynamic},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    except Exception as e:  # the exporter raises many unrelated types; all mean the same to the user
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"torch could not export this model: {first_line}") from e
+    proto = program.model_proto
+    _name_dimensions(proto)
+    proto.producer_name = "singan-studio"
+    proto.producer_version = engine_version()
+    del proto.metadata_props[:]
+    for key, value in metadata(model, fp16).items():
+        proto.metadata_props.add(key=key, value=value)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the exported graph fails onnx.checker: {e}") from e
+    return proto
+
+
+def export(model: TrainedModel, path: str | Path, fp16: bool = False) -> Path:
+    """Export to `path`, written atomically (a crash leaves the old file or none, never half of one)."""
+    path = Path(path)
+    proto = export_model(model, fp16)
+    try:
+        atomic_write_bytes(path, proto.SerializeToString())
+    except OSError as e:
+        raise ExportError(f"cannot write {path} ({e.strerror or e}): choose another --out") from e
+    log.info("exported %s (%s) to %s", model.path or "model", "fp16" if fp16 else "fp32", path)
+    return path
+
+
+def load_checked(path: str | Path) -> onnx.ModelProto:
+    """Read an exported sampler, refusing (OnnxFileError) truncated, corrupted or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxFileError(f"no ONNX file at {path}: export one with `engine export MODEL_DIR --out {path}`")
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # protobuf DecodeError, ValidationError, ...: the file is damaged either way
+        raise OnnxFileError(f"{path} is not a valid ONNX file (truncated or corrupted?): export again") from e
+    read_props(proto, path)
+    return proto
+
+
+def read_props(proto: onnx.ModelProto, path: str | Path = "model") -> dict:
+    """The metadata written by `metadata`, decoded; OnnxFileError when the file is not one of ours."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    if props.get("format") != FORMAT:
+        raise OnnxFileError(f"{path} is an ONNX file but not a sampler exported by `engine export`")
+    meta = {k: (v if k in TEXT_KEYS else json.loads(v)) for k, v in props.items()}
+    if meta["format_version"] > FORMAT_VERSION:
+        raise OnnxFileError(f"{path} was exported by a newer engine ({meta['engine_version']}): upgrade")
+    return meta

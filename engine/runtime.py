@@ -1,0 +1,246 @@
+"""Inference with onnxruntime: cached sessions on the CUDA or CPU provider, exporting on first use.
+
+Importing this module does not import torch (the daemon and plugins can use it); only exporting a model
+and handing tensors to the engine do, and they import it when called.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.errors import BackendUnavailableError, BadInputError, ExportError, OnnxFileError
+from engine.standalone import CPU, CUDA, read_metadata, session_options
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.apply import Backend
+    from engine.store import TrainedModel
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("onnxruntime", "torch")
+DEFAULT_BACKEND = "onnxruntime"
+
+
+def cuda_provider_options() -> dict[str, str]:
+    return {
+        # Sizes change from request to request; an exhaustive cuDNN search would re-run (seconds) for
+        # every new size, while the heuristic choice is within a few percent for 3x3 convolutions.
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "cudnn_conv_use_max_workspace": "1",
+        "do_copy_in_default_stream": "1",
+    }
+
+
+def _create_session(source: str, device: str) -> ort.InferenceSession:
+    if device == "cuda":
+        if CUDA not in ort.get_available_providers():
+            raise BackendUnavailableError(
+                "this onnxruntime has no CUDA provider: install onnxruntime-gpu, or use --device cpu"
+            )
+        providers: list = [(CUDA, cuda_provider_options()), CPU]
+    else:
+        providers = [CPU]
+    try:
+        session = ort.InferenceSession(source, session_options(), providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise OnnxFileError(
+            f"onnxruntime cannot load {source} (truncated or corrupted?): export it again ({e})"
+        ) from e
+    # onnxruntime quietly drops to the CPU when CUDA or cuDNN libraries are missing: refuse instead, so
+    # that a broken GPU setup shows up as an error and not as a slow engine.
+    if device == "cuda" and session.get_providers()[0] != CUDA:
+        raise BackendUnavailableError(
+            "onnxruntime could not start its CUDA provider (CUDA/cuDNN libraries missing or mismatched?): "
+            "fix the CUDA install, or use --device cpu or --backend torch"
+        )
+    log.info("onnxruntime session for %s on %s", source, session.get_providers()[0])
+    return session
+
+
+class SessionCache:
+    """Sessions keyed by (file, modification time, size, device), least recently used dropped first.
+
+    Creating a session optimises the graph (tens to hundreds of ms), so every request for the same file
+    reuses one; a re-exported file has a new mtime and gets a fresh session, replacing the stale one.
+    One session serves every input size (the graph's dimensions are symbolic).
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._sessions: collections.OrderedDict[tuple, ort.InferenceSession] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | Path, device: str = "cpu") -> ort.InferenceSession:
+        path = Path(path).resolve()
+        try:
+            stat = path.stat()
+        except OSError as e:
+            raise OnnxFileError(f"no ONNX file at {path}: export one with `engine export`") from e
+        key = (str(path), stat.st_mtime_ns, stat.st_size, device)
+        with self._lock:
+            if key in self._sessions:
+                self.hits += 1
+                self._sessions.move_to_end(key)
+                return self._sessions[key]
+            self.misses += 1
+        session = _create_session(str(path), device)
+        with self._lock:
+            for old in [k for k in self._sessions if k[0] == key[0] and k[3] == device]:
+                del self._sessions[old]
+            self._sessions[key] = session
+            while len(self._sessions) > self.maxsize:
+                self._sessions.popitem(last=False)
+        return session
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+
+SESSIONS = SessionCache()
+
+
+class OnnxBackend:
+    """The Backend protocol (engine.apply) on an exported sampler file."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", cache: SessionCache = SESSIONS) -> None:
+        self.path = Path(path).resolve()
+        self.device = device
+        self.session = cache.get(self.path, device)
+        self.meta = read_metadata(self.session)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.provider = self.session.get_providers()[0]
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "provider": self.provider, "onnx": str(self.path)}
+
+    def run(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Stage inputs as float32 arrays -> N x 3 x H x W image in [-1, 1]."""
+        if len(arrays) != len(self.input_names):
+            raise BadInputError(f"the sampler takes {len(self.input_names)} stage inputs, got {len(arrays)}")
+        pairs = zip(self.input_names, arrays, strict=True)
+        feed = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in pairs}
+        try:
+            return self.session.run(None, feed)[0]
+        except Exception as e:
+            raise BadInputError(f"onnxruntime could not run the sampler on these input sizes ({e})") from e
+
+    def generate(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        if self.provider == CUDA:
+            return self._generate_bound(inputs)
+        out = self.run([x.detach().float().cpu().numpy() for x in inputs])
+        return torch.from_numpy(out).to(inputs[0].device)
+
+    def _generate_bound(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        """IO binding: CUDA tensors are read where they are, with no host round trip of the inputs."""
+        import torch
+
+        binding = self.session.io_binding()
+        keep = []  # the bound buffers must outlive the run
+        for name, x in zip(self.input_names, inputs, strict=True):
+            x = x.detach().float().contiguous()
+            keep.append(x)
+            if x.is_cuda:
+                binding.bind_input(name, "cuda", x.device.index or 0, np.float32, list(x.shape), x.data_ptr())
+            else:
+                binding.bind_cpu_input(name, x.numpy())
+        if any(x.is_cuda for x in keep):
+            # onnxruntime reads on its own stream: the producers on torch's stream must have finished.
+            torch.cuda.current_stream().synchronize()
+        binding.bind_output("image", "cuda")
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:
+            raise BadInputError(f"onnxruntime could not run the sampler on these input sizes ({e})") from e
+        return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(inputs[0].device)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "singan-studio" / "samplers"
+
+
+_CHECKED: dict[tuple, str] = {}  # (path, mtime_ns, size) -> source digest recorded in that file
+
+
+def _recorded_digest(path: Path) -> str | None:
+    """The source digest stored in an existing export, or None when there is no usable file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _CHECKED:
+        import onnx
+
+        from engine.onnx_export import read_props
+
+        try:
+            _CHECKED[key] = read_props(onnx.load(str(path)), path)["source_digest"]
+        except Exception as e:  # damaged or foreign: it is only a cache, so export it again
+            log.warning("re-exporting %s: the existing file is unusable (%s)", path, e)
+            return None
+    return _CHECKED[key]
+
+
+def ensure_sampler(model: TrainedModel) -> Path:
+    """The model's exported sampler, exported on first use and reused while the weights are unchanged.
+
+    It lives in the model directory (MODEL_DIR/sampler.onnx); a model held only in memory, or whose
+    directory cannot be written, uses a per-user cache keyed by the weights' digest.
+    """
+    from engine.onnx_export import SAMPLER_FILE, export, source_digest
+
+    digest = source_digest(model)
+    candidates = [model.path / SAMPLER_FILE] if model.path is not None else []
+    candidates.append(_cache_dir() / f"{digest[:32]}.onnx")
+    for path in candidates:
+        if _recorded_digest(path) == digest:
+            return path
+    last_error: ExportError | None = None
+    for path in candidates:
+        try:
+            return export(model, path)
+        except ExportError as e:
+            if not isinstance(e.__cause__, OSError):
+                raise
+            log.warning("cannot write %s (%s); trying the next place", path, e)
+            last_error = e
+    raise ExportError(f"no writable place for the exported sampler: {last_error}")
+
+
+def make_backend(model: TrainedModel, name: str = DEFAULT_BACKEND) -> Backend:
+    """The backend that runs `model`: onnxruntime (default; on the model's device) or torch."""
+    if name == "torch":
+        from engine.apply import TorchBackend
+
+        return TorchBackend(model)
+    if name != "onnxruntime":
+        raise BadInputError(f"unknown backend '{name}': use one of {', '.join(BACKENDS)}")
+    device = "cuda" if model.device.type == "cuda" else "cpu"
+    return OnnxBackend(ensure_sampler(model), device)
+
+
+def describe_backend(backend: Backend) -> dict:
+    """What ran, for --json results and logs: backend name and execution provider (or torch device)."""
+    if isinstance(backend, OnnxBackend):
+        return backend.describe()
+    model = getattr(backend, "model", None)
+    device = str(model.device) if model is not None else "unknown"
+    return {"backend": "torch", "provider": device}
