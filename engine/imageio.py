@@ -38,9 +38,9 @@ def _scale(dtype: np.dtype) -> float:
 
 def from_array(pixels: np.ndarray, channel_order: str = "RGB") -> Picture:
     """Make a Picture from an H x W x C array in the given channel order (RGB, RGBA, BGR, BGRA or GRAY)."""
-    order = channel_order.upper()
+    order = channel_order.upper().replace("GRAY", "Y")
     if pixels.ndim == 2:
-        pixels, order = pixels[:, :, None], "GRAY"
+        pixels, order = pixels[:, :, None], "Y"
     if pixels.ndim != 3 or pixels.shape[2] != len(order) or not set(order) <= set("RGBAY"):
         raise BadInputError(f"pixel array of shape {pixels.shape} does not match channel order {channel_order}")
     if pixels.dtype not in (np.uint8, np.uint16, np.float32):
@@ -48,7 +48,7 @@ def from_array(pixels: np.ndarray, channel_order: str = "RGB") -> Picture:
     depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(pixels.dtype, 32)
     scale = _scale(pixels.dtype)
     alpha = pixels[:, :, order.index("A")].copy() if "A" in order else None
-    if order == "GRAY":
+    if order == "Y":
         rgb = np.repeat(pixels, 3, axis=2)
     else:
         rgb = np.stack([pixels[:, :, order.index(c)] for c in "RGB"], axis=2)
