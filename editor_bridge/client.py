@@ -142,7 +142,12 @@ class Client:
         self._lock = threading.RLock()  # lets close() from another thread wait for the current poll slice
         self._closed = False
         self._socket: zmq.Socket | None = None
-        self._open()
+        try:
+            self._open()
+        except zmq.ZMQError:
+            if self._own_context:
+                self._ctx.term()  # nothing may outlive a failed constructor
+            raise
         _open_clients.add(self)
 
     @classmethod
@@ -365,10 +370,15 @@ class Client:
                     return message
                 elif isinstance(content, ErrorReply):
                     raise_if_error(message)
-                elif isinstance(content, JobInfo) and content.error is not None:
-                    if content.state in (JobState.FAILED, JobState.CANCELLED):
-                        cls = JobCancelled if content.state is JobState.CANCELLED else RemoteError
-                        raise cls(content.error.code, content.error.message, job_id=job_id)
+                elif isinstance(content, JobInfo) and content.state in (JobState.FAILED, JobState.CANCELLED):
+                    cancelled = content.state is JobState.CANCELLED
+                    error = content.error or ErrorReply(
+                        code=ErrorCode.CANCELLED if cancelled else ErrorCode.JOB_FAILED,
+                        message=f"job {job_id} {content.state.value}; see the engine log",
+                    )
+                    raise (JobCancelled if cancelled else RemoteError)(
+                        error.code, error.message, job_id=job_id
+                    )
 
     @staticmethod
     def _report(on_progress: ProgressCallback | None, message: Message, event: ProgressEvent) -> None:
@@ -393,7 +403,11 @@ class Client:
         socket.linger = 0
         socket.sndtimeo = int(self.timeout * 1000)
         socket.setsockopt(zmq.MAXMSGSIZE, 2 * self._max_frame_bytes + MAX_CONTROL_BYTES)
-        socket.connect(self.endpoint)
+        try:
+            socket.connect(self.endpoint)
+        except zmq.ZMQError:
+            socket.close(linger=0)  # an open socket would block the context's term() forever
+            raise
         self._socket = socket
 
     def _send(self, content: Content, buffers: Sequence[Any] = ()) -> Header:

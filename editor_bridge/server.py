@@ -73,7 +73,13 @@ class BridgeServer:
         # A hard cap in libzmq itself: far-oversized frames drop the peer before they fill memory; frames
         # between the two limits still get an error reply from the codec.
         self._router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_bytes + MAX_CONTROL_BYTES)
-        self._router.bind(endpoint)
+        try:
+            self._router.bind(endpoint)
+        except zmq.ZMQError:
+            self._router.close(linger=0)  # leave nothing open that would hang the context's term()
+            if self._own_context:
+                self._ctx.term()
+            raise
         self.endpoint: str = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
         outbox = f"inproc://editor-bridge-outbox-{next(_outbox_ids)}-{id(self)}"
         self._pull = self._ctx.socket(zmq.PULL)

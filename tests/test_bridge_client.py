@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from bridge_fakes import KEY, MODEL, FakeEngine
+from bridge_fakes import KEY, MODEL, FakeEngine, FakeJob
 from bridge_samples import layer, samples
 
 from editor_bridge import Client, frames
@@ -236,3 +236,20 @@ def test_open_clients_are_closed_at_exit(engine):
 def test_shutdown(engine, client):
     client.shutdown()
     assert not client.is_alive(timeout=0.3)
+
+
+def test_waiting_on_a_failed_job_raises():
+    jobs = {
+        "dead": FakeJob("dead", TrainRequest(mode="generation", stored_image="i"), [], state=JobState.FAILED)
+    }
+    with FakeEngine(jobs=jobs) as engine, Client(engine.endpoint, KEY, timeout=5) as client:
+        with pytest.raises(RemoteError, match="job dead failed") as err:
+            client.wait_job("dead", timeout=5)
+        assert err.value.code is ErrorCode.JOB_FAILED
+
+
+def test_a_bad_endpoint_fails_in_the_constructor():
+    import zmq
+
+    with pytest.raises(zmq.ZMQError):
+        Client("nonsense://", KEY)

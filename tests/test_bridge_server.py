@@ -187,3 +187,8 @@ def test_client_with_the_wrong_key_fails_fast():
         with pytest.raises(AuthenticationError, match="connection file is out of date"):
             client.ping()
         assert time.monotonic() - started < 5
+
+
+def test_binding_a_busy_port_fails_cleanly(server):
+    with pytest.raises(zmq.ZMQError, match="in use"):
+        BridgeServer(KEY, server.endpoint)
