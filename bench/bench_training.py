@@ -31,8 +31,14 @@ IMAGES = {
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 
 
-def time_stages(mode: Mode, preset_name: str, iters: int, precision: Precision, device: torch.device,
-                stages: list[int] | None = None) -> list[tuple[int, tuple[int, int], float]]:
+def time_stages(
+    mode: Mode,
+    preset_name: str,
+    iters: int,
+    precision: Precision,
+    device: torch.device,
+    stages: list[int] | None = None,
+) -> list[tuple[int, tuple[int, int], float]]:
     model, train = preset(preset_name, mode)
     train = dataclasses.replace(train, iters=iters + 1, precision=precision, checkpoint_every_s=1e9)
     image = read_image(SHARED / IMAGES[mode]).rgb
@@ -56,7 +62,9 @@ def time_stages(mode: Mode, preset_name: str, iters: int, precision: Precision, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", default="generation", choices=[m.value for m in Mode])
     parser.add_argument("--preset", default="paper", choices=["paper", "fast", "tiny"])
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per stage")
@@ -68,7 +76,10 @@ def main() -> None:
     mode, device = Mode(args.mode), select_device(args.device)
     full_iters = preset(args.preset, mode)[1].iters
     rows = time_stages(mode, args.preset, args.iters, Precision(args.precision), device, args.stages)
-    print(f"{args.mode}, preset {args.preset}, {args.precision}, {device.type}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.mode}, preset {args.preset}, {args.precision}, {device.type}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| stage | size (h x w) | s / iteration | stage time at preset iters |")
     print("|---|---|---|---|")
     for depth, (h, w), spi in rows:

@@ -8,11 +8,11 @@ and pixels outside the feathered mask are copied from the input untouched.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import cv2
 import numpy as np
 import torch
-
-from typing import Protocol
 
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.imageio import Picture
@@ -41,7 +41,9 @@ class TorchBackend:
 
 def _noise_inputs(model: TrainedModel, shapes: list[Shape], rng: torch.Generator) -> list[torch.Tensor]:
     g = model.generator
-    return [torch.randn(1, *g.noise_shape(k, *s), generator=rng).to(model.device) for k, s in enumerate(shapes)]
+    return [
+        torch.randn(1, *g.noise_shape(k, *s), generator=rng).to(model.device) for k, s in enumerate(shapes)
+    ]
 
 
 def output_shapes(model: TrainedModel, height: int | None, width: int | None) -> list[Shape]:
@@ -51,7 +53,9 @@ def output_shapes(model: TrainedModel, height: int | None, width: int | None) ->
     height = height or round(th * width / tw)
     width = width or round(tw * height / th)
     if height < MIN_SIDE or width < MIN_SIDE:
-        raise BadInputError(f"output of {width}x{height} px is too small: both sides must be >= {MIN_SIDE} px")
+        raise BadInputError(
+            f"output of {width}x{height} px is too small: both sides must be >= {MIN_SIDE} px"
+        )
     if height * width > MAX_OUTPUT_PIXELS:
         raise BadInputError(
             f"output of {width}x{height} px is over the {MAX_OUTPUT_PIXELS / 1e6:.0f} MP limit: ask for less"

@@ -157,11 +157,20 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     common = ["--device", args.device] if args.device else []
     if not (model_dir / "model.json").is_file():
         train_args = [str(EXAMPLES / "scream.jpg"), "--mode", "harmonization", "--out", str(model_dir)]
-        summary = cmd_train(build_parser().parse_args(["train", *train_args, "--preset", args.preset, *common]))
+        summary = cmd_train(
+            build_parser().parse_args(["train", *train_args, "--preset", args.preset, *common])
+        )
         print(f"trained {summary['model']} in {summary['training_seconds']} s", file=sys.stderr)
     harmonize_args = [
-        "harmonize", str(model_dir), "--image", str(EXAMPLES / "scream_naive.jpg"),
-        "--mask", str(EXAMPLES / "scream_naive_mask.jpg"), "--out", str(out / "harmonized.png"), *common,
+        "harmonize",
+        str(model_dir),
+        "--image",
+        str(EXAMPLES / "scream_naive.jpg"),
+        "--mask",
+        str(EXAMPLES / "scream_naive_mask.jpg"),
+        "--out",
+        str(out / "harmonized.png"),
+        *common,
     ]
     result = cmd_apply(build_parser().parse_args(harmonize_args))
     print(f"harmonized image written to {result['file']}", file=sys.stderr)
@@ -180,9 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "train a model on one image")
     p.add_argument("image", nargs="?", help="training image")
-    p.add_argument("--mode", default="generation", choices=["generation", "retarget", "harmonization", "editing"])
+    p.add_argument(
+        "--mode", default="generation", choices=["generation", "retarget", "harmonization", "editing"]
+    )
     p.add_argument("--out", help="model directory to create")
-    p.add_argument("--preset", choices=["paper", "fast", "tiny"], help="default: paper on a GPU, fast on a CPU")
+    p.add_argument(
+        "--preset", choices=["paper", "fast", "tiny"], help="default: paper on a GPU, fast on a CPU"
+    )
     p.add_argument("--stages", type=int)
     p.add_argument("--iters", type=int, help="iterations per stage")
     p.add_argument("--max-size", type=int, help="long side of the final stage in px")

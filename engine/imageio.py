@@ -42,9 +42,13 @@ def from_array(pixels: np.ndarray, channel_order: str = "RGB") -> Picture:
     if pixels.ndim == 2:
         pixels, order = pixels[:, :, None], "Y"
     if pixels.ndim != 3 or pixels.shape[2] != len(order) or not set(order) <= set("RGBAY"):
-        raise BadInputError(f"pixel array of shape {pixels.shape} does not match channel order {channel_order}")
+        raise BadInputError(
+            f"pixel array of shape {pixels.shape} does not match channel order {channel_order}"
+        )
     if pixels.dtype not in (np.uint8, np.uint16, np.float32):
-        raise BadInputError(f"unsupported pixel type {pixels.dtype}: use 8-bit, 16-bit or 32-bit float images")
+        raise BadInputError(
+            f"unsupported pixel type {pixels.dtype}: use 8-bit, 16-bit or 32-bit float images"
+        )
     depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(pixels.dtype, 32)
     scale = _scale(pixels.dtype)
     alpha = pixels[:, :, order.index("A")].copy() if "A" in order else None

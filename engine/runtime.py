@@ -7,6 +7,8 @@ and handing tensors to the engine do, and they import it when called.
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -17,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.errors import BackendUnavailableError, BadInputError, ExportError, OnnxFileError
-from engine.standalone import CPU, CUDA, read_metadata, session_options
+from engine.standalone import CPU, CUDA, FORMAT, TEXT_KEYS, read_metadata, session_options
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "torch")
+FORMAT_VERSION = 1  # of exported samplers; engine.onnx_export writes it
 DEFAULT_BACKEND = "onnxruntime"
 
 
@@ -41,7 +44,45 @@ def cuda_provider_options() -> dict[str, str]:
     }
 
 
+def weights_digest(graph) -> str:
+    """sha256 of the graph's initializers (names, shapes, bytes), recorded at export and checked on load.
+
+    Damage inside the weights still parses as valid protobuf and would run and give wrong images; this
+    turns it into an error. The initializers' raw bytes are hashed, not a re-serialisation, so the digest
+    does not depend on the protobuf library's version.
+    """
+    h = hashlib.sha256()
+    for tensor in sorted(graph.initializer, key=lambda t: t.name):
+        h.update(f"{tensor.name}:{list(tensor.dims)}:{tensor.data_type}:".encode())
+        h.update(tensor.raw_data)
+    return h.hexdigest()
+
+
+def verify_file(path: str | Path) -> dict:
+    """Parse an exported sampler and check its weights against the digest in its metadata.
+
+    Returns the decoded metadata; OnnxFileError when the file is truncated, corrupted or not a sampler.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # protobuf DecodeError and friends
+        raise OnnxFileError(
+            f"{path} is not a readable ONNX file (truncated or corrupted?): export again"
+        ) from e
+    props = {p.key: p.value for p in proto.metadata_props}
+    if props.get("format") != FORMAT:
+        raise OnnxFileError(f"{path} is not a sampler exported by `engine export`")
+    if json.loads(props.get("format_version", "0")) > FORMAT_VERSION:
+        raise OnnxFileError(f"{path} was exported by a newer engine ({props.get('engine_version')}): upgrade")
+    if props.get("weights_digest") != weights_digest(proto.graph):
+        raise OnnxFileError(f"{path} is corrupted (its weights do not match their checksum): export again")
+    return {k: (v if k in TEXT_KEYS else json.loads(v)) for k, v in props.items()}
+
+
 def _create_session(source: str, device: str) -> ort.InferenceSession:
+    verify_file(source)
     if device == "cuda":
         if CUDA not in ort.get_available_providers():
             raise BackendUnavailableError(
@@ -187,13 +228,9 @@ def _recorded_digest(path: Path) -> str | None:
         return None
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _CHECKED:
-        import onnx
-
-        from engine.onnx_export import read_props
-
         try:
-            _CHECKED[key] = read_props(onnx.load(str(path)), path)["source_digest"]
-        except Exception as e:  # damaged or foreign: it is only a cache, so export it again
+            _CHECKED[key] = verify_file(path)["source_digest"]
+        except OnnxFileError as e:  # damaged or foreign: it is only a cache, so export it again
             log.warning("re-exporting %s: the existing file is unusable (%s)", path, e)
             return None
     return _CHECKED[key]

@@ -20,7 +20,7 @@ FORMAT = "singan-studio-sampler"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # metadata_props values are strings: these are plain text, every other value is JSON.
-TEXT_KEYS = frozenset({"format", "mode", "precision", "engine_version", "source_digest"})
+TEXT_KEYS = frozenset({"format", "mode", "precision", "engine_version", "source_digest", "weights_digest"})
 
 
 def available_cores() -> int:

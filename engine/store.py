@@ -85,12 +85,15 @@ def save_model(
 def read_meta(directory: str | Path) -> dict:
     directory = Path(directory)
     if not directory.is_dir():
-        raise ModelNotFoundError(f"no model at {directory}: train one with `engine train IMAGE --out {directory}`")
+        raise ModelNotFoundError(
+            f"no model at {directory}: train one with `engine train IMAGE --out {directory}`"
+        )
     meta_path = directory / MODEL_JSON
     if not meta_path.is_file():
         if (directory / CHECKPOINT_DIR).is_dir():
             raise ModelNotFoundError(
-                f"training of {directory} did not finish: continue it with `engine train --resume {directory}`"
+                f"training of {directory} did not finish: "
+                f"continue it with `engine train --resume {directory}`"
             )
         raise ModelNotFoundError(f"{directory} is not a model directory (it has no {MODEL_JSON})")
     try:

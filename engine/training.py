@@ -50,7 +50,8 @@ ProgressFn = Callable[[Progress], None]
 
 def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """H x W x 3 float in [0, 1] -> 1 x 3 x H x W in [-1, 1], the networks' range."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device) * 2 - 1
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(chw)[None].to(device) * 2 - 1
 
 
 def to_image(tensor: torch.Tensor) -> np.ndarray:
@@ -80,11 +81,14 @@ class Trainer:
         cancel: threading.Event | None = None,
     ) -> None:
         if train.precision is Precision.FP16:
-            raise BadInputError("fp16 training is not supported (WGAN-GP is unstable in it): use bf16 or fp32")
+            raise BadInputError(
+                "fp16 training is not supported (WGAN-GP is unstable in it): use bf16 or fp32"
+            )
         self.model, self.train, self.device = model, train, device
         self.spec = spec(model.mode)
         self.out_dir = out_dir
         self.progress, self.cancel = progress, cancel
+        image = np.asarray(image, dtype=np.float32)
         self.shapes: list[Shape] = stage_shapes(image.shape[0], image.shape[1], model)
         self.image = build_pyramid(image, self.shapes[-1:])[0]  # the training image at its final size
         self.reals = [to_tensor(r, device) for r in build_pyramid(self.image, self.shapes)]
@@ -119,7 +123,9 @@ class Trainer:
         elif self.spec.stage_input is StageInput.NOISE:
             return self._randn(self.model.channels, h, w)
         elif self.spec.stage_input is StageInput.AUGMENTED:
-            base = to_tensor(augment.augment_for_harmonization(self.coarse_u8, self.np_rng) / 255.0, self.device)
+            base = to_tensor(
+                augment.augment_for_harmonization(self.coarse_u8, self.np_rng) / 255.0, self.device
+            )
         else:
             base = to_tensor(augment.shuffle_tiles(self.coarse_u8, self.np_rng) / 255.0, self.device)
         return base + noise_std * self._randn(self.model.channels, h, w) if noise_std else base
@@ -135,7 +141,9 @@ class Trainer:
         if depth > 0:
             return self._randn(*self.generator.noise_shape(depth, *self.shapes[depth]))
         if self.model.mode is Mode.EDITING:
-            return self.reals[0] + self.spec.injected_noise * self._randn(self.model.channels, *self.shapes[0])
+            return self.reals[0] + self.spec.injected_noise * self._randn(
+                self.model.channels, *self.shapes[0]
+            )
         # Generation, retargeting and harmonization reconstruct the image from the coarsest real image.
         return self.reals[0].clone()
 
@@ -148,7 +156,9 @@ class Trainer:
         groups = []
         for idx, block in enumerate(trained):
             block.requires_grad_(True)
-            groups.append({"params": block.parameters(), "lr": t.lr_g * t.lr_scale ** (len(trained) - 1 - idx)})
+            groups.append(
+                {"params": block.parameters(), "lr": t.lr_g * t.lr_scale ** (len(trained) - 1 - idx)}
+            )
         if depth < t.train_depth:
             g.head.requires_grad_(True)
             groups.append({"params": g.head.parameters(), "lr": t.lr_g * t.lr_scale**depth})
@@ -203,7 +213,9 @@ class Trainer:
         while self.iteration < t.iters:
             if self.cancel is not None and self.cancel.is_set():
                 self.checkpoint(opt_g, opt_d)
-                raise CancelledError(f"training cancelled; continue with `engine train --resume {self.out_dir}`")
+                raise CancelledError(
+                    f"training cancelled; continue with `engine train --resume {self.out_dir}`"
+                )
             self._set_lr((opt_g, opt_d), self.iteration)
             inputs = self._random_inputs(depth)
             with amp_ctx:
@@ -252,7 +264,9 @@ class Trainer:
             return sum(h * w for h, w in self.shapes[max(0, k + 1 - self.train.train_depth) : k + 1])
 
         remaining = (self.train.iters - self.iteration) * spi
-        remaining += sum(self.train.iters * spi * cost(k) / cost(depth) for k in range(depth + 1, len(self.shapes)))
+        remaining += sum(
+            self.train.iters * spi * cost(k) / cost(depth) for k in range(depth + 1, len(self.shapes))
+        )
         elapsed = self.elapsed + time.monotonic() - stage_start
         self.progress(
             Progress(depth, len(self.shapes), self.iteration, self.train.iters, losses, elapsed, remaining)
@@ -370,7 +384,9 @@ def resume(
     if (out_dir / store.MODEL_JSON).is_file():
         raise IncompatibleModelError(f"{out_dir} has finished training; there is nothing to resume")
     if not state_path.is_file():
-        raise BadInputError(f"{out_dir} has no checkpoint to resume from: start a new run with `engine train`")
+        raise BadInputError(
+            f"{out_dir} has no checkpoint to resume from: start a new run with `engine train`"
+        )
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     model, train_cfg = ModelConfig.from_dict(state["model"]), TrainConfig.from_dict(state["train"])
     image = read_image(out_dir / store.CHECKPOINT_DIR / "image.png").rgb

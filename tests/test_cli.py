@@ -18,7 +18,11 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 def engine(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"engine {args[0]} failed ({proc.returncode}): {proc.stderr}")
@@ -33,37 +37,99 @@ def result(proc: subprocess.CompletedProcess) -> dict:
 
 def test_train_sample_harmonize_edit_finetune(tmp_path, shared_images):
     h = shared_images / "harmonization"
-    out = result(engine("train", h / "scream.jpg", "--mode", "harmonization", "--preset", "tiny",
-                        "--out", tmp_path / "m", "--json"))
+    out = result(
+        engine(
+            "train",
+            h / "scream.jpg",
+            "--mode",
+            "harmonization",
+            "--preset",
+            "tiny",
+            "--out",
+            tmp_path / "m",
+            "--json",
+        )
+    )
     assert out["ok"] and out["mode"] == "harmonization" and Path(out["preview"]).is_file()
 
-    res = result(engine("harmonize", tmp_path / "m", "--image", h / "scream_naive.jpg",
-                        "--mask", h / "scream_naive_mask.jpg", "--out", tmp_path / "h.png", "--json"))
+    res = result(
+        engine(
+            "harmonize",
+            tmp_path / "m",
+            "--image",
+            h / "scream_naive.jpg",
+            "--mask",
+            h / "scream_naive_mask.jpg",
+            "--out",
+            tmp_path / "h.png",
+            "--json",
+        )
+    )
     picture = read_image(tmp_path / "h.png")
     assert picture.shape == read_image(h / "scream_naive.jpg").shape == (res["height"], res["width"])
 
-    tuned = result(engine("finetune", tmp_path / "m", "--naive", h / "scream_naive.jpg", "--iters", "3",
-                          "--out", tmp_path / "tuned", "--json"))
+    tuned = result(
+        engine(
+            "finetune",
+            tmp_path / "m",
+            "--naive",
+            h / "scream_naive.jpg",
+            "--iters",
+            "3",
+            "--out",
+            tmp_path / "tuned",
+            "--json",
+        )
+    )
     assert tuned["ok"] and (tmp_path / "tuned" / "model.json").is_file()
 
     e = shared_images / "editing"
     engine("train", e / "stone.png", "--mode", "editing", "--preset", "tiny", "--out", tmp_path / "e")
-    engine("edit", tmp_path / "e", "--image", e / "stone_edit_1.png", "--mask", e / "stone_edit_1_mask.png",
-           "--out", tmp_path / "edited.png")
+    engine(
+        "edit",
+        tmp_path / "e",
+        "--image",
+        e / "stone_edit_1.png",
+        "--mask",
+        e / "stone_edit_1_mask.png",
+        "--out",
+        tmp_path / "edited.png",
+    )
     assert read_image(tmp_path / "edited.png").shape == read_image(e / "stone_edit_1.png").shape
 
     g = shared_images / "generation"
     engine("train", g / "colusseum.png", "--mode", "retarget", "--preset", "tiny", "--out", tmp_path / "r")
-    res = result(engine("sample", tmp_path / "r", "--out", tmp_path / "s", "--n", "3",
-                        "--width", "120", "--height", "50", "--json"))
+    res = result(
+        engine(
+            "sample",
+            tmp_path / "r",
+            "--out",
+            tmp_path / "s",
+            "--n",
+            "3",
+            "--width",
+            "120",
+            "--height",
+            "50",
+            "--json",
+        )
+    )
     assert len(res["files"]) == 3
     assert all(read_image(f).shape == (50, 120) for f in res["files"])
 
 
 def test_alpha_png_keeps_its_alpha(tmp_path, shared_images):
     # zebra.png has an alpha channel: train on it, then harmonize an RGBA image and keep the alpha.
-    engine("train", shared_images / "harmonization" / "scream.jpg", "--mode", "harmonization",
-           "--preset", "tiny", "--out", tmp_path / "m")
+    engine(
+        "train",
+        shared_images / "harmonization" / "scream.jpg",
+        "--mode",
+        "harmonization",
+        "--preset",
+        "tiny",
+        "--out",
+        tmp_path / "m",
+    )
     import cv2
 
     rgba = np.zeros((60, 80, 4), np.uint8)
@@ -73,8 +139,16 @@ def test_alpha_png_keeps_its_alpha(tmp_path, shared_images):
     mask = np.zeros((60, 80), np.uint8)
     mask[20:40, 30:50] = 255
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
-    engine("harmonize", tmp_path / "m", "--image", tmp_path / "in.png", "--mask", tmp_path / "mask.png",
-           "--out", tmp_path / "out.png")
+    engine(
+        "harmonize",
+        tmp_path / "m",
+        "--image",
+        tmp_path / "in.png",
+        "--mask",
+        tmp_path / "mask.png",
+        "--out",
+        tmp_path / "out.png",
+    )
     out = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)
     assert out.shape == (60, 80, 4)
     np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
@@ -83,16 +157,35 @@ def test_alpha_png_keeps_its_alpha(tmp_path, shared_images):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["harmonize", "{models}/nope", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
-         "no model at"),
-        (["harmonize", "{model}", "--image", "{tmp}/missing.png", "--mask", "{mask}", "--out", "{tmp}/o.png"],
-         "no such file"),
-        (["harmonize", "{model}", "--image", "{garbage}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
-         "not an image format"),
-        (["harmonize", "{model}", "--image", "{img}", "--mask", "{small_mask}", "--out", "{tmp}/o.png"],
-         "export the mask at the image's size"),
-        (["edit", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
-         "needs a model trained with --mode editing"),
+        (
+            ["harmonize", "{models}/nope", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
+            "no model at",
+        ),
+        (
+            [
+                "harmonize",
+                "{model}",
+                "--image",
+                "{tmp}/missing.png",
+                "--mask",
+                "{mask}",
+                "--out",
+                "{tmp}/o.png",
+            ],
+            "no such file",
+        ),
+        (
+            ["harmonize", "{model}", "--image", "{garbage}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
+            "not an image format",
+        ),
+        (
+            ["harmonize", "{model}", "--image", "{img}", "--mask", "{small_mask}", "--out", "{tmp}/o.png"],
+            "export the mask at the image's size",
+        ),
+        (
+            ["edit", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
+            "needs a model trained with --mode editing",
+        ),
         (["sample", "{model}", "--out", "{tmp}/s", "--width", "100000", "--height", "100000"], "MP limit"),
         (["train", "{img}", "--mode", "generation", "--stages", "0", "--out", "{tmp}/t"], "--stages"),
         (["train", "{img}", "--out", "{model}"], "already exists"),
@@ -100,17 +193,22 @@ def test_alpha_png_keeps_its_alpha(tmp_path, shared_images):
         (["train", "{img}", "--out", "{tmp}/t", "--device", "cuda"], "no CUDA GPU"),
     ],
 )
-def test_bad_input_gives_a_one_line_error_and_writes_nothing(args, message, tmp_path, tiny_models,
-                                                             shared_images):
+def test_bad_input_gives_a_one_line_error_and_writes_nothing(
+    args, message, tmp_path, tiny_models, shared_images
+):
     import cv2
 
     (tmp_path / "garbage.png").write_bytes(b"this is not a png")
     cv2.imwrite(str(tmp_path / "small_mask.png"), np.zeros((10, 10), np.uint8))
     h = shared_images / "harmonization"
     values = {
-        "models": tmp_path, "model": tiny_models["harmonization"], "tmp": tmp_path,
-        "img": h / "scream_naive.jpg", "mask": h / "scream_naive_mask.jpg",
-        "garbage": tmp_path / "garbage.png", "small_mask": tmp_path / "small_mask.png",
+        "models": tmp_path,
+        "model": tiny_models["harmonization"],
+        "tmp": tmp_path,
+        "img": h / "scream_naive.jpg",
+        "mask": h / "scream_naive_mask.jpg",
+        "garbage": tmp_path / "garbage.png",
+        "small_mask": tmp_path / "small_mask.png",
     }
     if "cuda" in args and __import__("torch").cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -127,9 +225,22 @@ def test_kill_during_training_then_resume(tmp_path, shared_images):
     """kill -9 in the middle of a run, then `engine train --resume` finishes the same model."""
     out = tmp_path / "model"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "train", str(shared_images / "generation" / "zebra.png"),
-         "--preset", "tiny", "--iters", "60", "--out", str(out)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "train",
+            str(shared_images / "generation" / "zebra.png"),
+            "--preset",
+            "tiny",
+            "--iters",
+            "60",
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     state = out / "checkpoint" / "state.pt"
     deadline = time.time() + 120

@@ -47,7 +47,9 @@ def test_stage_shapes_follow_the_reference_formula(size, mode):
         # final size instead.
         assert stage_shapes(*size, model) == [final] * model.n_stages
         return
-    expected = reference_shapes(*size, model.n_stages, model.min_size, model.max_size, mode == "harmonization")
+    expected = reference_shapes(
+        *size, model.n_stages, model.min_size, model.max_size, mode == "harmonization"
+    )
     assert stage_shapes(*size, model) == expected
 
 

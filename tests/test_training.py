@@ -38,8 +38,12 @@ def test_model_directory_is_plain_data(tiny_models):
     assert meta["noise_amps"][0] == 1.0 and 0 < meta["noise_amps"][1] < 1
     files = {p.name for p in tiny_models["harmonization"].iterdir()}
     assert files == {
-        "model.json", "generator.safetensors", "noise.safetensors", "discriminator.safetensors",
-        "training_image.png", "preview.png",
+        "model.json",
+        "generator.safetensors",
+        "noise.safetensors",
+        "discriminator.safetensors",
+        "training_image.png",
+        "preview.png",
     }
 
 
@@ -73,7 +77,9 @@ def test_resume_after_cancel_matches_an_uninterrupted_run(tmp_path, shared_image
         store.load_model(tmp_path / "resumed")
     resumed = training.resume(tmp_path / "resumed", CPU)
     a, b = store.load_model(straight), store.load_model(resumed)
-    for (name, x), (_, y) in zip(a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True):
+    for (name, x), (_, y) in zip(
+        a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True
+    ):
         # Equal up to float rounding (oneDNN may sum in another order after reloading tensors).
         torch.testing.assert_close(x, y, atol=1e-6, rtol=0, msg=name)
     assert a.noise_amps == b.noise_amps
@@ -103,7 +109,9 @@ def test_finetune_makes_a_new_model_and_leaves_the_original(tiny_models, tmp_pat
 
 def test_finetune_refuses_generation_models(tiny_models, tmp_path):
     with pytest.raises(IncompatibleModelError, match="only harmonization and editing"):
-        training.finetune(tiny_models["generation"], np.zeros((48, 48, 3), np.float32), tmp_path / "x", CPU, 2)
+        training.finetune(
+            tiny_models["generation"], np.zeros((48, 48, 3), np.float32), tmp_path / "x", CPU, 2
+        )
 
 
 def test_bf16_training_runs_and_learns(tmp_path):
