@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,21 @@ def _progress(args: argparse.Namespace, label: str):
     return None if args.json else ProgressBar(label)
 
 
+def _cancel_on_signals() -> threading.Event:
+    """First Ctrl-C (or SIGTERM) stops training cleanly at the next iteration; a second one aborts."""
+    cancel = threading.Event()
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nstopping after this iteration (press Ctrl-C again to abort)...", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return cancel
+
+
 def _finish_bar(bar) -> None:
     if bar is not None:
         bar.close()
@@ -39,9 +56,10 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
     device = _device(args)
     bar = _progress(args, "train")
+    cancel = _cancel_on_signals()
     try:
         if args.resume:
-            out = training.resume(Path(args.resume), device, bar)
+            out = training.resume(Path(args.resume), device, bar, cancel)
         else:
             if args.image is None or args.out is None:
                 raise EngineError("train needs IMAGE and --out MODEL_DIR (or --resume MODEL_DIR)")
@@ -57,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
                 seed=args.seed,
                 precision=args.precision or default_precision(device),
             )
-            out = training.train(picture.rgb, model, train_cfg, Path(args.out), device, bar)
+            out = training.train(picture.rgb, model, train_cfg, Path(args.out), device, bar, cancel)
     finally:
         _finish_bar(bar)
     return _model_summary(out)
@@ -83,8 +101,11 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     device = _device(args)
     naive = read_image(args.naive)
     bar = _progress(args, "finetune")
+    cancel = _cancel_on_signals()
     try:
-        out = training.finetune(Path(args.model_dir), naive.rgb, Path(args.out), device, args.iters, bar)
+        out = training.finetune(
+            Path(args.model_dir), naive.rgb, Path(args.out), device, args.iters, bar, cancel
+        )
     finally:
         _finish_bar(bar)
     return _model_summary(out)

@@ -9,6 +9,7 @@ computed once per stage, and the fake image that the reference recomputes for ea
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -326,7 +327,9 @@ class Trainer:
                 if self.stage < n:
                     self.checkpoint()
         except KeyboardInterrupt:
-            self.checkpoint()  # optimizer state of a half stage is lost; the stage restarts from its start
+            # A hard interrupt can land inside an iteration; the CLI and the daemon therefore stop training
+            # through the cancel event, at an iteration boundary, and this is only the fallback.
+            self.checkpoint()
             raise
         return self._save(info or {})
 
@@ -416,7 +419,10 @@ def finetune(
             "fine-tuned on a naive image"
         )
     store.require_fresh_output(out_dir)
-    train_cfg = TrainConfig.from_dict({**base.train.to_dict(), "iters": iters})
+    # No mid-run checkpoints: a fine-tuning run is short, and a cancelled one leaves nothing behind.
+    train_cfg = TrainConfig.from_dict(
+        {**base.train.to_dict(), "iters": iters, "checkpoint_every_s": math.inf}
+    )
     background = store.load_training_image(model_dir)
     trainer = Trainer(base.model, train_cfg, background, out_dir, device, progress, cancel)
     trainer.generator = base.generator.train()
@@ -428,7 +434,11 @@ def finetune(
     trainer.stage0_override = to_tensor(resize(naive, base.shapes[0]).clip(0, 1), device)
     last = len(base.shapes) - 1
     trainer.stage = last
-    trainer._prepare_stage(last)
-    trainer._train_stage(last)
+    try:
+        trainer._prepare_stage(last)
+        trainer._train_stage(last)
+    except (CancelledError, KeyboardInterrupt) as e:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise CancelledError("fine-tuning cancelled; nothing was written") from e
     trainer.stage = last + 1
     return trainer._save({"parent": str(Path(model_dir).resolve()), "finetuned_iters": iters})

@@ -260,3 +260,35 @@ def test_kill_during_training_then_resume(tmp_path, shared_images):
     assert res["ok"] and (out / "model.json").is_file() and not (out / "checkpoint").exists()
     engine("sample", out, "--out", tmp_path / "s")
     assert read_image(tmp_path / "s" / "sample_000.png").shape == read_image(out / "training_image.png").shape
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, shared_images):
+    out = tmp_path / "model"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "train",
+            str(shared_images / "generation" / "zebra.png"),
+            "--preset",
+            "tiny",
+            "--iters",
+            "100000",
+            "--out",
+            str(out),
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint" / "state.pt").is_file():
+        time.sleep(0.05)
+    time.sleep(0.5)  # let it get into the iterations
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"engine train --resume {out}" in stderr
+    assert (out / "checkpoint" / "state.pt").is_file() and not (out / "model.json").exists()
