@@ -1,0 +1,299 @@
+"""What the Krita and GIMP plugins share, editor-free: editor bytes -> requests, and results -> layer bytes.
+
+A plugin reads the editor into a `Canvas` (raw bytes in the editor's own channel order), asks this module for
+the request, and writes the `LayerPatch` it gets back. Keeping this here means every rule about selections,
+backgrounds and result placement is tested without Krita or GIMP.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from editor_bridge import frames
+from editor_bridge.errors import BridgeError, ImageError
+from editor_bridge.protocol import (
+    BBox,
+    BitDepth,
+    ChannelOrder,
+    EditRequest,
+    HarmonizeRequest,
+    ImageDescriptor,
+    Mode,
+    Preset,
+    ResultReply,
+    SampleRequest,
+    TrainOptions,
+    TrainRequest,
+)
+from editor_bridge.wire import Message
+
+
+class CanvasError(BridgeError):
+    """The editor's image cannot be sent as it is; the message tells the artist what to change."""
+
+
+class UnsupportedColorDepth(CanvasError):
+    pass
+
+
+class EmptySelection(CanvasError):
+    pass
+
+
+class Editor(str, enum.Enum):
+    KRITA = "krita"
+    GIMP = "gimp"
+
+    @property
+    def channel_order(self) -> ChannelOrder:
+        # Krita's 8-bit RGBA layers are B,G,R,A in memory; GIMP hands out whatever Babl format is asked for.
+        return ChannelOrder.BGRA if self is Editor.KRITA else ChannelOrder.RGBA
+
+    @property
+    def convert_hint(self) -> str:
+        if self is Editor.KRITA:
+            return "convert it with Image > Convert Image Color Space... to RGB/Alpha, 8-bit integer/channel"
+        return "convert it with Image > Precision > 8 bit integer (and Image > Mode > RGB)"
+
+
+class Operation(str, enum.Enum):
+    HARMONIZE = "harmonize"
+    EDIT = "edit"
+    VARIATION = "variation"
+
+    @property
+    def label(self) -> str:
+        return _OPERATION_SPECS[self][0]
+
+    @property
+    def layer_name(self) -> str:
+        return _OPERATION_SPECS[self][1]
+
+    @property
+    def mode(self) -> Mode:
+        return _OPERATION_SPECS[self][2]
+
+
+# The menu label, the new layer's name and the kind of model, in one place.
+_OPERATION_SPECS: dict[Operation, tuple[str, str, Mode]] = {
+    Operation.HARMONIZE: ("Harmonize selection", "Harmonized", Mode.HARMONIZATION),
+    Operation.EDIT: ("Edit selection", "Edited", Mode.EDITING),
+    Operation.VARIATION: ("Generate variation", "Variation", Mode.GENERATION),
+}
+
+
+def check_color_depth(editor: Editor, color_model: str, depth: str) -> None:
+    """Refuse anything but 8-bit RGB(A): the plugins read and write u8 bytes, and silently rounding a 16-bit
+    or float painting down to 8 bits would lose the artist's data. `depth` is the editor's own name for it
+    (Krita: U8, U16, F16, F32; GIMP: a Gimp.Precision name such as U8_NON_LINEAR)."""
+    model_ok = color_model.upper() in {"RGBA", "RGB"}
+    depth_ok = depth.upper().removeprefix("PRECISION_").startswith("U8")
+    if not (model_ok and depth_ok):
+        raise UnsupportedColorDepth(
+            f"this image is {color_model} {depth}; the engine works on 8-bit RGB images: "
+            f"{editor.convert_hint}, or work on an 8-bit copy"
+        )
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """The editor's state as raw bytes, all canvas-sized, rows top down.
+
+    composite: the image as the editor shows it; background: the same without the active layer (None when it
+    could not be read); layer: the active layer's own pixels; selection: 1 byte a pixel, None when nothing is
+    selected (then the active layer's opaque pixels are the region).
+    """
+
+    editor: Editor
+    width: int
+    height: int
+    composite: bytes
+    layer: bytes
+    background: bytes | None = None
+    selection: bytes | None = None
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        size = self.width * self.height
+        for field_name, per_pixel in (("composite", 4), ("layer", 4), ("background", 4), ("selection", 1)):
+            data = getattr(self, field_name)
+            if data is not None and len(data) != size * per_pixel:
+                raise ImageError(
+                    f"{field_name} has {len(data)} bytes, a {self.width}x{self.height} canvas needs "
+                    f"{size * per_pixel}; read the whole canvas at 8 bits"
+                )
+
+    @property
+    def channel_order(self) -> ChannelOrder:
+        return self.editor.channel_order
+
+    def pixels(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(data, np.uint8).reshape(self.height, self.width, 4)
+
+    def mask(self) -> np.ndarray:
+        """Where the work applies: the selection, else the active layer's alpha."""
+        if self.selection is not None:
+            return np.frombuffer(self.selection, np.uint8).reshape(self.height, self.width)
+        return self.pixels(self.layer)[..., 3]
+
+    def training_image(self) -> bytes:
+        """The background to learn from; the composite when the active layer has nothing below it, because
+        an empty background would teach the model nothing."""
+        if self.background is None or not self.pixels(self.background)[..., 3].any():
+            return self.composite
+        return self.background
+
+
+def mask_bbox(mask: np.ndarray) -> BBox:
+    """The bounding box of the nonzero mask pixels; EmptySelection when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise EmptySelection(
+            "nothing to work on: select the object (or make the pasted layer active) and try again"
+        )
+    return BBox(x=int(cols[0]), y=int(rows[0]), w=int(cols[-1] - cols[0] + 1), h=int(rows[-1] - rows[0] + 1))
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request ready to send: its content, its frames, and the region the result will be limited to."""
+
+    request: Any
+    buffers: list[Any]
+    bbox: BBox
+
+
+def _train_options(preset: Preset | str | None) -> TrainOptions | None:
+    return TrainOptions(preset=Preset(preset)) if preset else None
+
+
+def apply_job(
+    op: Operation, canvas: Canvas, *, preset: Preset | str | None = None, seed: int | None = None
+) -> Job:
+    """A harmonize or edit request: composite + mask, training on the background if no model exists yet."""
+    if op is Operation.VARIATION:
+        raise ValueError("variation needs a generation model: use train_job and sample_job")
+    mask = canvas.mask()
+    bbox = mask_bbox(mask)
+    buffers: list[Any] = []
+    order = canvas.channel_order
+    image = frames.attach(buffers, canvas.pixels(canvas.composite), order, bbox)
+    mask_desc = frames.attach(buffers, mask, ChannelOrder.GRAY, bbox)
+    training = canvas.training_image()
+    if training is canvas.composite:
+        background = image  # the protocol lets both refer to one frame: no second copy on the wire
+    else:
+        background = frames.attach(buffers, canvas.pixels(training), order)
+    cls = HarmonizeRequest if op is Operation.HARMONIZE else EditRequest
+    request = cls(
+        image=image,
+        mask=mask_desc,
+        train_if_missing=True,
+        background=background,
+        train=_train_options(preset),
+        seed=seed,
+    )
+    return Job(request, buffers, bbox)
+
+
+def variation_model_name(canvas: Canvas) -> str:
+    """A stable name for the generation model of this picture, so a second variation reuses it."""
+    digest = hashlib.sha256(canvas.composite).hexdigest()[:16]
+    return f"variation-{canvas.width}x{canvas.height}-{digest}"
+
+
+def train_job(canvas: Canvas, *, preset: Preset | str | None = None) -> Job:
+    """Train a generation model on the picture as the artist sees it (the first half of a variation)."""
+    buffers: list[Any] = []
+    image = frames.attach(buffers, canvas.pixels(canvas.composite), canvas.channel_order)
+    request = TrainRequest(
+        mode=Mode.GENERATION,
+        name=variation_model_name(canvas),
+        image=image,
+        preset=Preset(preset) if preset else None,
+    )
+    return Job(request, buffers, BBox(x=0, y=0, w=canvas.width, h=canvas.height))
+
+
+def sample_job(canvas: Canvas, model_id: str, *, seed: int | None = None) -> Job:
+    """Sample one canvas-sized image; limited to the selection when there is one, else the whole canvas."""
+    if canvas.selection is not None:
+        bbox = mask_bbox(canvas.mask())
+    else:
+        bbox = BBox(x=0, y=0, w=canvas.width, h=canvas.height)
+    request = SampleRequest(model_id=model_id, n=1, width=canvas.width, height=canvas.height, seed=seed)
+    return Job(request, [], bbox)
+
+
+@dataclass(frozen=True)
+class LayerPatch:
+    """Bytes for the new layer's rectangle (x, y, w, h) in the editor's channel order; the rest of the new
+    layer stays transparent, so the picture outside the selection is exactly what it was."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    data: bytes
+    name: str
+
+
+def _to_rgba_u8(array: np.ndarray, desc: ImageDescriptor) -> np.ndarray:
+    """Any result layout the protocol allows, as H x W x 4 uint8 RGBA."""
+    if desc.bit_depth is BitDepth.U16:
+        array = (array.astype(np.uint32) * 255 + 32767) // 65535
+    elif desc.bit_depth is BitDepth.F32:
+        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0)
+    array = array.astype(np.uint8, copy=False)
+    canonical, order = frames.to_canonical(array, desc.channel_order)
+    h, w = canonical.shape[:2]
+    if order is ChannelOrder.GRAY:
+        rgb, alpha = np.repeat(canonical.reshape(h, w, 1), 3, axis=2), None
+    elif order is ChannelOrder.GRAYA:
+        rgb, alpha = np.repeat(canonical[..., :1], 3, axis=2), canonical[..., 1]
+    elif order is ChannelOrder.RGB:
+        rgb, alpha = canonical, None
+    else:
+        rgb, alpha = canonical[..., :3], canonical[..., 3]
+    out = np.empty((h, w, 4), np.uint8)
+    out[..., :3] = rgb
+    out[..., 3] = 255 if alpha is None else alpha
+    return out
+
+
+def result_image(message: Message) -> tuple[np.ndarray, ImageDescriptor]:
+    content = message.content
+    if not isinstance(content, ResultReply) or not content.images:
+        raise ImageError("the engine's reply holds no image; check the engine log")
+    desc = content.images[0]
+    return message.image(desc), desc
+
+
+def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message) -> LayerPatch:
+    """The new layer's pixels: the result inside the job's region, alpha from the selection (soft edges
+    stay soft), nothing outside it."""
+    array, desc = result_image(message)
+    rgba = _to_rgba_u8(array, desc)
+    box = job.bbox
+    if (desc.width, desc.height) == (canvas.width, canvas.height):
+        rgba = rgba[box.y : box.y + box.h, box.x : box.x + box.w]
+    elif (desc.width, desc.height) != (box.w, box.h):
+        raise ImageError(
+            f"the engine returned a {desc.width}x{desc.height} image for a {canvas.width}x{canvas.height} "
+            "canvas; update the engine and the plugin together"
+        )
+    if op is Operation.VARIATION and canvas.selection is None:
+        region_mask = None  # a whole-canvas variation keeps the sample's own alpha
+    else:
+        region_mask = canvas.mask()[box.y : box.y + box.h, box.x : box.x + box.w]
+    out = np.array(rgba)  # writable copy: the received frame is read-only
+    if region_mask is not None:
+        out[..., 3] = (out[..., 3].astype(np.uint16) * region_mask + 127) // 255
+    editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
+    return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, op.layer_name)

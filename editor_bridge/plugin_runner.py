@@ -1,0 +1,273 @@
+"""Running one plugin operation against the engine: settings, starting `engine serve`, progress text, and the
+short messages an artist sees when something goes wrong. Editor-free, so both plugins share it.
+
+Everything here may run on a worker thread (Krita) or the plug-in's only thread (GIMP); nothing touches a GUI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from editor_bridge.client import Client
+from editor_bridge.connection import connection_file_path, default_home, find_engine
+from editor_bridge.errors import (
+    AuthenticationError,
+    BridgeError,
+    EngineNotRunning,
+    JobCancelled,
+    RemoteError,
+    RequestTimeout,
+    UnsupportedVersion,
+)
+from editor_bridge.plugin_core import (
+    Canvas,
+    CanvasError,
+    LayerPatch,
+    Operation,
+    apply_job,
+    patch_from_result,
+    sample_job,
+    train_job,
+    variation_model_name,
+)
+from editor_bridge.protocol import ErrorCode, Mode, ProgressEvent, ResultReply
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+START_WAIT_S = 60.0  # importing torch and binding the socket takes a few seconds on a cold start
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the installer recorded beside the plugin: which engine to talk to and how to start one."""
+
+    home: str | None = None  # None: $ENGINE_HOME or the user's default, like the engine itself
+    engine_command: tuple[str, ...] = ()  # e.g. (python, "-m", "engine.cli"); empty: cannot offer to start
+    preset: str | None = None  # training preset for models the plugin asks for (None: the engine's default)
+    timeout_s: float = 30.0
+
+    @classmethod
+    def load(cls, plugin_dir: str | os.PathLike[str]) -> Settings:
+        path = Path(plugin_dir) / SETTINGS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+            return cls()
+        return cls(
+            home=data.get("home"),
+            engine_command=tuple(data.get("engine_command") or ()),
+            preset=data.get("preset"),
+            timeout_s=float(data.get("timeout_s", 30.0)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "home": self.home,
+                "engine_command": list(self.engine_command),
+                "preset": self.preset,
+                "timeout_s": self.timeout_s,
+            },
+            indent=2,
+        )
+
+
+# ---- progress ----
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_percent(event: ProgressEvent) -> int:
+    """Overall percent across stages: each stage counts the same, which is what the training loop does."""
+    done = event.stage + min(event.iteration, event.iters) / event.iters
+    return max(0, min(100, int(100 * done / event.n_stages)))
+
+
+def progress_text(event: ProgressEvent, phase: str = "Training") -> str:
+    """One line for a progress dialog, e.g. 'Training: stage 2 of 4, 37%, about 1 min 05 s left'."""
+    stage = min(event.stage + 1, event.n_stages)
+    text = f"{phase}: stage {stage} of {event.n_stages}, {progress_percent(event)}%"
+    if event.eta_s is not None:
+        text += f", about {format_duration(event.eta_s)} left"
+    return text
+
+
+@dataclass
+class Progress:
+    """What a dialog shows; the plugins copy it into their own widgets."""
+
+    percent: int = 0
+    text: str = "Sending the image to the engine..."
+
+
+ProgressSink = Callable[[Progress], None]
+
+
+# ---- messages for the artist ----
+
+
+@dataclass(frozen=True)
+class ArtistMessage:
+    title: str
+    text: str
+    offer_start: bool = False  # the plugin may offer to run `engine serve` and try again
+    cancelled: bool = False  # not an error: the artist asked for it
+
+
+def artist_message(exc: BaseException, op: Operation | None = None) -> ArtistMessage:
+    """A short message that says what happened and what to do; never a traceback."""
+    title = op.label if op is not None else "SinGAN Studio"
+    if isinstance(exc, JobCancelled):
+        return ArtistMessage(title, "Cancelled. The picture is unchanged.", cancelled=True)
+    if isinstance(exc, EngineNotRunning):
+        return ArtistMessage(
+            title,
+            "The engine is not running. Start it now (it runs `engine serve` in the background), "
+            "or start it yourself with `engine serve` and try again.",
+            offer_start=True,
+        )
+    if isinstance(exc, RequestTimeout):
+        return ArtistMessage(
+            title,
+            f"The engine does not answer ({exc}). Check it with `engine status`; restart it with "
+            "`engine stop` and `engine serve` if it hangs.",
+        )
+    if isinstance(exc, UnsupportedVersion | AuthenticationError):
+        return ArtistMessage(
+            title, f"{exc}. Reinstall the plugin with `engine plugin install` from the same engine."
+        )
+    if isinstance(exc, RemoteError):
+        return ArtistMessage(title, f"The engine could not finish the job: {exc}")
+    if isinstance(exc, CanvasError | BridgeError):
+        return ArtistMessage(title, str(exc)[:1].upper() + str(exc)[1:])
+    return ArtistMessage(
+        title, f"Unexpected error ({type(exc).__name__}: {exc}). The picture is unchanged; see the log."
+    )
+
+
+# ---- the engine process ----
+
+
+class EngineStartFailed(BridgeError):
+    pass
+
+
+def start_engine(settings: Settings, *, wait_s: float = START_WAIT_S) -> subprocess.Popen[bytes]:
+    """Start `engine serve` detached from the editor (it outlives it) and wait until it answers a ping."""
+    if not settings.engine_command:
+        raise EngineStartFailed(
+            "this plugin does not know how to start the engine; run `engine serve` yourself"
+        )
+    command = [*settings.engine_command, "serve"]
+    if settings.home:
+        command += ["--home", settings.home]
+    log_dir = default_home(settings.home)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "engine-started-by-plugin.log", "ab") as log_file:
+        # A new session: closing the editor (or its SIGINT) must not take the engine down mid-training.
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=sys.platform != "win32",
+        )
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EngineStartFailed(
+                f"`{' '.join(command)}` exited with code {process.returncode}; see {log_file.name}"
+            )
+        try:
+            find_engine(settings.home)
+            with connect(settings, timeout=2.0) as client:
+                if client.is_alive(timeout=2.0):
+                    return process
+        except BridgeError:
+            pass
+        time.sleep(0.2)
+    raise EngineStartFailed(f"the engine did not come up within {wait_s:g} s; see {log_dir}")
+
+
+def connect(settings: Settings, *, timeout: float | None = None) -> Client:
+    return Client.from_connection_file(
+        connection_file_path(settings.home), timeout=settings.timeout_s if timeout is None else timeout
+    )
+
+
+# ---- one operation ----
+
+
+@dataclass
+class Runner:
+    """Runs one operation to a LayerPatch. `cancel` may be set from any thread (the dialog's Cancel)."""
+
+    settings: Settings
+    on_progress: ProgressSink = lambda progress: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    seed: int | None = None
+
+    def run(self, op: Operation, canvas: Canvas) -> LayerPatch:
+        client = connect(self.settings)
+        try:
+            # Fail before sending megabytes when the file points at an engine that is gone or hung.
+            client.ping()
+            if op is Operation.VARIATION:
+                return self._variation(client, canvas)
+            job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed)
+            self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
+            message = client.run_job(
+                job.request, job.buffers, on_progress=self._progress("Training"), cancel=self.cancel
+            )
+            return patch_from_result(op, canvas, job, message)
+        finally:
+            # Closing here, on the thread that used it, is what keeps Krita from crashing at exit.
+            client.close()
+
+    def _variation(self, client: Client, canvas: Canvas) -> LayerPatch:
+        name = variation_model_name(canvas)
+        model_id = next((m.model_id for m in client.list_models(Mode.GENERATION) if m.name == name), None)
+        if model_id is None:
+            job = train_job(canvas, preset=self.settings.preset)
+            self.on_progress(Progress(0, "Generate variation: learning this picture..."))
+            trained = client.run_job(
+                job.request, job.buffers, on_progress=self._progress("Training"), cancel=self.cancel
+            )
+            content = trained.content
+            if not isinstance(content, ResultReply) or content.model is None:
+                raise RemoteError(ErrorCode.JOB_FAILED, "the engine trained no model; see the engine log")
+            model_id = content.model.model_id
+        self.on_progress(Progress(100, "Generate variation: sampling..."))
+        job = sample_job(canvas, model_id, seed=self.seed)
+        message = client.run_job(job.request, on_progress=self._progress("Sampling"), cancel=self.cancel)
+        return patch_from_result(Operation.VARIATION, canvas, job, message)
+
+    def _progress(self, phase: str) -> Callable[[ProgressEvent, np.ndarray | None], None]:
+        def report(event: ProgressEvent, preview: np.ndarray | None) -> None:
+            self.on_progress(Progress(progress_percent(event), progress_text(event, phase)))
+
+        return report

@@ -1,0 +1,255 @@
+"""plugin_core without an editor: Krita and GIMP canvases -> requests, and results -> layer bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from editor_bridge import frames
+from editor_bridge.errors import ImageError
+from editor_bridge.plugin_core import (
+    Canvas,
+    Editor,
+    EmptySelection,
+    Operation,
+    UnsupportedColorDepth,
+    apply_job,
+    check_color_depth,
+    mask_bbox,
+    patch_from_result,
+    sample_job,
+    train_job,
+    variation_model_name,
+)
+from editor_bridge.protocol import (
+    BBox,
+    BitDepth,
+    ChannelOrder,
+    EditRequest,
+    HarmonizeRequest,
+    Mode,
+    Preset,
+    ResultReply,
+    SampleRequest,
+    TrainRequest,
+)
+from editor_bridge.wire import Message, WireCodec
+
+W, H = 12, 8
+
+
+def rgba_to(editor: Editor, rgba: np.ndarray) -> bytes:
+    return np.ascontiguousarray(frames.from_canonical(rgba, editor.channel_order)).tobytes()
+
+
+def make_canvas(editor: Editor = Editor.KRITA, *, selection: bool = True, background: bool = True) -> Canvas:
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    bg[..., 3] = 255
+    obj = np.zeros((H, W, 4), np.uint8)
+    obj[2:5, 3:7] = (200, 10, 30, 255)  # the pasted object, RGBA
+    comp = bg.copy()
+    comp[2:5, 3:7] = obj[2:5, 3:7]
+    sel = None
+    if selection:
+        mask = np.zeros((H, W), np.uint8)
+        mask[1:6, 2:9] = 255
+        mask[1, 2] = 128  # a soft edge
+        sel = mask.tobytes()
+    return Canvas(
+        editor,
+        W,
+        H,
+        composite=rgba_to(editor, comp),
+        layer=rgba_to(editor, obj),
+        background=rgba_to(editor, bg) if background else None,
+        selection=sel,
+    )
+
+
+def roundtrip(content, buffers) -> Message:
+    """Through the real codec, as the engine's reply would arrive."""
+    codec = WireCodec("k" * 64)
+    return codec.deserialize(codec.serialize(content, buffers=buffers))
+
+
+def echo_result(job, transform=lambda a: a, order=None) -> Message:
+    request = job.request
+    image = frames.from_frame(job.buffers, request.image)
+    buffers: list = []
+    desc = frames.attach(buffers, transform(np.array(image)), order or request.image.channel_order)
+    return roundtrip(ResultReply(job_id="j1", images=[desc]), buffers)
+
+
+@pytest.mark.parametrize(
+    "editor,order", [(Editor.KRITA, ChannelOrder.BGRA), (Editor.GIMP, ChannelOrder.RGBA)]
+)
+def test_harmonize_request_carries_editor_bytes_mask_and_background(editor, order):
+    canvas = make_canvas(editor)
+    job = apply_job(Operation.HARMONIZE, canvas, preset="tiny", seed=3)
+    req = job.request
+    assert isinstance(req, HarmonizeRequest)
+    assert req.image.channel_order is order and req.background.channel_order is order
+    assert req.train_if_missing and req.train.preset is Preset.TINY and req.seed == 3
+    assert req.mask.channel_order is ChannelOrder.GRAY
+    assert job.bbox == req.image.bbox == req.mask.bbox == BBox(x=2, y=1, w=7, h=5)
+    # the frames are the editor's bytes, untouched
+    assert bytes(job.buffers[req.image.buffer_index]) == canvas.composite
+    assert bytes(job.buffers[req.background.buffer_index]) == canvas.background
+    assert bytes(job.buffers[req.mask.buffer_index]) == canvas.selection
+    # and survive the codec as the engine will see them
+    msg = roundtrip(req, job.buffers)
+    assert msg.image(msg.content.mask).shape == (H, W, 1)
+
+
+def test_edit_request_type_and_model_modes():
+    job = apply_job(Operation.EDIT, make_canvas())
+    assert isinstance(job.request, EditRequest)
+    assert Operation.EDIT.mode is Mode.EDITING and Operation.VARIATION.mode is Mode.GENERATION
+    assert (
+        Operation.HARMONIZE.label == "Harmonize selection" and Operation.HARMONIZE.layer_name == "Harmonized"
+    )
+
+
+def test_no_selection_means_the_active_layer():
+    canvas = make_canvas(selection=False)
+    job = apply_job(Operation.HARMONIZE, canvas)
+    mask = frames.from_frame(job.buffers, job.request.mask)[..., 0]
+    assert job.bbox == BBox(x=3, y=2, w=4, h=3)
+    assert set(np.unique(mask)) == {0, 255} and mask[2:5, 3:7].all() and mask.sum() == 12 * 255
+
+
+def test_missing_or_empty_background_trains_on_the_composite_without_a_second_frame():
+    for canvas in (
+        make_canvas(background=False),
+        Canvas(Editor.GIMP, W, H, make_canvas().composite, make_canvas().layer, bytes(W * H * 4)),
+    ):
+        job = apply_job(Operation.HARMONIZE, canvas)
+        assert job.request.background.buffer_index == job.request.image.buffer_index
+        assert len(job.buffers) == 2
+
+
+def test_empty_selection_and_empty_layer_are_refused():
+    canvas = make_canvas()
+    empty = Canvas(Editor.KRITA, W, H, canvas.composite, canvas.layer, selection=bytes(W * H))
+    with pytest.raises(EmptySelection, match="select"):
+        apply_job(Operation.HARMONIZE, empty)
+    with pytest.raises(EmptySelection):
+        mask_bbox(np.zeros((3, 3), np.uint8))
+
+
+def test_wrong_sizes_are_refused():
+    with pytest.raises(ImageError, match="composite"):
+        Canvas(Editor.KRITA, W, H, b"\0" * 5, b"\0" * (W * H * 4))
+    with pytest.raises(ImageError, match="selection"):
+        Canvas(Editor.KRITA, W, H, b"\0" * (W * H * 4), b"\0" * (W * H * 4), selection=b"\0")
+
+
+@pytest.mark.parametrize(
+    "editor,model,depth,ok",
+    [
+        (Editor.KRITA, "RGBA", "U8", True),
+        (Editor.KRITA, "RGBA", "F16", False),
+        (Editor.KRITA, "RGBA", "U16", False),
+        (Editor.KRITA, "CMYKA", "U8", False),
+        (Editor.GIMP, "RGB", "U8_NON_LINEAR", True),
+        (Editor.GIMP, "RGB", "PRECISION_U8_PERCEPTUAL", True),
+        (Editor.GIMP, "RGB", "HALF_LINEAR", False),
+        (Editor.GIMP, "GRAY", "U8_NON_LINEAR", False),
+    ],
+)
+def test_color_depth(editor, model, depth, ok):
+    if ok:
+        check_color_depth(editor, model, depth)
+    else:
+        with pytest.raises(UnsupportedColorDepth, match="8-bit") as info:
+            check_color_depth(editor, model, depth)
+        assert ("Convert Image Color Space" if editor is Editor.KRITA else "Image > Precision") in str(
+            info.value
+        )
+
+
+@pytest.mark.parametrize("editor", list(Editor))
+def test_result_limited_to_selection_in_editor_order(editor):
+    canvas = make_canvas(editor)
+    job = apply_job(Operation.HARMONIZE, canvas)
+    message = echo_result(job, lambda a: 255 - a)  # inverts alpha too: 0 alpha from the engine must win
+    patch = patch_from_result(Operation.HARMONIZE, canvas, job, message)
+    assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (2, 1, 7, 5, "Harmonized")
+    got = np.frombuffer(patch.data, np.uint8).reshape(5, 7, 4)
+    comp = np.frombuffer(canvas.composite, np.uint8).reshape(H, W, 4)[1:6, 2:9]
+    assert (got[..., :3] == 255 - comp[..., :3]).all()  # channel order preserved both ways
+    assert (got[..., 3] == 0).all()  # engine alpha 0 x selection -> transparent
+
+    message = echo_result(job, lambda a: np.concatenate([255 - a[..., :3], a[..., 3:]], axis=2))
+    got = np.frombuffer(patch_from_result(Operation.HARMONIZE, canvas, job, message).data, np.uint8)
+    alpha = got.reshape(5, 7, 4)[..., 3]
+    sel = np.frombuffer(canvas.selection, np.uint8).reshape(H, W)[1:6, 2:9]
+    assert (alpha == sel).all()  # soft selection edges stay soft
+
+
+def test_result_in_another_layout_or_cropped_to_the_bbox():
+    canvas = make_canvas(Editor.KRITA)
+    job = apply_job(Operation.HARMONIZE, canvas)
+    full = np.full((H, W, 3), (10, 20, 30), np.uint8)
+    buffers: list = []
+    desc = frames.attach(buffers, full, ChannelOrder.RGB)
+    patch = patch_from_result(
+        Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers)
+    )
+    px = np.frombuffer(patch.data, np.uint8).reshape(5, 7, 4)
+    assert tuple(px[2, 2]) == (30, 20, 10, 255)  # BGRA for Krita, alpha from the selection
+
+    crop = np.full((5, 7), 0.5, np.float32)
+    buffers = []
+    desc = frames.attach(buffers, crop, ChannelOrder.GRAY)
+    assert desc.bit_depth is BitDepth.F32
+    patch = patch_from_result(
+        Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers)
+    )
+    assert tuple(np.frombuffer(patch.data, np.uint8)[8:12]) == (128, 128, 128, 255)
+
+    buffers = []
+    desc = frames.attach(buffers, np.zeros((3, 3, 3), np.uint8), ChannelOrder.RGB)
+    with pytest.raises(ImageError, match="3x3"):
+        patch_from_result(Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
+    with pytest.raises(ImageError, match="no image"):
+        patch_from_result(Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(), []))
+
+
+def test_u16_result():
+    canvas = make_canvas(Editor.GIMP, selection=False)
+    job = apply_job(Operation.EDIT, canvas)
+    buffers: list = []
+    desc = frames.attach(buffers, np.full((H, W, 4), 65535, np.uint16), ChannelOrder.RGBA)
+    patch = patch_from_result(Operation.EDIT, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
+    assert patch.name == "Edited" and set(patch.data) == {255}
+
+
+def test_variation_jobs():
+    canvas = make_canvas(Editor.GIMP)
+    train = train_job(canvas, preset=Preset.TINY)
+    assert isinstance(train.request, TrainRequest)
+    assert train.request.mode is Mode.GENERATION and train.request.preset is Preset.TINY
+    assert train.request.name == variation_model_name(canvas)
+    assert variation_model_name(canvas) == variation_model_name(make_canvas(Editor.GIMP))
+    assert variation_model_name(canvas) != variation_model_name(make_canvas(Editor.KRITA))
+
+    job = sample_job(canvas, "m1", seed=5)
+    assert isinstance(job.request, SampleRequest)
+    assert (job.request.width, job.request.height, job.request.seed) == (W, H, 5)
+    assert job.bbox == BBox(x=2, y=1, w=7, h=5)
+    sample = np.full((H, W, 3), 9, np.uint8)
+    buffers: list = []
+    desc = frames.attach(buffers, sample, ChannelOrder.RGB)
+    message = roundtrip(ResultReply(images=[desc]), buffers)
+    patch = patch_from_result(Operation.VARIATION, canvas, job, message)
+    assert (patch.width, patch.height, patch.name) == (7, 5, "Variation")
+
+    whole = make_canvas(Editor.GIMP, selection=False)
+    job = sample_job(whole, "m1")
+    assert job.bbox == BBox(x=0, y=0, w=W, h=H)
+    patch = patch_from_result(Operation.VARIATION, whole, job, message)
+    assert set(np.frombuffer(patch.data, np.uint8).reshape(H, W, 4)[..., 3].ravel()) == {255}
+    with pytest.raises(ValueError, match="generation"):
+        apply_job(Operation.VARIATION, canvas)

@@ -1,0 +1,158 @@
+"""plugin_runner against a fake engine on loopback: whole operations, progress, cancel, starting the engine,
+settings, and the messages an artist sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plugin_fakes import KEY, PluginFakeEngine
+from test_plugin_core import H, W, make_canvas
+
+from editor_bridge.connection import ConnectionInfo, remove_connection_file, write_connection_file
+from editor_bridge.errors import (
+    AuthenticationError,
+    EngineNotRunning,
+    JobCancelled,
+    RemoteError,
+    RequestTimeout,
+    UnsupportedVersion,
+)
+from editor_bridge.plugin_core import Editor, Operation, UnsupportedColorDepth
+from editor_bridge.plugin_runner import (
+    EngineStartFailed,
+    Progress,
+    Runner,
+    Settings,
+    artist_message,
+    format_duration,
+    progress_percent,
+    progress_text,
+    start_engine,
+)
+from editor_bridge.protocol import ErrorCode, ListModelsRequest, ProgressEvent, TrainRequest
+
+FAKE_SERVE = Path(__file__).resolve().parent / "plugin_fakes.py"
+
+
+@pytest.fixture
+def engine(tmp_path):
+    with PluginFakeEngine(steps=3) as eng:
+        write_connection_file(ConnectionInfo(endpoint=eng.endpoint, key=KEY, pid=os.getpid()), home=tmp_path)
+        yield eng
+
+
+def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
+    seen: list[Progress] = []
+    runner = Runner(Settings(home=str(tmp_path), preset="tiny", timeout_s=5), on_progress=seen.append)
+    canvas = make_canvas(Editor.KRITA)
+    patch = runner.run(Operation.HARMONIZE, canvas)
+    got = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
+    comp = np.frombuffer(canvas.composite, np.uint8).reshape(H, W, 4)
+    box = comp[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width]
+    assert (got[..., :3] == 255 - box[..., :3]).all()
+    assert [p.percent for p in seen[1:]] == [11, 55, 100]  # the fake reports iteration k+1 of 3 in stage k
+    assert seen[-1].text.startswith("Training: stage 3 of 3, 100%")
+
+
+def test_variation_trains_once_then_reuses_the_model(engine, tmp_path):
+    runner = Runner(Settings(home=str(tmp_path), timeout_s=5))
+    canvas = make_canvas(Editor.GIMP, selection=False)
+    first = runner.run(Operation.VARIATION, canvas)
+    second = runner.run(Operation.VARIATION, canvas)
+    assert first == second and (first.width, first.height) == (W, H) and first.name == "Variation"
+    trains = [r for r in engine.requests if isinstance(r, TrainRequest)]
+    assert len(trains) == 1 and sum(isinstance(r, ListModelsRequest) for r in engine.requests) == 2
+
+
+def test_cancel_from_another_thread(tmp_path):
+    with PluginFakeEngine(steps=50, step_s=0.05) as eng:
+        write_connection_file(ConnectionInfo(endpoint=eng.endpoint, key=KEY, pid=os.getpid()), home=tmp_path)
+        cancel = threading.Event()
+        runner = Runner(Settings(home=str(tmp_path), timeout_s=5), lambda p: cancel.set(), cancel)
+        with pytest.raises(JobCancelled) as info:
+            runner.run(Operation.EDIT, make_canvas())
+    assert artist_message(info.value).cancelled
+
+
+def test_engine_down(tmp_path):
+    with pytest.raises(EngineNotRunning) as info:
+        Runner(Settings(home=str(tmp_path))).run(Operation.HARMONIZE, make_canvas())
+    message = artist_message(info.value, Operation.HARMONIZE)
+    assert message.offer_start and "engine serve" in message.text and message.title == "Harmonize selection"
+    # a stale file (its daemon died) reads the same to the artist
+    write_connection_file(ConnectionInfo(endpoint="tcp://127.0.0.1:9", key=KEY, pid=2**22 + 7), home=tmp_path)
+    with pytest.raises(EngineNotRunning):
+        Runner(Settings(home=str(tmp_path))).run(Operation.HARMONIZE, make_canvas())
+
+
+def test_engine_that_does_not_answer(tmp_path):
+    # a live pid but nobody on the port: the ping fails fast instead of sending the picture into the void
+    write_connection_file(
+        ConnectionInfo(endpoint="tcp://127.0.0.1:9", key=KEY, pid=os.getpid()), home=tmp_path
+    )
+    with pytest.raises(RequestTimeout) as info:
+        Runner(Settings(home=str(tmp_path), timeout_s=0.3)).run(Operation.HARMONIZE, make_canvas())
+    assert "engine status" in artist_message(info.value).text
+
+
+def test_start_engine_then_run(tmp_path):
+    settings = Settings(home=str(tmp_path), engine_command=(sys.executable, str(FAKE_SERVE)), timeout_s=5)
+    process = start_engine(settings, wait_s=30)
+    try:
+        patch = Runner(settings).run(Operation.HARMONIZE, make_canvas(Editor.GIMP))
+        assert patch.name == "Harmonized"
+        assert (tmp_path / "engine-started-by-plugin.log").exists()
+    finally:
+        process.terminate()
+        process.wait(10)
+        remove_connection_file(home=tmp_path)
+
+
+def test_start_engine_failures(tmp_path):
+    with pytest.raises(EngineStartFailed, match="engine serve"):
+        start_engine(Settings(home=str(tmp_path)))
+    with pytest.raises(EngineStartFailed, match="exited with code 3"):
+        start_engine(
+            Settings(home=str(tmp_path), engine_command=(sys.executable, "-c", "raise SystemExit(3)"))
+        )
+
+
+def test_settings_roundtrip_and_defaults(tmp_path):
+    assert Settings.load(tmp_path) == Settings()
+    settings = Settings(home="/h", engine_command=("py", "-m", "engine.cli"), preset="tiny", timeout_s=7)
+    (tmp_path / "settings.json").write_text(settings.to_json())
+    assert Settings.load(tmp_path) == settings
+    (tmp_path / "settings.json").write_text("{not json")
+    assert Settings.load(tmp_path) == Settings()
+    assert json.loads(settings.to_json())["engine_command"] == ["py", "-m", "engine.cli"]
+
+
+def test_progress_text():
+    event = ProgressEvent(job_id="j", stage=1, n_stages=4, iteration=50, iters=100, eta_s=65.2)
+    assert progress_percent(event) == 37
+    assert progress_text(event) == "Training: stage 2 of 4, 37%, about 1 min 05 s left"
+    assert (
+        progress_text(event.model_copy(update={"eta_s": None}), "Sampling") == "Sampling: stage 2 of 4, 37%"
+    )
+    assert format_duration(3.4) == "3 s" and format_duration(7325) == "2 h 02 min"
+
+
+@pytest.mark.parametrize(
+    "exc,expect",
+    [
+        (RemoteError(ErrorCode.JOB_FAILED, "out of memory"), "could not finish the job: out of memory"),
+        (UnsupportedColorDepth("this image is RGBA F16; ..."), "This image is RGBA F16"),
+        (UnsupportedVersion("protocol 2 vs 1"), "Reinstall the plugin"),
+        (AuthenticationError("bad key"), "Reinstall the plugin"),
+        (KeyError("boom"), "Unexpected error (KeyError"),
+    ],
+)
+def test_artist_messages(exc, expect):
+    message = artist_message(exc)
+    assert expect in message.text and not message.offer_start and not message.cancelled
