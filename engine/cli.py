@@ -262,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo")
     p.add_argument("--preset", default="fast", choices=["paper", "fast", "tiny"])
     p.set_defaults(run=cmd_demo)
+
+    from engine import batch
+    from engine.serve import commands as serve_commands
+
+    serve_commands.register(sub)  # serve, status, stop
+    batch.register(sub)
+
+    from engine.plugin_install import add_parser as add_plugin_parser
+
+    add_plugin_parser(sub)  # plugin install|uninstall
     return parser
 
 

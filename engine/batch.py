@@ -1,0 +1,229 @@
+"""`engine batch`: apply a harmonization or editing model to every image of a folder, in-process or through
+the running daemon. Resumable (outputs already there are skipped), never writes over its inputs, and a file
+that fails is reported at the end without stopping the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from engine.errors import BadInputError, EngineError
+from engine.imageio import Picture
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+ApplyFn = Callable[[Picture, np.ndarray], Picture]
+
+
+class BatchFailures(EngineError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Item:
+    source: Path
+    mask: Path | None
+    output: Path
+
+
+@dataclass
+class BatchReport:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _images(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _find_mask(masks: Path, stem: str) -> Path | None:
+    for candidate in _images(masks):
+        if candidate.stem in (stem, f"{stem}_mask"):
+            return candidate
+    return None
+
+
+def plan(input_dir: Path, output_dir: Path, masks_dir: Path | None) -> list[Item]:
+    """One item per image of input_dir (not recursive); refuses an output folder that holds the inputs."""
+    if not input_dir.is_dir():
+        raise BadInputError(f"--input {input_dir} is not a folder")
+    if masks_dir is not None and not masks_dir.is_dir():
+        raise BadInputError(f"--masks {masks_dir} is not a folder")
+    out = output_dir.resolve()
+    for name, folder in (("--input", input_dir), ("--masks", masks_dir)):
+        if folder is not None and folder.resolve() == out:
+            raise BadInputError(
+                f"--output is the same folder as {name}; batch never writes over its inputs: "
+                "choose another --output"
+            )
+    items = []
+    for source in _images(input_dir):
+        mask = _find_mask(masks_dir, source.stem) if masks_dir is not None else None
+        items.append(Item(source, mask, output_dir / source.name))
+    return items
+
+
+def run(
+    items: list[Item],
+    apply_fn: ApplyFn,
+    masks_given: bool,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> BatchReport:
+    """Apply to each item whose output does not exist yet; every failure is collected, none stops the run."""
+    from engine.imageio import mask_from_array, read_image, read_mask, write_image
+
+    report = BatchReport()
+    for i, item in enumerate(items):
+        if progress is not None:
+            progress(i, len(items), item.source.name)
+        if item.output.exists():
+            report.skipped.append(item.source.name)
+            continue
+        try:
+            picture = read_image(item.source)
+            if item.mask is not None:
+                mask = read_mask(item.mask, picture.shape)
+            elif masks_given:
+                raise BadInputError(
+                    f"no mask for it (expected {item.source.stem}.png or {item.source.stem}_mask.png)"
+                )
+            else:
+                mask = mask_from_array(np.ones(picture.shape, np.float32))  # re-style the whole image
+            write_image(item.output, apply_fn(picture, mask))
+        except Exception as exc:  # one bad file must not stop the others; each is reported at the end
+            message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            report.failed.append((item.source.name, message))
+        else:
+            report.done.append(item.source.name)
+    if progress is not None:
+        progress(len(items), len(items), "")
+    return report
+
+
+def in_process(model_dir: Path, backend_name: str, device: str | None, seed: int) -> ApplyFn:
+    from engine import apply
+    from engine.device import configure_threads, select_device
+    from engine.modes import spec
+    from engine.runtime import make_backend
+    from engine.store import load_model
+
+    configure_threads()
+    model = load_model(model_dir, select_device(device))
+    if not spec(model.model.mode).conditional:
+        raise BadInputError(
+            f"{model_dir} is a {model.model.mode.value} model; batch needs a harmonization or editing model"
+        )
+    backend = make_backend(model, backend_name)
+    return lambda picture, mask: apply.apply_to_selection(model, picture, mask, seed, backend=backend)
+
+
+def via_daemon(model: str, home: Path | None, seed: int) -> tuple[ApplyFn, Callable[[], None]]:
+    """An ApplyFn that sends each image to the running daemon, and a function that closes the connection."""
+    from editor_bridge import frames
+    from editor_bridge.connection import default_home
+    from editor_bridge.protocol import EditRequest, HarmonizeRequest, Mode
+    from engine.imageio import to_array
+    from engine.serve.commands import connect
+    from engine.serve.imaging import picture_from_frame
+
+    model_id = model
+    path = Path(model)
+    if path.is_dir():
+        if path.resolve().parent != (default_home(home) / "models").resolve():
+            raise BadInputError(
+                f"{model} is not one of the engine's stored models; with --via-daemon give a model id from "
+                "`engine status` (or run without --via-daemon)"
+            )
+        model_id = path.name
+    client = connect(home, timeout=120.0)
+    try:
+        info = client.inspect_model(model_id)
+    except Exception:
+        client.close()
+        raise
+    if info.mode not in (Mode.HARMONIZATION, Mode.EDITING):
+        client.close()
+        raise BadInputError(
+            f"model {model_id} is a {info.mode.value} model; batch needs harmonization/editing"
+        )
+    request_cls = HarmonizeRequest if info.mode is Mode.HARMONIZATION else EditRequest
+
+    def apply_fn(picture: Picture, mask: np.ndarray) -> Picture:
+        order = "RGBA" if picture.alpha is not None else "RGB"
+        buffers: list = []
+        image = frames.attach(buffers, to_array(picture, order), order)
+        mask_desc = frames.attach(buffers, (mask > 0).astype(np.uint8)[:, :, None] * 255, "GRAY")
+        request = request_cls(image=image, mask=mask_desc, model_id=model_id, seed=seed)
+        reply = client.run_job(request, buffers)
+        desc = reply.content.images[0]
+        return picture_from_frame(reply.image(desc), desc)
+
+    return apply_fn, client.close
+
+
+class Bar:
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+
+    def __call__(self, i: int, n: int, name: str) -> None:
+        if not self.enabled:
+            return
+        filled = round(28 * i / max(n, 1))
+        line = f"\rbatch [{'#' * filled}{'-' * (28 - filled)}] {i}/{n} {name}"
+        self.stream.write(line[:100].ljust(100) + ("\n" if i == n else ""))
+        self.stream.flush()
+
+
+def cmd_batch(args: argparse.Namespace) -> dict:
+    items = plan(args.input, args.output, args.masks)
+    close: Callable[[], None] = lambda: None  # noqa: E731
+    if args.via_daemon:
+        apply_fn, close = via_daemon(args.model, args.home, args.seed)
+    else:
+        apply_fn = in_process(Path(args.model), args.backend, args.device, args.seed)
+    try:
+        report = run(items, apply_fn, args.masks is not None, None if args.json else Bar())
+    finally:
+        close()
+    summary = {
+        "output": str(args.output),
+        "done": len(report.done),
+        "skipped": len(report.skipped),
+        "failed": len(report.failed),
+    }
+    if report.failed:
+        lines = "; ".join(f"{name}: {error}" for name, error in report.failed)
+        raise BatchFailures(
+            f"{len(report.failed)} of {len(items)} files failed ({len(report.done)} done, "
+            f"{len(report.skipped)} already there): {lines}"
+        )
+    return summary
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from engine.serve.commands import add_home
+
+    help_text = "re-style or harmonize every image of a folder with a harmonization/editing model"
+    p = sub.add_parser("batch", help=help_text, description=help_text)
+    p.add_argument("model", metavar="MODEL_DIR", help="model directory (or, with --via-daemon, a model id)")
+    p.add_argument("--input", type=Path, required=True, help="folder of images")
+    p.add_argument("--output", type=Path, required=True, help="folder for the results (same file names)")
+    p.add_argument(
+        "--masks", type=Path, help="folder of masks NAME.png or NAME_mask.png; default: whole image"
+    )
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--via-daemon", action="store_true", help="send the work to the running `engine serve`")
+    p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
+    add_home(p)
+    p.set_defaults(run=cmd_batch)

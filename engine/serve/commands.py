@@ -1,0 +1,147 @@
+"""`engine serve`, `engine status` and `engine stop`: argument parsing for the daemon and talking to it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import EngineError
+
+HOME_HELP = "where the engine keeps models, jobs and its connection file (default: $ENGINE_HOME, else the "
+HOME_HELP += "user's data directory)"
+
+
+class DaemonNotRunning(EngineError):
+    exit_code = 3
+
+
+def add_home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", type=Path, default=None, help=HOME_HELP)
+
+
+def connect(home: Path | None, timeout: float = 10.0):
+    """A Client for the daemon of `home`; DaemonNotRunning when there is none."""
+    from editor_bridge import Client
+    from editor_bridge.connection import default_home
+    from editor_bridge.errors import EngineNotRunning
+
+    try:
+        return Client.from_connection_file(home=home, timeout=timeout)
+    except EngineNotRunning as exc:
+        where = default_home(home)
+        raise DaemonNotRunning(f"{exc} (home {where}; `engine serve --home {where}`)") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> dict:
+    from editor_bridge.connection import default_home
+    from engine.serve.daemon import ServeConfig, serve
+
+    home = default_home(args.home)
+    _log_to(home)
+    config = ServeConfig(
+        home=home,
+        endpoint=args.endpoint,
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        max_frame_bytes=args.max_frame_mb * 2**20,
+        curve_dir=args.curve_keys,
+    )
+    serve(config)
+    return {"stopped": True, "home": str(home)}
+
+
+def _log_to(home: Path) -> None:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(sys.stderr),
+        logging.FileHandler(home / "logs" / "engine.log"),
+    ]
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def cmd_status(args: argparse.Namespace) -> dict:
+    with connect(args.home) as client:
+        status = client.status()
+        models = client.list_models()
+    return {
+        "running": True,
+        "pid": status.pid,
+        "version": status.engine_version,
+        "device": status.device,
+        "home": status.home,
+        "endpoint": client.endpoint,
+        "uptime_s": round(status.uptime_s, 1),
+        "jobs": [_job_line(j) for j in status.jobs],
+        "models": [
+            f"{m.model_id} {m.name!r} {m.mode.value} {m.width}x{m.height}" + (" onnx" if m.has_onnx else "")
+            for m in models
+        ],
+    }
+
+
+def _job_line(job) -> str:
+    line = f"{job.job_id} {job.request_type.value} {job.state.value}"
+    p = job.progress
+    if p is not None:
+        line += f" stage {p.stage + 1}/{p.n_stages} iter {p.iteration}/{p.iters}"
+        if p.eta_s is not None:
+            line += f" eta {p.eta_s:.0f}s"
+    return line
+
+
+def cmd_stop(args: argparse.Namespace) -> dict:
+    from editor_bridge.connection import pid_alive
+
+    with connect(args.home) as client:
+        pid = client.ping().pid
+        client.shutdown()
+    deadline = time.monotonic() + args.timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise EngineError(
+                f"the engine (pid {pid}) is still checkpointing after {args.timeout:g} s; it stops on "
+                "its own, or wait longer with --timeout"
+            )
+        time.sleep(0.1)
+    return {"stopped": pid}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
+        add_home(p)
+        return p
+
+    p = command("serve", "run the engine daemon in the foreground (Ctrl-C or SIGTERM stops it cleanly)")
+    p.add_argument(
+        "--endpoint",
+        default="tcp://127.0.0.1:0",
+        help="where to listen (default: a free loopback port; ipc://PATH also works). Other interfaces "
+        "need --curve-keys",
+    )
+    p.add_argument("--curve-keys", type=Path, help="CurveZMQ keys: DIR/server.key_secret and DIR/clients/")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"], help="for inference")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="training precision (default: bf16 where supported)"
+    )
+    p.add_argument("--max-frame-mb", type=int, default=512, help="largest accepted image frame, in MiB")
+    p.set_defaults(run=cmd_serve)
+
+    p = command("status", "show whether the engine runs: device, jobs and stored models")
+    p.set_defaults(run=cmd_status)
+
+    p = command("stop", "ask the running engine to stop (training is checkpointed first)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")
+    p.set_defaults(run=cmd_stop)

@@ -1,0 +1,474 @@
+"""One function per request type. Every input is checked here, on the loop thread, before any work starts.
+
+Quick requests are answered at once (ping, status, models, jobs) or on the quick lane (inference with a stored
+model, which replies with a `result` directly); long work becomes a journaled job: an `ack` now, then progress
+events and a `result` or `error` for each subscriber. `run_job` is the work of every job type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from editor_bridge import frames
+from editor_bridge.errors import ImageError, InvalidRequest
+from editor_bridge.protocol import (
+    AckReply,
+    CancelRequest,
+    Content,
+    DaemonStatus,
+    DeleteModelRequest,
+    EditRequest,
+    ErrorCode,
+    ErrorReply,
+    ExportOnnxRequest,
+    FinetuneRequest,
+    HarmonizeRequest,
+    ImageDescriptor,
+    InspectModelRequest,
+    JobInfo,
+    JobState,
+    JobStatusRequest,
+    ListModelsRequest,
+    Mode,
+    ModelInfoReply,
+    ModelListReply,
+    OkReply,
+    PingRequest,
+    PongReply,
+    RenameModelRequest,
+    ResultReply,
+    SampleRequest,
+    ShutdownRequest,
+    StatusRequest,
+    TrainOptions,
+    TrainRequest,
+)
+from editor_bridge.server import BridgeServer, Request
+from engine import apply, training
+from engine.config import ModelConfig, Precision, TrainConfig, preset, with_overrides
+from engine.errors import IncompatibleModelError
+from engine.imageio import MAX_PIXELS, Picture
+from engine.serve.imaging import frame_from_picture, picture_from_frame, selection_mask
+from engine.serve.jobs import QUICK, TRAIN, Job, JobContext, JobManager, error_code, error_message
+from engine.serve.registry import Registry, new_model_id, training_key
+from engine.store import CHECKPOINT_DIR, MODEL_JSON, TrainedModel, load_model, load_training_image
+
+log = logging.getLogger(__name__)
+
+MAX_SAMPLE_PIXELS = 64_000_000  # n * width * height of one sample request
+_APPLY_MODES = {HarmonizeRequest: Mode.HARMONIZATION, EditRequest: Mode.EDITING}
+
+
+def lane_of(request: Content) -> str:
+    return (
+        TRAIN
+        if isinstance(request, TrainRequest | FinetuneRequest | HarmonizeRequest | EditRequest)
+        else QUICK
+    )
+
+
+class ModelCache:
+    """Loaded models and their inference backends by model id (least recently used dropped first)."""
+
+    def __init__(self, registry: Registry, device: torch.device, backend: str, size: int = 4) -> None:
+        self.registry, self.device, self.backend, self.size = registry, device, backend, size
+        self._items: OrderedDict[str, tuple[TrainedModel, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str) -> tuple[TrainedModel, Any]:
+        with self._lock:
+            if model_id in self._items:
+                self._items.move_to_end(model_id)
+                return self._items[model_id]
+        model = load_model(self.registry.path(model_id), self.device)
+        backend = make_backend(model, self.backend)
+        with self._lock:
+            self._items[model_id] = (model, backend)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return model, backend
+
+    def forget(self, model_id: str) -> None:
+        with self._lock:
+            self._items.pop(model_id, None)
+
+
+def make_backend(model: TrainedModel, name: str) -> Any:
+    from engine.runtime import make_backend as runtime_backend
+
+    return runtime_backend(model, name)
+
+
+class Handlers:
+    def __init__(
+        self,
+        server: BridgeServer,
+        jobs: JobManager,
+        registry: Registry,
+        device: torch.device,
+        backend: str,
+        precision: Precision,
+        home: Path,
+        stop: threading.Event,
+        engine_version: str = "",
+    ) -> None:
+        self.server, self.jobs, self.registry = server, jobs, registry
+        self.device, self.home, self.stop, self.engine_version = device, home, stop, engine_version
+        self.models = ModelCache(registry, device, backend)
+        self.backend, self.precision = backend, precision
+        self.started = time.monotonic()
+        self._table: dict[type[Content], Callable[[Request], None]] = {
+            PingRequest: self.ping,
+            StatusRequest: self.status,
+            ListModelsRequest: self.list_models,
+            InspectModelRequest: self.inspect_model,
+            RenameModelRequest: self.rename_model,
+            DeleteModelRequest: self.delete_model,
+            JobStatusRequest: self.job_status,
+            CancelRequest: self.cancel,
+            ShutdownRequest: self.shutdown,
+            TrainRequest: self.train,
+            FinetuneRequest: self.finetune,
+            HarmonizeRequest: self.apply,
+            EditRequest: self.apply,
+            SampleRequest: self.sample,
+            ExportOnnxRequest: self.export_onnx,
+        }
+
+    def dispatch(self, request: Request) -> None:
+        handler = self._table.get(type(request.content))
+        if handler is None:
+            kind = request.content.msg_type.value
+            self.server.reply_error(request, ErrorCode.INVALID_REQUEST, f"{kind} is a reply, not a request")
+            return
+        try:
+            handler(request)
+        except Exception as exc:
+            if error_code(exc) is ErrorCode.INTERNAL:
+                log.exception("%s failed", request.content.msg_type.value)
+            self.server.reply_error(request, error_code(exc), error_message(exc))
+
+    # ---- answered at once ----
+
+    def ping(self, req: Request) -> None:
+        self.server.reply(req, PongReply(engine_version=self.engine_version, pid=os.getpid()))
+
+    def status(self, req: Request) -> None:
+        status = DaemonStatus(
+            pid=os.getpid(),
+            engine_version=self.engine_version,
+            device=str(self.device),
+            home=str(self.home),
+            uptime_s=time.monotonic() - self.started,
+            jobs=self.jobs.active(),
+            n_models=len(self.registry),
+        )
+        self.server.reply(req, status)
+
+    def list_models(self, req: Request) -> None:
+        self.server.reply(req, ModelListReply(models=self.registry.list(req.content.mode)))
+
+    def inspect_model(self, req: Request) -> None:
+        self.server.reply(req, ModelInfoReply(model=self.registry.info(req.content.model_id)))
+
+    def rename_model(self, req: Request) -> None:
+        info = self.registry.rename(req.content.model_id, req.content.name)
+        self.server.reply(req, ModelInfoReply(model=info))
+
+    def delete_model(self, req: Request) -> None:
+        model_id = req.content.model_id
+        self.registry.path(model_id)
+        busy = [j for j in self.jobs.active() if j.model_id == model_id]
+        if busy:
+            raise InvalidRequest(f"model {model_id} is in use by job {busy[0].job_id}; cancel it or wait")
+        self.registry.delete(model_id)
+        self.models.forget(model_id)
+        self.server.reply(req, OkReply(detail=f"deleted {model_id}"))
+
+    def job_status(self, req: Request) -> None:
+        c: JobStatusRequest = req.content
+        job = self.jobs.subscribe(c.job_id, req.identities) if c.subscribe else self.jobs.get(c.job_id)
+        record = self.jobs.record(c.job_id)
+        if job is None and record is None:
+            raise _unknown_job(c.job_id)
+        if job is not None and job.state is not JobState.DONE:
+            self.server.reply(req, job.info())
+            return
+        assert record is not None
+        error = ErrorReply.model_validate(record.error) if record.error is not None else None
+        info = JobInfo(
+            job_id=record.job_id,
+            state=record.state,
+            request_type=record.request_type,
+            created=record.created,
+            error=error,
+            model_id=record.model_id,
+        )
+        self.server.reply(req, info)
+        if c.subscribe and record.state is JobState.DONE and record.result is not None:
+            result = ResultReply.model_validate(record.result)
+            buffers = self.jobs.result_buffers(record.job_id, len(result.images))
+            self.server.reply(req, result, buffers)
+
+    def cancel(self, req: Request) -> None:
+        job_id = req.content.job_id
+        if self.jobs.cancel(job_id):
+            self.server.reply(req, OkReply(detail=f"cancelling {job_id}"))
+        elif self.jobs.record(job_id) is None:
+            raise _unknown_job(job_id)
+        else:
+            self.server.reply(req, OkReply(detail=f"job {job_id} had already ended"))
+
+    def shutdown(self, req: Request) -> None:
+        self.server.reply(req, OkReply(detail="stopping; running training is checkpointed first"))
+        self.stop.set()
+
+    # ---- long work ----
+
+    def train(self, req: Request) -> None:
+        c: TrainRequest = req.content
+        if c.image is not None:
+            _check_image(c.image, req.buffers)
+        else:
+            self.registry.path(c.stored_image)  # the stored image is a stored model's training image
+        self._resolve(c, c.mode)
+        self._submit(req, TRAIN, new_model_id())
+
+    def finetune(self, req: Request) -> None:
+        c: FinetuneRequest = req.content
+        info = self.registry.info(c.model_id)
+        if info.mode not in (Mode.HARMONIZATION, Mode.EDITING):
+            raise IncompatibleModelError(
+                f"model {c.model_id} is a {info.mode.value} model; only harmonization and editing models "
+                "can be fine-tuned"
+            )
+        _check_image(c.image, req.buffers)
+        self._submit(req, TRAIN, new_model_id())
+
+    def apply(self, req: Request) -> None:
+        """Harmonize or edit: at once with a stored model, else as a job that trains on the background."""
+        c = req.content
+        mode = _APPLY_MODES[type(c)]
+        for desc in (c.image, c.mask, c.background):
+            if desc is not None:
+                _check_image(desc, req.buffers)
+        model_id, reused = c.model_id, False
+        if model_id is not None:
+            self._check_mode(model_id, mode)
+        else:
+            model_id = self.registry.find(self._background_key(c, req.buffers, mode))
+            reused = model_id is not None
+        if model_id is None:
+            self._submit(req, TRAIN, new_model_id())
+            return
+
+        def work() -> None:
+            self._reply_quick(req, lambda: self._apply_with(model_id, c, req.buffers, reused))
+
+        self.jobs.run_quick(work)
+
+    def sample(self, req: Request) -> None:
+        c: SampleRequest = req.content
+        info = self.registry.info(c.model_id)
+        width = c.width or info.width
+        height = c.height or info.height
+        if c.n * width * height > MAX_SAMPLE_PIXELS:
+            raise InvalidRequest(
+                f"{c.n} samples of {width}x{height} px are over the {MAX_SAMPLE_PIXELS // 10**6} MP limit of "
+                "one request; ask for fewer or smaller samples"
+            )
+
+        def run() -> tuple[ResultReply, list]:
+            model, backend = self.models.get(c.model_id)
+            images = apply.sample(model, c.n, c.height, c.width, c.seed or 0, backend=backend)
+            buffers: list = []
+            descs = [frames.attach(buffers, np.rint(img * 255).astype(np.uint8), "RGB") for img in images]
+            return ResultReply(images=descs, model=self.registry.info(c.model_id)), buffers
+
+        self.jobs.run_quick(lambda: self._reply_quick(req, run))
+
+    def export_onnx(self, req: Request) -> None:
+        self.registry.path(req.content.model_id)
+        self._submit(req, QUICK, None)
+
+    # ---- the work of each job type (on a lane thread) ----
+
+    def run_job(self, job: Job, ctx: JobContext) -> tuple[ResultReply, Sequence[Any]]:
+        c = job.request
+        if isinstance(c, TrainRequest):
+            if c.image is not None:
+                rgb = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
+                key_source = _canonical(job.buffers, c.image)
+            else:
+                rgb = load_training_image(self.registry.path(c.stored_image))
+                key_source = rgb
+            model_id, reused = self._train_or_reuse(job, ctx, c, c.mode, rgb, key_source, c.name)
+            return ResultReply(model=self.registry.info(model_id), reused_model=reused), []
+        if isinstance(c, FinetuneRequest):
+            return self._finetune(job, ctx, c), []
+        if isinstance(c, HarmonizeRequest | EditRequest):
+            mode = _APPLY_MODES[type(c)]
+            bg = c.background
+            assert bg is not None
+            rgb = picture_from_frame(frames.from_frame(job.buffers, bg), bg).rgb
+            model_id, reused = self._train_or_reuse(
+                job, ctx, c.train or TrainOptions(), mode, rgb, _canonical(job.buffers, bg), None
+            )
+            return self._apply_with(model_id, c, job.buffers, reused)
+        if isinstance(c, ExportOnnxRequest):
+            return self._export(c), []
+        raise InvalidRequest(f"{c.msg_type.value} is not a job")
+
+    def _train_or_reuse(
+        self,
+        job: Job,
+        ctx: JobContext,
+        options: TrainOptions,
+        mode: Mode,
+        rgb: np.ndarray,
+        key_source: np.ndarray,
+        name: str | None,
+    ) -> tuple[str, bool]:
+        preset_name, model_cfg, train_cfg = self._resolve(options, mode)
+        key = training_key(key_source, model_cfg, train_cfg)
+        existing = self.registry.find(key)
+        if existing is not None:
+            log.info("job %s reuses model %s (same image and settings)", job.job_id, existing)
+            return existing, True
+        out = ctx.work_dir / "model"
+        if (out / MODEL_JSON).is_file():
+            pass  # trained before a crash, not yet registered
+        elif (out / CHECKPOINT_DIR / "state.pt").is_file():
+            log.info("job %s resumes training from its checkpoint", job.job_id)
+            training.resume(out, self.device, ctx.report, ctx.cancel)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            training.train(rgb, model_cfg, train_cfg, out, self.device, ctx.report, ctx.cancel)
+        self._prepare_backend(out)
+        model_id = job.model_id or new_model_id()
+        default_name = f"{mode.value} {time.strftime('%Y-%m-%d %H:%M')}"
+        self.registry.add(
+            out, model_id=model_id, name=name or default_name, preset=preset_name, training_key=key
+        )
+        return model_id, False
+
+    def _finetune(self, job: Job, ctx: JobContext, c: FinetuneRequest) -> ResultReply:
+        parent = self.registry.info(c.model_id)
+        naive = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
+        out = ctx.work_dir / "model"
+        shutil.rmtree(out, ignore_errors=True)  # fine-tuning has no resume: it starts again after a crash
+        training.finetune(
+            self.registry.path(c.model_id), naive, out, self.device, c.iters or 500, ctx.report, ctx.cancel
+        )
+        self._prepare_backend(out)
+        info = self.registry.add(
+            out,
+            model_id=job.model_id or new_model_id(),
+            name=f"{parent.name} (fine-tuned)"[:200],
+            preset=parent.preset.value if parent.preset else None,
+            training_key=None,
+            parent=c.model_id,
+        )
+        return ResultReply(model=info)
+
+    def _export(self, c: ExportOnnxRequest) -> ResultReply:
+        from engine.onnx_export import export
+        from engine.runtime import ensure_sampler
+
+        path = self.registry.path(c.model_id)
+        model = load_model(path, "cpu")
+        out = export(model, path / "sampler_fp16.onnx", fp16=True) if c.fp16 else ensure_sampler(model)
+        return ResultReply(model=self.registry.info(c.model_id), path=str(out))
+
+    def _prepare_backend(self, model_dir: Path) -> None:
+        # Export the sampler now, in the training job, so the first harmonization is quick.
+        if self.backend == "onnxruntime":
+            from engine.runtime import ensure_sampler
+
+            ensure_sampler(load_model(model_dir, "cpu"))
+
+    def _apply_with(
+        self, model_id: str, c: Content, buffers: Sequence[Any], reused: bool
+    ) -> tuple[ResultReply, list]:
+        model, backend = self.models.get(model_id)
+        picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
+        mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
+        result: Picture = apply.apply_to_selection(model, picture, mask, c.seed or 0, backend=backend)
+        out: list = []
+        desc = frames.attach(out, frame_from_picture(result, c.image), c.image.channel_order, c.image.bbox)
+        return ResultReply(images=[desc], model=self.registry.info(model_id), reused_model=reused), out
+
+    # ---- helpers ----
+
+    def _reply_quick(self, req: Request, work: Callable[[], tuple[ResultReply, Sequence[Any]]]) -> None:
+        start = time.monotonic()
+        try:
+            result, buffers = work()
+        except Exception as exc:
+            if error_code(exc) is ErrorCode.INTERNAL:
+                log.exception("%s failed", req.content.msg_type.value)
+            self.server.reply_error(req, error_code(exc), error_message(exc))
+            return
+        self.server.reply(req, result.model_copy(update={"elapsed_s": time.monotonic() - start}), buffers)
+
+    def _submit(self, req: Request, lane: str, model_id: str | None) -> None:
+        job, position = self.jobs.submit(req.content, req.buffers, req.identities, lane, model_id)
+        self.server.reply(req, AckReply(job_id=job.job_id, position=max(0, position)))
+
+    def _check_mode(self, model_id: str, mode: Mode) -> None:
+        info = self.registry.info(model_id)
+        if info.mode is not mode:
+            verb = "harmonize" if mode is Mode.HARMONIZATION else "edit"
+            raise IncompatibleModelError(
+                f"model {model_id} is a {info.mode.value} model; {verb} needs a {mode.value} model: "
+                "pick another model or train one"
+            )
+
+    def _resolve(self, options: TrainOptions, mode: Mode) -> tuple[str, ModelConfig, TrainConfig]:
+        name = options.preset.value if options.preset else ("paper" if self.device.type == "cuda" else "fast")
+        model_cfg, train_cfg = preset(name, mode.value)
+        model_cfg, train_cfg = with_overrides(
+            model_cfg,
+            train_cfg,
+            stages=options.stages,
+            iters=options.iters,
+            max_size=options.max_size,
+            seed=options.seed,
+            precision=self.precision,
+        )
+        return name, model_cfg, train_cfg
+
+    def _background_key(self, c: Content, buffers: Sequence[Any], mode: Mode) -> str:
+        _, model_cfg, train_cfg = self._resolve(c.train or TrainOptions(), mode)
+        return training_key(_canonical(buffers, c.background), model_cfg, train_cfg)
+
+
+def _canonical(buffers: Sequence[Any], desc: ImageDescriptor) -> np.ndarray:
+    """The pixels a training key is taken over: channel order made canonical, so Krita and GIMP agree."""
+    return np.asarray(frames.to_canonical(frames.from_frame(buffers, desc), desc.channel_order)[0])
+
+
+def _check_image(desc: ImageDescriptor, buffers: Sequence[Any]) -> None:
+    frames.check_buffer(desc, buffers)
+    if desc.width * desc.height > MAX_PIXELS:
+        raise ImageError(
+            f"a {desc.width}x{desc.height} image is over the engine's {MAX_PIXELS // 10**6} MP limit; "
+            "send a smaller layer or a crop around the selection"
+        )
+
+
+def _unknown_job(job_id: str) -> InvalidRequest:
+    exc = InvalidRequest(f"no job {job_id!r} in this engine; `engine status` lists the current jobs")
+    exc.code = ErrorCode.UNKNOWN_JOB
+    return exc

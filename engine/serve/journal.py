@@ -1,0 +1,145 @@
+"""The job journal: one SQLite row per job, so that queued, running and finished jobs survive a crash.
+
+A job's state changes are committed before they are reported, so what a client was told is never ahead of
+what a restarted daemon knows. Request and result bodies are stored as the protocol's JSON; their pixel
+buffers live as files in the job's directory (see `jobs.JobFiles`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from editor_bridge.protocol import JobState, MsgType
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    request_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    request TEXT NOT NULL,
+    n_buffers INTEGER NOT NULL DEFAULT 0,
+    model_id TEXT,
+    error TEXT,
+    result TEXT
+)
+"""
+
+# States in which a job still has work to do; a restarted daemon runs them again.
+PENDING = (JobState.QUEUED, JobState.RUNNING, JobState.INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    request_type: MsgType
+    state: JobState
+    created: datetime
+    request: dict
+    n_buffers: int
+    model_id: str | None = None
+    error: dict | None = None  # an ErrorReply's fields
+    result: dict | None = None  # a ResultReply's fields
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class Journal:
+    """A thread-safe handle on HOME/jobs.sqlite3 (WAL mode; every write commits at once)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, job_id: str, request_type: MsgType, request: dict, n_buffers: int) -> JobRecord:
+        created = _now()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs (job_id, request_type, state, created, updated, request, n_buffers) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, request_type.value, JobState.QUEUED.value, created, created, json.dumps(request),
+                 n_buffers),
+            )  # fmt: skip
+        return JobRecord(
+            job_id, request_type, JobState.QUEUED, datetime.fromisoformat(created), request, n_buffers
+        )
+
+    def update(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        model_id: str | None = None,
+        error: dict | None = None,
+        result: dict | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state = ?, updated = ?, model_id = COALESCE(?, model_id), "
+                "error = COALESCE(?, error), result = COALESCE(?, result) WHERE job_id = ?",
+                (
+                    state.value,
+                    _now(),
+                    model_id,
+                    json.dumps(error) if error is not None else None,
+                    json.dumps(result) if result is not None else None,
+                    job_id,
+                ),
+            )
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _record(row) if row else None
+
+    def pending(self) -> list[JobRecord]:
+        """Jobs with work left, oldest first."""
+        marks = ",".join("?" * len(PENDING))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created",
+                [s.value for s in PENDING],
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def recent(self, limit: int = 50) -> list[JobRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+
+_COLUMNS = "job_id, request_type, state, created, request, n_buffers, model_id, error, result"
+
+
+def _record(row: tuple) -> JobRecord:
+    job_id, request_type, state, created, request, n_buffers, model_id, error, result = row
+    return JobRecord(
+        job_id=job_id,
+        request_type=MsgType(request_type),
+        state=JobState(state),
+        created=datetime.fromisoformat(created),
+        request=json.loads(request),
+        n_buffers=n_buffers,
+        model_id=model_id,
+        error=json.loads(error) if error else None,
+        result=json.loads(result) if result else None,
+    )

@@ -1,0 +1,166 @@
+"""The daemon's stored models: HOME/models/<model_id>/, each a model directory plus `registry.json`.
+
+A model enters the registry by one atomic rename of a finished model directory, so a listing never sees a
+half-written model. `registry.json` holds what the store does not: the user's name for the model and the
+training key (a hash of the training image's pixels, the mode and the resolved settings) through which the
+same background trained with the same settings is found again instead of being trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from editor_bridge.protocol import Mode, ModelInfo
+from engine.config import ModelConfig, TrainConfig
+from engine.errors import EngineError, ModelNotFoundError
+from engine.imageio import atomic_write_bytes
+from engine.store import read_meta
+
+log = logging.getLogger(__name__)
+
+ENTRY_FILE = "registry.json"
+SAMPLER_FILE = "sampler.onnx"  # where engine.runtime.ensure_sampler exports a model's sampler
+# Settings that do not change the trained weights stay out of the key.
+_KEY_IGNORES = {"checkpoint_every_s"}
+
+
+def training_key(pixels: np.ndarray, model: ModelConfig, train: TrainConfig) -> str:
+    """sha256 of the pixels the model learns from (any dtype) and every setting that shapes the result."""
+    pixels = np.ascontiguousarray(pixels)
+    settings = {
+        "model": model.to_dict(),
+        "train": {k: v for k, v in train.to_dict().items() if k not in _KEY_IGNORES},
+        "shape": list(pixels.shape),
+        "dtype": pixels.dtype.str,
+    }
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    h.update(memoryview(pixels).cast("B"))
+    return h.hexdigest()
+
+
+def new_model_id() -> str:
+    return "m" + uuid.uuid4().hex[:12]
+
+
+class Registry:
+    """Thread-safe index over HOME/models; the directories are the truth, the index is rebuilt on start."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict] = {}
+        for path in sorted(root.iterdir()):
+            if path.is_dir() and not path.name.startswith("."):
+                try:
+                    entry = json.loads((path / ENTRY_FILE).read_text())
+                    read_meta(path)
+                except (OSError, ValueError, EngineError) as exc:
+                    log.warning("skipping %s: not a registered model (%s)", path, exc)
+                    continue
+                self._entries[path.name] = entry
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def path(self, model_id: str) -> Path:
+        with self._lock:
+            if model_id not in self._entries:
+                raise ModelNotFoundError(
+                    f"no model {model_id!r} in this engine; list the stored models (list_models or "
+                    "`engine status`) and use one of their ids"
+                )
+        return self.root / model_id
+
+    def info(self, model_id: str) -> ModelInfo:
+        path = self.path(model_id)
+        with self._lock:
+            entry = dict(self._entries[model_id])
+        meta = read_meta(path)
+        height, width = meta["stage_shapes"][-1]
+        return ModelInfo(
+            model_id=model_id,
+            name=entry["name"],
+            mode=Mode(meta["model"]["mode"]),
+            width=width,
+            height=height,
+            n_stages=len(meta["stage_shapes"]),
+            preset=entry.get("preset"),
+            created=datetime.fromisoformat(entry["created"]),
+            has_onnx=(path / SAMPLER_FILE).is_file(),
+        )
+
+    def list(self, mode: Mode | None = None) -> list[ModelInfo]:
+        with self._lock:
+            ids = sorted(self._entries, key=lambda i: self._entries[i]["created"])
+        infos = []
+        for model_id in ids:
+            try:
+                info = self.info(model_id)
+            except EngineError:
+                continue  # deleted meanwhile
+            if mode is None or info.mode is mode:
+                infos.append(info)
+        return infos
+
+    def find(self, key: str) -> str | None:
+        """The id of a model trained with this training key, if one is stored."""
+        with self._lock:
+            for model_id, entry in self._entries.items():
+                if entry.get("training_key") == key:
+                    return model_id
+        return None
+
+    def add(
+        self,
+        trained: Path,
+        *,
+        model_id: str,
+        name: str,
+        preset: str | None,
+        training_key: str | None,
+        parent: str | None = None,
+    ) -> ModelInfo:
+        """Move a finished model directory into the registry (one rename) and index it."""
+        read_meta(trained)
+        entry = {
+            "model_id": model_id,
+            "name": name,
+            "preset": preset,
+            "training_key": training_key,
+            "parent": parent,
+            "created": datetime.now(timezone.utc).isoformat(),
+        }
+        atomic_write_bytes(trained / ENTRY_FILE, json.dumps(entry, indent=2).encode())
+        target = self.root / model_id
+        trained.rename(target)
+        with self._lock:
+            self._entries[model_id] = entry
+        return self.info(model_id)
+
+    def rename(self, model_id: str, name: str) -> ModelInfo:
+        path = self.path(model_id)
+        with self._lock:
+            entry = {**self._entries[model_id], "name": name}
+            atomic_write_bytes(path / ENTRY_FILE, json.dumps(entry, indent=2).encode())
+            self._entries[model_id] = entry
+        return self.info(model_id)
+
+    def delete(self, model_id: str) -> None:
+        path = self.path(model_id)
+        with self._lock:
+            del self._entries[model_id]
+        # Renamed aside first: a crash during rmtree leaves a dot-directory the scan ignores.
+        trash = self.root / f".deleted-{model_id}-{uuid.uuid4().hex[:6]}"
+        path.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
