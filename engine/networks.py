@@ -118,6 +118,10 @@ class Generator(nn.Module):
             return h - 2 * self.cfg.num_layers, w - 2 * self.cfg.num_layers
         return h, w
 
+    def resize(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        """Bicubic resize between stages (the ONNX export swaps in a form that suits onnxruntime)."""
+        return upsample(x, size, self.matmul_upsampling)
+
     def run_stages(
         self,
         features: torch.Tensor | None,
@@ -134,13 +138,13 @@ class Generator(nn.Module):
                 x = self.head(F.pad(inputs[0], (1, 1, 1, 1)))
                 if self.border_upsampling:
                     # The reference enlarges the first map by 2 px for more diverse image borders.
-                    x = upsample(x, (x.shape[2] + 2, x.shape[3] + 2), self.matmul_upsampling)
+                    x = self.resize(x, (x.shape[2] + 2, x.shape[3] + 2))
                 x = self.body[0](F.pad(x, (pad, pad, pad, pad)))
                 continue
             noise = inputs[k]
-            up = upsample(x, self.stage_size(k, noise), self.matmul_upsampling)
+            up = self.resize(x, self.stage_size(k, noise))
             if self.border_upsampling:
-                stage_in = upsample(x, noise.shape[-2:], self.matmul_upsampling) + noise * amps[k]
+                stage_in = self.resize(x, noise.shape[-2:]) + noise * amps[k]
             else:
                 stage_in = F.pad(up + noise * amps[k], (pad, pad, pad, pad))
             x = self.body[k](stage_in) + up
