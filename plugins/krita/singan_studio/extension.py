@@ -1,0 +1,38 @@
+"""The extension entry point: registers the three actions and hands each to a JobController. Nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from krita import Extension
+
+from editor_bridge.plugin_core import Operation
+from editor_bridge.plugin_runner import Settings
+
+from .job import JobController
+
+ACTIONS = {
+    "singan_harmonize": Operation.HARMONIZE,
+    "singan_edit": Operation.EDIT,
+    "singan_variation": Operation.VARIATION,
+}
+
+
+class SinganExtension(Extension):
+    def __init__(self, parent) -> None:
+        super().__init__(parent)
+        self.controller: JobController | None = None
+
+    def setup(self) -> None:
+        self.controller = JobController(Settings.load(Path(__file__).resolve().parent))
+
+    def createActions(self, window) -> None:  # noqa: N802 (Krita's name)
+        for name, op in ACTIONS.items():
+            action = window.createAction(name, op.label, "tools/scripts")
+            action.triggered.connect(lambda _checked=False, op=op: self._start(op))
+
+    def _start(self, op: Operation) -> None:
+        if self.controller is None:  # setup() runs first in Krita; this is for scripts that skip it
+            self.setup()
+        assert self.controller is not None
+        self.controller.start(op)

@@ -1,0 +1,170 @@
+"""One operation at a time, off the GUI thread: a QThread worker, a progress dialog with Cancel, and the
+artist's messages. The work itself (request, engine, result bytes) is editor_bridge's Runner."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from krita import Krita
+from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal
+from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog
+
+from editor_bridge.plugin_core import Canvas, LayerPatch, Operation
+from editor_bridge.plugin_runner import (
+    ArtistMessage,
+    Progress,
+    Runner,
+    Settings,
+    artist_message,
+    start_engine,
+)
+
+from .document import Target, add_result_layer, read_canvas
+
+log = logging.getLogger(__name__)
+QUIT_WAIT_MS = 10_000  # how long quitting Krita waits for a cancelled job to let go of its socket
+
+
+class Worker(QObject):
+    """Runs `task` on the worker thread; every outcome goes back to the GUI thread as a queued signal."""
+
+    progressed = pyqtSignal(int, str)
+    succeeded = pyqtSignal(object)
+    failed = pyqtSignal(object)
+
+    def __init__(self, task: Callable[[Worker], LayerPatch]) -> None:
+        super().__init__()
+        self._task = task
+
+    def run(self) -> None:
+        try:
+            patch = self._task(self)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the artist, never kill Krita
+            self.failed.emit(exc)
+        else:
+            self.succeeded.emit(patch)
+
+
+class JobController(QObject):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self._thread: QThread | None = None
+        self._worker: Worker | None = None
+        self._dialog: QProgressDialog | None = None
+        self._cancel = threading.Event()
+        self._op: Operation | None = None
+        self._canvas: Canvas | None = None
+        self._target: Target | None = None
+        app = QApplication.instance()
+        if app is not None:
+            # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
+            app.aboutToQuit.connect(self.shutdown)
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def start(self, op: Operation) -> None:
+        if self.busy:
+            self._show(ArtistMessage(op.label, "Another job is still running; wait for it or cancel it."))
+            return
+        try:
+            canvas, target = read_canvas()
+        except Exception as exc:  # noqa: BLE001
+            self._show(artist_message(exc, op))
+            return
+        self._launch(op, canvas, target, start_first=False)
+
+    def _launch(self, op: Operation, canvas: Canvas, target: Target, *, start_first: bool) -> None:
+        self._op, self._canvas, self._target = op, canvas, target
+        self._cancel = threading.Event()
+        settings, cancel = self.settings, self._cancel
+
+        def task(worker: Worker) -> LayerPatch:
+            def report(progress: Progress) -> None:
+                worker.progressed.emit(progress.percent, progress.text)
+
+            if start_first:
+                report(Progress(0, "Starting the engine..."))
+                start_engine(settings)
+            return Runner(settings, report, cancel).run(op, canvas)
+
+        self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
+        dialog.setWindowTitle(op.label)
+        dialog.setWindowModality(Qt.NonModal)  # the artist may keep painting while the engine trains
+        dialog.setAutoClose(False)
+        dialog.setAutoReset(False)
+        dialog.setMinimumDuration(0)
+        dialog.canceled.connect(self._on_cancel)
+        dialog.show()
+
+        self._thread, self._worker = QThread(), Worker(task)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.progressed.connect(self._on_progress)
+        self._worker.succeeded.connect(self._on_success)
+        self._worker.failed.connect(self._on_failure)
+        self._thread.start()
+
+    def _on_progress(self, percent: int, text: str) -> None:
+        if self._dialog is not None and not self._cancel.is_set():
+            self._dialog.setValue(percent)
+            self._dialog.setLabelText(text)
+
+    def _on_cancel(self) -> None:
+        self._cancel.set()
+        if self._dialog is not None:
+            self._dialog.setLabelText("Cancelling...")
+
+    def _on_success(self, patch: LayerPatch) -> None:
+        target = self._target
+        self._finish()
+        assert target is not None
+        if target.document not in Krita.instance().documents():
+            log.warning("the document was closed before the result arrived; dropping it")
+            return
+        add_result_layer(target, patch)
+
+    def _on_failure(self, exc: BaseException) -> None:
+        op, canvas, target = self._op, self._canvas, self._target
+        self._finish()
+        log.info("job failed: %r", exc)
+        message = artist_message(exc, op)
+        if message.cancelled:
+            return
+        if message.offer_start and self.settings.engine_command:
+            answer = QMessageBox.question(
+                self._window(), message.title, "The engine is not running. Start it now?"
+            )
+            if answer == QMessageBox.Yes and op is not None and canvas is not None and target is not None:
+                self._launch(op, canvas, target, start_first=True)
+            return
+        self._show(message)
+
+    def _finish(self) -> None:
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait()
+        if self._dialog is not None:
+            self._dialog.close()
+            self._dialog.deleteLater()
+        self._thread = self._worker = self._dialog = None
+        self._op = self._canvas = self._target = None
+
+    def shutdown(self) -> None:
+        """Cancel a running job and wait for its thread, which closes the engine client on its way out."""
+        if self._thread is not None:
+            self._cancel.set()
+            if not self._thread.wait(QUIT_WAIT_MS):
+                log.warning("the job did not stop within %d ms", QUIT_WAIT_MS)
+
+    def _show(self, message: ArtistMessage) -> None:
+        QMessageBox.warning(self._window(), message.title, message.text)
+
+    @staticmethod
+    def _window():
+        window = Krita.instance().activeWindow()
+        return window.qwindow() if window is not None else None
