@@ -1,0 +1,269 @@
+"""`engine serve` end to end: a real daemon process on loopback, real clients, real (tiny) training."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from bridge_fakes import forge
+from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
+
+from editor_bridge import frames
+from editor_bridge.errors import JobCancelled, RemoteError
+from editor_bridge.protocol import (
+    ErrorCode,
+    JobState,
+    Mode,
+    Preset,
+    SampleRequest,
+    TrainRequest,
+)
+from editor_bridge.wire import WireCodec
+from engine.apply import feathered_mask
+
+MAX_FRAME_MB = 4
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    d = Daemon(tmp_path_factory.mktemp("serve") / "home", "--max-frame-mb", str(MAX_FRAME_MB))
+    try:
+        yield d.wait_ready()
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def layers(shared_images):
+    return krita_layers(shared_images)
+
+
+@pytest.fixture(scope="module")
+def first_harmonize(daemon, layers):
+    """The plugin's one call on a fresh engine: it trains on the background, then harmonizes."""
+    events = []
+    request, buffers = harmonize_request(layers)
+    with daemon.client() as client:
+        reply = client.run_job(request, buffers, on_progress=lambda event, preview: events.append(event))
+        return reply, np.array(reply.image(reply.content.images[0])), events
+
+
+def test_connection_file_is_private_and_complete(daemon):
+    path = daemon.connection_file
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    info = json.loads(path.read_text())
+    assert {"endpoint", "key", "signature_scheme", "protocol_version", "pid"} <= info.keys()
+    assert info["endpoint"].startswith("tcp://127.0.0.1:") and info["pid"] == daemon.proc.pid
+    with daemon.client() as client:
+        assert client.ping().pid == daemon.proc.pid
+
+
+def test_second_daemon_for_the_same_home_reports_the_first(daemon):
+    cmd = [sys.executable, "-m", "engine.cli", "serve", "--home", str(daemon.home)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 3
+    assert "already running" in proc.stderr and str(daemon.proc.pid) in proc.stderr
+    assert json.loads(daemon.connection_file.read_text())["pid"] == daemon.proc.pid
+
+
+def test_non_loopback_endpoint_needs_curve_keys(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "serve",
+        "--home",
+        str(tmp_path),
+        "--endpoint",
+        "tcp://0.0.0.0:0",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 2 and "--curve-keys" in proc.stderr
+    assert not (tmp_path / "engine.json").exists()
+
+
+def _raw_exchange(daemon, frames_out: list[bytes]) -> dict:
+    """Send hand-made frames on a bare DEALER and return the content of the daemon's (signed) answer."""
+    info = json.loads(daemon.connection_file.read_text())
+    codec = WireCodec(info["key"])
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(info["endpoint"])
+        sock.send_multipart(frames_out)
+        assert sock.poll(20_000), "the daemon did not answer"
+        message = codec.deserialize(sock.recv_multipart())
+    finally:
+        sock.close()
+        ctx.term()
+    return message.content.model_dump()
+
+
+def test_malformed_unsigned_forged_and_oversized_messages_get_error_replies(daemon):
+    key = json.loads(daemon.connection_file.read_text())["key"]
+    garbage = _raw_exchange(daemon, [b"<IDS|MSG>", b"sig", b"\x00\xff garbage", b"x", b"y", b"z"])
+    assert garbage["code"] in (ErrorCode.MALFORMED, ErrorCode.BAD_SIGNATURE)
+    unsigned = _raw_exchange(daemon, forge(key=key, signature=b""))
+    assert unsigned["code"] == ErrorCode.UNSIGNED
+    forged = _raw_exchange(daemon, forge(key="b" * 64))
+    assert forged["code"] == ErrorCode.BAD_SIGNATURE
+    unknown = _raw_exchange(daemon, forge(key=key, msg_type="make_coffee"))
+    assert unknown["code"] == ErrorCode.UNKNOWN_MSG_TYPE
+    big = np.zeros((MAX_FRAME_MB * 2**20 + 1,), np.uint8)
+    oversized = _raw_exchange(daemon, forge(key=key, buffers=[big.tobytes()]))
+    assert oversized["code"] == ErrorCode.FRAME_TOO_LARGE and "limit" in oversized["message"]
+    with daemon.client() as client:  # still serving
+        assert client.ping().pid == daemon.proc.pid
+
+
+def test_invalid_requests_are_refused_before_any_work(daemon, layers):
+    key = json.loads(daemon.connection_file.read_text())["key"]
+    request, buffers = harmonize_request(layers)
+    body = request.model_dump(mode="json")
+    # Sent raw: the Client itself refuses to send these, a buggy plugin might not.
+    short = [bytes(buffers[0])[:-4], *map(bytes, buffers[1:])]
+    reply = _raw_exchange(daemon, forge(key=key, content=body, msg_type="harmonize", buffers=short))
+    assert reply["code"] == ErrorCode.BAD_IMAGE and "bytes" in reply["message"]
+    small_mask = frames.describe(np.zeros((10, 10, 1), np.uint8), "GRAY", 1).model_dump(mode="json")
+    other = [bytes(buffers[0]), bytes(100), bytes(buffers[2])]
+    reply = _raw_exchange(
+        daemon, forge(key=key, content=body | {"mask": small_mask}, msg_type="harmonize", buffers=other)
+    )
+    assert reply["code"] == ErrorCode.INVALID_REQUEST and "mask is 10x10" in reply["message"]
+
+    with daemon.client() as client:
+        with pytest.raises(RemoteError) as err:
+            client.run_job(request.model_copy(update={"model_id": "nosuchmodel"}), buffers)
+        assert err.value.code is ErrorCode.UNKNOWN_MODEL and "list_models" in str(err.value)
+
+        absurd = TrainRequest.model_construct(mode=Mode.GENERATION, stored_image="x", iters=10**7)
+        with pytest.raises(RemoteError) as err:
+            client.call(absurd)
+        assert err.value.code is ErrorCode.INVALID_REQUEST and "iters" in str(err.value)
+
+        with pytest.raises(RemoteError) as err:
+            client.job_status("nosuchjob")
+        assert err.value.code is ErrorCode.UNKNOWN_JOB
+        assert client.ping().pid == daemon.proc.pid
+        assert client.status().jobs == []  # nothing was queued by any of them
+
+
+def _first(desc):
+    return desc.model_copy(update={"buffer_index": 0})
+
+
+def test_harmonize_trains_once_and_returns_the_layer_as_sent(first_harmonize, layers):
+    reply, out, events = first_harmonize
+    result = reply.content
+    assert result.job_id is not None and not result.reused_model  # a job: it had to train
+    assert events and all(e.job_id == result.job_id for e in events)
+    assert result.model.mode is Mode.HARMONIZATION and result.model.preset is Preset.TINY
+    desc = result.images[0]
+    assert (desc.width, desc.height, desc.channel_order.value) == (96, 72, "BGRA")
+    naive, mask = layers["naive"], layers["mask"][:, :, 0]
+    assert out.shape == naive.shape and out.dtype == np.uint8
+    assert np.array_equal(out[..., 3], naive[..., 3])  # alpha untouched
+    changed = np.abs(out.astype(int) - naive).sum(axis=2) > 0
+    assert changed[mask > 0].mean() > 0.5  # the selection was worked on
+    # Outside the feathered selection the layer comes back exactly as sent.
+    soft = feathered_mask((mask > 0).astype(np.float32), (result.model.height, result.model.width), 7)
+    assert (soft == 0).any() and np.array_equal(out[soft == 0], naive[soft == 0])
+
+
+def test_same_background_reuses_the_stored_model(daemon, layers, first_harmonize):
+    first, first_out, _ = first_harmonize
+    model_id = first.content.model.model_id
+    with daemon.client() as client:
+        events: list = []
+        for order in ("BGRA", "RGBA"):  # Krita and GIMP send the same pixels in different orders
+            request, buffers = harmonize_request(layers, order)
+            reply = client.run_job(request, buffers, on_progress=lambda e, p: events.append(e))
+            result = reply.content
+            assert result.reused_model and result.model.model_id == model_id
+            assert result.job_id is None and events == []  # answered at once: no job, no training
+            out = np.array(reply.image(result.images[0]))
+            assert np.array_equal(frames.from_canonical(out, order), frames.from_canonical(first_out, "BGRA"))
+        assert [m.model_id for m in client.list_models()] == [model_id]
+
+
+def test_quick_requests_answered_while_training_runs_and_each_client_gets_its_events(
+    daemon, layers, first_harmonize
+):
+    model_id = first_harmonize[0].content.model.model_id
+    request, buffers = harmonize_request(layers)
+    train_image = buffers[2]
+    train = TrainRequest(
+        mode=Mode.HARMONIZATION,
+        image=_first(request.background),
+        preset=Preset.TINY,
+        iters=24,
+        seed=7,
+        name="long",
+    )
+    followers: dict[str, list] = {"a": [], "c": []}
+    results: dict[str, object] = {}
+
+    def follow(name: str, client, job_id: str) -> None:
+        reply = client.wait_job(job_id, on_progress=lambda e, p: followers[name].append(e), timeout=240)
+        results[name] = reply.content
+
+    with daemon.client() as a, daemon.client() as b, daemon.client() as c:
+        job_id = a.submit(train, [train_image])
+        deadline = time.monotonic() + 60
+        while b.job_status(job_id).state is not JobState.RUNNING:
+            assert time.monotonic() < deadline, "the training job did not start"
+            time.sleep(0.05)
+        threads = [threading.Thread(target=follow, args=(n, cl, job_id)) for n, cl in (("a", a), ("c", c))]
+        for t in threads:
+            t.start()
+        # Client b: quick requests while the training runs.
+        assert b.ping().pid == daemon.proc.pid
+        assert [j.job_id for j in b.status().jobs] == [job_id]
+        quick, quick_buffers = harmonize_request(layers, model_id=model_id)
+        reply = b.run_job(quick.model_copy(update={"background": None, "train_if_missing": False}),
+                          quick_buffers[:2])  # fmt: skip
+        assert reply.content.model.model_id == model_id
+        sample = b.run_job(SampleRequest(model_id=model_id, n=2, width=64, height=48)).content
+        assert [(d.width, d.height) for d in sample.images] == [(64, 48), (64, 48)]
+        assert b.job_status(job_id).state is JobState.RUNNING  # the quick work did not wait behind it
+        for t in threads:
+            t.join(240)
+    assert results["a"].model == results["c"].model and results["a"].model.name == "long"
+    assert results["a"].model.model_id != model_id  # other training settings: a new model
+    for name, events in followers.items():
+        assert events and all(e.job_id == job_id for e in events), name
+
+
+def test_cancel_a_running_training(daemon, layers):
+    request, buffers = harmonize_request(layers)
+    train = TrainRequest(
+        mode=Mode.HARMONIZATION, image=_first(request.background), preset=Preset.TINY, iters=5000
+    )
+    with daemon.client() as client:
+        job_id = client.submit(train, [buffers[2]])
+        cancel = threading.Event()
+
+        def on_progress(event, preview):
+            cancel.set()  # cancel once it is really training
+
+        with pytest.raises(JobCancelled):
+            client.wait_job(job_id, on_progress=on_progress, cancel=cancel, timeout=120)
+        assert client.job_status(job_id).state is JobState.CANCELLED
+        assert client.ping().pid == daemon.proc.pid
+
+
+def test_engine_status_command(daemon, first_harmonize):
+    cmd = [sys.executable, "-m", "engine.cli", "status", "--home", str(daemon.home), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
+    status = json.loads(proc.stdout)
+    assert proc.returncode == 0 and status["running"] and status["pid"] == daemon.proc.pid
+    assert status["device"] == "cpu"
+    assert any(first_harmonize[0].content.model.model_id in line for line in status["models"])
