@@ -100,13 +100,22 @@ def _job_line(job) -> str:
 
 
 def cmd_stop(args: argparse.Namespace) -> dict:
-    from editor_bridge.connection import pid_alive
+    from editor_bridge.connection import connection_file_path, pid_alive, read_connection_file
+    from editor_bridge.errors import ConnectionFileError
 
     with connect(args.home) as client:
         pid = client.ping().pid
         client.shutdown()
+
+    def still_there() -> bool:
+        # The daemon removes its connection file as the last step of a clean stop.
+        try:
+            return read_connection_file(connection_file_path(args.home)).pid == pid and pid_alive(pid)
+        except ConnectionFileError:
+            return False
+
     deadline = time.monotonic() + args.timeout
-    while pid_alive(pid):
+    while still_there():
         if time.monotonic() > deadline:
             raise EngineError(
                 f"the engine (pid {pid}) is still checkpointing after {args.timeout:g} s; it stops on "

@@ -1,0 +1,146 @@
+"""The daemon's lifecycle as a user lives it: kill -9 and restart mid-training, SIGTERM, `engine stop`."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
+
+from editor_bridge import Client
+from editor_bridge.errors import EngineNotRunning
+from editor_bridge.protocol import JobState, Mode, Preset, TrainRequest
+
+
+def _train_request(shared_images, iters: int, name: str) -> tuple[TrainRequest, list]:
+    request, buffers = harmonize_request(krita_layers(shared_images))
+    image = request.background.model_copy(update={"buffer_index": 0})
+    return TrainRequest(mode=Mode.HARMONIZATION, image=image, preset=Preset.TINY, iters=iters, name=name), [
+        buffers[2]
+    ]
+
+
+def _wait_for_log(daemon: Daemon, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.output():
+        assert time.monotonic() < deadline, f"{text!r} not in the log: {daemon.output()}"
+        time.sleep(0.1)
+
+
+def _engine(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "engine.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+
+
+def test_kill9_mid_training_then_restart_resumes_and_results_stay(tmp_path, shared_images):
+    home = tmp_path / "home"
+    first = Daemon(home).wait_ready()
+    later: list[Daemon] = []
+    try:
+        train, buffers = _train_request(shared_images, iters=10, name="kept")
+        with first.client() as client:
+            job_id = client.submit(train, buffers)
+        in_second_stage = threading.Event()
+        outcome: dict = {}
+
+        def follow() -> None:
+            # One client across the crash: it notices the silence, re-reads the connection file and
+            # re-subscribes to the job on the restarted daemon (lazy pirate).
+            with Client.from_connection_file(home=home, timeout=30, heartbeat_s=1, max_reconnects=120) as c:
+
+                def on_progress(event, preview):
+                    if event.stage == 1:
+                        in_second_stage.set()
+
+                try:
+                    outcome["reply"] = c.wait_job(job_id, on_progress=on_progress, timeout=300)
+                except Exception as exc:  # reported by the assertions below
+                    outcome["error"] = exc
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        assert in_second_stage.wait(120), first.output()
+        first.kill9()  # stage 0 is checkpointed; stage 1 is half done
+        assert first.connection_file.exists()  # left behind by the crash, and known to be stale:
+        with pytest.raises(EngineNotRunning):
+            Client.from_connection_file(home=home)
+
+        second = Daemon(home).wait_ready()
+        later.append(second)
+        with second.client() as client:
+            jobs = {j.job_id: j.state for j in client.status().jobs}
+        assert jobs.get(job_id) in (JobState.INTERRUPTED, JobState.RUNNING, None)
+        _wait_for_log(second, f"job {job_id} resumes training from its checkpoint")
+        follower.join(300)
+        assert "error" not in outcome, outcome.get("error")
+        model = outcome["reply"].content.model
+        assert model.name == "kept" and model.n_stages == 2
+
+        second.kill9()  # a crash after the job finished: its result is still there
+        third = Daemon(home).wait_ready()
+        later.append(third)
+        with third.client() as client:
+            again = client.wait_job(job_id, timeout=60)
+            assert again.content.model == model and again.content.job_id == job_id
+            assert [m.model_id for m in client.list_models()] == [model.model_id]
+            assert client.status().jobs == []
+
+        stop = _engine("stop", "--home", str(home))
+        assert stop.returncode == 0, stop.stderr
+        assert third.proc.wait(30) == 0 and not third.connection_file.exists()
+    finally:
+        for d in (first, *later):
+            d.stop()
+
+
+def test_sigterm_checkpoints_running_training_and_the_next_start_resumes_it(tmp_path, shared_images):
+    home = tmp_path / "home"
+    daemon = Daemon(home).wait_ready()
+    restarted = None
+    try:
+        train, buffers = _train_request(shared_images, iters=2000, name="long")
+
+        class Training(Exception):
+            pass
+
+        def on_progress(event, preview):
+            if event.iteration >= 2:
+                raise Training  # it is well under way: stop following
+
+        with daemon.client() as client:
+            job_id = client.submit(train, buffers)
+            with pytest.raises(Training):
+                client.wait_job(job_id, on_progress=on_progress, timeout=120)
+
+        assert daemon.terminate(60) == 0
+        assert not daemon.connection_file.exists()
+        assert "stopped cleanly" in daemon.output()
+        with sqlite3.connect(home / "jobs.sqlite3") as db:
+            (state,) = db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        assert state == JobState.INTERRUPTED.value
+        assert (home / "jobs" / job_id / "model" / "checkpoint" / "state.pt").is_file()
+
+        restarted = Daemon(home).wait_ready()
+        _wait_for_log(restarted, f"job {job_id} resumes training from its checkpoint")
+        status = _engine("status", "--home", str(home), "--json")
+        assert job_id in status.stdout and "running" in status.stdout
+        with restarted.client() as client:
+            client.cancel(job_id)
+            deadline = time.monotonic() + 60
+            while client.job_status(job_id).state is not JobState.CANCELLED:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        daemon.stop()
+        if restarted is not None:
+            restarted.stop()
+
+
+def test_status_and_stop_without_a_daemon(tmp_path):
+    for command in ("status", "stop"):
+        proc = _engine(command, "--home", str(tmp_path))
+        assert proc.returncode == 3 and "no engine is running" in proc.stderr
