@@ -267,3 +267,29 @@ def test_engine_status_command(daemon, first_harmonize):
     assert proc.returncode == 0 and status["running"] and status["pid"] == daemon.proc.pid
     assert status["device"] == "cpu"
     assert any(first_harmonize[0].content.model.model_id in line for line in status["models"])
+
+
+def test_curve_keys_encrypt_and_admit_only_known_clients(tmp_path):
+    import zmq.auth
+
+    from editor_bridge import Client
+
+    keys = tmp_path / "keys"
+    (keys / "clients").mkdir(parents=True)
+    zmq.auth.create_certificates(keys, "server")
+    zmq.auth.create_certificates(keys / "clients", "editor")  # its public half in clients/ admits it
+    server_public, _ = zmq.auth.load_certificate(keys / "server.key")
+    client_key, client_secret = zmq.auth.load_certificate(keys / "clients" / "editor.key_secret")
+    daemon = Daemon(tmp_path / "home", "--curve-keys", str(keys)).wait_ready()
+    try:
+        ctx = zmq.Context()
+        ctx.setsockopt(zmq.CURVE_SERVERKEY, server_public)
+        ctx.setsockopt(zmq.CURVE_PUBLICKEY, client_key)
+        ctx.setsockopt(zmq.CURVE_SECRETKEY, client_secret)
+        with Client.from_connection_file(home=daemon.home, context=ctx, timeout=20) as client:
+            assert client.ping().pid == daemon.proc.pid
+        ctx.term()
+        with Client.from_connection_file(home=daemon.home, timeout=2) as plain:
+            assert not plain.is_alive(timeout=2)  # no Curve handshake: not even an error reply
+    finally:
+        daemon.stop()
