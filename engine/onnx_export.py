@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 OPSET = 18
 SAMPLER_FILE = "sampler.onnx"  # written into a model directory on first use (engine.runtime)
 FP16_MAX = 65504.0
+# Bumped whenever the graph built from the same weights changes, so that samplers exported on first use
+# by an older engine are exported again.
+EXPORTER_REVISION = 2
 # fp16 exports match fp32 to within one level of an 8-bit image (2/255 on the [-1, 1] output). fp16 keeps
 # 11 significant bits (relative rounding 2^-11, about 5e-4); each convolution sums hundreds of products
 # with fp32 accumulation and the final tanh compresses large values, so the error that reaches the output
@@ -55,7 +58,7 @@ def engine_version() -> str:
 def source_digest(model: TrainedModel, fp16: bool = False) -> str:
     """What the export is made from (config, amplitudes, weights, precision): a stale export differs."""
     h = hashlib.sha256()
-    shape = [model.model.to_dict(), model.noise_amps, model.shapes, fp16, FORMAT_VERSION]
+    shape = [model.model.to_dict(), model.noise_amps, model.shapes, fp16, FORMAT_VERSION, EXPORTER_REVISION]
     h.update(json.dumps(shape).encode())
     for name, tensor in sorted(model.generator.state_dict().items()):
         h.update(name.encode())
