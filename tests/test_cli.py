@@ -221,38 +221,30 @@ def test_bad_input_gives_a_one_line_error_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "a failed command left files behind"
 
 
+def start_training(image: Path, out: Path, iters: int) -> subprocess.Popen:
+    """`engine train` in the background; returns once its first checkpoint (written at the start) exists."""
+    cmd = [sys.executable, "-m", "engine.cli", "train", str(image), "--preset", "tiny", "--iters", str(iters)]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint" / "state.pt").is_file():
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.02)
+    return proc
+
+
 def test_kill_during_training_then_resume(tmp_path, shared_images):
     """kill -9 in the middle of a run, then `engine train --resume` finishes the same model."""
     out = tmp_path / "model"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "train",
-            str(shared_images / "generation" / "zebra.png"),
-            "--preset",
-            "tiny",
-            "--iters",
-            "60",
-            "--out",
-            str(out),
-        ],
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_training(shared_images / "generation" / "zebra.png", out, iters=60)
+    # Wait for the checkpoint at the first stage boundary, then kill without warning.
     state = out / "checkpoint" / "state.pt"
-    deadline = time.time() + 120
-    # The first checkpoint is written as training starts; wait for the one at the first stage boundary,
-    # then kill without warning.
-    while time.time() < deadline and not state.is_file():
-        time.sleep(0.02)
-    first = state.stat().st_mtime_ns
+    first, deadline = state.stat().st_mtime_ns, time.time() + 120
     while time.time() < deadline and state.stat().st_mtime_ns == first:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert not (out / "model.json").exists()
     failed = engine("sample", out, "--out", tmp_path / "s", check=False)
     assert failed.returncode != 0 and "--resume" in failed.stderr
@@ -264,28 +256,7 @@ def test_kill_during_training_then_resume(tmp_path, shared_images):
 
 def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, shared_images):
     out = tmp_path / "model"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "train",
-            str(shared_images / "generation" / "zebra.png"),
-            "--preset",
-            "tiny",
-            "--iters",
-            "100000",
-            "--out",
-            str(out),
-        ],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "checkpoint" / "state.pt").is_file():
-        time.sleep(0.05)
+    proc = start_training(shared_images / "generation" / "zebra.png", out, iters=100000)
     time.sleep(0.5)  # let it get into the iterations
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
