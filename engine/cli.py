@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
                 iters=args.iters,
                 max_size=args.max_size,
                 seed=args.seed,
-                precision=args.precision or default_precision(device),
+                precision=args.precision or default_precision(device, model.nfc),
             )
             out = training.train(picture.rgb, model, train_cfg, Path(args.out), device, bar, cancel)
     finally:

@@ -184,7 +184,7 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     import torch
 
     from engine.config import Precision
-    from engine.device import configure_threads, default_precision, select_device
+    from engine.device import configure_threads, select_device
     from engine.serve.handlers import Handlers, lane_of
     from engine.serve.jobs import JobManager, ThreadBudget
     from engine.serve.journal import Journal
@@ -208,7 +208,7 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     if context is not None:
         context.sockopts.clear()  # only the ROUTER is a Curve server
     jobs = JobManager(journal, home / "jobs", server.send, budget)
-    precision = Precision(config.precision) if config.precision else default_precision(device)
+    precision = Precision(config.precision) if config.precision else None  # None: per model, see _resolve
     handlers = Handlers(
         server, jobs, registry, device, config.backend, precision, home, stop, engine_version()
     )
@@ -221,7 +221,8 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     log.info(
         "engine %s serving on %s (device %s, %s training, backend %s, home %s, %d models, %d jobs "
         "resumed); connection file %s",
-        engine_version(), server.endpoint, device, precision.value, config.backend, home,
+        engine_version(), server.endpoint, device, precision.value if precision else "auto",
+        config.backend, home,
         len(registry), len(recovered), path,
     )  # fmt: skip
     try:

@@ -57,6 +57,7 @@ from editor_bridge.protocol import (
 from editor_bridge.server import BridgeServer, Request
 from engine import apply, training
 from engine.config import ModelConfig, Precision, TrainConfig, preset, with_overrides
+from engine.device import default_precision
 from engine.errors import IncompatibleModelError
 from engine.imageio import MAX_PIXELS, Picture
 from engine.serve.imaging import frame_from_picture, picture_from_frame, selection_mask
@@ -118,7 +119,7 @@ class Handlers:
         registry: Registry,
         device: torch.device,
         backend: str,
-        precision: Precision,
+        precision: Precision | None,
         home: Path,
         stop: threading.Event,
         engine_version: str = "",
@@ -445,7 +446,7 @@ class Handlers:
             iters=options.iters,
             max_size=options.max_size,
             seed=options.seed,
-            precision=self.precision,
+            precision=self.precision or default_precision(self.device, model_cfg.nfc),
         )
         return name, model_cfg, train_cfg
 
