@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""SinGAN Studio for GIMP 3: Filters > Harmonize selection / Edit selection.
+
+A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
+Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
+plug-in in its own process, so GIMP stays responsive while the engine works; progress goes to GIMP's bar.
+"""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.realpath(__file__))
+_VENDOR = os.path.join(_HERE, "vendor")
+if os.path.isdir(_VENDOR) and _VENDOR not in sys.path:
+    sys.path.insert(0, _VENDOR)  # editor_bridge and its wheels, installed by `engine plugin install gimp`
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib  # noqa: E402
+
+from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth  # noqa: E402
+from editor_bridge.plugin_runner import Progress, Runner, Settings, artist_message, start_engine  # noqa: E402
+
+FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # GIMP converts to these on read: R,G,B,A and one byte a pixel
+PROCEDURES = {"python-fu-singan-harmonize": Operation.HARMONIZE, "python-fu-singan-edit": Operation.EDIT}
+
+
+# ---- image adapters ----
+
+
+def _read(drawable, x: int, y: int, w: int, h: int, fmt: str = FORMAT) -> bytes:
+    rect = Gegl.Rectangle.new(x, y, w, h)
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
+def _flatten_copy(image):
+    """The visible image as one canvas-sized buffer, from a duplicate so the artist's image is not touched."""
+    copy = image.duplicate()
+    try:
+        if not any(layer.get_visible() for layer in copy.get_layers()):
+            return None
+        merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
+        return _read(merged, 0, 0, copy.get_width(), copy.get_height())
+    finally:
+        copy.delete()
+
+
+def _background(image, drawable):
+    """The visible image without the active layer. Hiding it is an undo step in GIMP, so undo is frozen
+    meanwhile: the artist's history stays exactly as it was."""
+    if not drawable.get_visible():
+        return _flatten_copy(image)
+    image.undo_freeze()
+    try:
+        drawable.set_visible(False)
+        try:
+            return _flatten_copy(image)
+        finally:
+            drawable.set_visible(True)
+    finally:
+        image.undo_thaw()
+
+
+def read_canvas(image, drawable) -> Canvas:
+    check_color_depth(
+        Editor.GIMP, image.get_base_type().value_nick, image.get_precision().value_name.replace("GIMP_", "")
+    )
+    width, height = image.get_width(), image.get_height()
+    layer = bytearray(width * height * 4)
+    _ok, ox, oy = drawable.get_offsets()
+    w, h = drawable.get_width(), drawable.get_height()
+    # The layer may be smaller than the canvas or stick out of it: place its visible part on a full canvas.
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, width), min(oy + h, height)
+    if x1 > x0 and y1 > y0:
+        part = _read(drawable, x0 - ox, y0 - oy, x1 - x0, y1 - y0)
+        row = (x1 - x0) * 4
+        for y in range(y0, y1):
+            start = (y * width + x0) * 4
+            layer[start : start + row] = part[(y - y0) * row : (y - y0 + 1) * row]
+    selection = None
+    if not Gimp.Selection.is_empty(image):
+        selection = _read(image.get_selection(), 0, 0, width, height, MASK_FORMAT)
+    return Canvas(
+        Editor.GIMP,
+        width,
+        height,
+        composite=_flatten_copy(image),
+        layer=bytes(layer),
+        background=_background(image, drawable),
+        selection=selection,
+        name=image.get_name() or "",
+    )
+
+
+def add_result_layer(image, drawable, patch: LayerPatch):
+    """A new canvas-sized layer right above the active one; one undo group, so one Undo removes it."""
+    image.undo_group_start()
+    try:
+        layer = Gimp.Layer.new(
+            image, patch.name, image.get_width(), image.get_height(), Gimp.ImageType.RGBA_IMAGE, 100.0,
+            Gimp.LayerMode.NORMAL,
+        )  # fmt: skip
+        image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
+        buffer = layer.get_buffer()
+        rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
+        buffer.set(rect, FORMAT, patch.data)
+        buffer.flush()
+        layer.update(patch.x, patch.y, patch.width, patch.height)
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+    return layer
+
+
+# ---- the procedure ----
+
+
+def _progress(progress: Progress) -> None:
+    Gimp.progress_set_text(progress.text)
+    Gimp.progress_update(progress.percent / 100.0)
+
+
+def _ask_to_start(title: str) -> bool:
+    """A Yes/No question; only in interactive runs, where a person is there to answer."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
+
+    GimpUi.init("singan_studio")
+    dialog = Gtk.MessageDialog(
+        message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.YES_NO, text=title
+    )
+    dialog.format_secondary_text("The engine is not running. Start it now?")
+    answer = dialog.run()
+    dialog.destroy()
+    return answer == Gtk.ResponseType.YES
+
+
+def run(procedure, run_mode, image, drawables, config, data):
+    op = PROCEDURES[procedure.get_name()]
+    if len(drawables) != 1:
+        return _error(procedure, f"{op.label}: select exactly one layer")
+    drawable = drawables[0]
+    settings = Settings.load(_HERE)
+    Gimp.progress_init(f"{op.label}...")
+    try:
+        canvas = read_canvas(image, drawable)
+        runner = Runner(settings, _progress)
+        try:
+            patch = runner.run(op, canvas)
+        except Exception as exc:  # noqa: BLE001
+            message = artist_message(exc, op)
+            interactive = run_mode == Gimp.RunMode.INTERACTIVE
+            if not (
+                message.offer_start and settings.engine_command and interactive and _ask_to_start(op.label)
+            ):
+                raise
+            _progress(Progress(0, "Starting the engine..."))
+            start_engine(settings)
+            patch = runner.run(op, canvas)
+        add_result_layer(image, drawable, patch)
+    except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
+        return _error(procedure, artist_message(exc, op).text)
+    finally:
+        Gimp.progress_end()
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _error(procedure, text: str):
+    return procedure.new_return_values(
+        Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), text, 0)
+    )
+
+
+class SinganStudio(Gimp.PlugIn):
+    def do_set_i18n(self, procname):
+        return False
+
+    def do_query_procedures(self):
+        return list(PROCEDURES)
+
+    def do_create_procedure(self, name):
+        op = PROCEDURES[name]
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        procedure.set_image_types("RGB*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label(op.label)
+        procedure.add_menu_path("<Image>/Filters")
+        procedure.set_documentation(
+            op.label,
+            f"{op.label} with a single-image GAN trained on the painting (needs `engine serve`)",
+            name,
+        )
+        procedure.set_attribution("SinGAN Studio", "SinGAN Studio", "2025")
+        return procedure
+
+
+if __name__ == "__main__":
+    Gimp.main(SinganStudio.__gtype__, sys.argv)

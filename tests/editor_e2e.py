@@ -1,0 +1,140 @@
+"""Helpers of the real-editor tests: the scene, a real `engine serve` on loopback, and installing the plugin.
+
+The scene is the project's own harmonization example: scream.jpg as the painting and the object cut from
+scream_naive.jpg with its mask, pasted as its own layer and selected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+HARMONIZATION = ROOT.parent / "shared" / "images" / "harmonization"
+# Wheels for the editors' Python are downloaded once per machine, not once per test run.
+WHEEL_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+GIMP_ROOT = Path(os.environ.get("SINGAN_GIMP_ROOT", "/var/cache/singan-editors/gimp-root"))
+
+
+def editor_skip_reason(editor: str) -> str | None:
+    """Why this machine cannot run the editor test (CI installs both with plugins/ci/setup-editors.sh)."""
+    if os.geteuid() != 0 and editor == "gimp":
+        return "the GIMP test runs GIMP in a chroot and needs root"
+    if editor == "krita" and not (shutil.which("krita") and shutil.which("xvfb-run")):
+        return "Krita or xvfb-run missing: run plugins/ci/setup-editors.sh"
+    if editor == "gimp" and not (GIMP_ROOT / "usr/bin/gimp-console-3.0").exists():
+        return f"no GIMP root at {GIMP_ROOT}: run plugins/ci/setup-editors.sh"
+    if not HARMONIZATION.is_dir():
+        return f"test images not found at {HARMONIZATION}"
+    return None
+
+
+@dataclass(frozen=True)
+class Scene:
+    background: Path  # the painting, RGB PNG
+    object: Path  # the pasted object: RGBA PNG, transparent around it
+    mask: Path  # the selection, 1 byte a pixel (raw)
+    width: int
+    height: int
+    selection: np.ndarray  # H x W bool
+
+
+def make_scene(out: Path) -> Scene:
+    import cv2
+
+    bg = cv2.imread(str(HARMONIZATION / "scream.jpg"))
+    naive = cv2.imread(str(HARMONIZATION / "scream_naive.jpg"))
+    mask = cv2.imread(str(HARMONIZATION / "scream_naive_mask.jpg"), cv2.IMREAD_GRAYSCALE) > 127
+    obj = np.zeros((*mask.shape, 4), np.uint8)
+    obj[mask, :3] = naive[mask]
+    obj[mask, 3] = 255
+    out.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out / "background.png"), bg)
+    cv2.imwrite(str(out / "object.png"), obj)
+    (out / "mask.raw").write_bytes((mask * 255).astype(np.uint8).tobytes())
+    h, w = mask.shape
+    return Scene(out / "background.png", out / "object.png", out / "mask.raw", w, h, mask)
+
+
+def raw(path: Path, scene: Scene, channels: int = 4) -> np.ndarray:
+    return np.frombuffer(path.read_bytes(), np.uint8).reshape(scene.height, scene.width, channels)
+
+
+@contextlib.contextmanager
+def engine_serve(home: Path, log: Path) -> Iterator[subprocess.Popen]:
+    """A real daemon on a free loopback port, its connection file under `home`."""
+    from editor_bridge.plugin_runner import Settings, connect
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, "-m", "engine.cli", "serve", "--home", str(home), "--device", "cpu"]
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [*command, "--backend", "torch", "--precision", "fp32"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"engine serve exited with {process.returncode}: {log.read_text()[-2000:]}"
+                )
+            try:
+                with connect(Settings(home=str(home)), timeout=2) as client:
+                    client.ping()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def editor_env(**extra: str) -> dict[str, str]:
+    """The environment an editor would get from the desktop: no pyenv or virtualenv on PATH, because
+    Krita's embedded Python finds its prefix through the python3 on PATH and would miss PyQt5 there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYENV", "VIRTUAL_ENV", "PYTHON"))}
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in parts if ".pyenv" not in p and "/venv" not in p)
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "QT_QPA_PLATFORM"):
+        env.pop(var, None)
+    return {**env, **extra}
+
+
+def install_plugin(editor: str, user_home: Path, *extra: str) -> dict:
+    """`engine plugin install EDITOR` as the artist runs it, for a user whose home is `user_home`."""
+    import json
+
+    env = {**os.environ, "HOME": str(user_home), "XDG_CACHE_HOME": str(WHEEL_CACHE_HOME)}
+    env.pop("XDG_CONFIG_HOME", None)
+    env.pop("XDG_DATA_HOME", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "plugin", "install", editor, "--json", *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

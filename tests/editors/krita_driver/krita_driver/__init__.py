@@ -1,0 +1,151 @@
+"""Test driver loaded by the real Krita (tests/test_plugin_krita.py): builds a painting with a pasted object
+and a selection, triggers the installed plugin's action as an artist would, and writes what Krita then holds
+(layer bytes, composite, layer names, screenshots) to files for the test to judge. Then it quits Krita."""
+
+import json
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+
+from krita import Extension, Krita, Selection
+from PyQt5.QtCore import QTimer
+from PyQt5.QtGui import QImage
+from PyQt5.QtWidgets import QApplication, QMessageBox
+
+CONFIG = json.loads(Path(os.environ["SINGAN_DRIVER_CONFIG"]).read_text())
+OUT = Path(CONFIG["out"])
+# The plugin logs through `logging`; keep its lines beside the driver's results for a failing test's report.
+logging.basicConfig(
+    filename=str(OUT / "plugin.log"), level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+)
+RESULT: dict = {"events": []}
+T0 = time.monotonic()
+
+
+def log(event: str) -> None:
+    RESULT["events"].append([round(time.monotonic() - T0, 2), event])
+
+
+def bgra_bytes(path: str) -> tuple[bytes, int, int]:
+    # ARGB32 in memory on a little-endian machine is B,G,R,A: Krita's own layout for 8-bit RGBA.
+    image = QImage(path).convertToFormat(QImage.Format_ARGB32)
+    ptr = image.constBits()
+    ptr.setsize(image.byteCount())
+    return bytes(ptr), image.width(), image.height()
+
+
+def names(doc) -> list:
+    return [n.name() for n in doc.rootNode().childNodes()]
+
+
+class Driver(Extension):
+    def setup(self) -> None:
+        notifier = Krita.instance().notifier()
+        notifier.setActive(True)
+        notifier.windowCreated.connect(lambda: QTimer.singleShot(300, self.scene))
+
+    def createActions(self, window) -> None:  # noqa: N802
+        pass
+
+    def scene(self) -> None:
+        try:
+            app = Krita.instance()
+            window = app.activeWindow()
+            window.qwindow().resize(900, 640)
+            doc = app.openDocument(CONFIG["background"])
+            window.addView(doc)
+            self.doc = doc
+            pixels, w, h = bgra_bytes(CONFIG["object"])
+            layer = doc.createNode("Pasted object", "paintlayer")
+            layer.setPixelData(pixels, 0, 0, w, h)
+            doc.rootNode().addChildNode(layer, None)
+            doc.setActiveNode(layer)
+            mask = Path(CONFIG["mask"]).read_bytes()
+            selection = Selection()
+            selection.resize(doc.width(), doc.height())
+            selection.setPixelData(mask, 0, 0, doc.width(), doc.height())
+            doc.setSelection(selection)
+            doc.refreshProjection()
+            doc.waitForDone()
+            self.layer = layer
+            self.dump("before")
+            self.runs = list(CONFIG["runs"])
+            self.next_run()
+        except Exception:
+            RESULT["error"] = traceback.format_exc()
+            self.finish()
+
+    def dump(self, tag: str) -> None:
+        doc = self.doc
+        w, h = doc.width(), doc.height()
+        RESULT[f"{tag}_layers"] = names(doc)
+        (OUT / f"{tag}_composite.raw").write_bytes(bytes(doc.pixelData(0, 0, w, h)))
+        (OUT / f"{tag}_object.raw").write_bytes(bytes(self.layer.pixelData(0, 0, w, h)))
+        QApplication.processEvents()
+        Krita.instance().activeWindow().qwindow().grab().save(str(OUT / f"{tag}_krita.png"))
+
+    def next_run(self) -> None:
+        if not self.runs:
+            self.finish()
+            return
+        self.run = self.runs.pop(0)
+        log(f"trigger {self.run['action']}")
+        self.started = time.monotonic()
+        self.layers_before = names(self.doc)
+        self.doc.setActiveNode(self.layer)  # as the artist clicks the pasted layer before each action
+        # Poll first: a message box the plugin opens blocks trigger() in its own event loop.
+        QTimer.singleShot(200, self.poll)
+        Krita.instance().action(self.run["action"]).trigger()
+
+    def poll(self) -> None:
+        try:
+            boxes = [
+                w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
+            ]
+            if boxes:  # the plugin told the artist something went wrong: record it, close it, stop
+                RESULT.setdefault("messages", []).extend(box.text() for box in boxes)
+                for box in boxes:
+                    box.done(0)
+                QTimer.singleShot(100, self.finish)
+                return
+            layer = next((n for n in self.doc.rootNode().childNodes() if n.name() == self.run["layer"]), None)
+            if layer is None:
+                if time.monotonic() - self.started > CONFIG["timeout_s"]:
+                    RESULT["error"] = f"no layer {self.run['layer']!r} after {CONFIG['timeout_s']} s"
+                    Krita.instance().activeWindow().qwindow().grab().save(str(OUT / "timeout_krita.png"))
+                    self.finish()
+                else:
+                    QTimer.singleShot(200, self.poll)
+                return
+            self.doc.waitForDone()
+            tag = self.run["tag"]
+            RESULT[f"{tag}_seconds"] = round(time.monotonic() - self.started, 2)
+            w, h = self.doc.width(), self.doc.height()
+            (OUT / f"{tag}_new_layer.raw").write_bytes(bytes(layer.pixelData(0, 0, w, h)))
+            RESULT[f"{tag}_new_layer_above"] = names(self.doc).index(layer.name()) == (
+                names(self.doc).index("Pasted object") + 1
+            )
+            RESULT[f"{tag}_active_is_new"] = self.doc.activeNode().name() == layer.name()
+            self.dump(tag)
+            Krita.instance().action("edit_undo").trigger()
+            self.doc.waitForDone()
+            self.doc.refreshProjection()
+            self.doc.waitForDone()
+            self.dump(f"{tag}_undone")
+            self.next_run()
+        except Exception:
+            RESULT["error"] = traceback.format_exc()
+            self.finish()
+
+    def finish(self) -> None:
+        log("finish")
+        (OUT / "driver.json").write_text(json.dumps(RESULT, indent=1))
+        for doc in Krita.instance().documents():
+            doc.setModified(False)
+            doc.close()
+        QTimer.singleShot(200, lambda: Krita.instance().action("file_quit").trigger())
+
+
+Krita.instance().addExtension(Driver(Krita.instance()))
