@@ -12,6 +12,32 @@ from engine.config import ModelConfig
 from engine.modes import spec
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """`nn.InstanceNorm2d(affine=True)` that stays in channels-last bf16 during training.
+
+    PyTorch's op reshapes to (1, N*C, H, W), which costs two layout copies per call on channels-last maps,
+    and autocast runs it in fp32, which costs two dtype copies more: a third of a harmonization training
+    iteration on the CPU. Here channels-last maps are normalised in their own layout and dtype, with only
+    the per-channel scale in fp32. Other inputs (inference, ONNX export) use the fused op; both give the
+    same numbers (tests/test_networks.py).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        # Statistics as products with a vector of ones over the N x HW x C storage (several times faster
+        # than a strided reduction); two passes keep the variance accurate in bf16.
+        n, c, h, w = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
+        ones = torch.full((n, 1, h * w), 1.0 / (h * w), dtype=x.dtype, device=x.device)
+        mean = torch.bmm(ones, pixels)
+        centred = pixels - mean
+        var = torch.bmm(ones, centred * centred)
+        scale = torch.rsqrt(var.float() + self.eps) * self.weight
+        out = centred * scale.to(x.dtype) + self.bias.to(x.dtype)
+        return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
 class ConvBlock(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, cfg: ModelConfig, norm: bool) -> None:
         super().__init__()
@@ -21,7 +47,7 @@ class ConvBlock(nn.Sequential):
             # batch of one image every forward pass normalises with that image's own statistics. That is
             # exactly instance normalisation, which also keeps batched sampling per-sample and exports to
             # ONNX as one op.
-            self.add_module("norm", nn.InstanceNorm2d(c_out, affine=True))
+            self.add_module("norm", InstanceNorm(c_out, affine=True))
         self.add_module("act", nn.LeakyReLU(cfg.lrelu_alpha, inplace=True))
 
 

@@ -50,3 +50,21 @@ def test_stage_outputs_depend_on_noise_amplitude():
     inputs = [torch.randn(1, 3, 12, 12), torch.randn(1, model.nfc, 20, 20)]
     with torch.no_grad():
         assert not torch.equal(g(inputs, [1.0, 0.0]), g(inputs, [1.0, 1.0]))
+
+
+def test_channels_last_instance_norm_matches_the_fused_op():
+    from engine.networks import InstanceNorm
+
+    norm = InstanceNorm(6, affine=True)
+    torch.nn.init.normal_(norm.weight, 1.0, 0.3)
+    torch.nn.init.normal_(norm.bias, 0.0, 0.3)
+    x = torch.randn(2, 6, 11, 13) * 3 + 1
+    expected = torch.nn.functional.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+    torch.testing.assert_close(norm(x), expected)
+    torch.testing.assert_close(
+        norm(x.contiguous(memory_format=torch.channels_last)), expected, atol=1e-5, rtol=0
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = norm(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=0.1, rtol=0.02)
