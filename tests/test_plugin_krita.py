@@ -78,7 +78,8 @@ def test_driver_ran_every_action(krita_run):
     driver = krita_run["driver"]
     assert "error" not in driver, driver["error"]
     assert not driver.get("messages"), driver["messages"]
-    assert driver["before_layers"] == ["Background", "Pasted object"]
+    # Krita lists the global selection as a "Selection Mask" node on top
+    assert driver["before_layers"] == ["Background", "Pasted object", "Selection Mask"]
 
 
 @pytest.mark.parametrize("tag", [run["tag"] for run in RUNS])
@@ -86,7 +87,7 @@ def test_new_layer_changed_inside_selection_only(krita_run, tag):
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
     name = next(run["layer"] for run in RUNS if run["tag"] == tag)
     sel = scene.selection
-    assert driver[f"{tag}_layers"] == ["Background", "Pasted object", name]
+    assert driver[f"{tag}_layers"] == ["Background", "Pasted object", name, "Selection Mask"]
     assert driver[f"{tag}_new_layer_above"] and driver[f"{tag}_active_is_new"]
 
     new = raw(out / f"{tag}_new_layer.raw", scene)  # B,G,R,A as Krita holds it
