@@ -1,0 +1,131 @@
+"""Both plugins import with torch (and the engine) made unimportable, against small stubs of Krita's and
+GIMP's Python modules, and register exactly their actions and procedures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BLOCK = """
+import importlib.abc, sys, types
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "engine", "torchvision", "cv2", "onnxruntime"}:
+            raise ImportError(f"blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+
+class Anything:
+    '''Stands for any editor object: every attribute and call gives another Anything.'''
+    def __init__(self, *args, **kwargs):
+        self.calls = []
+    def __getattr__(self, name):
+        return Anything()
+    def __call__(self, *args, **kwargs):
+        return Anything()
+    def connect(self, *args):
+        pass
+
+def stub(name, **attrs):
+    module = types.ModuleType(name)
+    module.__getattr__ = lambda attr: Anything
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    sys.modules[name] = module
+    return module
+"""
+
+KRITA = BLOCK + textwrap.dedent(
+    """
+    created = []
+
+    class Extension:
+        def __init__(self, parent=None):
+            pass
+
+    class Window:
+        def createAction(self, name, text, menu):
+            created.append((name, text, menu))
+            return Anything()
+
+    class Krita:
+        extensions = []
+        @staticmethod
+        def instance():
+            return Krita()
+        def addExtension(self, extension):
+            Krita.extensions.append(extension)
+
+    class QObject:
+        def __init__(self, *args):
+            pass
+
+    stub("krita", Extension=Extension, Krita=Krita)
+    stub("PyQt5")
+    stub("PyQt5.QtCore", QObject=QObject, pyqtSignal=lambda *types: Anything())
+    stub("PyQt5.QtWidgets")
+    sys.path.insert(0, "plugins/krita")
+    import singan_studio
+
+    (extension,) = Krita.extensions
+    extension.createActions(Window())
+    assert created == [
+        ("singan_harmonize", "Harmonize selection", "tools/scripts"),
+        ("singan_edit", "Edit selection", "tools/scripts"),
+        ("singan_variation", "Generate variation", "tools/scripts"),
+    ], created
+    bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})
+    assert not bad, bad
+    print("ok")
+    """
+)
+
+GIMP = BLOCK + textwrap.dedent(
+    """
+    import importlib.util
+    gi = stub("gi", require_version=lambda *a: None)
+    class Gimp(Anything):
+        class PlugIn:  # a real class: the plug-in subclasses it
+            pass
+
+    stub("gi.repository", Gimp=Gimp(), Gegl=Anything(), GLib=Anything())
+    spec = importlib.util.spec_from_file_location(
+        "singan_gimp", "plugins/gimp/singan_studio/singan_studio.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not __main__: Gimp.main is not called
+    assert sorted(module.PROCEDURES) == ["python-fu-singan-edit", "python-fu-singan-harmonize"]
+    assert module.SinganStudio.do_query_procedures(None) == list(module.PROCEDURES)
+    bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})
+    assert not bad, bad
+    print("ok")
+    """
+)
+
+
+def run(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_krita_plugin_imports_without_torch():
+    proc = run(KRITA)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_gimp_plugin_imports_without_torch():
+    proc = run(GIMP)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_gimp_plugin_is_executable():
+    assert (ROOT / "plugins/gimp/singan_studio/singan_studio.py").stat().st_mode & 0o111
