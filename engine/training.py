@@ -40,6 +40,9 @@ class Progress:
     losses: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    # A small current sample (H x W x 3 float in [0, 1], long side <= PREVIEW_SIZE) every PREVIEW_EVERY_S
+    # seconds and at the end of each stage; None in the other reports.
+    preview: np.ndarray | None = None
 
     @property
     def fraction(self) -> float:
@@ -47,6 +50,8 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+PREVIEW_EVERY_S = 10.0
+PREVIEW_SIZE = 128
 
 
 def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -106,6 +111,7 @@ class Trainer:
         self.np_rng = np.random.default_rng(train.seed)
         self.stage0_override: torch.Tensor | None = None  # fine-tuning: the user's naive image
         self.elapsed = 0.0
+        self._last_preview = -math.inf
         if train.channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.critic.to(memory_format=torch.channels_last)
@@ -253,13 +259,25 @@ class Trainer:
                     "g_adv": loss_adv.item(),
                     "rec": loss_rec.item(),
                 }
-                self._report(depth, losses, spi, stage_start)
+                self._report(depth, losses, spi, stage_start, fake)
             if time.monotonic() - last_checkpoint > t.checkpoint_every_s and self.iteration < t.iters:
                 self.checkpoint(opt_g, opt_d)
                 last_checkpoint = time.monotonic()
         self.elapsed += time.monotonic() - stage_start
 
-    def _report(self, depth: int, losses: dict[str, float], spi: float, stage_start: float) -> None:
+    def _preview(self, fake: torch.Tensor) -> np.ndarray | None:
+        now = time.monotonic()
+        if now - self._last_preview < PREVIEW_EVERY_S and self.iteration < self.train.iters:
+            return None
+        self._last_preview = now
+        image = to_image(fake)
+        h, w = image.shape[:2]
+        scale = min(1.0, PREVIEW_SIZE / max(h, w))
+        return resize(image, (max(1, round(h * scale)), max(1, round(w * scale)))).clip(0, 1)
+
+    def _report(
+        self, depth: int, losses: dict[str, float], spi: float, stage_start: float, fake: torch.Tensor
+    ) -> None:
         # Later stages cost roughly in proportion to the pixels of the stages being trained.
         def cost(k: int) -> float:
             return sum(h * w for h, w in self.shapes[max(0, k + 1 - self.train.train_depth) : k + 1])
@@ -270,7 +288,16 @@ class Trainer:
         )
         elapsed = self.elapsed + time.monotonic() - stage_start
         self.progress(
-            Progress(depth, len(self.shapes), self.iteration, self.train.iters, losses, elapsed, remaining)
+            Progress(
+                depth,
+                len(self.shapes),
+                self.iteration,
+                self.train.iters,
+                losses,
+                elapsed,
+                remaining,
+                self._preview(fake),
+            )
         )
 
     # ----- checkpoints ---------------------------------------------------------------------------

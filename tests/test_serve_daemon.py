@@ -51,7 +51,9 @@ def first_harmonize(daemon, layers):
     events = []
     request, buffers = harmonize_request(layers)
     with daemon.client() as client:
-        reply = client.run_job(request, buffers, on_progress=lambda event, preview: events.append(event))
+        reply = client.run_job(
+            request, buffers, on_progress=lambda event, preview: events.append((event, preview))
+        )
         return reply, np.array(reply.image(reply.content.images[0])), events
 
 
@@ -161,10 +163,15 @@ def _first(desc):
 
 
 def test_harmonize_trains_once_and_returns_the_layer_as_sent(first_harmonize, layers):
-    reply, out, events = first_harmonize
+    reply, out, progress = first_harmonize
     result = reply.content
     assert result.job_id is not None and not result.reused_model  # a job: it had to train
+    events = [e for e, _ in progress]
     assert events and all(e.job_id == result.job_id for e in events)
+    # Each stage's end at least brings a small preview of the current samples.
+    previews = [p for _, p in progress if p is not None]
+    assert len(previews) >= result.model.n_stages
+    assert all(p.ndim == 3 and p.shape[2] == 3 and max(p.shape[:2]) <= 128 and p.std() > 0 for p in previews)
     assert result.model.mode is Mode.HARMONIZATION and result.model.preset is Preset.TINY
     desc = result.images[0]
     assert (desc.width, desc.height, desc.channel_order.value) == (96, 72, "BGRA")

@@ -20,10 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from editor_bridge import frames
 from editor_bridge.errors import BridgeError
 from editor_bridge.protocol import (
+    ChannelOrder,
     Content,
     ErrorCode,
     ErrorReply,
@@ -367,6 +370,11 @@ class JobManager:
             threads = self.budget.for_training()
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
+        buffers: list[Any] = []
+        preview = None
+        if p.preview is not None:
+            rgb = np.ascontiguousarray(np.rint(p.preview * 255).astype(np.uint8))
+            preview = frames.attach(buffers, rgb, ChannelOrder.RGB)
         event = ProgressEvent(
             job_id=job.job_id,
             stage=p.stage,
@@ -375,12 +383,13 @@ class JobManager:
             iters=max(1, p.iters),
             losses={k: float(v) for k, v in p.losses.items()},
             eta_s=p.eta_s,
+            preview=preview,
         )
-        job.progress = event
+        job.progress = event.model_copy(update={"preview": None})  # status replies carry no frames
         now = time.monotonic()
-        if now - job.last_sent >= PROGRESS_EVERY_S or p.iteration == p.iters:
+        if now - job.last_sent >= PROGRESS_EVERY_S or p.iteration == p.iters or preview is not None:
             job.last_sent = now
-            self.broadcast(job, event)
+            self.broadcast(job, event, buffers)
 
     def broadcast(
         self, job: Job, content: Content, buffers: Sequence[Any] = (), parent: Header | None = None
