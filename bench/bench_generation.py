@@ -19,8 +19,7 @@ import numpy as np
 
 from bench.quality import diversity, swd
 from engine import apply, store, training
-from engine.config import Precision, preset, with_overrides
-from engine.device import configure_threads, default_precision, select_device
+from engine.device import configure_threads, select_device, training_configs
 from engine.imageio import read_image
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images" / "generation"
@@ -39,14 +38,13 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads()
     device = select_device(args.device)
-    precision = Precision(args.precision) if args.precision else default_precision(device)
     names = args.images or sorted(p.name for p in IMAGES.iterdir())
     rows = []
     for name in names:
-        model_dir = Path(args.out) / f"{Path(name).stem}_{args.preset}_{precision.value}"
+        _, model_cfg, train_cfg = training_configs("generation", device, args.preset, args.precision)
+        model_dir = Path(args.out) / f"{Path(name).stem}_{args.preset}_{train_cfg.precision.value}"
         seconds = None
         if not (model_dir / "model.json").is_file():
-            model_cfg, train_cfg = with_overrides(*preset(args.preset, "generation"), precision=precision)
             start = time.perf_counter()
             training.train(read_image(IMAGES / name).rgb, model_cfg, train_cfg, model_dir, device)
             seconds = time.perf_counter() - start
@@ -56,7 +54,9 @@ def main() -> None:
         noise = [np.random.default_rng(i).random(image.shape, dtype=np.float32) for i in range(args.n)]
         rows.append((name, swd([image], samples), swd([image], noise), diversity(samples, image), seconds))
         print(f"{name}: done", flush=True)
-    print(f"\npreset {args.preset}, {precision.value}, {device.type}, {args.n} samples per image\n")
+    print(
+        f"\npreset {args.preset}, {args.precision or 'default precision'}, {device.type}, {args.n} samples\n"
+    )
     print("| image | SWD samples | SWD noise | diversity | training time |")
     print("|---|---|---|---|---|")
     for name, s, s_noise, div, seconds in rows:

@@ -22,8 +22,7 @@ from bench.baselines import poisson_blend, reinhard_transfer
 from bench.quality import detail_score, masked_error
 from bench.synthetic_cases import HarmonizationCase, load_cases
 from engine import apply, store, training
-from engine.config import preset, with_overrides
-from engine.device import configure_threads, default_precision, select_device
+from engine.device import configure_threads, select_device, training_configs
 from engine.imageio import Picture
 
 
@@ -35,8 +34,7 @@ def engine_result(case: HarmonizationCase, model_dir: Path, preset_name: str, de
     """Train on the background (cached in model_dir), harmonize the composite; optionally fine-tune first."""
     timings = {}
     if not (model_dir / "model.json").is_file():
-        model_cfg, train_cfg = preset(preset_name, "harmonization")
-        model_cfg, train_cfg = with_overrides(model_cfg, train_cfg, precision=default_precision(device))
+        _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
         start = time.perf_counter()
         training.train(case.background / 255.0, model_cfg, train_cfg, model_dir, device)
         timings["train_s"] = time.perf_counter() - start

@@ -50,8 +50,7 @@ def _finish_bar(bar) -> None:
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from engine import training
-    from engine.config import preset, with_overrides
-    from engine.device import default_precision
+    from engine.device import training_configs
     from engine.imageio import read_image
 
     device = _device(args)
@@ -64,16 +63,15 @@ def cmd_train(args: argparse.Namespace) -> dict:
             if args.image is None or args.out is None:
                 raise EngineError("train needs IMAGE and --out MODEL_DIR (or --resume MODEL_DIR)")
             picture = read_image(args.image)
-            preset_name = args.preset or ("paper" if device.type == "cuda" else "fast")
-            model, train_cfg = preset(preset_name, args.mode)
-            model, train_cfg = with_overrides(
-                model,
-                train_cfg,
+            _, model, train_cfg = training_configs(
+                args.mode,
+                device,
+                args.preset,
+                args.precision,
                 stages=args.stages,
                 iters=args.iters,
                 max_size=args.max_size,
                 seed=args.seed,
-                precision=args.precision or default_precision(device, model.nfc),
             )
             out = training.train(picture.rgb, model, train_cfg, Path(args.out), device, bar, cancel)
     finally:

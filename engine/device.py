@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from engine.config import Precision
+from engine.config import ModelConfig, Precision, TrainConfig, preset, with_overrides
 from engine.errors import BadInputError
 
 
@@ -49,3 +49,18 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
         raise BadInputError("fp16 mixed precision needs a CUDA GPU: use bf16 or fp32 on the CPU")
     dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def training_configs(
+    mode: str,
+    device: torch.device,
+    preset_name: str | None = None,
+    precision: Precision | str | None = None,
+    **overrides: int | None,
+) -> tuple[str, ModelConfig, TrainConfig]:
+    """The configs a training request gets on this device: `paper` on a GPU and `fast` on the CPU unless a
+    preset is named, the hardware's default precision unless one is named, then the user's overrides."""
+    name = preset_name or ("paper" if device.type == "cuda" else "fast")
+    model, train = preset(name, mode)
+    precision = precision or default_precision(device, model.nfc)
+    return name, *with_overrides(model, train, precision=Precision(precision), **overrides)

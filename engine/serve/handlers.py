@@ -56,8 +56,8 @@ from editor_bridge.protocol import (
 )
 from editor_bridge.server import BridgeServer, Request
 from engine import apply, training
-from engine.config import ModelConfig, Precision, TrainConfig, preset, with_overrides
-from engine.device import default_precision
+from engine.config import ModelConfig, Precision, TrainConfig
+from engine.device import training_configs
 from engine.errors import IncompatibleModelError
 from engine.imageio import MAX_PIXELS, Picture
 from engine.serve.imaging import frame_from_picture, picture_from_frame, selection_mask
@@ -437,18 +437,16 @@ class Handlers:
             )
 
     def _resolve(self, options: TrainOptions, mode: Mode) -> tuple[str, ModelConfig, TrainConfig]:
-        name = options.preset.value if options.preset else ("paper" if self.device.type == "cuda" else "fast")
-        model_cfg, train_cfg = preset(name, mode.value)
-        model_cfg, train_cfg = with_overrides(
-            model_cfg,
-            train_cfg,
+        return training_configs(
+            mode.value,
+            self.device,
+            options.preset.value if options.preset else None,
+            self.precision,
             stages=options.stages,
             iters=options.iters,
             max_size=options.max_size,
             seed=options.seed,
-            precision=self.precision or default_precision(self.device, model_cfg.nfc),
         )
-        return name, model_cfg, train_cfg
 
     def _background_key(self, c: Content, buffers: Sequence[Any], mode: Mode) -> str:
         _, model_cfg, train_cfg = self._resolve(c.train or TrainOptions(), mode)
