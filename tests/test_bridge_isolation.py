@@ -7,19 +7,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.import_blocker import EDITOR_BLOCKED, blocker_source
+
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent(
+SCRIPT = blocker_source(*EDITOR_BLOCKED) + textwrap.dedent(
     """
-    import importlib.abc, sys, threading
+    import sys, threading
 
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"torch", "engine", "torchvision", "cv2", "onnxruntime"}:
-                raise ImportError(f"blocked: {name}")
-            return None
-
-    sys.meta_path.insert(0, Block())
     try:
         import torch  # noqa: F401
     except ImportError:

@@ -8,18 +8,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.import_blocker import EDITOR_BLOCKED, blocker_source
+
 ROOT = Path(__file__).resolve().parents[1]
 
-BLOCK = """
-import importlib.abc, sys, types
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"torch", "engine", "torchvision", "cv2", "onnxruntime"}:
-            raise ImportError(f"blocked: {name}")
-        return None
-
-sys.meta_path.insert(0, Block())
+BLOCK = (
+    blocker_source(*EDITOR_BLOCKED)
+    + """
+import types
 
 class Anything:
     '''Stands for any editor object: every attribute and call gives another Anything.'''
@@ -40,6 +36,7 @@ def stub(name, **attrs):
     sys.modules[name] = module
     return module
 """
+)
 
 KRITA = BLOCK + textwrap.dedent(
     """

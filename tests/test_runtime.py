@@ -20,6 +20,7 @@ from engine.errors import BackendUnavailableError, BadInputError
 from engine.runtime import OnnxBackend, SessionCache, ensure_sampler, make_backend
 from engine.standalone import retarget_shapes, session_options, thread_counts
 from engine.store import load_model
+from tests.import_blocker import blocker_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,16 +145,7 @@ def test_retarget_shapes_match_the_engine():
         assert retarget_shapes([list(s) for s in trained], h, w) == engine_retarget(trained, h, w)
 
 
-BLOCK_TORCH = """
-import sys
-
-class BlockTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-
-sys.meta_path.insert(0, BlockTorch())
-"""
+BLOCK_TORCH = blocker_source("torch")
 
 
 def test_inference_without_torch(generation, tmp_path):
