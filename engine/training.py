@@ -24,6 +24,7 @@ from engine import augment, store
 from engine.config import ModelConfig, Precision, TrainConfig
 from engine.device import autocast
 from engine.errors import BadInputError, CancelledError, IncompatibleModelError
+from engine.imageio import Picture, read_image, write_image
 from engine.modes import Mode, StageInput, spec
 from engine.networks import Discriminator, Generator
 from engine.pyramid import Shape, build_pyramid, resize, stage_shapes
@@ -394,8 +395,6 @@ def train(
     trainer = Trainer(model, train_cfg, image, out_dir, device, progress, cancel)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The training image goes into the checkpoint folder first so that --resume needs nothing else.
-    from engine.imageio import Picture, write_image
-
     write_image(out_dir / store.CHECKPOINT_DIR / "image.png", Picture(trainer.image, None, 16))
     trainer.checkpoint()
     return trainer.run()
@@ -408,8 +407,6 @@ def resume(
     cancel: threading.Event | None = None,
 ) -> Path:
     """Continue an interrupted `train` from its last checkpoint."""
-    from engine.imageio import read_image
-
     state_path = out_dir / store.CHECKPOINT_DIR / "state.pt"
     if (out_dir / store.MODEL_JSON).is_file():
         raise IncompatibleModelError(f"{out_dir} has finished training; there is nothing to resume")
