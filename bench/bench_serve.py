@@ -22,6 +22,7 @@ import numpy as np
 from editor_bridge import Client, frames
 from editor_bridge.connection import read_connection_file
 from editor_bridge.errors import BridgeError
+from editor_bridge.plugin_core import mask_bbox
 from editor_bridge.protocol import HarmonizeRequest, JobState, Mode, Preset, TrainOptions, TrainRequest
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images" / "harmonization"
@@ -54,9 +55,13 @@ def layers(side: int) -> dict[str, np.ndarray]:
 
 
 def harmonize(layer: dict[str, np.ndarray], **fields) -> tuple[HarmonizeRequest, list]:
+    """The request the Krita plugin sends (editor_bridge.plugin_core.apply_job): the layer and the mask with
+    the selection's bounding box, and only that box asked back."""
     buffers: list = []
-    image = frames.attach(buffers, layer["naive"], "BGRA")
-    mask = frames.attach(buffers, layer["mask"], "GRAY")
+    bbox = mask_bbox(layer["mask"][:, :, 0])
+    image = frames.attach(buffers, layer["naive"], "BGRA", bbox)
+    mask = frames.attach(buffers, layer["mask"], "GRAY", bbox)
+    fields = {"crop_to_bbox": True, **fields}
     background = None
     if "model_id" not in fields:
         background = frames.attach(buffers, layer["background"], "BGRA")
@@ -113,7 +118,7 @@ def run(client: Client, args: argparse.Namespace) -> None:
     work = [r.content.elapsed_s for r in replies]
     overhead = [t - w for t, w in zip(totals, work, strict=True)]
     mb = big["naive"].nbytes / 2**20
-    print(f"\n{args.side}x{args.side} BGRA harmonization ({mb:.0f} MiB layer + mask in, layer out), "
+    print(f"\n{args.side}x{args.side} BGRA harmonization ({mb:.0f} MiB layer + mask in, selection box out), "
           f"{args.backend}, median of {args.repeats}:")  # fmt: skip
     print(f"  round trip in the client      {ms(totals)}")
     print(f"  work inside the daemon        {ms(work)}")

@@ -198,6 +198,7 @@ def apply_job(
         background=background,
         train=_train_options(preset),
         seed=seed,
+        crop_to_bbox=True,  # the new layer is limited to the selection: only that region comes back
     )
     return Job(request, buffers, bbox)
 

@@ -14,7 +14,7 @@ import msgpack
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # Bump on any change that an older peer could misread; peers refuse every other version.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: large frames signed through their chunked digest; crop_to_bbox
 
 # Ids end up in file paths on the daemon side, so no separators, no leading dot.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
@@ -253,6 +253,9 @@ class _ApplyRequest(Content):
     )
     train: TrainOptions | None = None
     seed: Seed | None = None
+    # True: the result holds only the image's bbox (the selection's bounding box), which is all a plug-in
+    # writes back; the pixels outside it would be the input's anyway. Saves sending the rest of the layer.
+    crop_to_bbox: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> _ApplyRequest:
@@ -262,6 +265,8 @@ class _ApplyRequest(Content):
             raise ValueError(
                 f"mask is {self.mask.width}x{self.mask.height}, image {self.image.width}x{self.image.height}"
             )
+        if self.crop_to_bbox and self.image.bbox is None:
+            raise ValueError("crop_to_bbox needs a bbox on the image")
         if self.model_id is None and not (self.train_if_missing and self.background is not None):
             raise ValueError("give model_id, or train_if_missing=True with a background image")
         return self

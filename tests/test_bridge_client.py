@@ -15,6 +15,7 @@ from editor_bridge import Client, frames
 from editor_bridge.connection import ConnectionInfo, new_key, write_connection_file
 from editor_bridge.errors import ClientClosed, JobCancelled, RemoteError, RequestTimeout
 from editor_bridge.protocol import (
+    PROTOCOL_VERSION,
     ChannelOrder,
     DaemonStatus,
     ErrorCode,
@@ -54,7 +55,7 @@ def _harmonize(seed: int = 0) -> tuple[HarmonizeRequest, list, np.ndarray]:
 
 def test_quick_requests(client):
     pong = client.ping()
-    assert pong.engine_version == "fake" and pong.protocol_version == 1
+    assert pong.engine_version == "fake" and pong.protocol_version == PROTOCOL_VERSION
     assert client.is_alive()
     assert isinstance(client.status(), DaemonStatus)
     assert client.list_models() == [MODEL]

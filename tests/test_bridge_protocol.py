@@ -125,6 +125,8 @@ def test_harmonize_checks_mask_and_model_source():
         _apply(model_id=None, train_if_missing=True)
     one_call = _apply(model_id=None, train_if_missing=True, background=_apply().image)
     assert one_call.background == one_call.image  # the plugin may point both at one buffer
+    with pytest.raises(pydantic.ValidationError, match="crop_to_bbox needs a bbox"):
+        _apply(crop_to_bbox=True)
 
 
 def test_descriptor_consistency():

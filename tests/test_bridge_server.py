@@ -15,6 +15,7 @@ from editor_bridge import frames
 from editor_bridge.client import Client
 from editor_bridge.errors import AuthenticationError, RemoteError
 from editor_bridge.protocol import (
+    PROTOCOL_VERSION,
     ChannelOrder,
     ErrorCode,
     ErrorReply,
@@ -102,11 +103,12 @@ def _mismatched_image() -> list:
     )
 
 
+NEXT = PROTOCOL_VERSION + 1
 OLD = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
 BAD_MESSAGES = {
     "forged": (lambda: forge(key="b" * 64, msg_id="f1"), ErrorCode.BAD_SIGNATURE, "f1"),
     "unsigned": (lambda: forge(signature=b"", msg_id="u1"), ErrorCode.UNSIGNED, "u1"),
-    "wrong_version": (lambda: forge(protocol_version=2, msg_id="v1"), ErrorCode.UNSUPPORTED_VERSION, "v1"),
+    "wrong_version": (lambda: forge(protocol_version=NEXT, msg_id="v1"), ErrorCode.UNSUPPORTED_VERSION, "v1"),
     "expired": (lambda: forge(date=OLD, msg_id="e1"), ErrorCode.EXPIRED, "e1"),
     "garbage": (lambda: [b"\xde\xad\xbe\xef", b"\x00"], ErrorCode.MALFORMED, None),
     "no_parts": (lambda: [b""], ErrorCode.MALFORMED, None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from datetime import datetime, timedelta, timezone
 
@@ -130,3 +131,25 @@ def test_expired_entries_are_dropped():
 def test_guard_rejects_nonsense_limits():
     with pytest.raises(ValueError):
         ReplayGuard(max_entries=0)
+
+
+def test_large_parts_enter_the_hmac_as_their_chunked_digest():
+    big = memoryview(bytes(range(256)) * (3 * signing.CHUNK // 256 + 7))  # 3 chunks and a partial one
+    parts = [b"header", b"parent", b"meta", b"content", big, b"\x01" * 10]
+    chunks = [
+        hashlib.sha256(big[i : i + signing.CHUNK]).digest() for i in range(0, big.nbytes, signing.CHUNK)
+    ]
+    assert len(chunks) == 4
+    tree = hashlib.sha256(b"editor-bridge-large-part" + big.nbytes.to_bytes(8, "big") + b"".join(chunks))
+    expected = hmac.new(b"secret", b"headerparentmetacontent" + tree.digest() + b"\x01" * 10, "sha256")
+    signer = Signer("secret")
+    signature = signer.sign(parts)
+    assert signature == expected.hexdigest().encode()
+    signer.verify(signature, parts)
+    for offset in (0, signing.CHUNK - 1, signing.CHUNK, big.nbytes - 1):  # any byte of any chunk counts
+        tampered = bytearray(big)
+        tampered[offset] ^= 1
+        with pytest.raises(AuthenticationError, match="does not match"):
+            signer.verify(signature, [*parts[:4], memoryview(tampered), parts[5]])
+    with pytest.raises(AuthenticationError, match="does not match"):  # nor may a part grow or shrink
+        signer.verify(signature, [*parts[:4], big[:-1], parts[5]])

@@ -93,6 +93,7 @@ def test_harmonize_request_carries_editor_bytes_mask_and_background(editor, orde
     assert req.train_if_missing and req.train.preset is Preset.TINY and req.seed == 3
     assert req.mask.channel_order is ChannelOrder.GRAY
     assert job.bbox == req.image.bbox == req.mask.bbox == BBox(x=2, y=1, w=7, h=5)
+    assert req.crop_to_bbox  # only the selection's box comes back: the layer is limited to it anyway
     # the frames are the editor's bytes, untouched
     assert bytes(job.buffers[req.image.buffer_index]) == canvas.composite
     assert bytes(job.buffers[req.background.buffer_index]) == canvas.background

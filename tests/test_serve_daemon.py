@@ -18,6 +18,7 @@ from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
 from editor_bridge import frames
 from editor_bridge.errors import JobCancelled, RemoteError
 from editor_bridge.protocol import (
+    BBox,
     ErrorCode,
     JobState,
     Mode,
@@ -199,6 +200,30 @@ def test_same_background_reuses_the_stored_model(daemon, layers, first_harmonize
             out = np.array(reply.image(result.images[0]))
             assert np.array_equal(frames.from_canonical(out, order), frames.from_canonical(first_out, "BGRA"))
         assert [m.model_id for m in client.list_models()] == [model_id]
+
+
+def test_crop_to_bbox_returns_only_the_selection_region(daemon, layers, first_harmonize):
+    _, full, _ = first_harmonize
+    assert layers["mask"][8:48, 10:60].any()
+    box = BBox(x=10, y=8, w=50, h=40)
+    request, buffers = harmonize_request(layers)
+    request = request.model_copy(
+        update={"image": request.image.model_copy(update={"bbox": box}), "crop_to_bbox": True}
+    )
+    with daemon.client() as client:
+        reply = client.run_job(request, buffers)
+    desc = reply.content.images[0]
+    assert (desc.width, desc.height, desc.bbox) == (50, 40, None)
+    crop = np.array(reply.image(desc))
+    # The selection limited to the box, and only the box's pixels on the wire.
+    mask = np.zeros_like(layers["mask"])
+    mask[8:48, 10:60] = layers["mask"][8:48, 10:60]
+    request2, buffers2 = harmonize_request({**layers, "mask": mask})
+    with daemon.client() as client:
+        reply2 = client.run_job(request2, buffers2)
+    boxed_full = np.array(reply2.image(reply2.content.images[0]))
+    assert boxed_full.shape == full.shape
+    assert np.array_equal(crop, boxed_full[8:48, 10:60])
 
 
 def test_quick_requests_answered_while_training_runs_and_each_client_gets_its_events(

@@ -60,7 +60,7 @@ from engine.config import ModelConfig, Precision, TrainConfig
 from engine.device import training_configs
 from engine.errors import IncompatibleModelError
 from engine.imageio import MAX_PIXELS, Picture
-from engine.serve.imaging import frame_from_picture, picture_from_frame, selection_mask
+from engine.serve.imaging import crop_picture, frame_from_picture, picture_from_frame, selection_mask
 from engine.serve.jobs import QUICK, TRAIN, Job, JobContext, JobManager, error_code, error_message
 from engine.serve.registry import Registry, new_model_id, training_key
 from engine.store import CHECKPOINT_DIR, MODEL_JSON, TrainedModel, load_model, load_training_image
@@ -68,6 +68,7 @@ from engine.store import CHECKPOINT_DIR, MODEL_JSON, TrainedModel, load_model, l
 log = logging.getLogger(__name__)
 
 MAX_SAMPLE_PIXELS = 64_000_000  # n * width * height of one sample request
+_READS_A_MODEL = (FinetuneRequest, HarmonizeRequest, EditRequest, SampleRequest, ExportOnnxRequest)
 _APPLY_MODES = {HarmonizeRequest: Mode.HARMONIZATION, EditRequest: Mode.EDITING}
 
 
@@ -77,6 +78,19 @@ def lane_of(request: Content) -> str:
         if isinstance(request, TrainRequest | FinetuneRequest | HarmonizeRequest | EditRequest)
         else QUICK
     )
+
+
+def models_used(request: Content) -> set[str]:
+    """The stored models a request reads; none of them may be deleted while it waits or runs."""
+    if isinstance(request, TrainRequest):
+        return {request.stored_image} if request.stored_image else set()
+    if isinstance(request, _READS_A_MODEL):
+        return {request.model_id} if request.model_id else set()
+    return set()
+
+
+class ModelInUse(InvalidRequest):
+    code = ErrorCode.BUSY
 
 
 class ModelCache:
@@ -188,11 +202,22 @@ class Handlers:
         self.server.reply(req, ModelInfoReply(model=info))
 
     def delete_model(self, req: Request) -> None:
+        # Jobs and quick requests are submitted on this (the loop) thread too: none can start using the
+        # model between this check and the delete.
         model_id = req.content.model_id
         self.registry.path(model_id)
-        busy = [j for j in self.jobs.active() if j.model_id == model_id]
-        if busy:
-            raise InvalidRequest(f"model {model_id} is in use by job {busy[0].job_id}; cancel it or wait")
+        for job in self.jobs.unfinished():
+            if model_id == job.model_id or model_id in models_used(job.request):
+                raise ModelInUse(
+                    f"model {model_id} is in use by job {job.job_id} ({job.request.msg_type.value}, "
+                    f"{job.state.value}); cancel that job or wait until it ends, then delete the model"
+                )
+        kinds = self.jobs.held(model_id)
+        if kinds:
+            raise ModelInUse(
+                f"model {model_id} is in use by a {kinds[0]} request being answered; delete it once that "
+                "request has its reply"
+            )
         self.registry.delete(model_id)
         self.models.forget(model_id)
         self.server.reply(req, OkReply(detail=f"deleted {model_id}"))
@@ -277,7 +302,7 @@ class Handlers:
         def work() -> None:
             self._reply_quick(req, lambda: self._apply_with(model_id, c, req.buffers, reused))
 
-        self.jobs.run_quick(work)
+        self.jobs.run_quick(work, holds=(model_id, c.msg_type.value))
 
     def sample(self, req: Request) -> None:
         c: SampleRequest = req.content
@@ -297,7 +322,7 @@ class Handlers:
             descs = [frames.attach(buffers, np.rint(img * 255).astype(np.uint8), "RGB") for img in images]
             return ResultReply(images=descs, model=self.registry.info(c.model_id)), buffers
 
-        self.jobs.run_quick(lambda: self._reply_quick(req, run))
+        self.jobs.run_quick(lambda: self._reply_quick(req, run), holds=(c.model_id, c.msg_type.value))
 
     def export_onnx(self, req: Request) -> None:
         self.registry.path(req.content.model_id)
@@ -346,16 +371,14 @@ class Handlers:
         existing = self.registry.find(key)
         if existing is not None:
             log.info("job %s reuses model %s (same image and settings)", job.job_id, existing)
+            job.model_id = existing  # from now on the model is in use: `delete_model` refuses it
             return existing, True
-        out = ctx.work_dir / "model"
-        if (out / MODEL_JSON).is_file():
-            pass  # trained before a crash, not yet registered
-        elif (out / CHECKPOINT_DIR / "state.pt").is_file():
-            log.info("job %s resumes training from its checkpoint", job.job_id)
-            training.resume(out, self.device, ctx.report, ctx.cancel)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-            training.train(rgb, model_cfg, train_cfg, out, self.device, ctx.report, ctx.cancel)
+        out = self._train_into(
+            job,
+            ctx,
+            "training",
+            lambda out: training.train(rgb, model_cfg, train_cfg, out, self.device, ctx.report, ctx.cancel),
+        )
         self._prepare_backend(out)
         model_id = job.model_id or new_model_id()
         default_name = f"{mode.value} {time.strftime('%Y-%m-%d %H:%M')}"
@@ -366,12 +389,13 @@ class Handlers:
 
     def _finetune(self, job: Job, ctx: JobContext, c: FinetuneRequest) -> ResultReply:
         parent = self.registry.info(c.model_id)
-        naive = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
-        out = ctx.work_dir / "model"
-        shutil.rmtree(out, ignore_errors=True)  # fine-tuning has no resume: it starts again after a crash
-        training.finetune(
-            self.registry.path(c.model_id), naive, out, self.device, c.iters or 500, ctx.report, ctx.cancel
-        )
+
+        def start(out: Path) -> None:
+            naive = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
+            base = self.registry.path(c.model_id)
+            training.finetune(base, naive, out, self.device, c.iters or 500, ctx.report, ctx.cancel)
+
+        out = self._train_into(job, ctx, "fine-tuning", start)
         self._prepare_backend(out)
         info = self.registry.add(
             out,
@@ -382,6 +406,19 @@ class Handlers:
             parent=c.model_id,
         )
         return ResultReply(model=info)
+
+    def _train_into(self, job: Job, ctx: JobContext, what: str, start: Callable[[Path], object]) -> Path:
+        """Train into the job's model folder with `start`, or finish what a crash or a stop left there."""
+        out = ctx.work_dir / "model"
+        if (out / MODEL_JSON).is_file():
+            pass  # finished before a crash, not yet registered
+        elif (out / CHECKPOINT_DIR / "state.pt").is_file():
+            log.info("job %s resumes %s from its checkpoint", job.job_id, what)
+            training.resume(out, self.device, ctx.report, ctx.cancel)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            start(out)
+        return out
 
     def _export(self, c: ExportOnnxRequest) -> ResultReply:
         from engine.onnx_export import export
@@ -406,8 +443,12 @@ class Handlers:
         picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
         mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
         result: Picture = apply.apply_to_selection(model, picture, mask, c.seed or 0, backend=backend)
+        bbox = c.image.bbox
+        if c.crop_to_bbox:
+            result = crop_picture(result, bbox)
+            bbox = None
         out: list = []
-        desc = frames.attach(out, frame_from_picture(result, c.image), c.image.channel_order, c.image.bbox)
+        desc = frames.attach(out, frame_from_picture(result, c.image), c.image.channel_order, bbox)
         return ResultReply(images=[desc], model=self.registry.info(model_id), reused_model=reused), out
 
     # ---- helpers ----

@@ -32,6 +32,13 @@ def frame_from_picture(picture: Picture, desc: ImageDescriptor) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=frames.dtype_of(desc.bit_depth))
 
 
+def crop_picture(picture: Picture, box: BBox) -> Picture:
+    """The `box` region of `picture` (alpha and bit depth kept)."""
+    rows, cols = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
+    alpha = None if picture.alpha is None else picture.alpha[rows, cols]
+    return Picture(picture.rgb[rows, cols], alpha, picture.depth)
+
+
 def selection_mask(array: np.ndarray, bbox: BBox | None) -> np.ndarray:
     """H x W float32 in {0, 1}: 1 where the GRAY mask is nonzero (and inside the bbox, when one is given)."""
     mask = (array[..., 0] > 0).astype(np.float32)
