@@ -97,13 +97,21 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     from engine.imageio import read_image
 
     device = _device(args)
-    naive = read_image(args.naive)
+    if args.resume:
+        naive = None
+    elif args.model_dir is None or args.naive is None or args.out is None:
+        raise EngineError("finetune needs MODEL_DIR, --naive IMAGE and --out NEW_MODEL_DIR (or --resume DIR)")
+    else:
+        naive = read_image(args.naive).rgb
     bar = _progress(args, "finetune")
     cancel = _cancel_on_signals()
     try:
-        out = training.finetune(
-            Path(args.model_dir), naive.rgb, Path(args.out), device, args.iters, bar, cancel
-        )
+        if naive is None:
+            out = training.resume(Path(args.resume), device, bar, cancel)
+        else:
+            out = training.finetune(
+                Path(args.model_dir), naive, Path(args.out), device, args.iters, bar, cancel
+            )
     finally:
         _finish_bar(bar)
     return _model_summary(out)
@@ -224,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_train)
 
     p = command("finetune", "fine-tune a harmonization/editing model on a naive composite (new model)")
-    p.add_argument("model_dir")
-    p.add_argument("--naive", required=True, help="the composite to fine-tune on")
-    p.add_argument("--out", required=True, help="new model directory")
+    p.add_argument("model_dir", nargs="?", help="the model to fine-tune (it is left unchanged)")
+    p.add_argument("--naive", help="the composite to fine-tune on")
+    p.add_argument("--out", help="new model directory")
     p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--resume", metavar="NEW_MODEL_DIR", help="continue an interrupted fine-tuning run")
     p.set_defaults(run=cmd_finetune)
 
     p = command("sample", "write random samples, at any size")

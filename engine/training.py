@@ -9,7 +9,6 @@ computed once per stage, and the fake image that the reference recomputes for ea
 from __future__ import annotations
 
 import math
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +110,7 @@ class Trainer:
         self.torch_rng = torch.Generator().manual_seed(train.seed)
         self.np_rng = np.random.default_rng(train.seed)
         self.stage0_override: torch.Tensor | None = None  # fine-tuning: the user's naive image
+        self.info: dict = {}  # provenance written into the model (fine-tuning: the parent model)
         self.elapsed = 0.0
         self._last_preview = -math.inf
         if train.channels_last:
@@ -221,8 +221,9 @@ class Trainer:
         while self.iteration < t.iters:
             if self.cancel is not None and self.cancel.is_set():
                 self.checkpoint(opt_g, opt_d)
+                what, command = ("fine-tuning", "finetune") if self.finetuning else ("training", "train")
                 raise CancelledError(
-                    f"training cancelled; continue with `engine train --resume {self.out_dir}`"
+                    f"{what} cancelled; continue with `engine {command} --resume {self.out_dir}`"
                 )
             self._set_lr((opt_g, opt_d), self.iteration)
             inputs = self._random_inputs(depth)
@@ -303,6 +304,16 @@ class Trainer:
 
     # ----- checkpoints ---------------------------------------------------------------------------
 
+    @property
+    def finetuning(self) -> bool:
+        return self.stage0_override is not None
+
+    def start(self) -> None:
+        """Write the training image and a first checkpoint, so that --resume needs nothing else."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_image(self.out_dir / store.CHECKPOINT_DIR / "image.png", Picture(self.image, None, 16))
+        self.checkpoint()
+
     def checkpoint(self, opt_g=None, opt_d=None) -> None:
         """Everything needed to continue exactly where training stands (tensors and plain data only)."""
         state = {
@@ -319,6 +330,8 @@ class Trainer:
             "torch_rng": self.torch_rng.get_state(),
             "np_rng": self.np_rng.bit_generator.state,
             "elapsed": self.elapsed,
+            "info": self.info,
+            "stage0_override": None if self.stage0_override is None else self.stage0_override.cpu(),
         }
         directory = self.out_dir / store.CHECKPOINT_DIR
         directory.mkdir(parents=True, exist_ok=True)
@@ -342,10 +355,13 @@ class Trainer:
         self.torch_rng.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = state["np_rng"]
         self.elapsed = state["elapsed"]
+        self.info = dict(state.get("info") or {})
+        override = state.get("stage0_override")  # absent in checkpoints of older versions: training
+        self.stage0_override = None if override is None else override.to(self.device)
 
     # ----- the whole run -------------------------------------------------------------------------
 
-    def run(self, info: dict | None = None) -> Path:
+    def run(self) -> Path:
         n = len(self.shapes)
         try:
             while self.stage < n:
@@ -359,9 +375,9 @@ class Trainer:
             # through the cancel event, at an iteration boundary, and this is only the fallback.
             self.checkpoint()
             raise
-        return self._save(info or {})
+        return self._save()
 
-    def _save(self, info: dict) -> Path:
+    def _save(self) -> Path:
         self.generator.eval().requires_grad_(False)
         trained = store.TrainedModel(
             path=self.out_dir,
@@ -371,7 +387,7 @@ class Trainer:
             fixed_noise=self.fixed_noise,
             noise_amps=self.amps,
             shapes=self.shapes,
-            info={**info, "training_seconds": round(self.elapsed, 1), "device": self.device.type},
+            info={**self.info, "training_seconds": round(self.elapsed, 1), "device": self.device.type},
         )
         with torch.no_grad():
             if self.spec.conditional:
@@ -393,10 +409,7 @@ def train(
     """Train a new model on an H x W x 3 float image and write it to out_dir."""
     store.require_fresh_output(out_dir)
     trainer = Trainer(model, train_cfg, image, out_dir, device, progress, cancel)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # The training image goes into the checkpoint folder first so that --resume needs nothing else.
-    write_image(out_dir / store.CHECKPOINT_DIR / "image.png", Picture(trainer.image, None, 16))
-    trainer.checkpoint()
+    trainer.start()
     return trainer.run()
 
 
@@ -406,7 +419,7 @@ def resume(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> Path:
-    """Continue an interrupted `train` from its last checkpoint."""
+    """Continue an interrupted `train` or `finetune` from its last checkpoint (the checkpoint says which)."""
     state_path = out_dir / store.CHECKPOINT_DIR / "state.pt"
     if (out_dir / store.MODEL_JSON).is_file():
         raise IncompatibleModelError(f"{out_dir} has finished training; there is nothing to resume")
@@ -443,26 +456,23 @@ def finetune(
             "fine-tuned on a naive image"
         )
     store.require_fresh_output(out_dir)
-    # No mid-run checkpoints: a fine-tuning run is short, and a cancelled one leaves nothing behind.
-    train_cfg = TrainConfig.from_dict(
-        {**base.train.to_dict(), "iters": iters, "checkpoint_every_s": math.inf}
-    )
+    train_cfg = TrainConfig.from_dict({**base.train.to_dict(), "iters": iters})
     background = store.load_training_image(model_dir)
     trainer = Trainer(base.model, train_cfg, background, out_dir, device, progress, cancel)
     trainer.generator = base.generator.train()
     trainer.critic = store.load_discriminator(model_dir, base.model, device)
+    fmt = torch.contiguous_format
     if train_cfg.channels_last:
-        trainer.generator.to(memory_format=torch.channels_last)
-        trainer.critic.to(memory_format=torch.channels_last)
-    trainer.fixed_noise, trainer.amps = base.fixed_noise, base.noise_amps
+        fmt = torch.channels_last
+        trainer.generator.to(memory_format=fmt)
+        trainer.critic.to(memory_format=fmt)
+    # In the memory format that `restore` gives them, so that a resumed run computes the same.
+    trainer.fixed_noise = [z.contiguous(memory_format=fmt) for z in base.fixed_noise]
+    trainer.amps = list(base.noise_amps)
     trainer.stage0_override = to_tensor(resize(naive, base.shapes[0]).clip(0, 1), device)
-    last = len(base.shapes) - 1
-    trainer.stage = last
-    try:
-        trainer._prepare_stage(last)
-        trainer._train_stage(last)
-    except (CancelledError, KeyboardInterrupt) as e:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise CancelledError("fine-tuning cancelled; nothing was written") from e
-    trainer.stage = last + 1
-    return trainer._save({"parent": str(Path(model_dir).resolve()), "finetuned_iters": iters})
+    # Only the last stage trains (its top train_depth blocks concurrently); the checkpoint holds the naive
+    # image and the parent, so a resumed run needs neither the parent model nor the naive file.
+    trainer.stage = len(base.shapes) - 1
+    trainer.info = {"parent": str(Path(model_dir).resolve()), "finetuned_iters": iters}
+    trainer.start()
+    return trainer.run()

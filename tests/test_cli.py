@@ -180,6 +180,8 @@ def test_alpha_png_keeps_its_alpha(tmp_path, tiny_models):
         (["train", "{img}", "--mode", "generation", "--stages", "0", "--out", "{tmp}/t"], "--stages"),
         (["train", "{img}", "--out", "{model}"], "already exists"),
         (["train", "--resume", "{tmp}/never"], "no checkpoint"),
+        (["finetune", "--resume", "{tmp}/never"], "no checkpoint"),
+        (["finetune", "{model}", "--out", "{tmp}/t"], "--naive"),
         (["train", "{img}", "--out", "{tmp}/t", "--device", "cuda"], "no CUDA GPU"),
     ],
 )
@@ -242,6 +244,28 @@ def test_kill_during_training_then_resume(tmp_path, shared_images):
     assert res["ok"] and (out / "model.json").is_file() and not (out / "checkpoint").exists()
     engine("sample", out, "--out", tmp_path / "s")
     assert read_image(tmp_path / "s" / "sample_000.png").shape == read_image(out / "training_image.png").shape
+
+
+def test_kill_during_finetuning_then_resume(tmp_path, tiny_models, shared_images):
+    """Fine-tuning checkpoints like training: kill -9, then `engine finetune --resume` finishes it."""
+    out = tmp_path / "tuned"
+    naive = shared_images / "harmonization" / "scream_naive.jpg"
+    cmd = ["finetune", tiny_models["harmonization"], "--naive", naive, "--iters", "200", "--out", out]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *map(str, cmd)], env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint" / "state.pt").is_file():
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert not (out / "model.json").exists()
+    res = result(engine("finetune", "--resume", out, "--json"))
+    assert res["ok"] and (out / "model.json").is_file() and not (out / "checkpoint").exists()
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["info"]["finetuned_iters"] == 200
+    assert meta["info"]["parent"] == str(tiny_models["harmonization"].resolve())
 
 
 def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, shared_images):

@@ -108,6 +108,33 @@ def test_finetune_makes_a_new_model_and_leaves_the_original(tiny_models, tmp_pat
     assert any(changed)
 
 
+def test_finetune_resumed_after_cancel_matches_an_uninterrupted_run(tiny_models, tmp_path, shared_images):
+    original = tiny_models["harmonization"]
+    naive = read_image(shared_images / "harmonization" / "scream_naive.jpg").rgb
+    straight = training.finetune(original, naive, tmp_path / "straight", CPU, iters=6)
+
+    cancel = threading.Event()
+
+    def stop_halfway(p: training.Progress) -> None:
+        if p.iteration == 3:
+            cancel.set()
+
+    with pytest.raises(CancelledError, match="engine finetune --resume"):
+        training.finetune(original, naive, tmp_path / "resumed", CPU, 6, stop_halfway, cancel)
+    with pytest.raises(Exception, match="did not finish"):
+        store.load_model(tmp_path / "resumed")
+    # The checkpoint holds the naive image and the parent: resuming needs neither.
+    resumed = training.resume(tmp_path / "resumed", CPU)
+    a, b = store.load_model(straight), store.load_model(resumed)
+    for (name, x), (_, y) in zip(
+        a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0, msg=name)
+    assert a.noise_amps == b.noise_amps
+    assert b.info["parent"] == str(original.resolve()) and b.info["finetuned_iters"] == 6
+    assert not (resumed / store.CHECKPOINT_DIR).exists()
+
+
 def test_finetune_refuses_generation_models(tiny_models, tmp_path):
     with pytest.raises(IncompatibleModelError, match="only harmonization and editing"):
         training.finetune(
