@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,6 +169,7 @@ class JobManager:
         self.journal, self.root, self._send, self.budget = journal, root, send, budget
         self.runner: Runner | None = None  # the work of each job type; set before `start`
         self._jobs: dict[str, Job] = {}
+        self._held: Counter[tuple[str, str]] = Counter()  # (model id, request type) of queued quick work
         self._lock = threading.Lock()
         self._accepting = True
         self._lanes = {TRAIN: _Lane(TRAIN, self._run_train_item), QUICK: _Lane(QUICK, self._run_quick_item)}
@@ -234,9 +236,27 @@ class JobManager:
             record.job_id, request, buffers, record.created, lane_of(request), record.model_id, record.state
         )
 
-    def run_quick(self, task: Callable[[], None]) -> None:
-        """Run `task` (which does its own replying) on the quick lane, never behind training."""
-        self._lanes[QUICK].queue.put(task)
+    def run_quick(self, task: Callable[[], None], holds: tuple[str, str] | None = None) -> None:
+        """Run `task` (which does its own replying) on the quick lane, never behind training.
+
+        `holds` (model id, request type) marks the model as in use until the task has ended.
+        """
+        if holds is None:
+            self._lanes[QUICK].queue.put(task)
+            return
+        with self._lock:
+            self._held[holds] += 1
+
+        def held_task() -> None:
+            try:
+                task()
+            finally:
+                with self._lock:
+                    self._held[holds] -= 1
+                    if not self._held[holds]:
+                        del self._held[holds]
+
+        self._lanes[QUICK].queue.put(held_task)
 
     # ---- queries and control ----
 
@@ -244,10 +264,19 @@ class JobManager:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def active(self) -> list[JobInfo]:
+    def unfinished(self) -> list[Job]:
+        """Queued, interrupted and running jobs, oldest first."""
         with self._lock:
             jobs = [j for j in self._jobs.values() if j.state in _WAITING or j.state is JobState.RUNNING]
-        return [j.info() for j in sorted(jobs, key=lambda j: j.created)]
+        return sorted(jobs, key=lambda j: j.created)
+
+    def active(self) -> list[JobInfo]:
+        return [j.info() for j in self.unfinished()]
+
+    def held(self, model_id: str) -> list[str]:
+        """The request types of queued or running quick work that uses the model."""
+        with self._lock:
+            return [kind for (held_id, kind) in self._held if held_id == model_id]
 
     def subscribe(self, job_id: str, subscriber: Identities) -> Job | None:
         with self._lock:
