@@ -20,6 +20,7 @@ from editor_bridge.errors import JobCancelled, RemoteError
 from editor_bridge.protocol import (
     BBox,
     ErrorCode,
+    FinetuneRequest,
     JobState,
     Mode,
     Preset,
@@ -290,6 +291,29 @@ def test_cancel_a_running_training(daemon, layers):
             client.wait_job(job_id, on_progress=on_progress, cancel=cancel, timeout=120)
         assert client.job_status(job_id).state is JobState.CANCELLED
         assert client.ping().pid == daemon.proc.pid
+
+
+def test_a_model_in_use_cannot_be_deleted(daemon, layers, first_harmonize):
+    base = first_harmonize[0].content.model.model_id
+    request, buffers = harmonize_request(layers)
+    with daemon.client() as client:
+        # A model of its own to delete: the module's first model stays for the other tests.
+        train = TrainRequest(mode=Mode.HARMONIZATION, stored_image=base, preset=Preset.TINY, iters=2)
+        doomed = client.run_job(train, timeout=240).content.model.model_id
+        tune = FinetuneRequest(model_id=doomed, image=_first(request.image), iters=50_000)
+        job_id = client.submit(tune, [buffers[0]])
+        with pytest.raises(RemoteError) as err:
+            client.delete_model(doomed)  # the fine-tuning job, queued or running, reads it
+        assert err.value.code is ErrorCode.BUSY and job_id in str(err.value) and "cancel" in str(err.value)
+        assert doomed in [m.model_id for m in client.list_models()]
+        client.cancel(job_id)
+        deadline = time.monotonic() + 60
+        while client.job_status(job_id).state is not JobState.CANCELLED:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.delete_model(doomed)
+        assert [m.model_id for m in client.list_models()].count(doomed) == 0
+        assert base in [m.model_id for m in client.list_models()]
 
 
 def test_engine_status_command(daemon, first_harmonize):
