@@ -288,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except EngineError as e:
         if args.json:
-            print(json.dumps({"ok": False, "error": str(e)}))
+            print(json.dumps({"ok": False, "error": str(e), **(e.details or {})}))
+        else:
+            _print_result(e.details or {})
         print(f"engine {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
@@ -297,9 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"ok": True, **result}))
     else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+        _print_result(result)
     return 0
+
+
+def _print_result(result: dict) -> None:
+    for key, value in result.items():
+        print(f"{key}: {value}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ class EngineError(Exception):
     """Base class: the CLI prints the message and exits non-zero; the daemon sends it as an error reply."""
 
     exit_code = 2
+    # What the command still found out (the CLI prints it with the error, and adds it to the --json object).
+    details: dict | None = None
 
 
 class BadInputError(EngineError):

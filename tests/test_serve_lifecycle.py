@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
 
 from editor_bridge import Client
 from editor_bridge.errors import EngineNotRunning
-from editor_bridge.protocol import JobState, Mode, Preset, TrainRequest
+from editor_bridge.protocol import FinetuneRequest, JobState, Mode, MsgType, Preset, TrainRequest
 
 
 def _train_request(shared_images, iters: int, name: str) -> tuple[TrainRequest, list]:
@@ -97,6 +99,41 @@ def test_kill9_mid_training_then_restart_resumes_and_results_stay(tmp_path, shar
             d.stop()
 
 
+def test_kill9_mid_finetuning_then_restart_resumes_it(tmp_path, shared_images):
+    home = tmp_path / "home"
+    first = Daemon(home).wait_ready()
+    later: list[Daemon] = []
+    try:
+        train, buffers = _train_request(shared_images, iters=2, name="base")
+        naive, naive_buffers = harmonize_request(krita_layers(shared_images))
+
+        class Tuning(Exception):
+            pass
+
+        def on_progress(event, preview):
+            raise Tuning  # it is under way: stop following
+
+        with first.client() as client:
+            base = client.run_job(train, buffers, timeout=240).content.model
+            tune = FinetuneRequest(model_id=base.model_id, image=naive.image, iters=200)
+            job_id = client.submit(tune, [naive_buffers[0]])
+            with pytest.raises(Tuning):
+                client.wait_job(job_id, on_progress=on_progress, timeout=120)
+        first.kill9()
+        assert (home / "jobs" / job_id / "model" / "checkpoint" / "state.pt").is_file()
+
+        second = Daemon(home).wait_ready()
+        later.append(second)
+        _wait_for_log(second, f"job {job_id} resumes fine-tuning from its checkpoint")
+        with second.client() as client:
+            tuned = client.wait_job(job_id, timeout=300).content.model
+            assert tuned.name == "base (fine-tuned)" and tuned.model_id != base.model_id
+            assert {m.model_id for m in client.list_models()} == {base.model_id, tuned.model_id}
+    finally:
+        for d in (first, *later):
+            d.stop()
+
+
 def test_sigterm_checkpoints_running_training_and_the_next_start_resumes_it(tmp_path, shared_images):
     home = tmp_path / "home"
     daemon = Daemon(home).wait_ready()
@@ -144,3 +181,38 @@ def test_status_and_stop_without_a_daemon(tmp_path):
     for command in ("status", "stop"):
         proc = _engine(command, "--home", str(tmp_path))
         assert proc.returncode == 3 and "no engine is running" in proc.stderr
+
+
+def test_status_without_a_daemon_still_lists_models_and_the_jobs_it_will_resume(tmp_path, tiny_models):
+    from engine.serve.journal import Journal
+    from engine.serve.registry import Registry, new_model_id
+
+    home = tmp_path / "home"
+    model_id = new_model_id()
+    shutil.copytree(tiny_models["harmonization"], tmp_path / "trained")
+    Registry(home / "models").add(
+        tmp_path / "trained", model_id=model_id, name="kept", preset="tiny", training_key=None
+    )
+    journal = Journal(home / "jobs.sqlite3")  # as a daemon killed with -9 leaves it
+    for job_id, kind, state in [
+        ("j" + "1" * 16, MsgType.TRAIN, JobState.RUNNING),
+        ("j" + "2" * 16, MsgType.EXPORT_ONNX, JobState.QUEUED),
+        ("j" + "3" * 16, MsgType.FINETUNE, JobState.DONE),
+    ]:
+        journal.add(job_id, kind, {}, 0)
+        journal.update(job_id, state)
+    journal.close()
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+
+    proc = _engine("status", "--home", str(home), "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert "no engine is running" in proc.stderr and f"`engine serve --home {home}`" in proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["ok"] is False and status["running"] is False and status["home"] == str(home)
+    assert status["models"] == [f"{model_id} 'kept' harmonization 38x48"]
+    # The one left running was interrupted by the crash; both resume on the next start.
+    assert status["jobs"] == [f"j{'1' * 16} train interrupted", f"j{'2' * 16} export_onnx queued"]
+
+    text = _engine("status", "--home", str(home))
+    assert text.returncode == 3 and "running: False" in text.stdout and model_id in text.stdout
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # it only read

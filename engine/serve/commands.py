@@ -70,7 +70,13 @@ def _log_to(home: Path) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> dict:
-    with connect(args.home) as client:
+    try:
+        client = connect(args.home)
+    except DaemonNotRunning as exc:
+        # Still useful without a daemon: what is stored, and what the next start will resume.
+        exc.details = stored_status(args.home)
+        raise
+    with client:
         status = client.status()
         models = client.list_models()
     return {
@@ -82,11 +88,34 @@ def cmd_status(args: argparse.Namespace) -> dict:
         "endpoint": client.endpoint,
         "uptime_s": round(status.uptime_s, 1),
         "jobs": [_job_line(j) for j in status.jobs],
-        "models": [
-            f"{m.model_id} {m.name!r} {m.mode.value} {m.width}x{m.height}" + (" onnx" if m.has_onnx else "")
-            for m in models
-        ],
+        "models": [_model_line(m) for m in models],
     }
+
+
+def stored_status(home: Path | None) -> dict:
+    """What a home holds when no daemon runs: its models, and the jobs the next start resumes."""
+    from editor_bridge.connection import default_home
+    from editor_bridge.protocol import JobState
+    from engine.serve.journal import read_pending
+    from engine.serve.registry import Registry
+
+    home = default_home(home)
+    jobs = []
+    for record in read_pending(home / "jobs.sqlite3"):
+        # `running` in the journal of a daemon that is gone: it was interrupted.
+        state = JobState.INTERRUPTED if record.state is JobState.RUNNING else record.state
+        jobs.append(f"{record.job_id} {record.request_type.value} {state.value}")
+    return {
+        "running": False,
+        "home": str(home),
+        "start": f"engine serve --home {home}",
+        "jobs": jobs,
+        "models": [_model_line(m) for m in Registry(home / "models", create=False).list()],
+    }
+
+
+def _model_line(m) -> str:
+    return f"{m.model_id} {m.name!r} {m.mode.value} {m.width}x{m.height}" + (" onnx" if m.has_onnx else "")
 
 
 def _job_line(job) -> str:

@@ -111,13 +111,8 @@ class Journal:
 
     def pending(self) -> list[JobRecord]:
         """Jobs with work left, oldest first."""
-        marks = ",".join("?" * len(PENDING))
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created",
-                [s.value for s in PENDING],
-            ).fetchall()
-        return [_record(r) for r in rows]
+            return _pending(self._db)
 
     def recent(self, limit: int = 50) -> list[JobRecord]:
         with self._lock:
@@ -128,6 +123,31 @@ class Journal:
 
 
 _COLUMNS = "job_id, request_type, state, created, request, n_buffers, model_id, error, result"
+
+
+def _pending(db: sqlite3.Connection) -> list[JobRecord]:
+    marks = ",".join("?" * len(PENDING))
+    rows = db.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY created", [s.value for s in PENDING]
+    ).fetchall()
+    return [_record(r) for r in rows]
+
+
+def read_pending(path: Path) -> list[JobRecord]:
+    """The jobs with work left in the journal at `path`, for `engine status` without a daemon; [] if none.
+
+    Opened read-write but never created or written to: a read-only connection would leave SQLite's -wal and
+    -shm files behind in the home, where this one folds them back on closing.
+    """
+    if not path.is_file():
+        return []
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+    try:
+        return _pending(db)
+    except sqlite3.OperationalError:  # no jobs table: nothing was ever journaled
+        return []
+    finally:
+        db.close()
 
 
 def _record(row: tuple) -> JobRecord:

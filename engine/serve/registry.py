@@ -54,12 +54,14 @@ def new_model_id() -> str:
 class Registry:
     """Thread-safe index over HOME/models; the directories are the truth, the index is rebuilt on start."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        """`create=False` only reads: a missing `root` is an empty registry (`engine status` uses that)."""
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        if create:
+            root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
-        for path in sorted(root.iterdir()):
+        for path in sorted(root.iterdir()) if root.is_dir() else []:
             if path.is_dir() and not path.name.startswith("."):
                 try:
                     entry = json.loads((path / ENTRY_FILE).read_text())
