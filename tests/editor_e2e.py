@@ -32,8 +32,10 @@ def editor_skip_reason(editor: str) -> str | None:
         return "the GIMP test runs GIMP in a chroot and needs root"
     if editor == "krita" and not (shutil.which("krita") and shutil.which("xvfb-run")):
         return "Krita or xvfb-run missing: run plugins/ci/setup-editors.sh"
-    if editor == "gimp" and not (GIMP_ROOT / "usr/bin/gimp-console-3.0").exists():
+    if editor == "gimp" and not (GIMP_ROOT / "usr/bin/gimp-3.0").exists():
         return f"no GIMP root at {GIMP_ROOT}: run plugins/ci/setup-editors.sh"
+    if editor == "gimp" and not ((GIMP_ROOT / "usr/bin/xdotool").exists() and shutil.which("Xvfb")):
+        return f"Xvfb, or xdotool in {GIMP_ROOT}, missing: run plugins/ci/setup-editors.sh"
     if not HARMONIZATION.is_dir():
         return f"test images not found at {HARMONIZATION}"
     return None

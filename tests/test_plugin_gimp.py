@@ -1,17 +1,20 @@
-"""The installed GIMP 3 plug-in inside the real GIMP (gimp-console in a Debian 13 chroot; GIMP 3 is not in
-Debian 12) against a real `engine serve` on loopback. The chroot shares the network and the pid namespace, so
-the plug-in finds the engine through its connection file exactly as on an artist's machine.
+"""The installed GIMP 3 plug-in inside the real GIMP (the GUI `gimp-3.0` under Xvfb, in a Debian 13 chroot;
+GIMP 3 is not in Debian 12) against a real `engine serve` on loopback. The chroot shares the network and the
+pid namespace, so the plug-in finds the engine through its connection file exactly as on an artist's machine.
 
-GIMP's PDB cannot perform an Undo, so the one-undo-step property is checked in Krita only; here the plug-in's
-single undo group is what the code guarantees.
+The driver runs the filters from GIMP's action search and undoes them with Ctrl+Z through xdotool (GIMP's PDB
+has no Undo); the assertions read only what GIMP itself wrote out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +28,45 @@ pytestmark = [
 
 INSIDE = Path("/tmp/singan-gimp-test")  # the test's folder as GIMP sees it, inside the chroot
 RUNS = [
-    {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "harmonize"},
+    {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "harmonize", "screenshot": 1},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
 ]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 
 
+WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
+GIMPRC = "root/.config/GIMP/3.0/gimprc"
+
+
 def mounted(path: Path) -> bool:
     return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
+
+
+@contextlib.contextmanager
+def xvfb() -> Iterator[str]:
+    """A private X server on a free display; the chroot reaches it through the abstract socket."""
+    read_fd, write_fd = os.pipe()
+    command = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x900x24", "-nolisten", "tcp"]
+    server = subprocess.Popen(command, pass_fds=[write_fd], stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as displayfd:
+            display = displayfd.readline().strip()
+        if not display:
+            raise RuntimeError(f"Xvfb did not start (exit code {server.wait(5)})")
+        yield f":{display}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def quiet_start() -> None:
+    """No Welcome dialog over the image window (GIMP 3 shows one at a profile's first start)."""
+    gimprc = GIMP_ROOT / GIMPRC
+    gimprc.parent.mkdir(parents=True, exist_ok=True)
+    text = gimprc.read_text() if gimprc.exists() else ""
+    if "(show-welcome-dialog no)" not in text:
+        gimprc.write_text(text + "(show-welcome-dialog no)\n")
 
 
 def run_gimp(log: Path) -> int:
@@ -42,16 +76,18 @@ def run_gimp(log: Path) -> int:
         ("sys", ["-t", "sysfs", "sysfs"]),
     ]
     done = []
+    quiet_start()
     try:
         for name, how in mounts:
             if not mounted(GIMP_ROOT / name):
                 subprocess.run(["mount", *how, str(GIMP_ROOT / name)], check=True)
                 done.append(GIMP_ROOT / name)
         batch = f'exec(open("{INSIDE}/gimp_driver.py").read())'
-        command = ["chroot", str(GIMP_ROOT), "env", "HOME=/root", "gimp-console-3.0", "-i"]
-        command += ["--batch-interpreter=python-fu-eval", "-b", batch, "--quit"]
-        with open(log, "wb") as out:
-            return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=400).returncode
+        with xvfb() as display:
+            command = ["chroot", str(GIMP_ROOT), "env", "HOME=/root", f"DISPLAY={display}", "gimp-3.0"]
+            command += ["--no-splash", "--batch-interpreter=python-fu-eval", "-b", batch, "--quit"]
+            with open(log, "wb") as out:
+                return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=500).returncode
     finally:
         for path in reversed(done):
             subprocess.run(["umount", str(path)], check=False)
@@ -75,10 +111,14 @@ def gimp_run(tmp_path_factory):
     shutil.copy(ROOT / "tests/editors/gimp_driver.py", work / "gimp_driver.py")
     inside = {k: str(INSIDE / Path(v).relative_to(work)) for k, v in
               {"background": scene.background, "object": scene.object}.items()}  # fmt: skip
-    (work / "config.json").write_text(json.dumps({**inside, "out": str(INSIDE / "out"), "runs": RUNS}))
+    config = {**inside, "out": str(INSIDE / "out"), "runs": RUNS, "window": WINDOW, "timeout_s": 120}
+    (work / "config.json").write_text(json.dumps(config))
     with engine_serve(work / "engine", tmp / "engine.log"):
         code = run_gimp(tmp / "gimp.log")
     driver = json.loads((out / "driver.json").read_text())
+    if os.environ.get("SINGAN_SCREENSHOTS"):  # docs/images/ comes from here
+        for shot in out.glob("*_gimp.jpg"):
+            shutil.copy(shot, Path(os.environ["SINGAN_SCREENSHOTS"]) / shot.name)
     uninstall = subprocess.run(
         [sys.executable, "-m", "engine.cli", "plugin", "uninstall", "gimp", "--dest", str(dest)],
         cwd=ROOT, capture_output=True, text=True,
@@ -95,7 +135,6 @@ def test_driver_ran_every_procedure(gimp_run):
     assert "error" not in driver, driver["error"] + (gimp_run["log"] / "gimp.log").read_text()[-3000:]
     for run in RUNS:
         assert driver[f"{run['tag']}_found"]
-        assert driver[f"{run['tag']}_status"] == "GIMP_PDB_SUCCESS", driver.get(f"{run['tag']}_message")
     assert driver["harmonize_menu"] == ["Harmonize selection", ["<Image>/Filters"]]
     assert driver["before_layers"] == ["Pasted object", "Background"]
 
@@ -117,7 +156,10 @@ def test_new_layer_changed_inside_selection_only(gimp_run, tag):
     assert changed.mean() > 0.2, f"only {changed.mean():.0%} of the selection changed"
     assert (after[~sel] == before[~sel]).all(), "the picture outside the selection must be identical"
     assert (after[sel, :3] == new[sel, :3]).all()
+    # the original layer is untouched, and one Undo (Ctrl+Z in the window) takes the result away
     assert (raw(out / f"{tag}_object.raw", scene) == raw(out / "before_object.raw", scene)).all()
+    assert driver[f"{tag}_undone_layers"] == driver["before_layers"]
+    assert (raw(out / f"{tag}_undone_composite.raw", scene) == before).all()
 
 
 def test_same_picture_as_krita_reads(gimp_run):

@@ -1,11 +1,17 @@
-"""Test driver run inside the real GIMP 3 (gimp-console, python-fu-eval) by tests/test_plugin_gimp.py.
+"""Test driver run inside the real GIMP 3 GUI (gimp-3.0 under Xvfb, python-fu-eval) by test_plugin_gimp.py.
 
-It opens the painting, pastes the object as its own layer, selects it (Alpha to Selection), calls the
-installed plug-in's procedures through the PDB as GIMP's menu would, and writes what GIMP then holds (layer
-bytes, the composite, layer names, the procedure's status and message) to files for the test to judge.
+It opens the painting in a window, pastes the object as its own layer, selects it (Alpha to Selection), and
+then works the window as an artist would, with xdotool: runs each filter through GIMP's action search ("/",
+the filter's menu label, Return), waits for the new layer and presses Ctrl+Z once. What GIMP then holds
+(layer bytes, the composite, layer names) and screenshots of the window go to files for the test to judge.
+
+GIMP keeps serving its window while this driver runs (it waits for a batch plug-in in a nested main loop),
+so the actions and the Undo run in GIMP itself, exactly as from the keyboard.
 """
 
 import json
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -14,7 +20,26 @@ from gi.repository import Gegl, Gimp, Gio
 
 CONFIG = json.loads(Path("/tmp/singan-gimp-test/config.json").read_text())
 OUT = Path(CONFIG["out"])
-RESULT = {}
+RESULT = {"events": []}
+T0 = time.monotonic()
+SHOT = """
+import sys, gi
+gi.require_version("Gdk", "3.0")
+from gi.repository import Gdk
+Gdk.init([])
+x, y, w, h = map(int, sys.argv[2:6])
+shot = Gdk.pixbuf_get_from_window(Gdk.get_default_root_window(), x, y, w, h)
+shot.savev(sys.argv[1], "jpeg", ["quality"], ["88"])
+"""
+
+
+def log(event):
+    RESULT["events"].append([round(time.monotonic() - T0, 2), event])
+
+
+def xdo(*args):
+    done = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
 
 
 def read(drawable, w, h, fmt="R'G'B'A u8"):
@@ -36,6 +61,63 @@ def dump(image, obj, tag):
     (OUT / f"{tag}_object.raw").write_bytes(read(obj, w, h))
 
 
+class Window:
+    """The image window, found by its title ("... RGB color ... – GIMP"), driven through the X server."""
+
+    def __init__(self):
+        deadline = time.monotonic() + 30
+        while not (ids := xdo("search", "--onlyvisible", "--name", "RGB color").split()):
+            if time.monotonic() > deadline:
+                windows = xdo("search", "--onlyvisible", "--name", ".").split()
+                titles = [xdo("getwindowname", i) for i in windows]
+                raise RuntimeError(f"no GIMP image window appeared; windows: {titles}")
+            time.sleep(0.3)
+        self.id = ids[0]
+        xdo("windowsize", "--sync", self.id, *CONFIG["window"])
+        time.sleep(1.0)  # let GIMP lay out the docks at the new size
+        self.key("shift+ctrl+j")  # View > Zoom > Fit Image in Window
+
+    def focus(self):
+        xdo("windowfocus", "--sync", self.id)
+
+    def key(self, *keys):
+        self.focus()
+        xdo("key", "--clearmodifiers", *keys)
+
+    def run_action(self, label):
+        """Help > Search and Run a Command ("/"), the filter's menu label, Return: as from the menu."""
+        self.key("slash")
+        popup = wait_for(lambda: xdo("search", "--onlyvisible", "--name", "^Search Actions$"), 10)
+        if not popup:
+            raise RuntimeError("GIMP's action search did not open")
+        xdo("windowfocus", "--sync", popup.split()[0])  # no window manager hands it the focus
+        xdo("type", "--delay", "40", label)
+        time.sleep(1.5)
+        xdo("key", "Return")
+
+    def geometry(self):
+        shell = dict(line.split("=", 1) for line in xdo("getwindowgeometry", "--shell", self.id).splitlines())
+        return int(shell["X"]), int(shell["Y"]), int(shell["WIDTH"]), int(shell["HEIGHT"])
+
+    def screenshot(self, name):
+        Gimp.displays_flush()
+        time.sleep(1.0)
+        subprocess.run([sys.executable, "-c", SHOT, str(OUT / name), *map(str, self.geometry())], timeout=30)
+
+
+def wait_for(predicate, timeout_s, step_s=0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := predicate():
+            return found
+        time.sleep(step_s)
+    return predicate()
+
+
+def layer_named(image, name):
+    return next((layer for layer in image.get_layers() if layer.get_name() == name), None)
+
+
 def main():
     image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(CONFIG["background"]))
     image.get_layers()[0].set_name("Background")
@@ -43,34 +125,41 @@ def main():
     obj.set_name("Pasted object")
     image.insert_layer(obj, None, 0)
     image.select_item(Gimp.ChannelOps.REPLACE, obj)  # Layer > Transparency > Alpha to Selection
+    image.set_selected_layers([obj])
     w, h = image.get_width(), image.get_height()
     (OUT / "selection.raw").write_bytes(read(image.get_selection(), w, h, "Y u8"))
+    image.clean_all()  # as a freshly opened file: the history starts here
+    Gimp.Display.new(image)
+    window = Window()
     dump(image, obj, "before")
+    window.screenshot("before_gimp.jpg")
     pdb = Gimp.get_pdb()
     for run in CONFIG["runs"]:
-        tag = run["tag"]
+        tag, name = run["tag"], run["layer"]
         procedure = pdb.lookup_procedure(run["procedure"])
         RESULT[f"{tag}_found"] = procedure is not None
         RESULT[f"{tag}_menu"] = [procedure.get_menu_label(), list(procedure.get_menu_paths())]
-        config = procedure.create_config()
-        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-        config.set_property("image", image)
-        config.set_core_object_array("drawables", [obj])
+        log(f"run {tag}")
         start = time.monotonic()
-        result = procedure.run(config)
+        image.set_selected_layers([obj])  # as the artist clicks the pasted layer before each filter
+        window.run_action(procedure.get_menu_label())
+        if not wait_for(lambda n=name: layer_named(image, n) is not None, CONFIG["timeout_s"]):
+            window.screenshot(f"{tag}_timeout_gimp.jpg")
+            raise RuntimeError(f"no layer {name!r} after {CONFIG['timeout_s']} s")
+        time.sleep(0.5)  # the plug-in flushes the displays right after it ends its undo group
         RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
-        RESULT[f"{tag}_status"] = result.index(0).value_name
-        if result.length() > 1:
-            RESULT[f"{tag}_message"] = str(result.index(1))
         layers = image.get_layers()
-        new = next((layer for layer in layers if layer.get_name() == run["layer"]), None)
-        if new is None:
-            continue
+        new = layer_named(image, name)
         RESULT[f"{tag}_new_layer_above"] = layers.index(new) == layers.index(obj) - 1
         (OUT / f"{tag}_new_layer.raw").write_bytes(read(new, w, h))
         dump(image, obj, tag)
-        image.remove_layer(new)  # the next action starts from the same picture
-    image.delete()
+        if run.get("screenshot"):
+            window.screenshot(f"{tag}_gimp.jpg")
+        window.key("ctrl+z")  # one Undo, from the keyboard
+        wait_for(lambda n=name: layer_named(image, n) is None, 10)
+        dump(image, obj, f"{tag}_undone")
+        if (left := layer_named(image, name)) is not None:
+            image.remove_layer(left)  # so that the next run starts from the same picture
 
 
 try:
