@@ -288,11 +288,13 @@ class Client:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
+        on_job: Callable[[str], None] | None = None,
     ) -> Message:
         """Run long work to the end and return the result message (its images: `message.image(desc)`).
 
         `on_progress(event, preview)` is called for each progress event; set `cancel` (from any thread) to
         cancel the job, which then raises JobCancelled. `timeout` bounds the whole job (None: no limit).
+        `on_job(job_id)` is called once the engine has accepted the job, before it is followed.
         """
         header = self._send(request, buffers)
         first = self._wait({header.msg_id}, time.monotonic() + self.timeout)
@@ -306,6 +308,8 @@ class Client:
         if isinstance(first.content, ResultReply):
             return first  # quick work may be answered at once, without a job
         job_id = _expect(first, AckReply).job_id
+        if on_job is not None:
+            on_job(job_id)
         return self._follow(job_id, {header.msg_id}, on_progress, cancel, timeout)
 
     def wait_job(

@@ -224,12 +224,14 @@ def connect(settings: Settings, *, timeout: float | None = None) -> Client:
 
 @dataclass
 class Runner:
-    """Runs one operation to a LayerPatch. `cancel` may be set from any thread (the dialog's Cancel)."""
+    """Runs one operation to a LayerPatch. `cancel` may be set from any thread (the dialog's Cancel);
+    `on_job(job_id)` hears of each engine job as it starts (GIMP's CancelGuard)."""
 
     settings: Settings
     on_progress: ProgressSink = lambda progress: None
     cancel: threading.Event = field(default_factory=threading.Event)
     seed: int | None = None
+    on_job: Callable[[str], None] = lambda job_id: None
 
     def run(self, op: Operation, canvas: Canvas) -> LayerPatch:
         client = connect(self.settings)
@@ -241,7 +243,11 @@ class Runner:
             job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed)
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(
-                job.request, job.buffers, on_progress=self._progress("Training"), cancel=self.cancel
+                job.request,
+                job.buffers,
+                on_progress=self._progress("Training"),
+                cancel=self.cancel,
+                on_job=self.on_job,
             )
             return patch_from_result(op, canvas, job, message)
         finally:
@@ -255,7 +261,11 @@ class Runner:
             job = train_job(canvas, preset=self.settings.preset)
             self.on_progress(Progress(0, "Generate variation: learning this picture..."))
             trained = client.run_job(
-                job.request, job.buffers, on_progress=self._progress("Training"), cancel=self.cancel
+                job.request,
+                job.buffers,
+                on_progress=self._progress("Training"),
+                cancel=self.cancel,
+                on_job=self.on_job,
             )
             content = trained.content
             if not isinstance(content, ResultReply) or content.model is None:
@@ -263,7 +273,9 @@ class Runner:
             model_id = content.model.model_id
         self.on_progress(Progress(100, "Generate variation: sampling..."))
         job = sample_job(canvas, model_id, seed=self.seed)
-        message = client.run_job(job.request, on_progress=self._progress("Sampling"), cancel=self.cancel)
+        message = client.run_job(
+            job.request, on_progress=self._progress("Sampling"), cancel=self.cancel, on_job=self.on_job
+        )
         return patch_from_result(Operation.VARIATION, canvas, job, message)
 
     def _progress(self, phase: str) -> Callable[[ProgressEvent, np.ndarray | None], None]:

@@ -3,7 +3,8 @@
 
 A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
 Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
-plug-in in its own process, so GIMP stays responsive while the engine works; progress goes to GIMP's bar.
+plug-in in its own process, so GIMP stays responsive while the engine works; progress goes to GIMP's bar,
+whose Cancel button kills this process (editor_bridge.cancel_guard then cancels the engine job).
 """
 
 import os
@@ -20,6 +21,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib  # noqa: E402
 
+from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
 from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth  # noqa: E402
 from editor_bridge.plugin_runner import Progress, Runner, Settings, artist_message, start_engine  # noqa: E402
 
@@ -145,9 +147,11 @@ def run(procedure, run_mode, image, drawables, config, data):
     drawable = drawables[0]
     settings = Settings.load(_HERE)
     Gimp.progress_init(f"{op.label}...")
+    # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
+    guard = CancelGuard(settings.home, settings.timeout_s)
     try:
         canvas = read_canvas(image, drawable)
-        runner = Runner(settings, _progress)
+        runner = Runner(settings, _progress, on_job=guard.watch)
         try:
             patch = runner.run(op, canvas)
         except Exception as exc:  # noqa: BLE001
@@ -164,6 +168,7 @@ def run(procedure, run_mode, image, drawables, config, data):
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:
+        guard.close()
         Gimp.progress_end()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
