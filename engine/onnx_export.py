@@ -25,6 +25,7 @@ from engine.errors import ExportError, OnnxFileError
 from engine.imageio import atomic_write_bytes
 from engine.modes import spec
 from engine.networks import Generator
+from engine.pyramid import Shape, retarget_shapes
 from engine.runtime import FORMAT_VERSION, verify_file, weights_digest
 from engine.standalone import FORMAT, TEXT_KEYS
 from engine.store import TrainedModel
@@ -36,7 +37,7 @@ SAMPLER_FILE = "sampler.onnx"  # written into a model directory on first use (en
 FP16_MAX = 65504.0
 # Bumped whenever the graph built from the same weights changes, so that samplers exported on first use
 # by an older engine are exported again.
-EXPORTER_REVISION = 2
+EXPORTER_REVISION = 3
 # fp16 exports match fp32 to within one level of an 8-bit image (2/255 on the [-1, 1] output). fp16 keeps
 # 11 significant bits (relative rounding 2^-11, about 5e-4); each convolution sums hundreds of products
 # with fp32 accumulation and the final tanh compresses large values, so the error that reaches the output
@@ -91,40 +92,67 @@ class _Sampling(nn.Module):
         return self.generator([x.to(self.dtype) for x in inputs], self.amps).float()
 
 
-def _cubic_taps(n_in: int, n_out: int, like: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Source rows and weights of 1-D bicubic interpolation with align_corners (A = -0.75, edges clamped),
-    as F.interpolate computes them; n_in and n_out may be symbolic."""
+BAND = 32  # output rows per block of the banded resize
+WINDOW = BAND + 4  # input rows one block reads when upsampling (scale <= 1): its span plus the 4 taps
+
+
+def _banded_weights(n_in, n_out, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D bicubic interpolation with align_corners (A = -0.75, edges clamped), as F.interpolate computes
+    it, cut into blocks of BAND output rows: for block j, the WINDOW input rows it reads (clamped indices,
+    n_blocks x WINDOW) and its BAND x WINDOW weights (n_blocks x BAND x WINDOW). n_in and n_out may be
+    symbolic; the stages only ever upsample, which is what WINDOW allows for."""
     a = -0.75
+    n_blocks = (n_out + BAND - 1) // BAND
     # The scale in float32 first, then times the index: F.interpolate's order of rounding, which places
     # the taps identically (the other order moves them by an ulp, enough for 1e-5 at large sizes).
     scale = torch.ones((), dtype=torch.float32, device=like.device) * (n_in - 1) / max(n_out - 1, 1)
-    src = torch.arange(n_out, dtype=torch.float32, device=like.device) * scale
+    src = torch.arange(n_blocks * BAND, dtype=torch.float32, device=like.device) * scale
     i0 = torch.floor(src)
     t = src - i0
     s = 1.0 - t
-    weights = [
+    taps = [
         ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
         ((a + 2) * t - (a + 3)) * t * t + 1,
         ((a + 2) * s - (a + 3)) * s * s + 1,
         ((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a,
     ]
-    base = i0.to(torch.int64)
-    rows = [torch.clamp(base + (k - 1), 0, n_in - 1) for k in range(4)]
-    return rows, [w.to(like.dtype) for w in weights]
+    block = torch.arange(n_blocks, dtype=torch.float32, device=like.device)
+    first = (torch.floor(block * BAND * scale) - 1).reshape(-1, 1)  # the window's first input row
+    window = torch.arange(WINDOW, dtype=torch.float32, device=like.device)
+    rows = torch.clamp(first + window.reshape(1, -1), 0, n_in - 1).to(torch.int64)
+    offset = (i0 - 1).reshape(-1, BAND) - first  # where each output row's first tap sits in its window
+    weights = sum(
+        (window.reshape(1, 1, -1) == (offset + k).unsqueeze(2)).to(like.dtype)
+        * w.reshape(-1, BAND, 1).to(like.dtype)
+        for k, w in enumerate(taps)
+    )
+    return rows, weights
 
 
-def gather_upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bicubic resize as 4 gathers and weighted sums per axis, for export.
+def _banded_resize_rows(x: torch.Tensor, n_out) -> torch.Tensor:
+    """Bicubic resize along axis 1 of R x n_in x K: per block of BAND output rows, one matrix product of its
+    weights with the WINDOW input rows it reads (gathered as whole K-long rows, which is a memory copy)."""
+    rows, weights = _banded_weights(x.shape[1], n_out, x)
+    n_blocks = rows.shape[0]
+    window = x.index_select(1, rows.reshape(-1)).reshape(x.shape[0], n_blocks, WINDOW, x.shape[2])
+    out = torch.matmul(weights, window).reshape(x.shape[0], n_blocks * BAND, x.shape[2])
+    return out[:, :n_out]
 
-    onnxruntime's cubic Resize kernel is scalar code: it took 80% of a 250 px sample and 20 s at 1024 px
-    on 2 cores. A dense interpolation matrix (the training code's form) would cost O(n^2) per axis at large
-    sizes. Four taps per output row is the real work, and Gather/Mul/Add are vectorised and threaded.
+
+def banded_upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bicubic resize (align_corners) for export, as banded matrix products in height-width-channel order.
+
+    onnxruntime's cubic Resize kernel is scalar code (80% of a 250 px sample); per-tap gathers along the
+    width with broadcast multiplies made 11 passes over the output per axis and took 70% of a 1024 px
+    sample. Here each axis is one gather of whole rows plus one batched matrix product over blocks of
+    BAND output rows (the interpolation matrix is banded, so each block needs only WINDOW input rows),
+    between two transposes of the whole map.
     """
-    h_out, w_out = size[0], size[1]
-    rows, row_weights = _cubic_taps(x.shape[2], h_out, x)
-    y = sum(x.index_select(2, r) * w.reshape(1, 1, -1, 1) for r, w in zip(rows, row_weights, strict=True))
-    cols, col_weights = _cubic_taps(x.shape[3], w_out, x)
-    return sum(y.index_select(3, c) * w.reshape(1, 1, 1, -1) for c, w in zip(cols, col_weights, strict=True))
+    n, c, h, w = x.shape
+    y = x.permute(2, 3, 0, 1).reshape(1, h, w * n * c)
+    y = _banded_resize_rows(y, size[0]).reshape(size[0], w, n * c)
+    y = _banded_resize_rows(y, size[1])
+    return y.reshape(size[0], size[1], n, c).permute(2, 3, 0, 1)
 
 
 def _refuse_unexportable(model: TrainedModel, fp16: bool) -> None:
@@ -185,6 +213,16 @@ def metadata(model: TrainedModel, fp16: bool) -> dict[str, str]:
     return {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()}
 
 
+def example_shapes(model: TrainedModel) -> list[Shape]:
+    """The model's stage shapes, retargeted larger if needed so the smallest stage exceeds 2 x BAND px."""
+    shortest = min(min(shape) for shape in model.shapes)
+    if shortest > 2 * BAND:
+        return [tuple(shape) for shape in model.shapes]
+    factor = (2 * BAND + 2) / shortest
+    h, w = model.shapes[-1]
+    return retarget_shapes(model.shapes, math.ceil(h * factor), math.ceil(w * factor))
+
+
 def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     """The sampling graph: inputs stage0 (N x 3 x H0 x W0) and noiseK (N x nfc x HK x WK), output `image`
     (N x 3 x H x W in [-1, 1]); amplitudes are constants; fp16 keeps fp32 inputs and output."""
@@ -192,7 +230,7 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     generator = copy.deepcopy(model.generator).cpu().eval().requires_grad_(False)
     # The training code's interpolation matrices would be frozen at the example size; these taps are
     # computed in the graph from the inputs' shapes.
-    generator.resize = gather_upsample
+    generator.resize = banded_upsample
     dtype = torch.float16 if fp16 else torch.float32
     generator.to(dtype)
     if fp16:
@@ -202,8 +240,11 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
                     setattr(parent, name, _Fp32Norm(child))
     wrapper = _Sampling(generator, model.noise_amps, dtype).eval()
     names = input_names(len(model.shapes))
-    # A batch of 2 keeps the batch dimension symbolic (torch.export specialises sizes of 1).
-    example = tuple(torch.randn(2, *generator.noise_shape(k, *s)) for k, s in enumerate(model.shapes))
+    # A batch of 2 keeps the batch dimension symbolic (torch.export specialises sizes of 1), and so does an
+    # example size at which every resize has at least 2 blocks of BAND rows per axis.
+    example = tuple(
+        torch.randn(2, *generator.noise_shape(k, *s)) for k, s in enumerate(example_shapes(model))
+    )
     dynamic = tuple(
         {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} for _ in names
     )
