@@ -1,0 +1,116 @@
+"""Sampling and harmonization latency on this machine at 250 px, 1024 px and 4000x3000, per backend.
+
+python -m bench.bench_latency --harmonization MODEL_DIR [--sizes 250 1024 4000x3000] [--repeats 3]
+
+Sampling: a `fast`-shaped generation model (32 feature channels, 6 stages, trained size 188x250; random
+weights: timing only). Harmonization: the given trained harmonization model (e.g. the one `engine demo`
+writes to out/demo/model) applied to examples/scream_naive.jpg and its mask, resized to each size: the
+full-resolution path users get (generator at model size, change carried to full size, feathered blend).
+Times are seconds per call (best of --repeats after a warm-up), without reading or writing files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine import apply, store
+from engine.config import preset
+from engine.device import configure_threads
+from engine.imageio import Picture, read_image
+from engine.modes import Mode
+from engine.onnx_export import export
+from engine.pyramid import stage_shapes
+from engine.runtime import OnnxBackend, SessionCache, make_backend
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def fast_generation_model() -> store.TrainedModel:
+    model_cfg, _ = preset("fast", Mode.GENERATION)
+    torch.manual_seed(0)
+    generator = store.build_generator(model_cfg, model_cfg.n_stages).eval().requires_grad_(False)
+    shapes = stage_shapes(188, 250, model_cfg)
+    amps = [1.0] + [0.05] * (model_cfg.n_stages - 1)
+    return store.TrainedModel(None, model_cfg, None, generator, [], amps, shapes)  # type: ignore[arg-type]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024' (long side, 4:3 landscape) or 'WxH' -> (height, width)."""
+    if "x" in text:
+        w, h = (int(v) for v in text.split("x"))
+        return h, w
+    side = int(text)
+    return round(side * 3 / 4), side
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()  # warm-up: session creation, per-shape planning, first-touch allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def row(task: str, h: int, w: int, cells: list[float]) -> None:
+    print(f"| {task} | {w}x{h} | " + " | ".join(f"{c:.2f}" for c in cells) + " |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--harmonization", type=Path, help="a trained harmonization model directory")
+    parser.add_argument("--sizes", nargs="+", default=["250", "1024", "4000x3000"])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    configure_threads()
+    print(f"threads: {torch.get_num_threads()}; best of {args.repeats} after a warm-up, seconds per call\n")
+    print("| task | size | " + " | ".join(args.backends) + " |")
+    print("|---|---|" + "---|" * len(args.backends))
+
+    generation = fast_generation_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = {
+            "onnxruntime": OnnxBackend(export(generation, Path(tmp) / "g.onnx"), cache=SessionCache()),
+            "torch": apply.TorchBackend(generation),
+        }
+        for size in args.sizes:
+            h, w = parse_size(size)
+            cells = []
+            for name in args.backends:
+                backend = backends[name]
+                cells.append(
+                    best_of(partial(apply.sample, generation, 1, h, w, backend=backend), args.repeats)
+                )
+            row("sample (`fast`-shaped generation model)", h, w, cells)
+
+    if args.harmonization is None:
+        return
+    model = store.load_model(args.harmonization, "cpu")
+    naive = read_image(EXAMPLES / "scream_naive.jpg").rgb
+    mask = cv2.imread(str(EXAMPLES / "scream_naive_mask.jpg"), cv2.IMREAD_GRAYSCALE)
+    for size in args.sizes:
+        h, w = parse_size(size)
+        picture = Picture(cv2.resize(naive, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1))
+        selection = (cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) > 127).astype(np.float32)
+        cells = []
+        for name in args.backends:
+            backend = make_backend(model, name)
+            run = partial(apply.apply_to_selection, model, picture, selection, backend=backend)
+            cells.append(best_of(run, args.repeats))
+        row(f"harmonize ({args.harmonization})", h, w, cells)
+
+
+if __name__ == "__main__":
+    main()
