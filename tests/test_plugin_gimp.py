@@ -29,13 +29,17 @@ pytestmark = [
 INSIDE = Path("/tmp/singan-gimp-test")  # the test's folder as GIMP sees it, inside the chroot
 RUNS = [
     {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "harmonize", "screenshot": 1},
+    # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
+    {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
 ]
+LAYER_RUNS = [run for run in RUNS if not run.get("cancel")]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 
 
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
 GIMPRC = "root/.config/GIMP/3.0/gimprc"
+CANCEL_BUTTON = (718, 702)  # the status bar's Cancel, beside a plug-in's progress, in a window of that size
 
 
 def mounted(path: Path) -> bool:
@@ -112,6 +116,7 @@ def gimp_run(tmp_path_factory):
     inside = {k: str(INSIDE / Path(v).relative_to(work)) for k, v in
               {"background": scene.background, "object": scene.object}.items()}  # fmt: skip
     config = {**inside, "out": str(INSIDE / "out"), "runs": RUNS, "window": WINDOW, "timeout_s": 120}
+    config |= {"plugin_dir": f"/{PLUGINS}/singan_studio", "cancel_button": CANCEL_BUTTON}
     (work / "config.json").write_text(json.dumps(config))
     with engine_serve(work / "engine", tmp / "engine.log"):
         code = run_gimp(tmp / "gimp.log")
@@ -133,16 +138,16 @@ def gimp_run(tmp_path_factory):
 def test_driver_ran_every_procedure(gimp_run):
     driver = gimp_run["driver"]
     assert "error" not in driver, driver["error"] + (gimp_run["log"] / "gimp.log").read_text()[-3000:]
-    for run in RUNS:
+    for run in LAYER_RUNS:
         assert driver[f"{run['tag']}_found"]
     assert driver["harmonize_menu"] == ["Harmonize selection", ["<Image>/Filters"]]
     assert driver["before_layers"] == ["Pasted object", "Background"]
 
 
-@pytest.mark.parametrize("tag", [run["tag"] for run in RUNS])
+@pytest.mark.parametrize("tag", [run["tag"] for run in LAYER_RUNS])
 def test_new_layer_changed_inside_selection_only(gimp_run, tag):
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
-    name = next(run["layer"] for run in RUNS if run["tag"] == tag)
+    name = next(run["layer"] for run in LAYER_RUNS if run["tag"] == tag)
     assert driver[f"{tag}_layers"] == [name, "Pasted object", "Background"]
     assert driver[f"{tag}_new_layer_above"]
     sel = raw(out / "selection.raw", scene, 1)[..., 0] > 0
@@ -160,6 +165,15 @@ def test_new_layer_changed_inside_selection_only(gimp_run, tag):
     assert (raw(out / f"{tag}_object.raw", scene) == raw(out / "before_object.raw", scene)).all()
     assert driver[f"{tag}_undone_layers"] == driver["before_layers"]
     assert (raw(out / f"{tag}_undone_composite.raw", scene) == before).all()
+
+
+def test_cancel_in_the_status_bar_cancels_the_engine_job(gimp_run):
+    """GIMP kills a cancelled plug-in; its cancel guard must still stop the training in the engine."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["cancel_job_state"] == "cancelled"
+    assert driver["cancel_cancel_seconds"] < 20
+    assert driver["cancel_layers"] == driver["before_layers"]
+    assert (raw(out / "cancel_composite.raw", scene) == raw(out / "before_composite.raw", scene)).all()
 
 
 def test_same_picture_as_krita_reads(gimp_run):

@@ -104,6 +104,61 @@ class Window:
         time.sleep(1.0)
         subprocess.run([sys.executable, "-c", SHOT, str(OUT / name), *map(str, self.geometry())], timeout=30)
 
+    def click(self, x, y):
+        """A left click at (x, y) in the window."""
+        wx, wy, _w, _h = self.geometry()
+        self.focus()
+        xdo("mousemove", "--sync", str(wx + x), str(wy + y), "click", "1")
+
+
+def engine():
+    """A client of the engine the installed plug-in talks to, from the plug-in's own editor_bridge."""
+    plugin_dir = Path(CONFIG["plugin_dir"])
+    if str(plugin_dir / "vendor") not in sys.path:
+        sys.path.insert(0, str(plugin_dir / "vendor"))
+    from editor_bridge.plugin_runner import Settings, connect
+
+    return connect(Settings.load(plugin_dir))
+
+
+def set_preset(preset):
+    settings = Path(CONFIG["plugin_dir"]) / "settings.json"
+    data = json.loads(settings.read_text())
+    data["preset"], old = preset, data.get("preset")
+    settings.write_text(json.dumps(data))
+    return old
+
+
+def running_job():
+    with engine() as client:
+        return next((j.job_id for j in client.status().jobs if j.progress is not None), None)
+
+
+def cancel_run(image, obj, window, run):
+    """Start the filter, wait until the engine is training, click Cancel in the status bar, and record
+    what became of the engine's job and of the picture."""
+    tag, label = run["tag"], Gimp.get_pdb().lookup_procedure(run["procedure"]).get_menu_label()
+    tiny = set_preset(run["preset"])  # a job long enough to cancel in the middle
+    try:
+        window.run_action(label)
+        job_id = wait_for(running_job, 60)
+    finally:
+        set_preset(tiny)
+    if not job_id:
+        raise RuntimeError(f"{tag}: the engine never started training")
+    time.sleep(2.0)  # a few progress updates in the status bar
+    window.screenshot(f"{tag}_progress_gimp.jpg")
+    clicked = time.monotonic()
+    window.click(*CONFIG["cancel_button"])
+    log(f"clicked Cancel for {job_id}")
+    with engine() as client:
+        wait_for(lambda: client.job_status(job_id).state.value not in ("queued", "running"), 30)
+        RESULT[f"{tag}_job_state"] = client.job_status(job_id).state.value
+    RESULT[f"{tag}_cancel_seconds"] = round(time.monotonic() - clicked, 2)
+    time.sleep(1.0)
+    dump(image, obj, tag)
+    window.screenshot(f"{tag}_after_gimp.jpg")
+
 
 def wait_for(predicate, timeout_s, step_s=0.2):
     deadline = time.monotonic() + timeout_s
@@ -135,6 +190,9 @@ def main():
     window.screenshot("before_gimp.jpg")
     pdb = Gimp.get_pdb()
     for run in CONFIG["runs"]:
+        if run.get("cancel"):
+            cancel_run(image, obj, window, run)
+            continue
         tag, name = run["tag"], run["layer"]
         procedure = pdb.lookup_procedure(run["procedure"])
         RESULT[f"{tag}_found"] = procedure is not None
