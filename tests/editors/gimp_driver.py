@@ -2,8 +2,9 @@
 
 It opens the painting in a window, pastes the object as its own layer, selects it (Alpha to Selection), and
 then works the window as an artist would, with xdotool: runs each filter through GIMP's action search ("/",
-the filter's menu label, Return), waits for the new layer and presses Ctrl+Z once. What GIMP then holds
-(layer bytes, the composite, layer names) and screenshots of the window go to files for the test to judge.
+the filter's menu label, Return), waits for the new layer and presses Ctrl+Z once; in the cancel run it clicks
+the status bar's Cancel once the engine trains, and asks the engine what became of the job. What GIMP then
+holds (layer bytes, the composite, layer names) and screenshots of the window go to files for the test.
 
 GIMP keeps serving its window while this driver runs (it waits for a batch plug-in in a nested main loop),
 so the actions and the Undo run in GIMP itself, exactly as from the keyboard.
