@@ -177,7 +177,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frame-mb", type=int, default=512, help="largest accepted image frame, in MiB")
     p.set_defaults(run=cmd_serve)
 
-    p = command("status", "show whether the engine runs: device, jobs and stored models")
+    p = command(
+        "status",
+        "show whether the engine runs (exit code 3 if not), its device, jobs and stored models",
+    )
     p.set_defaults(run=cmd_status)
 
     p = command("stop", "ask the running engine to stop (training is checkpointed first)")
