@@ -1,7 +1,8 @@
 """The installed Krita plugin inside the real Krita (under Xvfb) against a real `engine serve` on loopback.
 
 A driver plugin builds the scene and triggers the actions as an artist would; the assertions read only what
-Krita itself wrote out: layer bytes, the composite, layer names, and the state after one Undo.
+Krita itself wrote out: layer bytes, the composite, layer names, and the state after one Undo. A second,
+shorter session starts with no engine running: the driver clicks Yes in the plugin's offer to start one.
 """
 
 from __future__ import annotations
@@ -9,13 +10,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from editor_e2e import ROOT, editor_env, editor_skip_reason, engine_serve, install_plugin, make_scene, raw
+from editor_e2e import (
+    ROOT,
+    Scene,
+    editor_env,
+    editor_skip_reason,
+    engine_serve,
+    install_plugin,
+    make_scene,
+    raw,
+)
 
+from editor_bridge.errors import BridgeError
 from editor_bridge.plugin_runner import Settings, connect
 from editor_bridge.protocol import Mode
 
@@ -39,9 +52,8 @@ def run_krita(user: Path, config: Path, log: Path) -> int:
         return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=400).returncode
 
 
-@pytest.fixture(scope="module")
-def krita_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("krita")
+def prepare(tmp: Path, runs: list[dict]) -> tuple[Scene, Path, Path, Path, Path]:
+    """Scene, plugin and driver for a user under `tmp`: (scene, user, engine home, out, driver config)."""
     scene = make_scene(tmp / "scene")
     user, engine_home, out = tmp / "user", tmp / "engine", tmp / "out"
     out.mkdir()
@@ -58,11 +70,18 @@ def krita_run(tmp_path_factory):
                 "object": str(scene.object),
                 "mask": str(scene.mask),
                 "out": str(out),
-                "runs": RUNS,
+                "runs": runs,
                 "timeout_s": 240,
             }
         )
     )
+    return scene, user, engine_home, out, config
+
+
+@pytest.fixture(scope="module")
+def krita_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("krita")
+    scene, user, engine_home, out, config = prepare(tmp, RUNS)
     with engine_serve(engine_home, tmp / "engine.log"):
         code = run_krita(user, config, tmp / "krita.log")
         with connect(Settings(home=str(engine_home))) as client:
@@ -72,6 +91,44 @@ def krita_run(tmp_path_factory):
         for name in ("before_krita.png", "harmonize_krita.png"):
             shutil.copy(out / name, Path(os.environ["SINGAN_SCREENSHOTS"]) / name)
     return {"scene": scene, "out": out, "driver": driver, "code": code, "models": models, "log": tmp}
+
+
+def stop_engine(home: Path) -> str | None:
+    """Shut down the engine the plugin started (it outlives Krita by design); returns its command line."""
+    try:
+        with connect(Settings(home=str(home)), timeout=5) as client:
+            pid = client.status().pid
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            client.shutdown()
+    except BridgeError:
+        return None
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    return cmdline
+
+
+@pytest.fixture(scope="module")
+def krita_start_run(tmp_path_factory):
+    """No engine runs: the plugin offers to start one, the driver clicks Yes, and the action goes through."""
+    tmp = tmp_path_factory.mktemp("krita-start")
+    run = {"action": "singan_harmonize", "layer": "Harmonized", "tag": "harmonize", "answer_start": True}
+    scene, user, engine_home, out, config = prepare(tmp, [run])
+    try:
+        code = run_krita(user, config, tmp / "krita.log")
+    finally:
+        cmdline = stop_engine(engine_home)
+    driver = json.loads((out / "driver.json").read_text())
+    return {
+        "scene": scene,
+        "out": out,
+        "driver": driver,
+        "code": code,
+        "cmdline": cmdline,
+        "home": engine_home,
+    }
 
 
 def test_driver_ran_every_action(krita_run):
@@ -114,3 +171,19 @@ def test_second_harmonization_reuses_the_model(krita_run):
 def test_krita_exits_cleanly(krita_run):
     # 139 was the segfault at quit seen when zmq sockets or contexts outlived the plugin's jobs
     assert krita_run["code"] == 0, (krita_run["log"] / "krita.log").read_text()[-3000:]
+
+
+def test_offers_to_start_the_engine_and_starts_it(krita_start_run):
+    driver, home = krita_start_run["driver"], krita_start_run["home"]
+    assert "error" not in driver, driver["error"]
+    assert not driver.get("messages"), driver["messages"]
+    assert driver["offers"] == ["The engine is not running. Start it now?"]
+    # a real `engine serve` that the plugin started for this engine home, logging where the docs say
+    assert krita_start_run["cmdline"] is not None, "no engine answered after the plugin started one"
+    assert krita_start_run["cmdline"].endswith(f"-m engine.cli serve --home {home}")
+    assert (home / "engine-started-by-plugin.log").exists()
+    scene, out = krita_start_run["scene"], krita_start_run["out"]
+    assert driver["harmonize_layers"] == ["Background", "Pasted object", "Harmonized", "Selection Mask"]
+    new = raw(out / "harmonize_new_layer.raw", scene)
+    assert (new[scene.selection, 3] == 255).all() and (new[~scene.selection, 3] == 0).all()
+    assert krita_start_run["code"] == 0, (out.parent / "krita.log").read_text()[-3000:]

@@ -104,6 +104,13 @@ class Driver(Extension):
             boxes = [
                 w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
             ]
+            offers = [box for box in boxes if box.button(QMessageBox.Yes) is not None]
+            # "The engine is not running. Start it now?": Yes, once; asked again, it failed to start one
+            if offers and self.run.get("answer_start") and not RESULT.get("offers"):
+                RESULT.setdefault("offers", []).extend(box.text() for box in offers)
+                offers[0].button(QMessageBox.Yes).click()  # as the artist clicks Yes
+                QTimer.singleShot(200, self.poll)
+                return
             if boxes:  # the plugin told the artist something went wrong: record it, close it, stop
                 RESULT.setdefault("messages", []).extend(box.text() for box in boxes)
                 for box in boxes:
