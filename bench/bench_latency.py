@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
@@ -21,25 +20,14 @@ import cv2
 import numpy as np
 import torch
 
+from bench.bench_runtime import best_of, paper_model
 from engine import apply, store
-from engine.config import preset
 from engine.device import configure_threads
 from engine.imageio import Picture, read_image
-from engine.modes import Mode
 from engine.onnx_export import export
-from engine.pyramid import stage_shapes
 from engine.runtime import OnnxBackend, SessionCache, make_backend
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def fast_generation_model() -> store.TrainedModel:
-    model_cfg, _ = preset("fast", Mode.GENERATION)
-    torch.manual_seed(0)
-    generator = store.build_generator(model_cfg, model_cfg.n_stages).eval().requires_grad_(False)
-    shapes = stage_shapes(188, 250, model_cfg)
-    amps = [1.0] + [0.05] * (model_cfg.n_stages - 1)
-    return store.TrainedModel(None, model_cfg, None, generator, [], amps, shapes)  # type: ignore[arg-type]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -49,16 +37,6 @@ def parse_size(text: str) -> tuple[int, int]:
         return h, w
     side = int(text)
     return round(side * 3 / 4), side
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up: session creation, per-shape planning, first-touch allocations
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def row(task: str, h: int, w: int, cells: list[float]) -> None:
@@ -79,7 +57,7 @@ def main() -> None:
     print("| task | size | " + " | ".join(args.backends) + " |")
     print("|---|---|" + "---|" * len(args.backends))
 
-    generation = fast_generation_model()
+    generation = paper_model("fast")
     with tempfile.TemporaryDirectory() as tmp:
         backends = {
             "onnxruntime": OnnxBackend(export(generation, Path(tmp) / "g.onnx"), cache=SessionCache()),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import ModelConfig
+from engine.config import preset
 from engine.device import configure_threads
 from engine.modes import Mode
 from engine.onnx_export import export
@@ -25,9 +25,9 @@ from engine.runtime import OnnxBackend, SessionCache
 from engine.store import TrainedModel, build_generator
 
 
-def paper_model() -> TrainedModel:
-    """The paper's generation configuration (nfc 64, 6 stages) on a 188x250 image, random weights."""
-    cfg = ModelConfig(Mode.GENERATION)
+def paper_model(name: str = "paper") -> TrainedModel:
+    """A preset's generation configuration (paper: nfc 64, 6 stages) on a 188x250 image, random weights."""
+    cfg, _ = preset(name, Mode.GENERATION)
     torch.manual_seed(0)
     generator = build_generator(cfg, cfg.n_stages).eval().requires_grad_(False)
     shapes = stage_shapes(188, 250, cfg)

@@ -18,6 +18,19 @@ CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("mode", ["generation", "retarget", "harmonization", "editing"])
+def assert_same_model(straight, resumed) -> store.TrainedModel:
+    """A resumed run's model equals the uninterrupted run's, and its checkpoint is gone."""
+    a, b = store.load_model(straight), store.load_model(resumed)
+    for (name, x), (_, y) in zip(
+        a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True
+    ):
+        # Equal up to float rounding (oneDNN may sum in another order after reloading tensors).
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0, msg=name)
+    assert a.noise_amps == b.noise_amps
+    assert not (resumed / store.CHECKPOINT_DIR).exists()
+    return b
+
+
 def test_tiny_run_per_mode_makes_images_like_the_training_image(mode, tiny_models):
     model = store.load_model(tiny_models[mode])
     image = store.load_training_image(tiny_models[mode])
@@ -77,14 +90,7 @@ def test_resume_after_cancel_matches_an_uninterrupted_run(tmp_path, shared_image
     with pytest.raises(Exception, match="did not finish"):
         store.load_model(tmp_path / "resumed")
     resumed = training.resume(tmp_path / "resumed", CPU)
-    a, b = store.load_model(straight), store.load_model(resumed)
-    for (name, x), (_, y) in zip(
-        a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True
-    ):
-        # Equal up to float rounding (oneDNN may sum in another order after reloading tensors).
-        torch.testing.assert_close(x, y, atol=1e-6, rtol=0, msg=name)
-    assert a.noise_amps == b.noise_amps
-    assert not (resumed / store.CHECKPOINT_DIR).exists()
+    assert_same_model(straight, resumed)
 
 
 def test_train_refuses_to_overwrite_a_model(tiny_models):
@@ -125,14 +131,8 @@ def test_finetune_resumed_after_cancel_matches_an_uninterrupted_run(tiny_models,
         store.load_model(tmp_path / "resumed")
     # The checkpoint holds the naive image and the parent: resuming needs neither.
     resumed = training.resume(tmp_path / "resumed", CPU)
-    a, b = store.load_model(straight), store.load_model(resumed)
-    for (name, x), (_, y) in zip(
-        a.generator.state_dict().items(), b.generator.state_dict().items(), strict=True
-    ):
-        torch.testing.assert_close(x, y, atol=1e-6, rtol=0, msg=name)
-    assert a.noise_amps == b.noise_amps
+    b = assert_same_model(straight, resumed)
     assert b.info["parent"] == str(original.resolve()) and b.info["finetuned_iters"] == 6
-    assert not (resumed / store.CHECKPOINT_DIR).exists()
 
 
 def test_finetune_refuses_generation_models(tiny_models, tmp_path):
