@@ -2,8 +2,9 @@
 GIMP 3 is not in Debian 12) against a real `engine serve` on loopback. The chroot shares the network and the
 pid namespace, so the plug-in finds the engine through its connection file exactly as on an artist's machine.
 
-The driver runs the filters from GIMP's action search and undoes them with Ctrl+Z through xdotool (GIMP's PDB
-has no Undo); the assertions read only what GIMP itself wrote out.
+The driver runs the filters from GIMP's action search, undoes them with Ctrl+Z and clicks the status bar's
+Cancel through xdotool (GIMP's PDB has no Undo); the assertions read only what GIMP itself wrote out, and the
+cancelled job's state from the engine.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ RUNS = [
 ]
 LAYER_RUNS = [run for run in RUNS if not run.get("cancel")]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
-
-
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
 GIMPRC = "root/.config/GIMP/3.0/gimprc"
 CANCEL_BUTTON = (718, 702)  # the status bar's Cancel, beside a plug-in's progress, in a window of that size
