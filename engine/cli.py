@@ -10,9 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+from engine.assets import asset_dir
 from engine.errors import EngineError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = asset_dir("examples")
 
 
 def _device(args: argparse.Namespace):

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import editor_bridge
 from editor_bridge.plugin_runner import SETTINGS_FILE, Settings
+from engine.assets import asset_dir
 from engine.errors import EngineError
 
 PLUGIN_NAME = "singan_studio"
 MANIFEST = "install-manifest.json"
-PLUGINS_SRC = Path(__file__).resolve().parent.parent / "plugins"
+PLUGINS_SRC = asset_dir("plugins")
 WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "singan-studio" / "wheels"
 # editor_bridge's own imports; pip adds pydantic-core, typing-extensions, annotated-types, typing-inspection.
 # pydantic is pinned to the engine's version so both ends validate the protocol the same way.
