@@ -93,8 +93,12 @@ class Window:
             raise RuntimeError("GIMP's action search did not open")
         xdo("windowfocus", "--sync", popup.split()[0])  # no window manager hands it the focus
         xdo("type", "--delay", "40", label)
-        time.sleep(1.5)
-        xdo("key", "Return")
+        for _ in range(3):  # on a busy machine the list may fill in after Return: the popup then stays open
+            time.sleep(1.5)
+            xdo("key", "Return")
+            if wait_for(lambda: not xdo("search", "--onlyvisible", "--name", "^Search Actions$"), 3):
+                return
+        raise RuntimeError(f"GIMP's action search did not run {label!r}")
 
     def geometry(self):
         shell = dict(line.split("=", 1) for line in xdo("getwindowgeometry", "--shell", self.id).splitlines())
