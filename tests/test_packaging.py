@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,16 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_carries_plugins_and_examples_and_the_engine_finds_them(tmp_path):
+    # Built from a copy: an in-tree build would leave build/ and egg-info behind in the checkout.
+    source = tmp_path / "source"
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("engine", "editor_bridge", "plugins", "examples"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
          "-w", str(tmp_path / "wheel")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = (tmp_path / "wheel").glob("singan_studio-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for source in [*ROOT.glob("plugins/**/*"), *ROOT.glob("examples/*")]:
-        if source.is_file() and "__pycache__" not in source.parts:
-            assert f"engine/_assets/{source.relative_to(ROOT).as_posix()}" in names
+    for path in [*source.glob("plugins/**/*"), *source.glob("examples/*")]:
+        if path.is_file():
+            assert f"engine/_assets/{path.relative_to(source).as_posix()}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # From the unpacked wheel (not the checkout), the engine's plugin installer and demo find the copies.
