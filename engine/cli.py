@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def _model_summary(path: Path) -> dict:
-    from engine.store import read_meta
+    from engine.model_dir import read_meta
 
     meta = read_meta(path)
     return {

@@ -20,13 +20,9 @@ from safetensors.torch import load_file, save
 from engine.config import ModelConfig, TrainConfig
 from engine.errors import IncompatibleModelError, ModelNotFoundError
 from engine.imageio import Picture, atomic_write_bytes, read_image, write_image
+from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON, read_meta
 from engine.networks import Discriminator, Generator
 from engine.pyramid import Shape
-
-FORMAT = "singan-studio-model"
-FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-CHECKPOINT_DIR = "checkpoint"
 
 
 @dataclass
@@ -80,31 +76,6 @@ def save_model(
     atomic_write_bytes(directory / MODEL_JSON, json.dumps(meta, indent=2).encode())
     shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
     return directory
-
-
-def read_meta(directory: str | Path) -> dict:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ModelNotFoundError(
-            f"no model at {directory}: train one with `engine train IMAGE --out {directory}`"
-        )
-    meta_path = directory / MODEL_JSON
-    if not meta_path.is_file():
-        if (directory / CHECKPOINT_DIR).is_dir():
-            raise ModelNotFoundError(
-                f"training of {directory} did not finish: "
-                f"continue it with `engine train --resume {directory}`"
-            )
-        raise ModelNotFoundError(f"{directory} is not a model directory (it has no {MODEL_JSON})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelNotFoundError(f"{meta_path} is unreadable ({e}); retrain the model") from e
-    if meta.get("format") != FORMAT:
-        raise IncompatibleModelError(f"{directory} is not a model of this engine")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise IncompatibleModelError(f"{directory} was written by a newer engine: upgrade to load it")
-    return meta
 
 
 def build_generator(model: ModelConfig, n_stages: int) -> Generator:

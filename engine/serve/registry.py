@@ -23,7 +23,7 @@ from editor_bridge.protocol import Mode, ModelInfo
 from engine.config import ModelConfig, TrainConfig
 from engine.errors import EngineError, ModelNotFoundError
 from engine.imageio import atomic_write_bytes
-from engine.store import read_meta
+from engine.model_dir import read_meta
 
 log = logging.getLogger(__name__)
 

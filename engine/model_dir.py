@@ -1,0 +1,42 @@
+"""What makes a directory a model, read without torch: its `model.json` (written last) and its checkpoint.
+
+Listing stored models (`engine status` with no daemon, the daemon's registry) needs only this; loading
+weights is engine.store's business.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import IncompatibleModelError, ModelNotFoundError
+
+FORMAT = "singan-studio-model"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+def read_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelNotFoundError(
+            f"no model at {directory}: train one with `engine train IMAGE --out {directory}`"
+        )
+    meta_path = directory / MODEL_JSON
+    if not meta_path.is_file():
+        if (directory / CHECKPOINT_DIR).is_dir():
+            raise ModelNotFoundError(
+                f"training of {directory} did not finish: "
+                f"continue it with `engine train --resume {directory}`"
+            )
+        raise ModelNotFoundError(f"{directory} is not a model directory (it has no {MODEL_JSON})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"{meta_path} is unreadable ({e}); retrain the model") from e
+    if meta.get("format") != FORMAT:
+        raise IncompatibleModelError(f"{directory} is not a model of this engine")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise IncompatibleModelError(f"{directory} was written by a newer engine: upgrade to load it")
+    return meta
