@@ -130,7 +130,7 @@ def _banded_weights(n_in, n_out, like: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def _banded_resize_rows(x: torch.Tensor, n_out) -> torch.Tensor:
-    """Bicubic resize along axis 1 of R x n_in x K: per block of BAND output rows, one matrix product of its
+    """Bicubic resize along axis 1 of B x n_in x K: per block of BAND output rows, one matrix product of its
     weights with the WINDOW input rows it reads (gathered as whole K-long rows, which is a memory copy)."""
     rows, weights = _banded_weights(x.shape[1], n_out, x)
     n_blocks = rows.shape[0]
@@ -140,19 +140,19 @@ def _banded_resize_rows(x: torch.Tensor, n_out) -> torch.Tensor:
 
 
 def banded_upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bicubic resize (align_corners) for export, as banded matrix products in height-width-channel order.
+    """Bicubic resize (align_corners) for export, as banded matrix products, one axis at a time.
 
     onnxruntime's cubic Resize kernel is scalar code (80% of a 250 px sample); per-tap gathers along the
     width with broadcast multiplies made 11 passes over the output per axis and took 70% of a 1024 px
     sample. Here each axis is one gather of whole rows plus one batched matrix product over blocks of
-    BAND output rows (the interpolation matrix is banded, so each block needs only WINDOW input rows),
-    between two transposes of the whole map.
+    BAND output rows (the interpolation matrix is banded, so each block needs only WINDOW input rows).
+    The width goes first, on each channel's transposed map, so that the result comes out in NCHW order
+    without a transpose of the (largest) output.
     """
     n, c, h, w = x.shape
-    y = x.permute(2, 3, 0, 1).reshape(1, h, w * n * c)
-    y = _banded_resize_rows(y, size[0]).reshape(size[0], w, n * c)
-    y = _banded_resize_rows(y, size[1])
-    return y.reshape(size[0], size[1], n, c).permute(2, 3, 0, 1)
+    y = _banded_resize_rows(x.reshape(n * c, h, w).transpose(1, 2), size[1])  # (NC, W_out, H)
+    y = _banded_resize_rows(y.transpose(1, 2), size[0])  # (NC, H_out, W_out)
+    return y.reshape(n, c, size[0], size[1])
 
 
 def _refuse_unexportable(model: TrainedModel, fp16: bool) -> None:
