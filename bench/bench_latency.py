@@ -1,12 +1,15 @@
 """Sampling and harmonization latency on this machine at 250 px, 1024 px and 4000x3000, per backend.
 
 python -m bench.bench_latency --harmonization MODEL_DIR [--sizes 250 1024 4000x3000] [--repeats 3]
+    [--tasks sample harmonize] [--backends onnxruntime torch]
 
 Sampling: a `fast`-shaped generation model (32 feature channels, 6 stages, trained size 188x250; random
 weights: timing only). Harmonization: the given trained harmonization model (e.g. the one `engine demo`
 writes to out/demo/model) applied to examples/scream_naive.jpg and its mask, resized to each size: the
 full-resolution path users get (generator at model size, change carried to full size, feathered blend).
-Times are seconds per call (best of --repeats after a warm-up), without reading or writing files.
+Times are seconds per call (best of --repeats after a warm-up), without reading or writing files. A
+4000x3000 sample needs 12-18 GB; run each backend in its own process there (onnxruntime's arena keeps
+its peak memory for the session's lifetime).
 """
 
 from __future__ import annotations
@@ -51,12 +54,22 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["250", "1024", "4000x3000"])
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--tasks", nargs="+", default=["sample", "harmonize"], choices=["sample", "harmonize"]
+    )
     args = parser.parse_args()
     configure_threads()
     print(f"threads: {torch.get_num_threads()}; best of {args.repeats} after a warm-up, seconds per call\n")
     print("| task | size | " + " | ".join(args.backends) + " |")
     print("|---|---|" + "---|" * len(args.backends))
 
+    if "sample" in args.tasks:
+        sampling(args)
+    if "harmonize" in args.tasks and args.harmonization is not None:
+        harmonizing(args)
+
+
+def sampling(args: argparse.Namespace) -> None:
     generation = paper_model("fast")
     with tempfile.TemporaryDirectory() as tmp:
         backends = {
@@ -73,8 +86,8 @@ def main() -> None:
                 )
             row("sample (`fast`-shaped generation model)", h, w, cells)
 
-    if args.harmonization is None:
-        return
+
+def harmonizing(args: argparse.Namespace) -> None:
     model = store.load_model(args.harmonization, "cpu")
     naive = read_image(EXAMPLES / "scream_naive.jpg").rgb
     mask = cv2.imread(str(EXAMPLES / "scream_naive_mask.jpg"), cv2.IMREAD_GRAYSCALE)
