@@ -1,5 +1,5 @@
-"""CancelGuard: a plug-in process killed mid-job (what GIMP's Cancel does) gets its engine job cancelled by the
-watcher; a plug-in that finishes cancels nothing. Real processes against a fake engine on loopback."""
+"""CancelGuard: a plug-in process killed mid-job (what GIMP's Cancel does) gets its engine job cancelled by
+the watcher; a plug-in that finishes cancels nothing. Real processes against a fake engine on loopback."""
 
 from __future__ import annotations
 
