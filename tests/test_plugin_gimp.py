@@ -9,18 +9,25 @@ cancelled job's state from the engine.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from editor_e2e import GIMP_ROOT, ROOT, editor_skip_reason, engine_serve, install_plugin, make_scene, raw
+from editor_e2e import (
+    GIMP_ROOT,
+    ROOT,
+    editor_skip_reason,
+    engine_serve,
+    install_plugin,
+    make_scene,
+    raw,
+    xvfb,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,24 +50,6 @@ CANCEL_BUTTON = (718, 702)  # the status bar's Cancel, beside a plug-in's progre
 
 def mounted(path: Path) -> bool:
     return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
-
-
-@contextlib.contextmanager
-def xvfb() -> Iterator[str]:
-    """A private X server on a free display; the chroot reaches it through the abstract socket."""
-    read_fd, write_fd = os.pipe()
-    command = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x900x24", "-nolisten", "tcp"]
-    server = subprocess.Popen(command, pass_fds=[write_fd], stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    try:
-        with os.fdopen(read_fd) as displayfd:
-            display = displayfd.readline().strip()
-        if not display:
-            raise RuntimeError(f"Xvfb did not start (exit code {server.wait(5)})")
-        yield f":{display}"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def quiet_start() -> None:

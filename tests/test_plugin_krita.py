@@ -26,6 +26,7 @@ from editor_e2e import (
     install_plugin,
     make_scene,
     raw,
+    xvfb,
 )
 
 from editor_bridge.errors import BridgeError
@@ -47,8 +48,9 @@ RUNS = [
 
 def run_krita(user: Path, config: Path, log: Path) -> int:
     env = editor_env(HOME=str(user), SINGAN_DRIVER_CONFIG=str(config))
-    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "krita", "--nosplash"]
-    with open(log, "wb") as out:
+    with xvfb("1280x1024x24") as display, open(log, "wb") as out:
+        env["DISPLAY"] = display
+        command = ["krita", "--nosplash"]
         return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=400).returncode
 
 

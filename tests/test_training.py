@@ -17,7 +17,6 @@ from tests.conftest import TRAIN_IMAGES
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("mode", ["generation", "retarget", "harmonization", "editing"])
 def assert_same_model(straight, resumed) -> store.TrainedModel:
     """A resumed run's model equals the uninterrupted run's, and its checkpoint is gone."""
     a, b = store.load_model(straight), store.load_model(resumed)
@@ -31,6 +30,7 @@ def assert_same_model(straight, resumed) -> store.TrainedModel:
     return b
 
 
+@pytest.mark.parametrize("mode", ["generation", "retarget", "harmonization", "editing"])
 def test_tiny_run_per_mode_makes_images_like_the_training_image(mode, tiny_models):
     model = store.load_model(tiny_models[mode])
     image = store.load_training_image(tiny_models[mode])
