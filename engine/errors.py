@@ -27,6 +27,10 @@ class CancelledError(EngineError):
     exit_code = 130
 
 
+class TrainingDivergedError(EngineError):
+    """Training produced non-finite values: no model is written."""
+
+
 class ExportError(EngineError):
     """A model cannot be exported to ONNX (damaged weights, unsupported shape, unwritable output...)."""
 

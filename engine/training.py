@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from engine import augment, store
 from engine.config import ModelConfig, Precision, TrainConfig
 from engine.device import autocast
-from engine.errors import BadInputError, CancelledError, IncompatibleModelError
+from engine.errors import BadInputError, CancelledError, IncompatibleModelError, TrainingDivergedError
 from engine.imageio import Picture, read_image, write_image
 from engine.modes import Mode, StageInput, spec
 from engine.networks import Discriminator, Generator
@@ -207,6 +207,18 @@ class Trainer:
         with torch.no_grad():
             rec = self.generator(self.fixed_noise, self.amps)
         self.amps[-1] = self.train.noise_amp * math.sqrt(F.mse_loss(rec.float(), self.reals[depth]).item())
+        self._check_finite(depth)
+
+    def _check_finite(self, depth: int) -> None:
+        """Refuse to go on (or save) once training has diverged: a NaN model would only sample NaNs."""
+        finite = all(math.isfinite(a) for a in self.amps) and all(
+            torch.isfinite(p).all() for p in self.generator.parameters()
+        )
+        if not finite:
+            raise TrainingDivergedError(
+                f"training diverged by stage {depth + 1} (non-finite weights or noise amplitude); no model "
+                "was written: train again with --precision fp32 or another --seed"
+            )
 
     def _train_stage(self, depth: int) -> None:
         t, g, d = self.train, self.generator, self.critic
@@ -378,6 +390,7 @@ class Trainer:
         return self._save()
 
     def _save(self) -> Path:
+        self._check_finite(len(self.amps) - 1)
         self.generator.eval().requires_grad_(False)
         trained = store.TrainedModel(
             path=self.out_dir,
