@@ -147,3 +147,21 @@ def test_bf16_training_runs_and_learns(tmp_path):
     model, train = _tiny("harmonization", precision=preset("tiny", "harmonization")[1].precision.BF16)
     out = training.train(image, model, train, tmp_path / "bf16", CPU)
     assert store.load_model(out).noise_amps[1] > 0
+
+
+def test_diverged_training_writes_no_model_and_says_what_to_do(tmp_path, monkeypatch):
+    from engine.errors import TrainingDivergedError
+
+    real_train_stage = training.Trainer._train_stage
+
+    def diverging(self, depth):  # what a blown-up step leaves behind: NaN weights
+        real_train_stage(self, depth)
+        with torch.no_grad():
+            next(self.generator.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(training.Trainer, "_train_stage", diverging)
+    model, train = preset("tiny", "generation")
+    image = read_image(TRAIN_IMAGES["generation"]).rgb
+    with pytest.raises(TrainingDivergedError, match="--precision fp32"):
+        training.train(image, model, train, tmp_path / "m", CPU)
+    assert not (tmp_path / "m" / "model.json").exists()
