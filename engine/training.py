@@ -52,6 +52,7 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 PREVIEW_EVERY_S = 10.0
 PREVIEW_SIZE = 128
+STEP_ATTEMPTS = 3  # tries of one optimizer step whose gradients came out non-finite
 
 
 def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -112,6 +113,7 @@ class Trainer:
         self.stage0_override: torch.Tensor | None = None  # fine-tuning: the user's naive image
         self.info: dict = {}  # provenance written into the model (fine-tuning: the parent model)
         self.elapsed = 0.0
+        self.recomputed_steps = 0  # steps recomputed after non-finite gradients (see _finite_backward)
         self._last_preview = -math.inf
         if train.channels_last:
             self.generator.to(memory_format=torch.channels_last)
@@ -220,9 +222,31 @@ class Trainer:
                 "was written: train again with --precision fp32 or another --seed"
             )
 
+    def _finite_backward(self, net: torch.nn.Module, losses: Callable[[int], tuple], what: str) -> tuple:
+        """Back-propagate the sum of `losses()` into `net`, recomputing the step if a gradient is not finite.
+
+        oneDNN 3.12's AMX bf16 convolution backward (the CPU path of bf16 autocast) intermittently writes NaN
+        into weight gradients when it runs on several threads: about 1% of calls at some map sizes
+        (bench/check_bf16_conv.py; docs/benchmarks.md). One such step used to turn the whole model into NaN.
+        A recomputed step is correct; a step that stays non-finite is real divergence and stops training.
+        """
+        params = [p for p in net.parameters() if p.requires_grad]
+        for attempt in range(STEP_ATTEMPTS):
+            net.zero_grad(set_to_none=True)
+            values = losses(attempt)
+            sum(values).backward()
+            grads = [p.grad for p in params if p.grad is not None]
+            if torch.stack([torch.isfinite(grad).all() for grad in grads]).all():
+                return values
+            self.recomputed_steps += 1
+        raise TrainingDivergedError(
+            f"training diverged at stage {self.stage + 1}, iteration {self.iteration + 1}: the {what}'s "
+            f"gradients stayed non-finite over {STEP_ATTEMPTS} attempts; no model was written: train again "
+            "with --precision fp32 or another --seed"
+        )
+
     def _train_stage(self, depth: int) -> None:
-        t, g, d = self.train, self.generator, self.critic
-        real = self.reals[depth]
+        t, g = self.train, self.generator
         opt_g, opt_d = self._optimizers(depth)
         first = max(0, depth + 1 - t.train_depth)  # lowest stage being trained
         amp_ctx = autocast(self.device, t.precision)
@@ -238,46 +262,60 @@ class Trainer:
                     f"{what} cancelled; continue with `engine {command} --resume {self.out_dir}`"
                 )
             self._set_lr((opt_g, opt_d), self.iteration)
-            inputs = self._random_inputs(depth)
-            with amp_ctx:
-                with torch.no_grad():
-                    frozen = g.run_stages(None, inputs, self.amps, 0, first - 1) if first else None
-                fake = g.to_image(g.run_stages(frozen, inputs, self.amps, first, depth)).float()
-            # Critic: the reference regenerates `fake` for each step from the same noise and weights.
-            d.requires_grad_(True)
-            for _ in range(t.d_steps):
-                d.zero_grad(set_to_none=True)
-                with amp_ctx:
-                    scores = d(torch.cat([real, fake.detach()])).float()
-                    loss_real, loss_fake = -scores[0].mean(), scores[1].mean()
-                    gp = gradient_penalty(d, real, fake.detach(), self.torch_rng) * t.lambda_grad
-                (loss_real + loss_fake + gp).backward()
-                opt_d.step()
-            # Generator: adversarial plus reconstruction loss; the critic's weights need no gradients here.
-            d.requires_grad_(False)
-            with amp_ctx:
-                loss_adv = -d(fake).float().mean()
-                rec = g.to_image(g.run_stages(rec_frozen, self.fixed_noise, self.amps, first, depth)).float()
-                loss_rec = t.alpha * F.mse_loss(rec, real)
-            opt_g.zero_grad(set_to_none=True)
-            (loss_adv + loss_rec).backward()
-            for _ in range(t.g_steps):  # the reference steps Adam g_steps times on the same gradients
-                opt_g.step()
+            losses, fake = self._iteration(depth, first, rec_frozen, opt_g, opt_d, amp_ctx)
             self.iteration += 1
             if self.progress is not None:
                 spi = (time.monotonic() - stage_start) / (self.iteration - stage_iter0)
-                losses = {
-                    "d_real": -loss_real.item(),
-                    "d_fake": loss_fake.item(),
-                    "gp": gp.item(),
-                    "g_adv": loss_adv.item(),
-                    "rec": loss_rec.item(),
-                }
+                losses = {name: value.item() for name, value in losses.items()}
                 self._report(depth, losses, spi, stage_start, fake)
             if time.monotonic() - last_checkpoint > t.checkpoint_every_s and self.iteration < t.iters:
                 self.checkpoint(opt_g, opt_d)
                 last_checkpoint = time.monotonic()
         self.elapsed += time.monotonic() - stage_start
+
+    def _iteration(
+        self, depth: int, first: int, rec_frozen, opt_g, opt_d, amp_ctx
+    ) -> tuple[dict, torch.Tensor]:
+        """One training iteration: d_steps critic steps, then g_steps generator steps on one gradient."""
+        t, g, d = self.train, self.generator, self.critic
+        real = self.reals[depth]
+        inputs = self._random_inputs(depth)
+        with amp_ctx, torch.no_grad():
+            frozen = g.run_stages(None, inputs, self.amps, 0, first - 1) if first else None
+
+        def make_fake() -> torch.Tensor:
+            with amp_ctx:
+                return g.to_image(g.run_stages(frozen, inputs, self.amps, first, depth)).float()
+
+        fake = make_fake()
+        # Critic: the reference regenerates `fake` for each step from the same noise and weights.
+        d.requires_grad_(True)
+
+        def critic_losses(attempt: int) -> tuple[torch.Tensor, ...]:
+            with amp_ctx:
+                scores = d(torch.cat([real, fake.detach()])).float()
+                gp = gradient_penalty(d, real, fake.detach(), self.torch_rng) * t.lambda_grad
+            return -scores[0].mean(), scores[1].mean(), gp
+
+        for _ in range(t.d_steps):
+            loss_real, loss_fake, gp = self._finite_backward(d, critic_losses, "critic")
+            opt_d.step()
+        # Generator: adversarial plus reconstruction loss; the critic's weights need no gradients here.
+        d.requires_grad_(False)
+
+        def generator_losses(attempt: int) -> tuple[torch.Tensor, ...]:
+            # A recomputed step makes the fake again: the first one's graph was freed by its backward.
+            fake_g = fake if attempt == 0 else make_fake()
+            with amp_ctx:
+                loss_adv = -d(fake_g).float().mean()
+                rec = g.to_image(g.run_stages(rec_frozen, self.fixed_noise, self.amps, first, depth))
+            return loss_adv, t.alpha * F.mse_loss(rec.float(), real)
+
+        loss_adv, loss_rec = self._finite_backward(g, generator_losses, "generator")
+        for _ in range(t.g_steps):  # the reference steps Adam g_steps times on the same gradients
+            opt_g.step()
+        losses = {"d_real": -loss_real, "d_fake": loss_fake, "gp": gp, "g_adv": loss_adv, "rec": loss_rec}
+        return losses, fake.detach()
 
     def _preview(self, fake: torch.Tensor) -> np.ndarray | None:
         now = time.monotonic()
@@ -342,6 +380,7 @@ class Trainer:
             "torch_rng": self.torch_rng.get_state(),
             "np_rng": self.np_rng.bit_generator.state,
             "elapsed": self.elapsed,
+            "recomputed_steps": self.recomputed_steps,
             "info": self.info,
             "stage0_override": None if self.stage0_override is None else self.stage0_override.cpu(),
         }
@@ -367,6 +406,7 @@ class Trainer:
         self.torch_rng.set_state(state["torch_rng"])
         self.np_rng.bit_generator.state = state["np_rng"]
         self.elapsed = state["elapsed"]
+        self.recomputed_steps = state.get("recomputed_steps", 0)
         self.info = dict(state.get("info") or {})
         override = state.get("stage0_override")  # absent in checkpoints of older versions: training
         self.stage0_override = None if override is None else override.to(self.device)
@@ -400,7 +440,12 @@ class Trainer:
             fixed_noise=self.fixed_noise,
             noise_amps=self.amps,
             shapes=self.shapes,
-            info={**self.info, "training_seconds": round(self.elapsed, 1), "device": self.device.type},
+            info={
+                **self.info,
+                "training_seconds": round(self.elapsed, 1),
+                "device": self.device.type,
+                "recomputed_steps": self.recomputed_steps,
+            },
         )
         with torch.no_grad():
             if self.spec.conditional:

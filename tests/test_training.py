@@ -165,3 +165,39 @@ def test_diverged_training_writes_no_model_and_says_what_to_do(tmp_path, monkeyp
     with pytest.raises(TrainingDivergedError, match="--precision fp32"):
         training.train(image, model, train, tmp_path / "m", CPU)
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def _faulty_run(tmp_path, name, net, fail_calls):
+    """Train the tiny generation model with NaN injected into one weight gradient on the given calls, as
+    oneDNN's AMX bf16 convolution backward does now and then (bench/check_bf16_conv.py)."""
+    model, train = _tiny("generation", iters=6)
+    image = read_image(TRAIN_IMAGES["generation"]).rgb
+    trainer = training.Trainer(model, train, image, tmp_path / name, CPU)
+    calls = []
+
+    def fault(grad):
+        calls.append(1)
+        return grad * float("nan") if len(calls) in fail_calls else grad
+
+    weight = trainer.generator.tail[0].weight if net == "generator" else trainer.critic.tail.weight
+    weight.register_hook(fault)
+    trainer.start()
+    return trainer.run()
+
+
+def test_a_step_with_non_finite_gradients_is_recomputed_and_changes_nothing(tmp_path):
+    model, train = _tiny("generation", iters=6)
+    image = read_image(TRAIN_IMAGES["generation"]).rgb
+    clean = training.train(image, model, train, tmp_path / "clean", CPU)
+    faulty = _faulty_run(tmp_path, "faulty", "generator", fail_calls={4})
+    assert_same_model(clean, faulty)
+    assert store.read_meta(faulty)["info"]["recomputed_steps"] == 1
+    assert store.read_meta(clean)["info"]["recomputed_steps"] == 0
+
+
+def test_gradients_that_stay_non_finite_stop_training_without_a_model(tmp_path):
+    from engine.errors import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match="critic's gradients stayed non-finite.*--precision fp32"):
+        _faulty_run(tmp_path, "m", "critic", fail_calls=set(range(5, 100)))
+    assert not (tmp_path / "m" / "model.json").exists()
