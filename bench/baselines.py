@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from bench.quality import mask_to_float, to_float
+from engine.blend import poisson_clone
 
 
 def _check(composite: np.ndarray, mask: np.ndarray, background: np.ndarray) -> None:
@@ -46,22 +47,8 @@ def poisson_blend(composite: np.ndarray, mask: np.ndarray, background: np.ndarra
 
     The background is needed: cloning the composite into itself solves for the composite again (the
     boundary values are its own), so OpenCV returns it unchanged. Pixels outside the mask are the
-    background's exactly (OpenCV's solver perturbs them by a level or two inside the mask's bounding box).
+    background's exactly.
     """
     _check(composite, mask, background)
     inside = mask_to_float(mask) > 0.5
-    if not inside.any():
-        return _as_uint8(background)
-    # seamlessClone refuses or misplaces a mask whose bounding box touches the image border, and it clears
-    # the mask's outermost pixels; a reflected margin keeps every mask away from the border.
-    margin = 8
-    pad = ((margin, margin), (margin, margin), (0, 0))
-    src = np.pad(_as_uint8(composite), pad, mode="reflect")
-    dst = np.pad(_as_uint8(background), pad, mode="reflect")
-    mask8 = np.pad(inside.astype(np.uint8) * 255, pad[:2])
-    x, y, w, h = cv2.boundingRect(mask8)
-    # OpenCV places the mask's bounding box centred on this point with integer halving; this puts it back
-    # exactly where it was. It also writes into the mask it is given, hence the copy.
-    cloned = cv2.seamlessClone(src, dst, mask8.copy(), (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
-    cloned = cloned[margin:-margin, margin:-margin]
-    return np.where(inside[..., None], cloned, _as_uint8(background))
+    return poisson_clone(_as_uint8(composite), _as_uint8(background), inside)

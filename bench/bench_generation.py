@@ -6,7 +6,8 @@
 For every image in ../shared/images/generation a model is trained (cached under --out), 10 samples are
 drawn, and the table gives the sliced Wasserstein distance between their multi-scale 7x7 patches and the
 training image's (lower is closer; the row "noise" is uniform noise for scale) and SinGAN's pixel
-diversity (std across samples over the image's std; 0 = every sample the same).
+diversity (std across samples over the image's std; 0 = every sample the same). "recomputed steps" counts
+training steps redone after non-finite gradients (see bench/check_bf16_conv.py).
 """
 
 from __future__ import annotations
@@ -51,17 +52,22 @@ def main() -> None:
         model = store.load_model(model_dir, device)
         image = store.load_training_image(model_dir)
         samples = apply.sample(model, n=args.n, seed=1)
+        if not all(np.isfinite(s).all() for s in samples):
+            raise SystemExit(f"{name}: the model at {model_dir} samples non-finite values")
+        recomputed = store.read_meta(model_dir)["info"].get("recomputed_steps", "?")
         noise = [np.random.default_rng(i).random(image.shape, dtype=np.float32) for i in range(args.n)]
-        rows.append((name, swd([image], samples), swd([image], noise), diversity(samples, image), seconds))
+        rows.append(
+            (name, swd([image], samples), swd([image], noise), diversity(samples, image), seconds, recomputed)
+        )
         print(f"{name}: done", flush=True)
     print(
         f"\npreset {args.preset}, {args.precision or 'default precision'}, {device.type}, {args.n} samples\n"
     )
-    print("| image | SWD samples | SWD noise | diversity | training time |")
-    print("|---|---|---|---|---|")
-    for name, s, s_noise, div, seconds in rows:
+    print("| image | SWD samples | SWD noise | diversity | training time | recomputed steps |")
+    print("|---|---|---|---|---|---|")
+    for name, s, s_noise, div, seconds, recomputed in rows:
         t = f"{seconds / 60:.1f} min" if seconds is not None else "(cached)"
-        print(f"| {name} | {s:.3f} | {s_noise:.3f} | {div:.2f} | {t} |")
+        print(f"| {name} | {s:.3f} | {s_noise:.3f} | {div:.2f} | {t} | {recomputed} |")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m bench.bench_harmonization --preset fast --out runs/bench_harmonization
     python -m bench.bench_harmonization --preset tiny --cases scream_easy     # a smoke run
+    python -m bench.bench_harmonization --color-match 0 0.5 0.75 1 --finetune 500   # more engine rows
 
 For each case (bench/synthetic_cases.py: a real region of a shared painting inpainted away, pasted back
 recoloured, and smoothed in the hard cases) a model is trained on the inpainted background, then the
@@ -30,8 +31,16 @@ def to_u8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
-def engine_result(case: HarmonizationCase, model_dir: Path, preset_name: str, device, finetune: int) -> dict:
-    """Train on the background (cached in model_dir), harmonize the composite; optionally fine-tune first."""
+def engine_result(
+    case: HarmonizationCase,
+    model_dir: Path,
+    preset_name: str,
+    device,
+    finetune: int,
+    color_matches: list[float | None],
+) -> dict:
+    """Train on the background (cached in model_dir), harmonize the composite with each colour match (None:
+    the default); optionally also with a model fine-tuned on the composite."""
     timings = {}
     if not (model_dir / "model.json").is_file():
         _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
@@ -40,17 +49,20 @@ def engine_result(case: HarmonizationCase, model_dir: Path, preset_name: str, de
         timings["train_s"] = time.perf_counter() - start
     picture = Picture(case.composite.astype(np.float32) / 255.0)
     mask = (case.mask > 127).astype(np.float32)
-    results = {
-        "engine": to_u8(apply.apply_to_selection(store.load_model(model_dir, device), picture, mask).rgb)
-    }
+    models = {"engine": store.load_model(model_dir, device)}
     if finetune:
         tuned = model_dir.with_name(model_dir.name + "_tuned")
         if not (tuned / "model.json").is_file():
             start = time.perf_counter()
             training.finetune(model_dir, picture.rgb, tuned, device, iters=finetune)
             timings["finetune_s"] = time.perf_counter() - start
-        model = store.load_model(tuned, device)
-        results["engine+finetune"] = to_u8(apply.apply_to_selection(model, picture, mask).rgb)
+        models["engine+finetune"] = store.load_model(tuned, device)
+    results = {}
+    for name, model in models.items():
+        for color in color_matches:
+            label = name if color is None else f"{name} color {color:g}"
+            harmonized = apply.apply_to_selection(model, picture, mask, color_match=color)
+            results[label] = to_u8(harmonized.rgb)
     return {"results": results, "timings": timings}
 
 
@@ -63,6 +75,13 @@ def main() -> None:
         "--finetune", type=int, default=0, help="also fine-tune on the composite (iterations)"
     )
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
+    parser.add_argument(
+        "--color-match",
+        nargs="+",
+        type=float,
+        default=[None],
+        help="engine rows for these colour matches (0-1; default: the engine's default only)",
+    )
     parser.add_argument("--out", default="runs/bench_harmonization")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -81,7 +100,12 @@ def main() -> None:
             "poisson": poisson_blend(case.composite, mask, case.background),
         }
         run = engine_result(
-            case, out / f"model_{case.name}_{args.preset}", args.preset, device, args.finetune
+            case,
+            out / f"model_{case.name}_{args.preset}",
+            args.preset,
+            device,
+            args.finetune,
+            args.color_match,
         )
         methods.update(run["results"])
         for name, image in methods.items():

@@ -256,6 +256,9 @@ class _ApplyRequest(Content):
     # True: the result holds only the image's bbox (the selection's bounding box), which is all a plug-in
     # writes back; the pixels outside it would be the input's anyway. Saves sending the rest of the layer.
     crop_to_bbox: bool = False
+    # Share (0-1) of the Poisson colour change towards the selection's surroundings made before the model
+    # runs; None: the model's mode decides (harmonization 0.5, editing 0). See engine/blend.py.
+    color_match: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> _ApplyRequest:

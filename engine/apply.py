@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine.blend import surroundings_offset
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.imageio import Picture
 from engine.modes import spec
@@ -119,9 +120,18 @@ def feathered_mask(mask: np.ndarray, model_shape: Shape, dilation: int, sigma: f
 
 @torch.no_grad()
 def apply_to_selection(
-    model: TrainedModel, picture: Picture, mask: np.ndarray, seed: int = 0, backend: Backend | None = None
+    model: TrainedModel,
+    picture: Picture,
+    mask: np.ndarray,
+    seed: int = 0,
+    backend: Backend | None = None,
+    color_match: float | None = None,
 ) -> Picture:
-    """Harmonize or edit (by the model's mode) the masked part of a picture, at the picture's full size."""
+    """Harmonize or edit (by the model's mode) the masked part of a picture, at the picture's full size.
+
+    color_match (0-1; default: the mode's) first moves the selection that share of the way towards its
+    surroundings' colours by Poisson blending (engine.blend), at the model's resolution.
+    """
     backend = backend or TorchBackend(model)
     mode_spec = spec(model.model.mode)
     if not mode_spec.conditional:
@@ -134,18 +144,26 @@ def apply_to_selection(
             f"mask is {mask.shape[1]}x{mask.shape[0]} px but the image is "
             f"{picture.shape[1]}x{picture.shape[0]} px: they must match"
         )
+    color_match = mode_spec.color_match if color_match is None else float(color_match)
+    if not 0.0 <= color_match <= 1.0:
+        raise BadInputError(f"color match must be between 0 and 1 (got {color_match})")
     h, w = picture.shape
     final = fit_to_max_size(h, w, max(model.shapes[-1]))
     shapes = output_shapes(model, *final)
     rng = torch.Generator().manual_seed(seed)
     inputs = _noise_inputs(model, shapes, rng)
     small = resize(picture.rgb, shapes[-1])
-    z0 = to_tensor(resize(picture.rgb, shapes[0]).clip(0, 1), model.device)
+    matched = small
+    if color_match > 0:
+        inside = resize(mask.astype(np.float32), shapes[-1]) > 0.5
+        matched = small + color_match * surroundings_offset(small.clip(0, 1), inside)
+    z0 = to_tensor(resize(matched, shapes[0]).clip(0, 1), model.device)
     if mode_spec.injected_noise:
         z0 = z0 + mode_spec.injected_noise * inputs[0]
     inputs[0] = z0
     generated = to_image(backend.generate(inputs))
     soft = feathered_mask(mask, shapes[-1], mode_spec.mask_dilation)
+    # The change is taken against the input as it was, so it carries the colour match too.
     change = resize(generated - small, (h, w)) if (h, w) != shapes[-1] else generated - small
     result = picture.rgb.copy()
     inside = soft > 0

@@ -108,7 +108,9 @@ def run(
     return report
 
 
-def in_process(model_dir: Path, backend_name: str, device: str | None, seed: int) -> ApplyFn:
+def in_process(
+    model_dir: Path, backend_name: str, device: str | None, seed: int, color_match: float | None = None
+) -> ApplyFn:
     from engine import apply
     from engine.device import configure_threads, select_device
     from engine.modes import spec
@@ -122,10 +124,14 @@ def in_process(model_dir: Path, backend_name: str, device: str | None, seed: int
             f"{model_dir} is a {model.model.mode.value} model; batch needs a harmonization or editing model"
         )
     backend = make_backend(model, backend_name)
-    return lambda picture, mask: apply.apply_to_selection(model, picture, mask, seed, backend=backend)
+    return lambda picture, mask: apply.apply_to_selection(
+        model, picture, mask, seed, backend=backend, color_match=color_match
+    )
 
 
-def via_daemon(model: str, home: Path | None, seed: int) -> tuple[ApplyFn, Callable[[], None]]:
+def via_daemon(
+    model: str, home: Path | None, seed: int, color_match: float | None = None
+) -> tuple[ApplyFn, Callable[[], None]]:
     """An ApplyFn that sends each image to the running daemon, and a function that closes the connection."""
     from editor_bridge import frames
     from editor_bridge.connection import default_home
@@ -161,7 +167,9 @@ def via_daemon(model: str, home: Path | None, seed: int) -> tuple[ApplyFn, Calla
         buffers: list = []
         image = frames.attach(buffers, to_array(picture, order), order)
         mask_desc = frames.attach(buffers, (mask > 0).astype(np.uint8)[:, :, None] * 255, "GRAY")
-        request = request_cls(image=image, mask=mask_desc, model_id=model_id, seed=seed)
+        request = request_cls(
+            image=image, mask=mask_desc, model_id=model_id, seed=seed, color_match=color_match
+        )
         reply = client.run_job(request, buffers)
         desc = reply.content.images[0]
         return picture_from_frame(reply.image(desc), desc)
@@ -187,9 +195,9 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     items = plan(args.input, args.output, args.masks)
     close: Callable[[], None] = lambda: None  # noqa: E731
     if args.via_daemon:
-        apply_fn, close = via_daemon(args.model, args.home, args.seed)
+        apply_fn, close = via_daemon(args.model, args.home, args.seed, args.color_match)
     else:
-        apply_fn = in_process(Path(args.model), args.backend, args.device, args.seed)
+        apply_fn = in_process(Path(args.model), args.backend, args.device, args.seed, args.color_match)
     try:
         report = run(items, apply_fn, args.masks is not None, None if args.json else Bar())
     finally:
@@ -210,6 +218,7 @@ def cmd_batch(args: argparse.Namespace) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from engine.cli import add_color_match
     from engine.serve.commands import add_home
 
     help_text = "re-style or harmonize every image of a folder with a harmonization/editing model"
@@ -223,6 +232,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--seed", type=int, default=0)
+    add_color_match(p)
     p.add_argument("--via-daemon", action="store_true", help="send the work to the running `engine serve`")
     p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
     add_home(p)

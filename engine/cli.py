@@ -118,6 +118,25 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     return _model_summary(out)
 
 
+def color_match_fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
+    return value
+
+
+def add_color_match(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--color-match",
+        type=color_match_fraction,
+        default=None,
+        metavar="0-1",
+        help="move the selection this share of the way to its surroundings' colours (Poisson blending) "
+        "before the model runs; higher fits the scene's light, lower keeps objects solid "
+        "(default: 0.5 for harmonization, 0 for editing)",
+    )
+
+
 def _backend(args: argparse.Namespace, model):
     """--backend onnxruntime (default; exports MODEL_DIR/sampler.onnx on first use) or torch."""
     from engine.runtime import make_backend
@@ -157,7 +176,9 @@ def cmd_apply(args: argparse.Namespace) -> dict:
         )
     backend = _backend(args, model)
     start = time.perf_counter()
-    result = apply.apply_to_selection(model, picture, mask, args.seed, backend=backend)
+    result = apply.apply_to_selection(
+        model, picture, mask, args.seed, backend=backend, color_match=args.color_match
+    )
     out = write_image(args.out, result)
     h, w = result.shape
     seconds = round(time.perf_counter() - start, 3)
@@ -205,8 +226,20 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return {**result, "model": str(model_dir)}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors end like every other bad input: one line on stderr, and with --json one result object."""
+
+    json_errors = False  # set by main() when --json is on the command line
+
+    def error(self, message: str):
+        message = f"{message} (see `{self.prog} --help`)"
+        if self.json_errors:
+            print(json.dumps({"ok": False, "error": message}))
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="engine", description="Single-image GAN engine (ConSinGAN).")
+    parser = _Parser(prog="engine", description="Single-image GAN engine (ConSinGAN).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -258,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="output image file (format from its extension)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+        add_color_match(p)
         p.set_defaults(run=cmd_apply)
 
     p = command("export", "export a model's sampler as one ONNX graph (any output size)")
@@ -284,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)

@@ -41,12 +41,17 @@ class ModeSpec:
     # Radius (px at model resolution) by which the user's mask is dilated before feathering.
     mask_dilation: int
     conditional: bool  # the coarsest stage takes an image at apply time
+    # Default share of the Poisson colour change towards the selection's surroundings made before the
+    # generator runs (engine.blend; 0 = none, 1 = all). Harmonization: 0.5, a compromise measured in
+    # docs/benchmarks.md (more lowers the error on cases with a known answer but lets pasted objects fade
+    # into their surroundings). Editing: none, the user's colours are the edit.
+    color_match: float = 0.0
 
 
 SPECS: dict[Mode, ModeSpec] = {
     Mode.GENERATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
     Mode.RETARGET: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, False, 0.0, 0, False),
-    Mode.HARMONIZATION: ModeSpec(Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True),
+    Mode.HARMONIZATION: ModeSpec(Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True, 0.5),
     Mode.EDITING: ModeSpec(Pyramid.RESCALED, StageInput.SHUFFLED, False, 0.1, 20, True),
 }
 

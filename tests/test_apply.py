@@ -7,6 +7,7 @@ import pytest
 from engine import apply, store
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.imageio import Picture, mask_from_array, read_image, read_mask
+from engine.pyramid import fit_to_max_size
 
 
 def naive_pair(shared_images, scale=1.0):
@@ -108,3 +109,61 @@ def test_generation_models_cannot_harmonize(tiny_models, shared_images):
     picture, mask = naive_pair(shared_images)
     with pytest.raises(IncompatibleModelError, match="--mode harmonization"):
         apply.apply_to_selection(store.load_model(tiny_models["generation"]), picture, mask)
+
+
+def pasted_square(width: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A blue 'painting' with soft strokes and a striped red square pasted into it."""
+    yy, xx = np.mgrid[0:80, 0:width].astype(np.float32)
+    rgb = np.stack([0.1 + 0.05 * np.sin(xx / 5), 0.2 + 0.05 * np.cos(yy / 7), 0.8 + 0 * xx], axis=2)
+    inside = np.zeros((80, width), bool)
+    inside[25:55, 30:70] = True
+    stripes = 0.1 * (np.arange(40) // 4 % 2)[None, :, None]
+    rgb[25:55, 30:70] = np.array([0.85, 0.1, 0.1]) + stripes
+    return rgb.astype(np.float32), inside
+
+
+def test_surroundings_offset_takes_the_surroundings_colours_and_keeps_the_selections_gradients():
+    from engine.blend import surroundings_offset
+
+    rgb, inside = pasted_square()
+    offset = surroundings_offset(rgb, inside)
+    assert (offset[~inside] == 0).all()
+    matched = rgb + offset
+    surroundings = rgb[~inside].mean(axis=0)
+    assert np.abs(rgb[inside].mean(axis=0) - surroundings).max() > 0.6
+    assert np.abs(matched[inside].mean(axis=0) - surroundings).max() < 0.1
+    # The stripes (the selection's own gradients) survive: compare the red channel across a stripe edge.
+    step_before = rgb[40, 35, 0] - rgb[40, 33, 0]
+    step_after = matched[40, 35, 0] - matched[40, 33, 0]
+    assert step_before == pytest.approx(0.1, abs=1e-6) and step_after == pytest.approx(0.1, abs=0.02)
+    assert not surroundings_offset(rgb, np.zeros_like(inside)).any()  # nothing selected
+    assert not surroundings_offset(rgb, np.ones_like(inside)).any()  # nothing around it to match
+
+
+def test_color_match_changes_only_the_selection_and_checks_its_range(tiny_models):
+    model = store.load_model(tiny_models["harmonization"])
+    rgb, inside = pasted_square(width=240)  # the square at the left, far from the right end
+    picture, mask = Picture(rgb), inside.astype(np.float32)
+    own = apply.apply_to_selection(model, picture, mask, color_match=0.0)
+    matched = apply.apply_to_selection(model, picture, mask, color_match=1.0)
+    default = apply.apply_to_selection(model, picture, mask)
+    model_shape = apply.output_shapes(model, *fit_to_max_size(80, 240, max(model.shapes[-1])))[-1]
+    outside = apply.feathered_mask(mask, model_shape, 7) == 0
+    assert outside.sum() > 2000
+    for result in (own, matched, default):
+        np.testing.assert_array_equal(result.rgb[outside], rgb[outside])
+    # The colour match is carried into the result: matching moves the square's red towards the blue.
+    red = [r.rgb[inside][:, 0].mean() for r in (own, default, matched)]
+    assert red[0] - red[2] > 0.2 and red[0] > red[1] > red[2]
+    with pytest.raises(BadInputError, match="between 0 and 1"):
+        apply.apply_to_selection(model, picture, mask, color_match=1.5)
+
+
+def test_color_match_leaves_selections_too_thin_to_solve_for():
+    from engine.blend import surroundings_offset
+
+    rgb, _ = pasted_square()
+    for box in [(slice(0, 1), slice(0, 1)), (slice(0, 2), slice(0, 2)), (slice(10, 60), slice(40, 42))]:
+        inside = np.zeros(rgb.shape[:2], bool)
+        inside[box] = True
+        assert not surroundings_offset(rgb, inside).any()

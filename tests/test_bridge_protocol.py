@@ -127,6 +127,10 @@ def test_harmonize_checks_mask_and_model_source():
     assert one_call.background == one_call.image  # the plugin may point both at one buffer
     with pytest.raises(pydantic.ValidationError, match="crop_to_bbox needs a bbox"):
         _apply(crop_to_bbox=True)
+    assert _apply().color_match is None  # the model's mode decides
+    assert _apply(color_match=0.25).color_match == 0.25
+    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
+        _apply(color_match=1.5)
 
 
 def test_descriptor_consistency():

@@ -183,6 +183,12 @@ def test_alpha_png_keeps_its_alpha(tmp_path, tiny_models):
         (["finetune", "--resume", "{tmp}/never"], "no checkpoint"),
         (["finetune", "{model}", "--out", "{tmp}/t"], "--naive"),
         (["train", "{img}", "--out", "{tmp}/t", "--device", "cuda"], "no CUDA GPU"),
+        (
+            ["harmonize", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.png"]
+            + ["--color-match", "1.5"],
+            "--color-match: must be between 0 and 1",
+        ),
+        (["train", "{img}", "--stages", "many", "--out", "{tmp}/t"], "see `engine train --help`"),
     ],
 )
 def test_bad_input_gives_a_one_line_error_and_writes_nothing(

@@ -442,7 +442,9 @@ class Handlers:
         model, backend = self.models.get(model_id)
         picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
         mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
-        result: Picture = apply.apply_to_selection(model, picture, mask, c.seed or 0, backend=backend)
+        result: Picture = apply.apply_to_selection(
+            model, picture, mask, c.seed or 0, backend=backend, color_match=c.color_match
+        )
         bbox = c.image.bbox
         if c.crop_to_bbox:
             result = crop_picture(result, bbox)
