@@ -1,0 +1,63 @@
+"""A contact strip of one real paste harmonized by each method, for looking at (there is no answer to
+measure against).
+
+    python -m bench.real_paste out/demo/model --image examples/scream_naive.jpg \\
+        --mask examples/scream_naive_mask.jpg --out docs/images/real-paste-comparison.jpg
+
+Left to right: the composite, Reinhard colour transfer, Poisson blending (both given the model's training
+image, the painting before the paste, as the background), then the engine at each --color-match value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.baselines import poisson_blend, reinhard_transfer
+from engine import apply, store
+from engine.imageio import read_image, read_mask
+from engine.pyramid import resize
+
+
+def to_u8(image: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--mask", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--color-match", nargs="+", type=float, default=[0.0, 0.5, 1.0])
+    parser.add_argument("--height", type=int, default=256, help="height of the strip")
+    args = parser.parse_args()
+    model = store.load_model(args.model_dir)
+    picture = read_image(args.image)
+    mask = read_mask(args.mask, picture.shape)
+    composite = to_u8(picture.rgb)
+    background = to_u8(resize(store.load_training_image(args.model_dir), picture.shape))
+    panels = [
+        composite,
+        reinhard_transfer(composite, mask, background),
+        poisson_blend(composite, mask, background),
+    ]
+    for color in args.color_match:
+        panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
+    h, w = composite.shape[:2]
+    width = round(w * args.height / h)
+    strip = np.concatenate(
+        [cv2.resize(p, (width, args.height), interpolation=cv2.INTER_AREA) for p in panels], axis=1
+    )
+    cv2.imwrite(args.out, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    names = ["composite", "Reinhard", "Poisson", *(f"engine, color match {c:g}" for c in args.color_match)]
+    print(f"{args.out}: {', '.join(names)}")
+
+
+if __name__ == "__main__":
+    main()
