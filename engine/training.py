@@ -176,8 +176,10 @@ class Trainer:
         groups.append({"params": g.tail.parameters(), "lr": t.lr_g})
         for group in groups:
             group["initial_lr"] = group["lr"]
-        opt_g = torch.optim.Adam(groups, lr=t.lr_g, betas=(t.beta1, 0.999))
-        opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr_d, betas=(t.beta1, 0.999))
+        # The fused kernel: on the CPU PyTorch's default Adam loops over the parameters with 6 elementwise
+        # ops each, which cost more than the fused step by 1-2 orders of magnitude (docs/benchmarks.md).
+        opt_g = torch.optim.Adam(groups, lr=t.lr_g, betas=(t.beta1, 0.999), fused=True)
+        opt_d = torch.optim.Adam(self.critic.parameters(), lr=t.lr_d, betas=(t.beta1, 0.999), fused=True)
         for group in opt_d.param_groups:
             group["initial_lr"] = group["lr"]
         if self.opt_states is not None:
@@ -236,7 +238,8 @@ class Trainer:
             values = losses(attempt)
             sum(values).backward()
             grads = [p.grad for p in params if p.grad is not None]
-            if torch.stack([torch.isfinite(grad).all() for grad in grads]).all():
+            # One fused pass over all gradients: a norm is finite only if every element is.
+            if torch.stack(torch._foreach_norm(grads)).isfinite().all():
                 return values
             self.recomputed_steps += 1
         raise TrainingDivergedError(
@@ -309,6 +312,10 @@ class Trainer:
             with amp_ctx:
                 loss_adv = -d(fake_g).float().mean()
                 rec = g.to_image(g.run_stages(rec_frozen, self.fixed_noise, self.amps, first, depth))
+            if t.channels_last:
+                # The loss's backward hands back a contiguous gradient; the generator's backward ops run
+                # about 10x slower on a mix of layouts (bench/bench_training.py, docs/benchmarks.md).
+                rec.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
             return loss_adv, t.alpha * F.mse_loss(rec.float(), real)
 
         loss_adv, loss_rec = self._finite_backward(g, generator_losses, "generator")
