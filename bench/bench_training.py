@@ -40,7 +40,9 @@ def time_stages(
     stages: list[int] | None = None,
 ) -> list[tuple[int, tuple[int, int], float]]:
     model, train = preset(preset_name, mode)
-    train = dataclasses.replace(train, iters=iters + 1, precision=precision, checkpoint_every_s=1e9)
+    train = dataclasses.replace(
+        train, iters=iters + 1, coarse_iters=None, precision=precision, checkpoint_every_s=1e9
+    )
     image = read_image(SHARED / IMAGES[mode]).rgb
     trainer = Trainer(model, train, image, Path("/nonexistent"), device)
     rows = []
@@ -74,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads()
     mode, device = Mode(args.mode), select_device(args.device)
-    full_iters = preset(args.preset, mode)[1].iters
+    train_cfg = preset(args.preset, mode)[1]
     rows = time_stages(mode, args.preset, args.iters, Precision(args.precision), device, args.stages)
     print(
         f"{args.mode}, preset {args.preset}, {args.precision}, {device.type}, "
@@ -83,10 +85,11 @@ def main() -> None:
     print("| stage | size (h x w) | s / iteration | stage time at preset iters |")
     print("|---|---|---|---|")
     for depth, (h, w), spi in rows:
-        print(f"| {depth} | {h} x {w} | {spi:.3f} | {spi * full_iters / 60:.1f} min |")
+        print(f"| {depth} | {h} x {w} | {spi:.3f} | {spi * train_cfg.stage_iters(depth) / 60:.1f} min |")
     if args.stages is None:
-        total = sum(spi for _, _, spi in rows) * full_iters
-        print(f"\nwhole run estimate: {total / 60:.1f} min ({full_iters} iterations per stage)")
+        total = sum(spi * train_cfg.stage_iters(depth) for depth, _, spi in rows)
+        coarse = f", {train_cfg.stage_iters(0)} at the first" if train_cfg.coarse_iters else ""
+        print(f"\nwhole run estimate: {total / 60:.1f} min ({train_cfg.iters} iterations per stage{coarse})")
 
 
 if __name__ == "__main__":

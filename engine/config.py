@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from engine.errors import BadInputError
-from engine.modes import Mode
+from engine.modes import Mode, spec
 
 
 class Preset(str, enum.Enum):
@@ -57,6 +57,9 @@ class TrainConfig:
     """How a model is trained; recorded in model.json for reference but not needed to load it."""
 
     iters: int = 2000  # per stage
+    # Iterations of the first (coarsest) stage when it differs: None = iters. That stage is where a
+    # generation model learns the image's layout, and it is cheap, so `fast` does not cut it.
+    coarse_iters: int | None = None
     lr_g: float = 5e-4
     lr_d: float = 5e-4
     beta1: float = 0.5
@@ -73,6 +76,9 @@ class TrainConfig:
     precision: Precision = Precision.FP32
     channels_last: bool = True
     checkpoint_every_s: float = 120.0
+
+    def stage_iters(self, stage: int) -> int:
+        return self.coarse_iters if stage == 0 and self.coarse_iters is not None else self.iters
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -100,10 +106,13 @@ def _paper(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
 
 def _fast(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
     # Half the feature channels (about a quarter of the FLOPs) and fewer iterations; measured in
-    # bench/bench_training.py, figures in docs/benchmarks.md.
+    # bench/bench_training.py, figures in docs/benchmarks.md. Generation keeps the paper's 2000 iterations
+    # at the coarsest stage (about a minute): with 500 there its samples lost the image's layout
+    # (docs/benchmarks.md, generation quality).
     model, train = _paper(mode)
     iters = {Mode.HARMONIZATION: 300, Mode.EDITING: 300}.get(mode, 500)
-    return dataclasses.replace(model, nfc=32), dataclasses.replace(train, iters=iters)
+    coarse = None if spec(mode).conditional else train.iters
+    return dataclasses.replace(model, nfc=32), dataclasses.replace(train, iters=iters, coarse_iters=coarse)
 
 
 def _tiny(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
@@ -143,7 +152,7 @@ def with_overrides(
     if iters is not None:
         if not 1 <= iters <= 1_000_000:
             raise BadInputError(f"--iters must be between 1 and 1000000 (got {iters})")
-        train = dataclasses.replace(train, iters=iters)
+        train = dataclasses.replace(train, iters=iters, coarse_iters=None)  # --iters: every stage
     if seed is not None:
         train = dataclasses.replace(train, seed=seed)
     if precision is not None:

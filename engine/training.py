@@ -188,8 +188,9 @@ class Trainer:
             self.opt_states = None
         return opt_g, opt_d
 
-    def _set_lr(self, optimizers, iteration: int) -> None:
-        factor = self.train.lr_decay if iteration >= int(self.train.decay_at * self.train.iters) else 1.0
+    def _set_lr(self, optimizers, depth: int, iteration: int) -> None:
+        iters = self.train.stage_iters(depth)
+        factor = self.train.lr_decay if iteration >= int(self.train.decay_at * iters) else 1.0
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -257,21 +258,22 @@ class Trainer:
             rec_frozen = g.run_stages(None, self.fixed_noise, self.amps, 0, first - 1) if first else None
         last_checkpoint = time.monotonic()
         stage_start, stage_iter0 = time.monotonic(), self.iteration
-        while self.iteration < t.iters:
+        iters = t.stage_iters(depth)
+        while self.iteration < iters:
             if self.cancel is not None and self.cancel.is_set():
                 self.checkpoint(opt_g, opt_d)
                 what, command = ("fine-tuning", "finetune") if self.finetuning else ("training", "train")
                 raise CancelledError(
                     f"{what} cancelled; continue with `engine {command} --resume {self.out_dir}`"
                 )
-            self._set_lr((opt_g, opt_d), self.iteration)
+            self._set_lr((opt_g, opt_d), depth, self.iteration)
             losses, fake = self._iteration(depth, first, rec_frozen, opt_g, opt_d, amp_ctx)
             self.iteration += 1
             if self.progress is not None:
                 spi = (time.monotonic() - stage_start) / (self.iteration - stage_iter0)
                 losses = {name: value.item() for name, value in losses.items()}
                 self._report(depth, losses, spi, stage_start, fake)
-            if time.monotonic() - last_checkpoint > t.checkpoint_every_s and self.iteration < t.iters:
+            if time.monotonic() - last_checkpoint > t.checkpoint_every_s and self.iteration < iters:
                 self.checkpoint(opt_g, opt_d)
                 last_checkpoint = time.monotonic()
         self.elapsed += time.monotonic() - stage_start
@@ -326,7 +328,7 @@ class Trainer:
 
     def _preview(self, fake: torch.Tensor) -> np.ndarray | None:
         now = time.monotonic()
-        if now - self._last_preview < PREVIEW_EVERY_S and self.iteration < self.train.iters:
+        if now - self._last_preview < PREVIEW_EVERY_S and self.iteration < self.train.stage_iters(self.stage):
             return None
         self._last_preview = now
         image = to_image(fake)
@@ -341,17 +343,16 @@ class Trainer:
         def cost(k: int) -> float:
             return sum(h * w for h, w in self.shapes[max(0, k + 1 - self.train.train_depth) : k + 1])
 
-        remaining = (self.train.iters - self.iteration) * spi
-        remaining += sum(
-            self.train.iters * spi * cost(k) / cost(depth) for k in range(depth + 1, len(self.shapes))
-        )
+        iters = self.train.stage_iters
+        remaining = (iters(depth) - self.iteration) * spi
+        remaining += sum(iters(k) * spi * cost(k) / cost(depth) for k in range(depth + 1, len(self.shapes)))
         elapsed = self.elapsed + time.monotonic() - stage_start
         self.progress(
             Progress(
                 depth,
                 len(self.shapes),
                 self.iteration,
-                self.train.iters,
+                iters(depth),
                 losses,
                 elapsed,
                 remaining,
@@ -521,7 +522,7 @@ def finetune(
             "fine-tuned on a naive image"
         )
     store.require_fresh_output(out_dir)
-    train_cfg = TrainConfig.from_dict({**base.train.to_dict(), "iters": iters})
+    train_cfg = TrainConfig.from_dict({**base.train.to_dict(), "iters": iters, "coarse_iters": None})
     background = store.load_training_image(model_dir)
     trainer = Trainer(base.model, train_cfg, background, out_dir, device, progress, cancel)
     trainer.generator = base.generator.train()

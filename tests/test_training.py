@@ -201,3 +201,26 @@ def test_gradients_that_stay_non_finite_stop_training_without_a_model(tmp_path):
     with pytest.raises(TrainingDivergedError, match="critic's gradients stayed non-finite.*--precision fp32"):
         _faulty_run(tmp_path, "m", "critic", fail_calls=set(range(5, 100)))
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_the_coarsest_stage_can_train_longer(tmp_path):
+    from engine.config import with_overrides
+
+    model, train = _tiny("generation", iters=3, coarse_iters=5)
+    seen: dict[int, set] = {}
+    image = read_image(TRAIN_IMAGES["generation"]).rgb
+    training.train(
+        image,
+        model,
+        train,
+        tmp_path / "m",
+        CPU,
+        lambda p: seen.setdefault(p.stage, set()).add((p.iteration, p.iters)),
+    )
+    assert max(seen[0]) == (5, 5) and max(seen[1]) == (3, 3) and max(seen[2]) == (3, 3)
+    # `fast` generation keeps the paper's iterations at the coarsest stage; --iters sets every stage.
+    fast = preset("fast", "generation")[1]
+    assert (fast.stage_iters(0), fast.stage_iters(1)) == (2000, 500)
+    assert preset("fast", "harmonization")[1].coarse_iters is None
+    _, overridden = with_overrides(*preset("fast", "generation"), iters=40)
+    assert (overridden.stage_iters(0), overridden.stage_iters(3)) == (40, 40)
