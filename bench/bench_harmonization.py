@@ -45,7 +45,10 @@ def engine_result(
     if not (model_dir / "model.json").is_file():
         _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
         start = time.perf_counter()
-        training.train(case.background / 255.0, model_cfg, train_cfg, model_dir, device)
+        if (model_dir / store.CHECKPOINT_DIR / "state.pt").is_file():  # an interrupted run: continue it
+            training.resume(model_dir, device)
+        else:
+            training.train(case.background / 255.0, model_cfg, train_cfg, model_dir, device)
         timings["train_s"] = time.perf_counter() - start
     picture = Picture(case.composite.astype(np.float32) / 255.0)
     mask = (case.mask > 127).astype(np.float32)
