@@ -229,7 +229,7 @@ class Trainer:
         """Back-propagate the sum of `losses()` into `net`, recomputing the step if a gradient is not finite.
 
         oneDNN 3.12's AMX bf16 convolution backward (the CPU path of bf16 autocast) intermittently writes NaN
-        into weight gradients when it runs on several threads: about 1% of calls at some map sizes
+        into weight gradients when it runs on several threads: 0.25-1% of calls at some map sizes
         (bench/check_bf16_conv.py; docs/benchmarks.md). One such step used to turn the whole model into NaN.
         A recomputed step is correct; a step that stays non-finite is real divergence and stops training.
         """
