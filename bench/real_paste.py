@@ -17,13 +17,10 @@ import cv2
 import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
+from bench.bench_harmonization import to_u8
 from engine import apply, store
 from engine.imageio import read_image, read_mask
 from engine.pyramid import resize
-
-
-def to_u8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
 def main() -> None:
