@@ -326,9 +326,9 @@ class Trainer:
         losses = {"d_real": -loss_real, "d_fake": loss_fake, "gp": gp, "g_adv": loss_adv, "rec": loss_rec}
         return losses, fake.detach()
 
-    def _preview(self, fake: torch.Tensor) -> np.ndarray | None:
+    def _preview(self, depth: int, fake: torch.Tensor) -> np.ndarray | None:
         now = time.monotonic()
-        if now - self._last_preview < PREVIEW_EVERY_S and self.iteration < self.train.stage_iters(self.stage):
+        if now - self._last_preview < PREVIEW_EVERY_S and self.iteration < self.train.stage_iters(depth):
             return None
         self._last_preview = now
         image = to_image(fake)
@@ -356,7 +356,7 @@ class Trainer:
                 losses,
                 elapsed,
                 remaining,
-                self._preview(fake),
+                self._preview(depth, fake),
             )
         )
 
