@@ -174,9 +174,15 @@ def _train_options(preset: Preset | str | None) -> TrainOptions | None:
 
 
 def apply_job(
-    op: Operation, canvas: Canvas, *, preset: Preset | str | None = None, seed: int | None = None
+    op: Operation,
+    canvas: Canvas,
+    *,
+    preset: Preset | str | None = None,
+    seed: int | None = None,
+    color_match: float | None = None,
 ) -> Job:
-    """A harmonize or edit request: composite + mask, training on the background if no model exists yet."""
+    """A harmonize or edit request: composite + mask, training on the background if no model exists yet.
+    color_match: 0-1, or None for the engine's default (docs/engine.md)."""
     if op is Operation.VARIATION:
         raise ValueError("variation needs a generation model: use train_job and sample_job")
     mask = canvas.mask()
@@ -198,6 +204,7 @@ def apply_job(
         background=background,
         train=_train_options(preset),
         seed=seed,
+        color_match=color_match,
         crop_to_bbox=True,  # the new layer is limited to the selection: only that region comes back
     )
     return Job(request, buffers, bbox)

@@ -56,6 +56,7 @@ class Settings:
     home: str | None = None  # None: $ENGINE_HOME or the user's default, like the engine itself
     engine_command: tuple[str, ...] = ()  # e.g. (python, "-m", "engine.cli"); empty: cannot offer to start
     preset: str | None = None  # training preset for models the plugin asks for (None: the engine's default)
+    color_match: float | None = None  # Harmonize selection's colour match, 0-1 (None: the engine's default)
     timeout_s: float = 30.0
 
     @classmethod
@@ -72,6 +73,7 @@ class Settings:
             home=data.get("home"),
             engine_command=tuple(data.get("engine_command") or ()),
             preset=data.get("preset"),
+            color_match=_color_match(data.get("color_match"), path),
             timeout_s=float(data.get("timeout_s", 30.0)),
         )
 
@@ -81,10 +83,22 @@ class Settings:
                 "home": self.home,
                 "engine_command": list(self.engine_command),
                 "preset": self.preset,
+                "color_match": self.color_match,
                 "timeout_s": self.timeout_s,
             },
             indent=2,
         )
+
+
+def _color_match(value: object, path: Path) -> float | None:
+    """The settings file's colour match, or None (the engine's default) when it is absent or not in 0-1: a
+    hand-edited typo must not stop every harmonization, so it is logged and the default used."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    log.warning("ignoring color_match %r in %s: it must be a number from 0 to 1", value, path)
+    return None
 
 
 # ---- progress ----
@@ -240,7 +254,9 @@ class Runner:
             client.ping()
             if op is Operation.VARIATION:
                 return self._variation(client, canvas)
-            job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed)
+            # The setting is Harmonize selection's; an edit keeps the engine's default (its own colours).
+            color_match = self.settings.color_match if op is Operation.HARMONIZE else None
+            job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed, color_match=color_match)
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(
                 job.request,

@@ -203,6 +203,7 @@ def install(
     platforms: list[str] | None = None,
     home: str | None = None,
     preset: str | None = None,
+    color_match: float | None = None,
     wheelhouse: Path | None = None,
 ) -> dict:
     layout = Layout(editor, Path(dest).expanduser().resolve() if dest else default_dest(editor))
@@ -223,7 +224,9 @@ def install(
         _copy_tree(PLUGINS_SRC / editor / PLUGIN_NAME, layout.plugin_dir)
         _copy_tree(Path(editor_bridge.__file__).resolve().parent, layout.vendor_dir / "editor_bridge")
         unpack_wheels(wheels, layout.vendor_dir)
-        settings = Settings(home=home, engine_command=tuple(_engine_command()), preset=preset)
+        settings = Settings(
+            home=home, engine_command=tuple(_engine_command()), preset=preset, color_match=color_match
+        )
         (layout.plugin_dir / SETTINGS_FILE).write_text(settings.to_json())
         for src, dst in layout.extra_files.items():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +252,7 @@ def install(
         "wheels": [w.name for w in wheels],
         "home": home,
         "preset": preset,
+        "color_match": color_match,
     }
     layout.manifest.write_text(json.dumps(manifest, indent=2))
     return {"installed": str(layout.plugin_dir), "python": python, "wheels": len(wheels), "home": home}
@@ -349,6 +353,7 @@ def cmd_plugin(args: argparse.Namespace) -> dict:
             platforms=platforms,
             home=str(Path(args.home).expanduser().resolve()) if args.home else None,
             preset=args.preset,
+            color_match=args.color_match,
             wheelhouse=args.wheelhouse,
         )
     return uninstall(args.editor, dest=args.dest)
@@ -356,6 +361,8 @@ def cmd_plugin(args: argparse.Namespace) -> dict:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """`engine plugin install|uninstall krita|gimp ...`, registered by engine.cli."""
+    from engine.cli import add_color_match  # here: engine.cli imports this module
+
     plugin = sub.add_parser("plugin", help="install or remove the Krita or GIMP plugin")
     actions = plugin.add_subparsers(dest="action", required=True)
     for action, text in (("install", "install the plugin for an editor"), ("uninstall", "remove it again")):
@@ -376,5 +383,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--preset", choices=["paper", "fast", "tiny"], help="training preset for new models"
             )
+            add_color_match(p)
             p.add_argument("--wheelhouse", type=Path, help="install wheels from this folder only (offline)")
         p.set_defaults(run=cmd_plugin)

@@ -88,7 +88,8 @@ def test_harmonize_request_carries_editor_bytes_mask_and_background(editor, orde
     canvas = make_canvas(editor)
     job = apply_job(Operation.HARMONIZE, canvas, preset="tiny", seed=3)
     req = job.request
-    assert isinstance(req, HarmonizeRequest)
+    assert isinstance(req, HarmonizeRequest) and req.color_match is None  # the engine's default
+    assert apply_job(Operation.HARMONIZE, canvas, color_match=0.75).request.color_match == 0.75
     assert req.image.channel_order is order and req.background.channel_order is order
     assert req.train_if_missing and req.train.preset is Preset.TINY and req.seed == 3
     assert req.mask.channel_order is ChannelOrder.GRAY

@@ -44,7 +44,9 @@ def test_krita_install_layout_settings_and_kritarc(user):
     kritarc = home / ".config/kritarc"
     kritarc.write_text("[General]\nx=1\n\n[python]\nenable_other=true\n")
     before = snapshot(home)
-    result = install("krita", home="/engine/home", preset="tiny", python="3.10", platforms=["win_amd64"])
+    result = install(
+        "krita", home="/engine/home", preset="tiny", color_match=0.75, python="3.10", platforms=["win_amd64"]
+    )
     pykrita = home / ".local/share/krita/pykrita"
     assert result["installed"] == str(pykrita / "singan_studio")
     assert calls == [("3.10", ["win_amd64"])]
@@ -56,6 +58,7 @@ def test_krita_install_layout_settings_and_kritarc(user):
     assert (vendor / "editor_bridge/plugin_core.py").is_file() and (vendor / "fakepkg/__init__.py").is_file()
     settings = json.loads((pykrita / "singan_studio/settings.json").read_text())
     assert settings["home"] == "/engine/home" and settings["preset"] == "tiny"
+    assert settings["color_match"] == 0.75
     assert settings["engine_command"][1:] == ["-m", "engine.cli"]
     text = kritarc.read_text()
     assert "enable_singan_studio=true" in text and "enable_other=true" in text and "x=1" in text

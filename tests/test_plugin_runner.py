@@ -35,7 +35,14 @@ from editor_bridge.plugin_runner import (
     progress_text,
     start_engine,
 )
-from editor_bridge.protocol import ErrorCode, ListModelsRequest, ProgressEvent, TrainRequest
+from editor_bridge.protocol import (
+    EditRequest,
+    ErrorCode,
+    HarmonizeRequest,
+    ListModelsRequest,
+    ProgressEvent,
+    TrainRequest,
+)
 
 FAKE_SERVE = Path(__file__).resolve().parent / "plugin_fakes.py"
 
@@ -49,9 +56,12 @@ def engine(tmp_path):
 
 def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
     seen: list[Progress] = []
-    runner = Runner(Settings(home=str(tmp_path), preset="tiny", timeout_s=5), on_progress=seen.append)
+    settings = Settings(home=str(tmp_path), preset="tiny", color_match=0.8, timeout_s=5)
+    runner = Runner(settings, on_progress=seen.append)
     canvas = make_canvas(Editor.KRITA)
     patch = runner.run(Operation.HARMONIZE, canvas)
+    (request,) = [r for r in engine.requests if isinstance(r, HarmonizeRequest)]
+    assert request.color_match == 0.8 and request.train.preset.value == "tiny"
     got = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
     comp = np.frombuffer(canvas.composite, np.uint8).reshape(H, W, 4)
     box = comp[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width]
@@ -74,10 +84,13 @@ def test_cancel_from_another_thread(tmp_path):
     with PluginFakeEngine(steps=50, step_s=0.05) as eng:
         write_connection_file(ConnectionInfo(endpoint=eng.endpoint, key=KEY, pid=os.getpid()), home=tmp_path)
         cancel = threading.Event()
-        runner = Runner(Settings(home=str(tmp_path), timeout_s=5), lambda p: cancel.set(), cancel)
+        settings = Settings(home=str(tmp_path), color_match=0.9, timeout_s=5)
+        runner = Runner(settings, lambda p: cancel.set(), cancel)
         with pytest.raises(JobCancelled) as info:
             runner.run(Operation.EDIT, make_canvas())
+        (edit,) = [r for r in eng.requests if isinstance(r, EditRequest)]
     assert artist_message(info.value).cancelled
+    assert edit.color_match is None  # the plugin's colour match is Harmonize selection's only
 
 
 def test_engine_down(tmp_path):
@@ -125,12 +138,22 @@ def test_start_engine_failures(tmp_path):
 
 def test_settings_roundtrip_and_defaults(tmp_path):
     assert Settings.load(tmp_path) == Settings()
-    settings = Settings(home="/h", engine_command=("py", "-m", "engine.cli"), preset="tiny", timeout_s=7)
+    settings = Settings(
+        home="/h", engine_command=("py", "-m", "engine.cli"), preset="tiny", color_match=0.25, timeout_s=7
+    )
     (tmp_path / "settings.json").write_text(settings.to_json())
     assert Settings.load(tmp_path) == settings
     (tmp_path / "settings.json").write_text("{not json")
     assert Settings.load(tmp_path) == Settings()
     assert json.loads(settings.to_json())["engine_command"] == ["py", "-m", "engine.cli"]
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "0.5", True])
+def test_settings_with_a_bad_color_match_use_the_engine_default(tmp_path, caplog, value):
+    (tmp_path / "settings.json").write_text(json.dumps({"preset": "fast", "color_match": value}))
+    settings = Settings.load(tmp_path)
+    assert settings.color_match is None and settings.preset == "fast"
+    assert "color_match" in caplog.text and "from 0 to 1" in caplog.text
 
 
 def test_progress_text():
