@@ -7,7 +7,8 @@
 For each case (bench/synthetic_cases.py: a real region of a shared painting inpainted away, pasted back
 recoloured, and smoothed in the hard cases) a model is trained on the inpainted background, then the
 composite is harmonized. Reported per method: mean Delta E and RMSE inside the mask against the original
-painting, and the detail score (1 = the painting's fine detail, 0 = a blurred blob).
+painting, the detail score (1 = the painting's own fine detail, 0 = a blurred blob) and the texture score
+(1 = fine texture as strong as the painting's there, whatever its strokes; 0 = a blurred blob).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
-from bench.quality import detail_score, masked_error
+from bench.quality import detail_score, masked_error, texture_score
 from bench.synthetic_cases import HarmonizationCase, load_cases
 from engine import apply, store, training
 from engine.device import configure_threads, select_device, training_configs
@@ -94,7 +95,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cases = [c for c in load_cases() if not args.cases or c.name in args.cases]
     rows, sheet = [], []
-    totals: dict[str, list[tuple[float, float, float]]] = {}
+    totals: dict[str, list[tuple[float, float, float, float]]] = {}
     for case in cases:
         mask = case.mask > 127
         methods = {
@@ -114,22 +115,25 @@ def main() -> None:
         for name, image in methods.items():
             err = masked_error(image, case.ground_truth, mask)
             detail = detail_score(image, case.ground_truth, mask)
-            rows.append((case.name, name, err.delta_e, err.rmse, detail))
-            totals.setdefault(name, []).append((err.delta_e, err.rmse, detail))
+            texture = texture_score(image, case.ground_truth, mask)
+            rows.append((case.name, name, err.delta_e, err.rmse, detail, texture))
+            totals.setdefault(name, []).append((err.delta_e, err.rmse, detail, texture))
         timing = ", ".join(f"{k} {v:.0f} s" for k, v in run["timings"].items())
-        done = "; ".join(f"{r[1]} dE {r[2]:.1f} detail {r[4]:.2f}" for r in rows if r[0] == case.name)
+        done = "; ".join(
+            f"{r[1]} dE {r[2]:.1f} detail {r[4]:.2f} texture {r[5]:.2f}" for r in rows if r[0] == case.name
+        )
         print(f"{case.name} ({timing}): {done}", flush=True)
         sheet.append(np.concatenate([case.ground_truth, *methods.values()], axis=1))
     print(f"\npreset {args.preset}, fine-tune {args.finetune} iterations, {device.type}\n")
-    print("| case | method | Delta E | RMSE | detail |")
+    print("| case | method | Delta E | RMSE | detail | texture |")
+    print("|---|---|---|---|---|---|")
+    for case_name, name, de, rmse, detail, texture in rows:
+        print(f"| {case_name} | {name} | {de:.1f} | {rmse:.3f} | {detail:.2f} | {texture:.2f} |")
+    print("\n| method (mean of all cases) | Delta E | RMSE | detail | texture |")
     print("|---|---|---|---|---|")
-    for case_name, name, de, rmse, detail in rows:
-        print(f"| {case_name} | {name} | {de:.1f} | {rmse:.3f} | {detail:.2f} |")
-    print("\n| method (mean of all cases) | Delta E | RMSE | detail |")
-    print("|---|---|---|---|")
     for name, values in totals.items():
-        de, rmse, detail = np.mean(values, axis=0)
-        print(f"| {name} | {de:.1f} | {rmse:.3f} | {detail:.2f} |")
+        de, rmse, detail, texture = np.mean(values, axis=0)
+        print(f"| {name} | {de:.1f} | {rmse:.3f} | {detail:.2f} | {texture:.2f} |")
     rows_200 = [
         cv2.resize(s, (s.shape[1] * 200 // s.shape[0], 200), interpolation=cv2.INTER_AREA) for s in sheet
     ]

@@ -149,6 +149,21 @@ def detail_score(result: np.ndarray, reference: np.ndarray, mask: np.ndarray, si
     return float(r @ f / denominator) if denominator > 0 else 1.0
 
 
+def texture_score(result: np.ndarray, reference: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> float:
+    """How strong the result's fine texture is inside the mask against the reference's, whatever its
+    strokes: the ratio of their high-pass RMS amplitudes, smaller over larger. 1 when the result is as
+    textured as the reference there, near 0 for a blurred blob, below 1 for texture too weak or too strong.
+    Unlike `detail_score` it does not ask for the reference's own strokes, which no method can recover
+    once a paste has lost them; it asks whether the region looks painted at all."""
+    inside = mask_to_float(mask) > 0.5
+    if not inside.any():
+        raise ValueError("the mask is empty")
+    r = float(np.sqrt(np.mean(high_pass(result, sigma)[inside].astype(np.float64) ** 2)))
+    f = float(np.sqrt(np.mean(high_pass(reference, sigma)[inside].astype(np.float64) ** 2)))
+    larger = max(r, f)
+    return min(r, f) / larger if larger > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class MaskedError:
     """Errors inside a mask: RGB values in [0, 1] units, and CIE76 Delta E (Lab, ~2.3 is just noticeable)."""

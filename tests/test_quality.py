@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.baselines import poisson_blend, reinhard_transfer
-from bench.quality import detail_score, diversity, masked_error, swd, swd_per_level
+from bench.quality import detail_score, diversity, masked_error, swd, swd_per_level, texture_score
 from bench.synthetic_cases import DEFAULT_DIR, load_cases, make_case
 
 FAST = {"n_patches": 2048, "n_directions": 64}
@@ -54,6 +54,17 @@ def test_detail_score_is_one_for_the_reference_and_low_for_a_blur():
     assert detail_score(x, x, mask) == pytest.approx(1.0)
     assert detail_score(cv2.GaussianBlur(x, (0, 0), 3), x, mask) < 0.3
     assert abs(detail_score(_painting(seed=5), x, mask)) < 0.3  # unrelated texture
+
+
+def test_texture_score_credits_any_texture_of_the_right_strength():
+    x, mask = _painting(), _disc_mask()
+    assert texture_score(x, x, mask) == pytest.approx(1.0)
+    assert texture_score(cv2.GaussianBlur(x, (0, 0), 3), x, mask) < 0.3
+    assert texture_score(_painting(seed=5), x, mask) > 0.7  # other strokes of the same strength
+    flat = np.full_like(x, 128)
+    assert texture_score(flat, x, mask) < 1e-4 and texture_score(flat, flat, mask) == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        texture_score(x, x, np.zeros_like(mask))
 
 
 def test_masked_error():
