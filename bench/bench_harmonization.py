@@ -14,6 +14,7 @@ painting, the detail score (1 = the painting's own fine detail, 0 = a blurred bl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -39,12 +40,15 @@ def engine_result(
     device,
     finetune: int,
     color_matches: list[float | None],
+    smooth: float | None = None,
 ) -> dict:
     """Train on the background (cached in model_dir), harmonize the composite with each colour match (None:
     the default); optionally also with a model fine-tuned on the composite."""
     timings = {}
     if not (model_dir / "model.json").is_file():
         _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
+        if smooth is not None:
+            train_cfg = dataclasses.replace(train_cfg, smooth_probability=smooth)
         start = time.perf_counter()
         if (model_dir / store.CHECKPOINT_DIR / "state.pt").is_file():  # an interrupted run: continue it
             training.resume(model_dir, device)
@@ -86,6 +90,12 @@ def main() -> None:
         default=[None],
         help="engine rows for these colour matches (0-1; default: the engine's default only)",
     )
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        help="train with this smooth_probability instead of the preset's (engine.augment.smooth_region); "
+        "use another --out, models are cached by case and preset",
+    )
     parser.add_argument("--out", default="runs/bench_harmonization")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -110,6 +120,7 @@ def main() -> None:
             device,
             args.finetune,
             args.color_match,
+            args.smooth,
         )
         methods.update(run["results"])
         for name, image in methods.items():

@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--color-match", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     parser.add_argument("--height", type=int, default=256, help="height of the strip")
+    parser.add_argument(
+        "--crop", action="store_true", help="show only the selection's box (and a margin), to judge detail"
+    )
     args = parser.parse_args()
     model = store.load_model(args.model_dir)
     picture = read_image(args.image)
@@ -46,7 +49,12 @@ def main() -> None:
     ]
     for color in args.color_match:
         panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
-    h, w = composite.shape[:2]
+    if args.crop:
+        x, y, w, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
+        margin = max(w, h) // 4
+        x0, y0 = max(0, x - margin), max(0, y - margin)
+        panels = [p[y0 : y + h + margin, x0 : x + w + margin] for p in panels]
+    h, w = panels[0].shape[:2]
     width = round(w * args.height / h)
     strip = np.concatenate(
         [cv2.resize(p, (width, args.height), interpolation=cv2.INTER_AREA) for p in panels], axis=1

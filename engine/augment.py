@@ -175,9 +175,34 @@ def apply_harmonization_plan(
     return out
 
 
-def augment_for_harmonization(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One augmented copy of a uint8 HxWx3 RGB image for harmonization training; the input is untouched."""
+def smooth_region(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy with the strokes inside one random ellipse blurred away, as a pasted photo has none.
+
+    Not in the reference. Its augmentations change colours and cut flat holes, but never show the model a
+    region with the painting's layout and without its texture, which is what a pasted photo is; with this
+    it learns to paint strokes back into such a region. The ellipse spans 20-50% of each side, the blur's
+    sigma is 1-3 px at the reference's 120 px scale."""
     _check_image(image)
+    height, width = image.shape[:2]
+    scale = min(height, width) / REFERENCE_SHORT_SIDE
+    sigma = rng.uniform(1.0, 3.0) * scale
+    centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+    axes = (max(1, round(rng.uniform(0.1, 0.25) * width)), max(1, round(rng.uniform(0.1, 0.25) * height)))
+    inside = np.zeros((height, width), np.uint8)
+    cv2.ellipse(inside, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    blurred = cv2.GaussianBlur(image, (0, 0), sigma)
+    return np.where(inside[..., None] > 0, blurred, image)
+
+
+def augment_for_harmonization(
+    image: np.ndarray, rng: np.random.Generator, smooth_probability: float = 0.0
+) -> np.ndarray:
+    """One augmented copy of a uint8 HxWx3 RGB image for harmonization training; the input is untouched.
+    smooth_probability: the chance of `smooth_region` first (0, the reference's augmentation, draws
+    nothing more from rng)."""
+    _check_image(image)
+    if smooth_probability > 0 and rng.random() < smooth_probability:
+        image = smooth_region(image, rng)
     return apply_harmonization_plan(image, draw_harmonization_plan(image.shape, rng), rng)
 
 

@@ -72,6 +72,9 @@ class TrainConfig:
     lambda_grad: float = 0.1  # WGAN-GP weight
     alpha: float = 10.0  # reconstruction loss weight
     noise_amp: float = 0.1  # noise amplitude = noise_amp * reconstruction RMSE of the stage below
+    # Harmonization: chance that a training input has a region's strokes blurred away first
+    # (engine.augment.smooth_region; not in the reference, so 0 there).
+    smooth_probability: float = 0.0
     seed: int = 0
     precision: Precision = Precision.FP32
     channels_last: bool = True

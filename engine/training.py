@@ -134,7 +134,9 @@ class Trainer:
             return self._randn(self.model.channels, h, w)
         elif self.spec.stage_input is StageInput.AUGMENTED:
             base = to_tensor(
-                augment.augment_for_harmonization(self.coarse_u8, self.np_rng) / 255.0, self.device
+                augment.augment_for_harmonization(self.coarse_u8, self.np_rng, self.train.smooth_probability)
+                / 255.0,
+                self.device,
             )
         else:
             base = to_tensor(augment.shuffle_tiles(self.coarse_u8, self.np_rng) / 255.0, self.device)

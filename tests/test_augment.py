@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from engine.augment import (
     draw_harmonization_plan,
     draw_tiles,
     shuffle_tiles,
+    smooth_region,
 )
 
 
@@ -24,7 +26,13 @@ def _image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
     return (base + noise).astype(np.uint8)
 
 
-@pytest.mark.parametrize("augment", [augment_for_harmonization, shuffle_tiles])
+def _smoothing_augment(image, rng):
+    return augment_for_harmonization(image, rng, smooth_probability=1.0)
+
+
+@pytest.mark.parametrize(
+    "augment", [augment_for_harmonization, shuffle_tiles, smooth_region, _smoothing_augment]
+)
 def test_shape_dtype_determinism_and_input_untouched(augment):
     image = _image()
     before = image.copy()
@@ -38,7 +46,7 @@ def test_shape_dtype_determinism_and_input_untouched(augment):
     assert len(set(outputs)) > 5  # different seeds give different augmentations
 
 
-@pytest.mark.parametrize("augment", [augment_for_harmonization, shuffle_tiles])
+@pytest.mark.parametrize("augment", [augment_for_harmonization, shuffle_tiles, smooth_region])
 def test_rejects_non_rgb_uint8(augment):
     with pytest.raises(ValueError):
         augment(np.zeros((10, 10), np.uint8), np.random.default_rng(0))
@@ -124,3 +132,36 @@ def test_shuffle_tiles_respects_max_tiles():
     assert counts == {1, 2}
     with pytest.raises(ValueError):
         shuffle_tiles(_image(), np.random.default_rng(0), max_tiles=0)
+
+
+def _high_pass_energy(image: np.ndarray) -> np.ndarray:
+    gray = image.astype(np.float32).mean(axis=2)
+    return (gray - cv2.GaussianBlur(gray, (0, 0), 2.0)) ** 2
+
+
+def test_smooth_region_blurs_one_ellipse_and_nothing_else():
+    image = _image()
+    for seed in range(10):
+        out = smooth_region(image, np.random.default_rng(seed))
+        changed = (out != image).any(axis=2)
+        assert 0.01 < changed.mean() < 0.5  # 20-50% of each side, partly outside the image at times
+        ys, xs = np.nonzero(changed)
+        longest = 0.5 * max(image.shape[:2]) + 2  # semi-axes up to 25% of a side, at any angle
+        assert ys.max() - ys.min() < longest and xs.max() - xs.min() < longest
+        # inside, the fine texture is mostly gone
+        assert _high_pass_energy(out)[changed].mean() < 0.5 * _high_pass_energy(image)[changed].mean()
+
+
+def test_no_smoothing_leaves_the_reference_augmentation_as_it_was():
+    image = _image()
+    for seed in range(20):
+        reference = augment_for_harmonization(image, np.random.default_rng(seed))
+        unchanged = augment_for_harmonization(image, np.random.default_rng(seed), smooth_probability=0.0)
+        np.testing.assert_array_equal(reference, unchanged)
+        # with smoothing: the smoothed image, then the reference's augmentation of it
+        rng = np.random.default_rng(seed)
+        rng.random()  # the smoothing draw
+        smoothed = smooth_region(image, rng)
+        expected = apply_harmonization_plan(smoothed, draw_harmonization_plan(image.shape, rng), rng)
+        got = augment_for_harmonization(image, np.random.default_rng(seed), smooth_probability=1.0)
+        np.testing.assert_array_equal(got, expected)
