@@ -41,12 +41,14 @@ def engine_result(
     finetune: int,
     color_matches: list[float | None],
     smooth: float | None = None,
+    seed: int = 0,
 ) -> dict:
     """Train on the background (cached in model_dir), harmonize the composite with each colour match (None:
     the default); optionally also with a model fine-tuned on the composite."""
     timings = {}
     if not (model_dir / "model.json").is_file():
         _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
+        train_cfg = dataclasses.replace(train_cfg, seed=seed)
         if smooth is not None:
             train_cfg = dataclasses.replace(train_cfg, smooth_probability=smooth)
         start = time.perf_counter()
@@ -96,6 +98,9 @@ def main() -> None:
         help="train with this smooth_probability instead of the preset's (engine.augment.smooth_region); "
         "use another --out, models are cached by case and preset",
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed (use another --out for another seed)"
+    )
     parser.add_argument("--out", default="runs/bench_harmonization")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -121,6 +126,7 @@ def main() -> None:
             args.finetune,
             args.color_match,
             args.smooth,
+            args.seed,
         )
         methods.update(run["results"])
         for name, image in methods.items():
