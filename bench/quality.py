@@ -135,16 +135,22 @@ def high_pass(image: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return gray - cv2.GaussianBlur(gray, (0, 0), sigma)
 
 
+def _high_pass_inside(
+    result: np.ndarray, reference: np.ndarray, mask: np.ndarray, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fine detail (`high_pass`) of both images at the pixels inside the mask, as float64 vectors."""
+    inside = mask_to_float(mask) > 0.5
+    if not inside.any():
+        raise ValueError("the mask is empty")
+    return tuple(high_pass(image, sigma)[inside].astype(np.float64) for image in (result, reference))
+
+
 def detail_score(result: np.ndarray, reference: np.ndarray, mask: np.ndarray, sigma: float = 2.0) -> float:
     """How much of the reference's fine detail the result has inside the mask: <r, f> / max(|r|^2, |f|^2)
     over the high-pass of result r and reference f. That is their correlation times the ratio of their
     amplitudes (smaller over larger): 1 for the reference itself, near 0 for a blurred blob or unrelated
     texture, and below 1 for detail that is too weak or too strong."""
-    inside = mask_to_float(mask) > 0.5
-    if not inside.any():
-        raise ValueError("the mask is empty")
-    r = high_pass(result, sigma)[inside].astype(np.float64)
-    f = high_pass(reference, sigma)[inside].astype(np.float64)
+    r, f = _high_pass_inside(result, reference, mask, sigma)
     denominator = max(float(r @ r), float(f @ f))
     return float(r @ f / denominator) if denominator > 0 else 1.0
 
@@ -155,11 +161,7 @@ def texture_score(result: np.ndarray, reference: np.ndarray, mask: np.ndarray, s
     textured as the reference there, near 0 for a blurred blob, below 1 for texture too weak or too strong.
     Unlike `detail_score` it does not ask for the reference's own strokes, which no method can recover
     once a paste has lost them; it asks whether the region looks painted at all."""
-    inside = mask_to_float(mask) > 0.5
-    if not inside.any():
-        raise ValueError("the mask is empty")
-    r = float(np.sqrt(np.mean(high_pass(result, sigma)[inside].astype(np.float64) ** 2)))
-    f = float(np.sqrt(np.mean(high_pass(reference, sigma)[inside].astype(np.float64) ** 2)))
+    r, f = (float(np.sqrt(np.mean(x**2))) for x in _high_pass_inside(result, reference, mask, sigma))
     larger = max(r, f)
     return min(r, f) / larger if larger > 0 else 1.0
 

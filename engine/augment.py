@@ -179,9 +179,10 @@ def smooth_region(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A copy with the strokes inside one random ellipse blurred away, as a pasted photo has none.
 
     Not in the reference. Its augmentations change colours and cut flat holes, but never show the model a
-    region with the painting's layout and without its texture, which is what a pasted photo is; with this
-    it learns to paint strokes back into such a region. The ellipse spans 20-50% of each side, the blur's
-    sigma is 1-3 px at the reference's 120 px scale."""
+    region with the painting's layout and without its texture, which is what a pasted photo is; this was
+    meant to teach it to paint strokes back into such a region. Measured, it did not help beyond the seed
+    spread (docs/benchmarks.md), so every preset leaves it off. The ellipse spans 20-50% of each side, the
+    blur's sigma is 1-3 px at the reference's 120 px scale."""
     _check_image(image)
     height, width = image.shape[:2]
     scale = min(height, width) / REFERENCE_SHORT_SIDE
