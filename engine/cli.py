@@ -125,7 +125,9 @@ def color_match_fraction(text: str) -> float:
     return value
 
 
-def add_color_match(p: argparse.ArgumentParser) -> None:
+def add_color_match(
+    p: argparse.ArgumentParser, default_text: str = "0.5 for harmonization, 0 for editing"
+) -> None:
     p.add_argument(
         "--color-match",
         type=color_match_fraction,
@@ -133,7 +135,7 @@ def add_color_match(p: argparse.ArgumentParser) -> None:
         metavar="0-1",
         help="move the selection this share of the way to its surroundings' colours (Poisson blending) "
         "before the model runs; higher fits the scene's light, lower keeps objects solid "
-        "(default: 0.5 for harmonization, 0 for editing)",
+        f"(default: {default_text})",
     )
 
 
