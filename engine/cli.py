@@ -125,9 +125,15 @@ def color_match_fraction(text: str) -> float:
     return value
 
 
-def add_color_match(
-    p: argparse.ArgumentParser, default_text: str = "0.5 for harmonization, 0 for editing"
-) -> None:
+def add_color_match(p: argparse.ArgumentParser, harmonize_only: bool = False) -> None:
+    """--color-match, its help naming the defaults the modes define (engine.modes)."""
+    from engine.modes import Mode, spec
+
+    harmonization, editing = (spec(m).color_match for m in (Mode.HARMONIZATION, Mode.EDITING))
+    if harmonize_only:
+        default_text = f"the engine's, {harmonization:g}; used by Harmonize selection, not by Edit selection"
+    else:
+        default_text = f"{harmonization:g} for harmonization, {editing:g} for editing"
     p.add_argument(
         "--color-match",
         type=color_match_fraction,

@@ -383,6 +383,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--preset", choices=["paper", "fast", "tiny"], help="training preset for new models"
             )
-            add_color_match(p, "the engine's, 0.5; used by Harmonize selection, not by Edit selection")
+            add_color_match(p, harmonize_only=True)
             p.add_argument("--wheelhouse", type=Path, help="install wheels from this folder only (offline)")
         p.set_defaults(run=cmd_plugin)
