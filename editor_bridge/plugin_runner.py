@@ -255,7 +255,7 @@ class Runner:
             if op is Operation.VARIATION:
                 return self._variation(client, canvas)
             # The setting is Harmonize selection's; an edit keeps the engine's default (its own colours).
-            color_match = self.settings.color_match if op is Operation.HARMONIZE else None
+            color_match = self.settings.color_match if op.mode is Mode.HARMONIZATION else None
             job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed, color_match=color_match)
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(

@@ -259,6 +259,9 @@ class _ApplyRequest(Content):
     # Share (0-1) of the Poisson colour change towards the selection's surroundings made before the model
     # runs; None: the model's mode decides (harmonization 0.5, editing 0). See engine/blend.py.
     color_match: float | None = Field(default=None, ge=0.0, le=1.0)
+    # True: train a new model on the background even when one is stored for it, with the next seed not yet
+    # used for it, and reuse that model from then on (the way out of an unlucky training run).
+    retrain: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> _ApplyRequest:
@@ -272,6 +275,8 @@ class _ApplyRequest(Content):
             raise ValueError("crop_to_bbox needs a bbox on the image")
         if self.model_id is None and not (self.train_if_missing and self.background is not None):
             raise ValueError("give model_id, or train_if_missing=True with a background image")
+        if self.retrain and self.model_id is not None:
+            raise ValueError("retrain trains on the background: give no model_id with it")
         return self
 
 

@@ -131,6 +131,9 @@ def test_harmonize_checks_mask_and_model_source():
     assert _apply(color_match=0.25).color_match == 0.25
     with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
         _apply(color_match=1.5)
+    with pytest.raises(pydantic.ValidationError, match="retrain trains on the background"):
+        _apply(retrain=True)
+    assert _apply(model_id=None, train_if_missing=True, background=_apply().image, retrain=True).retrain
 
 
 def test_descriptor_consistency():

@@ -37,6 +37,9 @@ pytestmark = [
 INSIDE = Path("/tmp/singan-gimp-test")  # the test's folder as GIMP sees it, inside the chroot
 RUNS = [
     {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "harmonize", "screenshot": 1},
+    {"procedure": "python-fu-singan-retrain-harmonize", "layer": "Harmonized", "tag": "retrain"},
+    # Reuses the retrained model; GIMP's action search must run this label, not the retrain one's
+    {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "after"},
     # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
     {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
@@ -153,6 +156,14 @@ def test_new_layer_changed_inside_selection_only(gimp_run, tag):
     assert (raw(out / f"{tag}_object.raw", scene) == raw(out / "before_object.raw", scene)).all()
     assert driver[f"{tag}_undone_layers"] == driver["before_layers"]
     assert (raw(out / f"{tag}_undone_composite.raw", scene) == before).all()
+
+
+def test_retrain_paints_with_a_new_model_that_later_runs_reuse(gimp_run):
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["retrain_menu"] == ["Retrain and harmonize selection", ["<Image>/Filters"]]
+    first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
+    assert not (first == retrained).all(), "the retrained model gave the first model's result"
+    assert (raw(out / "after_new_layer.raw", scene) == retrained).all()
 
 
 def test_cancel_in_the_status_bar_cancels_the_engine_job(gimp_run):

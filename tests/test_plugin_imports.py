@@ -76,7 +76,13 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_harmonize", "Harmonize selection", "tools/scripts"),
         ("singan_edit", "Edit selection", "tools/scripts"),
         ("singan_variation", "Generate variation", "tools/scripts"),
+        ("singan_retrain_harmonize", "Retrain and harmonize selection", "tools/scripts"),
+        ("singan_retrain_edit", "Retrain and edit selection", "tools/scripts"),
     ], created
+    # The installed .action file gives each action its menu text: the same names and texts.
+    import xml.etree.ElementTree as ET
+    actions = ET.parse("plugins/krita/singan_studio.action").getroot().iter("Action")
+    assert {a.get("name"): a.findtext("text") for a in actions} == {n: t for n, t, _ in created}
     bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})
     assert not bad, bad
     print("ok")
@@ -97,7 +103,12 @@ GIMP = BLOCK + textwrap.dedent(
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # not __main__: Gimp.main is not called
-    assert sorted(module.PROCEDURES) == ["python-fu-singan-edit", "python-fu-singan-harmonize"]
+    assert sorted(module.PROCEDURES) == [
+        "python-fu-singan-edit",
+        "python-fu-singan-harmonize",
+        "python-fu-singan-retrain-edit",
+        "python-fu-singan-retrain-harmonize",
+    ]
     assert module.SinganStudio.do_query_procedures(None) == list(module.PROCEDURES)
     bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})
     assert not bad, bad

@@ -42,6 +42,8 @@ DRIVER = ROOT / "tests" / "editors" / "krita_driver"
 RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "harmonize"},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "again"},  # reuses the stored model
+    {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain"},  # a second model
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "after"},  # reuses the second model
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
 ]
 
@@ -92,7 +94,15 @@ def krita_run(tmp_path_factory):
     if os.environ.get("SINGAN_SCREENSHOTS"):  # docs/images/ comes from here
         for name in ("before_krita.png", "harmonize_krita.png"):
             shutil.copy(out / name, Path(os.environ["SINGAN_SCREENSHOTS"]) / name)
-    return {"scene": scene, "out": out, "driver": driver, "code": code, "models": models, "log": tmp}
+    return {
+        "scene": scene,
+        "out": out,
+        "driver": driver,
+        "code": code,
+        "models": models,
+        "log": tmp,
+        "engine_home": engine_home,
+    }
 
 
 def stop_engine(home: Path) -> str | None:
@@ -166,8 +176,22 @@ def test_new_layer_changed_inside_selection_only(krita_run, tag):
 
 def test_second_harmonization_reuses_the_model(krita_run):
     harmonization = [m for m in krita_run["models"] if m.mode is Mode.HARMONIZATION]
-    assert len(harmonization) == 1
+    assert len(harmonization) == 2  # the first, and the one "Retrain and harmonize" trained
     assert krita_run["driver"]["again_seconds"] < krita_run["driver"]["harmonize_seconds"]
+    scene, out = krita_run["scene"], krita_run["out"]
+    first, again = raw(out / "harmonize_new_layer.raw", scene), raw(out / "again_new_layer.raw", scene)
+    assert (first == again).all()
+
+
+def test_retrain_paints_with_a_new_model_that_later_runs_reuse(krita_run):
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    metas = [json.loads(path.read_text()) for path in krita_run["engine_home"].glob("models/*/model.json")]
+    seeds = sorted(m["training"]["seed"] for m in metas if m["model"]["mode"] == "harmonization")
+    assert seeds == [0, 1]
+    first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
+    assert not (first == retrained).all(), "the retrained model gave the first model's result"
+    assert (raw(out / "after_new_layer.raw", scene) == retrained).all()
+    assert driver["after_seconds"] < driver["retrain_seconds"]
 
 
 def test_krita_exits_cleanly(krita_run):

@@ -70,6 +70,19 @@ def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
     assert seen[-1].text.startswith("Training: stage 3 of 3, 100%")
 
 
+def test_retrain_actions_ask_for_a_new_model(engine, tmp_path):
+    runner = Runner(Settings(home=str(tmp_path), preset="tiny", color_match=0.7, timeout_s=5))
+    harmonized = runner.run(Operation.RETRAIN_HARMONIZE, make_canvas(Editor.KRITA))
+    edited = runner.run(Operation.RETRAIN_EDIT, make_canvas(Editor.GIMP))
+    runner.run(Operation.HARMONIZE, make_canvas(Editor.KRITA))
+    harmonize, again = [r for r in engine.requests if isinstance(r, HarmonizeRequest)]
+    (edit,) = [r for r in engine.requests if isinstance(r, EditRequest)]
+    assert harmonize.retrain and harmonize.color_match == 0.7 and harmonize.model_id is None
+    assert edit.retrain and edit.color_match is None  # still only Harmonize selection's setting
+    assert not again.retrain
+    assert (harmonized.name, edited.name) == ("Harmonized", "Edited")
+
+
 def test_variation_trains_once_then_reuses_the_model(engine, tmp_path):
     runner = Runner(Settings(home=str(tmp_path), timeout_s=5))
     canvas = make_canvas(Editor.GIMP, selection=False)

@@ -316,6 +316,36 @@ def test_a_model_in_use_cannot_be_deleted(daemon, layers, first_harmonize):
         assert base in [m.model_id for m in client.list_models()]
 
 
+def _seed(daemon, model_id: str) -> int:
+    return json.loads((daemon.home / "models" / model_id / "model.json").read_text())["training"]["seed"]
+
+
+def test_retrain_trains_another_seed_which_later_requests_reuse(daemon, layers):
+    # A background of its own (mirrored), so the other tests' stored model stays the one they find.
+    mirrored = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in layers.items()}
+    with daemon.client() as client:
+
+        def harmonize(**fields):
+            reply = client.run_job(*harmonize_request(mirrored, **fields), timeout=240)
+            return reply.content, np.array(reply.image(reply.content.images[0]))
+
+        first, first_out = harmonize()
+        retrained, retrained_out = harmonize(retrain=True)
+        assert not retrained.reused_model and retrained.job_id is not None
+        assert retrained.model.model_id != first.model.model_id
+        assert (_seed(daemon, first.model.model_id), _seed(daemon, retrained.model.model_id)) == (0, 1)
+        assert not np.array_equal(retrained_out, first_out)  # another model paints another result
+        # From now on the retrained model is the one found for this background...
+        again, again_out = harmonize()
+        assert again.reused_model and again.model.model_id == retrained.model.model_id
+        assert np.array_equal(again_out, retrained_out)
+        # ...and the next retrain takes the next seed; the first model stays listed.
+        third, _ = harmonize(retrain=True)
+        assert _seed(daemon, third.model.model_id) == 2
+        ids = [m.model_id for m in client.list_models()]
+        assert {first.model.model_id, retrained.model.model_id, third.model.model_id} <= set(ids)
+
+
 def test_engine_status_command(daemon, first_harmonize):
     cmd = [sys.executable, "-m", "engine.cli", "status", "--home", str(daemon.home), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)

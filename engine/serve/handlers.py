@@ -7,6 +7,7 @@ events and a `result` or `error` for each subscriber. `run_job` is the work of e
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -292,7 +293,7 @@ class Handlers:
         model_id, reused = c.model_id, False
         if model_id is not None:
             self._check_mode(model_id, mode)
-        else:
+        elif not c.retrain:
             model_id = self.registry.find(self._background_key(c, req.buffers, mode))
             reused = model_id is not None
         if model_id is None:
@@ -349,7 +350,7 @@ class Handlers:
             assert bg is not None
             rgb = picture_from_frame(frames.from_frame(job.buffers, bg), bg).rgb
             model_id, reused = self._train_or_reuse(
-                job, ctx, c.train or TrainOptions(), mode, rgb, _canonical(job.buffers, bg), None
+                job, ctx, c.train or TrainOptions(), mode, rgb, _canonical(job.buffers, bg), None, c.retrain
             )
             return self._apply_with(model_id, c, job.buffers, reused)
         if isinstance(c, ExportOnnxRequest):
@@ -365,14 +366,24 @@ class Handlers:
         rgb: np.ndarray,
         key_source: np.ndarray,
         name: str | None,
+        retrain: bool = False,
     ) -> tuple[str, bool]:
         preset_name, model_cfg, train_cfg = self._resolve(options, mode)
         key = training_key(key_source, model_cfg, train_cfg)
-        existing = self.registry.find(key)
-        if existing is not None:
-            log.info("job %s reuses model %s (same image and settings)", job.job_id, existing)
-            job.model_id = existing  # from now on the model is in use: `delete_model` refuses it
-            return existing, True
+        if retrain:
+            # Another seed than every model stored under this key; the new model is stored under the same
+            # key and, being the newest, is what the next request with these settings finds.
+            used = self.registry.seeds(key)
+            if used:
+                seed = max(used) + 1
+                log.info("job %s retrains with seed %d (stored: %s)", job.job_id, seed, sorted(used))
+                train_cfg = dataclasses.replace(train_cfg, seed=seed)
+        else:
+            existing = self.registry.find(key)
+            if existing is not None:
+                log.info("job %s reuses model %s (same image and settings)", job.job_id, existing)
+                job.model_id = existing  # from now on the model is in use: `delete_model` refuses it
+                return existing, True
         out = self._train_into(
             job,
             ctx,

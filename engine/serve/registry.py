@@ -3,7 +3,9 @@
 A model enters the registry by one atomic rename of a finished model directory, so a listing never sees a
 half-written model. `registry.json` holds what the store does not: the user's name for the model and the
 training key (a hash of the training image's pixels, the mode and the resolved settings) through which the
-same background trained with the same settings is found again instead of being trained twice.
+same background trained with the same settings is found again instead of being trained twice. A model
+retrained on request (another seed) is stored under the key of the settings that were asked for, and being
+the newest, it is the one found from then on.
 """
 
 from __future__ import annotations
@@ -116,12 +118,25 @@ class Registry:
         return infos
 
     def find(self, key: str) -> str | None:
-        """The id of a model trained with this training key, if one is stored."""
+        """The id of the newest model stored under this training key (a retrained one wins), if any."""
+        found = self.find_all(key)
+        return found[-1] if found else None
+
+    def find_all(self, key: str) -> list[str]:
+        """Every model stored under this training key, oldest first."""
         with self._lock:
-            for model_id, entry in self._entries.items():
-                if entry.get("training_key") == key:
-                    return model_id
-        return None
+            found = [(e["created"], i) for i, e in self._entries.items() if e.get("training_key") == key]
+        return [model_id for _, model_id in sorted(found)]
+
+    def seeds(self, key: str) -> set[int]:
+        """The training seeds of the models stored under this training key."""
+        seeds = set()
+        for model_id in self.find_all(key):
+            try:
+                seeds.add(int(read_meta(self.root / model_id)["training"]["seed"]))
+            except (EngineError, KeyError, TypeError, ValueError):
+                continue  # deleted meanwhile, or an older format without the seed
+        return seeds
 
     def add(
         self,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""SinGAN Studio for GIMP 3: Filters > Harmonize selection / Edit selection.
+"""SinGAN Studio for GIMP 3: Filters > Harmonize selection / Edit selection, and the same with a new model
+(Retrain and harmonize selection / Retrain and edit selection).
 
 A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
 Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
@@ -26,7 +27,12 @@ from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, O
 from editor_bridge.plugin_runner import Progress, Runner, Settings, artist_message, start_engine  # noqa: E402
 
 FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # GIMP converts to these on read: R,G,B,A and one byte a pixel
-PROCEDURES = {"python-fu-singan-harmonize": Operation.HARMONIZE, "python-fu-singan-edit": Operation.EDIT}
+PROCEDURES = {
+    "python-fu-singan-harmonize": Operation.HARMONIZE,
+    "python-fu-singan-edit": Operation.EDIT,
+    "python-fu-singan-retrain-harmonize": Operation.RETRAIN_HARMONIZE,
+    "python-fu-singan-retrain-edit": Operation.RETRAIN_EDIT,
+}
 
 
 # ---- image adapters ----

@@ -1,4 +1,4 @@
-"""The extension entry point: registers the three actions and hands each to a JobController. Nothing else."""
+"""The extension entry point: registers the actions and hands each to a JobController. Nothing else."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ ACTIONS = {
     "singan_harmonize": Operation.HARMONIZE,
     "singan_edit": Operation.EDIT,
     "singan_variation": Operation.VARIATION,
+    "singan_retrain_harmonize": Operation.RETRAIN_HARMONIZE,
+    "singan_retrain_edit": Operation.RETRAIN_EDIT,
 }
 
 
