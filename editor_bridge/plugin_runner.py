@@ -46,6 +46,9 @@ from editor_bridge.protocol import ErrorCode, Mode, ProgressEvent, ResultReply
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
+# The engine's default colour match for harmonization (engine.modes; tests/test_plugin_runner.py keeps the
+# two equal). The plugins' dialogs start from it when the settings file names none.
+HARMONIZE_COLOR_MATCH = 0.5
 START_WAIT_S = 60.0  # importing torch and binding the socket takes a few seconds on a cold start
 
 
@@ -76,6 +79,11 @@ class Settings:
             color_match=_color_match(data.get("color_match"), path),
             timeout_s=float(data.get("timeout_s", 30.0)),
         )
+
+    @property
+    def harmonize_color_match(self) -> float:
+        """The colour match a Harmonize selection dialog starts from."""
+        return HARMONIZE_COLOR_MATCH if self.color_match is None else self.color_match
 
     def to_json(self) -> str:
         return json.dumps(
@@ -247,7 +255,8 @@ class Runner:
     seed: int | None = None
     on_job: Callable[[str], None] = lambda job_id: None
 
-    def run(self, op: Operation, canvas: Canvas) -> LayerPatch:
+    def run(self, op: Operation, canvas: Canvas, *, color_match: float | None = None) -> LayerPatch:
+        """color_match: this run's (the editor's dialog); None: the settings file's, else the engine's."""
         client = connect(self.settings)
         try:
             # Fail before sending megabytes when the file points at an engine that is gone or hung.
@@ -255,7 +264,10 @@ class Runner:
             if op is Operation.VARIATION:
                 return self._variation(client, canvas)
             # The setting is Harmonize selection's; an edit keeps the engine's default (its own colours).
-            color_match = self.settings.color_match if op.mode is Mode.HARMONIZATION else None
+            if op.mode is not Mode.HARMONIZATION:
+                color_match = None
+            elif color_match is None:
+                color_match = self.settings.color_match
             job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed, color_match=color_match)
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(

@@ -39,11 +39,15 @@ pytestmark = [
 ]
 
 DRIVER = ROOT / "tests" / "editors" / "krita_driver"
+# Harmonize selection asks for the colour match first: the driver notes what the dialog offers, sets the
+# run's "color_match" if it has one, and presses OK (or Cancel, with "dialog_cancel").
 RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "harmonize"},
+    {"action": "singan_harmonize", "tag": "dialog_cancel", "dialog_cancel": True, "color_match": 0.1},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "again"},  # reuses the stored model
     {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain"},  # a second model
-    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "after"},  # reuses the second model
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "strong", "color_match": 1.0},
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "after", "color_match": 0.5},  # as retrain
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
 ]
 
@@ -151,10 +155,13 @@ def test_driver_ran_every_action(krita_run):
     assert driver["before_layers"] == ["Background", "Pasted object", "Selection Mask"]
 
 
-@pytest.mark.parametrize("tag", [run["tag"] for run in RUNS])
+LAYER_RUNS = [run for run in RUNS if "layer" in run]
+
+
+@pytest.mark.parametrize("tag", [run["tag"] for run in LAYER_RUNS])
 def test_new_layer_changed_inside_selection_only(krita_run, tag):
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
-    name = next(run["layer"] for run in RUNS if run["tag"] == tag)
+    name = next(run["layer"] for run in LAYER_RUNS if run["tag"] == tag)
     sel = scene.selection
     assert driver[f"{tag}_layers"] == ["Background", "Pasted object", name, "Selection Mask"]
     assert driver[f"{tag}_new_layer_above"] and driver[f"{tag}_active_is_new"]
@@ -192,6 +199,27 @@ def test_retrain_paints_with_a_new_model_that_later_runs_reuse(krita_run):
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
     assert (raw(out / "after_new_layer.raw", scene) == retrained).all()
     assert driver["after_seconds"] < driver["retrain_seconds"]
+
+
+def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    shown = {run["tag"]: driver.get(f"{run['tag']}_color_match_shown") for run in RUNS}
+    # The engine's default first; a cancelled dialog changes nothing; then the last value OK'd.
+    assert shown == {
+        "harmonize": 0.5,
+        "dialog_cancel": 0.5,
+        "again": 0.5,
+        "retrain": 0.5,
+        "strong": 0.5,
+        "after": 1.0,
+        "variation": None,  # Generate variation asks nothing
+    }
+    assert driver["dialog_cancel_layers"] == driver["before_layers"]
+    before = raw(out / "before_composite.raw", scene)[scene.selection, :3].astype(float)
+    strong = raw(out / "strong_new_layer.raw", scene)[scene.selection, :3].astype(float)
+    usual = raw(out / "after_new_layer.raw", scene)[scene.selection, :3].astype(float)
+    # Colour match 1 moves the object further from how it was pasted than 0.5 does, with the same model.
+    assert np.abs(strong - before).mean() > np.abs(usual - before).mean() + 2
 
 
 def test_krita_exits_cleanly(krita_run):

@@ -25,6 +25,7 @@ from editor_bridge.errors import (
 )
 from editor_bridge.plugin_core import Editor, Operation, UnsupportedColorDepth
 from editor_bridge.plugin_runner import (
+    HARMONIZE_COLOR_MATCH,
     EngineStartFailed,
     Progress,
     Runner,
@@ -68,6 +69,22 @@ def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
     assert (got[..., :3] == 255 - box[..., :3]).all()
     assert [p.percent for p in seen[1:]] == [11, 55, 100]  # the fake reports iteration k+1 of 3 in stage k
     assert seen[-1].text.startswith("Training: stage 3 of 3, 100%")
+
+
+def test_a_runs_own_color_match_wins_and_the_default_is_the_engines(engine, tmp_path):
+    from engine.modes import Mode as EngineMode
+    from engine.modes import spec
+
+    assert HARMONIZE_COLOR_MATCH == spec(EngineMode.HARMONIZATION).color_match
+    assert Settings().harmonize_color_match == HARMONIZE_COLOR_MATCH
+    settings = Settings(home=str(tmp_path), color_match=0.7, timeout_s=5)
+    assert settings.harmonize_color_match == 0.7
+    runner = Runner(settings)
+    runner.run(Operation.HARMONIZE, make_canvas(), color_match=0.0)
+    runner.run(Operation.RETRAIN_HARMONIZE, make_canvas(), color_match=1.0)
+    runner.run(Operation.EDIT, make_canvas(), color_match=1.0)  # an edit's colours are the artist's
+    sent = [r.color_match for r in engine.requests if isinstance(r, HarmonizeRequest | EditRequest)]
+    assert sent == [0.0, 1.0, None]
 
 
 def test_retrain_actions_ask_for_a_new_model(engine, tmp_path):

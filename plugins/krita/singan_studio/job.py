@@ -20,7 +20,9 @@ from editor_bridge.plugin_runner import (
     artist_message,
     start_engine,
 )
+from editor_bridge.protocol import Mode
 
+from .dialog import ask_color_match
 from .document import Target, add_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class JobController(QObject):
         self._op: Operation | None = None
         self._canvas: Canvas | None = None
         self._target: Target | None = None
+        self._color_match: float | None = None
         app = QApplication.instance()
         if app is not None:
             # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
@@ -76,10 +79,17 @@ class JobController(QObject):
         except Exception as exc:  # noqa: BLE001
             self._show(artist_message(exc, op))
             return
-        self._launch(op, canvas, target, start_first=False)
+        color_match = None
+        if op.mode is Mode.HARMONIZATION:
+            color_match = ask_color_match(self._window(), op.label, self.settings.harmonize_color_match)
+            if color_match is None:
+                return  # cancelled in the dialog: nothing was sent
+        self._launch(op, canvas, target, color_match, start_first=False)
 
-    def _launch(self, op: Operation, canvas: Canvas, target: Target, *, start_first: bool) -> None:
-        self._op, self._canvas, self._target = op, canvas, target
+    def _launch(
+        self, op: Operation, canvas: Canvas, target: Target, color_match: float | None, *, start_first: bool
+    ) -> None:
+        self._op, self._canvas, self._target, self._color_match = op, canvas, target, color_match
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
 
@@ -90,7 +100,7 @@ class JobController(QObject):
             if start_first:
                 report(Progress(0, "Starting the engine..."))
                 start_engine(settings)
-            return Runner(settings, report, cancel).run(op, canvas)
+            return Runner(settings, report, cancel).run(op, canvas, color_match=color_match)
 
         self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
         dialog.setWindowTitle(op.label)
@@ -129,7 +139,7 @@ class JobController(QObject):
         add_result_layer(target, patch)
 
     def _on_failure(self, exc: BaseException) -> None:
-        op, canvas, target = self._op, self._canvas, self._target
+        op, canvas, target, color_match = self._op, self._canvas, self._target, self._color_match
         self._finish()
         log.info("job failed: %r", exc)
         message = artist_message(exc, op)
@@ -140,7 +150,7 @@ class JobController(QObject):
                 self._window(), message.title, "The engine is not running. Start it now?"
             )
             if answer == QMessageBox.Yes and op is not None and canvas is not None and target is not None:
-                self._launch(op, canvas, target, start_first=True)
+                self._launch(op, canvas, target, color_match, start_first=True)
             return
         self._show(message)
 
@@ -152,7 +162,7 @@ class JobController(QObject):
             self._dialog.close()
             self._dialog.deleteLater()
         self._thread = self._worker = self._dialog = None
-        self._op = self._canvas = self._target = None
+        self._op = self._canvas = self._target = self._color_match = None
 
     def shutdown(self) -> None:
         """Cancel a running job and wait for its thread, which closes the engine client on its way out."""

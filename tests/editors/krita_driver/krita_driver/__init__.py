@@ -12,7 +12,7 @@ from pathlib import Path
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QTimer
 from PyQt5.QtGui import QImage
-from PyQt5.QtWidgets import QApplication, QMessageBox
+from PyQt5.QtWidgets import QApplication, QDoubleSpinBox, QMessageBox
 
 CONFIG = json.loads(Path(os.environ["SINGAN_DRIVER_CONFIG"]).read_text())
 OUT = Path(CONFIG["out"])
@@ -99,8 +99,35 @@ class Driver(Extension):
         QTimer.singleShot(200, self.poll)
         Krita.instance().action(self.run["action"]).trigger()
 
+    def answer_color_match(self, dialog) -> None:
+        """The colour-match dialog: note what it offers, set the run's value, press OK (or Cancel)."""
+        tag = self.run["tag"]
+        spin = dialog.findChild(QDoubleSpinBox, "singan_color_match")
+        RESULT[f"{tag}_color_match_shown"] = spin.value()
+        if "color_match" in self.run:
+            spin.setValue(self.run["color_match"])
+        if self.run.get("dialog_cancel"):
+            dialog.reject()
+            # Nothing may arrive: look again after a while, then go on with the next run.
+            QTimer.singleShot(3000, self.after_cancelled_dialog)
+            return
+        dialog.accept()
+        QTimer.singleShot(200, self.poll)
+
+    def after_cancelled_dialog(self) -> None:
+        RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
+        self.next_run()
+
     def poll(self) -> None:
         try:
+            dialogs = [
+                w
+                for w in QApplication.topLevelWidgets()
+                if w.objectName() == "singan_color_match_dialog" and w.isVisible()
+            ]
+            if dialogs:
+                self.answer_color_match(dialogs[0])
+                return
             boxes = [
                 w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
             ]

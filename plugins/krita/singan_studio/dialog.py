@@ -1,0 +1,62 @@
+"""The question Harmonize selection asks before each run: how much colour match (docs/artists.md)."""
+
+from __future__ import annotations
+
+from krita import Krita
+from PyQt5.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QVBoxLayout,
+)
+
+SETTING_GROUP, SETTING_KEY = "singan_studio", "color_match"  # in kritarc: the last value used
+DIALOG_NAME, SPIN_NAME = "singan_color_match_dialog", "singan_color_match"  # what the e2e driver looks for
+EXPLANATION = (
+    "How far the object first moves towards the colours around it, before the model repaints it "
+    "in the painting's strokes. 0 keeps its own colours; 1 takes on the surroundings' light fully "
+    "(objects may fade into them)."
+)
+
+
+def last_color_match(default: float) -> float:
+    """The value used last time in this Krita, else `default` (the installer's, else the engine's)."""
+    try:
+        value = float(Krita.instance().readSetting(SETTING_GROUP, SETTING_KEY, ""))
+    except ValueError:
+        return default
+    return value if 0.0 <= value <= 1.0 else default
+
+
+def ask_color_match(parent, title: str, default: float) -> float | None:
+    """The artist's colour match for this run, remembered for the next; None if they cancelled."""
+    dialog = QDialog(parent)
+    dialog.setObjectName(DIALOG_NAME)
+    dialog.setWindowTitle(title)
+    text = QLabel(EXPLANATION)
+    text.setWordWrap(True)
+    spin = QDoubleSpinBox()
+    spin.setObjectName(SPIN_NAME)
+    spin.setRange(0.0, 1.0)
+    spin.setSingleStep(0.05)
+    spin.setDecimals(2)
+    spin.setValue(last_color_match(default))
+    form = QFormLayout()
+    form.addRow("Colour match:", spin)
+    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(text)
+    layout.addLayout(form)
+    layout.addWidget(buttons)
+    try:
+        if dialog.exec_() != QDialog.Accepted:
+            return None
+        value = round(spin.value(), 2)
+    finally:
+        dialog.deleteLater()
+    Krita.instance().writeSetting(SETTING_GROUP, SETTING_KEY, str(value))
+    return value
