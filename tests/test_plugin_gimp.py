@@ -35,11 +35,13 @@ pytestmark = [
 ]
 
 INSIDE = Path("/tmp/singan-gimp-test")  # the test's folder as GIMP sees it, inside the chroot
+HARMONIZE = {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "dialog": 1}
 RUNS = [
-    {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "harmonize", "screenshot": 1},
-    {"procedure": "python-fu-singan-retrain-harmonize", "layer": "Harmonized", "tag": "retrain"},
+    {**HARMONIZE, "tag": "harmonize", "screenshot": 1},  # the colour match dialog: OK
+    {**HARMONIZE, "procedure": "python-fu-singan-retrain-harmonize", "tag": "retrain"},
     # Reuses the retrained model; GIMP's action search must run this label, not the retrain one's
-    {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "tag": "after"},
+    {**HARMONIZE, "tag": "after"},
+    {**HARMONIZE, "tag": "strong", "color_match": 1},  # from a script: the PDB with the argument
     # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
     {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
@@ -164,6 +166,16 @@ def test_retrain_paints_with_a_new_model_that_later_runs_reuse(gimp_run):
     first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
     assert (raw(out / "after_new_layer.raw", scene) == retrained).all()
+
+
+def test_colour_match_argument_is_used(gimp_run):
+    scene, out = gimp_run["scene"], gimp_run["out"]
+    assert gimp_run["driver"]["strong_status"] == "success"
+    before = raw(out / "before_composite.raw", scene)[scene.selection, :3].astype(float)
+    strong = raw(out / "strong_new_layer.raw", scene)[scene.selection, :3].astype(float)
+    usual = raw(out / "after_new_layer.raw", scene)[scene.selection, :3].astype(float)
+    # Colour match 1 moves the object further from how it was pasted than the default 0.5, same model.
+    assert np.abs(strong - before).mean() > np.abs(usual - before).mean() + 2
 
 
 def test_cancel_in_the_status_bar_cancels_the_engine_job(gimp_run):

@@ -97,7 +97,7 @@ GIMP = BLOCK + textwrap.dedent(
         class PlugIn:  # a real class: the plug-in subclasses it
             pass
 
-    stub("gi.repository", Gimp=Gimp(), Gegl=Anything(), GLib=Anything())
+    stub("gi.repository", Gimp=Gimp(), Gegl=Anything(), GLib=Anything(), GObject=Anything())
     spec = importlib.util.spec_from_file_location(
         "singan_gimp", "plugins/gimp/singan_studio/singan_studio.py"
     )

@@ -2,7 +2,8 @@
 
 It opens the painting in a window, pastes the object as its own layer, selects it (Alpha to Selection), and
 then works the window as an artist would, with xdotool: runs each filter through GIMP's action search ("/",
-the filter's menu label, Return), waits for the new layer and presses Ctrl+Z once; in the cancel run it clicks
+the filter's menu label, Return; Return again in Harmonize selection's dialog), or through the PDB as a
+script would, waits for the new layer and presses Ctrl+Z once; in the cancel run it clicks
 the status bar's Cancel once the engine trains, and asks the engine what became of the job. What GIMP then
 holds (layer bytes, the composite, layer names) and screenshots of the window go to files for the test.
 
@@ -99,6 +100,17 @@ class Window:
             if wait_for(lambda: not xdo("search", "--onlyvisible", "--name", "^Search Actions$"), 3):
                 return
         raise RuntimeError(f"GIMP's action search did not run {label!r}")
+
+    def answer_dialog(self, title):
+        """The filter's own dialog (Harmonize selection's colour match): Return for OK, from the keyboard."""
+        dialog = wait_for(lambda: xdo("search", "--onlyvisible", "--name", f"^{title}$"), 30)
+        if not dialog:
+            raise RuntimeError(f"no {title!r} dialog opened")
+        xdo("windowfocus", "--sync", dialog.split()[0])
+        time.sleep(1.0)
+        xdo("key", "Return")
+        if not wait_for(lambda: not xdo("search", "--onlyvisible", "--name", f"^{title}$"), 10):
+            raise RuntimeError(f"the {title!r} dialog did not close on Return")
 
     def geometry(self):
         shell = dict(line.split("=", 1) for line in xdo("getwindowgeometry", "--shell", self.id).splitlines())
@@ -205,7 +217,18 @@ def main():
         log(f"run {tag}")
         start = time.monotonic()
         image.set_selected_layers([obj])  # as the artist clicks the pasted layer before each filter
-        window.run_action(procedure.get_menu_label())
+        if "color_match" in run:
+            # As a script would: the procedure through the PDB, with its colour match argument.
+            config = procedure.create_config()
+            config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+            config.set_property("image", image)
+            config.set_core_object_array("drawables", [obj])
+            config.set_property("color-match", float(run["color_match"]))
+            RESULT[f"{tag}_status"] = procedure.run(config).index(0).value_nick
+        else:
+            window.run_action(procedure.get_menu_label())
+            if run.get("dialog"):
+                window.answer_dialog(procedure.get_menu_label())
         if not wait_for(lambda n=name: layer_named(image, n) is not None, CONFIG["timeout_s"]):
             window.screenshot(f"{tag}_timeout_gimp.jpg")
             raise RuntimeError(f"no layer {name!r} after {CONFIG['timeout_s']} s")

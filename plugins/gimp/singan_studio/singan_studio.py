@@ -20,13 +20,15 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GLib  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
 from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth  # noqa: E402
 from editor_bridge.plugin_runner import Progress, Runner, Settings, artist_message, start_engine  # noqa: E402
+from editor_bridge.protocol import Mode  # noqa: E402
 
 FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # GIMP converts to these on read: R,G,B,A and one byte a pixel
+COLOR_MATCH = "color-match"  # the harmonize procedures' argument (scripts pass it; the dialog asks for it)
 PROCEDURES = {
     "python-fu-singan-harmonize": Operation.HARMONIZE,
     "python-fu-singan-edit": Operation.EDIT,
@@ -146,12 +148,32 @@ def _ask_to_start(title: str) -> bool:
     return answer == Gtk.ResponseType.YES
 
 
+def _ask_color_match(procedure, config, title: str) -> bool:
+    """GIMP's own dialog for the procedure's arguments (the colour match); False if the artist cancelled.
+    GIMP remembers the value for the next run, and Filters > Repeat reuses it without asking."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init("singan_studio")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    dialog.fill(None)
+    try:
+        return bool(dialog.run())
+    finally:
+        dialog.destroy()
+
+
 def run(procedure, run_mode, image, drawables, config, data):
     op = PROCEDURES[procedure.get_name()]
     if len(drawables) != 1:
         return _error(procedure, f"{op.label}: select exactly one layer")
     drawable = drawables[0]
     settings = Settings.load(_HERE)
+    color_match = None
+    if op.mode is Mode.HARMONIZATION:
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_color_match(procedure, config, op.label):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        color_match = config.get_property(COLOR_MATCH)
     Gimp.progress_init(f"{op.label}...")
     # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
     guard = CancelGuard(settings.home, settings.timeout_s)
@@ -159,7 +181,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         canvas = read_canvas(image, drawable)
         runner = Runner(settings, _progress, on_job=guard.watch)
         try:
-            patch = runner.run(op, canvas)
+            patch = runner.run(op, canvas, color_match=color_match)
         except Exception as exc:  # noqa: BLE001
             message = artist_message(exc, op)
             interactive = run_mode == Gimp.RunMode.INTERACTIVE
@@ -169,7 +191,7 @@ def run(procedure, run_mode, image, drawables, config, data):
                 raise
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
-            patch = runner.run(op, canvas)
+            patch = runner.run(op, canvas, color_match=color_match)
         add_result_layer(image, drawable, patch)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
@@ -205,6 +227,17 @@ class SinganStudio(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("SinGAN Studio", "SinGAN Studio", "2025")
+        if op.mode is Mode.HARMONIZATION:
+            procedure.add_double_argument(
+                COLOR_MATCH,
+                "_Colour match",
+                "How far the object first moves towards the colours around it, before the model repaints "
+                "it: 0 keeps its own colours, 1 takes on the surroundings' light fully (objects may fade)",
+                0.0,
+                1.0,
+                Settings.load(_HERE).harmonize_color_match,
+                GObject.ParamFlags.READWRITE,
+            )
         return procedure
 
 
