@@ -96,7 +96,7 @@ def krita_run(tmp_path_factory):
             models = client.list_models()
     driver = json.loads((out / "driver.json").read_text())
     if os.environ.get("SINGAN_SCREENSHOTS"):  # docs/images/ comes from here
-        for name in ("before_krita.png", "harmonize_krita.png"):
+        for name in ("before_krita.png", "harmonize_krita.png", "color_match_dialog_krita.png"):
             shutil.copy(out / name, Path(os.environ["SINGAN_SCREENSHOTS"]) / name)
     return {
         "scene": scene,

@@ -101,25 +101,30 @@ class Window:
                 return
         raise RuntimeError(f"GIMP's action search did not run {label!r}")
 
-    def answer_dialog(self, title):
-        """The filter's own dialog (Harmonize selection's colour match): Return for OK, from the keyboard."""
+    def answer_dialog(self, title, shot=None):
+        """The filter's own dialog (Harmonize selection's colour match): Return for OK, from the keyboard;
+        a screenshot of it first if `shot` names one."""
         dialog = wait_for(lambda: xdo("search", "--onlyvisible", "--name", f"^{title}$"), 30)
         if not dialog:
             raise RuntimeError(f"no {title!r} dialog opened")
         xdo("windowfocus", "--sync", dialog.split()[0])
         time.sleep(1.0)
+        if shot:
+            self.screenshot(shot, self.geometry(dialog.split()[0]))
         xdo("key", "Return")
         if not wait_for(lambda: not xdo("search", "--onlyvisible", "--name", f"^{title}$"), 10):
             raise RuntimeError(f"the {title!r} dialog did not close on Return")
 
-    def geometry(self):
-        shell = dict(line.split("=", 1) for line in xdo("getwindowgeometry", "--shell", self.id).splitlines())
+    def geometry(self, window_id=None):
+        shell = xdo("getwindowgeometry", "--shell", window_id or self.id)
+        shell = dict(line.split("=", 1) for line in shell.splitlines())
         return int(shell["X"]), int(shell["Y"]), int(shell["WIDTH"]), int(shell["HEIGHT"])
 
-    def screenshot(self, name):
+    def screenshot(self, name, geometry=None):
         Gimp.displays_flush()
         time.sleep(1.0)
-        subprocess.run([sys.executable, "-c", SHOT, str(OUT / name), *map(str, self.geometry())], timeout=30)
+        box = map(str, geometry or self.geometry())
+        subprocess.run([sys.executable, "-c", SHOT, str(OUT / name), *box], timeout=30)
 
     def click(self, x, y):
         """A left click at (x, y) in the window."""
@@ -228,7 +233,8 @@ def main():
         else:
             window.run_action(procedure.get_menu_label())
             if run.get("dialog"):
-                window.answer_dialog(procedure.get_menu_label())
+                shot = f"{tag}_dialog_gimp.jpg" if run.get("screenshot") else None
+                window.answer_dialog(procedure.get_menu_label(), shot)
         if not wait_for(lambda n=name: layer_named(image, n) is not None, CONFIG["timeout_s"]):
             window.screenshot(f"{tag}_timeout_gimp.jpg")
             raise RuntimeError(f"no layer {name!r} after {CONFIG['timeout_s']} s")

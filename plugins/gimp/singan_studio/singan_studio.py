@@ -156,6 +156,9 @@ def _ask_color_match(procedure, config, title: str) -> bool:
 
     GimpUi.init("singan_studio")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    scale = dialog.get_widget(COLOR_MATCH, GimpUi.SpinScale.__gtype__)  # a slider, as GIMP's filters have
+    scale.set_increments(0.05, 0.25)
+    scale.set_digits(2)
     dialog.fill(None)
     try:
         return bool(dialog.run())

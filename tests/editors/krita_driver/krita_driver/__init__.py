@@ -104,6 +104,8 @@ class Driver(Extension):
         tag = self.run["tag"]
         spin = dialog.findChild(QDoubleSpinBox, "singan_color_match")
         RESULT[f"{tag}_color_match_shown"] = spin.value()
+        if not (OUT / "color_match_dialog_krita.png").exists():
+            dialog.grab().save(str(OUT / "color_match_dialog_krita.png"))
         if "color_match" in self.run:
             spin.setValue(self.run["color_match"])
         if self.run.get("dialog_cancel"):
