@@ -201,9 +201,11 @@ def apply_job(
     preset: Preset | str | None = None,
     seed: int | None = None,
     color_match: float | None = None,
+    finetune_iters: int | None = None,
 ) -> Job:
     """A harmonize or edit request: composite + mask, training on the background if no model exists yet.
-    color_match: 0-1, or None for the engine's default (docs/engine.md)."""
+    color_match: 0-1, or None for the engine's default (docs/engine.md). finetune_iters: fine-tune the model
+    on this composite first (a new model; minutes on a CPU), or None."""
     if op is Operation.VARIATION:
         raise ValueError("variation needs a generation model: use train_job and sample_job")
     mask = canvas.mask()
@@ -227,6 +229,7 @@ def apply_job(
         seed=seed,
         color_match=color_match,
         retrain=op.retrain,
+        finetune_iters=finetune_iters,
         crop_to_bbox=True,  # the new layer is limited to the selection: only that region comes back
     )
     return Job(request, buffers, bbox)

@@ -61,6 +61,7 @@ class Settings:
     preset: str | None = None  # training preset for models the plugin asks for (None: the engine's default)
     color_match: float | None = None  # Harmonize selection's colour match, 0-1 (None: the engine's default)
     timeout_s: float = 30.0
+    refine_iters: int = 500  # fine-tuning iterations when the artist asks to refine (the paper's advice)
 
     @classmethod
     def load(cls, plugin_dir: str | os.PathLike[str]) -> Settings:
@@ -78,6 +79,7 @@ class Settings:
             preset=data.get("preset"),
             color_match=_color_match(data.get("color_match"), path),
             timeout_s=float(data.get("timeout_s", 30.0)),
+            refine_iters=_refine_iters(data.get("refine_iters", 500), path),
         )
 
     @property
@@ -93,6 +95,7 @@ class Settings:
                 "preset": self.preset,
                 "color_match": self.color_match,
                 "timeout_s": self.timeout_s,
+                "refine_iters": self.refine_iters,
             },
             indent=2,
         )
@@ -107,6 +110,13 @@ def _color_match(value: object, path: Path) -> float | None:
         return float(value)
     log.warning("ignoring color_match %r in %s: it must be a number from 0 to 1", value, path)
     return None
+
+
+def _refine_iters(value: object, path: Path) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000:
+        return value
+    log.warning("ignoring refine_iters %r in %s: it must be a whole number from 1 to 100000", value, path)
+    return 500
 
 
 # ---- progress ----
@@ -255,8 +265,11 @@ class Runner:
     seed: int | None = None
     on_job: Callable[[str], None] = lambda job_id: None
 
-    def run(self, op: Operation, canvas: Canvas, *, color_match: float | None = None) -> LayerPatch:
-        """color_match: this run's (the editor's dialog); None: the settings file's, else the engine's."""
+    def run(
+        self, op: Operation, canvas: Canvas, *, color_match: float | None = None, refine: bool = False
+    ) -> LayerPatch:
+        """color_match: this run's (the editor's dialog); None: the settings file's, else the engine's.
+        refine: fine-tune the model on this composite first (settings' refine_iters; a new model)."""
         client = connect(self.settings)
         try:
             # Fail before sending megabytes when the file points at an engine that is gone or hung.
@@ -268,12 +281,19 @@ class Runner:
                 color_match = None
             elif color_match is None:
                 color_match = self.settings.color_match
-            job = apply_job(op, canvas, preset=self.settings.preset, seed=self.seed, color_match=color_match)
+            job = apply_job(
+                op,
+                canvas,
+                preset=self.settings.preset,
+                seed=self.seed,
+                color_match=color_match,
+                finetune_iters=self.settings.refine_iters if refine else None,
+            )
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(
                 job.request,
                 job.buffers,
-                on_progress=self._progress("Training"),
+                on_progress=self._progress("Training and refining" if refine else "Training"),
                 cancel=self.cancel,
                 on_job=self.on_job,
             )

@@ -262,6 +262,9 @@ class _ApplyRequest(Content):
     # True: train a new model on the background even when one is stored for it, with the next seed not yet
     # used for it, and reuse that model from then on (the way out of an unlucky training run).
     retrain: bool = False
+    # Fine-tune the model on this image for this many iterations first (the paper's advice for the best fit,
+    # 500; minutes on a CPU) into a new stored model, then apply that. None: apply the model as it is.
+    finetune_iters: int | None = Field(default=None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _check(self) -> _ApplyRequest:

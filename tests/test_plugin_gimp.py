@@ -42,6 +42,7 @@ RUNS = [
     # Reuses the retrained model; GIMP's action search must run this label, not the retrain one's
     {**HARMONIZE, "tag": "after"},
     {**HARMONIZE, "tag": "strong", "color_match": 1},  # from a script: the PDB with the argument
+    {**HARMONIZE, "tag": "refined", "color_match": 0.5, "refine": True},  # fine-tunes, then harmonizes
     # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
     {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
@@ -105,6 +106,8 @@ def gimp_run(tmp_path_factory):
         "gimp", tmp / "user", "--dest", str(dest), "--python", "3.13", "--home", f"{INSIDE}/engine",
         "--preset", "tiny",
     )  # fmt: skip
+    settings = dest / "singan_studio" / "settings.json"
+    settings.write_text(json.dumps(json.loads(settings.read_text()) | {"refine_iters": 30}))
     shutil.copy(ROOT / "tests/editors/gimp_driver.py", work / "gimp_driver.py")
     inside = {k: str(INSIDE / Path(v).relative_to(work)) for k, v in
               {"background": scene.background, "object": scene.object}.items()}  # fmt: skip
@@ -176,6 +179,13 @@ def test_colour_match_argument_is_used(gimp_run):
     usual = raw(out / "after_new_layer.raw", scene)[scene.selection, :3].astype(float)
     # Colour match 1 moves the object further from how it was pasted than the default 0.5, same model.
     assert np.abs(strong - before).mean() > np.abs(usual - before).mean() + 2
+
+
+def test_refine_argument_finetunes_before_harmonizing(gimp_run):
+    scene, out = gimp_run["scene"], gimp_run["out"]
+    assert gimp_run["driver"]["refined_status"] == "success"
+    refined, usual = raw(out / "refined_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
+    assert not (refined == usual).all(), "refining gave the stored model's result"
 
 
 def test_cancel_in_the_status_bar_cancels_the_engine_job(gimp_run):

@@ -39,6 +39,7 @@ pytestmark = [
 ]
 
 DRIVER = ROOT / "tests" / "editors" / "krita_driver"
+REFINE_ITERS = 30  # fine-tuning of the tiny model when a run asks to refine
 # Harmonize selection asks for the colour match first: the driver notes what the dialog offers, sets the
 # run's "color_match" if it has one, and presses OK (or Cancel, with "dialog_cancel").
 RUNS = [
@@ -48,6 +49,8 @@ RUNS = [
     {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain"},  # a second model
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "strong", "color_match": 1.0},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "after", "color_match": 0.5},  # as retrain
+    # "Refine the model on this object first": fine-tunes the stored (retrained) model, then harmonizes
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
 ]
 
@@ -67,6 +70,8 @@ def prepare(tmp: Path, runs: list[dict]) -> tuple[Scene, Path, Path, Path, Path]
     out.mkdir()
     install_plugin("krita", user, "--home", str(engine_home), "--preset", "tiny")
     pykrita = user / ".local/share/krita/pykrita"
+    settings = pykrita / "singan_studio" / "settings.json"
+    settings.write_text(json.dumps(json.loads(settings.read_text()) | {"refine_iters": REFINE_ITERS}))
     shutil.copytree(DRIVER, pykrita, dirs_exist_ok=True)
     kritarc = user / ".config/kritarc"
     kritarc.write_text(kritarc.read_text() + "enable_krita_driver=true\n")
@@ -181,9 +186,19 @@ def test_new_layer_changed_inside_selection_only(krita_run, tag):
     assert (raw(out / f"{tag}_undone_composite.raw", scene) == before).all()
 
 
+def stored_models(home: Path) -> list[dict]:
+    """registry.json and model.json of each model the engine stores, merged."""
+    return [
+        json.loads((d / "registry.json").read_text()) | json.loads((d / "model.json").read_text())
+        for d in sorted((home / "models").iterdir())
+        if (d / "model.json").is_file()
+    ]
+
+
 def test_second_harmonization_reuses_the_model(krita_run):
     harmonization = [m for m in krita_run["models"] if m.mode is Mode.HARMONIZATION]
-    assert len(harmonization) == 2  # the first, and the one "Retrain and harmonize" trained
+    # the first, the one "Retrain and harmonize" trained, and the refined run's fine-tuned one
+    assert len(harmonization) == 3
     assert krita_run["driver"]["again_seconds"] < krita_run["driver"]["harmonize_seconds"]
     scene, out = krita_run["scene"], krita_run["out"]
     first, again = raw(out / "harmonize_new_layer.raw", scene), raw(out / "again_new_layer.raw", scene)
@@ -192,8 +207,8 @@ def test_second_harmonization_reuses_the_model(krita_run):
 
 def test_retrain_paints_with_a_new_model_that_later_runs_reuse(krita_run):
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
-    metas = [json.loads(path.read_text()) for path in krita_run["engine_home"].glob("models/*/model.json")]
-    seeds = sorted(m["training"]["seed"] for m in metas if m["model"]["mode"] == "harmonization")
+    trained = [m for m in stored_models(krita_run["engine_home"]) if m["training_key"] is not None]
+    seeds = sorted(m["training"]["seed"] for m in trained if m["model"]["mode"] == "harmonization")
     assert seeds == [0, 1]
     first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
@@ -212,6 +227,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "retrain": 0.5,
         "strong": 0.5,
         "after": 1.0,
+        "refined": 0.5,
         "variation": None,  # Generate variation asks nothing
     }
     assert driver["dialog_cancel_layers"] == driver["before_layers"]
@@ -220,6 +236,17 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
     usual = raw(out / "after_new_layer.raw", scene)[scene.selection, :3].astype(float)
     # Colour match 1 moves the object further from how it was pasted than 0.5 does, with the same model.
     assert np.abs(strong - before).mean() > np.abs(usual - before).mean() + 2
+
+
+def test_refine_finetunes_the_stored_model_on_the_paste(krita_run):
+    scene, out = krita_run["scene"], krita_run["out"]
+    models = stored_models(krita_run["engine_home"])
+    (tuned,) = [m for m in models if m["parent"] is not None]
+    (parent,) = [m for m in models if m["model_id"] == tuned["parent"]]
+    assert parent["training"]["seed"] == 1  # the retrained model, the one Harmonize selection now uses
+    assert tuned["training"]["iters"] == REFINE_ITERS
+    refined, usual = raw(out / "refined_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
+    assert not (refined == usual).all(), "refining gave the stored model's result"
 
 
 def test_krita_exits_cleanly(krita_run):

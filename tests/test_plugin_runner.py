@@ -87,6 +87,20 @@ def test_a_runs_own_color_match_wins_and_the_default_is_the_engines(engine, tmp_
     assert sent == [0.0, 1.0, None]
 
 
+def test_refine_asks_the_engine_to_finetune_first(engine, tmp_path):
+    (tmp_path / "plugin").mkdir()
+    settings = {"home": str(tmp_path), "refine_iters": 40}
+    (tmp_path / "plugin" / "settings.json").write_text(json.dumps(settings))
+    seen: list[Progress] = []
+    runner = Runner(Settings.load(tmp_path / "plugin"), on_progress=seen.append)
+    runner.run(Operation.HARMONIZE, make_canvas(), refine=True)
+    assert seen[-1].text.startswith("Training and refining: stage 3 of 3")
+    runner.run(Operation.HARMONIZE, make_canvas())
+    refined, plain = [r for r in engine.requests if isinstance(r, HarmonizeRequest)]
+    assert (refined.finetune_iters, plain.finetune_iters) == (40, None)
+    assert Settings().refine_iters == 500  # the paper's fine-tuning length
+
+
 def test_retrain_actions_ask_for_a_new_model(engine, tmp_path):
     runner = Runner(Settings(home=str(tmp_path), preset="tiny", color_match=0.7, timeout_s=5))
     harmonized = runner.run(Operation.RETRAIN_HARMONIZE, make_canvas(Editor.KRITA))
@@ -169,7 +183,12 @@ def test_start_engine_failures(tmp_path):
 def test_settings_roundtrip_and_defaults(tmp_path):
     assert Settings.load(tmp_path) == Settings()
     settings = Settings(
-        home="/h", engine_command=("py", "-m", "engine.cli"), preset="tiny", color_match=0.25, timeout_s=7
+        home="/h",
+        engine_command=("py", "-m", "engine.cli"),
+        preset="tiny",
+        color_match=0.25,
+        timeout_s=7,
+        refine_iters=80,
     )
     (tmp_path / "settings.json").write_text(settings.to_json())
     assert Settings.load(tmp_path) == settings
@@ -184,6 +203,13 @@ def test_settings_with_a_bad_color_match_use_the_engine_default(tmp_path, caplog
     settings = Settings.load(tmp_path)
     assert settings.color_match is None and settings.preset == "fast"
     assert "color_match" in caplog.text and "from 0 to 1" in caplog.text
+
+
+@pytest.mark.parametrize("value", [0, 2.5, "500", True])
+def test_settings_with_bad_refine_iters_use_the_default(tmp_path, caplog, value):
+    (tmp_path / "settings.json").write_text(json.dumps({"refine_iters": value}))
+    assert Settings.load(tmp_path).refine_iters == 500
+    assert "refine_iters" in caplog.text
 
 
 def test_progress_text():

@@ -346,6 +346,39 @@ def test_retrain_trains_another_seed_which_later_requests_reuse(daemon, layers):
         assert {first.model.model_id, retrained.model.model_id, third.model.model_id} <= set(ids)
 
 
+def test_harmonize_with_finetune_fits_a_new_model_to_the_paste(daemon, layers, first_harmonize):
+    first, first_out, _ = first_harmonize
+    base = first.content.model.model_id
+    base_files = {p.name: p.read_bytes() for p in (daemon.home / "models" / base).glob("*.safetensors")}
+    with daemon.client() as client:
+        events: list = []
+        reply = client.run_job(
+            *harmonize_request(layers, finetune_iters=6),
+            on_progress=lambda e, p: events.append(e),
+            timeout=240,
+        )
+        tuned = reply.content
+        assert tuned.job_id is not None and not tuned.reused_model and events  # a job, with progress
+        assert tuned.model.model_id != base and tuned.model.name.endswith("(fine-tuned)")
+        entry = json.loads((daemon.home / "models" / tuned.model.model_id / "registry.json").read_text())
+        assert entry["parent"] == base and entry["training_key"] is None
+        out = np.array(reply.image(tuned.images[0]))
+        assert out.shape == first_out.shape and not np.array_equal(out, first_out)
+        naive, mask = layers["naive"], layers["mask"][:, :, 0]
+        soft = feathered_mask((mask > 0).astype(np.float32), (tuned.model.height, tuned.model.width), 7)
+        assert np.array_equal(out[soft == 0], naive[soft == 0])  # outside the selection: the input's
+        # With a model named: that model is fine-tuned, the same way.
+        request, buffers = harmonize_request(layers, finetune_iters=3)
+        named = client.run_job(request.model_copy(update={"model_id": base}), buffers, timeout=240).content
+        assert named.job_id is not None and named.model.model_id not in (base, tuned.model.model_id)
+        # The base model is untouched and still the one the background finds.
+        again = client.run_job(*harmonize_request(layers)).content
+        assert again.reused_model and again.model.model_id == base
+    assert base_files == {
+        p.name: p.read_bytes() for p in (daemon.home / "models" / base).glob("*.safetensors")
+    }
+
+
 def test_engine_status_command(daemon, first_harmonize):
     cmd = [sys.executable, "-m", "engine.cli", "status", "--home", str(daemon.home), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)

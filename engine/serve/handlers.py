@@ -296,7 +296,7 @@ class Handlers:
         elif not c.retrain:
             model_id = self.registry.find(self._background_key(c, req.buffers, mode))
             reused = model_id is not None
-        if model_id is None:
+        if model_id is None or c.finetune_iters:
             self._submit(req, TRAIN, new_model_id())
             return
 
@@ -346,12 +346,19 @@ class Handlers:
             return self._finetune(job, ctx, c), []
         if isinstance(c, HarmonizeRequest | EditRequest):
             mode = _APPLY_MODES[type(c)]
-            bg = c.background
-            assert bg is not None
-            rgb = picture_from_frame(frames.from_frame(job.buffers, bg), bg).rgb
-            model_id, reused = self._train_or_reuse(
-                job, ctx, c.train or TrainOptions(), mode, rgb, _canonical(job.buffers, bg), None, c.retrain
-            )
+            if c.model_id is not None:
+                model_id, reused = c.model_id, True
+            else:
+                bg = c.background
+                assert bg is not None
+                rgb = picture_from_frame(frames.from_frame(job.buffers, bg), bg).rgb
+                key_source = _canonical(job.buffers, bg)
+                options = c.train or TrainOptions()
+                model_id, reused = self._train_or_reuse(
+                    job, ctx, options, mode, rgb, key_source, None, c.retrain
+                )
+            if c.finetune_iters:
+                model_id, reused = self._finetune_for(job, ctx, model_id, c), False
             return self._apply_with(model_id, c, job.buffers, reused)
         if isinstance(c, ExportOnnxRequest):
             return self._export(c), []
@@ -370,6 +377,8 @@ class Handlers:
     ) -> tuple[str, bool]:
         preset_name, model_cfg, train_cfg = self._resolve(options, mode)
         key = training_key(key_source, model_cfg, train_cfg)
+        if retrain and job.model_id is not None and self.registry.has(job.model_id):
+            return job.model_id, False  # retrained before a crash or a stop: not a third time
         if retrain:
             # Another seed than every model stored under this key; the new model is stored under the same
             # key and, being the newest, is what the next request with these settings finds.
@@ -418,9 +427,34 @@ class Handlers:
         )
         return ResultReply(model=info)
 
-    def _train_into(self, job: Job, ctx: JobContext, what: str, start: Callable[[Path], object]) -> Path:
-        """Train into the job's model folder with `start`, or finish what a crash or a stop left there."""
-        out = ctx.work_dir / "model"
+    def _finetune_for(self, job: Job, ctx: JobContext, model_id: str, c: Content) -> str:
+        """Fine-tune `model_id` on the request's image into a new stored model (harmonize/edit with
+        finetune_iters); the job's model is the base until then, so it cannot be deleted meanwhile."""
+        parent = self.registry.info(model_id)
+        job.model_id = model_id
+
+        def start(out: Path) -> None:
+            naive = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
+            base = self.registry.path(model_id)
+            training.finetune(base, naive, out, self.device, c.finetune_iters, ctx.report, ctx.cancel)
+
+        out = self._train_into(job, ctx, "fine-tuning", start, "finetuned")
+        self._prepare_backend(out)
+        info = self.registry.add(
+            out,
+            model_id=new_model_id(),
+            name=f"{parent.name} (fine-tuned)"[:200],
+            preset=parent.preset.value if parent.preset else None,
+            training_key=None,
+            parent=model_id,
+        )
+        return info.model_id
+
+    def _train_into(
+        self, job: Job, ctx: JobContext, what: str, start: Callable[[Path], object], folder: str = "model"
+    ) -> Path:
+        """Train into the job's `folder` with `start`, or finish what a crash or a stop left there."""
+        out = ctx.work_dir / folder
         if (out / MODEL_JSON).is_file():
             pass  # finished before a crash, not yet registered
         elif (out / CHECKPOINT_DIR / "state.pt").is_file():

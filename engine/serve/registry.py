@@ -77,6 +77,10 @@ class Registry:
         with self._lock:
             return len(self._entries)
 
+    def has(self, model_id: str) -> bool:
+        with self._lock:
+            return model_id in self._entries
+
     def path(self, model_id: str) -> Path:
         with self._lock:
             if model_id not in self._entries:

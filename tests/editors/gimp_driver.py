@@ -223,12 +223,13 @@ def main():
         start = time.monotonic()
         image.set_selected_layers([obj])  # as the artist clicks the pasted layer before each filter
         if "color_match" in run:
-            # As a script would: the procedure through the PDB, with its colour match argument.
+            # As a script would: the procedure through the PDB, with its arguments.
             config = procedure.create_config()
             config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
             config.set_property("image", image)
             config.set_core_object_array("drawables", [obj])
             config.set_property("color-match", float(run["color_match"]))
+            config.set_property("refine", bool(run.get("refine")))
             RESULT[f"{tag}_status"] = procedure.run(config).index(0).value_nick
         else:
             window.run_action(procedure.get_menu_label())

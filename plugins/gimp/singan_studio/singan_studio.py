@@ -28,7 +28,8 @@ from editor_bridge.plugin_runner import Progress, Runner, Settings, artist_messa
 from editor_bridge.protocol import Mode  # noqa: E402
 
 FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # GIMP converts to these on read: R,G,B,A and one byte a pixel
-COLOR_MATCH = "color-match"  # the harmonize procedures' argument (scripts pass it; the dialog asks for it)
+# The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
+COLOR_MATCH, REFINE = "color-match", "refine"
 PROCEDURES = {
     "python-fu-singan-harmonize": Operation.HARMONIZE,
     "python-fu-singan-edit": Operation.EDIT,
@@ -148,9 +149,9 @@ def _ask_to_start(title: str) -> bool:
     return answer == Gtk.ResponseType.YES
 
 
-def _ask_color_match(procedure, config, title: str) -> bool:
-    """GIMP's own dialog for the procedure's arguments (the colour match); False if the artist cancelled.
-    GIMP remembers the value for the next run, and Filters > Repeat reuses it without asking."""
+def _ask_options(procedure, config, title: str) -> bool:
+    """GIMP's own dialog for the procedure's arguments (colour match, refine); False if the artist cancelled.
+    GIMP remembers the values for the next run, and Filters > Repeat reuses them without asking."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
@@ -172,11 +173,11 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _error(procedure, f"{op.label}: select exactly one layer")
     drawable = drawables[0]
     settings = Settings.load(_HERE)
-    color_match = None
+    color_match, refine = None, False
     if op.mode is Mode.HARMONIZATION:
-        if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_color_match(procedure, config, op.label):
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_options(procedure, config, op.label):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        color_match = config.get_property(COLOR_MATCH)
+        color_match, refine = config.get_property(COLOR_MATCH), config.get_property(REFINE)
     Gimp.progress_init(f"{op.label}...")
     # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
     guard = CancelGuard(settings.home, settings.timeout_s)
@@ -184,7 +185,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         canvas = read_canvas(image, drawable)
         runner = Runner(settings, _progress, on_job=guard.watch)
         try:
-            patch = runner.run(op, canvas, color_match=color_match)
+            patch = runner.run(op, canvas, color_match=color_match, refine=refine)
         except Exception as exc:  # noqa: BLE001
             message = artist_message(exc, op)
             interactive = run_mode == Gimp.RunMode.INTERACTIVE
@@ -194,7 +195,7 @@ def run(procedure, run_mode, image, drawables, config, data):
                 raise
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
-            patch = runner.run(op, canvas, color_match=color_match)
+            patch = runner.run(op, canvas, color_match=color_match, refine=refine)
         add_result_layer(image, drawable, patch)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
@@ -239,6 +240,13 @@ class SinganStudio(Gimp.PlugIn):
                 0.0,
                 1.0,
                 Settings.load(_HERE).harmonize_color_match,
+                GObject.ParamFlags.READWRITE,
+            )
+            procedure.add_boolean_argument(
+                REFINE,
+                "_Refine the model on this object first (a closer fit; takes minutes)",
+                "Fine-tune the painting's model on this composite before harmonizing (a new model)",
+                False,
                 GObject.ParamFlags.READWRITE,
             )
         return procedure

@@ -1,9 +1,11 @@
-"""The question Harmonize selection asks before each run: how much colour match (docs/artists.md)."""
+"""The questions Harmonize selection asks before each run: how much colour match, and whether to refine the
+model on this object first (docs/artists.md)."""
 
 from __future__ import annotations
 
 from krita import Krita
 from PyQt5.QtWidgets import (
+    QCheckBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -13,7 +15,8 @@ from PyQt5.QtWidgets import (
 )
 
 SETTING_GROUP, SETTING_KEY = "singan_studio", "color_match"  # in kritarc: the last value used
-DIALOG_NAME, SPIN_NAME = "singan_color_match_dialog", "singan_color_match"  # what the e2e driver looks for
+# What the e2e driver looks for.
+DIALOG_NAME, SPIN_NAME, REFINE_NAME = "singan_color_match_dialog", "singan_color_match", "singan_refine"
 EXPLANATION = (
     "How far the object first moves towards the colours around it, before the model repaints it "
     "in the painting's strokes. 0 keeps its own colours; 1 takes on the surroundings' light fully "
@@ -30,8 +33,8 @@ def last_color_match(default: float) -> float:
     return value if 0.0 <= value <= 1.0 else default
 
 
-def ask_color_match(parent, title: str, default: float) -> float | None:
-    """The artist's colour match for this run, remembered for the next; None if they cancelled."""
+def ask_harmonize_options(parent, title: str, default: float) -> tuple[float, bool] | None:
+    """(colour match, refine) for this run, the colour match remembered for the next; None if cancelled."""
     dialog = QDialog(parent)
     dialog.setObjectName(DIALOG_NAME)
     dialog.setWindowTitle(title)
@@ -45,18 +48,21 @@ def ask_color_match(parent, title: str, default: float) -> float | None:
     spin.setValue(last_color_match(default))
     form = QFormLayout()
     form.addRow("Colour match:", spin)
+    refine = QCheckBox("Refine the model on this object first (a closer fit; takes minutes)")
+    refine.setObjectName(REFINE_NAME)
     buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
     buttons.accepted.connect(dialog.accept)
     buttons.rejected.connect(dialog.reject)
     layout = QVBoxLayout(dialog)
     layout.addWidget(text)
     layout.addLayout(form)
+    layout.addWidget(refine)
     layout.addWidget(buttons)
     try:
         if dialog.exec_() != QDialog.Accepted:
             return None
-        value = round(spin.value(), 2)
+        value, refined = round(spin.value(), 2), refine.isChecked()
     finally:
         dialog.deleteLater()
     Krita.instance().writeSetting(SETTING_GROUP, SETTING_KEY, str(value))
-    return value
+    return value, refined

@@ -22,7 +22,7 @@ from editor_bridge.plugin_runner import (
 )
 from editor_bridge.protocol import Mode
 
-from .dialog import ask_color_match
+from .dialog import ask_harmonize_options
 from .document import Target, add_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class JobController(QObject):
         self._canvas: Canvas | None = None
         self._target: Target | None = None
         self._color_match: float | None = None
+        self._refine = False
         app = QApplication.instance()
         if app is not None:
             # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
@@ -79,17 +80,26 @@ class JobController(QObject):
         except Exception as exc:  # noqa: BLE001
             self._show(artist_message(exc, op))
             return
-        color_match = None
+        color_match, refine = None, False
         if op.mode is Mode.HARMONIZATION:
-            color_match = ask_color_match(self._window(), op.label, self.settings.harmonize_color_match)
-            if color_match is None:
+            options = ask_harmonize_options(self._window(), op.label, self.settings.harmonize_color_match)
+            if options is None:
                 return  # cancelled in the dialog: nothing was sent
-        self._launch(op, canvas, target, color_match, start_first=False)
+            color_match, refine = options
+        self._launch(op, canvas, target, color_match, refine, start_first=False)
 
     def _launch(
-        self, op: Operation, canvas: Canvas, target: Target, color_match: float | None, *, start_first: bool
+        self,
+        op: Operation,
+        canvas: Canvas,
+        target: Target,
+        color_match: float | None,
+        refine: bool,
+        *,
+        start_first: bool,
     ) -> None:
-        self._op, self._canvas, self._target, self._color_match = op, canvas, target, color_match
+        self._op, self._canvas, self._target = op, canvas, target
+        self._color_match, self._refine = color_match, refine
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
 
@@ -100,7 +110,7 @@ class JobController(QObject):
             if start_first:
                 report(Progress(0, "Starting the engine..."))
                 start_engine(settings)
-            return Runner(settings, report, cancel).run(op, canvas, color_match=color_match)
+            return Runner(settings, report, cancel).run(op, canvas, color_match=color_match, refine=refine)
 
         self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
         dialog.setWindowTitle(op.label)
@@ -139,7 +149,8 @@ class JobController(QObject):
         add_result_layer(target, patch)
 
     def _on_failure(self, exc: BaseException) -> None:
-        op, canvas, target, color_match = self._op, self._canvas, self._target, self._color_match
+        op, canvas, target = self._op, self._canvas, self._target
+        color_match, refine = self._color_match, self._refine
         self._finish()
         log.info("job failed: %r", exc)
         message = artist_message(exc, op)
@@ -150,7 +161,7 @@ class JobController(QObject):
                 self._window(), message.title, "The engine is not running. Start it now?"
             )
             if answer == QMessageBox.Yes and op is not None and canvas is not None and target is not None:
-                self._launch(op, canvas, target, color_match, start_first=True)
+                self._launch(op, canvas, target, color_match, refine, start_first=True)
             return
         self._show(message)
 
@@ -163,6 +174,7 @@ class JobController(QObject):
             self._dialog.deleteLater()
         self._thread = self._worker = self._dialog = None
         self._op = self._canvas = self._target = self._color_match = None
+        self._refine = False
 
     def shutdown(self) -> None:
         """Cancel a running job and wait for its thread, which closes the engine client on its way out."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QTimer
 from PyQt5.QtGui import QImage
-from PyQt5.QtWidgets import QApplication, QDoubleSpinBox, QMessageBox
+from PyQt5.QtWidgets import QApplication, QCheckBox, QDoubleSpinBox, QMessageBox
 
 CONFIG = json.loads(Path(os.environ["SINGAN_DRIVER_CONFIG"]).read_text())
 OUT = Path(CONFIG["out"])
@@ -108,6 +108,7 @@ class Driver(Extension):
             dialog.grab().save(str(OUT / "color_match_dialog_krita.png"))
         if "color_match" in self.run:
             spin.setValue(self.run["color_match"])
+        dialog.findChild(QCheckBox, "singan_refine").setChecked(bool(self.run.get("refine")))
         if self.run.get("dialog_cancel"):
             dialog.reject()
             # Nothing may arrive: look again after a while, then go on with the next run.
