@@ -91,6 +91,13 @@ def raw(path: Path, scene: Scene, channels: int = 4) -> np.ndarray:
     return np.frombuffer(path.read_bytes(), np.uint8).reshape(scene.height, scene.width, channels)
 
 
+def change_in_selection(out: Path, scene: Scene, tag: str) -> float:
+    """Mean RGB distance, inside the selection, between run `tag`'s new layer and the picture before."""
+    before = raw(out / "before_composite.raw", scene)[scene.selection, :3].astype(float)
+    layer = raw(out / f"{tag}_new_layer.raw", scene)[scene.selection, :3].astype(float)
+    return float(np.abs(layer - before).mean())
+
+
 @contextlib.contextmanager
 def engine_serve(home: Path, log: Path) -> Iterator[subprocess.Popen]:
     """A real daemon on a free loopback port, its connection file under `home`."""
