@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -320,7 +321,9 @@ class Runner:
                 raise RemoteError(ErrorCode.JOB_FAILED, "the engine trained no model; see the engine log")
             model_id = content.model.model_id
         self.on_progress(Progress(100, "Generate variation: sampling..."))
-        job = sample_job(canvas, model_id, seed=self.seed)
+        # Each variation is a new one: a fresh seed unless the runner was given one.
+        seed = self.seed if self.seed is not None else secrets.randbelow(2**32)
+        job = sample_job(canvas, model_id, seed=seed)
         message = client.run_job(
             job.request, on_progress=self._progress("Sampling"), cancel=self.cancel, on_job=self.on_job
         )

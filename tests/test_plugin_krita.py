@@ -53,6 +53,7 @@ RUNS = [
     # "Refine the model on this object first": fine-tunes the stored (retrained) model, then harmonizes
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
+    {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
 ]
 
 
@@ -230,6 +231,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "after": 1.0,
         "refined": 0.5,
         "variation": None,  # Generate variation asks nothing
+        "variation2": None,
     }
     assert driver["dialog_cancel_layers"] == driver["before_layers"]
     # Colour match 1 moves the object further from how it was pasted than 0.5 does, with the same model.
@@ -245,6 +247,14 @@ def test_refine_finetunes_the_stored_model_on_the_paste(krita_run):
     assert tuned["training"]["iters"] == REFINE_ITERS
     refined, usual = raw(out / "refined_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
     assert not (refined == usual).all(), "refining gave the stored model's result"
+
+
+def test_each_variation_is_a_new_one(krita_run):
+    scene, out = krita_run["scene"], krita_run["out"]
+    generation = [m for m in krita_run["models"] if m.mode is Mode.GENERATION]
+    assert len(generation) == 1  # the second variation reused the model
+    first, second = raw(out / "variation_new_layer.raw", scene), raw(out / "variation2_new_layer.raw", scene)
+    assert not (first == second).all(), "two variations of one picture came out the same"
 
 
 def test_krita_exits_cleanly(krita_run):

@@ -42,6 +42,7 @@ from editor_bridge.protocol import (
     HarmonizeRequest,
     ListModelsRequest,
     ProgressEvent,
+    SampleRequest,
     TrainRequest,
 )
 
@@ -122,6 +123,11 @@ def test_variation_trains_once_then_reuses_the_model(engine, tmp_path):
     assert first == second and (first.width, first.height) == (W, H) and first.name == "Variation"
     trains = [r for r in engine.requests if isinstance(r, TrainRequest)]
     assert len(trains) == 1 and sum(isinstance(r, ListModelsRequest) for r in engine.requests) == 2
+    # Each variation asks for another sample; a runner given a seed keeps it.
+    first_seed, second_seed = [r.seed for r in engine.requests if isinstance(r, SampleRequest)]
+    assert first_seed is not None and second_seed is not None and first_seed != second_seed
+    Runner(Settings(home=str(tmp_path), timeout_s=5), seed=7).run(Operation.VARIATION, canvas)
+    assert [r for r in engine.requests if isinstance(r, SampleRequest)][-1].seed == 7
 
 
 def test_cancel_from_another_thread(tmp_path):
