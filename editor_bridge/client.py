@@ -80,9 +80,15 @@ def _close_open_clients() -> None:
 def _checked_info(path: Path) -> ConnectionInfo:
     info = read_connection_file(path)
     if info.protocol_version != PROTOCOL_VERSION:
+        older = info.protocol_version < PROTOCOL_VERSION
+        fix = (
+            "restart it from the updated engine (`engine stop`, then `engine serve`)"
+            if older
+            else "reinstall the plugin with `engine plugin install` from that engine"
+        )
         raise UnsupportedVersion(
-            f"the running engine speaks protocol {info.protocol_version}, this plugin {PROTOCOL_VERSION}; "
-            "install the plugin from the same release as the engine"
+            f"the running engine speaks protocol {info.protocol_version}, this plugin {PROTOCOL_VERSION} "
+            f"(the engine is {'older' if older else 'newer'}): {fix}"
         )
     if is_stale(info):
         raise EngineNotRunning(

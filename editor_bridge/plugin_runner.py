@@ -189,7 +189,9 @@ def artist_message(exc: BaseException, op: Operation | None = None) -> ArtistMes
             f"The engine does not answer ({exc}). Check it with `engine status`; restart it with "
             "`engine stop` and `engine serve` if it hangs.",
         )
-    if isinstance(exc, UnsupportedVersion | AuthenticationError):
+    if isinstance(exc, UnsupportedVersion):
+        return ArtistMessage(title, f"The plugin and the engine come from different releases: {exc}.")
+    if isinstance(exc, AuthenticationError):
         return ArtistMessage(
             title, f"{exc}. Reinstall the plugin with `engine plugin install` from the same engine."
         )

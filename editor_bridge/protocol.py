@@ -14,7 +14,9 @@ import msgpack
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # Bump on any change that an older peer could misread; peers refuse every other version.
-PROTOCOL_VERSION = 2  # 2: large frames signed through their chunked digest; crop_to_bbox
+# 2: large frames signed through their chunked digest; crop_to_bbox.
+# 3: harmonize/edit take retrain and finetune_iters (the plugins' Retrain and Refine).
+PROTOCOL_VERSION = 3
 
 # Ids end up in file paths on the daemon side, so no separators, no leading dot.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]

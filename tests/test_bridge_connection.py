@@ -26,6 +26,7 @@ from editor_bridge.connection import (
     write_connection_file,
 )
 from editor_bridge.errors import ConnectionFileError, EngineNotRunning, UnsupportedVersion
+from editor_bridge.protocol import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
 
@@ -123,7 +124,11 @@ def test_stale_pid_detection(tmp_path):
 
 def test_client_refuses_another_protocol_version(tmp_path):
     write_connection_file(info(protocol_version=99), home=tmp_path)
-    with pytest.raises(UnsupportedVersion, match="protocol 99"):
+    with pytest.raises(UnsupportedVersion, match="protocol 99.*newer.*reinstall the plugin"):
+        Client.from_connection_file(home=tmp_path)
+    # An engine still running from before an update: restarting it is the fix.
+    write_connection_file(info(protocol_version=PROTOCOL_VERSION - 1), home=tmp_path)
+    with pytest.raises(UnsupportedVersion, match="older.*`engine stop`, then `engine serve`"):
         Client.from_connection_file(home=tmp_path)
 
 

@@ -233,7 +233,7 @@ def test_progress_text():
     [
         (RemoteError(ErrorCode.JOB_FAILED, "out of memory"), "could not finish the job: out of memory"),
         (UnsupportedColorDepth("this image is RGBA F16; ..."), "This image is RGBA F16"),
-        (UnsupportedVersion("protocol 2 vs 1"), "Reinstall the plugin"),
+        (UnsupportedVersion("protocol 2 vs 1"), "come from different releases: protocol 2 vs 1"),
         (AuthenticationError("bad key"), "Reinstall the plugin"),
         (KeyError("boom"), "Unexpected error (KeyError"),
     ],
