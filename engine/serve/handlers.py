@@ -408,45 +408,43 @@ class Handlers:
         return model_id, False
 
     def _finetune(self, job: Job, ctx: JobContext, c: FinetuneRequest) -> ResultReply:
-        parent = self.registry.info(c.model_id)
-
-        def start(out: Path) -> None:
-            naive = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
-            base = self.registry.path(c.model_id)
-            training.finetune(base, naive, out, self.device, c.iters or 500, ctx.report, ctx.cancel)
-
-        out = self._train_into(job, ctx, "fine-tuning", start)
-        self._prepare_backend(out)
-        info = self.registry.add(
-            out,
-            model_id=job.model_id or new_model_id(),
-            name=f"{parent.name} (fine-tuned)"[:200],
-            preset=parent.preset.value if parent.preset else None,
-            training_key=None,
-            parent=c.model_id,
-        )
-        return ResultReply(model=info)
+        out = self._finetune_into(job, ctx, c.model_id, c.image, c.iters or 500, "model")
+        return ResultReply(model=self.registry.info(out))
 
     def _finetune_for(self, job: Job, ctx: JobContext, model_id: str, c: Content) -> str:
-        """Fine-tune `model_id` on the request's image into a new stored model (harmonize/edit with
-        finetune_iters); the job's model is the base until then, so it cannot be deleted meanwhile."""
-        parent = self.registry.info(model_id)
+        """A harmonize/edit with finetune_iters: fine-tune `model_id` on the request's image first. Until
+        then the job's model is the base, so that it cannot be deleted meanwhile."""
         job.model_id = model_id
+        return self._finetune_into(job, ctx, model_id, c.image, c.finetune_iters, "finetuned", new_model_id())
+
+    def _finetune_into(
+        self,
+        job: Job,
+        ctx: JobContext,
+        base_id: str,
+        image: ImageDescriptor,
+        iters: int,
+        folder: str,
+        model_id: str | None = None,
+    ) -> str:
+        """Fine-tune a stored model on an attached image into a new stored model (parent: the base, no
+        training key); returns its id (`model_id`, else the job's)."""
+        parent = self.registry.info(base_id)
 
         def start(out: Path) -> None:
-            naive = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
-            base = self.registry.path(model_id)
-            training.finetune(base, naive, out, self.device, c.finetune_iters, ctx.report, ctx.cancel)
+            naive = picture_from_frame(frames.from_frame(job.buffers, image), image).rgb
+            base = self.registry.path(base_id)
+            training.finetune(base, naive, out, self.device, iters, ctx.report, ctx.cancel)
 
-        out = self._train_into(job, ctx, "fine-tuning", start, "finetuned")
+        out = self._train_into(job, ctx, "fine-tuning", start, folder)
         self._prepare_backend(out)
         info = self.registry.add(
             out,
-            model_id=new_model_id(),
+            model_id=model_id or job.model_id or new_model_id(),
             name=f"{parent.name} (fine-tuned)"[:200],
             preset=parent.preset.value if parent.preset else None,
             training_key=None,
-            parent=model_id,
+            parent=base_id,
         )
         return info.model_id
 
