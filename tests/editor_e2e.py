@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,10 +40,29 @@ def xvfb(size: str = "1280x900x24") -> Iterator[str]:
             display = displayfd.readline().strip()
         if not display:
             raise RuntimeError(f"Xvfb did not start (exit code {server.wait(5)})")
+        _wait_until_accepting(display)
         yield f":{display}"
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _wait_until_accepting(display: str, timeout_s: float = 10.0) -> None:
+    """Connect to the X server's sockets as an X client would (abstract first, then the file), so that a
+    server that reported its display but takes no connections fails here, saying so, and not in the
+    editor. (Seen once: Krita could not connect to a display Xvfb had just reported, on a loaded machine.)"""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for address in (f"\0/tmp/.X11-unix/X{display}", f"/tmp/.X11-unix/X{display}"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                try:
+                    sock.connect(address)
+                    return
+                except OSError:
+                    pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Xvfb reported display :{display} but accepts no connection on it")
+        time.sleep(0.1)
 
 
 def editor_skip_reason(editor: str) -> str | None:
