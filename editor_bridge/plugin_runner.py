@@ -50,6 +50,15 @@ SETTINGS_FILE = "settings.json"
 # The engine's default colour match for harmonization (engine.modes; tests/test_plugin_runner.py keeps the
 # two equal). The plugins' dialogs start from it when the settings file names none.
 HARMONIZE_COLOR_MATCH = 0.5
+REFINE_ITERS = 500  # fine-tuning when the artist asks to refine: the paper's advice
+MAX_REFINE_ITERS = 100_000  # the protocol's bound on finetune_iters
+# What both plugins' harmonize dialogs say.
+COLOR_MATCH_HELP = (
+    "How far the object first moves towards the colours around it, before the model repaints it in the "
+    "painting's strokes. 0 keeps its own colours; 1 takes on the surroundings' light fully (objects may "
+    "fade into them)."
+)
+REFINE_LABEL = "Refine the model on this object first (a closer fit; takes minutes)"
 START_WAIT_S = 60.0  # importing torch and binding the socket takes a few seconds on a cold start
 
 
@@ -62,7 +71,7 @@ class Settings:
     preset: str | None = None  # training preset for models the plugin asks for (None: the engine's default)
     color_match: float | None = None  # Harmonize selection's colour match, 0-1 (None: the engine's default)
     timeout_s: float = 30.0
-    refine_iters: int = 500  # fine-tuning iterations when the artist asks to refine (the paper's advice)
+    refine_iters: int = REFINE_ITERS  # fine-tuning iterations when the artist asks to refine
 
     @classmethod
     def load(cls, plugin_dir: str | os.PathLike[str]) -> Settings:
@@ -80,7 +89,7 @@ class Settings:
             preset=data.get("preset"),
             color_match=_color_match(data.get("color_match"), path),
             timeout_s=float(data.get("timeout_s", 30.0)),
-            refine_iters=_refine_iters(data.get("refine_iters", 500), path),
+            refine_iters=_refine_iters(data.get("refine_iters", REFINE_ITERS), path),
         )
 
     @property
@@ -114,10 +123,11 @@ def _color_match(value: object, path: Path) -> float | None:
 
 
 def _refine_iters(value: object, path: Path) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100_000:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_REFINE_ITERS:
         return value
-    log.warning("ignoring refine_iters %r in %s: it must be a whole number from 1 to 100000", value, path)
-    return 500
+    rule = f"it must be a whole number from 1 to {MAX_REFINE_ITERS}"
+    log.warning("ignoring refine_iters %r in %s: %s", value, path, rule)
+    return REFINE_ITERS
 
 
 # ---- progress ----

@@ -24,7 +24,15 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
 from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth  # noqa: E402
-from editor_bridge.plugin_runner import Progress, Runner, Settings, artist_message, start_engine  # noqa: E402
+from editor_bridge.plugin_runner import (  # noqa: E402
+    COLOR_MATCH_HELP,
+    REFINE_LABEL,
+    Progress,
+    Runner,
+    Settings,
+    artist_message,
+    start_engine,
+)
 from editor_bridge.protocol import Mode  # noqa: E402
 
 FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # GIMP converts to these on read: R,G,B,A and one byte a pixel
@@ -235,8 +243,7 @@ class SinganStudio(Gimp.PlugIn):
             procedure.add_double_argument(
                 COLOR_MATCH,
                 "_Colour match",
-                "How far the object first moves towards the colours around it, before the model repaints "
-                "it: 0 keeps its own colours, 1 takes on the surroundings' light fully (objects may fade)",
+                COLOR_MATCH_HELP,
                 0.0,
                 1.0,
                 Settings.load(_HERE).harmonize_color_match,
@@ -244,7 +251,7 @@ class SinganStudio(Gimp.PlugIn):
             )
             procedure.add_boolean_argument(
                 REFINE,
-                "_Refine the model on this object first (a closer fit; takes minutes)",
+                f"_{REFINE_LABEL}",
                 "Fine-tune the painting's model on this composite before harmonizing (a new model)",
                 False,
                 GObject.ParamFlags.READWRITE,

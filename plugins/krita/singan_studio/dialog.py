@@ -14,14 +14,11 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
 )
 
+from editor_bridge.plugin_runner import COLOR_MATCH_HELP, REFINE_LABEL
+
 SETTING_GROUP, SETTING_KEY = "singan_studio", "color_match"  # in kritarc: the last value used
 # What the e2e driver looks for.
 DIALOG_NAME, SPIN_NAME, REFINE_NAME = "singan_color_match_dialog", "singan_color_match", "singan_refine"
-EXPLANATION = (
-    "How far the object first moves towards the colours around it, before the model repaints it "
-    "in the painting's strokes. 0 keeps its own colours; 1 takes on the surroundings' light fully "
-    "(objects may fade into them)."
-)
 
 
 def last_color_match(default: float) -> float:
@@ -38,7 +35,7 @@ def ask_harmonize_options(parent, title: str, default: float) -> tuple[float, bo
     dialog = QDialog(parent)
     dialog.setObjectName(DIALOG_NAME)
     dialog.setWindowTitle(title)
-    text = QLabel(EXPLANATION)
+    text = QLabel(COLOR_MATCH_HELP)
     text.setWordWrap(True)
     spin = QDoubleSpinBox()
     spin.setObjectName(SPIN_NAME)
@@ -48,7 +45,7 @@ def ask_harmonize_options(parent, title: str, default: float) -> tuple[float, bo
     spin.setValue(last_color_match(default))
     form = QFormLayout()
     form.addRow("Colour match:", spin)
-    refine = QCheckBox("Refine the model on this object first (a closer fit; takes minutes)")
+    refine = QCheckBox(REFINE_LABEL)
     refine.setObjectName(REFINE_NAME)
     buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
     buttons.accepted.connect(dialog.accept)
