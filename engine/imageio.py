@@ -12,7 +12,19 @@ import numpy as np
 
 from engine.errors import BadInputError
 
-MAX_PIXELS = 100_000_000  # 100 MP: beyond this decoding alone needs gigabytes
+MAX_PIXELS = 100_000_000  # 100 MP: beyond this the float copies the engine works on need gigabytes
+# Formats whose OpenCV encoder keeps a fourth (alpha) channel, and those that store 32-bit float pixels.
+ALPHA_SUFFIXES = {".png", ".tif", ".tiff", ".webp", ".bmp", ".dib", ".avif"}
+FLOAT_SUFFIXES = {".pfm", ".tif", ".tiff", ".hdr", ".pic"}
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()  # what open() would give a new file: mkstemp's 0600 is not for results
 
 
 @dataclass
@@ -78,18 +90,32 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
     order = {1: "GRAY", 3: "BGR", 4: "BGRA"}.get(channels)
     if order is None:
         raise BadInputError(f"cannot read image {path}: {channels} channels (expected 1, 3 or 4)")
+    if pixels.dtype == np.float32 and not (
+        np.isfinite(pixels).all() and 0 <= pixels.min() <= pixels.max() <= 1
+    ):
+        raise BadInputError(
+            f"image {path} has floating-point values outside 0-1 (HDR): "
+            "tone-map it to an 8- or 16-bit image first"
+        )
     return from_array(pixels, order)
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
-    """A selection mask as float32 H x W in {0, 1}; it must have the image's size."""
+    """A selection mask as float32 H x W in {0, 1}; it must have the image's size.
+
+    White selects. A mask with alpha selects where it is white *and* opaque, so a white shape on a
+    transparent layer selects the shape, not the whole image.
+    """
     picture = read_image(path)
     if picture.shape != shape:
         raise BadInputError(
             f"mask {path} is {picture.shape[1]}x{picture.shape[0]} px but the image is "
             f"{shape[1]}x{shape[0]} px: export the mask at the image's size"
         )
-    return mask_from_array(picture.rgb.mean(axis=2))
+    values = picture.rgb.mean(axis=2)
+    if picture.alpha is not None:
+        values = values * (picture.alpha.astype(np.float32) / _scale(picture.alpha.dtype))
+    return mask_from_array(values)
 
 
 def mask_from_array(values: np.ndarray) -> np.ndarray:
@@ -111,17 +137,59 @@ def to_array(picture: Picture, channel_order: str = "RGB") -> np.ndarray:
     return np.stack([channels[c].astype(dtype) for c in channel_order.upper()], axis=2)
 
 
-def write_image(path: str | Path, picture: Picture) -> Path:
-    """Encode by the file's extension and write atomically (a crash never leaves half a file)."""
+def check_output_file(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Refuse, before any work is done, an output path that cannot be written as an image.
+
+    Not a folder, an extension OpenCV can encode, and none of the command's own input files.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise BadInputError(
+            f"--out {path} is a folder: give an image file name such as {path / 'result.png'}"
+        )
+    if not path.suffix or not cv2.haveImageWriter(str(path)):
+        raise BadInputError(
+            f"cannot write {path}: OpenCV cannot encode '{path.suffix}' files; use .png, .tif, .jpg or .webp"
+        )
+    for source in inputs:
+        if Path(source).exists() and path.exists() and path.samefile(source):
+            raise BadInputError(
+                f"--out {path} is one of the inputs; the engine never writes over its inputs: "
+                "choose another --out"
+            )
+    return path
+
+
+def write_image(path: str | Path, picture: Picture) -> Path:
+    """Encode by the file's extension and write atomically (a crash never leaves half a file).
+
+    16-bit pictures stay 16-bit in PNG and TIFF, 32-bit float ones stay float in PFM, TIFF and HDR; other
+    formats get 8 bits. Alpha is written where the format keeps it; writing a picture whose alpha is not
+    fully opaque to a format without alpha (JPEG) is an error rather than a silent loss.
+    """
+    path = check_output_file(path)
+    suffix = path.suffix.lower()
+    if picture.alpha is not None and suffix not in ALPHA_SUFFIXES:
+        if (picture.alpha.astype(np.float64) < _scale(picture.alpha.dtype)).any():
+            raise BadInputError(
+                f"cannot write {path}: the image has transparency, which '{path.suffix}' files cannot keep; "
+                "use .png, .tif or .webp"
+            )
+        picture = Picture(picture.rgb, None, picture.depth)  # fully opaque: nothing is lost
+    if (picture.depth == 16 and suffix not in (".png", ".tif", ".tiff")) or (
+        picture.depth == 32 and suffix not in FLOAT_SUFFIXES
+    ):
+        picture = Picture(picture.rgb, _alpha_to_8bit(picture.alpha), 8)
     order = "BGRA" if picture.alpha is not None else "BGR"
-    if picture.depth == 16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
-        picture = Picture(picture.rgb, _alpha_to_8bit(picture.alpha), 8)
-    if picture.depth == 32:
-        picture = Picture(picture.rgb, _alpha_to_8bit(picture.alpha), 8)
-    ok, encoded = cv2.imencode(path.suffix or ".png", to_array(picture, order))
+    try:
+        ok, encoded = cv2.imencode(suffix, to_array(picture, order))
+    except cv2.error:
+        ok = False
     if not ok:
-        raise BadInputError(f"cannot write {path}: OpenCV cannot encode '{path.suffix}' files; use .png")
+        raise BadInputError(
+            f"cannot write {path}: OpenCV cannot encode a {picture.depth}-bit "
+            f"{'RGBA' if picture.alpha is not None else 'RGB'} image as '{path.suffix}'; use .png or .tif"
+        )
     atomic_write_bytes(path, encoded.tobytes())
     return path
 
@@ -136,6 +204,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

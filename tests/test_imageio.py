@@ -1,0 +1,81 @@
+"""Reading and writing images: formats, bit depths, alpha, masks, permissions; real files and codecs."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.errors import BadInputError
+from engine.imageio import Picture, check_output_file, read_image, read_mask, write_image
+
+
+def _rgba(alpha: int | np.ndarray) -> Picture:
+    rgb = np.random.default_rng(0).random((20, 30, 3), dtype=np.float32)
+    return Picture(rgb, np.broadcast_to(np.asarray(alpha, np.uint8), (20, 30)).copy(), 8)
+
+
+def test_transparency_is_never_dropped_silently(tmp_path):
+    with pytest.raises(BadInputError, match="transparency.*use .png"):
+        write_image(tmp_path / "out.jpg", _rgba(np.arange(30, dtype=np.uint8)[None, :]))
+    assert list(tmp_path.iterdir()) == []
+    # A fully opaque alpha loses nothing in a JPEG: written as RGB.
+    write_image(tmp_path / "opaque.jpg", _rgba(255))
+    assert cv2.imread(str(tmp_path / "opaque.jpg"), cv2.IMREAD_UNCHANGED).shape == (20, 30, 3)
+    for suffix in (".png", ".tif", ".webp"):
+        write_image(tmp_path / f"out{suffix}", _rgba(77))
+        back = cv2.imread(str(tmp_path / f"out{suffix}"), cv2.IMREAD_UNCHANGED)
+        assert back.shape == (20, 30, 4) and (back[..., 3] == 77).all(), suffix
+
+
+def test_float_images_stay_float_where_the_format_can_hold_them(tmp_path):
+    pixels = np.random.default_rng(1).random((16, 24, 3), dtype=np.float32)
+    for suffix in (".pfm", ".tif"):
+        cv2.imwrite(str(tmp_path / f"in{suffix}"), pixels)
+        picture = read_image(tmp_path / f"in{suffix}")
+        write_image(tmp_path / f"out{suffix}", picture)
+        back = cv2.imread(str(tmp_path / f"out{suffix}"), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == np.float32, suffix
+        np.testing.assert_array_equal(back, pixels, err_msg=suffix)
+    # HDR values cannot be kept by the engine's 0-1 pipeline: refused, not clipped.
+    cv2.imwrite(str(tmp_path / "hdr.pfm"), pixels * 4)
+    with pytest.raises(BadInputError, match="outside 0-1.*tone-map"):
+        read_image(tmp_path / "hdr.pfm")
+
+
+def test_unwritable_output_paths_are_refused_before_any_work(tmp_path):
+    with pytest.raises(BadInputError, match="OpenCV cannot encode '.xyz'"):
+        check_output_file(tmp_path / "out.xyz")
+    with pytest.raises(BadInputError, match="OpenCV cannot encode ''"):
+        check_output_file(tmp_path / "no_extension")
+    with pytest.raises(BadInputError, match="is a folder"):
+        check_output_file(tmp_path)
+    source = tmp_path / "in.png"
+    write_image(source, _rgba(255))
+    with pytest.raises(BadInputError, match="never writes over its inputs"):
+        check_output_file(tmp_path / "." / "in.png", inputs=(source,))
+    # A format whose encoder refuses this picture: one clear error, no file.
+    with pytest.raises(BadInputError, match="cannot encode a 8-bit RGB image as '.pgm'"):
+        write_image(tmp_path / "grey.pgm", _rgba(255))
+    assert not (tmp_path / "grey.pgm").exists()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_image(tmp_path / "out.png", _rgba(255))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by the rest of a shared pipeline
+
+
+def test_a_mask_with_alpha_selects_only_where_it_is_opaque(tmp_path):
+    mask = np.zeros((20, 30, 4), np.uint8)
+    mask[..., :3] = 255  # white everywhere ...
+    mask[5:15, 10:20, 3] = 255  # ... but opaque only here
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    selected = read_mask(tmp_path / "mask.png", (20, 30))
+    assert selected.sum() == 100 and selected[5:15, 10:20].all()
