@@ -51,8 +51,8 @@ def output_shapes(model: TrainedModel, height: int | None, width: int | None) ->
     if height is None and width is None:
         return list(model.shapes)
     th, tw = model.shapes[-1]
-    height = height or round(th * width / tw)
-    width = width or round(tw * height / th)
+    height = round(th * width / tw) if height is None else height
+    width = round(tw * height / th) if width is None else width
     if height < MIN_SIDE or width < MIN_SIDE:
         raise BadInputError(
             f"output of {width}x{height} px is too small: both sides must be >= {MIN_SIDE} px"
@@ -136,7 +136,7 @@ def apply_to_selection(
     mode_spec = spec(model.model.mode)
     if not mode_spec.conditional:
         raise IncompatibleModelError(
-            f"this is a {model.model.mode.value} model; harmonize and edit need a model trained with "
+            f"this is a model for {model.model.mode.value}; harmonize and edit need a model trained with "
             "--mode harmonization or --mode editing"
         )
     if mask.shape != picture.shape:

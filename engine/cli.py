@@ -118,6 +118,29 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     return _model_summary(out)
 
 
+def _int_in(name: str, low: int, high: int):
+    """An argparse type: an integer in [low, high], refused with the range in a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number (got {text})") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high} (got {text})")
+        return value
+
+    parse.__name__ = name  # argparse names the type in "invalid NAME value" messages
+    return parse
+
+
+MAX_SEED = 2**32 - 1  # the protocol's range (editor_bridge.protocol.Seed)
+seed_value = _int_in("seed", 0, MAX_SEED)
+count_value = _int_in("count", 1, 10_000)
+side_value = _int_in("size", 1, 1_000_000)
+iters_value = _int_in("iterations", 1, 1_000_000)
+
+
 def color_match_fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -158,10 +181,12 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     from engine.runtime import describe_backend
     from engine.store import load_model
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EngineError(f"--out {out} is a file; sample writes sample_NNN.png files into a folder")
     model = load_model(args.model_dir, _device(args))
     backend = _backend(args, model)
     images = apply.sample(model, args.n, args.height, args.width, args.seed, backend=backend)
-    out = Path(args.out)
     files = [str(write_image(out / f"sample_{i:03d}.png", Picture(img))) for i, img in enumerate(images)]
     h, w = images[0].shape[:2]
     return {"files": files, "width": w, "height": h, **describe_backend(backend)}
@@ -169,18 +194,19 @@ def cmd_sample(args: argparse.Namespace) -> dict:
 
 def cmd_apply(args: argparse.Namespace) -> dict:
     from engine import apply
-    from engine.imageio import read_image, read_mask, write_image
+    from engine.imageio import check_output_file, read_image, read_mask, write_image
     from engine.runtime import describe_backend
     from engine.store import load_model
 
+    check_output_file(args.out, inputs=(args.image, args.mask))
     picture = read_image(args.image)
     mask = read_mask(args.mask, picture.shape)
     model = load_model(args.model_dir, _device(args))
     expected = {"harmonize": "harmonization", "edit": "editing"}[args.command]
     if model.model.mode.value != expected:
         raise EngineError(
-            f"{args.model_dir} is a {model.model.mode.value} model; `engine {args.command}` needs a model "
-            f"trained with --mode {expected}"
+            f"{args.model_dir} is a model for {model.model.mode.value}; "
+            f"`engine {args.command}` needs a model trained with --mode {expected}"
         )
     backend = _backend(args, model)
     start = time.perf_counter()
@@ -197,6 +223,8 @@ def cmd_export(args: argparse.Namespace) -> dict:
     from engine.onnx_export import export
     from engine.store import load_model
 
+    if Path(args.out).suffix.lower() != ".onnx":
+        raise EngineError(f"--out {args.out} must be an .onnx file name")
     start = time.perf_counter()
     path = export(load_model(args.model_dir, "cpu"), Path(args.out), fp16=args.fp16)
     return {
@@ -259,16 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train a model on one image")
     p.add_argument("image", nargs="?", help="training image")
     p.add_argument(
-        "--mode", default="generation", choices=["generation", "retarget", "harmonization", "editing"]
+        "--mode",
+        default="generation",
+        choices=["generation", "retarget", "harmonization", "editing"],
+        help="what the model is for (default: generation); harmonize and edit need a model trained "
+        "with --mode harmonization or editing",
     )
     p.add_argument("--out", help="model directory to create")
     p.add_argument(
         "--preset", choices=["paper", "fast", "tiny"], help="default: paper on a GPU, fast on a CPU"
     )
-    p.add_argument("--stages", type=int)
-    p.add_argument("--iters", type=int, help="iterations per stage")
+    p.add_argument("--stages", type=int, help="number of pyramid stages (default: the preset's)")
+    p.add_argument("--iters", type=int, help="iterations per stage (default: the preset's)")
     p.add_argument("--max-size", type=int, help="long side of the final stage in px")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed_value, help="training seed, 0 to 2^32-1 (default 0)")
     p.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the hardware has it")
     p.add_argument("--resume", metavar="MODEL_DIR", help="continue an interrupted training run")
     p.set_defaults(run=cmd_train)
@@ -277,17 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", nargs="?", help="the model to fine-tune (it is left unchanged)")
     p.add_argument("--naive", help="the composite to fine-tune on")
     p.add_argument("--out", help="new model directory")
-    p.add_argument("--iters", type=int, default=500)
+    p.add_argument("--iters", type=iters_value, default=500, help="iterations per stage (default: 500)")
     p.add_argument("--resume", metavar="NEW_MODEL_DIR", help="continue an interrupted fine-tuning run")
     p.set_defaults(run=cmd_finetune)
 
     p = command("sample", "write random samples, at any size")
     p.add_argument("model_dir")
-    p.add_argument("--out", required=True, help="directory for sample_NNN.png")
-    p.add_argument("--n", type=int, default=1)
-    p.add_argument("--width", type=int)
-    p.add_argument("--height", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory for sample_NNN.png (created if missing)")
+    p.add_argument("--n", type=count_value, default=1, help="number of samples (default: 1)")
+    p.add_argument(
+        "--width",
+        type=side_value,
+        help="output width in px (default: the training image's; with only one of --width and "
+        "--height the other keeps the training image's aspect ratio)",
+    )
+    p.add_argument("--height", type=side_value, help="output height in px (see --width)")
+    p.add_argument("--seed", type=seed_value, default=0, help="noise seed, 0 to 2^32-1 (default: 0)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.set_defaults(run=cmd_sample)
 
@@ -296,8 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model_dir")
         p.add_argument("--image", required=True)
         p.add_argument("--mask", required=True, help="white = the region to change; same size as the image")
-        p.add_argument("--out", required=True, help="output image file (format from its extension)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--out",
+            required=True,
+            help="output image file, format from its extension (.png, .tif and .webp keep alpha); "
+            "missing folders are created",
+        )
+        p.add_argument("--seed", type=seed_value, default=0, help="noise seed, 0 to 2^32-1 (default: 0)")
         p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
         add_color_match(p)
         p.set_defaults(run=cmd_apply)

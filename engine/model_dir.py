@@ -35,8 +35,13 @@ def read_meta(directory: str | Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
         raise ModelNotFoundError(f"{meta_path} is unreadable ({e}); retrain the model") from e
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise IncompatibleModelError(f"{directory} is not a model of this engine")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0)
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise IncompatibleModelError(f"{directory} was written by a newer engine: upgrade to load it")
+    if not isinstance(meta.get("model"), dict) or not isinstance(meta.get("info", {}), dict):
+        raise ModelNotFoundError(
+            f"{meta_path} is damaged (its model description is missing); retrain the model"
+        )
     return meta

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from engine.config import ModelConfig, TrainConfig
@@ -85,26 +86,44 @@ def build_generator(model: ModelConfig, n_stages: int) -> Generator:
     return generator
 
 
+# What reading a damaged model directory raises: a bad model.json field (KeyError, TypeError, ValueError,
+# AttributeError), truncated or foreign weights (SafetensorError, RuntimeError from load_state_dict), I/O.
+_DAMAGE = (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError)
+
+
+def _damaged(directory: Path, what: str, error: Exception) -> ModelNotFoundError:
+    # load_state_dict lists every missing and unexpected key: keep the first line, the error stays one line.
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return ModelNotFoundError(f"model {directory} is damaged ({what}: {reason}); retrain it")
+
+
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
     directory = Path(directory)
     meta = read_meta(directory)
-    model_cfg = ModelConfig.from_dict(meta["model"])
-    shapes = [tuple(s) for s in meta["stage_shapes"]]
-    generator = build_generator(model_cfg, len(shapes))
+    try:
+        model_cfg = ModelConfig.from_dict(meta["model"])
+        shapes = [(int(s[0]), int(s[1])) for s in meta["stage_shapes"]]
+        noise_amps = [float(a) for a in meta["noise_amps"]]
+        train_cfg = TrainConfig.from_dict(meta.get("training", {}))
+        if not shapes or len(noise_amps) != len(shapes):
+            raise ValueError(f"{len(shapes)} stage shapes but {len(noise_amps)} noise amplitudes")
+        generator = build_generator(model_cfg, len(shapes))
+    except _DAMAGE as e:
+        raise _damaged(directory, "model.json", e) from e
     try:
         generator.load_state_dict(load_file(directory / "generator.safetensors"))
         noise = load_file(directory / "noise.safetensors")
         fixed_noise = [noise[f"stage{k}"].to(device) for k in range(len(shapes))]
-    except (OSError, RuntimeError, KeyError) as e:
-        raise ModelNotFoundError(f"model {directory} is damaged ({e}); retrain it") from e
+    except _DAMAGE as e:
+        raise _damaged(directory, "weights", e) from e
     generator.to(device).eval().requires_grad_(False)
     return TrainedModel(
         path=directory,
         model=model_cfg,
-        train=TrainConfig.from_dict(meta.get("training", {})),
+        train=train_cfg,
         generator=generator,
         fixed_noise=fixed_noise,
-        noise_amps=[float(a) for a in meta["noise_amps"]],
+        noise_amps=noise_amps,
         shapes=shapes,
         info=meta.get("info", {}),
     )
@@ -115,7 +134,10 @@ def load_discriminator(directory: Path, model: ModelConfig, device: torch.device
     if not path.is_file():
         raise IncompatibleModelError(f"{directory} has no discriminator weights, so it cannot be fine-tuned")
     discriminator = Discriminator(model)
-    discriminator.load_state_dict(load_file(path))
+    try:
+        discriminator.load_state_dict(load_file(path))
+    except _DAMAGE as e:
+        raise _damaged(Path(directory), "discriminator weights", e) from e
     return discriminator.to(device)
 
 

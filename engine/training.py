@@ -517,11 +517,13 @@ def finetune(
     As in the reference, every stage keeps training (the top train_depth stages concurrently) with the
     naive image as the coarsest stage's input and the background as the target; the original is untouched.
     """
+    if not 1 <= iters <= 1_000_000:
+        raise BadInputError(f"--iters must be between 1 and 1000000 (got {iters})")
     base = store.load_model(model_dir, device)
     if not spec(base.model.mode).conditional:
         raise IncompatibleModelError(
-            f"{model_dir} is a {base.model.mode.value} model; only harmonization and editing models can be "
-            "fine-tuned on a naive image"
+            f"{model_dir} is a model for {base.model.mode.value}; "
+            "only harmonization and editing models can be fine-tuned on a naive image"
         )
     store.require_fresh_output(out_dir)
     train_cfg = TrainConfig.from_dict({**base.train.to_dict(), "iters": iters, "coarse_iters": None})

@@ -189,6 +189,23 @@ def test_alpha_png_keeps_its_alpha(tmp_path, tiny_models):
             "--color-match: must be between 0 and 1",
         ),
         (["train", "{img}", "--stages", "many", "--out", "{tmp}/t"], "see `engine train --help`"),
+        (
+            ["harmonize", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.xyz"],
+            "OpenCV cannot encode '.xyz' files",
+        ),
+        (
+            ["harmonize", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}"],
+            "is a folder",
+        ),
+        (
+            ["harmonize", "{model}", "--image", "{img_copy}", "--mask", "{mask}", "--out", "{img_copy}"],
+            "never writes over its inputs",
+        ),
+        (["sample", "{gen}", "--out", "{tmp}/s", "--seed", "99999999999999999999"], "--seed: must be"),
+        (["sample", "{gen}", "--out", "{tmp}/s", "--width", "0", "--height", "50"], "--width: must be"),
+        (["sample", "{gen}", "--out", "{img_copy}"], "is a file"),
+        (["finetune", "{model}", "--naive", "{img}", "--out", "{tmp}/t", "--iters", "-3"], "--iters"),
+        (["export", "{model}", "--out", "{tmp}/g.txt"], "must be an .onnx file"),
     ],
 )
 def test_bad_input_gives_a_one_line_error_and_writes_nothing(
@@ -197,6 +214,7 @@ def test_bad_input_gives_a_one_line_error_and_writes_nothing(
     import cv2
 
     (tmp_path / "garbage.png").write_bytes(b"this is not a png")
+    (tmp_path / "copy.jpg").write_bytes((shared_images / "harmonization" / "scream_naive.jpg").read_bytes())
     cv2.imwrite(str(tmp_path / "small_mask.png"), np.zeros((10, 10), np.uint8))
     h = shared_images / "harmonization"
     values = {
@@ -207,16 +225,20 @@ def test_bad_input_gives_a_one_line_error_and_writes_nothing(
         "mask": h / "scream_naive_mask.jpg",
         "garbage": tmp_path / "garbage.png",
         "small_mask": tmp_path / "small_mask.png",
+        "img_copy": tmp_path / "copy.jpg",
+        "gen": tiny_models["generation"],
     }
     if "cuda" in args and __import__("torch").cuda.is_available():
         pytest.skip("this machine has a GPU")
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     proc = engine(*[a.format(**values) for a in args], "--json", check=False)
     assert proc.returncode != 0
     err_lines = proc.stderr.strip().splitlines()
     assert len(err_lines) == 1 and message in err_lines[0], proc.stderr
     assert result(proc) == {"ok": False, "error": err_lines[0].split("error: ", 1)[1]}
-    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a failed command left files behind"
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before, "a failed command left files behind or changed its inputs"
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()], "a failed command created a folder"
 
 
 def start_training(image: Path, out: Path, iters: int) -> subprocess.Popen:
@@ -283,3 +305,54 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tmp_path, shared_images):
     assert proc.returncode == 130, stderr
     assert f"engine train --resume {out}" in stderr
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "model.json").exists()
+
+
+def _damage_truncate_weights(model: Path, other: Path) -> None:
+    weights = model / "generator.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+
+
+def _damage_meta(change):
+    def damage(model: Path, other: Path) -> None:
+        meta = json.loads((model / "model.json").read_text())
+        (model / "model.json").write_text(json.dumps(change(meta)))
+
+    return damage
+
+
+def _damage_foreign_weights(model: Path, other: Path) -> None:
+    (model / "generator.safetensors").write_bytes((other / "generator.safetensors").read_bytes())
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_damage_truncate_weights, "is damaged (weights"),
+        (_damage_foreign_weights, "is damaged (weights"),
+        (_damage_meta(lambda meta: [1, 2]), "is not a model of this engine"),
+        (_damage_meta(lambda meta: {k: v for k, v in meta.items() if k != "stage_shapes"}), "(model.json"),
+        (_damage_meta(lambda meta: {**meta, "model": {**meta["model"], "nfc": "abc"}}), "(model.json"),
+        (_damage_meta(lambda meta: {**meta, "noise_amps": meta["noise_amps"][:1]}), "(model.json"),
+    ],
+)
+def test_a_damaged_model_gives_a_one_line_error(damage, message, tmp_path, tiny_models, shared_images):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_models["harmonization"], model)
+    damage(model, tiny_models["generation"])
+    h = shared_images / "harmonization"
+    args = [
+        "--image",
+        h / "scream_naive.jpg",
+        "--mask",
+        h / "scream_naive_mask.jpg",
+        "--out",
+        tmp_path / "o.png",
+    ]
+    proc = engine("harmonize", model, *args, "--backend", "torch", "--json", check=False)
+    err_lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err_lines) == 1 and message in err_lines[0], proc.stderr
+    assert "retrain" in err_lines[0] or "not a model" in err_lines[0]
+    assert result(proc)["ok"] is False
+    assert not (tmp_path / "o.png").exists()

@@ -277,7 +277,7 @@ class Handlers:
         info = self.registry.info(c.model_id)
         if info.mode not in (Mode.HARMONIZATION, Mode.EDITING):
             raise IncompatibleModelError(
-                f"model {c.model_id} is a {info.mode.value} model; only harmonization and editing models "
+                f"model {c.model_id} is a model for {info.mode.value}; only harmonization and editing models "
                 "can be fine-tuned"
             )
         _check_image(c.image, req.buffers)
@@ -518,7 +518,7 @@ class Handlers:
         if info.mode is not mode:
             verb = "harmonize" if mode is Mode.HARMONIZATION else "edit"
             raise IncompatibleModelError(
-                f"model {model_id} is a {info.mode.value} model; {verb} needs a {mode.value} model: "
+                f"model {model_id} is a model for {info.mode.value}; {verb} needs a model for {mode.value}: "
                 "pick another model or train one"
             )
 
