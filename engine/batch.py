@@ -17,6 +17,7 @@ import numpy as np
 from engine.errors import BadInputError, EngineError
 from engine.imageio import Picture
 
+# The usual image extensions; any other file is taken when OpenCV recognises its content (PPM, PFM, ...).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 ApplyFn = Callable[[Picture, np.ndarray], Picture]
@@ -40,8 +41,16 @@ class BatchReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _is_image(path: Path) -> bool:
+    import cv2  # not at import time: every `engine` command loads this module to build its parser
+
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path))
+
+
 def _images(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in directory.iterdir() if _is_image(p))
 
 
 def _find_mask(masks: Path, stem: str) -> Path | None:
@@ -93,7 +102,8 @@ def run(
                 mask = read_mask(item.mask, picture.shape)
             elif masks_given:
                 raise BadInputError(
-                    f"no mask for it (expected {item.source.stem}.png or {item.source.stem}_mask.png)"
+                    f"no mask for it (expected {item.source.stem}.EXT or {item.source.stem}_mask.EXT, "
+                    "EXT any image format, in --masks)"
                 )
             else:
                 mask = mask_from_array(np.ones(picture.shape, np.float32))  # re-style the whole image
@@ -121,7 +131,8 @@ def in_process(
     model = load_model(model_dir, select_device(device))
     if not spec(model.model.mode).conditional:
         raise BadInputError(
-            f"{model_dir} is a {model.model.mode.value} model; batch needs a harmonization or editing model"
+            f"{model_dir} is a model for {model.model.mode.value}; "
+            "batch needs a harmonization or editing model"
         )
     backend = make_backend(model, backend_name)
     return lambda picture, mask: apply.apply_to_selection(
@@ -140,17 +151,17 @@ def via_daemon(
     from engine.serve.commands import connect
     from engine.serve.imaging import picture_from_frame
 
+    client = connect(home, timeout=120.0)  # first: with no engine running, that is what to hear about
     model_id = model
     path = Path(model)
-    if path.is_dir():
-        if path.resolve().parent != (default_home(home) / "models").resolve():
-            raise BadInputError(
-                f"{model} is not one of the engine's stored models; with --via-daemon give a model id from "
-                "`engine status` (or run without --via-daemon)"
-            )
-        model_id = path.name
-    client = connect(home, timeout=120.0)
     try:
+        if path.is_dir():
+            if path.resolve().parent != (default_home(home) / "models").resolve():
+                raise BadInputError(
+                    f"{model} is not one of the engine's stored models; with --via-daemon give a model id "
+                    "from `engine status` (or run without --via-daemon)"
+                )
+            model_id = path.name
         info = client.inspect_model(model_id)
     except Exception:
         client.close()
@@ -158,7 +169,7 @@ def via_daemon(
     if info.mode not in (Mode.HARMONIZATION, Mode.EDITING):
         client.close()
         raise BadInputError(
-            f"model {model_id} is a {info.mode.value} model; batch needs harmonization/editing"
+            f"model {model_id} is a model for {info.mode.value}; batch needs harmonization/editing"
         )
     request_cls = HarmonizeRequest if info.mode is Mode.HARMONIZATION else EditRequest
 
@@ -210,15 +221,17 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     }
     if report.failed:
         lines = "; ".join(f"{name}: {error}" for name, error in report.failed)
-        raise BatchFailures(
+        failure = BatchFailures(
             f"{len(report.failed)} of {len(items)} files failed ({len(report.done)} done, "
             f"{len(report.skipped)} already there): {lines}"
         )
+        failure.details = {**summary, "failures": dict(report.failed)}
+        raise failure
     return summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.cli import add_color_match
+    from engine.cli import add_color_match, seed_value
     from engine.serve.commands import add_home
 
     help_text = "re-style or harmonize every image of a folder with a harmonization/editing model"
@@ -227,11 +240,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, required=True, help="folder of images")
     p.add_argument("--output", type=Path, required=True, help="folder for the results (same file names)")
     p.add_argument(
-        "--masks", type=Path, help="folder of masks NAME.png or NAME_mask.png; default: whole image"
+        "--masks",
+        type=Path,
+        help="folder of masks named NAME.EXT or NAME_mask.EXT for each image NAME (EXT: any image format; "
+        "white = the region to change); default: the whole image",
     )
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0, help="noise seed, 0 to 2^32-1 (default: 0)")
     add_color_match(p)
     p.add_argument("--via-daemon", action="store_true", help="send the work to the running `engine serve`")
     p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")

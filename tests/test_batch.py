@@ -57,6 +57,8 @@ def test_restyles_a_whole_folder_reports_failures_and_resumes(model_dir, folders
     code, result = _batch(capsys, model_dir, "--input", inputs, "--output", out)
     assert code == 1 and not result["ok"]  # broken.png failed ...
     assert "1 of 3 files failed (2 done" in result["error"] and "broken.png" in result["error"]
+    assert (result["done"], result["skipped"], result["failed"]) == (2, 0, 1)  # counts a script can read
+    assert list(result["failures"]) == ["broken.png"] and "not an image" in result["failures"]["broken.png"]
     assert sorted(p.name for p in out.iterdir()) == ["oil_tree.png", "scream.png"]  # ... the rest went on
     for name in ("oil_tree.png", "scream.png"):
         restyled, original = cv2.imread(str(out / name)), cv2.imread(str(inputs / name))
@@ -109,3 +111,26 @@ def test_via_the_daemon_gives_the_same_images(model_dir, folders, tmp_path, caps
     for name in ("oil_tree.png", "scream.png"):
         assert np.array_equal(cv2.imread(str(out / name)), cv2.imread(str(local / name)))
     assert SIZE == cv2.imread(str(out / "scream.png")).shape[1::-1]
+
+
+def test_takes_every_image_opencv_reads_and_skips_hidden_files(model_dir, folders, capsys):
+    inputs, _, out = folders
+    (inputs / "broken.png").unlink()
+    scream = cv2.imread(str(inputs / "scream.png"))
+    cv2.imwrite(str(inputs / "portable.ppm"), scream)  # not a usual extension, but an image
+    cv2.imwrite(str(inputs / "._scream.png"), scream)  # macOS metadata files and other hidden files
+    (inputs / "notes.txt").write_text("not an image")
+    (inputs / "sub").mkdir()
+    code, result = _batch(capsys, model_dir, "--input", inputs, "--output", out)
+    assert code == 0 and result["done"] == 3, result
+    assert sorted(p.name for p in out.iterdir()) == ["oil_tree.png", "portable.ppm", "scream.png"]
+    assert cv2.imread(str(out / "portable.ppm")).shape == scream.shape
+
+
+def test_via_the_daemon_without_a_running_engine_says_so(model_dir, folders, tmp_path, capsys):
+    inputs, _, out = folders
+    code, result = _batch(
+        capsys, model_dir, "--via-daemon", "--home", tmp_path / "home", "--input", inputs, "--output", out
+    )
+    assert code != 0 and "engine serve" in result["error"], result
+    assert not out.exists()
