@@ -12,7 +12,9 @@ import numpy as np
 
 from engine.errors import BadInputError
 
-MAX_PIXELS = 100_000_000  # 100 MP: beyond this the float copies the engine works on need gigabytes
+# 100 MP: beyond this the float copies the engine works on need gigabytes. engine/__init__.py hands the
+# same limit to OpenCV, which then refuses such files from their header, before decoding them.
+MAX_PIXELS = 100_000_000
 # Formats whose OpenCV encoder keeps a fourth (alpha) channel, and those that store 32-bit float pixels.
 ALPHA_SUFFIXES = {".png", ".tif", ".tiff", ".webp", ".bmp", ".dib", ".avif"}
 FLOAT_SUFFIXES = {".pfm", ".tif", ".tiff", ".hdr", ".pic"}
@@ -77,7 +79,14 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
     if not path.is_file():
         raise BadInputError(f"cannot read image {path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)
-    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as e:
+        if "MAX_IMAGE_PIXELS" not in str(e):
+            raise BadInputError(f"cannot read image {path}: OpenCV failed to decode it") from None
+        raise BadInputError(
+            f"image {path} is over the {max_pixels / 1e6:.0f} MP limit: downscale it first"
+        ) from None
     if pixels is None:
         raise BadInputError(f"cannot read image {path}: not an image format OpenCV can decode")
     h, w = pixels.shape[:2]

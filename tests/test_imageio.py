@@ -79,3 +79,26 @@ def test_a_mask_with_alpha_selects_only_where_it_is_opaque(tmp_path):
     cv2.imwrite(str(tmp_path / "mask.png"), mask)
     selected = read_mask(tmp_path / "mask.png", (20, 30))
     assert selected.sum() == 100 and selected[5:15, 10:20].all()
+
+
+def test_a_huge_image_is_refused_from_its_header_without_decoding_it(tmp_path):
+    # 100.02 MP of zeros: a 114 KB PNG that decodes to 100 MB. In a fresh process (engine imported first, as
+    # the CLI and the daemon do) OpenCV must refuse it before allocating.
+    import subprocess
+    import sys
+
+    cv2.imwrite(str(tmp_path / "huge.png"), np.zeros((10001, 10001), np.uint8))
+    code = (
+        "import resource\n"
+        "from engine.errors import BadInputError\n"
+        "from engine.imageio import read_image\n"
+        "try:\n"
+        f"    read_image({str(tmp_path / 'huge.png')!r})\n"
+        "except BadInputError as e:\n"
+        "    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    message, peak_mb = out.strip().splitlines()
+    assert "over the 100 MP limit: downscale it first" in message
+    assert int(peak_mb) < 100, f"{peak_mb} MB: the image was decoded before it was refused"
