@@ -217,3 +217,20 @@ def test_status_without_a_daemon_still_lists_models_and_the_jobs_it_will_resume(
     text = _engine("status", "--home", str(home))
     assert text.returncode == 3 and "running: False" in text.stdout and model_id in text.stdout
     assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # it only read
+
+
+def test_a_damaged_stored_model_is_left_out_of_the_list_not_fatal_to_it(tmp_path, tiny_models):
+    from engine.errors import ModelNotFoundError
+    from engine.serve.registry import Registry
+
+    registry = Registry(tmp_path / "models")
+    for model_id in ("mgood", "mbroken"):
+        shutil.copytree(tiny_models["harmonization"], tmp_path / model_id)
+        registry.add(tmp_path / model_id, model_id=model_id, name=model_id, preset="tiny", training_key=None)
+    meta_path = tmp_path / "models" / "mbroken" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["stage_shapes"]
+    meta_path.write_text(json.dumps(meta))
+    assert [info.model_id for info in registry.list()] == ["mgood"]
+    with pytest.raises(ModelNotFoundError, match="mbroken is damaged.*train again"):
+        registry.info("mbroken")

@@ -95,18 +95,23 @@ class Registry:
         with self._lock:
             entry = dict(self._entries[model_id])
         meta = read_meta(path)
-        height, width = meta["stage_shapes"][-1]
-        return ModelInfo(
-            model_id=model_id,
-            name=entry["name"],
-            mode=Mode(meta["model"]["mode"]),
-            width=width,
-            height=height,
-            n_stages=len(meta["stage_shapes"]),
-            preset=entry.get("preset"),
-            created=datetime.fromisoformat(entry["created"]),
-            has_onnx=(path / SAMPLER_FILE).is_file(),
-        )
+        try:
+            height, width = meta["stage_shapes"][-1]
+            return ModelInfo(
+                model_id=model_id,
+                name=entry["name"],
+                mode=Mode(meta["model"]["mode"]),
+                width=width,
+                height=height,
+                n_stages=len(meta["stage_shapes"]),
+                preset=entry.get("preset"),
+                created=datetime.fromisoformat(entry["created"]),
+                has_onnx=(path / SAMPLER_FILE).is_file(),
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as exc:  # pydantic's errors are ValueErrors
+            raise ModelNotFoundError(
+                f"model {model_id} is damaged ({type(exc).__name__}: {exc}); remove {path} and train again"
+            ) from exc
 
     def list(self, mode: Mode | None = None) -> list[ModelInfo]:
         with self._lock:
