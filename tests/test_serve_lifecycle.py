@@ -234,3 +234,34 @@ def test_a_damaged_stored_model_is_left_out_of_the_list_not_fatal_to_it(tmp_path
     assert [info.model_id for info in registry.list()] == ["mgood"]
     with pytest.raises(ModelNotFoundError, match="mbroken is damaged.*train again"):
         registry.info("mbroken")
+
+
+def test_with_no_home_given_clients_find_the_engine_through_xdg_runtime_dir(tmp_path):
+    # A desktop session: $XDG_RUNTIME_DIR is set and nobody passes --home. `engine serve` must put its
+    # connection file where `engine status`, `engine stop`, batch and the plugins look for it.
+    env = {k: v for k, v in ENV.items() if k not in ("ENGINE_HOME", "XDG_DATA_HOME")}
+    env.update(HOME=str(tmp_path / "user"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    engine = [sys.executable, "-m", "engine.cli"]
+    serve = subprocess.Popen(
+        [*engine, "serve", "--backend", "torch"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    connection_file = tmp_path / "run" / "singan-studio" / "engine.json"
+    try:
+        deadline = time.monotonic() + 90
+        while not connection_file.is_file():
+            assert serve.poll() is None, serve.stderr.read().decode()
+            assert time.monotonic() < deadline, "no connection file under $XDG_RUNTIME_DIR"
+            time.sleep(0.2)
+        status = subprocess.run([*engine, "status", "--json"], env=env, capture_output=True, text=True)
+        assert status.returncode == 0, status.stderr
+        reply = json.loads(status.stdout)
+        assert reply["running"] is True and reply["pid"] == serve.pid
+        assert reply["home"] == str(tmp_path / "user" / ".local" / "share" / "singan-studio")
+        stop = subprocess.run([*engine, "stop"], env=env, capture_output=True, text=True)
+        assert stop.returncode == 0, stop.stderr
+        assert serve.wait(60) == 0 and not connection_file.exists()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(10)

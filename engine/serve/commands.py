@@ -32,7 +32,13 @@ def connect(home: Path | None, timeout: float = 10.0):
         return Client.from_connection_file(home=home, timeout=timeout)
     except EngineNotRunning as exc:
         where = default_home(home)
-        raise DaemonNotRunning(f"{exc} (home {where}; `engine serve --home {where}`)") from None
+        raise DaemonNotRunning(f"{exc} (home {where}; `{serve_command(home)}`)") from None
+
+
+def serve_command(home: Path | None) -> str:
+    """How to start the engine these clients find. With no home, plain `engine serve`: given the default
+    home explicitly, it would write its connection file there and not under $XDG_RUNTIME_DIR."""
+    return "engine serve" if home is None else f"engine serve --home {home}"
 
 
 def cmd_serve(args: argparse.Namespace) -> dict:
@@ -42,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> dict:
     home = default_home(args.home)
     _log_to(home)
     config = ServeConfig(
-        home=home,
+        home=args.home,  # None stays None: the connection file then goes where clients look for it
         endpoint=args.endpoint,
         device=args.device,
         backend=args.backend,
@@ -99,7 +105,7 @@ def stored_status(home: Path | None) -> dict:
     from engine.serve.journal import read_pending
     from engine.serve.registry import Registry
 
-    home = default_home(home)
+    given, home = home, default_home(home)
     jobs = []
     for record in read_pending(home / "jobs.sqlite3"):
         # `running` in the journal of a daemon that is gone: it was interrupted.
@@ -108,7 +114,7 @@ def stored_status(home: Path | None) -> dict:
     return {
         "running": False,
         "home": str(home),
-        "start": f"engine serve --home {home}",
+        "start": serve_command(given),
         "jobs": jobs,
         "models": [_model_line(m) for m in Registry(home / "models", create=False).list()],
     }

@@ -55,7 +55,9 @@ class InsecureEndpoint(EngineError):
 class ServeConfig:
     """How the daemon serves; everything it keeps lives under `home`."""
 
-    home: Path
+    # As the user gave it: None means $ENGINE_HOME or the default data dir for the models, and
+    # $XDG_RUNTIME_DIR (where set) for the connection file, exactly where clients given no home look.
+    home: Path | None
     endpoint: str = DEFAULT_ENDPOINT
     device: str | None = None
     backend: str = "onnxruntime"
@@ -124,9 +126,9 @@ class HomeLock:
             self._file = None
 
 
-def _already_running(home: Path) -> DaemonAlreadyRunning:
+def _already_running(home: Path, connection_file: Path) -> DaemonAlreadyRunning:
     try:
-        info = read_connection_file(home=home)
+        info = read_connection_file(connection_file)
         if pid_alive(info.pid):
             where = f"pid {info.pid}, {info.endpoint}"
         else:
@@ -172,7 +174,7 @@ def serve(config: ServeConfig) -> None:
     lock = HomeLock(home)
     if not lock.acquire():
         lock.release()
-        raise _already_running(home)
+        raise _already_running(home, connection_file_path(config.home))
     try:
         _serve_locked(config, home)
     finally:
@@ -190,7 +192,7 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     from engine.serve.journal import Journal
     from engine.serve.registry import Registry
 
-    stale = connection_file_path(home)
+    stale = connection_file_path(config.home)  # not `home`: see ServeConfig.home
     if stale.exists():
         log.info("removing the connection file of a previous engine that did not stop cleanly")
         remove_connection_file(stale)
@@ -216,7 +218,7 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     recovered = jobs.recover(lane_of)
     jobs.start()
     info = ConnectionInfo(endpoint=server.endpoint, key=key, pid=os.getpid(), engine_version=engine_version())
-    path = write_connection_file(info, home=home)
+    path = write_connection_file(info, stale)
     _install_signal_handlers(stop)
     log.info(
         "engine %s serving on %s (device %s, %s training, backend %s, home %s, %d models, %d jobs "
