@@ -16,7 +16,7 @@ from bridge_fakes import forge
 from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
 
 from editor_bridge import frames
-from editor_bridge.errors import JobCancelled, RemoteError
+from editor_bridge.errors import BridgeError, JobCancelled, RemoteError
 from editor_bridge.protocol import (
     BBox,
     ErrorCode,
@@ -291,6 +291,16 @@ def test_cancel_a_running_training(daemon, layers):
             client.wait_job(job_id, on_progress=on_progress, cancel=cancel, timeout=120)
         assert client.job_status(job_id).state is JobState.CANCELLED
         assert client.ping().pid == daemon.proc.pid
+
+
+def test_a_result_over_the_frame_limit_is_an_error_reply_not_silence(daemon, first_harmonize):
+    model_id = first_harmonize[0].content.model.model_id
+    with daemon.client(timeout=120) as client:
+        start = time.monotonic()  # 1500 x 1000 RGB is 4.3 MiB, over the daemon's --max-frame-mb 4
+        with pytest.raises(BridgeError, match="the result cannot be sent: .*frame"):
+            client.run_job(SampleRequest(model_id=model_id, n=1, width=1500, height=1000))
+        assert time.monotonic() - start < 60, "the client had to time out"
+        assert client.ping().pid == daemon.proc.pid  # and the engine goes on
 
 
 def test_a_model_in_use_cannot_be_deleted(daemon, layers, first_harmonize):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import threading
 import time
 
-from engine.serve.jobs import JobManager, ThreadBudget
+from editor_bridge.protocol import ErrorReply, ExportOnnxRequest, JobState, ResultReply
+from engine.errors import CancelledError
+from engine.serve.jobs import TRAIN, JobManager, ThreadBudget
 from engine.serve.journal import Journal
 
 
@@ -25,4 +29,71 @@ def test_quick_work_holds_its_model_until_it_ends(tmp_path):
     while jobs.held("m1"):
         assert time.monotonic() < deadline, jobs.held("m1")
         time.sleep(0.01)
+    jobs.shutdown(10)
+
+
+class _FullDisk(Journal):
+    """A journal on a disk that fills up for one job: every write about it fails."""
+
+    doomed: set[str] = set()
+
+    def update(self, job_id, *args, **kwargs):
+        if job_id in self.doomed:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().update(job_id, *args, **kwargs)
+
+
+def _manager(tmp_path, journal, runner):
+    sent = []
+    jobs = JobManager(
+        journal, tmp_path / "jobs", lambda ids, content, **k: sent.append(content), ThreadBudget(1)
+    )
+    jobs.runner = runner
+    jobs.start()
+    return jobs, sent
+
+
+def _wait_for(sent, n, timeout=30):
+    deadline = time.monotonic() + timeout
+    while len(sent) < n:
+        assert time.monotonic() < deadline, sent
+        time.sleep(0.01)
+
+
+def test_a_full_disk_fails_the_job_with_advice_and_the_lane_goes_on(tmp_path):
+    journal = _FullDisk(tmp_path / "jobs.sqlite3")
+
+    def runner(job, context):
+        if job.job_id in journal.doomed:
+            raise OSError(errno.ENOSPC, "No space left on device", str(context.work_dir / "checkpoint"))
+        return ResultReply(path="done"), []
+
+    jobs, sent = _manager(tmp_path, journal, runner)
+    first, _ = jobs.submit(ExportOnnxRequest(model_id="m1"), [b"x" * 1024], (b"client",), TRAIN)
+    journal.doomed.add(first.job_id)  # the disk fills up once the job is queued
+    _wait_for(sent, 1)
+    assert isinstance(sent[0], ErrorReply) and "disk holding the engine's home is full" in sent[0].message
+    assert first.state is JobState.FAILED and first.buffers == []
+    assert not (tmp_path / "jobs" / first.job_id / "buf0.bin").exists()
+    second, _ = jobs.submit(ExportOnnxRequest(model_id="m2"), [], (b"client",), TRAIN)
+    _wait_for(sent, 2)  # the train lane survived
+    assert isinstance(sent[1], ResultReply) and second.state is JobState.DONE
+    jobs.shutdown(10)
+
+
+def test_a_cancelled_job_lets_go_of_its_input_frames(tmp_path):
+    started = threading.Event()
+
+    def runner(job, context):
+        started.set()
+        job.cancel.wait(30)
+        raise CancelledError("cancelled")
+
+    jobs, sent = _manager(tmp_path, Journal(tmp_path / "jobs.sqlite3"), runner)
+    job, _ = jobs.submit(ExportOnnxRequest(model_id="m1"), [b"x" * 4096], (b"client",), TRAIN)
+    (tmp_path / "jobs" / job.job_id / "model" / "checkpoint").mkdir(parents=True)
+    assert started.wait(30) and jobs.cancel(job.job_id)
+    _wait_for(sent, 1)
+    assert isinstance(sent[0], ErrorReply) and job.state is JobState.CANCELLED
+    assert job.buffers == [] and sorted(p.name for p in (tmp_path / "jobs" / job.job_id).iterdir()) == []
     jobs.shutdown(10)

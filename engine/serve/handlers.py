@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from editor_bridge import frames
-from editor_bridge.errors import ImageError, InvalidRequest
+from editor_bridge.errors import BridgeError, ImageError, InvalidRequest
 from editor_bridge.protocol import (
     AckReply,
     CancelRequest,
@@ -507,7 +507,11 @@ class Handlers:
                 log.exception("%s failed", req.content.msg_type.value)
             self.server.reply_error(req, error_code(exc), error_message(exc))
             return
-        self.server.reply(req, result.model_copy(update={"elapsed_s": time.monotonic() - start}), buffers)
+        try:
+            self.server.reply(req, result.model_copy(update={"elapsed_s": time.monotonic() - start}), buffers)
+        except BridgeError as exc:  # e.g. a result over --max-frame-mb: say so rather than stay silent
+            log.warning("%s: cannot send the result: %s", req.content.msg_type.value, exc)
+            self.server.reply_error(req, error_code(exc), f"the result cannot be sent: {exc}")
 
     def _submit(self, req: Request, lane: str, model_id: str | None) -> None:
         job, position = self.jobs.submit(req.content, req.buffers, req.identities, lane, model_id)

@@ -8,9 +8,11 @@ server's thread-safe `send`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
@@ -74,6 +76,11 @@ def error_code(exc: BaseException) -> ErrorCode:
 def error_message(exc: BaseException) -> str:
     if isinstance(exc, BridgeError | EngineError):
         return str(exc)
+    full = isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)  # SQLITE_FULL
+    if full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return "the disk holding the engine's home is full: free some space and try again"
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"the engine cannot write {exc.filename or 'to its home'}: check the home folder's permissions"
     return f"internal engine error ({type(exc).__name__}); see the engine log"
 
 
@@ -338,6 +345,8 @@ class JobManager:
     def _run_train_item(self, job: Job) -> None:
         try:
             self._run_job(job)
+        except Exception:  # _run_job reports its own failures; this only keeps the lane alive
+            log.exception("train lane: job %s", job.job_id)
         finally:
             torch.set_num_threads(self.budget.threads)
 
@@ -346,11 +355,11 @@ class JobManager:
             if job.state is JobState.CANCELLED or not self._accepting:
                 return  # cancelled while queued, or the daemon stops: it stays queued in the journal
             job.state = JobState.RUNNING
-        self.journal.update(job.job_id, JobState.RUNNING)
         work_dir = self.root / job.job_id
         context = JobContext(job, work_dir, lambda p: self._progress(job, p))
         start = time.monotonic()
         try:
+            self.journal.update(job.job_id, JobState.RUNNING)
             assert self.runner is not None
             result, buffers = self.runner(job, context)
         except CancelledError as exc:
@@ -367,32 +376,49 @@ class JobManager:
             self._fail(job, exc)
             return
         result = result.model_copy(update={"job_id": job.job_id, "elapsed_s": time.monotonic() - start})
-        for i, buffer in enumerate(buffers):
-            (work_dir / f"result{i}.bin").write_bytes(memoryview(buffer).cast("B"))
-        self.journal.update(
-            job.job_id,
-            JobState.DONE,
-            model_id=result.model.model_id if result.model else None,
-            result=result.model_dump(mode="json"),
-        )
+        try:
+            for i, buffer in enumerate(buffers):
+                (work_dir / f"result{i}.bin").write_bytes(memoryview(buffer).cast("B"))
+            self.journal.update(
+                job.job_id,
+                JobState.DONE,
+                model_id=result.model.model_id if result.model else None,
+                result=result.model_dump(mode="json"),
+            )
+        except Exception as exc:  # a full disk, say: the client hears it, the lane goes on
+            log.exception("job %s: cannot store its result", job.job_id)
+            self._fail(job, exc)
+            return
         with self._lock:
             job.state = JobState.DONE
             job.model_id = result.model.model_id if result.model else job.model_id
-        for i in range(len(job.buffers)):  # the inputs are not needed any more; the results stay
-            (work_dir / f"buf{i}.bin").unlink(missing_ok=True)
-        shutil.rmtree(work_dir / "model", ignore_errors=True)
-        job.buffers = []
+        self._drop_inputs(job)  # the results stay, for a client that asks again
         self.broadcast(job, result, buffers)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
+        """Record and report a failed or cancelled job; its inputs and work go (only an interrupted job
+        resumes). Reporting never raises: a journal that cannot be written is logged, and the
+        subscribers still hear of the failure."""
         code = error_code(exc)
         state = JobState.CANCELLED if code is ErrorCode.CANCELLED else JobState.FAILED
         error = ErrorReply(code=code, message=error_message(exc), job_id=job.job_id)
-        self.journal.update(job.job_id, state, error=error.model_dump(mode="json"))
         with self._lock:
             job.state, job.error = state, error
+        try:
+            self.journal.update(job.job_id, state, error=error.model_dump(mode="json"))
+        except Exception:
+            log.exception("job %s: cannot journal its end (%s)", job.job_id, state.value)
         log.info("job %s %s: %s", job.job_id, state.value, error.message)
+        self._drop_inputs(job)
         self.broadcast(job, error)
+
+    def _drop_inputs(self, job: Job) -> None:
+        """A finished job's input frames and training work, on disk and in memory."""
+        work_dir = self.root / job.job_id
+        for i in range(len(job.buffers)):
+            (work_dir / f"buf{i}.bin").unlink(missing_ok=True)
+        shutil.rmtree(work_dir / "model", ignore_errors=True)
+        job.buffers = []
 
     def _progress(self, job: Job, p: Progress) -> None:
         if job.lane == TRAIN:
@@ -426,7 +452,19 @@ class JobManager:
         with self._lock:
             subscribers = list(job.subscribers)
         for identities in subscribers:
-            self._send(identities, content, parent=parent, buffers=buffers)
+            try:
+                self._send(identities, content, parent=parent, buffers=buffers)
+            except BridgeError as exc:  # e.g. a result over --max-frame-mb: the client must not wait on
+                log.warning("job %s: cannot send %s: %s", job.job_id, content.msg_type.value, exc)
+                if isinstance(content, ErrorReply):
+                    continue
+                error = ErrorReply(
+                    code=exc.code, message=f"the result cannot be sent: {exc}", job_id=job.job_id
+                )
+                try:
+                    self._send(identities, error, parent=parent)
+                except BridgeError:
+                    log.exception("job %s: cannot send the error either", job.job_id)
 
 
 _WAITING = (JobState.QUEUED, JobState.INTERRUPTED)
