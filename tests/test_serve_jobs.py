@@ -7,6 +7,8 @@ import sqlite3
 import threading
 import time
 
+import pytest
+
 from editor_bridge.protocol import ErrorReply, ExportOnnxRequest, JobState, ResultReply
 from engine.errors import CancelledError
 from engine.serve.jobs import TRAIN, JobManager, ThreadBudget
@@ -96,4 +98,16 @@ def test_a_cancelled_job_lets_go_of_its_input_frames(tmp_path):
     _wait_for(sent, 1)
     assert isinstance(sent[0], ErrorReply) and job.state is JobState.CANCELLED
     assert job.buffers == [] and sorted(p.name for p in (tmp_path / "jobs" / job.job_id).iterdir()) == []
+    jobs.shutdown(10)
+
+
+def test_a_job_that_cannot_be_stored_leaves_nothing_behind(tmp_path):
+    class Unwritable(Journal):
+        def add(self, *args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    jobs, _ = _manager(tmp_path, Unwritable(tmp_path / "jobs.sqlite3"), lambda job, context: None)
+    with pytest.raises(sqlite3.OperationalError):
+        jobs.submit(ExportOnnxRequest(model_id="m1"), [b"x" * 1024], (b"client",), TRAIN)
+    assert list((tmp_path / "jobs").iterdir()) == [] and jobs.active() == []
     jobs.shutdown(10)

@@ -265,3 +265,23 @@ def test_with_no_home_given_clients_find_the_engine_through_xdg_runtime_dir(tmp_
         if serve.poll() is None:
             serve.kill()
             serve.wait(10)
+
+
+@pytest.mark.parametrize("junk", ["corrupt journal", "models is a file"])
+def test_a_home_the_engine_cannot_use_is_refused_in_one_line_with_what_to_do(tmp_path, junk):
+    home = tmp_path / "home"
+    home.mkdir()
+    if junk == "corrupt journal":
+        (home / "jobs.sqlite3").write_bytes(b"this is not a database" * 100)
+        expected = "jobs.sqlite3 is unreadable"
+    else:
+        (home / "models").write_text("oops")
+        expected = "models is a file"
+    commands = [("serve", "--home", str(home))]
+    if junk == "corrupt journal":
+        commands.append(("status", "--home", str(home)))  # without a daemon, status reads the journal
+    for args in commands:
+        proc = _engine(*args)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, proc.stderr)
+        assert "move" in lines[0]

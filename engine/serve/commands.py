@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> dict:
     from engine.serve.daemon import ServeConfig, serve
 
     home = default_home(args.home)
+    _check_home(home)
     _log_to(home)
     config = ServeConfig(
         home=args.home,  # None stays None: the connection file then goes where clients look for it
@@ -58,6 +60,24 @@ def cmd_serve(args: argparse.Namespace) -> dict:
     )
     serve(config)
     return {"stopped": True, "home": str(home)}
+
+
+def _check_home(home: Path) -> None:
+    """A home the engine cannot use is refused at once, with what to do, instead of failing later."""
+
+    for path in (home, home / "models", home / "jobs", home / "logs"):
+        if path.exists() and not path.is_dir():
+            raise EngineError(f"{path} is a file, but the engine keeps a folder there: move the file away")
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = home / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EngineError(
+            f"the engine cannot write its home {home} ({exc.strerror}): fix its permissions or free space, "
+            "or choose another with --home"
+        ) from None
 
 
 def _log_to(home: Path) -> None:

@@ -198,10 +198,14 @@ class JobManager:
         """Journal a new job (its buffers as files first) and queue it; returns it and its queue position."""
         job_id = "j" + uuid.uuid4().hex[:16]
         files = self.root / job_id
-        files.mkdir(parents=True)
-        for i, buffer in enumerate(buffers):
-            (files / f"buf{i}.bin").write_bytes(memoryview(buffer).cast("B"))
-        record = self.journal.add(job_id, request.msg_type, request.model_dump(mode="json"), len(buffers))
+        try:
+            files.mkdir(parents=True)
+            for i, buffer in enumerate(buffers):
+                (files / f"buf{i}.bin").write_bytes(memoryview(buffer).cast("B"))
+            record = self.journal.add(job_id, request.msg_type, request.model_dump(mode="json"), len(buffers))
+        except BaseException:  # e.g. a full disk: no half-stored job is left behind (the caller replies)
+            shutil.rmtree(files, ignore_errors=True)
+            raise
         if model_id is not None:
             self.journal.update(job_id, JobState.QUEUED, model_id=model_id)
         job = Job(job_id, request, list(buffers), record.created, lane, model_id, subscribers={subscriber})

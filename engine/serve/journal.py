@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from editor_bridge.protocol import JobState, MsgType
+from engine.errors import EngineError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -60,9 +61,13 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise damaged(path, exc) from None
 
     def close(self) -> None:
         with self._lock:
@@ -144,10 +149,21 @@ def read_pending(path: Path) -> list[JobRecord]:
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
     try:
         return _pending(db)
-    except sqlite3.OperationalError:  # no jobs table: nothing was ever journaled
-        return []
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # nothing was ever journaled
+            return []
+        raise damaged(path, exc) from None
+    except sqlite3.DatabaseError as exc:
+        raise damaged(path, exc) from None
     finally:
         db.close()
+
+
+def damaged(path: Path, exc: Exception) -> EngineError:
+    return EngineError(
+        f"the job journal {path} is unreadable ({exc}): move it aside (the jobs it lists are lost; "
+        "models are not) and start the engine again"
+    )
 
 
 def _record(row: tuple) -> JobRecord:
