@@ -205,6 +205,8 @@ class Client:
             if self._connection_file is not None:
                 try:
                     info = _checked_info(self._connection_file)
+                except UnsupportedVersion:
+                    raise  # the engine came back from another release: retrying cannot help, the user can
                 except BridgeError as exc:
                     log.info("engine not back yet (%s); retrying at %s", exc, self.endpoint)
                 else:

@@ -13,7 +13,7 @@ from bridge_samples import layer, samples
 
 from editor_bridge import Client, frames
 from editor_bridge.connection import ConnectionInfo, new_key, write_connection_file
-from editor_bridge.errors import ClientClosed, JobCancelled, RemoteError, RequestTimeout
+from editor_bridge.errors import ClientClosed, JobCancelled, RemoteError, RequestTimeout, UnsupportedVersion
 from editor_bridge.protocol import (
     PROTOCOL_VERSION,
     ChannelOrder,
@@ -187,6 +187,29 @@ def test_run_job_survives_an_engine_restart_mid_job(tmp_path):
         result = client.run_job(request, buffers, on_progress=restart_once, timeout=20)
         assert np.array_equal(result.image(result.content.images[0]), image)
         assert client.endpoint == box["second"].endpoint
+    box["second"].stop()
+
+
+def test_an_engine_restarted_from_another_release_mid_job_says_so(tmp_path):
+    # Updated and restarted while a job runs: the artist must hear "different releases", not "lost".
+    path = tmp_path / "engine.json"
+    first = FakeEngine(steps=40, step_s=0.02).__enter__()
+    write_connection_file(ConnectionInfo(endpoint=first.endpoint, key=KEY, pid=1), path)
+    box: dict = {}
+    with Client.from_connection_file(path, timeout=5, heartbeat_s=0.2) as client:
+
+        def upgrade_once(event, preview):
+            if "second" not in box:
+                first.stop()
+                box["second"] = FakeEngine(steps=3, step_s=0.01, jobs=first.jobs).__enter__()
+                newer = ConnectionInfo(
+                    endpoint=box["second"].endpoint, key=KEY, pid=1, protocol_version=PROTOCOL_VERSION + 1
+                )
+                write_connection_file(newer, path)
+
+        request, buffers, _ = _harmonize()
+        with pytest.raises(UnsupportedVersion, match="newer"):
+            client.run_job(request, buffers, on_progress=upgrade_once, timeout=20)
     box["second"].stop()
 
 
