@@ -8,6 +8,7 @@ and pixels outside the feathered mask are copied from the input untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import cv2
@@ -72,8 +73,11 @@ def sample(
     width: int | None = None,
     seed: int = 0,
     backend: Backend | None = None,
+    on_sample: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
-    """n random images (H x W x 3 float in [0, 1]); any width and height (retargeting)."""
+    """n random images (H x W x 3 float in [0, 1]); any width and height (retargeting).
+
+    `on_sample(i)` is called before the i-th image is generated (a progress bar's hook)."""
     backend = backend or TorchBackend(model)
     if n < 1:
         raise BadInputError(f"--n must be at least 1 (got {n})")
@@ -85,7 +89,9 @@ def sample(
         if shapes != list(model.shapes):
             base = to_tensor(resize(to_image(base), shapes[0]), model.device)
     out = []
-    for _ in range(n):
+    for i in range(n):
+        if on_sample is not None:
+            on_sample(i)
         inputs = _noise_inputs(model, shapes, rng)
         if spec(model.model.mode).conditional:
             inputs[0] = base

@@ -29,6 +29,24 @@ def _progress(args: argparse.Namespace, label: str):
     return None if args.json else ProgressBar(label)
 
 
+class _NoSteps:
+    def step(self, what: str) -> None:
+        pass
+
+    def __enter__(self) -> _NoSteps:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _steps(args: argparse.Namespace, label: str, total: int):
+    """A StepBar for the quick commands (nothing with --json, as for _progress)."""
+    from engine.progress import StepBar
+
+    return _NoSteps() if args.json else StepBar(label, total)
+
+
 def _cancel_on_signals() -> threading.Event:
     """First Ctrl-C (or SIGTERM) stops training cleanly at the next iteration; a second one aborts."""
     cancel = threading.Event()
@@ -184,10 +202,22 @@ def cmd_sample(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise EngineError(f"--out {out} is a file; sample writes sample_NNN.png files into a folder")
-    model = load_model(args.model_dir, _device(args))
-    backend = _backend(args, model)
-    images = apply.sample(model, args.n, args.height, args.width, args.seed, backend=backend)
-    files = [str(write_image(out / f"sample_{i:03d}.png", Picture(img))) for i, img in enumerate(images)]
+    with _steps(args, "sample", 3 + args.n) as bar:
+        bar.step("loading the model")
+        model = load_model(args.model_dir, _device(args))
+        bar.step(f"preparing {args.backend}")
+        backend = _backend(args, model)
+        images = apply.sample(
+            model,
+            args.n,
+            args.height,
+            args.width,
+            args.seed,
+            backend=backend,
+            on_sample=lambda i: bar.step(f"sample {i + 1} of {args.n}"),
+        )
+        bar.step("writing")
+        files = [str(write_image(out / f"sample_{i:03d}.png", Picture(img))) for i, img in enumerate(images)]
     h, w = images[0].shape[:2]
     return {"files": files, "width": w, "height": h, **describe_backend(backend)}
 
@@ -199,21 +229,27 @@ def cmd_apply(args: argparse.Namespace) -> dict:
     from engine.store import load_model
 
     check_output_file(args.out, inputs=(args.image, args.mask))
-    picture = read_image(args.image)
-    mask = read_mask(args.mask, picture.shape)
-    model = load_model(args.model_dir, _device(args))
-    expected = {"harmonize": "harmonization", "edit": "editing"}[args.command]
-    if model.model.mode.value != expected:
-        raise EngineError(
-            f"{args.model_dir} is a model for {model.model.mode.value}; "
-            f"`engine {args.command}` needs a model trained with --mode {expected}"
+    with _steps(args, args.command, 5) as bar:
+        bar.step("reading the image and the mask")
+        picture = read_image(args.image)
+        mask = read_mask(args.mask, picture.shape)
+        bar.step("loading the model")
+        model = load_model(args.model_dir, _device(args))
+        expected = {"harmonize": "harmonization", "edit": "editing"}[args.command]
+        if model.model.mode.value != expected:
+            raise EngineError(
+                f"{args.model_dir} is a model for {model.model.mode.value}; "
+                f"`engine {args.command}` needs a model trained with --mode {expected}"
+            )
+        bar.step(f"preparing {args.backend}")
+        backend = _backend(args, model)
+        bar.step({"harmonize": "harmonizing", "edit": "editing"}[args.command])
+        start = time.perf_counter()
+        result = apply.apply_to_selection(
+            model, picture, mask, args.seed, backend=backend, color_match=args.color_match
         )
-    backend = _backend(args, model)
-    start = time.perf_counter()
-    result = apply.apply_to_selection(
-        model, picture, mask, args.seed, backend=backend, color_match=args.color_match
-    )
-    out = write_image(args.out, result)
+        bar.step("writing")
+        out = write_image(args.out, result)
     h, w = result.shape
     seconds = round(time.perf_counter() - start, 3)
     return {"file": str(out), "width": w, "height": h, "seconds": seconds, **describe_backend(backend)}
@@ -226,7 +262,11 @@ def cmd_export(args: argparse.Namespace) -> dict:
     if Path(args.out).suffix.lower() != ".onnx":
         raise EngineError(f"--out {args.out} must be an .onnx file name")
     start = time.perf_counter()
-    path = export(load_model(args.model_dir, "cpu"), Path(args.out), fp16=args.fp16)
+    with _steps(args, "export", 2) as bar:
+        bar.step("loading the model")
+        model = load_model(args.model_dir, "cpu")
+        bar.step("exporting to ONNX and checking the graph")
+        path = export(model, Path(args.out), fp16=args.fp16)
     return {
         "onnx": str(path),
         "precision": "fp16" if args.fp16 else "fp32",

@@ -46,3 +46,47 @@ class ProgressBar:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class StepBar:
+    """For commands made of a few steps (sample, harmonize, edit, export): steps done of all, what runs now,
+    and the time so far. Like ProgressBar it draws only on a terminal."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None, width: int = 28) -> None:
+        self.label, self.total, self.width = label, max(1, total), width
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.done, self.what = 0, ""
+        self._start = time.monotonic()
+
+    def step(self, what: str) -> None:
+        """A new step begins (the one before it, if any, is done)."""
+        if self.what:
+            self.done += 1
+        self.what = what
+        self._draw()
+
+    def close(self, finished: bool = True) -> None:
+        """End the line; a finished command shows all steps done, a failed one stays where it stopped."""
+        if self.what and finished:
+            self.done, self.what = self.total, "done"
+            self._draw()
+        if self.enabled and self.what:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def __enter__(self) -> StepBar:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(finished=exc_type is None)
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        filled = round(self.width * min(self.done, self.total) / self.total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        elapsed = _clock(time.monotonic() - self._start)
+        line = f"\r{self.label} [{bar}] {self.done}/{self.total} {self.what}  elapsed {elapsed}"
+        self.stream.write(line[:100].ljust(100))
+        self.stream.flush()

@@ -356,3 +356,51 @@ def test_a_damaged_model_gives_a_one_line_error(damage, message, tmp_path, tiny_
     assert "retrain" in err_lines[0] or "not a model" in err_lines[0]
     assert result(proc)["ok"] is False
     assert not (tmp_path / "o.png").exists()
+
+
+def _on_a_terminal(*args: str) -> tuple[int, str]:
+    """Run `engine ARGS` with stderr on a pseudo-terminal, as in a shell; returns (code, what it drew)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+        env=ENV,
+    )
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    return proc.wait(120), drawn.decode(errors="replace")
+
+
+def test_quick_commands_show_their_steps_on_a_terminal(tmp_path, tiny_models, shared_images):
+    h = shared_images / "harmonization"
+    code, drawn = _on_a_terminal(
+        "harmonize", tiny_models["harmonization"], "--image", h / "scream_naive.jpg",
+        "--mask", h / "scream_naive_mask.jpg", "--out", tmp_path / "o.png", "--backend", "torch",
+    )  # fmt: skip
+    assert code == 0, drawn
+    # Steps done of all, then what runs now.
+    for step in (
+        "0/5 reading the image",
+        "1/5 loading the model",
+        "3/5 harmonizing",
+        "4/5 writing",
+        "5/5 done",
+    ):
+        assert step in drawn, (step, drawn)
+    code, drawn = _on_a_terminal("sample", tiny_models["generation"], "--out", tmp_path / "s", "--n", "2")
+    assert code == 0 and "sample 2 of 2" in drawn and "5/5 done" in drawn, drawn
+    # A failure leaves the bar where it stopped, then the one-line error.
+    code, drawn = _on_a_terminal("sample", tmp_path / "missing", "--out", tmp_path / "s2")
+    assert code == 2 and "done" not in drawn and "no model at" in drawn, drawn
