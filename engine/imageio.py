@@ -99,8 +99,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
     order = {1: "GRAY", 3: "BGR", 4: "BGRA"}.get(channels)
     if order is None:
         raise BadInputError(f"cannot read image {path}: {channels} channels (expected 1, 3 or 4)")
+    # Float images hold 0-1; rounding noise of a thousandth either side is clipped, real HDR is refused.
     if pixels.dtype == np.float32 and not (
-        np.isfinite(pixels).all() and 0 <= pixels.min() <= pixels.max() <= 1
+        np.isfinite(pixels).all() and -1e-3 <= pixels.min() <= pixels.max() <= 1 + 1e-3
     ):
         raise BadInputError(
             f"image {path} has floating-point values outside 0-1 (HDR): "
