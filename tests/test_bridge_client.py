@@ -167,50 +167,45 @@ def test_reconnect_finds_a_restarted_engine_through_the_connection_file(tmp_path
             assert client.endpoint == second.endpoint
 
 
-def test_run_job_survives_an_engine_restart_mid_job(tmp_path):
+def _restart_mid_job(tmp_path, protocol_version: int = PROTOCOL_VERSION):
+    """A client running a job while its engine dies after the second progress event and a new one (same
+    journal, new port, the given protocol version) writes the connection file. Returns what run_job does."""
     path = tmp_path / "engine.json"
     first = FakeEngine(steps=40, step_s=0.02).__enter__()
     write_connection_file(ConnectionInfo(endpoint=first.endpoint, key=KEY, pid=1), path)
     box: dict = {}
-    with Client.from_connection_file(path, timeout=5, heartbeat_s=0.2) as client:
-        events: list[ProgressEvent] = []
+    try:
+        with Client.from_connection_file(path, timeout=5, heartbeat_s=0.2) as client:
+            events: list[ProgressEvent] = []
 
-        def restart_once(event, preview):
-            events.append(event)
-            if len(events) == 2 and "second" not in box:
-                first.stop()  # the daemon dies; its journal (the jobs dict) survives
-                second = FakeEngine(steps=3, step_s=0.01, jobs=first.jobs).__enter__()
-                write_connection_file(ConnectionInfo(endpoint=second.endpoint, key=KEY, pid=1), path)
-                box["second"] = second
+            def restart_once(event, preview):
+                events.append(event)
+                if len(events) == 2 and "second" not in box:
+                    first.stop()  # the daemon dies; its journal (the jobs dict) survives
+                    box["second"] = second = FakeEngine(steps=3, step_s=0.01, jobs=first.jobs).__enter__()
+                    info = ConnectionInfo(
+                        endpoint=second.endpoint, key=KEY, pid=1, protocol_version=protocol_version
+                    )
+                    write_connection_file(info, path)
 
-        request, buffers, image = _harmonize()
-        result = client.run_job(request, buffers, on_progress=restart_once, timeout=20)
-        assert np.array_equal(result.image(result.content.images[0]), image)
-        assert client.endpoint == box["second"].endpoint
-    box["second"].stop()
+            request, buffers, image = _harmonize()
+            result = client.run_job(request, buffers, on_progress=restart_once, timeout=20)
+            assert client.endpoint == box["second"].endpoint
+            return result, image
+    finally:
+        if "second" in box:
+            box["second"].stop()
+
+
+def test_run_job_survives_an_engine_restart_mid_job(tmp_path):
+    result, image = _restart_mid_job(tmp_path)
+    assert np.array_equal(result.image(result.content.images[0]), image)
 
 
 def test_an_engine_restarted_from_another_release_mid_job_says_so(tmp_path):
     # Updated and restarted while a job runs: the artist must hear "different releases", not "lost".
-    path = tmp_path / "engine.json"
-    first = FakeEngine(steps=40, step_s=0.02).__enter__()
-    write_connection_file(ConnectionInfo(endpoint=first.endpoint, key=KEY, pid=1), path)
-    box: dict = {}
-    with Client.from_connection_file(path, timeout=5, heartbeat_s=0.2) as client:
-
-        def upgrade_once(event, preview):
-            if "second" not in box:
-                first.stop()
-                box["second"] = FakeEngine(steps=3, step_s=0.01, jobs=first.jobs).__enter__()
-                newer = ConnectionInfo(
-                    endpoint=box["second"].endpoint, key=KEY, pid=1, protocol_version=PROTOCOL_VERSION + 1
-                )
-                write_connection_file(newer, path)
-
-        request, buffers, _ = _harmonize()
-        with pytest.raises(UnsupportedVersion, match="newer"):
-            client.run_job(request, buffers, on_progress=upgrade_once, timeout=20)
-    box["second"].stop()
+    with pytest.raises(UnsupportedVersion, match="newer"):
+        _restart_mid_job(tmp_path, protocol_version=PROTOCOL_VERSION + 1)
 
 
 def test_close_is_idempotent_and_terminates_the_context(engine):

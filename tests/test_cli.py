@@ -144,6 +144,9 @@ def test_alpha_png_keeps_its_alpha(tmp_path, tiny_models):
     np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
 
 
+HARMONIZE = ["harmonize", "{model}", "--mask", "{mask}", "--image"]  # then the image and --out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -189,18 +192,9 @@ def test_alpha_png_keeps_its_alpha(tmp_path, tiny_models):
             "--color-match: must be between 0 and 1",
         ),
         (["train", "{img}", "--stages", "many", "--out", "{tmp}/t"], "see `engine train --help`"),
-        (
-            ["harmonize", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.xyz"],
-            "OpenCV cannot encode '.xyz' files",
-        ),
-        (
-            ["harmonize", "{model}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}"],
-            "is a folder",
-        ),
-        (
-            ["harmonize", "{model}", "--image", "{img_copy}", "--mask", "{mask}", "--out", "{img_copy}"],
-            "never writes over its inputs",
-        ),
+        ([*HARMONIZE, "{img}", "--out", "{tmp}/o.xyz"], "OpenCV cannot encode '.xyz' files"),
+        ([*HARMONIZE, "{img}", "--out", "{tmp}"], "is a folder"),
+        ([*HARMONIZE, "{img_copy}", "--out", "{img_copy}"], "never writes over its inputs"),
         (["sample", "{gen}", "--out", "{tmp}/s", "--seed", "99999999999999999999"], "--seed: must be"),
         (["sample", "{gen}", "--out", "{tmp}/s", "--width", "0", "--height", "50"], "--width: must be"),
         (["sample", "{gen}", "--out", "{img_copy}"], "is a file"),
