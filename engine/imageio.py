@@ -180,7 +180,7 @@ def write_image(path: str | Path, picture: Picture) -> Path:
     path = check_output_file(path)
     suffix = path.suffix.lower()
     if picture.alpha is not None and suffix not in ALPHA_SUFFIXES:
-        if (picture.alpha.astype(np.float64) < _scale(picture.alpha.dtype)).any():
+        if picture.alpha.min() < _scale(picture.alpha.dtype):
             raise BadInputError(
                 f"cannot write {path}: the image has transparency, which '{path.suffix}' files cannot keep; "
                 "use .png, .tif or .webp"
