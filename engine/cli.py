@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from engine.assets import asset_dir
+from engine.config import MAX_ITERS
 from engine.errors import EngineError
 
 EXAMPLES = asset_dir("examples")
@@ -156,7 +157,7 @@ MAX_SEED = 2**32 - 1  # the protocol's range (editor_bridge.protocol.Seed)
 seed_value = _int_in("seed", 0, MAX_SEED)
 count_value = _int_in("count", 1, 10_000)
 side_value = _int_in("size", 1, 1_000_000)
-iters_value = _int_in("iterations", 1, 1_000_000)
+iters_value = _int_in("iterations", 1, MAX_ITERS)
 
 
 def color_match_fraction(text: str) -> float:

@@ -133,6 +133,15 @@ def preset(name: Preset | str, mode: Mode | str) -> tuple[ModelConfig, TrainConf
     return _PRESETS[Preset(name)](Mode(mode))
 
 
+MAX_ITERS = 1_000_000
+
+
+def check_iters(iters: int) -> None:
+    """Iterations per stage, for training and fine-tuning alike."""
+    if not 1 <= iters <= MAX_ITERS:
+        raise BadInputError(f"--iters must be between 1 and {MAX_ITERS} (got {iters})")
+
+
 def with_overrides(
     model: ModelConfig,
     train: TrainConfig,
@@ -153,8 +162,7 @@ def with_overrides(
             raise BadInputError(f"--max-size must be between 16 and 4096 px (got {max_size})")
         model = dataclasses.replace(model, max_size=max_size, min_size=min(model.min_size, max_size))
     if iters is not None:
-        if not 1 <= iters <= 1_000_000:
-            raise BadInputError(f"--iters must be between 1 and 1000000 (got {iters})")
+        check_iters(iters)
         train = dataclasses.replace(train, iters=iters, coarse_iters=None)  # --iters: every stage
     if seed is not None:
         train = dataclasses.replace(train, seed=seed)

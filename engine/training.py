@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import augment, store
-from engine.config import ModelConfig, Precision, TrainConfig
+from engine.config import ModelConfig, Precision, TrainConfig, check_iters
 from engine.device import autocast
 from engine.errors import BadInputError, CancelledError, IncompatibleModelError, TrainingDivergedError
 from engine.imageio import Picture, read_image, write_image
@@ -517,8 +517,7 @@ def finetune(
     As in the reference, every stage keeps training (the top train_depth stages concurrently) with the
     naive image as the coarsest stage's input and the background as the target; the original is untouched.
     """
-    if not 1 <= iters <= 1_000_000:
-        raise BadInputError(f"--iters must be between 1 and 1000000 (got {iters})")
+    check_iters(iters)
     base = store.load_model(model_dir, device)
     if not spec(base.model.mode).conditional:
         raise IncompatibleModelError(
