@@ -109,8 +109,9 @@ class Registry:
                 has_onnx=(path / SAMPLER_FILE).is_file(),
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:  # pydantic's errors are ValueErrors
+            reason = str(exc).splitlines()[0] if str(exc) else ""  # pydantic's run over many lines
             raise ModelNotFoundError(
-                f"model {model_id} is damaged ({type(exc).__name__}: {exc}); remove {path} and train again"
+                f"model {model_id} is damaged ({type(exc).__name__}: {reason}); remove {path} and train again"
             ) from exc
 
     def list(self, mode: Mode | None = None) -> list[ModelInfo]:
