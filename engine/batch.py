@@ -196,8 +196,9 @@ class Bar:
     def __call__(self, i: int, n: int, name: str) -> None:
         if not self.enabled:
             return
-        filled = round(28 * i / max(n, 1))
-        line = f"\rbatch [{'#' * filled}{'-' * (28 - filled)}] {i}/{n} {name}"
+        from engine.progress import bar_text
+
+        line = f"\rbatch {bar_text(i / max(n, 1))} {i}/{n} {name}"
         self.stream.write(line[:100].ljust(100) + ("\n" if i == n else ""))
         self.stream.flush()
 

@@ -30,22 +30,11 @@ def _progress(args: argparse.Namespace, label: str):
     return None if args.json else ProgressBar(label)
 
 
-class _NoSteps:
-    def step(self, what: str) -> None:
-        pass
-
-    def __enter__(self) -> _NoSteps:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 def _steps(args: argparse.Namespace, label: str, total: int):
-    """A StepBar for the quick commands (nothing with --json, as for _progress)."""
+    """A StepBar for the quick commands (it draws nothing with --json, as for _progress)."""
     from engine.progress import StepBar
 
-    return _NoSteps() if args.json else StepBar(label, total)
+    return StepBar(label, total, quiet=args.json)
 
 
 def _cancel_on_signals() -> threading.Event:

@@ -1,12 +1,21 @@
-"""A one-line progress bar for terminals, fed by training progress reports."""
+"""One-line progress bars for terminals: training reports, a command's steps, and the shared drawing.
+
+Torch-free (Progress is only a type here), so `engine batch` can draw without loading training code.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from engine.training import Progress
+if TYPE_CHECKING:
+    from engine.training import Progress
+
+
+def bar_text(fraction: float, width: int = 28) -> str:
+    filled = round(min(max(fraction, 0.0), 1.0) * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
 def _clock(seconds: float | None) -> str:
@@ -32,11 +41,10 @@ class ProgressBar:
         if not self.enabled or (now - self._last < 0.2 and not done):
             return
         self._last = now
-        filled = round(p.fraction * self.width)
-        bar = "#" * filled + "-" * (self.width - filled)
         rec = f"  rec {p.losses['rec']:.4f}" if "rec" in p.losses else ""
+        bar = bar_text(p.fraction, self.width)
         line = (
-            f"\r{self.label} stage {p.stage + 1}/{p.n_stages} [{bar}] {p.fraction:4.0%} "
+            f"\r{self.label} stage {p.stage + 1}/{p.n_stages} {bar} {p.fraction:4.0%} "
             f"{p.iteration}/{p.iters}  elapsed {_clock(p.elapsed_s)}  left {_clock(p.eta_s)}{rec}"
         )
         self.stream.write(line.ljust(100))
@@ -50,12 +58,14 @@ class ProgressBar:
 
 class StepBar:
     """For commands made of a few steps (sample, harmonize, edit, export): steps done of all, what runs now,
-    and the time so far. Like ProgressBar it draws only on a terminal."""
+    and the time so far. Like ProgressBar it draws only on a terminal, and never when `quiet` (--json)."""
 
-    def __init__(self, label: str, total: int, stream: TextIO | None = None, width: int = 28) -> None:
+    def __init__(
+        self, label: str, total: int, stream: TextIO | None = None, width: int = 28, quiet: bool = False
+    ) -> None:
         self.label, self.total, self.width = label, max(1, total), width
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
+        self.enabled = not quiet and self.stream.isatty()
         self.done, self.what = 0, ""
         self._start = time.monotonic()
 
@@ -84,9 +94,8 @@ class StepBar:
     def _draw(self) -> None:
         if not self.enabled:
             return
-        filled = round(self.width * min(self.done, self.total) / self.total)
-        bar = "#" * filled + "-" * (self.width - filled)
+        bar = bar_text(self.done / self.total, self.width)
         elapsed = _clock(time.monotonic() - self._start)
-        line = f"\r{self.label} [{bar}] {self.done}/{self.total} {self.what}  elapsed {elapsed}"
+        line = f"\r{self.label} {bar} {self.done}/{self.total} {self.what}  elapsed {elapsed}"
         self.stream.write(line[:100].ljust(100))
         self.stream.flush()
