@@ -21,9 +21,11 @@ class Preset(str, enum.Enum):
 
 
 class Precision(str, enum.Enum):
+    """Training precision. There is no fp16: WGAN-GP's gradient penalty is unstable in it, and GPUs without
+    bf16 (before NVIDIA Ampere) train in fp32."""
+
     FP32 = "fp32"
     BF16 = "bf16"  # autocast to bfloat16 (CPU with AVX-512 BF16 / AMX, or CUDA)
-    FP16 = "fp16"  # autocast to float16 with a grad scaler (CUDA only)
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,7 @@ def default_precision(device: torch.device, nfc: int = 64) -> Precision:
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     if precision is Precision.FP32:
         return contextlib.nullcontext()
-    if precision is Precision.FP16 and device.type != "cuda":
-        raise BadInputError("fp16 mixed precision needs a CUDA GPU: use bf16 or fp32 on the CPU")
-    dtype = torch.bfloat16 if precision is Precision.BF16 else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def training_configs(

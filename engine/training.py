@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import augment, store
-from engine.config import ModelConfig, Precision, TrainConfig, check_iters
+from engine.config import ModelConfig, TrainConfig, check_iters
 from engine.device import autocast
 from engine.errors import BadInputError, CancelledError, IncompatibleModelError, TrainingDivergedError
 from engine.imageio import Picture, read_image, write_image
@@ -87,10 +87,6 @@ class Trainer:
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
     ) -> None:
-        if train.precision is Precision.FP16:
-            raise BadInputError(
-                "fp16 training is not supported (WGAN-GP is unstable in it): use bf16 or fp32"
-            )
         self.model, self.train, self.device = model, train, device
         self.spec = spec(model.mode)
         self.out_dir = out_dir
