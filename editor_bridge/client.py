@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[ProgressEvent, "np.ndarray | None"], None]
 T = TypeVar("T", bound=Content)
+CANCEL_GRACE_S = 30.0  # how long a cancelled job's caller waits for the engine to confirm it stopped
 _POLL_S = 0.05  # how often a blocked wait looks at its cancel flag and at close()
 _open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
@@ -226,17 +227,19 @@ class Client:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> Message:
         """Send `request` and return the reply; raise RemoteError for an error reply.
 
         On a timeout the socket is replaced; idempotent requests are then resent (`retries`, default 2).
+        Setting `cancel` stops the wait at once with JobCancelled: for requests that start nothing (a ping).
         """
         timeout = self.timeout if timeout is None else timeout
         if retries is None:
             retries = 2 if request.msg_type in IDEMPOTENT else 0
         for _ in range(retries + 1):
             header = self._send(request, buffers)
-            reply = self._wait({header.msg_id}, time.monotonic() + timeout)
+            reply = self._wait({header.msg_id}, time.monotonic() + timeout, cancel)
             if reply is not None:
                 raise_if_error(reply)
                 return reply
@@ -247,8 +250,8 @@ class Client:
             "is `engine serve` running?"
         )
 
-    def ping(self, timeout: float | None = None) -> PongReply:
-        return _expect(self.call(PingRequest(), timeout=timeout), PongReply)
+    def ping(self, timeout: float | None = None, cancel: threading.Event | None = None) -> PongReply:
+        return _expect(self.call(PingRequest(), timeout=timeout, cancel=cancel), PongReply)
 
     def is_alive(self, timeout: float = 1.0) -> bool:
         """Heartbeat: whether the engine answers a ping within `timeout` (one try)."""
@@ -342,6 +345,7 @@ class Client:
     ) -> Message:
         deadline = None if timeout is None else time.monotonic() + timeout
         cancel_ids: set[str] = set()
+        cancel_sent = 0.0
         last_heard = time.monotonic()
         ping_id: str | None = None
         ping_at = 0.0
@@ -351,8 +355,18 @@ class Client:
                 raise RequestTimeout(
                     f"job {job_id} did not finish within {timeout:g} s; it keeps running: cancel it or wait"
                 )
-            if cancel is not None and cancel.is_set() and not cancel_ids:
-                cancel_ids.add(self._send(CancelRequest(job_id=job_id)).msg_id)
+            if cancel is not None and cancel.is_set():
+                if not cancel_ids:
+                    cancel_ids.add(self._send(CancelRequest(job_id=job_id)).msg_id)
+                    cancel_sent = time.monotonic()
+                elif time.monotonic() - cancel_sent > CANCEL_GRACE_S:
+                    # The engine took the cancel but the job has not stopped (a step that cannot be
+                    # interrupted): let the caller go; the job ends on its own.
+                    raise JobCancelled(
+                        ErrorCode.CANCELLED,
+                        f"cancelled; the engine is still stopping job {job_id}",
+                        job_id=job_id,
+                    )
             message = self._next(_POLL_S)
             now = time.monotonic()
             if message is None:
@@ -456,9 +470,14 @@ class Client:
             log.warning("dropped a message from the engine that failed to decode: %s", exc)
             return None
 
-    def _wait(self, msg_ids: set[str], deadline: float) -> Message | None:
-        """The reply to one of `msg_ids`, or None at `deadline`; other messages are dropped."""
+    def _wait(
+        self, msg_ids: set[str], deadline: float, cancel: threading.Event | None = None
+    ) -> Message | None:
+        """The reply to one of `msg_ids`, or None at `deadline`; other messages are dropped. Raises
+        JobCancelled as soon as `cancel` is set."""
         while (left := deadline - time.monotonic()) > 0:
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled(ErrorCode.CANCELLED, "cancelled while waiting for the engine")
             message = self._next(min(left, _POLL_S))
             if message is not None and _answers(message, msg_ids):
                 return message

@@ -59,6 +59,7 @@ COLOR_MATCH_HELP = (
     "fade into them)."
 )
 REFINE_LABEL = "Refine the model on this object first (a closer fit; takes minutes)"
+DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S = 30.0, 3600.0  # how long a request waits for the engine's reply
 START_WAIT_S = 60.0  # importing torch and binding the socket takes a few seconds on a cold start
 
 
@@ -70,7 +71,7 @@ class Settings:
     engine_command: tuple[str, ...] = ()  # e.g. (python, "-m", "engine.cli"); empty: cannot offer to start
     preset: str | None = None  # training preset for models the plugin asks for (None: the engine's default)
     color_match: float | None = None  # Harmonize selection's colour match, 0-1 (None: the engine's default)
-    timeout_s: float = 30.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     refine_iters: int = REFINE_ITERS  # fine-tuning iterations when the artist asks to refine
 
     @classmethod
@@ -83,12 +84,15 @@ class Settings:
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
             return cls()
+        if not isinstance(data, dict):
+            log.warning("ignoring %s: it must hold a JSON object", path)
+            return cls()
         return cls(
-            home=data.get("home"),
-            engine_command=tuple(data.get("engine_command") or ()),
-            preset=data.get("preset"),
+            home=_text(data.get("home"), "home", path),
+            engine_command=_command(data.get("engine_command"), path),
+            preset=_text(data.get("preset"), "preset", path),
             color_match=_color_match(data.get("color_match"), path),
-            timeout_s=float(data.get("timeout_s", 30.0)),
+            timeout_s=_timeout(data.get("timeout_s", DEFAULT_TIMEOUT_S), path),
             refine_iters=_refine_iters(data.get("refine_iters", REFINE_ITERS), path),
         )
 
@@ -109,6 +113,36 @@ class Settings:
             },
             indent=2,
         )
+
+
+# A hand-edited settings file may hold anything: each bad value is logged and its default used, so that a
+# typo never stops the plugin from loading or every action from running.
+
+
+def _text(value: object, key: str, path: Path) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    log.warning("ignoring %s %r in %s: it must be a non-empty string", key, value, path)
+    return None
+
+
+def _command(value: object, path: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list) and value and all(isinstance(part, str) and part for part in value):
+        return tuple(value)
+    log.warning(
+        'ignoring engine_command %r in %s: it must be a list of strings, e.g. ["engine"]', value, path
+    )
+    return ()
+
+
+def _timeout(value: object, path: Path) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_TIMEOUT_S:
+        return float(value)
+    rule = f"it must be a number of seconds, above 0 and at most {MAX_TIMEOUT_S:g}"
+    log.warning("ignoring timeout_s %r in %s: %s", value, path, rule)
+    return DEFAULT_TIMEOUT_S
 
 
 def _color_match(value: object, path: Path) -> float | None:
@@ -189,8 +223,7 @@ def artist_message(exc: BaseException, op: Operation | None = None) -> ArtistMes
     if isinstance(exc, EngineNotRunning):
         return ArtistMessage(
             title,
-            "The engine is not running. Start it now (it runs `engine serve` in the background), "
-            "or start it yourself with `engine serve` and try again.",
+            "The engine is not running: start it with `engine serve` (in a terminal) and try again.",
             offer_start=True,
         )
     if isinstance(exc, RequestTimeout):
@@ -221,8 +254,11 @@ class EngineStartFailed(BridgeError):
     pass
 
 
-def start_engine(settings: Settings, *, wait_s: float = START_WAIT_S) -> subprocess.Popen[bytes]:
-    """Start `engine serve` detached from the editor (it outlives it) and wait until it answers a ping."""
+def start_engine(
+    settings: Settings, *, wait_s: float = START_WAIT_S, cancel: threading.Event | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `engine serve` detached from the editor (it outlives it) and wait until it answers a ping.
+    Setting `cancel` stops the wait (JobCancelled); the engine goes on starting."""
     if not settings.engine_command:
         raise EngineStartFailed(
             "this plugin does not know how to start the engine; run `engine serve` yourself"
@@ -243,6 +279,8 @@ def start_engine(settings: Settings, *, wait_s: float = START_WAIT_S) -> subproc
         )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
+        if cancel is not None and cancel.is_set():
+            raise JobCancelled(ErrorCode.CANCELLED, "cancelled while the engine was starting")
         if process.poll() is not None:
             raise EngineStartFailed(
                 f"`{' '.join(command)}` exited with code {process.returncode}; see {log_file.name}"
@@ -286,7 +324,7 @@ class Runner:
         client = connect(self.settings)
         try:
             # Fail before sending megabytes when the file points at an engine that is gone or hung.
-            client.ping()
+            client.ping(cancel=self.cancel)
             if op is Operation.VARIATION:
                 return self._variation(client, canvas)
             # The setting is Harmonize selection's; an edit keeps the engine's default (its own colours).
@@ -332,6 +370,8 @@ class Runner:
             if not isinstance(content, ResultReply) or content.model is None:
                 raise RemoteError(ErrorCode.JOB_FAILED, "the engine trained no model; see the engine log")
             model_id = content.model.model_id
+        if self.cancel.is_set():  # cancelled as the training ended: do not start sampling
+            raise JobCancelled(ErrorCode.CANCELLED, "cancelled")
         self.on_progress(Progress(100, "Generate variation: sampling..."))
         # Each variation is a new one: a fresh seed unless the runner was given one.
         seed = self.seed if self.seed is not None else secrets.randbelow(2**32)

@@ -12,15 +12,18 @@ from bridge_fakes import KEY, MODEL, FakeEngine, FakeJob
 from bridge_samples import layer, samples
 
 from editor_bridge import Client, frames
+from editor_bridge import client as client_module
 from editor_bridge.connection import ConnectionInfo, new_key, write_connection_file
 from editor_bridge.errors import ClientClosed, JobCancelled, RemoteError, RequestTimeout, UnsupportedVersion
 from editor_bridge.protocol import (
     PROTOCOL_VERSION,
+    CancelRequest,
     ChannelOrder,
     DaemonStatus,
     ErrorCode,
     HarmonizeRequest,
     JobState,
+    OkReply,
     PingRequest,
     ProgressEvent,
     ResultReply,
@@ -107,6 +110,27 @@ def test_cancel_from_another_thread():
         with pytest.raises(JobCancelled, match="cancelled"):
             client.run_job(request, buffers, on_progress=lambda e, p: cancel.set(), cancel=cancel, timeout=10)
         assert client.ping()
+
+
+class StubbornEngine(FakeEngine):
+    """Takes a cancel but its jobs never stop (a step the engine cannot interrupt)."""
+
+    def _handle(self, req) -> None:
+        if isinstance(req.content, CancelRequest):
+            self.server.reply(req, OkReply())
+        else:
+            super()._handle(req)
+
+
+def test_a_cancelled_job_lets_its_caller_go_when_the_engine_does_not_stop_it(monkeypatch):
+    monkeypatch.setattr(client_module, "CANCEL_GRACE_S", 0.5)
+    with StubbornEngine(steps=500, step_s=0.02) as engine, Client(engine.endpoint, KEY, timeout=5) as client:
+        cancel = threading.Event()
+        request, buffers, _ = _harmonize()
+        start = time.monotonic()
+        with pytest.raises(JobCancelled, match="still stopping"):
+            client.run_job(request, buffers, on_progress=lambda e, p: cancel.set(), cancel=cancel, timeout=30)
+        assert time.monotonic() - start < 5
 
 
 def test_cancel_by_job_id():

@@ -47,8 +47,10 @@ RUNS = [
     # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
     {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
+    # The layer's mask is the active drawable (its thumbnail clicked): refused with a message
+    {**HARMONIZE, "tag": "on_mask", "on_layer_mask": 1},
 ]
-LAYER_RUNS = [run for run in RUNS if not run.get("cancel")]
+LAYER_RUNS = [run for run in RUNS if not run.get("cancel") and not run.get("on_layer_mask")]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
 GIMPRC = "root/.config/GIMP/3.0/gimprc"
@@ -192,7 +194,15 @@ def test_cancel_in_the_status_bar_cancels_the_engine_job(gimp_run):
     assert driver["cancel_job_state"] == "cancelled"
     assert driver["cancel_cancel_seconds"] < 20
     assert driver["cancel_layers"] == driver["before_layers"]
+    assert driver["cancel_undo_enabled"]
     assert (raw(out / "cancel_composite.raw", scene) == raw(out / "before_composite.raw", scene)).all()
+
+
+def test_a_layer_mask_is_refused_with_a_message(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["on_mask_status"] == "execution-error"
+    assert "select a layer in the Layers dialog, not a mask" in driver["on_mask_message"]
+    assert driver["on_mask_layers"] == driver["before_layers"]
 
 
 def test_same_picture_as_krita_reads(gimp_run):

@@ -54,6 +54,13 @@ RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
+    # The artist keeps a variation and asks for another
+    {"action": "singan_variation", "layer": "Variation", "tag": "kept", "keep": True},
+    {"action": "singan_variation", "layer": "Variation 2", "tag": "over", "keep": True},
+    # ...and runs one from a layer deleted before the result arrives
+    {"action": "singan_variation", "layer": "Variation 3", "tag": "orphan", "keep": True, "scratch": True},
+    # ...and clicks the Background layer while the engine trains an editing model (seconds)
+    {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
 ]
 
 
@@ -65,12 +72,12 @@ def run_krita(user: Path, config: Path, log: Path) -> int:
         return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=400).returncode
 
 
-def prepare(tmp: Path, runs: list[dict]) -> tuple[Scene, Path, Path, Path, Path]:
+def prepare(tmp: Path, runs: list[dict], preset: str = "tiny") -> tuple[Scene, Path, Path, Path, Path]:
     """Scene, plugin and driver for a user under `tmp`: (scene, user, engine home, out, driver config)."""
     scene = make_scene(tmp / "scene")
     user, engine_home, out = tmp / "user", tmp / "engine", tmp / "out"
     out.mkdir()
-    install_plugin("krita", user, "--home", str(engine_home), "--preset", "tiny")
+    install_plugin("krita", user, "--home", str(engine_home), "--preset", preset)
     pykrita = user / ".local/share/krita/pykrita"
     settings = pykrita / "singan_studio" / "settings.json"
     settings.write_text(json.dumps(json.loads(settings.read_text()) | {"refine_iters": REFINE_ITERS}))
@@ -162,7 +169,7 @@ def test_driver_ran_every_action(krita_run):
     assert driver["before_layers"] == ["Background", "Pasted object", "Selection Mask"]
 
 
-LAYER_RUNS = [run for run in RUNS if "layer" in run]
+LAYER_RUNS = [run for run in RUNS if "layer" in run and not run.get("keep")]
 
 
 @pytest.mark.parametrize("tag", [run["tag"] for run in LAYER_RUNS])
@@ -232,6 +239,10 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "refined": 0.5,
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
+        "kept": None,
+        "over": None,
+        "orphan": None,
+        "elsewhere": None,
     }
     assert driver["dialog_cancel_layers"] == driver["before_layers"]
     # Colour match 1 moves the object further from how it was pasted than 0.5 does, with the same model.
@@ -257,9 +268,56 @@ def test_each_variation_is_a_new_one(krita_run):
     assert not (first == second).all(), "two variations of one picture came out the same"
 
 
+def test_a_kept_variation_is_left_out_of_the_next_ones_picture(krita_run):
+    """The next variation reuses the model (it learns the artist's picture, not the last variation)."""
+    driver = krita_run["driver"]
+    expected = ["Background", "Pasted object", "Variation 2", "Variation", "Selection Mask"]
+    assert driver["over_layers"] == expected
+    assert len([m for m in krita_run["models"] if m.mode is Mode.GENERATION]) == 1
+
+
+def test_a_result_does_not_take_the_active_layer_from_the_artist(krita_run):
+    driver = krita_run["driver"]
+    assert driver["elsewhere_active"] == "Background"  # the layer the artist went to, not "Edited"
+    assert driver["variation_active_is_new"]  # with no switch, the result becomes active as before
+
+
+def test_a_result_for_a_deleted_layer_goes_on_top(krita_run):
+    driver = krita_run["driver"]
+    layers = driver["orphan_layers"]
+    assert "Scratch" not in layers and layers[-1] == "Variation 3", layers
+    assert not driver.get("messages")
+
+
 def test_krita_exits_cleanly(krita_run):
     # 139 was the segfault at quit seen when zmq sockets or contexts outlived the plugin's jobs
     assert krita_run["code"] == 0, (krita_run["log"] / "krita.log").read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def krita_cancel_run(tmp_path_factory):
+    """A `fast` training (minutes) that the driver cancels from the progress dialog once it trains."""
+    tmp = tmp_path_factory.mktemp("krita-cancel")
+    run = {"action": "singan_harmonize", "layer": "Harmonized", "tag": "cancel", "cancel": True}
+    scene, user, engine_home, out, config = prepare(tmp, [run], preset="fast")
+    with engine_serve(engine_home, tmp / "engine.log"):
+        code = run_krita(user, config, tmp / "krita.log")
+        with connect(Settings(home=str(engine_home))) as client:
+            models = client.list_models()
+    driver = json.loads((out / "driver.json").read_text())
+    return {"driver": driver, "code": code, "models": models, "log": tmp}
+
+
+def test_cancel_keeps_the_dialog_until_the_engine_stopped(krita_cancel_run):
+    driver = krita_cancel_run["driver"]
+    assert "error" not in driver, driver["error"]
+    assert not driver.get("messages"), driver["messages"]
+    # QProgressDialog hides itself on Cancel; the artist must see the cancel under way instead
+    assert driver["cancel_dialog_after_click"] == ["Cancelling: waiting for the engine to stop..."]
+    assert driver["cancel_cancel_seconds"] < 20
+    assert driver["cancel_layers"] == driver["before_layers"]
+    assert krita_cancel_run["models"] == []  # the training stopped: no model was stored
+    assert krita_cancel_run["code"] == 0
 
 
 def test_offers_to_start_the_engine_and_starts_it(krita_start_run):

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,56 @@ def test_settings_with_bad_refine_iters_use_the_default(tmp_path, caplog, value)
     (tmp_path / "settings.json").write_text(json.dumps({"refine_iters": value}))
     assert Settings.load(tmp_path).refine_iters == 500
     assert "refine_iters" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "default"),
+    [
+        ("timeout_s", "30s", 30.0),
+        ("timeout_s", 0, 30.0),
+        ("timeout_s", True, 30.0),
+        ("engine_command", "engine", ()),  # a string, not a list: not a tuple of its letters
+        ("engine_command", ["engine", 3], ()),
+        ("home", 5, None),
+        ("preset", "", None),
+    ],
+)
+def test_settings_with_a_bad_value_use_its_default(tmp_path, caplog, key, value, default):
+    """A hand-edited typo must not stop the plugin from loading (Krita's setup, GIMP's registration)."""
+    (tmp_path / "settings.json").write_text(json.dumps({"color_match": 0.3, key: value}))
+    settings = Settings.load(tmp_path)
+    assert getattr(settings, key) == default and settings.color_match == 0.3
+    assert key in caplog.text
+
+
+def test_settings_that_are_not_an_object_are_ignored(tmp_path, caplog):
+    (tmp_path / "settings.json").write_text("[1, 2]")
+    assert Settings.load(tmp_path) == Settings()
+    assert "JSON object" in caplog.text
+
+
+def test_cancel_stops_the_wait_for_an_engine_that_does_not_answer(tmp_path):
+    """A hung engine used to hold a cancelled run for 3 pings of timeout_s each."""
+    nobody = ConnectionInfo(endpoint="tcp://127.0.0.1:9", key=KEY, pid=os.getpid())
+    write_connection_file(nobody, home=tmp_path)
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    start = time.monotonic()
+    runner = Runner(Settings(home=str(tmp_path), timeout_s=20), cancel=cancel)
+    with pytest.raises(JobCancelled) as info:
+        runner.run(Operation.HARMONIZE, make_canvas())
+    assert time.monotonic() - start < 3
+    assert artist_message(info.value).cancelled
+
+
+def test_cancel_stops_the_wait_for_a_starting_engine(tmp_path):
+    sleeper = (sys.executable, "-c", "import time; time.sleep(5)")  # an engine that never comes up
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    start = time.monotonic()
+    with pytest.raises(JobCancelled):
+        start_engine(Settings(home=str(tmp_path), engine_command=sleeper), wait_s=20, cancel=cancel)
+    assert time.monotonic() - start < 3
 
 
 def test_progress_text():

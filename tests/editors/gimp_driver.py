@@ -178,8 +178,28 @@ def cancel_run(image, obj, window, run):
         RESULT[f"{tag}_job_state"] = client.job_status(job_id).state.value
     RESULT[f"{tag}_cancel_seconds"] = round(time.monotonic() - clicked, 2)
     time.sleep(1.0)
+    RESULT[f"{tag}_undo_enabled"] = image.undo_is_enabled()  # the artist's history still records edits
     dump(image, obj, tag)
     window.screenshot(f"{tag}_after_gimp.jpg")
+
+
+def mask_run(image, obj, run):
+    """The artist clicked the layer's mask thumbnail, so the mask is the active drawable: the filter must
+    refuse it with a message, not read the mask as the picture. Records the status and the message."""
+    mask = obj.create_mask(Gimp.AddMaskType.WHITE)
+    obj.add_mask(mask)
+    try:
+        procedure = Gimp.get_pdb().lookup_procedure(run["procedure"])
+        config = procedure.create_config()
+        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        config.set_property("image", image)
+        config.set_core_object_array("drawables", [mask])
+        values = procedure.run(config)
+        RESULT[f"{run['tag']}_status"] = values.index(0).value_nick
+        RESULT[f"{run['tag']}_message"] = str(values.index(1)) if values.length() > 1 else ""
+        RESULT[f"{run['tag']}_layers"] = [layer.get_name() for layer in image.get_layers()]
+    finally:
+        obj.remove_mask(Gimp.MaskApplyMode.DISCARD)
 
 
 def wait_for(predicate, timeout_s, step_s=0.2):
@@ -214,6 +234,9 @@ def main():
     for run in CONFIG["runs"]:
         if run.get("cancel"):
             cancel_run(image, obj, window, run)
+            continue
+        if run.get("on_layer_mask"):
+            mask_run(image, obj, run)
             continue
         tag, name = run["tag"], run["layer"]
         procedure = pdb.lookup_procedure(run["procedure"])

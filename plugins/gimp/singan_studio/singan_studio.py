@@ -54,32 +54,23 @@ def _read(drawable, x: int, y: int, w: int, h: int, fmt: str = FORMAT) -> bytes:
     return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
 
-def _flatten_copy(image):
-    """The visible image as one canvas-sized buffer, from a duplicate so the artist's image is not touched."""
+def _flatten_copy(image, hide=None):
+    """The visible image as one canvas-sized buffer, from a duplicate so the artist's image is never touched
+    (not even hidden and shown again: a Cancel kills this process at any moment). `hide`: the tattoo of a
+    layer to leave out."""
     copy = image.duplicate()
     try:
+        if hide is not None:
+            layer = copy.get_layer_by_tattoo(hide)
+            if layer is None:
+                raise CanvasError("could not find the active layer in a copy of the image; try again")
+            layer.set_visible(False)
         if not any(layer.get_visible() for layer in copy.get_layers()):
             return None
         merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
         return _read(merged, 0, 0, copy.get_width(), copy.get_height())
     finally:
         copy.delete()
-
-
-def _background(image, drawable):
-    """The visible image without the active layer. Hiding it is an undo step in GIMP, so undo is frozen
-    meanwhile: the artist's history stays exactly as it was."""
-    if not drawable.get_visible():
-        return _flatten_copy(image)
-    image.undo_freeze()
-    try:
-        drawable.set_visible(False)
-        try:
-            return _flatten_copy(image)
-        finally:
-            drawable.set_visible(True)
-    finally:
-        image.undo_thaw()
 
 
 def read_canvas(image, drawable) -> Canvas:
@@ -107,21 +98,26 @@ def read_canvas(image, drawable) -> Canvas:
         height,
         composite=_flatten_copy(image),
         layer=bytes(layer),
-        background=_background(image, drawable),
+        background=_flatten_copy(image, hide=drawable.get_tattoo()),
         selection=selection,
         name=image.get_name() or "",
     )
 
 
 def add_result_layer(image, drawable, patch: LayerPatch):
-    """A new canvas-sized layer right above the active one; one undo group, so one Undo removes it."""
+    """A new canvas-sized layer right above the active one (at the top if the artist deleted that layer
+    meanwhile); one undo group, so one Undo removes it."""
+    if not image.is_valid():
+        raise CanvasError("the image was closed before the result arrived")
+    current = image.get_layer_by_tattoo(drawable.get_tattoo())  # None once the layer left the image
+    parent, position = (current.get_parent(), image.get_item_position(current)) if current else (None, 0)
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(
             image, patch.name, image.get_width(), image.get_height(), Gimp.ImageType.RGBA_IMAGE, 100.0,
             Gimp.LayerMode.NORMAL,
         )  # fmt: skip
-        image.insert_layer(layer, drawable.get_parent(), image.get_item_position(drawable))
+        image.insert_layer(layer, parent, position)
         buffer = layer.get_buffer()
         rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
         buffer.set(rect, FORMAT, patch.data)
@@ -180,6 +176,8 @@ def run(procedure, run_mode, image, drawables, config, data):
     if len(drawables) != 1:
         return _error(procedure, f"{op.label}: select exactly one layer")
     drawable = drawables[0]
+    if not isinstance(drawable, Gimp.Layer):
+        return _error(procedure, f"{op.label}: select a layer in the Layers dialog, not a mask or channel")
     settings = Settings.load(_HERE)
     color_match, refine = None, False
     if op.mode is Mode.HARMONIZATION:

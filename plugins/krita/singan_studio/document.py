@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from krita import Krita
+from PyQt5.QtCore import QTimer
 
-from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, check_color_depth
+from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth
 
 
 @dataclass
@@ -17,8 +18,12 @@ class Target:
     node: object
 
 
-def read_canvas(document=None) -> tuple[Canvas, Target]:
-    """The active document as the artist sees it, the active layer, the selection and the background."""
+def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Canvas, Target]:
+    """The active document as the artist sees it, the active layer, the selection and the background.
+
+    A variation needs no background (hiding a layer costs two refreshes of the whole image); it learns the
+    picture without the variations it already added, so that the next one reuses the same model and varies
+    the artist's picture, not the previous variation."""
     document = document if document is not None else Krita.instance().activeDocument()
     if document is None:
         raise CanvasError("open an image first")
@@ -35,10 +40,15 @@ def read_canvas(document=None) -> tuple[Canvas, Target]:
     check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth())
     width, height = document.width(), document.height()
     document.waitForDone()
-    composite = bytes(document.pixelData(0, 0, width, height))
-    layer = bytes(node.projectionPixelData(0, 0, width, height))
     selection = document.selection()
     mask = bytes(selection.pixelData(0, 0, width, height)) if selection is not None else None
+    layer = bytes(node.projectionPixelData(0, 0, width, height))
+    if op is Operation.VARIATION:
+        composite = _projection_without(document, _results(document.rootNode(), op.layer_name))
+        background = None
+    else:
+        composite = bytes(document.pixelData(0, 0, width, height))
+        background = _projection_without(document, [node])
     return (
         Canvas(
             Editor.KRITA,
@@ -46,7 +56,7 @@ def read_canvas(document=None) -> tuple[Canvas, Target]:
             height,
             composite=composite,
             layer=layer,
-            background=_background(document, node, width, height),
+            background=background,
             selection=mask,
             name=document.name() or "",
         ),
@@ -54,33 +64,66 @@ def read_canvas(document=None) -> tuple[Canvas, Target]:
     )
 
 
-def _background(document, node, width: int, height: int) -> bytes | None:
-    """The projection without the active layer. Node.setVisible is not an undo step, so hiding the layer for
-    one refresh leaves the artist's undo history as it was."""
-    if not node.visible():
+def _results(parent, name: str) -> list:
+    """The layers this plugin added under `parent` as `name` or `name N` (its unique names), at any depth."""
+    found = []
+    for child in parent.childNodes():
+        text = child.name()
+        if text == name or (text.startswith(name + " ") and text[len(name) + 1 :].isdigit()):
+            found.append(child)
+        else:
+            found.extend(_results(child, name))
+    return found
+
+
+def _projection_without(document, nodes: list) -> bytes:
+    """The image as shown with `nodes` hidden. Node.setVisible is not an undo step, so hiding them for one
+    refresh leaves the artist's undo history as it was."""
+    width, height = document.width(), document.height()
+    hidden = [node for node in nodes if node.visible()]
+    if not hidden:
         return bytes(document.pixelData(0, 0, width, height))
-    node.setVisible(False)
+    for node in hidden:
+        node.setVisible(False)
     try:
         document.refreshProjection()
         document.waitForDone()
         return bytes(document.pixelData(0, 0, width, height))
     finally:
-        node.setVisible(True)
+        for node in hidden:
+            node.setVisible(True)
         document.refreshProjection()
         document.waitForDone()
 
 
 def add_result_layer(target: Target, patch: LayerPatch):
     """A new paint layer right above the active one, filled before it is inserted: inserting is Krita's only
-    undo step here, so one Undo removes the whole result and the original layer is never written to."""
+    undo step here, so one Undo removes the whole result and the original layer is never written to.
+
+    The artist may have gone on working meanwhile: if that layer was deleted the result goes on top, and it
+    becomes the active layer only if the artist is still on that layer (their next stroke must not land on
+    the result)."""
     document, node = target.document, target.node
-    layer = document.createNode(_unique_name(node.parentNode(), patch.name), "paintlayer")
+    parent = node.parentNode()  # None once the layer was deleted
+    above = node if parent is not None else None
+    if parent is None:
+        parent = document.rootNode()
+        children = parent.childNodes()
+        above = children[-1] if children else None
+    active = document.activeNode()
+    layer = document.createNode(_unique_name(parent, patch.name), "paintlayer")
     layer.setPixelData(patch.data, patch.x, patch.y, patch.width, patch.height)
-    node.parentNode().addChildNode(layer, node)
-    document.setActiveNode(layer)
-    document.refreshProjection()
-    document.waitForDone()
+    parent.addChildNode(layer, above)
+    if active is not None and not _same(active, node):
+        # The artist moved on to another layer: give it back once Krita has made the new layer active
+        # (it does so from a queued signal, after this returns).
+        QTimer.singleShot(0, lambda: document.setActiveNode(active))
     return layer
+
+
+def _same(a, b) -> bool:
+    """Whether two libkis Node wrappers are the same layer (each call returns a new wrapper)."""
+    return a is not None and b is not None and a.uniqueId() == b.uniqueId()
 
 
 def _unique_name(parent, base: str) -> str:

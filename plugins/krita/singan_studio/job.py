@@ -76,7 +76,7 @@ class JobController(QObject):
             self._show(ArtistMessage(op.label, "Another job is still running; wait for it or cancel it."))
             return
         try:
-            canvas, target = read_canvas()
+            canvas, target = read_canvas(op=op)
         except Exception as exc:  # noqa: BLE001
             self._show(artist_message(exc, op))
             return
@@ -109,7 +109,7 @@ class JobController(QObject):
 
             if start_first:
                 report(Progress(0, "Starting the engine..."))
-                start_engine(settings)
+                start_engine(settings, cancel=cancel)
             return Runner(settings, report, cancel).run(op, canvas, color_match=color_match, refine=refine)
 
         self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
@@ -135,18 +135,26 @@ class JobController(QObject):
             self._dialog.setLabelText(text)
 
     def _on_cancel(self) -> None:
+        """QProgressDialog hides itself on Cancel; it stays up, without its button, until the engine has
+        stopped the job, so the artist sees that the cancel is under way and can start the next run after."""
         self._cancel.set()
         if self._dialog is not None:
-            self._dialog.setLabelText("Cancelling...")
+            self._dialog.setCancelButton(None)
+            self._dialog.setLabelText("Cancelling: waiting for the engine to stop...")
+            self._dialog.show()
 
     def _on_success(self, patch: LayerPatch) -> None:
-        target = self._target
+        target, op = self._target, self._op
         self._finish()
         assert target is not None
         if target.document not in Krita.instance().documents():
             log.warning("the document was closed before the result arrived; dropping it")
             return
-        add_result_layer(target, patch)
+        try:
+            add_result_layer(target, patch)
+        except Exception as exc:  # noqa: BLE001 - a slot's exception would be lost, or abort Krita
+            log.exception("could not add the result layer")
+            self._show(artist_message(exc, op))
 
     def _on_failure(self, exc: BaseException) -> None:
         op, canvas, target = self._op, self._canvas, self._target

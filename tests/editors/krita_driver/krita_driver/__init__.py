@@ -12,7 +12,7 @@ from pathlib import Path
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QTimer
 from PyQt5.QtGui import QImage
-from PyQt5.QtWidgets import QApplication, QCheckBox, QDoubleSpinBox, QMessageBox
+from PyQt5.QtWidgets import QApplication, QCheckBox, QDoubleSpinBox, QMessageBox, QProgressDialog, QPushButton
 
 CONFIG = json.loads(Path(os.environ["SINGAN_DRIVER_CONFIG"]).read_text())
 OUT = Path(CONFIG["out"])
@@ -91,13 +91,39 @@ class Driver(Extension):
             self.finish()
             return
         self.run = self.runs.pop(0)
+        self.layers_before = names(self.doc)
+        self.scratch = None
+        target = self.layer  # as the artist clicks the pasted layer before each action
+        if self.run.get("scratch"):  # the action runs on a layer that the artist deletes meanwhile
+            self.scratch = target = self.doc.createNode("Scratch", "paintlayer")
+            self.doc.rootNode().addChildNode(self.scratch, None)
+        self.doc.setActiveNode(target)
+        # Krita applies setActiveNode through its view a little later: trigger once it has.
+        self.when_active(target.name(), self.trigger, time.monotonic() + 10)
+
+    def when_active(self, name: str, then, deadline: float) -> None:
+        if self.doc.activeNode().name() == name:
+            then()
+        elif time.monotonic() > deadline:
+            RESULT["error"] = f"{self.run['tag']}: layer {name!r} never became active"
+            self.finish()
+        else:
+            QTimer.singleShot(50, lambda: self.when_active(name, then, deadline))
+
+    def trigger(self) -> None:
         log(f"trigger {self.run['action']}")
         self.started = time.monotonic()
-        self.layers_before = names(self.doc)
-        self.doc.setActiveNode(self.layer)  # as the artist clicks the pasted layer before each action
         # Poll first: a message box the plugin opens blocks trigger() in its own event loop.
         QTimer.singleShot(200, self.poll)
         Krita.instance().action(self.run["action"]).trigger()
+        # The artist goes on working while the engine does (the result arrives through the event loop).
+        if self.scratch is not None:
+            self.scratch.remove()
+            self.doc.waitForDone()
+            log("deleted the Scratch layer")
+        if "switch_to" in self.run:
+            other = next(n for n in self.doc.rootNode().childNodes() if n.name() == self.run["switch_to"])
+            self.doc.setActiveNode(other)
 
     def answer_color_match(self, dialog) -> None:
         """The colour-match dialog: note what it offers, set the run's value, press OK (or Cancel)."""
@@ -147,6 +173,8 @@ class Driver(Extension):
                     box.done(0)
                 QTimer.singleShot(100, self.finish)
                 return
+            if self.run.get("cancel") and self.cancel_job():
+                return
             layer = next((n for n in self.doc.rootNode().childNodes() if n.name() == self.run["layer"]), None)
             if layer is None:
                 if time.monotonic() - self.started > CONFIG["timeout_s"]:
@@ -165,7 +193,11 @@ class Driver(Extension):
                 names(self.doc).index("Pasted object") + 1
             )
             RESULT[f"{tag}_active_is_new"] = self.doc.activeNode().name() == layer.name()
+            RESULT[f"{tag}_active"] = self.doc.activeNode().name()
             self.dump(tag)
+            if self.run.get("keep"):  # the artist keeps the result and goes on
+                self.next_run()
+                return
             Krita.instance().action("edit_undo").trigger()
             self.doc.waitForDone()
             self.doc.refreshProjection()
@@ -175,6 +207,42 @@ class Driver(Extension):
         except Exception:
             RESULT["error"] = traceback.format_exc()
             self.finish()
+
+    def cancel_job(self) -> bool:
+        """Once the progress dialog says the engine trains, press its Cancel; then note what the dialog
+        shows and, when it has gone, how long that took and what the document holds. True: handled."""
+        tag = self.run["tag"]
+        windows = QApplication.topLevelWidgets()
+        dialogs = [w for w in windows if isinstance(w, QProgressDialog) and w.isVisible()]
+        if f"{tag}_clicked" not in RESULT:
+            if not dialogs or "Training" not in dialogs[0].labelText():
+                if time.monotonic() - self.started > CONFIG["timeout_s"]:
+                    RESULT["error"] = f"{tag}: the progress dialog never said Training"
+                    self.finish()
+                else:
+                    QTimer.singleShot(200, self.poll)
+                return True
+            RESULT[f"{tag}_clicked"] = time.monotonic() - self.started
+            self.clicked = time.monotonic()
+            dialogs[0].findChild(QPushButton).click()  # as the artist presses Cancel
+            QApplication.processEvents()
+            RESULT[f"{tag}_dialog_after_click"] = [d.labelText() for d in dialogs if d.isVisible()]
+            QTimer.singleShot(200, self.poll)
+            return True
+        if dialogs:
+            if time.monotonic() - self.clicked > CONFIG["timeout_s"]:
+                RESULT["error"] = f"{tag}: the progress dialog stayed after Cancel"
+                self.finish()
+            else:
+                QTimer.singleShot(200, self.poll)
+            return True
+        RESULT[f"{tag}_cancel_seconds"] = round(time.monotonic() - self.clicked, 2)
+        QTimer.singleShot(1000, self.after_cancelled_job)
+        return True
+
+    def after_cancelled_job(self) -> None:
+        RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
+        self.next_run()
 
     def finish(self) -> None:
         log("finish")
