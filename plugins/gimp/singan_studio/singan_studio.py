@@ -148,6 +148,7 @@ def _ask_to_start(title: str) -> bool:
         message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.YES_NO, text=title
     )
     dialog.format_secondary_text("The engine is not running. Start it now?")
+    GimpUi.window_set_transient(dialog)  # over the image window, not behind it
     answer = dialog.run()
     dialog.destroy()
     return answer == Gtk.ResponseType.YES
