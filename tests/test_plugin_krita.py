@@ -61,6 +61,8 @@ RUNS = [
     {"action": "singan_variation", "layer": "Variation 3", "tag": "orphan", "keep": True, "scratch": True},
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
+    # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
+    {"action": "singan_edit", "tag": "resized", "resize": True, "expect_message": True},
 ]
 
 
@@ -243,6 +245,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "over": None,
         "orphan": None,
         "elsewhere": None,
+        "resized": None,
     }
     assert driver["dialog_cancel_layers"] == driver["before_layers"]
     # Colour match 1 moves the object further from how it was pasted than 0.5 does, with the same model.
@@ -287,6 +290,13 @@ def test_a_result_for_a_deleted_layer_goes_on_top(krita_run):
     layers = driver["orphan_layers"]
     assert "Scratch" not in layers and layers[-1] == "Variation 3", layers
     assert not driver.get("messages")
+
+
+def test_a_result_for_a_resized_canvas_is_not_added(krita_run):
+    driver = krita_run["driver"]
+    (message,) = driver["resized_messages"]
+    assert message.startswith("The canvas changed size while the engine worked") and "Run it again" in message
+    assert driver["resized_layers"] == driver["elsewhere_layers"]  # nothing added
 
 
 def test_krita_exits_cleanly(krita_run):

@@ -16,6 +16,8 @@ class Target:
 
     document: object
     node: object
+    width: int  # the canvas size the result is placed for
+    height: int
 
 
 def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Canvas, Target]:
@@ -60,7 +62,7 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             selection=mask,
             name=document.name() or "",
         ),
-        Target(document, node),
+        Target(document, node, width, height),
     )
 
 
@@ -104,6 +106,12 @@ def add_result_layer(target: Target, patch: LayerPatch):
     becomes the active layer only if the artist is still on that layer (their next stroke must not land on
     the result)."""
     document, node = target.document, target.node
+    if (document.width(), document.height()) != (target.width, target.height):
+        raise CanvasError(
+            f"the canvas changed size while the engine worked ({target.width}x{target.height} to "
+            f"{document.width()}x{document.height()}), so the result would land in the wrong place; it "
+            "was not added. Run it again (the painting's model is kept, so it takes seconds)"
+        )
     parent = node.parentNode()  # None once the layer was deleted
     above = node if parent is not None else None
     if parent is None:
