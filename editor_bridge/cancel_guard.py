@@ -21,6 +21,9 @@ from typing import IO
 
 from editor_bridge.errors import BridgeError
 
+# Windows: start helper processes without a console window (0, no flag, elsewhere).
+NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +43,7 @@ class CancelGuard:
             env=env,
             text=True,
             start_new_session=sys.platform != "win32",  # out of the reach of a kill of our process group
+            creationflags=NO_WINDOW,
         )
 
     def watch(self, job_id: str) -> None:

@@ -108,6 +108,17 @@ _OPERATION_SPECS: dict[Operation, _OperationSpec] = {
 }
 
 
+def check_canvas_unchanged(before: tuple[int, int], now: tuple[int, int]) -> None:
+    """Refuse to place a result on a canvas (width, height) resized or cropped while the engine worked: the
+    result would land in the wrong place."""
+    if before != now:
+        raise CanvasError(
+            f"the canvas changed size while the engine worked ({before[0]}x{before[1]} to "
+            f"{now[0]}x{now[1]}), so the result would land in the wrong place; it was not added. Run it "
+            "again (the painting's model is kept, so it takes seconds)"
+        )
+
+
 def check_color_depth(editor: Editor, color_model: str, depth: str) -> None:
     """Refuse anything but 8-bit RGB(A): the plugins read and write u8 bytes, and silently rounding a 16-bit
     or float painting down to 8 bits would lose the artist's data. `depth` is the editor's own name for it

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from editor_bridge.cancel_guard import NO_WINDOW
 from editor_bridge.client import Client
 from editor_bridge.connection import connection_file_path, default_home, find_engine
 from editor_bridge.errors import (
@@ -276,6 +277,8 @@ def start_engine(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=sys.platform != "win32",
+            # On Windows: no console window popping up over the editor, and none whose closing kills it.
+            creationflags=NO_WINDOW | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
         )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

@@ -9,11 +9,13 @@ from editor_bridge import frames
 from editor_bridge.errors import ImageError
 from editor_bridge.plugin_core import (
     Canvas,
+    CanvasError,
     Editor,
     EmptySelection,
     Operation,
     UnsupportedColorDepth,
     apply_job,
+    check_canvas_unchanged,
     check_color_depth,
     mask_bbox,
     patch_from_result,
@@ -255,3 +257,9 @@ def test_variation_jobs():
     assert set(np.frombuffer(patch.data, np.uint8).reshape(H, W, 4)[..., 3].ravel()) == {255}
     with pytest.raises(ValueError, match="generation"):
         apply_job(Operation.VARIATION, canvas)
+
+
+def test_a_result_is_placed_only_on_a_canvas_of_the_size_it_was_made_for():
+    check_canvas_unchanged((640, 480), (640, 480))
+    with pytest.raises(CanvasError, match=r"changed size .* \(640x480 to 630x470\).*Run it again"):
+        check_canvas_unchanged((640, 480), (630, 470))

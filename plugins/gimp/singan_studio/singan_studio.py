@@ -23,7 +23,15 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
-from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth  # noqa: E402
+from editor_bridge.plugin_core import (  # noqa: E402
+    Canvas,
+    CanvasError,
+    Editor,
+    LayerPatch,
+    Operation,
+    check_canvas_unchanged,
+    check_color_depth,
+)
 from editor_bridge.plugin_runner import (  # noqa: E402
     COLOR_MATCH_HELP,
     REFINE_LABEL,
@@ -104,11 +112,12 @@ def read_canvas(image, drawable) -> Canvas:
     )
 
 
-def add_result_layer(image, drawable, patch: LayerPatch):
+def add_result_layer(image, drawable, canvas: Canvas, patch: LayerPatch):
     """A new canvas-sized layer right above the active one (at the top if the artist deleted that layer
     meanwhile); one undo group, so one Undo removes it."""
     if not image.is_valid():
         raise CanvasError("the image was closed before the result arrived")
+    check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
     current = image.get_layer_by_tattoo(drawable.get_tattoo())  # None once the layer left the image
     parent, position = (current.get_parent(), image.get_item_position(current)) if current else (None, 0)
     image.undo_group_start()
@@ -203,7 +212,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
             patch = runner.run(op, canvas, color_match=color_match, refine=refine)
-        add_result_layer(image, drawable, patch)
+        add_result_layer(image, drawable, canvas, patch)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from krita import Krita
 from PyQt5.QtCore import QTimer
 
-from editor_bridge.plugin_core import Canvas, CanvasError, Editor, LayerPatch, Operation, check_color_depth
+from editor_bridge.plugin_core import (
+    Canvas,
+    CanvasError,
+    Editor,
+    LayerPatch,
+    Operation,
+    check_canvas_unchanged,
+    check_color_depth,
+)
 
 
 @dataclass
@@ -106,12 +114,7 @@ def add_result_layer(target: Target, patch: LayerPatch):
     becomes the active layer only if the artist is still on that layer (their next stroke must not land on
     the result)."""
     document, node = target.document, target.node
-    if (document.width(), document.height()) != (target.width, target.height):
-        raise CanvasError(
-            f"the canvas changed size while the engine worked ({target.width}x{target.height} to "
-            f"{document.width()}x{document.height()}), so the result would land in the wrong place; it "
-            "was not added. Run it again (the painting's model is kept, so it takes seconds)"
-        )
+    check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
     parent = node.parentNode()  # None once the layer was deleted
     above = node if parent is not None else None
     if parent is None:
@@ -122,7 +125,9 @@ def add_result_layer(target: Target, patch: LayerPatch):
     layer = document.createNode(_unique_name(parent, patch.name), "paintlayer")
     layer.setPixelData(patch.data, patch.x, patch.y, patch.width, patch.height)
     parent.addChildNode(layer, above)
-    if active is not None and not _same(active, node):
+    if active is None or _same(active, node):
+        document.setActiveNode(layer)
+    else:
         # The artist moved on to another layer: give it back once Krita has made the new layer active
         # (it does so from a queued signal, after this returns).
         QTimer.singleShot(0, lambda: document.setActiveNode(active))

@@ -194,9 +194,13 @@ class Driver(Extension):
                 else:
                     QTimer.singleShot(200, self.poll)
                 return
-            self.doc.waitForDone()
             tag = self.run["tag"]
-            RESULT[f"{tag}_seconds"] = round(time.monotonic() - self.started, 2)
+            if f"{tag}_seconds" not in RESULT:
+                # Krita settles the active layer from queued signals: look again a moment later.
+                RESULT[f"{tag}_seconds"] = round(time.monotonic() - self.started, 2)
+                QTimer.singleShot(300, self.poll)
+                return
+            self.doc.waitForDone()
             w, h = self.doc.width(), self.doc.height()
             (OUT / f"{tag}_new_layer.raw").write_bytes(bytes(layer.pixelData(0, 0, w, h)))
             RESULT[f"{tag}_new_layer_above"] = names(self.doc).index(layer.name()) == (
