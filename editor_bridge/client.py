@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[ProgressEvent, "np.ndarray | None"], None]
 T = TypeVar("T", bound=Content)
-CANCEL_GRACE_S = 30.0  # how long a cancelled job's caller waits for the engine to confirm it stopped
+CANCEL_GRACE_S = 10.0  # how long a cancelled job's caller waits for the engine to confirm it stopped
 _POLL_S = 0.05  # how often a blocked wait looks at its cancel flag and at close()
 _open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
 

@@ -26,7 +26,9 @@ from .dialog import ask_harmonize_options
 from .document import Target, add_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
-QUIT_WAIT_MS = 10_000  # how long quitting Krita waits for a cancelled job to let go of its socket
+# How long quitting Krita waits for a cancelled job to let go of its socket: more than the client waits for
+# the engine to confirm a cancel (editor_bridge.client.CANCEL_GRACE_S, 10 s), so even a hung engine lets go.
+QUIT_WAIT_MS = 15_000
 
 
 class Worker(QObject):
