@@ -77,17 +77,18 @@ class JobController(QObject):
         if self.busy:
             self._show(ArtistMessage(op.label, "Another job is still running; wait for it or cancel it."))
             return
+        color_match, refine = None, False
+        if op.mode is Mode.HARMONIZATION:
+            options = ask_harmonize_options(self._window(), op.label, self.settings.harmonize_color_match)
+            if options is None:
+                return  # cancelled in the dialog: nothing was read or sent
+            color_match, refine = options
+        # Read after the dialog: reading the background refreshes the whole image twice.
         try:
             canvas, target = read_canvas(op=op)
         except Exception as exc:  # noqa: BLE001
             self._show(artist_message(exc, op))
             return
-        color_match, refine = None, False
-        if op.mode is Mode.HARMONIZATION:
-            options = ask_harmonize_options(self._window(), op.label, self.settings.harmonize_color_match)
-            if options is None:
-                return  # cancelled in the dialog: nothing was sent
-            color_match, refine = options
         self._launch(op, canvas, target, color_match, refine, start_first=False)
 
     def _launch(
