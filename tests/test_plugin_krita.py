@@ -63,6 +63,8 @@ RUNS = [
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
     {"action": "singan_edit", "tag": "resized", "resize": True, "expect_message": True},
+    # ...and closes the image a second after asking for an edit (the last run: the image is gone)
+    {"action": "singan_edit", "tag": "closed", "close_doc": True, "expect_message": True},
 ]
 
 
@@ -246,6 +248,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "orphan": None,
         "elsewhere": None,
         "resized": None,
+        "closed": None,
     }
     assert driver["dialog_cancel_layers"] == driver["before_layers"]
     # Colour match 1 moves the object further from how it was pasted than 0.5 does, with the same model.
@@ -297,6 +300,11 @@ def test_a_result_for_a_resized_canvas_is_not_added(krita_run):
     (message,) = driver["resized_messages"]
     assert message.startswith("The canvas changed size while the engine worked") and "Run it again" in message
     assert driver["resized_layers"] == driver["elsewhere_layers"]  # nothing added
+
+
+def test_a_result_for_a_closed_image_is_reported(krita_run):
+    (message,) = krita_run["driver"]["closed_messages"]
+    assert message.startswith("The image was closed before the result arrived, so nothing was added")
 
 
 def test_krita_exits_cleanly(krita_run):

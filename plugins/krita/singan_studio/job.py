@@ -152,6 +152,11 @@ class JobController(QObject):
         assert target is not None
         if target.document not in Krita.instance().documents():
             log.warning("the document was closed before the result arrived; dropping it")
+            text = (
+                "The image was closed before the result arrived, so nothing was added. The painting's "
+                "model is kept: open it again and run this once more (it takes seconds)."
+            )
+            self._show(ArtistMessage(op.label if op is not None else "SinGAN Studio", text))
             return
         try:
             add_result_layer(target, patch)

@@ -2,6 +2,7 @@
 and a selection, triggers the installed plugin's action as an artist would, and writes what Krita then holds
 (layer bytes, composite, layer names, screenshots) to files for the test to judge. Then it quits Krita."""
 
+import faulthandler
 import json
 import logging
 import os
@@ -20,6 +21,9 @@ OUT = Path(CONFIG["out"])
 logging.basicConfig(
     filename=str(OUT / "plugin.log"), level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
 )
+# A crash of Krita's process leaves the Python stacks of the moment here, for a failing test's report.
+_FAULTS = open(OUT / "faulthandler.txt", "w")  # noqa: SIM115 - open for the life of the process
+faulthandler.enable(_FAULTS)
 RESULT: dict = {"events": []}
 T0 = time.monotonic()
 
@@ -121,6 +125,12 @@ class Driver(Extension):
             self.scratch.remove()
             self.doc.waitForDone()
             log("deleted the Scratch layer")
+        if self.run.get("close_doc"):
+            # The artist closes the image while the engine works. (Closing it in this very callback, right
+            # after the plugin read it, crashes Krita even with no job running: not something a person
+            # can do, so the test waits as a person would.)
+            QTimer.singleShot(1000, self.close_doc)
+            return
         if self.run.get("resize"):  # the artist crops the canvas while the engine works
             self.doc.resizeImage(0, 0, self.doc.width() - 10, self.doc.height() - 10)
             self.doc.waitForDone()
@@ -172,7 +182,8 @@ class Driver(Extension):
                 return
             if boxes and self.run.get("expect_message"):  # the run is meant to end with a message
                 RESULT[f"{self.run['tag']}_messages"] = [box.text() for box in boxes]
-                RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
+                if not self.run.get("close_doc"):
+                    RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
                 for box in boxes:
                     box.done(0)
                 QTimer.singleShot(100, self.next_run)
@@ -184,6 +195,13 @@ class Driver(Extension):
                 QTimer.singleShot(100, self.finish)
                 return
             if self.run.get("cancel") and self.cancel_job():
+                return
+            if self.run.get("close_doc"):  # the image is closed: only a message can come
+                if time.monotonic() - self.started > CONFIG["timeout_s"]:
+                    RESULT["error"] = f"{self.run['tag']}: no message after {CONFIG['timeout_s']} s"
+                    self.finish()
+                else:
+                    QTimer.singleShot(200, self.poll)
                 return
             layer = next((n for n in self.doc.rootNode().childNodes() if n.name() == self.run["layer"]), None)
             if layer is None:
@@ -257,6 +275,11 @@ class Driver(Extension):
     def after_cancelled_job(self) -> None:
         RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
         self.next_run()
+
+    def close_doc(self) -> None:
+        self.doc.setModified(False)
+        self.doc.close()
+        log("closed the document")
 
     def finish(self) -> None:
         log("finish")
