@@ -197,20 +197,11 @@ class Driver(Extension):
             if self.run.get("cancel") and self.cancel_job():
                 return
             if self.run.get("close_doc"):  # the image is closed: only a message can come
-                if time.monotonic() - self.started > CONFIG["timeout_s"]:
-                    RESULT["error"] = f"{self.run['tag']}: no message after {CONFIG['timeout_s']} s"
-                    self.finish()
-                else:
-                    QTimer.singleShot(200, self.poll)
+                self.poll_again(self.started, f"{self.run['tag']}: no message after {CONFIG['timeout_s']} s")
                 return
             layer = next((n for n in self.doc.rootNode().childNodes() if n.name() == self.run["layer"]), None)
             if layer is None:
-                if time.monotonic() - self.started > CONFIG["timeout_s"]:
-                    RESULT["error"] = f"no layer {self.run['layer']!r} after {CONFIG['timeout_s']} s"
-                    Krita.instance().activeWindow().qwindow().grab().save(str(OUT / "timeout_krita.png"))
-                    self.finish()
-                else:
-                    QTimer.singleShot(200, self.poll)
+                self.poll_again(self.started, f"no layer {self.run['layer']!r} after {CONFIG['timeout_s']} s")
                 return
             tag = self.run["tag"]
             if f"{tag}_seconds" not in RESULT:
@@ -240,6 +231,15 @@ class Driver(Extension):
             RESULT["error"] = traceback.format_exc()
             self.finish()
 
+    def poll_again(self, since: float, error: str) -> None:
+        """Look again shortly, or, timeout_s after `since`, record `error` with a screenshot and stop."""
+        if time.monotonic() - since > CONFIG["timeout_s"]:
+            RESULT["error"] = error
+            Krita.instance().activeWindow().qwindow().grab().save(str(OUT / "timeout_krita.png"))
+            self.finish()
+        else:
+            QTimer.singleShot(200, self.poll)
+
     def cancel_job(self) -> bool:
         """Once the progress dialog says the engine trains, press its Cancel; then note what the dialog
         shows and, when it has gone, how long that took and what the document holds. True: handled."""
@@ -248,11 +248,7 @@ class Driver(Extension):
         dialogs = [w for w in windows if isinstance(w, QProgressDialog) and w.isVisible()]
         if f"{tag}_clicked" not in RESULT:
             if not dialogs or "Training" not in dialogs[0].labelText():
-                if time.monotonic() - self.started > CONFIG["timeout_s"]:
-                    RESULT["error"] = f"{tag}: the progress dialog never said Training"
-                    self.finish()
-                else:
-                    QTimer.singleShot(200, self.poll)
+                self.poll_again(self.started, f"{tag}: the progress dialog never said Training")
                 return True
             RESULT[f"{tag}_clicked"] = time.monotonic() - self.started
             self.clicked = time.monotonic()
@@ -262,11 +258,7 @@ class Driver(Extension):
             QTimer.singleShot(200, self.poll)
             return True
         if dialogs:
-            if time.monotonic() - self.clicked > CONFIG["timeout_s"]:
-                RESULT["error"] = f"{tag}: the progress dialog stayed after Cancel"
-                self.finish()
-            else:
-                QTimer.singleShot(200, self.poll)
+            self.poll_again(self.clicked, f"{tag}: the progress dialog stayed after Cancel")
             return True
         RESULT[f"{tag}_cancel_seconds"] = round(time.monotonic() - self.clicked, 2)
         QTimer.singleShot(1000, self.after_cancelled_job)
