@@ -111,14 +111,18 @@ def read_connection_file(
     """Read the connection file at `path` (default: the one under `home`); EngineNotRunning if absent."""
     target = Path(path) if path is not None else connection_file_path(home)
     try:
-        text = target.read_text()
+        # One open file for both the mode and the text: a daemon starting meanwhile may remove or replace
+        # the path between two separate calls.
+        with open(target, encoding="utf-8") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            text = f.read()
     except FileNotFoundError:
         raise EngineNotRunning(f"{NOT_RUNNING} (no connection file at {target})") from None
     except OSError as exc:
         raise ConnectionFileError(
             f"cannot read {target}: {exc.strerror}; check its owner and permissions"
         ) from None
-    if sys.platform != "win32" and stat.S_IMODE(target.stat().st_mode) & 0o077:
+    if sys.platform != "win32" and stat.S_IMODE(mode) & 0o077:
         log.warning(
             "%s is readable by other users; it holds the engine's key and should be mode 0600", target
         )

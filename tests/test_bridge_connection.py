@@ -151,3 +151,31 @@ def test_unknown_extra_fields_are_tolerated(tmp_path):
     os.chmod(path, 0o600)
     assert read_connection_file(path).pid == os.getpid()
     assert connection.NOT_RUNNING.startswith("no engine is running")
+
+
+def test_reading_while_a_daemon_removes_and_rewrites_the_file(tmp_path):
+    """A plugin polling for a restarting engine sees either an engine or "not running", never a crash."""
+    import threading
+
+    path = tmp_path / "engine.json"
+    stop = threading.Event()
+
+    def churn() -> None:  # a daemon removing a stale file and writing its own, over and over
+        while not stop.is_set():
+            write_connection_file(info(), path)
+            path.unlink(missing_ok=True)
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    outcomes: set[str] = set()
+    try:
+        for _ in range(20000):
+            try:
+                read_connection_file(path)
+                outcomes.add("read")
+            except EngineNotRunning:
+                outcomes.add("not running")
+    finally:
+        stop.set()
+        writer.join()
+    assert outcomes == {"read", "not running"}
