@@ -308,7 +308,20 @@ class Client:
         `on_job(job_id)` is called once the engine has accepted the job, before it is followed.
         """
         header = self._send(request, buffers)
-        first = self._wait({header.msg_id}, time.monotonic() + self.timeout)
+        deadline = time.monotonic() + self.timeout
+        try:
+            first = self._wait({header.msg_id}, deadline, cancel)
+        except JobCancelled:
+            # Cancelled before the engine said whether it took the request (a large upload, a busy engine).
+            # Wait a little longer for its job id so the job can be cancelled too, not left running unseen.
+            first = self._wait({header.msg_id}, min(deadline, time.monotonic() + CANCEL_GRACE_S))
+            if first is None:
+                self.reconnect()
+                raise JobCancelled(
+                    ErrorCode.CANCELLED,
+                    f"cancelled before the engine acknowledged {request.msg_type.value}; if it started "
+                    "anyway, `engine status` lists it and `engine cancel JOB_ID` stops it",
+                ) from None
         if first is None:
             self.reconnect()
             raise RequestTimeout(
@@ -317,6 +330,8 @@ class Client:
             )
         raise_if_error(first)
         if isinstance(first.content, ResultReply):
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled(ErrorCode.CANCELLED, "cancelled; the engine's result was dropped")
             return first  # quick work may be answered at once, without a job
         job_id = _expect(first, AckReply).job_id
         if on_job is not None:

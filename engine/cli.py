@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine import batch
     from engine.serve import commands as serve_commands
 
-    serve_commands.register(sub)  # serve, status, stop
+    serve_commands.register(sub)  # serve, status, cancel, stop
     batch.register(sub)
 
     from engine.plugin_install import add_parser as add_plugin_parser

@@ -23,6 +23,7 @@ from editor_bridge.protocol import (
     ErrorCode,
     HarmonizeRequest,
     JobState,
+    JobStatusRequest,
     OkReply,
     PingRequest,
     ProgressEvent,
@@ -131,6 +132,50 @@ def test_a_cancelled_job_lets_its_caller_go_when_the_engine_does_not_stop_it(mon
         with pytest.raises(JobCancelled, match="still stopping"):
             client.run_job(request, buffers, on_progress=lambda e, p: cancel.set(), cancel=cancel, timeout=30)
         assert time.monotonic() - start < 5
+
+
+class SlowToAcknowledge(FakeEngine):
+    """Takes `ack_s` to acknowledge a job (a large upload, a busy engine); None: never acknowledges."""
+
+    def __init__(self, ack_s: float | None, **kw) -> None:
+        super().__init__(**kw)
+        self.ack_s = ack_s
+
+    def _handle(self, req) -> None:
+        if isinstance(req.content, PingRequest | CancelRequest | JobStatusRequest):
+            super()._handle(req)
+        elif self.ack_s is not None:
+            time.sleep(self.ack_s)
+            super()._handle(req)
+
+
+def test_cancel_before_the_acknowledgement_cancels_the_job_it_then_gets():
+    with (
+        SlowToAcknowledge(0.5, steps=500, step_s=0.02) as engine,
+        Client(engine.endpoint, KEY, timeout=30) as client,
+    ):
+        cancel = threading.Event()
+        cancel.set()  # pressed while the request was on its way
+        request, buffers, _ = _harmonize()
+        start = time.monotonic()
+        with pytest.raises(JobCancelled, match="job cancelled"):
+            client.run_job(request, buffers, cancel=cancel, timeout=30)
+        assert time.monotonic() - start < 5  # not the 500 steps of 0.02 s
+        (job,) = engine.jobs.values()
+        assert job.cancel.is_set() and job.state is JobState.CANCELLED
+
+
+def test_cancel_lets_the_caller_go_when_the_engine_never_acknowledges(monkeypatch):
+    monkeypatch.setattr(client_module, "CANCEL_GRACE_S", 0.5)
+    with SlowToAcknowledge(None) as engine, Client(engine.endpoint, KEY, timeout=30) as client:
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()
+        request, buffers, _ = _harmonize()
+        start = time.monotonic()
+        with pytest.raises(JobCancelled, match="before the engine acknowledged harmonize.*`engine cancel"):
+            client.run_job(request, buffers, cancel=cancel, timeout=60)
+        assert time.monotonic() - start < 5  # not the client's 30 s
+        assert client.ping()  # the client still works
 
 
 def test_cancel_by_job_id():

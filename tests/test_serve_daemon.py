@@ -293,6 +293,33 @@ def test_cancel_a_running_training(daemon, layers):
         assert client.ping().pid == daemon.proc.pid
 
 
+def test_engine_cancel_command(daemon, layers):
+    request, buffers = harmonize_request(layers)
+    train = TrainRequest(
+        mode=Mode.HARMONIZATION, image=_first(request.background), preset=Preset.TINY, iters=5000
+    )
+
+    def cancel(job_id: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "engine.cli", "cancel", job_id, "--home", str(daemon.home), "--json"]
+        return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+
+    with daemon.client() as client:
+        job_id = client.submit(train, [buffers[2]])
+        deadline = time.monotonic() + 60
+        while client.job_status(job_id).state is not JobState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc = cancel(job_id)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) == {"ok": True, "job": job_id, "state": "cancelled"}
+        assert client.job_status(job_id).state is JobState.CANCELLED
+        again = cancel(job_id)  # an ended job: nothing to do, and said so
+        assert again.returncode == 0 and json.loads(again.stdout)["state"] == "cancelled"
+    unknown = cancel("j" + "0" * 16)
+    assert unknown.returncode == 2 and json.loads(unknown.stdout)["ok"] is False
+    assert "no job 'j0000000000000000'" in unknown.stderr and "`engine status`" in unknown.stderr
+
+
 def test_a_result_over_the_frame_limit_is_an_error_reply_not_silence(daemon, first_harmonize):
     model_id = first_harmonize[0].content.model.model_id
     with daemon.client(timeout=120) as client:

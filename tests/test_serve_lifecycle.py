@@ -178,8 +178,8 @@ def test_sigterm_checkpoints_running_training_and_the_next_start_resumes_it(tmp_
 
 
 def test_status_and_stop_without_a_daemon(tmp_path):
-    for command in ("status", "stop"):
-        proc = _engine(command, "--home", str(tmp_path))
+    for command in (["status"], ["stop"], ["cancel", "j" + "1" * 16]):
+        proc = _engine(*command, "--home", str(tmp_path))
         assert proc.returncode == 3 and "no engine is running" in proc.stderr
 
 

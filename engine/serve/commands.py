@@ -1,4 +1,4 @@
-"""`engine serve`, `engine status` and `engine stop`: argument parsing for the daemon and talking to it."""
+"""`engine serve`, `status`, `cancel` and `stop`: argument parsing for the daemon and talking to it."""
 
 from __future__ import annotations
 
@@ -180,6 +180,27 @@ def cmd_stop(args: argparse.Namespace) -> dict:
     return {"stopped": pid}
 
 
+def cmd_cancel(args: argparse.Namespace) -> dict:
+    from editor_bridge.errors import RemoteError
+    from editor_bridge.protocol import JobState
+
+    with connect(args.home) as client:
+        try:
+            client.cancel(args.job_id)
+        except RemoteError as exc:  # an unknown job id; the message says where to find the right one
+            raise EngineError(str(exc)) from None
+        # The engine stops a job at its next iteration; a cancelled job keeps no partial model.
+        deadline = time.monotonic() + args.timeout
+        while (state := client.job_status(args.job_id).state) in (JobState.QUEUED, JobState.RUNNING):
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"job {args.job_id} is still stopping after {args.timeout:g} s; it stops on its own "
+                    "(`engine status` shows it), or wait longer with --timeout"
+                )
+            time.sleep(0.1)
+    return {"job": args.job_id, "state": state.value}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -208,6 +229,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "show whether the engine runs (exit code 3 if not), its device, jobs and stored models",
     )
     p.set_defaults(run=cmd_status)
+
+    p = command("cancel", "cancel one of the running engine's jobs (`engine status` lists their ids)")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the job to stop")
+    p.set_defaults(run=cmd_cancel)
 
     p = command("stop", "ask the running engine to stop (training is checkpointed first)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")
