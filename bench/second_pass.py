@@ -1,0 +1,64 @@
+"""Does running the generator a second time, on its own result, pull a paste further into the painting?
+
+    python -m bench.second_pass --models runs/bench_harmonization
+
+Uses the `fast` models that `python -m bench.bench_harmonization` trained and cached for the four hard
+cases. For each colour match, harmonizes the composite once (the engine), then harmonizes that result
+again with the same colour match and with none. Prints Delta E inside the mask against the original painting
+and the texture score (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from bench.quality import masked_error, texture_score
+from bench.synthetic_cases import load_cases
+from engine import apply, store
+from engine.device import configure_threads, select_device
+from engine.imageio import Picture
+
+CASES = ("oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard")
+
+
+def score(rgb: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Delta E inside the mask, and the texture score."""
+    image = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    return masked_error(image, truth, mask).delta_e, texture_score(image, truth, mask)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", default="runs/bench_harmonization", help="bench_harmonization's --out")
+    parser.add_argument("--color-match", nargs="+", type=float, default=[0.5, 1.0])
+    args = parser.parse_args()
+    configure_threads()
+    device = select_device(None)
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for case in (c for c in load_cases() if c.name in CASES):
+        model = store.load_model(Path(args.models) / f"model_{case.name}_fast", device)
+        picture = Picture(case.composite.astype(np.float32) / 255.0)
+        mask = (case.mask > 127).astype(np.float32)
+
+        for share in args.color_match:
+            once = apply.apply_to_selection(model, picture, mask, color_match=share).rgb
+            scores.setdefault(f"once, {share:g}", []).append(score(once, case.ground_truth, mask))
+            for second in (share, 0.0):
+                again = apply.apply_to_selection(model, Picture(once), mask, color_match=second).rgb
+                label = f"once at {share:g}, again at {second:g}"
+                scores.setdefault(label, []).append(score(again, case.ground_truth, mask))
+    print("| passes, colour match | " + " | ".join(CASES) + " | mean |")
+    print("|---|" + "---|" * (len(CASES) + 1))
+    for name, values in scores.items():
+        cells = " | ".join(f"{e:.1f} / {t:.2f}" for e, t in values)
+        means = np.mean(values, axis=0)
+        print(f"| {name} | {cells} | {means[0]:.1f} / {means[1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
