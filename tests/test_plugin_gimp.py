@@ -139,7 +139,7 @@ def test_driver_ran_every_procedure(gimp_run):
     assert "error" not in driver, driver["error"] + (gimp_run["log"] / "gimp.log").read_text()[-3000:]
     for run in LAYER_RUNS:
         assert driver[f"{run['tag']}_found"]
-    assert driver["harmonize_menu"] == ["Harmonize selection", ["<Image>/Filters"]]
+    assert driver["harmonize_menu"] == ["Harmonize selection", ["<Image>/Filters/SinGAN Studio"]]
     assert driver["before_layers"] == ["Pasted object", "Background"]
 
 
@@ -168,7 +168,7 @@ def test_new_layer_changed_inside_selection_only(gimp_run, tag):
 
 def test_retrain_paints_with_a_new_model_that_later_runs_reuse(gimp_run):
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
-    assert driver["retrain_menu"] == ["Retrain and harmonize selection", ["<Image>/Filters"]]
+    assert driver["retrain_menu"] == ["Retrain and harmonize selection", ["<Image>/Filters/SinGAN Studio"]]
     first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
     assert (raw(out / "after_new_layer.raw", scene) == retrained).all()

@@ -47,6 +47,8 @@ KRITA = BLOCK + textwrap.dedent(
             pass
 
     class Window:
+        def qwindow(self):
+            return Anything()
         def createAction(self, name, text, menu):
             created.append((name, text, menu))
             return Anything()
@@ -73,11 +75,12 @@ KRITA = BLOCK + textwrap.dedent(
     (extension,) = Krita.extensions
     extension.createActions(Window())
     assert created == [
-        ("singan_harmonize", "Harmonize selection", "tools/scripts"),
-        ("singan_edit", "Edit selection", "tools/scripts"),
-        ("singan_variation", "Generate variation", "tools/scripts"),
-        ("singan_retrain_harmonize", "Retrain and harmonize selection", "tools/scripts"),
-        ("singan_retrain_edit", "Retrain and edit selection", "tools/scripts"),
+        ("singan_studio_menu", "SinGAN Studio", "tools/scripts"),  # the submenu holding the others
+        ("singan_harmonize", "Harmonize selection", ""),
+        ("singan_edit", "Edit selection", ""),
+        ("singan_variation", "Generate variation", ""),
+        ("singan_retrain_harmonize", "Retrain and harmonize selection", ""),
+        ("singan_retrain_edit", "Retrain and edit selection", ""),
     ], created
     # The installed .action file gives each action its menu text: the same names and texts.
     import xml.etree.ElementTree as ET

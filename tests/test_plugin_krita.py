@@ -173,6 +173,16 @@ def test_driver_ran_every_action(krita_run):
     assert driver["before_layers"] == ["Background", "Pasted object", "Selection Mask"]
 
 
+def test_actions_are_in_their_own_submenu(krita_run):
+    assert krita_run["driver"]["menu"] == [
+        "singan_harmonize",
+        "singan_edit",
+        "singan_variation",
+        "singan_retrain_harmonize",
+        "singan_retrain_edit",
+    ]
+
+
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not run.get("keep")]
 
 

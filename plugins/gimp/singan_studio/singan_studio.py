@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""SinGAN Studio for GIMP 3: Filters > Harmonize selection / Edit selection, and the same with a new model
-(Retrain and harmonize selection / Retrain and edit selection).
+"""SinGAN Studio for GIMP 3: Filters > SinGAN Studio > Harmonize selection / Edit selection, and the same
+with a new model (Retrain and harmonize selection / Retrain and edit selection).
 
 A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
 Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
@@ -240,7 +240,7 @@ class SinganStudio(Gimp.PlugIn):
         procedure.set_image_types("RGB*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label(op.label)
-        procedure.add_menu_path("<Image>/Filters")
+        procedure.add_menu_path("<Image>/Filters/SinGAN Studio")
         procedure.set_documentation(
             op.label,
             f"{op.label} with a single-image GAN trained on the painting (needs `engine serve`)",

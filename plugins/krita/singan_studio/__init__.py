@@ -1,5 +1,5 @@
-"""SinGAN Studio for Krita: Tools > Scripts > Harmonize selection, Edit selection, Generate variation, and
-Retrain and harmonize (or edit) selection.
+"""SinGAN Studio for Krita: Tools > Scripts > SinGAN Studio > Harmonize selection, Edit selection, Generate
+variation, and Retrain and harmonize (or edit) selection.
 
 The installer puts `editor_bridge` and its wheels in `vendor/` beside this file; they go first on sys.path so
 the plugin never depends on what else Krita's Python happens to have.

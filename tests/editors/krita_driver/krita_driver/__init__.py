@@ -44,6 +44,18 @@ def names(doc) -> list:
     return [n.name() for n in doc.rootNode().childNodes()]
 
 
+def menu_entries(window, path: list) -> list | None:
+    """The object names of the actions in the menu bar's menu at `path` (names or shown texts), or None."""
+    actions = window.qwindow().menuBar().actions()
+    for name in path:
+        wanted = name.lower()
+        found = [a for a in actions if wanted in (a.objectName().lower(), a.text().replace("&", "").lower())]
+        if not found or found[0].menu() is None:
+            return None
+        actions = found[0].menu().actions()
+    return [a.objectName() for a in actions]
+
+
 class Driver(Extension):
     def setup(self) -> None:
         notifier = Krita.instance().notifier()
@@ -58,6 +70,7 @@ class Driver(Extension):
             app = Krita.instance()
             window = app.activeWindow()
             window.qwindow().resize(900, 640)
+            RESULT["menu"] = menu_entries(window, ["tools", "scripts", "SinGAN Studio"])
             doc = app.openDocument(CONFIG["background"])
             window.addView(doc)
             self.doc = doc
