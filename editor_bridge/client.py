@@ -148,6 +148,7 @@ class Client:
         self._ctx = context if context is not None else zmq.Context()
         self._lock = threading.RLock()  # lets close() from another thread wait for the current poll slice
         self._closed = False
+        self._closing = False  # set by close() before it takes the lock: waiting loops then let go of it
         self._socket: zmq.Socket | None = None
         try:
             self._open()
@@ -182,6 +183,9 @@ class Client:
 
     def close(self) -> None:
         """Close the socket (dropping unsent messages) and terminate the context. Idempotent."""
+        # Python's locks are not fair: a loop that polls with the lock held could take it back again and
+        # again. The flag makes it stop trying, so close() from another thread gets the lock at once.
+        self._closing = True
         with self._lock:
             if self._closed:
                 return
@@ -436,7 +440,7 @@ class Client:
     # ---- socket ----
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._closing:
             raise ClientClosed("this client is closed; create a new one")
 
     def _open(self) -> None:
@@ -468,6 +472,7 @@ class Client:
     def _next(self, timeout_s: float) -> Message | None:
         """The next decodable message within `timeout_s`, if any. Undecodable ones are dropped, except a
         signature failure, which means this client has the wrong key."""
+        self._check_open()  # before the lock: a close() waiting for it must get it
         with self._lock:
             self._check_open()
             assert self._socket is not None

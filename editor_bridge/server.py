@@ -69,7 +69,9 @@ class BridgeServer:
         self._owner = threading.get_ident()
         self._closed = False
         self._router = self._ctx.socket(zmq.ROUTER)
-        self._router.linger = 200  # long enough to flush a last reply (e.g. to `shutdown`), never a hang
+        # Long enough to flush a last reply (e.g. to `shutdown`) on a loaded machine; it only waits while
+        # replies to connected peers are still queued, so never a hang.
+        self._router.linger = 2000
         # A hard cap in libzmq itself: far-oversized frames drop the peer before they fill memory; frames
         # between the two limits still get an error reply from the codec.
         self._router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_bytes + MAX_CONTROL_BYTES)

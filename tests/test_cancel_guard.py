@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ print("finished", flush=True)
 
 @pytest.fixture
 def slow_engine(tmp_path):
-    with PluginFakeEngine(steps=400, step_s=0.05) as eng:  # 20 s unless cancelled
+    with PluginFakeEngine(steps=1200, step_s=0.05) as eng:  # 60 s unless cancelled
         write_connection_file(ConnectionInfo(endpoint=eng.endpoint, key=KEY, pid=os.getpid()), home=tmp_path)
         yield eng
 
@@ -55,6 +56,8 @@ def start_plugin(home: Path) -> tuple[subprocess.Popen[str], str]:
         [sys.executable, "-c", PLUGIN, str(home)], stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     assert plugin.stdout is not None
+    ready, _, _ = select.select([plugin.stdout], [], [], 60)  # a plug-in that hangs fails, not CI
+    assert ready, "the plug-in printed nothing within 60 s"
     line = plugin.stdout.readline().split()
     assert line[:1] == ["job"], f"the plug-in did not start its job: {line}"
     return plugin, line[1]
@@ -89,7 +92,7 @@ def test_killed_plugin_gets_its_job_cancelled(slow_engine, tmp_path):
     job = slow_engine.jobs[job_id]
     os.killpg(plugin.pid, signal.SIGKILL)  # GIMP's Cancel: no code of the plug-in runs after this
     plugin.wait(5)
-    assert wait_for(lambda: job.state is JobState.CANCELLED, 10), f"job still {job.state}"
+    assert wait_for(lambda: job.state is JobState.CANCELLED, 30), f"job still {job.state}"
     assert CancelRequest(job_id=job_id) in slow_engine.requests
 
 
@@ -97,7 +100,7 @@ def test_finished_plugin_cancels_nothing(tmp_path):
     with PluginFakeEngine(steps=3, step_s=0.05) as eng:
         write_connection_file(ConnectionInfo(endpoint=eng.endpoint, key=KEY, pid=os.getpid()), home=tmp_path)
         plugin, job_id = start_plugin(tmp_path)
-        out, _ = plugin.communicate(timeout=20)
+        out, _ = plugin.communicate(timeout=60)
         assert plugin.returncode == 0 and "finished" in out
         time.sleep(0.5)  # a wrong watcher would cancel right after the plug-in exits
         assert eng.jobs[job_id].state is JobState.DONE

@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from editor_bridge.protocol import ErrorReply, ExportOnnxRequest, JobState, ResultReply
+from editor_bridge.protocol import ErrorReply, ExportOnnxRequest, JobState, ProgressEvent, ResultReply
 from engine.errors import CancelledError
 from engine.serve.jobs import TRAIN, JobManager, ThreadBudget
 from engine.serve.journal import Journal
+from engine.training import Progress
 
 
 def test_quick_work_holds_its_model_until_it_ends(tmp_path):
@@ -65,7 +66,10 @@ def _wait_for(sent, n, timeout=30):
 def test_a_full_disk_fails_the_job_with_advice_and_the_lane_goes_on(tmp_path):
     journal = _FullDisk(tmp_path / "jobs.sqlite3")
 
+    marked = threading.Event()
+
     def runner(job, context):
+        assert marked.wait(30)  # not before the test has filled the disk
         if job.job_id in journal.doomed:
             raise OSError(errno.ENOSPC, "No space left on device", str(context.work_dir / "checkpoint"))
         return ResultReply(path="done"), []
@@ -73,6 +77,7 @@ def test_a_full_disk_fails_the_job_with_advice_and_the_lane_goes_on(tmp_path):
     jobs, sent = _manager(tmp_path, journal, runner)
     first, _ = jobs.submit(ExportOnnxRequest(model_id="m1"), [b"x" * 1024], (b"client",), TRAIN)
     journal.doomed.add(first.job_id)  # the disk fills up once the job is queued
+    marked.set()
     _wait_for(sent, 1)
     assert isinstance(sent[0], ErrorReply) and "disk holding the engine's home is full" in sent[0].message
     assert first.state is JobState.FAILED and first.buffers == []
@@ -110,4 +115,24 @@ def test_a_job_that_cannot_be_stored_leaves_nothing_behind(tmp_path):
     with pytest.raises(sqlite3.OperationalError):
         jobs.submit(ExportOnnxRequest(model_id="m1"), [b"x" * 1024], (b"client",), TRAIN)
     assert list((tmp_path / "jobs").iterdir()) == [] and jobs.active() == []
+    jobs.shutdown(10)
+
+
+def test_progress_is_thinned_but_each_stage_start_and_end_go_out(tmp_path):
+    def runner(job, context):
+        for stage in range(2):
+            for iteration in range(1, 501):  # far faster than one report per PROGRESS_EVERY_S
+                context.report(Progress(stage=stage, n_stages=2, iteration=iteration, iters=500))
+        return ResultReply(path="done"), []
+
+    jobs, sent = _manager(tmp_path, Journal(tmp_path / "jobs.sqlite3"), runner)
+    jobs.submit(ExportOnnxRequest(model_id="m1"), [], (b"client",), TRAIN)
+    _wait_for(sent, 1)
+    deadline = time.monotonic() + 30
+    while not isinstance(sent[-1], ResultReply):
+        assert time.monotonic() < deadline, sent
+        time.sleep(0.01)
+    events = [(e.stage, e.iteration) for e in sent if isinstance(e, ProgressEvent)]
+    assert {(0, 1), (0, 500), (1, 1), (1, 500)} <= set(events)
+    assert len(events) < 100, len(events)  # thinned: 1000 reports in well under a second
     jobs.shutdown(10)

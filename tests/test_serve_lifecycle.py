@@ -43,7 +43,7 @@ def test_kill9_mid_training_then_restart_resumes_and_results_stay(tmp_path, shar
     first = Daemon(home).wait_ready()
     later: list[Daemon] = []
     try:
-        train, buffers = _train_request(shared_images, iters=10, name="kept")
+        train, buffers = _train_request(shared_images, iters=40, name="kept")
         with first.client() as client:
             job_id = client.submit(train, buffers)
         in_second_stage = threading.Event()
@@ -55,7 +55,9 @@ def test_kill9_mid_training_then_restart_resumes_and_results_stay(tmp_path, shar
             with Client.from_connection_file(home=home, timeout=30, heartbeat_s=1, max_reconnects=120) as c:
 
                 def on_progress(event, preview):
-                    if event.stage == 1:
+                    if event.stage == 1 and not in_second_stage.is_set():
+                        # At once, from here: stage 1 has just begun and must not end before the crash.
+                        first.proc.kill()
                         in_second_stage.set()
 
                 try:
@@ -66,7 +68,7 @@ def test_kill9_mid_training_then_restart_resumes_and_results_stay(tmp_path, shar
         follower = threading.Thread(target=follow)
         follower.start()
         assert in_second_stage.wait(120), first.output()
-        first.kill9()  # stage 0 is checkpointed; stage 1 is half done
+        first.kill9()  # (already killed; this reaps it) stage 0 is checkpointed; stage 1 had begun
         assert first.connection_file.exists()  # left behind by the crash, and known to be stale:
         with pytest.raises(EngineNotRunning):
             Client.from_connection_file(home=home)
@@ -183,6 +185,26 @@ def test_status_and_stop_without_a_daemon(tmp_path):
         assert proc.returncode == 3 and "no engine is running" in proc.stderr
 
 
+def test_stop_says_so_when_the_engine_neither_answers_nor_stops(tmp_path):
+    import os
+
+    from bridge_fakes import KEY, FakeEngine
+
+    from editor_bridge.connection import ConnectionInfo, write_connection_file
+    from editor_bridge.protocol import PingRequest, PongReply
+
+    def handler(server, request):  # answers pings only: a stop request goes unanswered, and nothing stops
+        if isinstance(request.content, PingRequest):
+            server.reply(request, PongReply(engine_version="fake", pid=os.getpid()))
+
+    with FakeEngine(handler=handler) as engine:
+        info = ConnectionInfo(endpoint=engine.endpoint, key=KEY, pid=os.getpid())
+        write_connection_file(info, home=tmp_path)
+        proc = _engine("stop", "--home", str(tmp_path), "--timeout", "1")
+    assert proc.returncode == 2
+    assert f"the engine (pid {os.getpid()}) did not answer the stop request and still runs" in proc.stderr
+
+
 def test_status_without_a_daemon_still_lists_models_and_the_jobs_it_will_resume(tmp_path, tiny_models):
     from engine.serve.journal import Journal
     from engine.serve.registry import Registry, new_model_id
@@ -243,22 +265,25 @@ def test_with_no_home_given_clients_find_the_engine_through_xdg_runtime_dir(tmp_
     env.update(HOME=str(tmp_path / "user"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
     (tmp_path / "run").mkdir(mode=0o700)
     engine = [sys.executable, "-m", "engine.cli"]
-    serve = subprocess.Popen(
-        [*engine, "serve", "--backend", "torch"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = tmp_path / "serve.log"  # a file, not a pipe nobody drains while the engine runs
+    with open(log, "wb") as out:
+        serve = subprocess.Popen(
+            [*engine, "serve", "--backend", "torch"], env=env, stdout=subprocess.DEVNULL, stderr=out
+        )
     connection_file = tmp_path / "run" / "singan-studio" / "engine.json"
     try:
         deadline = time.monotonic() + 90
         while not connection_file.is_file():
-            assert serve.poll() is None, serve.stderr.read().decode()
+            assert serve.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, "no connection file under $XDG_RUNTIME_DIR"
             time.sleep(0.2)
-        status = subprocess.run([*engine, "status", "--json"], env=env, capture_output=True, text=True)
+        run = {"env": env, "capture_output": True, "text": True, "timeout": 120}
+        status = subprocess.run([*engine, "status", "--json"], **run)
         assert status.returncode == 0, status.stderr
         reply = json.loads(status.stdout)
         assert reply["running"] is True and reply["pid"] == serve.pid
         assert reply["home"] == str(tmp_path / "user" / ".local" / "share" / "singan-studio")
-        stop = subprocess.run([*engine, "stop"], env=env, capture_output=True, text=True)
+        stop = subprocess.run([*engine, "stop"], **run)
         assert stop.returncode == 0, stop.stderr
         assert serve.wait(60) == 0 and not connection_file.exists()
     finally:

@@ -156,11 +156,15 @@ def _job_line(job) -> str:
 
 def cmd_stop(args: argparse.Namespace) -> dict:
     from editor_bridge.connection import connection_file_path, pid_alive, read_connection_file
-    from editor_bridge.errors import ConnectionFileError
+    from editor_bridge.errors import ConnectionFileError, RequestTimeout
 
     with connect(args.home) as client:
         pid = client.ping().pid
-        client.shutdown()
+        try:
+            client.shutdown()
+            answered = True
+        except RequestTimeout:  # its reply can be lost as the engine closes; whether it stops tells
+            answered = False
 
     def still_there() -> bool:
         # The daemon removes its connection file as the last step of a clean stop.
@@ -172,6 +176,11 @@ def cmd_stop(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.timeout
     while still_there():
         if time.monotonic() > deadline:
+            if not answered:
+                raise EngineError(
+                    f"the engine (pid {pid}) did not answer the stop request and still runs after "
+                    f"{args.timeout:g} s; see its log, and stop its process if it hangs"
+                )
             raise EngineError(
                 f"the engine (pid {pid}) is still checkpointing after {args.timeout:g} s; it stops on "
                 "its own, or wait longer with --timeout"

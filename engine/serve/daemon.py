@@ -215,11 +215,13 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
         server, jobs, registry, device, config.backend, precision, home, stop, engine_version()
     )
     jobs.runner = handlers.run_job
+    # Before anything can be resumed or the connection file tells clients (and `kill`) the engine is up: a
+    # SIGTERM from then on stops it cleanly, through `stop`.
+    _install_signal_handlers(stop)
     recovered = jobs.recover(lane_of)
     jobs.start()
     info = ConnectionInfo(endpoint=server.endpoint, key=key, pid=os.getpid(), engine_version=engine_version())
     path = write_connection_file(info, stale)
-    _install_signal_handlers(stop)
     log.info(
         "engine %s serving on %s (device %s, %s training, backend %s, home %s, %d models, %d jobs "
         "resumed); connection file %s",

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 Identities = tuple[bytes, ...]
 SendFn = Callable[..., None]  # BridgeServer.send(identities, content, *, parent=None, buffers=())
 TRAIN, QUICK = "train", "quick"
-PROGRESS_EVERY_S = 0.2  # at most this often per job, plus each stage's last iteration
+PROGRESS_EVERY_S = 0.2  # at most this often per job, plus each stage's first and last iteration
 
 
 def error_code(exc: BaseException) -> ErrorCode:
@@ -446,7 +446,10 @@ class JobManager:
         )
         job.progress = event.model_copy(update={"preview": None})  # status replies carry no frames
         now = time.monotonic()
-        if now - job.last_sent >= PROGRESS_EVERY_S or p.iteration == p.iters or preview is not None:
+        # Every stage's first and last iteration, and a preview, always go out; the rest at most every
+        # PROGRESS_EVERY_S.
+        edge = p.iteration in (1, p.iters)
+        if now - job.last_sent >= PROGRESS_EVERY_S or edge or preview is not None:
             job.last_sent = now
             self.broadcast(job, event, buffers)
 
