@@ -10,19 +10,12 @@ Prints Delta E inside the mask against the original painting, per case and as a 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import cv2
 import numpy as np
 
+from bench.cached_cases import CASES, cached_cases, parse_args
 from bench.quality import masked_error
-from bench.synthetic_cases import load_cases
-from engine import apply, blend, store
-from engine.device import configure_threads, select_device
-from engine.imageio import Picture
-
-CASES = ("oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard")
+from engine import apply, blend
 
 
 def reinhard_offset(rgb: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -53,19 +46,9 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", default="runs/bench_harmonization", help="bench_harmonization's --out")
-    parser.add_argument("--color-match", nargs="+", type=float, default=[0.5, 1.0])
-    args = parser.parse_args()
-    configure_threads()
-    device = select_device(None)
+    args = parse_args(__doc__)
     errors: dict[tuple[str, float], list[float]] = {}
-    for case in (c for c in load_cases() if c.name in CASES):
-        model = store.load_model(Path(args.models) / f"model_{case.name}_fast", device)
-        picture = Picture(case.composite.astype(np.float32) / 255.0)
-        mask = (case.mask > 127).astype(np.float32)
+    for case, model, picture, mask in cached_cases(args.models):
         for name, offset in VARIANTS.items():
             apply.surroundings_offset = offset
             for share in args.color_match:

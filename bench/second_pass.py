@@ -10,18 +10,12 @@ and the texture score (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
+from bench.cached_cases import CASES, cached_cases, parse_args
 from bench.quality import masked_error, texture_score
-from bench.synthetic_cases import load_cases
-from engine import apply, store
-from engine.device import configure_threads, select_device
+from engine import apply
 from engine.imageio import Picture
-
-CASES = ("oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard")
 
 
 def score(rgb: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
@@ -31,20 +25,9 @@ def score(rgb: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", default="runs/bench_harmonization", help="bench_harmonization's --out")
-    parser.add_argument("--color-match", nargs="+", type=float, default=[0.5, 1.0])
-    args = parser.parse_args()
-    configure_threads()
-    device = select_device(None)
+    args = parse_args(__doc__)
     scores: dict[str, list[tuple[float, float]]] = {}
-    for case in (c for c in load_cases() if c.name in CASES):
-        model = store.load_model(Path(args.models) / f"model_{case.name}_fast", device)
-        picture = Picture(case.composite.astype(np.float32) / 255.0)
-        mask = (case.mask > 127).astype(np.float32)
-
+    for case, model, picture, mask in cached_cases(args.models):
         for share in args.color_match:
             once = apply.apply_to_selection(model, picture, mask, color_match=share).rgb
             scores.setdefault(f"once, {share:g}", []).append(score(once, case.ground_truth, mask))

@@ -1,0 +1,36 @@
+"""The four hard synthetic cases with the `fast` models `python -m bench.bench_harmonization` cached for
+them: the shared set-up of the scripts that try a variant of applying a model (colour_prestep, second_pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from bench.synthetic_cases import HarmonizationCase, load_cases
+from engine import store
+from engine.device import configure_threads, select_device
+from engine.imageio import Picture
+from engine.store import TrainedModel
+
+CASES = ("oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard")
+
+
+def parse_args(doc: str | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="runs/bench_harmonization", help="bench_harmonization's --out")
+    parser.add_argument("--color-match", nargs="+", type=float, default=[0.5, 1.0])
+    return parser.parse_args()
+
+
+def cached_cases(models: str | Path) -> Iterator[tuple[HarmonizationCase, TrainedModel, Picture, np.ndarray]]:
+    """Each case with its cached model, its composite as a Picture and its mask as 0/1 floats."""
+    configure_threads()
+    device = select_device(None)
+    for case in (c for c in load_cases() if c.name in CASES):
+        model = store.load_model(Path(models) / f"model_{case.name}_fast", device)
+        picture = Picture(case.composite.astype(np.float32) / 255.0)
+        yield case, model, picture, (case.mask > 127).astype(np.float32)
