@@ -237,7 +237,7 @@ def test_quick_requests_answered_while_training_runs_and_each_client_gets_its_ev
         mode=Mode.HARMONIZATION,
         image=_first(request.background),
         preset=Preset.TINY,
-        iters=200,  # long enough to be still running after the quick work below, on a loaded machine
+        iters=80,  # long enough (seconds) to be still running after the quick work below, on a loaded machine
         seed=7,
         name="long",
     )
