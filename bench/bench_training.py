@@ -54,13 +54,20 @@ def time_stages(
         trainer.iteration = iters  # one warm-up iteration first
         trainer._train_stage(depth)
         trainer.iteration = 0
+        _sync(device)
         start = time.perf_counter()
         trainer.train = dataclasses.replace(train, iters=iters)
         trainer._train_stage(depth)
+        _sync(device)  # a GPU may still be running the queued work
         spi = (time.perf_counter() - start) / iters
         trainer.train = train
         rows.append((depth, trainer.shapes[depth], spi))
     return rows
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.assets import asset_dir
 from engine.config import MAX_ITERS
-from engine.errors import EngineError
+from engine.errors import EngineError, out_of_memory
 
 EXAMPLES = asset_dir("examples")
 
@@ -401,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     _Parser.json_errors = "--json" in (sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        result = args.run(args)
+        try:
+            result = args.run(args)
+        except (RuntimeError, MemoryError) as e:  # torch's OutOfMemoryError is a RuntimeError
+            if (memory := out_of_memory(e)) is None:
+                raise
+            raise memory from e
     except EngineError as e:
         if args.json:
             print(json.dumps({"ok": False, "error": str(e), **(e.details or {})}))

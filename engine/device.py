@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import torch
@@ -10,16 +11,54 @@ import torch
 from engine.config import ModelConfig, Precision, TrainConfig, preset, with_overrides
 from engine.errors import BadInputError
 
+log = logging.getLogger(__name__)
+
 
 def select_device(name: str | None = None) -> torch.device:
-    """`None` or "auto" picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    """`None` or "auto" picks CUDA when present and usable; asking for CUDA without one is an error, not a
+    fallback. "cuda:N" picks GPU N."""
     if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
+        if torch.cuda.is_available():
+            problem = cuda_problem(0)
+            if problem is None:
+                return torch.device("cuda")
+            log.warning("not using the GPU: %s; running on the CPU", problem)
+        return torch.device("cpu")
     if name != "cpu" and not name.startswith("cuda"):
-        raise BadInputError(f"unknown device '{name}': use cpu or cuda")
-    return torch.device(name)
+        raise BadInputError(f"unknown device '{name}': use cpu, cuda or cuda:N")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise BadInputError(f"--device {name} was asked for but no CUDA GPU is available: use --device cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInputError(f"unknown device '{name}': use cpu, cuda or cuda:N") from None
+    count = torch.cuda.device_count()
+    if (device.index or 0) >= count:
+        raise BadInputError(
+            f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+        )
+    problem = cuda_problem(device.index or 0)
+    if problem is not None:
+        raise BadInputError(f"--device {name}: {problem}; use --device cpu")
+    return device
+
+
+def cuda_problem(index: int) -> str | None:
+    """Why this PyTorch cannot run on GPU `index` (one older than every architecture it was built for), or
+    None. Newer GPUs are let through: they run older code (same major version) or its PTX."""
+    major, minor = torch.cuda.get_device_capability(index)
+    built = []
+    for arch in torch.cuda.get_arch_list():  # "sm_86", "compute_90", "sm_90a"
+        digits = "".join(c for c in arch.partition("_")[2] if c.isdigit())
+        if digits:
+            built.append((int(digits[:-1]), int(digits[-1])))
+    if built and all(b > (major, minor) for b in built):
+        name = torch.cuda.get_device_name(index)
+        oldest = "{}.{}".format(*min(built))
+        return f"{name} (compute capability {major}.{minor}) is older than this PyTorch supports ({oldest})"
+    return None
 
 
 def configure_threads() -> None:
@@ -38,8 +77,14 @@ def default_precision(device: torch.device, nfc: int = 64) -> Precision:
     if nfc < 32:
         return Precision.FP32
     if device.type == "cuda":
-        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP32
+        # Native bf16 from Ampere (compute capability 8) on. Older GPUs only emulate it (and
+        # torch.cuda.is_bf16_supported() counts emulation), with no cuDNN convolutions: far slower than fp32.
+        return Precision.BF16 if native_cuda_bf16(device) else Precision.FP32
     return Precision.BF16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else Precision.FP32
+
+
+def native_cuda_bf16(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
@@ -60,4 +105,6 @@ def training_configs(
     name = preset_name or ("paper" if device.type == "cuda" else "fast")
     model, train = preset(name, mode)
     precision = precision or default_precision(device, model.nfc)
+    if Precision(precision) is Precision.BF16 and device.type == "cuda" and not native_cuda_bf16(device):
+        log.warning("bf16 on this GPU is emulated and slow (it needs compute capability 8.0): use fp32")
     return name, *with_overrides(model, train, precision=Precision(precision), **overrides)

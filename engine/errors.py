@@ -1,5 +1,7 @@
 """Typed errors raised by the engine; each message says what the user can do about it."""
 
+import sys
+
 
 class EngineError(Exception):
     """Base class: the CLI prints the message and exits non-zero; the daemon sends it as an error reply."""
@@ -41,3 +43,16 @@ class OnnxFileError(EngineError):
 
 class BackendUnavailableError(EngineError):
     """The inference backend asked for cannot run here (no onnxruntime, or its CUDA provider fails)."""
+
+
+def out_of_memory(exc: BaseException) -> EngineError | None:
+    """What to tell the user when `exc` is the GPU's or the machine's memory running out; None otherwise."""
+    torch = sys.modules.get("torch")  # not imported: it cannot have raised
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return EngineError(
+            "the GPU ran out of memory: work at a smaller size (a smaller image or --max-size), or run on "
+            "the CPU (--device cpu)"
+        )
+    if isinstance(exc, MemoryError):
+        return EngineError("the machine ran out of memory: work at a smaller size, or close other programs")
+    return None

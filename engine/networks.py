@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -64,17 +65,12 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-_MATRICES: dict[tuple[int, int, torch.device], torch.Tensor] = {}
-
-
+@functools.lru_cache(maxsize=64)  # a training run uses a dozen; a long-running engine sees many sizes
 def _interpolation_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     """The n_out x n_in matrix of 1-D bicubic (align_corners) interpolation, taken from F.interpolate."""
-    key = (n_in, n_out, device)
-    if key not in _MATRICES:
-        eye = torch.eye(n_in, device=device).reshape(n_in, 1, n_in, 1)
-        cols = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=True)
-        _MATRICES[key] = cols[:, 0, :, 0].T.contiguous()
-    return _MATRICES[key]
+    eye = torch.eye(n_in, device=device).reshape(n_in, 1, n_in, 1)
+    cols = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=True)
+    return cols[:, 0, :, 0].T.contiguous()
 
 
 def upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size, matmul: bool = True) -> torch.Tensor:

@@ -34,8 +34,12 @@ FORMAT_VERSION = 1  # of exported samplers; engine.onnx_export writes it
 DEFAULT_BACKEND = "onnxruntime"
 
 
-def cuda_provider_options() -> dict[str, str]:
+def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
     return {
+        "device_id": str(device_id),
+        # Grow the memory arena by what a request needs, not by powers of two: a long-running engine
+        # keeps several sessions, and an arena never shrinks.
+        "arena_extend_strategy": "kSameAsRequested",
         # Sizes change from request to request; an exhaustive cuDNN search would re-run (seconds) for
         # every new size, while the heuristic choice is within a few percent for 3x3 convolutions.
         "cudnn_conv_algo_search": "HEURISTIC",
@@ -82,13 +86,16 @@ def verify_file(path: str | Path) -> dict:
 
 
 def _create_session(source: str, device: str) -> ort.InferenceSession:
+    """`device`: "cpu", "cuda" or "cuda:N"."""
     verify_file(source)
-    if device == "cuda":
+    gpu = device.startswith("cuda")
+    if gpu:
         if CUDA not in ort.get_available_providers():
             raise BackendUnavailableError(
                 "this onnxruntime has no CUDA provider: install onnxruntime-gpu, or use --device cpu"
             )
-        providers: list = [(CUDA, cuda_provider_options()), CPU]
+        index = int(device.partition(":")[2] or 0)
+        providers: list = [(CUDA, cuda_provider_options(index)), CPU]
     else:
         providers = [CPU]
     try:
@@ -99,7 +106,7 @@ def _create_session(source: str, device: str) -> ort.InferenceSession:
         ) from e
     # onnxruntime quietly drops to the CPU when CUDA or cuDNN libraries are missing: refuse instead, so
     # that a broken GPU setup shows up as an error and not as a slow engine.
-    if device == "cuda" and session.get_providers()[0] != CUDA:
+    if gpu and session.get_providers()[0] != CUDA:
         raise BackendUnavailableError(
             "onnxruntime could not start its CUDA provider (CUDA/cuDNN libraries missing or mismatched?): "
             "fix the CUDA install, or use --device cpu or --backend torch"
@@ -203,13 +210,14 @@ class OnnxBackend:
                 binding.bind_cpu_input(name, x.numpy())
         if any(x.is_cuda for x in keep):
             # onnxruntime reads on its own stream: the producers on torch's stream must have finished.
-            torch.cuda.current_stream().synchronize()
-        binding.bind_output("image", "cuda")
+            torch.cuda.current_stream(inputs[0].device).synchronize()
+        binding.bind_output("image", "cuda", inputs[0].device.index or 0)
         try:
             self.session.run_with_iobinding(binding)
         except Exception as e:
             raise BadInputError(f"onnxruntime could not run the sampler on these input sizes ({e})") from e
-        return torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(inputs[0].device)
+        # On the CPU: every caller turns the image into pixels there, so a copy back to the GPU is waste.
+        return torch.from_numpy(binding.copy_outputs_to_cpu()[0])
 
 
 def _cache_dir() -> Path:
@@ -270,8 +278,7 @@ def make_backend(model: TrainedModel, name: str = DEFAULT_BACKEND) -> Backend:
         return TorchBackend(model)
     if name != "onnxruntime":
         raise BadInputError(f"unknown backend '{name}': use one of {', '.join(BACKENDS)}")
-    device = "cuda" if model.device.type == "cuda" else "cpu"
-    return OnnxBackend(ensure_sampler(model), device)
+    return OnnxBackend(ensure_sampler(model), str(model.device))
 
 
 def describe_backend(backend: Backend) -> dict:

@@ -113,9 +113,11 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tra
     try:
         generator.load_state_dict(load_file(directory / "generator.safetensors"))
         noise = load_file(directory / "noise.safetensors")
-        fixed_noise = [noise[f"stage{k}"].to(device) for k in range(len(shapes))]
+        stored_noise = [noise[f"stage{k}"] for k in range(len(shapes))]
     except _DAMAGE as e:
         raise _damaged(directory, "weights", e) from e
+    # Outside the damage check: a GPU out of memory is a RuntimeError too, and no fault of the model.
+    fixed_noise = [n.to(device) for n in stored_noise]
     generator.to(device).eval().requires_grad_(False)
     return TrainedModel(
         path=directory,

@@ -46,6 +46,7 @@ from engine.errors import (
     EngineError,
     IncompatibleModelError,
     ModelNotFoundError,
+    out_of_memory,
 )
 from engine.serve.journal import JobRecord, Journal
 from engine.training import Progress
@@ -68,7 +69,7 @@ def error_code(exc: BaseException) -> ErrorCode:
         return ErrorCode.UNKNOWN_MODEL
     if isinstance(exc, BadInputError | IncompatibleModelError):
         return ErrorCode.INVALID_REQUEST
-    if isinstance(exc, EngineError):
+    if isinstance(exc, EngineError) or out_of_memory(exc) is not None:
         return ErrorCode.JOB_FAILED
     return ErrorCode.INTERNAL
 
@@ -76,6 +77,8 @@ def error_code(exc: BaseException) -> ErrorCode:
 def error_message(exc: BaseException) -> str:
     if isinstance(exc, BridgeError | EngineError):
         return str(exc)
+    if (memory := out_of_memory(exc)) is not None:
+        return str(memory)
     full = isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)  # SQLITE_FULL
     if full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
         return "the disk holding the engine's home is full: free some space and try again"
@@ -353,6 +356,8 @@ class JobManager:
             log.exception("train lane: job %s", job.job_id)
         finally:
             torch.set_num_threads(self.budget.threads)
+            if torch.cuda.is_initialized():
+                torch.cuda.empty_cache()  # training's peak stays cached otherwise, for the engine's lifetime
 
     def _run_job(self, job: Job) -> None:
         with self._lock:
