@@ -107,6 +107,30 @@ def make_scene(out: Path) -> Scene:
     return Scene(out / "background.png", out / "object.png", out / "mask.raw", w, h, mask)
 
 
+def harmonization_backgrounds(home: Path) -> list[np.ndarray]:
+    """What the engine under `home` trained its harmonization models on (not fine-tuned ones): the picture
+    without the artist's layer, as the plugin read it; RGB floats at model size."""
+    import json
+
+    from engine.store import load_training_image
+
+    found = []
+    for meta in sorted((home / "models").glob("*/model.json")):
+        data = json.loads(meta.read_text())
+        if data["model"]["mode"] == "harmonization" and "parent" not in data.get("info", {}):
+            found.append(load_training_image(meta.parent))
+    return found
+
+
+def matches_background(trained: np.ndarray, scene: Scene) -> float:
+    """Mean absolute difference (8-bit levels) between a training image and the scene's background."""
+    import cv2
+
+    bg = cv2.imread(str(scene.background))[..., ::-1].astype(np.float32) / 255
+    small = cv2.resize(bg, (trained.shape[1], trained.shape[0]), interpolation=cv2.INTER_AREA)
+    return float(np.abs(small - trained).mean() * 255)
+
+
 def raw(path: Path, scene: Scene, channels: int = 4) -> np.ndarray:
     return np.frombuffer(path.read_bytes(), np.uint8).reshape(scene.height, scene.width, channels)
 

@@ -24,8 +24,10 @@ from editor_e2e import (
     change_in_selection,
     editor_skip_reason,
     engine_serve,
+    harmonization_backgrounds,
     install_plugin,
     make_scene,
+    matches_background,
     raw,
     xvfb,
 )
@@ -46,11 +48,16 @@ RUNS = [
     {**HARMONIZE, "tag": "refined", "color_match": 0.5, "refine": True},  # fine-tunes, then harmonizes
     # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
     {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
+    # The artist deletes the layer the run started from while the engine trains: the result goes on top
+    {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "orphan", "scratch": 1},
+    # ...or crops the canvas meanwhile: no layer (it would land in the wrong place), and a message
+    {"procedure": "python-fu-singan-edit", "tag": "resized", "resize": 1},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
     # The layer's mask is the active drawable (its thumbnail clicked): refused with a message
     {**HARMONIZE, "tag": "on_mask", "on_layer_mask": 1},
 ]
-LAYER_RUNS = [run for run in RUNS if not run.get("cancel") and not run.get("on_layer_mask")]
+SPECIAL = ("cancel", "on_layer_mask", "scratch", "resize")
+LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
 GIMPRC = "root/.config/GIMP/3.0/gimprc"
@@ -198,6 +205,21 @@ def test_cancel_in_the_status_bar_cancels_the_engine_job(gimp_run):
     assert (raw(out / "cancel_composite.raw", scene) == raw(out / "before_composite.raw", scene)).all()
 
 
+def test_a_result_whose_layer_was_deleted_meanwhile_goes_on_top(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["orphan_job_state"] == "done"
+    # The run started from Scratch, below the pasted layer; Scratch is gone, the result is on top.
+    assert driver["orphan_layers"] == ["Edited", "Pasted object", "Background"]
+
+
+def test_a_result_for_a_resized_canvas_is_not_added_and_said_so(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["resized_job_state"] == "done"
+    assert driver["resized_layers"] == driver["before_layers"]
+    log = (gimp_run["log"] / "gimp.log").read_text(errors="replace")
+    assert "The canvas changed size while the engine worked" in log, log[-3000:]
+
+
 def test_a_layer_mask_is_refused_with_a_message(gimp_run):
     driver = gimp_run["driver"]
     assert driver["on_mask_status"] == "execution-error"
@@ -218,3 +240,11 @@ def test_same_picture_as_krita_reads(gimp_run):
 def test_uninstall_removes_exactly_what_install_added(gimp_run):
     assert gimp_run["uninstall"].returncode == 0, gimp_run["uninstall"].stderr
     assert not (gimp_run["dest"] / "singan_studio").exists()
+
+
+def test_models_train_on_the_picture_without_the_pasted_layer(gimp_run):
+    """The background the plugin sends is the painting alone: the pasted layer left out, nothing else."""
+    backgrounds = harmonization_backgrounds(gimp_run["out"].parent / "engine")
+    assert len(backgrounds) >= 2  # the first model and the retrained one
+    for trained in backgrounds:
+        assert matches_background(trained, gimp_run["scene"]) < 2.0

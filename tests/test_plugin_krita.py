@@ -24,8 +24,10 @@ from editor_e2e import (
     editor_env,
     editor_skip_reason,
     engine_serve,
+    harmonization_backgrounds,
     install_plugin,
     make_scene,
+    matches_background,
     raw,
     xvfb,
 )
@@ -362,3 +364,11 @@ def test_offers_to_start_the_engine_and_starts_it(krita_start_run):
     new = raw(out / "harmonize_new_layer.raw", scene)
     assert (new[scene.selection, 3] == 255).all() and (new[~scene.selection, 3] == 0).all()
     assert krita_start_run["code"] == 0, (out.parent / "krita.log").read_text()[-3000:]
+
+
+def test_models_train_on_the_picture_without_the_pasted_layer(krita_run):
+    """The background the plugin sends is the painting alone: the pasted layer left out, nothing else."""
+    backgrounds = harmonization_backgrounds(krita_run["engine_home"])
+    assert len(backgrounds) >= 2  # the first model and the retrained one
+    for trained in backgrounds:
+        assert matches_background(trained, krita_run["scene"]) < 2.0

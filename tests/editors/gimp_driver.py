@@ -183,6 +183,53 @@ def cancel_run(image, obj, window, run):
     window.screenshot(f"{tag}_after_gimp.jpg")
 
 
+def meanwhile_run(image, obj, window, run):
+    """Start the filter from the menu and, once the engine trains, change the image as an artist who goes
+    on working would: delete the layer the run started from ("scratch": a copy of the pasted layer, below
+    it), or crop the canvas by 10 px ("resize"). Records where the result went, or that none came and
+    what GIMP said (its messages go to the console, i.e. GIMP's log, for this run)."""
+    tag, label = run["tag"], Gimp.get_pdb().lookup_procedure(run["procedure"]).get_menu_label()
+    w, h = image.get_width(), image.get_height()
+    active = obj
+    if run.get("scratch"):
+        active = obj.copy()
+        active.set_name("Scratch")
+        image.insert_layer(active, None, image.get_item_position(obj) + 1)
+    image.set_selected_layers([active])
+    handler = Gimp.message_get_handler()
+    Gimp.message_set_handler(Gimp.MessageHandlerType.CONSOLE)
+    try:
+        window.run_action(label)
+        job_id = wait_for(running_job, 60, step_s=0.05)
+        if not job_id:
+            raise RuntimeError(f"{tag}: the engine never started training")
+        if run.get("scratch"):
+            image.remove_layer(active)
+            log(f"{tag}: deleted the Scratch layer during {job_id}")
+        else:
+            image.resize(w - 10, h - 10, 0, 0)
+            log(f"{tag}: cropped the canvas during {job_id}")
+        with engine() as client:
+            wait_for(lambda: client.job_status(job_id).state.value not in ("queued", "running"), 120)
+            RESULT[f"{tag}_job_state"] = client.job_status(job_id).state.value
+        if run.get("layer"):
+            if not wait_for(lambda: layer_named(image, run["layer"]) is not None, 60):
+                raise RuntimeError(f"{tag}: no layer {run['layer']!r} after the job ended")
+            time.sleep(0.5)
+        else:
+            time.sleep(3.0)  # the plug-in ends with its message; no layer may come
+        RESULT[f"{tag}_layers"] = [layer.get_name() for layer in image.get_layers()]
+        window.screenshot(f"{tag}_gimp.jpg")
+    finally:
+        Gimp.message_set_handler(handler)
+    if run.get("layer"):
+        window.key("ctrl+z")  # removes the result; the Scratch layer stays deleted
+        wait_for(lambda: layer_named(image, run["layer"]) is None, 10)
+    else:
+        image.resize(w, h, 0, 0)  # back to the size the next runs expect
+    image.set_selected_layers([obj])
+
+
 def mask_run(image, obj, run):
     """The artist clicked the layer's mask thumbnail, so the mask is the active drawable: the filter must
     refuse it with a message, not read the mask as the picture. Records the status and the message."""
@@ -237,6 +284,9 @@ def main():
             continue
         if run.get("on_layer_mask"):
             mask_run(image, obj, run)
+            continue
+        if run.get("scratch") or run.get("resize"):
+            meanwhile_run(image, obj, window, run)
             continue
         tag, name = run["tag"], run["layer"]
         procedure = pdb.lookup_procedure(run["procedure"])

@@ -62,15 +62,36 @@ def _read(drawable, x: int, y: int, w: int, h: int, fmt: str = FORMAT) -> bytes:
     return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
 
+def _position_path(image, layer) -> list[int]:
+    """Where `layer` sits in the layer tree: its position in each group, from the top level down."""
+    path = []
+    while layer is not None:
+        path.append(image.get_item_position(layer))
+        layer = layer.get_parent()
+    return path[::-1]
+
+
+def _layer_at(image, path: list[int]):
+    layers = image.get_layers()
+    for depth, position in enumerate(path):
+        if position >= len(layers):
+            return None
+        if depth == len(path) - 1:
+            return layers[position]
+        layers = layers[position].get_children()
+    return None
+
+
 def _flatten_copy(image, hide=None):
     """The visible image as one canvas-sized buffer, from a duplicate so the artist's image is never touched
-    (not even hidden and shown again: a Cancel kills this process at any moment). `hide`: the tattoo of a
-    layer to leave out."""
+    (not even hidden and shown again: a Cancel kills this process at any moment). `hide`: a layer to leave
+    out, found in the duplicate at the same place in the layer tree (a duplicate numbers its layers' tattoos
+    afresh, so a tattoo would find another layer there)."""
     copy = image.duplicate()
     try:
         if hide is not None:
-            layer = copy.get_layer_by_tattoo(hide)
-            if layer is None:
+            layer = _layer_at(copy, _position_path(image, hide))
+            if layer is None or layer.get_name() != hide.get_name():
                 raise CanvasError("could not find the active layer in a copy of the image; try again")
             layer.set_visible(False)
         if not any(layer.get_visible() for layer in copy.get_layers()):
@@ -106,19 +127,19 @@ def read_canvas(image, drawable) -> Canvas:
         height,
         composite=_flatten_copy(image),
         layer=bytes(layer),
-        background=_flatten_copy(image, hide=drawable.get_tattoo()),
+        background=_flatten_copy(image, hide=drawable),
         selection=selection,
         name=image.get_name() or "",
     )
 
 
-def add_result_layer(image, drawable, canvas: Canvas, patch: LayerPatch):
-    """A new canvas-sized layer right above the active one (at the top if the artist deleted that layer
-    meanwhile); one undo group, so one Undo removes it."""
+def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch):
+    """A new canvas-sized layer right above the layer with this tattoo, the one the run started from (at
+    the top if the artist deleted it meanwhile); one undo group, so one Undo removes it."""
     if not image.is_valid():
         raise CanvasError("the image was closed before the result arrived")
     check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
-    current = image.get_layer_by_tattoo(drawable.get_tattoo())  # None once the layer left the image
+    current = image.get_layer_by_tattoo(tattoo)  # None once the layer left the image
     parent, position = (current.get_parent(), image.get_item_position(current)) if current else (None, 0)
     image.undo_group_start()
     try:
@@ -198,6 +219,7 @@ def run(procedure, run_mode, image, drawables, config, data):
     # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
     guard = CancelGuard(settings.home, settings.timeout_s)
     try:
+        tattoo = drawable.get_tattoo()  # read now: the layer itself may be deleted while the engine works
         canvas = read_canvas(image, drawable)
         runner = Runner(settings, _progress, on_job=guard.watch)
         try:
@@ -212,7 +234,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
             patch = runner.run(op, canvas, color_match=color_match, refine=refine)
-        add_result_layer(image, drawable, canvas, patch)
+        add_result_layer(image, tattoo, canvas, patch)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:
