@@ -148,6 +148,10 @@ def test_driver_ran_every_procedure(gimp_run):
         assert driver[f"{run['tag']}_found"]
     assert driver["harmonize_menu"] == ["Harmonize selection", ["<Image>/Filters/SinGAN Studio"]]
     assert driver["before_layers"] == ["Pasted object", "Background"]
+    # The pasted layer is only as large as the object, and offset (as a paste makes it): read in place.
+    x, y, w, h = driver["object_layer"]
+    rows, cols = np.nonzero(gimp_run["scene"].selection)
+    assert (x, y, w, h) == (cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1)
 
 
 @pytest.mark.parametrize("tag", [run["tag"] for run in LAYER_RUNS])

@@ -269,6 +269,10 @@ def main():
     obj.set_name("Pasted object")
     image.insert_layer(obj, None, 0)
     image.select_item(Gimp.ChannelOps.REPLACE, obj)  # Layer > Transparency > Alpha to Selection
+    # As Edit > Paste as > New Layer makes it: a layer the size of the object, placed where it belongs.
+    x1, y1, x2, y2 = Gimp.Selection.bounds(image)[-4:]
+    obj.resize(x2 - x1, y2 - y1, -x1, -y1)
+    RESULT["object_layer"] = [*obj.get_offsets()[-2:], obj.get_width(), obj.get_height()]
     image.set_selected_layers([obj])
     w, h = image.get_width(), image.get_height()
     (OUT / "selection.raw").write_bytes(read(image.get_selection(), w, h, "Y u8"))
