@@ -46,17 +46,20 @@ RUNS = [
     {**HARMONIZE, "tag": "after"},
     {**HARMONIZE, "tag": "strong", "color_match": 1},  # from a script: the PDB with the argument
     {**HARMONIZE, "tag": "refined", "color_match": 0.5, "refine": True},  # fine-tunes, then harmonizes
+    # A paper texture (Multiply) on top of everything: the engine must not see it
+    {**HARMONIZE, "tag": "overlaid", "color_match": 0.5, "overlay": 1},
     # Cancel in the status bar mid-training (a preset that trains for minutes), then the same filter again
     {"procedure": "python-fu-singan-edit", "tag": "cancel", "cancel": 1, "preset": "fast"},
     # The artist deletes the layer the run started from while the engine trains: the result goes on top
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "orphan", "scratch": 1},
     # ...or crops the canvas meanwhile: no layer (it would land in the wrong place), and a message
-    {"procedure": "python-fu-singan-edit", "tag": "resized", "resize": 1},
+    # (Retrain: a model trains whatever the earlier runs stored, so there is time to crop.)
+    {"procedure": "python-fu-singan-retrain-edit", "tag": "resized", "resize": 1},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
     # The layer's mask is the active drawable (its thumbnail clicked): refused with a message
     {**HARMONIZE, "tag": "on_mask", "on_layer_mask": 1},
 ]
-SPECIAL = ("cancel", "on_layer_mask", "scratch", "resize")
+SPECIAL = ("cancel", "on_layer_mask", "scratch", "resize", "overlay")
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -252,3 +255,13 @@ def test_models_train_on_the_picture_without_the_pasted_layer(gimp_run):
     assert len(backgrounds) >= 2  # the first model and the retrained one
     for trained in backgrounds:
         assert matches_background(trained, gimp_run["scene"]) < 2.0
+
+
+def test_layers_over_the_pasted_one_are_not_painted_into_the_result(gimp_run):
+    """A Paper layer on top stays on top of the result: the engine gets the picture under it (so it reuses
+    the model and paints exactly what it paints without the paper), or the paper would apply twice."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["overlaid_status"] == "success"
+    assert driver["overlaid_layers"] == ["Paper", "Harmonized", "Pasted object", "Background"]
+    overlaid, after = raw(out / "overlaid_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
+    assert (overlaid == after).all()

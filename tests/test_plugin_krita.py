@@ -52,6 +52,14 @@ RUNS = [
     {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain"},  # a second model
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "strong", "color_match": 1.0},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "after", "color_match": 0.5},  # as retrain
+    # The same with a paper texture (Multiply) on top of everything: the engine must not see it
+    {
+        "action": "singan_harmonize",
+        "layer": "Harmonized",
+        "tag": "overlaid",
+        "color_match": 0.5,
+        "overlay": True,
+    },
     # "Refine the model on this object first": fine-tunes the stored (retrained) model, then harmonizes
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
@@ -185,7 +193,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
     ]
 
 
-LAYER_RUNS = [run for run in RUNS if "layer" in run and not run.get("keep")]
+LAYER_RUNS = [run for run in RUNS if "layer" in run and not run.get("keep") and not run.get("overlay")]
 
 
 @pytest.mark.parametrize("tag", [run["tag"] for run in LAYER_RUNS])
@@ -252,6 +260,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "retrain": 0.5,
         "strong": 0.5,
         "after": 1.0,
+        "overlaid": 0.5,
         "refined": 0.5,
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
@@ -372,3 +381,13 @@ def test_models_train_on_the_picture_without_the_pasted_layer(krita_run):
     assert len(backgrounds) >= 2  # the first model and the retrained one
     for trained in backgrounds:
         assert matches_background(trained, krita_run["scene"]) < 2.0
+
+
+def test_layers_over_the_pasted_one_are_not_painted_into_the_result(krita_run):
+    """A Paper layer on top stays on top of the result: the engine gets the picture under it (so it reuses
+    the model and paints exactly what it paints without the paper), or the paper would apply twice."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    layers = ["Background", "Pasted object", "Harmonized", "Selection Mask", "Paper"]  # Paper on top
+    assert driver["overlaid_layers"] == layers
+    overlaid, after = raw(out / "overlaid_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
+    assert (overlaid == after).all()

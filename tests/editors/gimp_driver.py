@@ -249,6 +249,21 @@ def mask_run(image, obj, run):
         obj.remove_mask(Gimp.MaskApplyMode.DISCARD)
 
 
+def add_paper(image):
+    """A paper texture over everything, in Multiply mode: the kind of layer an artist keeps on top."""
+    w, h = image.get_width(), image.get_height()
+    paper = Gimp.Layer.new(image, "Paper", w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.MULTIPLY)
+    image.insert_layer(paper, None, 0)
+    row = bytearray()
+    for x in range(w):
+        row += bytes([200 + (x * 7) % 56] * 3 + [255])
+    buffer = paper.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, w, h), "R'G'B'A u8", bytes(row) * h)
+    buffer.flush()
+    paper.update(0, 0, w, h)
+    return paper
+
+
 def wait_for(predicate, timeout_s, step_s=0.2):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -297,6 +312,7 @@ def main():
         RESULT[f"{tag}_found"] = procedure is not None
         RESULT[f"{tag}_menu"] = [procedure.get_menu_label(), list(procedure.get_menu_paths())]
         log(f"run {tag}")
+        paper = add_paper(image) if run.get("overlay") else None
         start = time.monotonic()
         image.set_selected_layers([obj])  # as the artist clicks the pasted layer before each filter
         if "color_match" in run:
@@ -330,6 +346,8 @@ def main():
         dump(image, obj, f"{tag}_undone")
         if (left := layer_named(image, name)) is not None:
             image.remove_layer(left)  # so that the next run starts from the same picture
+        if paper is not None:
+            image.remove_layer(paper)
 
 
 try:

@@ -82,17 +82,28 @@ def _layer_at(image, path: list[int]):
     return None
 
 
-def _flatten_copy(image, hide=None):
+def _layers_above(image, layer) -> list:
+    """The layers drawn over `layer`: those above it in its group, and above each enclosing group."""
+    above = []
+    while layer is not None:
+        parent = layer.get_parent()
+        siblings = parent.get_children() if parent is not None else image.get_layers()
+        above.extend(siblings[: image.get_item_position(layer)])  # GIMP lists the top layer first
+        layer = parent
+    return above
+
+
+def _flatten_copy(image, hide=()):
     """The visible image as one canvas-sized buffer, from a duplicate so the artist's image is never touched
-    (not even hidden and shown again: a Cancel kills this process at any moment). `hide`: a layer to leave
+    (not even hidden and shown again: a Cancel kills this process at any moment). `hide`: layers to leave
     out, found in the duplicate at the same place in the layer tree (a duplicate numbers its layers' tattoos
     afresh, so a tattoo would find another layer there)."""
     copy = image.duplicate()
     try:
-        if hide is not None:
-            layer = _layer_at(copy, _position_path(image, hide))
-            if layer is None or layer.get_name() != hide.get_name():
-                raise CanvasError("could not find the active layer in a copy of the image; try again")
+        found = [_layer_at(copy, _position_path(image, layer)) for layer in hide]
+        if any(c is None or c.get_name() != o.get_name() for c, o in zip(found, hide, strict=True)):
+            raise CanvasError("could not find the active layer in a copy of the image; try again")
+        for layer in found:
             layer.set_visible(False)
         if not any(layer.get_visible() for layer in copy.get_layers()):
             return None
@@ -121,13 +132,16 @@ def read_canvas(image, drawable) -> Canvas:
     selection = None
     if not Gimp.Selection.is_empty(image):
         selection = _read(image.get_selection(), 0, 0, width, height, MASK_FORMAT)
+    # Layers over the active one (a paper texture, a colour grade) stay over the result, which goes right
+    # above the active layer: the engine sees the picture without them, or they would apply twice.
+    above = _layers_above(image, drawable)
     return Canvas(
         Editor.GIMP,
         width,
         height,
-        composite=_flatten_copy(image),
+        composite=_flatten_copy(image, hide=above),
         layer=bytes(layer),
-        background=_flatten_copy(image, hide=drawable),
+        background=_flatten_copy(image, hide=[drawable, *above]),
         selection=selection,
         name=image.get_name() or "",
     )

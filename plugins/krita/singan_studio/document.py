@@ -57,8 +57,11 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
         composite = _projection_without(document, _results(document.rootNode(), op.layer_name))
         background = None
     else:
-        composite = bytes(document.pixelData(0, 0, width, height))
-        background = _projection_without(document, [node])
+        # Layers over the active one (a paper texture, a colour grade) stay over the result, which goes
+        # right above the active layer: the engine sees the picture without them, or they would apply twice.
+        above = _layers_above(node)
+        composite = _projection_without(document, above)
+        background = _projection_without(document, [node, *above])
     return (
         Canvas(
             Editor.KRITA,
@@ -84,6 +87,19 @@ def _results(parent, name: str) -> list:
         else:
             found.extend(_results(child, name))
     return found
+
+
+def _layers_above(node) -> list:
+    """The layers drawn over `node`: those above it in its group, and above each enclosing group (masks,
+    such as the global selection's, draw nothing)."""
+    above = []
+    parent = node.parentNode()
+    while parent is not None:
+        siblings = parent.childNodes()  # bottom first
+        index = next(i for i, child in enumerate(siblings) if _same(child, node))
+        above.extend(child for child in siblings[index + 1 :] if not child.type().endswith("mask"))
+        node, parent = parent, parent.parentNode()
+    return above
 
 
 def _projection_without(document, nodes: list) -> bytes:

@@ -104,10 +104,16 @@ class Driver(Extension):
         Krita.instance().activeWindow().qwindow().grab().save(str(OUT / f"{tag}_krita.png"))
 
     def next_run(self) -> None:
+        if getattr(self, "paper", None) is not None:  # the previous run's overlay goes
+            self.paper.remove()
+            self.doc.waitForDone()
+            self.paper = None
         if not self.runs:
             self.finish()
             return
         self.run = self.runs.pop(0)
+        if self.run.get("overlay"):
+            self.paper = self.add_paper()
         self.layers_before = names(self.doc)
         self.scratch = None
         target = self.layer  # as the artist clicks the pasted layer before each action
@@ -117,6 +123,21 @@ class Driver(Extension):
         self.doc.setActiveNode(target)
         # Krita applies setActiveNode through its view a little later: trigger once it has.
         self.when_active(target.name(), self.trigger, time.monotonic() + 10)
+
+    def add_paper(self):
+        """A paper texture over everything, in Multiply mode: the kind of layer an artist keeps on top."""
+        w, h = self.doc.width(), self.doc.height()
+        paper = self.doc.createNode("Paper", "paintlayer")
+        row = bytearray()
+        for x in range(w):
+            row += bytes([200 + (x * 7) % 56] * 3 + [255])  # B, G, R, A
+        paper.setPixelData(bytes(row) * h, 0, 0, w, h)
+        paper.setBlendingMode("multiply")
+        self.doc.rootNode().addChildNode(paper, None)
+        self.doc.refreshProjection()
+        self.doc.waitForDone()
+        log(f"Paper on top: {names(self.doc)}")
+        return paper
 
     def when_active(self, name: str, then, deadline: float) -> None:
         if self.doc.activeNode().name() == name:
