@@ -181,6 +181,26 @@ class Canvas:
         return self.background
 
 
+HIDDEN_LAYER = "the active layer is hidden: show it (its eye in the Layers panel) or make another one active"
+
+
+def check_region_on_layer(canvas: Canvas, mask: np.ndarray) -> None:
+    """Harmonization blends the active layer's object into the picture. Refuse a selection that misses the
+    object entirely (left behind when the pasted layer was moved), and an opaque active layer with nothing
+    selected (the whole canvas would be repainted)."""
+    alpha = canvas.pixels(canvas.layer)[..., 3]
+    if canvas.selection is not None and not alpha[mask > 0].any():
+        raise CanvasError(
+            "the selection does not touch the active layer (was the layer moved after selecting?): select "
+            "the pasted object again, or make the pasted layer active"
+        )
+    if canvas.selection is None and alpha.all():
+        raise CanvasError(
+            "nothing is selected and the active layer covers the whole canvas: select the object to "
+            "harmonize, or make the pasted layer active"
+        )
+
+
 def mask_bbox(mask: np.ndarray) -> BBox:
     """The bounding box of the nonzero mask pixels; EmptySelection when there are none."""
     rows = np.flatnonzero(mask.any(axis=1))
@@ -221,6 +241,8 @@ def apply_job(
         raise ValueError("variation needs a generation model: use train_job and sample_job")
     mask = canvas.mask()
     bbox = mask_bbox(mask)
+    if op.mode is Mode.HARMONIZATION:
+        check_region_on_layer(canvas, mask)
     buffers: list[Any] = []
     order = canvas.channel_order
     image = frames.attach(buffers, canvas.pixels(canvas.composite), order, bbox)

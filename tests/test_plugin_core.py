@@ -263,3 +263,19 @@ def test_a_result_is_placed_only_on_a_canvas_of_the_size_it_was_made_for():
     check_canvas_unchanged((640, 480), (640, 480))
     with pytest.raises(CanvasError, match=r"changed size .* \(640x480 to 630x470\).*Run it again"):
         check_canvas_unchanged((640, 480), (630, 470))
+
+
+def test_harmonize_refuses_a_selection_off_the_layer_and_an_opaque_layer_with_no_selection():
+    import dataclasses
+
+    canvas = make_canvas()
+    moved = np.zeros((H, W), np.uint8)
+    moved[6:8, 0:2] = 255  # the selection left behind after the pasted layer was moved
+    off = dataclasses.replace(canvas, selection=moved.tobytes())
+    with pytest.raises(CanvasError, match="the selection does not touch the active layer"):
+        apply_job(Operation.HARMONIZE, off)
+    apply_job(Operation.EDIT, off)  # an edit may target any region of the picture
+    opaque = dataclasses.replace(canvas, layer=canvas.composite, selection=None)
+    with pytest.raises(CanvasError, match="nothing is selected and the active layer covers the whole canvas"):
+        apply_job(Operation.HARMONIZE, opaque)
+    apply_job(Operation.HARMONIZE, dataclasses.replace(canvas, selection=None))  # the layer's own shape

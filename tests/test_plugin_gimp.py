@@ -58,8 +58,10 @@ RUNS = [
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
     # The layer's mask is the active drawable (its thumbnail clicked): refused with a message
     {**HARMONIZE, "tag": "on_mask", "on_layer_mask": 1},
+    # The pasted layer is hidden: not the picture the artist sees, refused with a message
+    {**HARMONIZE, "tag": "hidden", "hidden": 1},
 ]
-SPECIAL = ("cancel", "on_layer_mask", "scratch", "resize", "overlay")
+SPECIAL = ("cancel", "on_layer_mask", "hidden", "scratch", "resize", "overlay")
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -232,6 +234,13 @@ def test_a_layer_mask_is_refused_with_a_message(gimp_run):
     assert driver["on_mask_status"] == "execution-error"
     assert "select a layer in the Layers dialog, not a mask" in driver["on_mask_message"]
     assert driver["on_mask_layers"] == driver["before_layers"]
+
+
+def test_a_hidden_layer_is_refused_with_a_message(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["hidden_status"] == "execution-error"
+    assert "The active layer is hidden: show it" in driver["hidden_message"]
+    assert driver["hidden_layers"] == driver["before_layers"]
 
 
 def test_same_picture_as_krita_reads(gimp_run):

@@ -48,6 +48,8 @@ REFINE_ITERS = 30  # fine-tuning of the tiny model when a run asks to refine
 RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "harmonize"},
     {"action": "singan_harmonize", "tag": "dialog_cancel", "dialog_cancel": True, "color_match": 0.1},
+    # The pasted layer is hidden: not the picture the artist sees, refused with a message
+    {"action": "singan_harmonize", "tag": "hidden", "hidden": True, "expect_message": True},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "again"},  # reuses the stored model
     {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain"},  # a second model
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "strong", "color_match": 1.0},
@@ -256,6 +258,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
     assert shown == {
         "harmonize": 0.5,
         "dialog_cancel": 0.5,
+        "hidden": 0.5,
         "again": 0.5,
         "retrain": 0.5,
         "strong": 0.5,
@@ -391,3 +394,10 @@ def test_layers_over_the_pasted_one_are_not_painted_into_the_result(krita_run):
     assert driver["overlaid_layers"] == layers
     overlaid, after = raw(out / "overlaid_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
     assert (overlaid == after).all()
+
+
+def test_a_hidden_layer_is_refused_with_a_message(krita_run):
+    driver = krita_run["driver"]
+    (message,) = driver["hidden_messages"]
+    assert message.startswith("The active layer is hidden: show it")
+    assert driver["hidden_layers"] == driver["before_layers"]

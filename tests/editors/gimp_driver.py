@@ -230,23 +230,30 @@ def meanwhile_run(image, obj, window, run):
     image.set_selected_layers([obj])
 
 
-def mask_run(image, obj, run):
-    """The artist clicked the layer's mask thumbnail, so the mask is the active drawable: the filter must
-    refuse it with a message, not read the mask as the picture. Records the status and the message."""
-    mask = obj.create_mask(Gimp.AddMaskType.WHITE)
-    obj.add_mask(mask)
+def refused_run(image, obj, run):
+    """Runs the filter (through the PDB) where it must refuse with a message, and records the status and
+    the message: the artist clicked the layer's mask thumbnail, so the mask is the active drawable
+    ("on_layer_mask": it must not be read as the picture), or the pasted layer is hidden ("hidden")."""
+    drawable = obj
+    if run.get("on_layer_mask"):
+        drawable = obj.create_mask(Gimp.AddMaskType.WHITE)
+        obj.add_mask(drawable)
+    if run.get("hidden"):
+        obj.set_visible(False)
     try:
         procedure = Gimp.get_pdb().lookup_procedure(run["procedure"])
         config = procedure.create_config()
         config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
         config.set_property("image", image)
-        config.set_core_object_array("drawables", [mask])
+        config.set_core_object_array("drawables", [drawable])
         values = procedure.run(config)
         RESULT[f"{run['tag']}_status"] = values.index(0).value_nick
         RESULT[f"{run['tag']}_message"] = str(values.index(1)) if values.length() > 1 else ""
         RESULT[f"{run['tag']}_layers"] = [layer.get_name() for layer in image.get_layers()]
     finally:
-        obj.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        if run.get("on_layer_mask"):
+            obj.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        obj.set_visible(True)
 
 
 def add_paper(image):
@@ -301,8 +308,8 @@ def main():
         if run.get("cancel"):
             cancel_run(image, obj, window, run)
             continue
-        if run.get("on_layer_mask"):
-            mask_run(image, obj, run)
+        if run.get("on_layer_mask") or run.get("hidden"):
+            refused_run(image, obj, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)

@@ -24,6 +24,7 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
 from editor_bridge.plugin_core import (  # noqa: E402
+    HIDDEN_LAYER,
     Canvas,
     CanvasError,
     Editor,
@@ -114,6 +115,11 @@ def _flatten_copy(image, hide=()):
 
 
 def read_canvas(image, drawable) -> Canvas:
+    item = drawable
+    while item is not None:  # a hidden layer (or group) is not in the picture the artist sees
+        if not item.get_visible():
+            raise CanvasError(HIDDEN_LAYER)
+        item = item.get_parent()
     check_color_depth(
         Editor.GIMP, image.get_base_type().value_nick, image.get_precision().value_name.replace("GIMP_", "")
     )

@@ -8,6 +8,7 @@ from krita import Krita
 from PyQt5.QtCore import QTimer
 
 from editor_bridge.plugin_core import (
+    HIDDEN_LAYER,
     Canvas,
     CanvasError,
     Editor,
@@ -46,6 +47,12 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
         "clonelayer",
     ):
         raise CanvasError("select a layer (the pasted object) in the Layers docker first")
+    if op is not Operation.VARIATION:
+        item = node
+        while item is not None and item.parentNode() is not None:  # the root has no eye
+            if not item.visible():  # a hidden layer (or group) is not in the picture the artist sees
+                raise CanvasError(HIDDEN_LAYER)
+            item = item.parentNode()
     check_color_depth(Editor.KRITA, document.colorModel(), document.colorDepth())
     check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth())
     width, height = document.width(), document.height()

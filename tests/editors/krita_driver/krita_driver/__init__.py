@@ -111,9 +111,12 @@ class Driver(Extension):
         if not self.runs:
             self.finish()
             return
+        self.layer.setVisible(True)  # shown again after a "hidden" run
         self.run = self.runs.pop(0)
         if self.run.get("overlay"):
             self.paper = self.add_paper()
+        if self.run.get("hidden"):  # the artist hid the pasted layer
+            self.layer.setVisible(False)
         self.layers_before = names(self.doc)
         self.scratch = None
         target = self.layer  # as the artist clicks the pasted layer before each action
