@@ -58,10 +58,12 @@ RUNS = [
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
     # The layer's mask is the active drawable (its thumbnail clicked): refused with a message
     {**HARMONIZE, "tag": "on_mask", "on_layer_mask": 1},
+    # A cut-out made with a layer mask, nothing selected: the mask is part of the layer's shape
+    {**HARMONIZE, "tag": "masked", "masked": 1},
     # The pasted layer is hidden: not the picture the artist sees, refused with a message
     {**HARMONIZE, "tag": "hidden", "hidden": 1},
 ]
-SPECIAL = ("cancel", "on_layer_mask", "hidden", "scratch", "resize", "overlay")
+SPECIAL = ("cancel", "on_layer_mask", "hidden", "masked", "scratch", "resize", "overlay")
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -234,6 +236,16 @@ def test_a_layer_mask_is_refused_with_a_message(gimp_run):
     assert driver["on_mask_status"] == "execution-error"
     assert "select a layer in the Layers dialog, not a mask" in driver["on_mask_message"]
     assert driver["on_mask_layers"] == driver["before_layers"]
+
+
+def test_with_no_selection_a_layer_mask_shapes_the_result(gimp_run):
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["masked_status"] == "success"
+    assert driver["masked_layers"] == ["Harmonized", "Pasted object", "Background"]
+    alpha = raw(out / "masked_new_layer.raw", scene)[..., 3]
+    split = driver["masked_split_x"]
+    assert not alpha[:, : split - 2].any(), "the result covers what the layer mask hides"
+    assert (alpha[:, split + 2 :][scene.selection[:, split + 2 :]] > 0).mean() > 0.9
 
 
 def test_a_hidden_layer_is_refused_with_a_message(gimp_run):

@@ -230,6 +230,37 @@ def meanwhile_run(image, obj, window, run):
     image.set_selected_layers([obj])
 
 
+def masked_run(image, obj, run):
+    """A cut-out made with a layer mask (its left half black) and nothing selected: the filter (through the
+    PDB) must take the layer's shape with its mask, so the result covers only what the mask shows."""
+    tag, w, h = run["tag"], image.get_width(), image.get_height()
+    mask = obj.create_mask(Gimp.AddMaskType.WHITE)
+    obj.add_mask(mask)
+    half, mh = mask.get_width() // 2, mask.get_height()
+    buffer = mask.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, half, mh), "Y u8", bytes(half * mh))
+    buffer.flush()
+    mask.update(0, 0, half, mh)
+    RESULT[f"{tag}_split_x"] = obj.get_offsets()[-2] + half  # canvas x where the mask starts to show
+    Gimp.Selection.none(image)
+    try:
+        procedure = Gimp.get_pdb().lookup_procedure(run["procedure"])
+        config = procedure.create_config()
+        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+        config.set_property("image", image)
+        config.set_core_object_array("drawables", [obj])
+        config.set_property("color-match", 0.5)
+        RESULT[f"{tag}_status"] = procedure.run(config).index(0).value_nick
+        new = layer_named(image, run["layer"])
+        RESULT[f"{tag}_layers"] = [layer.get_name() for layer in image.get_layers()]
+        if new is not None:
+            (OUT / f"{tag}_new_layer.raw").write_bytes(read(new, w, h))
+            image.remove_layer(new)
+    finally:
+        obj.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        image.select_item(Gimp.ChannelOps.REPLACE, obj)
+
+
 def refused_run(image, obj, run):
     """Runs the filter (through the PDB) where it must refuse with a message, and records the status and
     the message: the artist clicked the layer's mask thumbnail, so the mask is the active drawable
@@ -310,6 +341,9 @@ def main():
             continue
         if run.get("on_layer_mask") or run.get("hidden"):
             refused_run(image, obj, run)
+            continue
+        if run.get("masked"):
+            masked_run(image, obj, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)

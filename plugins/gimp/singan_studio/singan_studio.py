@@ -20,6 +20,7 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
+import numpy as np  # noqa: E402
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
@@ -131,6 +132,14 @@ def read_canvas(image, drawable) -> Canvas:
     x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, width), min(oy + h, height)
     if x1 > x0 and y1 > y0:
         part = _read(drawable, x0 - ox, y0 - oy, x1 - x0, y1 - y0)
+        mask = drawable.get_mask()
+        if mask is not None and drawable.get_apply_mask():
+            # A layer mask (a cut-out made without erasing) is part of the layer's shape as the artist sees
+            # it; the buffer holds the pixels without it.
+            shape = np.frombuffer(_read(mask, x0 - ox, y0 - oy, x1 - x0, y1 - y0, MASK_FORMAT), np.uint8)
+            pixels = np.frombuffer(part, np.uint8).reshape(-1, 4).copy()
+            pixels[:, 3] = (pixels[:, 3].astype(np.uint16) * shape // 255).astype(np.uint8)
+            part = pixels.tobytes()
         row = (x1 - x0) * 4
         for y in range(y0, y1):
             start = (y * width + x0) * 4
