@@ -122,13 +122,26 @@ def harmonization_backgrounds(home: Path) -> list[np.ndarray]:
     return found
 
 
-def matches_background(trained: np.ndarray, scene: Scene) -> float:
-    """Mean absolute difference (8-bit levels) between a training image and the scene's background."""
+def check_trained_on_the_background(home: Path, scene: Scene) -> None:
+    """Each harmonization model under `home` learnt the scene's painting alone (mean difference < 2 levels):
+    the background the plugin sent left the pasted layer out, and nothing else."""
     import cv2
 
+    backgrounds = harmonization_backgrounds(home)
+    assert len(backgrounds) >= 2  # the first model and the retrained one
     bg = cv2.imread(str(scene.background))[..., ::-1].astype(np.float32) / 255
-    small = cv2.resize(bg, (trained.shape[1], trained.shape[0]), interpolation=cv2.INTER_AREA)
-    return float(np.abs(small - trained).mean() * 255)
+    for trained in backgrounds:
+        small = cv2.resize(bg, (trained.shape[1], trained.shape[0]), interpolation=cv2.INTER_AREA)
+        assert np.abs(small - trained).mean() * 255 < 2.0
+
+
+def check_overlay_left_out(out: Path, scene: Scene, layers: list[str], expected: list[str]) -> None:
+    """The "overlaid" run (a Multiply paper layer on top) holds `expected` layers, and its result is exactly
+    the "after" run's (same model and settings, no paper): the engine never saw the paper, which stays over
+    the result, so it applies once."""
+    assert layers == expected
+    overlaid, after = raw(out / "overlaid_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
+    assert (overlaid == after).all()
 
 
 def raw(path: Path, scene: Scene, channels: int = 4) -> np.ndarray:

@@ -230,6 +230,18 @@ def meanwhile_run(image, obj, window, run):
     image.set_selected_layers([obj])
 
 
+def run_pdb(name, image, drawable, arguments=None):
+    """The procedure through the PDB, non-interactively, as a script runs it; its return values."""
+    procedure = Gimp.get_pdb().lookup_procedure(name)
+    config = procedure.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [drawable])
+    for key, value in (arguments or {}).items():
+        config.set_property(key, value)
+    return procedure.run(config)
+
+
 def masked_run(image, obj, run):
     """A cut-out made with a layer mask (its left half black) and nothing selected: the filter (through the
     PDB) must take the layer's shape with its mask, so the result covers only what the mask shows."""
@@ -244,13 +256,9 @@ def masked_run(image, obj, run):
     RESULT[f"{tag}_split_x"] = obj.get_offsets()[-2] + half  # canvas x where the mask starts to show
     Gimp.Selection.none(image)
     try:
-        procedure = Gimp.get_pdb().lookup_procedure(run["procedure"])
-        config = procedure.create_config()
-        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-        config.set_property("image", image)
-        config.set_core_object_array("drawables", [obj])
-        config.set_property("color-match", 0.5)
-        RESULT[f"{tag}_status"] = procedure.run(config).index(0).value_nick
+        RESULT[f"{tag}_status"] = (
+            run_pdb(run["procedure"], image, obj, {"color-match": 0.5}).index(0).value_nick
+        )
         new = layer_named(image, run["layer"])
         RESULT[f"{tag}_layers"] = [layer.get_name() for layer in image.get_layers()]
         if new is not None:
@@ -272,12 +280,7 @@ def refused_run(image, obj, run):
     if run.get("hidden"):
         obj.set_visible(False)
     try:
-        procedure = Gimp.get_pdb().lookup_procedure(run["procedure"])
-        config = procedure.create_config()
-        config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-        config.set_property("image", image)
-        config.set_core_object_array("drawables", [drawable])
-        values = procedure.run(config)
+        values = run_pdb(run["procedure"], image, drawable)
         RESULT[f"{run['tag']}_status"] = values.index(0).value_nick
         RESULT[f"{run['tag']}_message"] = str(values.index(1)) if values.length() > 1 else ""
         RESULT[f"{run['tag']}_layers"] = [layer.get_name() for layer in image.get_layers()]
@@ -358,13 +361,8 @@ def main():
         image.set_selected_layers([obj])  # as the artist clicks the pasted layer before each filter
         if "color_match" in run:
             # As a script would: the procedure through the PDB, with its arguments.
-            config = procedure.create_config()
-            config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-            config.set_property("image", image)
-            config.set_core_object_array("drawables", [obj])
-            config.set_property("color-match", float(run["color_match"]))
-            config.set_property("refine", bool(run.get("refine")))
-            RESULT[f"{tag}_status"] = procedure.run(config).index(0).value_nick
+            arguments = {"color-match": float(run["color_match"]), "refine": bool(run.get("refine"))}
+            RESULT[f"{tag}_status"] = run_pdb(run["procedure"], image, obj, arguments).index(0).value_nick
         else:
             window.run_action(procedure.get_menu_label())
             if run.get("dialog"):
