@@ -24,10 +24,10 @@ def select_device(name: str | None = None) -> torch.device:
                 return torch.device("cuda")
             log.warning("not using the GPU: %s; running on the CPU", problem)
         return torch.device("cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise BadInputError(f"unknown device '{name}': use cpu, cuda or cuda:N")
     if name == "cpu":
         return torch.device("cpu")
+    if not name.startswith("cuda"):
+        raise BadInputError(f"unknown device '{name}': use cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         raise BadInputError(f"--device {name} was asked for but no CUDA GPU is available: use --device cpu")
     try:

@@ -156,6 +156,13 @@ def running_job():
         return next((j.job_id for j in client.status().jobs if j.progress is not None), None)
 
 
+def end_state(job_id, timeout_s):
+    """The engine job's state once it has ended (or as it stands after `timeout_s`)."""
+    with engine() as client:
+        wait_for(lambda: client.job_status(job_id).state.value not in ("queued", "running"), timeout_s)
+        return client.job_status(job_id).state.value
+
+
 def cancel_run(image, obj, window, run):
     """Start the filter, wait until the engine is training, click Cancel in the status bar, and record
     what became of the engine's job and of the picture."""
@@ -173,9 +180,7 @@ def cancel_run(image, obj, window, run):
     clicked = time.monotonic()
     window.click(*CONFIG["cancel_button"])
     log(f"clicked Cancel for {job_id}")
-    with engine() as client:
-        wait_for(lambda: client.job_status(job_id).state.value not in ("queued", "running"), 30)
-        RESULT[f"{tag}_job_state"] = client.job_status(job_id).state.value
+    RESULT[f"{tag}_job_state"] = end_state(job_id, 30)
     RESULT[f"{tag}_cancel_seconds"] = round(time.monotonic() - clicked, 2)
     time.sleep(1.0)
     RESULT[f"{tag}_undo_enabled"] = image.undo_is_enabled()  # the artist's history still records edits
@@ -209,9 +214,7 @@ def meanwhile_run(image, obj, window, run):
         else:
             image.resize(w - 10, h - 10, 0, 0)
             log(f"{tag}: cropped the canvas during {job_id}")
-        with engine() as client:
-            wait_for(lambda: client.job_status(job_id).state.value not in ("queued", "running"), 120)
-            RESULT[f"{tag}_job_state"] = client.job_status(job_id).state.value
+        RESULT[f"{tag}_job_state"] = end_state(job_id, 120)
         if run.get("layer"):
             if not wait_for(lambda: layer_named(image, run["layer"]) is not None, 60):
                 raise RuntimeError(f"{tag}: no layer {run['layer']!r} after the job ended")
