@@ -56,14 +56,16 @@ RUNS = [
     # (Retrain: a model trains whatever the earlier runs stored, so there is time to crop.)
     {"procedure": "python-fu-singan-retrain-edit", "tag": "resized", "resize": 1},
     {"procedure": "python-fu-singan-edit", "layer": "Edited", "tag": "edit"},
-    # The layer's mask is the active drawable (its thumbnail clicked): refused with a message
-    {**HARMONIZE, "tag": "on_mask", "on_layer_mask": 1},
+    # A channel is the active drawable (clicked in the Channels dialog): refused with a message
+    {**HARMONIZE, "tag": "on_channel", "on_channel": 1},
     # A cut-out made with a layer mask, nothing selected: the mask is part of the layer's shape
     {**HARMONIZE, "tag": "masked", "masked": 1},
+    # ...and the same run from the mask itself (GIMP makes a new mask the active drawable): on its layer
+    {**HARMONIZE, "tag": "on_mask", "masked": 1, "from_mask": 1},
     # The pasted layer is hidden: not the picture the artist sees, refused with a message
     {**HARMONIZE, "tag": "hidden", "hidden": 1},
 ]
-SPECIAL = ("cancel", "on_layer_mask", "hidden", "masked", "scratch", "resize", "overlay")
+SPECIAL = ("cancel", "on_channel", "hidden", "masked", "scratch", "resize", "overlay")
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -234,19 +236,21 @@ def test_a_result_for_a_resized_canvas_is_not_added_and_said_so(gimp_run):
     assert "The canvas changed size while the engine worked" in log, log[-3000:]
 
 
-def test_a_layer_mask_is_refused_with_a_message(gimp_run):
+def test_a_channel_is_refused_with_a_message(gimp_run):
     driver = gimp_run["driver"]
-    assert driver["on_mask_status"] == "execution-error"
-    assert "select a layer in the Layers dialog, not a mask" in driver["on_mask_message"]
-    assert driver["on_mask_layers"] == driver["before_layers"]
+    assert driver["on_channel_status"] == "execution-error"
+    assert "select a layer in the Layers dialog, not a channel" in driver["on_channel_message"]
+    assert driver["on_channel_layers"] == driver["before_layers"]
 
 
-def test_with_no_selection_a_layer_mask_shapes_the_result(gimp_run):
+@pytest.mark.parametrize("tag", ["masked", "on_mask"])
+def test_with_no_selection_a_layer_mask_shapes_the_result(gimp_run, tag):
+    """From the layer or from its mask (the active drawable once a mask is added): the same result."""
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
-    assert driver["masked_status"] == "success"
-    assert driver["masked_layers"] == ["Harmonized", "Pasted object", "Background"]
-    alpha = raw(out / "masked_new_layer.raw", scene)[..., 3]
-    split = driver["masked_split_x"]
+    assert driver[f"{tag}_status"] == "success", driver.get(f"{tag}_message")
+    assert driver[f"{tag}_layers"] == ["Harmonized", "Pasted object", "Background"]
+    alpha = raw(out / f"{tag}_new_layer.raw", scene)[..., 3]
+    split = driver[f"{tag}_split_x"]
     assert not alpha[:, : split - 2].any(), "the result covers what the layer mask hides"
     assert (alpha[:, split + 2 :][scene.selection[:, split + 2 :]] > 0).mean() > 0.9
 

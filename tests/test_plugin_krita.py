@@ -66,6 +66,10 @@ RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
+    # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
+    {"action": "singan_variation", "layer": "Variation", "tag": "variation_paper", "overlay": True},
+    # The artist clicked a local selection mask of the pasted layer: it is the selection, not the global one
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "local", "local_selection": True},
     # The artist keeps a variation and asks for another
     {"action": "singan_variation", "layer": "Variation", "tag": "kept", "keep": True},
     {"action": "singan_variation", "layer": "Variation 2", "tag": "over", "keep": True},
@@ -195,7 +199,8 @@ def test_actions_are_in_their_own_submenu(krita_run):
     ]
 
 
-LAYER_RUNS = [run for run in RUNS if "layer" in run and not run.get("keep") and not run.get("overlay")]
+SPECIAL = ("keep", "overlay", "local_selection")
+LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
 
 @pytest.mark.parametrize("tag", [run["tag"] for run in LAYER_RUNS])
@@ -267,6 +272,8 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "refined": 0.5,
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
+        "variation_paper": None,
+        "local": 0.5,
         "kept": None,
         "over": None,
         "orphan": None,
@@ -293,7 +300,8 @@ def test_refine_finetunes_the_stored_model_on_the_paste(krita_run):
 def test_each_variation_is_a_new_one(krita_run):
     scene, out = krita_run["scene"], krita_run["out"]
     generation = [m for m in krita_run["models"] if m.mode is Mode.GENERATION]
-    assert len(generation) == 1  # the second variation reused the model
+    # the second variation reused the model; the picture with a paper layer on top is another picture
+    assert len(generation) == 2
     first, second = raw(out / "variation_new_layer.raw", scene), raw(out / "variation2_new_layer.raw", scene)
     assert not (first == second).all(), "two variations of one picture came out the same"
 
@@ -301,9 +309,37 @@ def test_each_variation_is_a_new_one(krita_run):
 def test_a_kept_variation_is_left_out_of_the_next_ones_picture(krita_run):
     """The next variation reuses the model (it learns the artist's picture, not the last variation)."""
     driver = krita_run["driver"]
-    expected = ["Background", "Pasted object", "Variation 2", "Variation", "Selection Mask"]
+    # the new one on top, where it shows (below the kept one it would be hidden)
+    expected = ["Background", "Pasted object", "Variation", "Variation 2", "Selection Mask"]
     assert driver["over_layers"] == expected
-    assert len([m for m in krita_run["models"] if m.mode is Mode.GENERATION]) == 1
+    # no third model: the plain picture's and the one with paper on top (test_each_variation_is_a_new_one)
+    assert len([m for m in krita_run["models"] if m.mode is Mode.GENERATION]) == 2
+
+
+def test_a_variation_goes_over_the_layers_on_top(krita_run):
+    """A variation is sampled from all that shows, paper included: under the paper it would show it twice."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    layers = ["Background", "Pasted object", "Selection Mask", "Paper", "Variation"]  # the driver's paper
+    assert driver["variation_paper_layers"] == layers  # goes on top, over Krita's global selection mask
+    new = raw(out / "variation_paper_new_layer.raw", scene)
+    after = raw(out / "variation_paper_composite.raw", scene)
+    sel = scene.selection
+    assert (new[sel, 3] == 255).all() and (new[~sel, 3] == 0).all()
+    assert (after[sel, :3] == new[sel, :3]).all(), "the paper was applied over the variation"
+    assert driver["variation_paper_undone_layers"] == [name for name in layers if name != "Variation"]
+
+
+def test_a_clicked_local_selection_mask_is_the_selection(krita_run):
+    """Krita's filters take a layer's local selection when the artist works in it: so does the plugin."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert driver["local_layers"] == ["Background", "Pasted object", "Harmonized", "Selection Mask"]
+    assert driver["local_new_layer_above"] and driver["local_active_is_new"]
+    split = driver["local_split_x"]
+    local = scene.selection.copy()
+    local[:, :split] = False
+    alpha = raw(out / "local_new_layer.raw", scene)[..., 3]
+    assert (alpha[local] == 255).all()
+    assert not alpha[~local].any(), "the result covers the global selection, not the clicked local one"
 
 
 def test_a_result_does_not_take_the_active_layer_from_the_artist(krita_run):
@@ -314,8 +350,9 @@ def test_a_result_does_not_take_the_active_layer_from_the_artist(krita_run):
 
 def test_a_result_for_a_deleted_layer_goes_on_top(krita_run):
     driver = krita_run["driver"]
-    layers = driver["orphan_layers"]
-    assert "Scratch" not in layers and layers[-1] == "Variation 3", layers
+    layers = driver["orphan_layers"]  # on top of the layers; Krita's global selection mask stays above
+    variations = ["Variation", "Variation 2", "Variation 3"]
+    assert layers == ["Background", "Pasted object", *variations, "Selection Mask"]
     assert not driver.get("messages")
 
 

@@ -247,7 +247,9 @@ def run_pdb(name, image, drawable, arguments=None):
 
 def masked_run(image, obj, run):
     """A cut-out made with a layer mask (its left half black) and nothing selected: the filter (through the
-    PDB) must take the layer's shape with its mask, so the result covers only what the mask shows."""
+    PDB) must take the layer's shape with its mask, so the result covers only what the mask shows. With
+    "from_mask" the filter runs on the mask itself, as when the artist has just added it (GIMP then makes
+    the mask the active drawable) or clicked its thumbnail: the filter must work on the mask's layer."""
     tag, w, h = run["tag"], image.get_width(), image.get_height()
     mask = obj.create_mask(Gimp.AddMaskType.WHITE)
     obj.add_mask(mask)
@@ -260,7 +262,9 @@ def masked_run(image, obj, run):
     Gimp.Selection.none(image)
     try:
         RESULT[f"{tag}_status"] = (
-            run_pdb(run["procedure"], image, obj, {"color-match": 0.5}).index(0).value_nick
+            run_pdb(run["procedure"], image, mask if run.get("from_mask") else obj, {"color-match": 0.5})
+            .index(0)
+            .value_nick
         )
         new = layer_named(image, run["layer"])
         RESULT[f"{tag}_layers"] = [layer.get_name() for layer in image.get_layers()]
@@ -274,12 +278,13 @@ def masked_run(image, obj, run):
 
 def refused_run(image, obj, run):
     """Runs the filter (through the PDB) where it must refuse with a message, and records the status and
-    the message: the artist clicked the layer's mask thumbnail, so the mask is the active drawable
-    ("on_layer_mask": it must not be read as the picture), or the pasted layer is hidden ("hidden")."""
+    the message: the artist clicked a channel in the Channels dialog, so a channel is the active drawable
+    ("on_channel": it must not be read as the picture), or the pasted layer is hidden ("hidden")."""
     drawable = obj
-    if run.get("on_layer_mask"):
-        drawable = obj.create_mask(Gimp.AddMaskType.WHITE)
-        obj.add_mask(drawable)
+    if run.get("on_channel"):
+        black = Gegl.Color.new("black")
+        drawable = Gimp.Channel.new(image, "Channel", image.get_width(), image.get_height(), 50.0, black)
+        image.insert_channel(drawable, None, 0)
     if run.get("hidden"):
         obj.set_visible(False)
     try:
@@ -288,8 +293,8 @@ def refused_run(image, obj, run):
         RESULT[f"{run['tag']}_message"] = str(values.index(1)) if values.length() > 1 else ""
         RESULT[f"{run['tag']}_layers"] = [layer.get_name() for layer in image.get_layers()]
     finally:
-        if run.get("on_layer_mask"):
-            obj.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        if run.get("on_channel"):
+            image.remove_channel(drawable)
         obj.set_visible(True)
 
 
@@ -345,7 +350,7 @@ def main():
         if run.get("cancel"):
             cancel_run(image, obj, window, run)
             continue
-        if run.get("on_layer_mask") or run.get("hidden"):
+        if run.get("on_channel") or run.get("hidden"):
             refused_run(image, obj, run)
             continue
         if run.get("masked"):

@@ -236,8 +236,12 @@ def run(procedure, run_mode, image, drawables, config, data):
     if len(drawables) != 1:
         return _error(procedure, f"{op.label}: select exactly one layer")
     drawable = drawables[0]
+    if isinstance(drawable, Gimp.LayerMask):
+        # A mask is the active drawable right after it is added, or once its thumbnail is clicked: the
+        # artist means its layer, which the mask shapes.
+        drawable = Gimp.Layer.from_mask(drawable)
     if not isinstance(drawable, Gimp.Layer):
-        return _error(procedure, f"{op.label}: select a layer in the Layers dialog, not a mask or channel")
+        return _error(procedure, f"{op.label}: select a layer in the Layers dialog, not a channel")
     settings = Settings.load(_HERE)
     color_match, refine = None, False
     if op.mode is Mode.HARMONIZATION:

@@ -24,9 +24,11 @@ class Target:
     """Where the result goes: the document and the layer that was active when the artist chose the action."""
 
     document: object
-    node: object
+    node: object  # the layer the result goes above
     width: int  # the canvas size the result is placed for
     height: int
+    clicked: object = None  # the node the artist had active (the layer, or one of its masks)
+    on_top: bool = False  # a variation shows the whole picture: it goes on top of the layer stack
 
 
 def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Canvas, Target]:
@@ -38,15 +40,8 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
     document = document if document is not None else Krita.instance().activeDocument()
     if document is None:
         raise CanvasError("open an image first")
-    node = document.activeNode()
-    if node is None or node.type() not in (
-        "paintlayer",
-        "grouplayer",
-        "vectorlayer",
-        "filelayer",
-        "clonelayer",
-    ):
-        raise CanvasError("select a layer (the pasted object) in the Layers docker first")
+    clicked = document.activeNode()
+    node = _layer_of(clicked)
     if op is not Operation.VARIATION:
         item = node
         while item is not None and item.parentNode() is not None:  # the root has no eye
@@ -57,7 +52,10 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
     check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth())
     width, height = document.width(), document.height()
     document.waitForDone()
-    selection = document.selection()
+    # A local selection mask the artist clicked is the selection for its layer, as for Krita's own filters.
+    selection = _local_selection(clicked, node) if clicked is not node else None
+    if selection is None:
+        selection = document.selection()
     mask = bytes(selection.pixelData(0, 0, width, height)) if selection is not None else None
     layer = bytes(node.projectionPixelData(0, 0, width, height))
     if op is Operation.VARIATION:
@@ -80,8 +78,35 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             selection=mask,
             name=document.name() or "",
         ),
-        Target(document, node, width, height),
+        Target(document, node, width, height, clicked=clicked, on_top=op is Operation.VARIATION),
     )
+
+
+LAYER_TYPES = ("paintlayer", "grouplayer", "vectorlayer", "filelayer", "clonelayer")
+
+
+def _layer_of(node):
+    """The layer an action works on: the active layer, or the layer whose mask (transparency, filter,
+    transform or local selection mask) the artist clicked in the Layers docker."""
+    if node is not None and node.type().endswith("mask"):
+        parent = node.parentNode()
+        # the global selection is a mask of the image itself (a child of the root), not of a layer
+        node = parent if parent is not None and parent.parentNode() is not None else None
+    if node is None or node.type() not in LAYER_TYPES:
+        raise CanvasError("select a layer (the pasted object) in the Layers docker first")
+    return node
+
+
+def _local_selection(clicked, layer):
+    """The selection of `clicked` when it is a local selection mask of `layer`, else None. The wrapper the
+    layer's child list holds is a SelectionMask (with selection()); the active-node wrapper may not be."""
+    if clicked is None or clicked.type() != "selectionmask":
+        return None
+    mask = next((child for child in layer.childNodes() if _same(child, clicked)), None)
+    read = getattr(mask, "selection", None)
+    if read is None:
+        raise CanvasError("this Krita cannot read a local selection: select the object globally instead")
+    return read()
 
 
 def _results(parent, name: str) -> list:
@@ -133,22 +158,26 @@ def add_result_layer(target: Target, patch: LayerPatch):
     """A new paint layer right above the active one, filled before it is inserted: inserting is Krita's only
     undo step here, so one Undo removes the whole result and the original layer is never written to.
 
+    A variation, a picture of everything visible, goes on top of the layer stack instead: below the layers
+    over the active one it would show them twice.
+
     The artist may have gone on working meanwhile: if that layer was deleted the result goes on top, and it
-    becomes the active layer only if the artist is still on that layer (their next stroke must not land on
-    the result)."""
+    becomes the active layer only if the artist is still on that layer (or its mask: their next stroke must
+    not land on the result)."""
     document, node = target.document, target.node
     check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
     parent = node.parentNode()  # None once the layer was deleted
     above = node if parent is not None else None
-    if parent is None:
+    if parent is None or target.on_top:
         parent = document.rootNode()
-        children = parent.childNodes()
-        above = children[-1] if children else None
+        # the top layer; the global selection's mask stays above it, where Krita keeps it
+        layers = [child for child in parent.childNodes() if not child.type().endswith("mask")]
+        above = layers[-1] if layers else None
     active = document.activeNode()
     layer = document.createNode(_unique_name(parent, patch.name), "paintlayer")
     layer.setPixelData(patch.data, patch.x, patch.y, patch.width, patch.height)
     parent.addChildNode(layer, above)
-    if active is None or _same(active, node):
+    if active is None or _same(active, target.clicked or node):
         document.setActiveNode(layer)
     else:
         # The artist moved on to another layer: give it back once Krita has made the new layer active

@@ -104,10 +104,11 @@ class Driver(Extension):
         Krita.instance().activeWindow().qwindow().grab().save(str(OUT / f"{tag}_krita.png"))
 
     def next_run(self) -> None:
-        if getattr(self, "paper", None) is not None:  # the previous run's overlay goes
-            self.paper.remove()
-            self.doc.waitForDone()
-            self.paper = None
+        for extra in ("paper", "local_mask"):  # the previous run's overlay or local selection goes
+            if getattr(self, extra, None) is not None:
+                getattr(self, extra).remove()
+                self.doc.waitForDone()
+                setattr(self, extra, None)
         if not self.runs:
             self.finish()
             return
@@ -123,9 +124,11 @@ class Driver(Extension):
         if self.run.get("scratch"):  # the action runs on a layer that the artist deletes meanwhile
             self.scratch = target = self.doc.createNode("Scratch", "paintlayer")
             self.doc.rootNode().addChildNode(self.scratch, None)
+        if self.run.get("local_selection"):  # the artist clicked the pasted layer's local selection
+            self.local_mask = target = self.add_local_selection()
         self.doc.setActiveNode(target)
         # Krita applies setActiveNode through its view a little later: trigger once it has.
-        self.when_active(target.name(), self.trigger, time.monotonic() + 10)
+        self.when_active(target, self.trigger, time.monotonic() + 10)
 
     def add_paper(self):
         """A paper texture over everything, in Multiply mode: the kind of layer an artist keeps on top."""
@@ -142,14 +145,39 @@ class Driver(Extension):
         log(f"Paper on top: {names(self.doc)}")
         return paper
 
-    def when_active(self, name: str, then, deadline: float) -> None:
+    def add_local_selection(self):
+        """A local selection mask on the pasted layer: the right half of the global selection's object
+        (the global selection stays as it is; the plugin must take the clicked local one)."""
+        w, h = self.doc.width(), self.doc.height()
+        mask = bytearray(Path(CONFIG["mask"]).read_bytes())
+        columns = [x for x in range(w) if any(mask[y * w + x] for y in range(h))]
+        split = (columns[0] + columns[-1]) // 2
+        for y in range(h):
+            mask[y * w : y * w + split] = bytes(split)
+        RESULT[f"{self.run['tag']}_split_x"] = split
+        selection = Selection()
+        selection.resize(w, h)
+        selection.setPixelData(bytes(mask), 0, 0, w, h)
+        node = self.doc.createSelectionMask("Local selection")
+        node.setSelection(selection)
+        self.layer.addChildNode(node, None)
+        self.doc.waitForDone()
+        log(f"local selection mask on {self.layer.name()}: {[n.name() for n in self.layer.childNodes()]}")
+        return node
+
+    def when_active(self, node, then, deadline: float) -> None:
+        name = node.name()
         if self.doc.activeNode().name() == name:
             then()
         elif time.monotonic() > deadline:
-            RESULT["error"] = f"{self.run['tag']}: layer {name!r} never became active"
+            active = self.doc.activeNode()
+            seen = (active.name(), active.type()) if active is not None else None
+            RESULT["error"] = f"{self.run['tag']}: layer {name!r} never became active (active: {seen})"
             self.finish()
         else:
-            QTimer.singleShot(50, lambda: self.when_active(name, then, deadline))
+            # Asked while Krita still settles the previous result's layer as active, the switch can be lost
+            self.doc.setActiveNode(node)
+            QTimer.singleShot(50, lambda: self.when_active(node, then, deadline))
 
     def trigger(self) -> None:
         log(f"trigger {self.run['action']}")
