@@ -45,6 +45,8 @@ RUNS = [
     # Reuses the retrained model; GIMP's action search must run this label, not the retrain one's
     {**HARMONIZE, "tag": "after"},
     {**HARMONIZE, "tag": "strong", "color_match": 1},  # from a script: the PDB with the argument
+    # The same as "after" in an image with a wide-gamut (Adobe RGB) profile
+    {**HARMONIZE, "tag": "profiled", "color_match": 0.5, "profile": 1},
     {**HARMONIZE, "tag": "refined", "color_match": 0.5, "refine": True},  # fine-tunes, then harmonizes
     # A paper texture (Multiply) on top of everything: the engine must not see it
     {**HARMONIZE, "tag": "overlaid", "color_match": 0.5, "overlay": 1},
@@ -65,7 +67,7 @@ RUNS = [
     # The pasted layer is hidden: not the picture the artist sees, refused with a message
     {**HARMONIZE, "tag": "hidden", "hidden": 1},
 ]
-SPECIAL = ("cancel", "on_channel", "hidden", "masked", "scratch", "resize", "overlay")
+SPECIAL = ("cancel", "on_channel", "hidden", "profile", "masked", "scratch", "resize", "overlay")
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -202,6 +204,16 @@ def test_colour_match_argument_is_used(gimp_run):
     assert gimp_run["driver"]["strong_status"] == "success"
     # Colour match 1 moves the object further from how it was pasted than the default 0.5, same model.
     assert change_in_selection(out, scene, "strong") > change_in_selection(out, scene, "after") + 2
+
+
+def test_an_image_with_another_colour_profile_is_read_and_written_as_stored(gimp_run):
+    """Adobe RGB pixel values go to the engine and come back as they are (no round trip through sRGB,
+    which clips): the same values give the same model and the same result as in an sRGB image."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["profiled_status"] == "success"
+    assert driver["profiled_layers"] == ["Harmonized", "Pasted object", "Background"]
+    profiled, srgb = raw(out / "profiled_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
+    assert (profiled == srgb).all(), f"{(profiled != srgb).any(axis=2).mean():.1%} of the pixels differ"
 
 
 def test_refine_argument_finetunes_before_harmonizing(gimp_run):

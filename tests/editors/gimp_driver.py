@@ -276,6 +276,24 @@ def masked_run(image, obj, run):
         image.select_item(Gimp.ChannelOps.REPLACE, obj)
 
 
+def profiled_run(image, obj, run):
+    """The image gets a wide-gamut profile (assigned, so its pixel values stay as they are) and the filter
+    runs through the PDB: the plug-in must send and write back the values as stored, not convert them to
+    sRGB and back (the test compares the result with the same run without the profile)."""
+    tag, w, h = run["tag"], image.get_width(), image.get_height()
+    image.set_color_profile(Gimp.ColorProfile.new_rgb_adobe())
+    try:
+        arguments = {"color-match": float(run["color_match"]), "refine": False}
+        RESULT[f"{tag}_status"] = run_pdb(run["procedure"], image, obj, arguments).index(0).value_nick
+        RESULT[f"{tag}_layers"] = [layer.get_name() for layer in image.get_layers()]
+        new = layer_named(image, run["layer"])
+    finally:
+        image.set_color_profile(Gimp.ColorProfile.new_rgb_srgb())  # assigned back: values unchanged
+    if new is not None:
+        (OUT / f"{tag}_new_layer.raw").write_bytes(read(new, w, h))  # sRGB again: the stored values
+        image.remove_layer(new)
+
+
 def refused_run(image, obj, run):
     """Runs the filter (through the PDB) where it must refuse with a message, and records the status and
     the message: the artist clicked a channel in the Channels dialog, so a channel is the active drawable
@@ -355,6 +373,9 @@ def main():
             continue
         if run.get("masked"):
             masked_run(image, obj, run)
+            continue
+        if run.get("profile"):
+            profiled_run(image, obj, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)

@@ -20,8 +20,9 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
+gi.require_version("Babl", "0.1")
 import numpy as np  # noqa: E402
-from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+from gi.repository import Babl, Gegl, Gimp, GLib, GObject  # noqa: E402
 
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
 from editor_bridge.plugin_core import (  # noqa: E402
@@ -45,7 +46,7 @@ from editor_bridge.plugin_runner import (  # noqa: E402
 )
 from editor_bridge.protocol import Mode  # noqa: E402
 
-FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # GIMP converts to these on read: R,G,B,A and one byte a pixel
+FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # R,G,B,A and one byte a pixel (GIMP converts on read)
 # The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
 COLOR_MATCH, REFINE = "color-match", "refine"
 PROCEDURES = {
@@ -59,9 +60,16 @@ PROCEDURES = {
 # ---- image adapters ----
 
 
-def _read(drawable, x: int, y: int, w: int, h: int, fmt: str = FORMAT) -> bytes:
+def _rgba(drawable) -> str:
+    """R,G,B,A bytes in the drawable's own colour space: the values as stored, whatever the image's profile.
+    Plain FORMAT is sRGB, so an Adobe RGB or ProPhoto image would be converted on reading (colours outside
+    sRGB clipped) and the result converted back on writing: the engine would repaint other colours."""
+    return Babl.get_name(Babl.format_with_space(FORMAT, Babl.format_get_space(drawable.get_format())))
+
+
+def _read(drawable, x: int, y: int, w: int, h: int, fmt: str | None = None) -> bytes:
     rect = Gegl.Rectangle.new(x, y, w, h)
-    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt or _rgba(drawable), Gegl.AbyssPolicy.NONE))
 
 
 def _position_path(image, layer) -> list[int]:
@@ -179,7 +187,7 @@ def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch):
         image.insert_layer(layer, parent, position)
         buffer = layer.get_buffer()
         rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
-        buffer.set(rect, FORMAT, patch.data)
+        buffer.set(rect, _rgba(layer), patch.data)
         buffer.flush()
         layer.update(patch.x, patch.y, patch.width, patch.height)
     finally:
