@@ -66,8 +66,10 @@ RUNS = [
     {**HARMONIZE, "tag": "on_mask", "masked": 1, "from_mask": 1},
     # The pasted layer is hidden: not the picture the artist sees, refused with a message
     {**HARMONIZE, "tag": "hidden", "hidden": 1},
+    # A plain Paste (a floating selection, which GIMP keeps over every layer): refused with a message
+    {**HARMONIZE, "tag": "floating", "floating": 1},
 ]
-SPECIAL = ("cancel", "on_channel", "hidden", "profile", "masked", "scratch", "resize", "overlay")
+SPECIAL = ("cancel", "on_channel", "hidden", "floating", "profile", "masked", "scratch", "resize", "overlay")
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -272,6 +274,13 @@ def test_a_hidden_layer_is_refused_with_a_message(gimp_run):
     assert driver["hidden_status"] == "execution-error"
     assert "The active layer is hidden: show it" in driver["hidden_message"]
     assert driver["hidden_layers"] == driver["before_layers"]
+
+
+def test_a_floating_selection_is_refused_with_a_message(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["floating_status"] == "execution-error"
+    assert "floating selection: make it a layer first (Layer > To New Layer" in driver["floating_message"]
+    assert driver["floating_layers"] == ["Pasted object copy", *driver["before_layers"]]  # left as it was
 
 
 def test_same_picture_as_krita_reads(gimp_run):

@@ -297,7 +297,8 @@ def profiled_run(image, obj, run):
 def refused_run(image, obj, run):
     """Runs the filter (through the PDB) where it must refuse with a message, and records the status and
     the message: the artist clicked a channel in the Channels dialog, so a channel is the active drawable
-    ("on_channel": it must not be read as the picture), or the pasted layer is hidden ("hidden")."""
+    ("on_channel": it must not be read as the picture), the pasted layer is hidden ("hidden"), or the
+    object was pasted as a floating selection ("floating": the result would land under it)."""
     drawable = obj
     if run.get("on_channel"):
         black = Gegl.Color.new("black")
@@ -305,6 +306,9 @@ def refused_run(image, obj, run):
         image.insert_channel(drawable, None, 0)
     if run.get("hidden"):
         obj.set_visible(False)
+    if run.get("floating"):  # a plain Edit > Paste of the object: a floating selection, the active drawable
+        Gimp.edit_copy([obj])
+        (drawable,) = Gimp.edit_paste(obj, False)
     try:
         values = run_pdb(run["procedure"], image, drawable)
         RESULT[f"{run['tag']}_status"] = values.index(0).value_nick
@@ -313,6 +317,9 @@ def refused_run(image, obj, run):
     finally:
         if run.get("on_channel"):
             image.remove_channel(drawable)
+        if run.get("floating"):
+            Gimp.floating_sel_remove(drawable)
+            image.select_item(Gimp.ChannelOps.REPLACE, obj)
         obj.set_visible(True)
 
 
@@ -368,7 +375,7 @@ def main():
         if run.get("cancel"):
             cancel_run(image, obj, window, run)
             continue
-        if run.get("on_channel") or run.get("hidden"):
+        if run.get("on_channel") or run.get("hidden") or run.get("floating"):
             refused_run(image, obj, run)
             continue
         if run.get("masked"):

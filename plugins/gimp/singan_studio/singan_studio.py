@@ -124,6 +124,12 @@ def _flatten_copy(image, hide=()):
 
 
 def read_canvas(image, drawable) -> Canvas:
+    if image.get_floating_sel() is not None:
+        # GIMP keeps a floating selection over every layer: the result would land hidden under the paste.
+        raise CanvasError(
+            "the pasted object is still a floating selection: make it a layer first (Layer > To New Layer,"
+            " or paste with Edit > Paste as > New Layer), then run this again"
+        )
     item = drawable
     while item is not None:  # a hidden layer (or group) is not in the picture the artist sees
         if not item.get_visible():
