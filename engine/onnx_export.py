@@ -31,6 +31,20 @@ from engine.standalone import FORMAT, TEXT_KEYS
 from engine.store import TrainedModel
 
 log = logging.getLogger(__name__)
+TORCHVISION_NOTICE = "torchvision is not installed"
+EXPORTER_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+class _NoTorchvisionNotice(logging.Filter):
+    """torch's exporter warns, for each torchvision op it knows, that torchvision is not installed. These
+    graphs use no torchvision op and the engine does not need torchvision: on a user's terminal the four
+    warnings only look like something is missing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TORCHVISION_NOTICE)
+
+
+logging.getLogger(EXPORTER_REGISTRY_LOGGER).addFilter(_NoTorchvisionNotice())
 
 OPSET = 18
 SAMPLER_FILE = "sampler.onnx"  # written into a model directory on first use (engine.runtime)

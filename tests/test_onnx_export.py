@@ -217,3 +217,18 @@ def test_apply_paths_agree_end_to_end(samplers):
     a = apply.sample(model, 2, 40, 70, seed=3, backend=OnnxBackend(path))
     b = apply.sample(model, 2, 40, 70, seed=3, backend=TorchBackend(model))
     assert all(np.abs(x - y).max() <= FP32_BOUND for x, y in zip(a, b, strict=True))
+
+
+def test_exporter_notice_about_torchvision_is_not_shown(capfd):
+    """torch's exporter warns that torchvision (which the engine does not use) is not installed, once per
+    torchvision op; the engine silences exactly that notice, and the exporter's other warnings still show."""
+    import logging
+
+    import engine.onnx_export  # noqa: F401 - installs the filter
+
+    exporter = logging.getLogger("torch.onnx._internal.exporter._registration")
+    exporter.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+    exporter.warning("another exporter warning")
+    err = capfd.readouterr().err
+    assert "torchvision is not installed" not in err
+    assert "another exporter warning" in err
