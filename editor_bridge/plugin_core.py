@@ -57,8 +57,8 @@ class Editor(str, enum.Enum):
     @property
     def convert_hint(self) -> str:
         if self is Editor.KRITA:
-            return "convert it with Image > Convert Image Color Space... to RGB/Alpha, 8-bit integer/channel"
-        return "convert it with Image > Precision > 8 bit integer (and Image > Mode > RGB)"
+            return "convert it with Image > Convert Image Color Space... to RGB/Alpha, 16-bit integer/channel"
+        return "convert it with Image > Precision > 16 bit integer (and Image > Mode > RGB)"
 
 
 class Operation(str, enum.Enum):
@@ -119,17 +119,22 @@ def check_canvas_unchanged(before: tuple[int, int], now: tuple[int, int]) -> Non
         )
 
 
-def check_color_depth(editor: Editor, color_model: str, depth: str) -> None:
-    """Refuse anything but 8-bit RGB(A): the plugins read and write u8 bytes, and silently rounding a 16-bit
-    or float painting down to 8 bits would lose the artist's data. `depth` is the editor's own name for it
-    (Krita: U8, U16, F16, F32; GIMP: a Gimp.Precision name such as U8_NON_LINEAR)."""
-    model_ok = color_model.upper() in {"RGBA", "RGB"}
-    depth_ok = depth.upper().removeprefix("PRECISION_").startswith("U8")
-    if not (model_ok and depth_ok):
+BITS = (8, 16)  # the integer depths a Canvas carries
+
+
+def check_color_depth(editor: Editor, color_model: str, depth: str) -> int:
+    """The bits per channel (8 or 16) of an RGB(A) image the plugins read and write as they are. Anything
+    else is refused: silently rounding a float (or 32-bit) painting to integers would lose the artist's data
+    (values over 1, precision). `depth` is the editor's own name for it (Krita: U8, U16, F16, F32; GIMP: a
+    Gimp.Precision name such as U16_NON_LINEAR)."""
+    name = depth.upper().removeprefix("PRECISION_")
+    bits = next((b for b in BITS if name == f"U{b}" or name.startswith(f"U{b}_")), None)
+    if color_model.upper() not in {"RGBA", "RGB"} or bits is None:
         raise UnsupportedColorDepth(
-            f"this image is {color_model} {depth}; the engine works on 8-bit RGB images: "
-            f"{editor.convert_hint}, or work on an 8-bit copy"
+            f"this image is {color_model} {depth}; the engine works on 8- and 16-bit integer RGB images: "
+            f"{editor.convert_hint}, or work on a converted copy"
         )
+    return bits
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ class Canvas:
 
     composite: the image as the editor shows it; background: the same without the active layer (None when it
     could not be read); layer: the active layer's own pixels; selection: 1 byte a pixel, None when nothing is
-    selected (then the active layer's opaque pixels are the region).
+    selected (then the active layer's opaque pixels are the region). depth: bits per channel of the three
+    images (8, or 16 in the machine's byte order); the result comes back at the same depth.
     """
 
     editor: Editor
@@ -149,29 +155,49 @@ class Canvas:
     background: bytes | None = None
     selection: bytes | None = None
     name: str = ""
+    depth: int = 8
 
     def __post_init__(self) -> None:
+        if self.depth not in BITS:
+            raise ImageError(f"a canvas holds 8- or 16-bit channels, not {self.depth}-bit")
         size = self.width * self.height
-        for field_name, per_pixel in (("composite", 4), ("layer", 4), ("background", 4), ("selection", 1)):
+        pixel = 4 * self.depth // 8
+        for field_name, per_pixel in (
+            ("composite", pixel),
+            ("layer", pixel),
+            ("background", pixel),
+            ("selection", 1),
+        ):
             data = getattr(self, field_name)
             if data is not None and len(data) != size * per_pixel:
                 raise ImageError(
                     f"{field_name} has {len(data)} bytes, a {self.width}x{self.height} canvas needs "
-                    f"{size * per_pixel}; read the whole canvas at 8 bits"
+                    f"{size * per_pixel}; read the whole canvas at {self.depth if per_pixel > 1 else 8} bits"
                 )
 
     @property
     def channel_order(self) -> ChannelOrder:
         return self.editor.channel_order
 
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8 if self.depth == 8 else np.uint16)  # the editors hand out native order
+
     def pixels(self, data: bytes) -> np.ndarray:
-        return np.frombuffer(data, np.uint8).reshape(self.height, self.width, 4)
+        return np.frombuffer(data, self.dtype).reshape(self.height, self.width, 4)
+
+    def alpha(self, data: bytes) -> np.ndarray:
+        """The alpha channel of one of the canvas's images, as 0-255 whatever the depth."""
+        alpha = self.pixels(data)[..., 3]
+        if self.depth == 8:
+            return alpha
+        return ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
     def mask(self) -> np.ndarray:
-        """Where the work applies: the selection, else the active layer's alpha."""
+        """Where the work applies: the selection, else the active layer's alpha (0-255)."""
         if self.selection is not None:
             return np.frombuffer(self.selection, np.uint8).reshape(self.height, self.width)
-        return self.pixels(self.layer)[..., 3]
+        return self.alpha(self.layer)
 
     def training_image(self) -> bytes:
         """The background to learn from; the composite when the active layer has nothing below it, because
@@ -310,13 +336,23 @@ class LayerPatch:
     name: str
 
 
-def _to_rgba_u8(array: np.ndarray, desc: ImageDescriptor) -> np.ndarray:
-    """Any result layout the protocol allows, as H x W x 4 uint8 RGBA."""
-    if desc.bit_depth is BitDepth.U16:
-        array = (array.astype(np.uint32) * 255 + 32767) // 65535
-    elif desc.bit_depth is BitDepth.F32:
-        array = np.rint(np.clip(array, 0.0, 1.0) * 255.0)
-    array = array.astype(np.uint8, copy=False)
+def _to_depth(array: np.ndarray, bit_depth: BitDepth, depth: int) -> np.ndarray:
+    """Integers of `depth` bits (8 or 16) from the protocol's u8, u16 or f32 (0-1) values."""
+    top = 255 if depth == 8 else 65535
+    if bit_depth is BitDepth.F32:
+        scaled = np.rint(np.clip(array, 0.0, 1.0) * top)
+    elif bit_depth is BitDepth.U16 and depth == 8:
+        scaled = (array.astype(np.uint32) * 255 + 32767) // 65535
+    elif bit_depth is BitDepth.U8 and depth == 16:
+        scaled = array.astype(np.uint32) * 257
+    else:
+        scaled = array
+    return scaled.astype(np.uint8 if depth == 8 else np.uint16, copy=False)
+
+
+def _to_rgba(array: np.ndarray, desc: ImageDescriptor, depth: int) -> np.ndarray:
+    """Any result layout the protocol allows, as H x W x 4 RGBA integers of `depth` bits."""
+    array = _to_depth(array, desc.bit_depth, depth)
     canonical, order = frames.to_canonical(array, desc.channel_order)
     h, w = canonical.shape[:2]
     if order is ChannelOrder.GRAY:
@@ -327,9 +363,9 @@ def _to_rgba_u8(array: np.ndarray, desc: ImageDescriptor) -> np.ndarray:
         rgb, alpha = canonical, None
     else:
         rgb, alpha = canonical[..., :3], canonical[..., 3]
-    out = np.empty((h, w, 4), np.uint8)
+    out = np.empty((h, w, 4), array.dtype)
     out[..., :3] = rgb
-    out[..., 3] = 255 if alpha is None else alpha
+    out[..., 3] = np.iinfo(array.dtype).max if alpha is None else alpha
     return out
 
 
@@ -345,7 +381,7 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
     """The new layer's pixels: the result inside the job's region, alpha from the selection (soft edges
     stay soft), nothing outside it."""
     array, desc = result_image(message)
-    rgba = _to_rgba_u8(array, desc)
+    rgba = _to_rgba(array, desc, canvas.depth)
     box = job.bbox
     if (desc.width, desc.height) == (canvas.width, canvas.height):
         rgba = rgba[box.y : box.y + box.h, box.x : box.x + box.w]
@@ -360,6 +396,6 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
         region_mask = canvas.mask()[box.y : box.y + box.h, box.x : box.x + box.w]
     out = np.array(rgba)  # writable copy: the received frame is read-only
     if region_mask is not None:
-        out[..., 3] = (out[..., 3].astype(np.uint16) * region_mask + 127) // 255
+        out[..., 3] = (out[..., 3].astype(np.uint32) * region_mask + 127) // 255
     editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
     return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, op.layer_name)

@@ -152,21 +152,25 @@ def test_wrong_sizes_are_refused():
 @pytest.mark.parametrize(
     "editor,model,depth,ok",
     [
-        (Editor.KRITA, "RGBA", "U8", True),
-        (Editor.KRITA, "RGBA", "F16", False),
-        (Editor.KRITA, "RGBA", "U16", False),
-        (Editor.KRITA, "CMYKA", "U8", False),
-        (Editor.GIMP, "RGB", "U8_NON_LINEAR", True),
-        (Editor.GIMP, "RGB", "PRECISION_U8_PERCEPTUAL", True),
-        (Editor.GIMP, "RGB", "HALF_LINEAR", False),
-        (Editor.GIMP, "GRAY", "U8_NON_LINEAR", False),
+        (Editor.KRITA, "RGBA", "U8", 8),
+        (Editor.KRITA, "RGBA", "F16", None),
+        (Editor.KRITA, "RGBA", "U16", 16),
+        (Editor.KRITA, "RGBA", "F32", None),
+        (Editor.KRITA, "CMYKA", "U8", None),
+        (Editor.GIMP, "RGB", "U8_NON_LINEAR", 8),
+        (Editor.GIMP, "RGB", "PRECISION_U8_PERCEPTUAL", 8),
+        (Editor.GIMP, "RGB", "U16_LINEAR", 16),
+        (Editor.GIMP, "RGB", "PRECISION_U16_NON_LINEAR", 16),
+        (Editor.GIMP, "RGB", "U32_LINEAR", None),
+        (Editor.GIMP, "RGB", "HALF_LINEAR", None),
+        (Editor.GIMP, "GRAY", "U8_NON_LINEAR", None),
     ],
 )
 def test_color_depth(editor, model, depth, ok):
     if ok:
-        check_color_depth(editor, model, depth)
+        assert check_color_depth(editor, model, depth) == ok
     else:
-        with pytest.raises(UnsupportedColorDepth, match="8-bit") as info:
+        with pytest.raises(UnsupportedColorDepth, match="8- and 16-bit integer RGB") as info:
             check_color_depth(editor, model, depth)
         assert ("Convert Image Color Space" if editor is Editor.KRITA else "Image > Precision") in str(
             info.value
@@ -228,6 +232,57 @@ def test_u16_result():
     desc = frames.attach(buffers, np.full((H, W, 4), 65535, np.uint16), ChannelOrder.RGBA)
     patch = patch_from_result(Operation.EDIT, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
     assert patch.name == "Edited" and set(patch.data) == {255}
+
+
+def sixteen_bit(canvas: Canvas) -> Canvas:
+    """The same canvas at 16 bits (each 8-bit level v becomes v * 257, as an editor's conversion makes it)."""
+
+    def widen(data):
+        return None if data is None else (np.frombuffer(data, np.uint8).astype(np.uint16) * 257).tobytes()
+
+    return Canvas(
+        canvas.editor, W, H, widen(canvas.composite), widen(canvas.layer), widen(canvas.background),
+        canvas.selection, depth=16,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("editor", list(Editor))
+@pytest.mark.parametrize("selection", [True, False])
+def test_16_bit_canvas_goes_out_and_comes_back_at_16_bits(editor, selection):
+    canvas8 = make_canvas(editor, selection=selection)
+    canvas = sixteen_bit(canvas8)
+    job, job8 = apply_job(Operation.HARMONIZE, canvas), apply_job(Operation.HARMONIZE, canvas8)
+    assert job.bbox == job8.bbox  # the same region, from the selection or the 16-bit layer's alpha
+    assert job.request.image.bit_depth is BitDepth.U16 and job.request.mask.bit_depth is BitDepth.U8
+    sent = frames.from_frame(job.buffers, job.request.image)
+    assert (sent == frames.from_frame(job8.buffers, job8.request.image).astype(np.uint16) * 257).all()
+    # A 16-bit result keeps its 16 bits (no rounding through 8), in the editor's order, with the
+    # region's alpha
+    message = echo_result(job, lambda a: np.concatenate([a[..., :3] // 3 + 1, a[..., 3:]], axis=2))
+    patch = patch_from_result(Operation.HARMONIZE, canvas, job, message)
+    b = job.bbox
+    got = np.frombuffer(patch.data, np.uint16).reshape(b.h, b.w, 4)
+    comp = canvas.pixels(canvas.composite)[b.y : b.y + b.h, b.x : b.x + b.w]
+    assert (got[..., :3] == comp[..., :3] // 3 + 1).all()
+    patch8 = patch_from_result(Operation.HARMONIZE, canvas8, job8, echo_result(job8))
+    alpha8 = np.frombuffer(patch8.data, np.uint8).reshape(b.h, b.w, 4)[..., 3]
+    assert (np.abs(got[..., 3].astype(int) - alpha8.astype(int) * 257) <= 257).all()
+    # 8-bit and float results are widened to the canvas's 16 bits
+    for result, expected in ((np.full((b.h, b.w, 3), 128, np.uint8), 128 * 257),
+                             (np.full((b.h, b.w, 3), 0.5, np.float32), 32768)):  # fmt: skip
+        buffers: list = []
+        desc = frames.attach(buffers, result, ChannelOrder.RGB)
+        patch = patch_from_result(
+            Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers)
+        )
+        assert (np.frombuffer(patch.data, np.uint16).reshape(b.h, b.w, 4)[..., :3] == expected).all()
+
+
+def test_16_bit_canvas_sizes_are_checked():
+    with pytest.raises(ImageError, match="read the whole canvas at 16 bits"):
+        Canvas(Editor.KRITA, W, H, b"\0" * (W * H * 4), b"\0" * (W * H * 4), depth=16)
+    with pytest.raises(ImageError, match="8- or 16-bit"):
+        Canvas(Editor.KRITA, W, H, b"\0" * (W * H * 4), b"\0" * (W * H * 4), depth=12)
 
 
 def test_variation_jobs():

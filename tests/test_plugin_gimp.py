@@ -23,6 +23,7 @@ from editor_e2e import (
     ROOT,
     change_in_selection,
     check_overlay_left_out,
+    check_sixteen_bit_result,
     check_trained_on_the_background,
     editor_skip_reason,
     engine_serve,
@@ -45,6 +46,8 @@ RUNS = [
     # Reuses the retrained model; GIMP's action search must run this label, not the retrain one's
     {**HARMONIZE, "tag": "after"},
     {**HARMONIZE, "tag": "strong", "color_match": 1},  # from a script: the PDB with the argument
+    # The same as the first run in the image converted to 16 bits (Image > Precision), then back to 8
+    {**HARMONIZE, "tag": "deep", "color_match": 0.5, "sixteen_bit": 1},
     # The same as "after" in an image with a wide-gamut (Adobe RGB) profile
     {**HARMONIZE, "tag": "profiled", "color_match": 0.5, "profile": 1},
     {**HARMONIZE, "tag": "refined", "color_match": 0.5, "refine": True},  # fine-tunes, then harmonizes
@@ -69,7 +72,18 @@ RUNS = [
     # A plain Paste (a floating selection, which GIMP keeps over every layer): refused with a message
     {**HARMONIZE, "tag": "floating", "floating": 1},
 ]
-SPECIAL = ("cancel", "on_channel", "hidden", "floating", "profile", "masked", "scratch", "resize", "overlay")
+SPECIAL = (
+    "cancel",
+    "on_channel",
+    "hidden",
+    "floating",
+    "profile",
+    "sixteen_bit",
+    "masked",
+    "scratch",
+    "resize",
+    "overlay",
+)
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -216,6 +230,14 @@ def test_an_image_with_another_colour_profile_is_read_and_written_as_stored(gimp
     assert driver["profiled_layers"] == ["Harmonized", "Pasted object", "Background"]
     profiled, srgb = raw(out / "profiled_new_layer.raw", scene), raw(out / "after_new_layer.raw", scene)
     assert (profiled == srgb).all(), f"{(profiled != srgb).any(axis=2).mean():.1%} of the pixels differ"
+
+
+def test_a_16_bit_image_is_harmonized_at_16_bits(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["deep_precision"] == "u16-non-linear"
+    assert driver["deep_status"] == "success", driver["deep_message"]
+    assert driver["deep_layers"] == ["Harmonized", "Pasted object", "Background"]
+    check_sixteen_bit_result(gimp_run["out"], gimp_run["scene"], "deep", "harmonize")
 
 
 def test_refine_argument_finetunes_before_harmonizing(gimp_run):

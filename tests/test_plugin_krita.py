@@ -22,6 +22,7 @@ from editor_e2e import (
     Scene,
     change_in_selection,
     check_overlay_left_out,
+    check_sixteen_bit_result,
     check_trained_on_the_background,
     editor_env,
     editor_skip_reason,
@@ -75,6 +76,14 @@ RUNS = [
     {"action": "singan_variation", "layer": "Variation 2", "tag": "over", "keep": True},
     # ...and runs one from a layer deleted before the result arrives
     {"action": "singan_variation", "layer": "Variation 3", "tag": "orphan", "keep": True, "scratch": True},
+    # ...and converts the image to 16 bits (this run and those after it work on the 16-bit image)
+    {
+        "action": "singan_harmonize",
+        "layer": "Harmonized",
+        "tag": "deep",
+        "color_match": 0.5,
+        "sixteen_bit": True,
+    },
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
@@ -199,7 +208,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
     ]
 
 
-SPECIAL = ("keep", "overlay", "local_selection")
+SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit")
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
 
@@ -237,8 +246,9 @@ def stored_models(home: Path) -> list[dict]:
 
 def test_second_harmonization_reuses_the_model(krita_run):
     harmonization = [m for m in krita_run["models"] if m.mode is Mode.HARMONIZATION]
-    # the first, the one "Retrain and harmonize" trained, and the refined run's fine-tuned one
-    assert len(harmonization) == 3
+    # the first, the one "Retrain and harmonize" trained, the refined run's fine-tuned one, and the one
+    # for the picture converted to 16 bits (other pixels)
+    assert len(harmonization) == 4
     assert krita_run["driver"]["again_seconds"] < krita_run["driver"]["harmonize_seconds"]
     scene, out = krita_run["scene"], krita_run["out"]
     first, again = raw(out / "harmonize_new_layer.raw", scene), raw(out / "again_new_layer.raw", scene)
@@ -249,7 +259,7 @@ def test_retrain_paints_with_a_new_model_that_later_runs_reuse(krita_run):
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
     trained = [m for m in stored_models(krita_run["engine_home"]) if m["training_key"] is not None]
     seeds = sorted(m["training"]["seed"] for m in trained if m["model"]["mode"] == "harmonization")
-    assert seeds == [0, 1]
+    assert seeds == [0, 0, 1]  # the 16-bit picture's model is its first: seed 0
     first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
     assert (raw(out / "after_new_layer.raw", scene) == retrained).all()
@@ -277,6 +287,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "kept": None,
         "over": None,
         "orphan": None,
+        "deep": 0.5,
         "elsewhere": None,
         "resized": None,
         "closed": None,
@@ -340,6 +351,12 @@ def test_a_clicked_local_selection_mask_is_the_selection(krita_run):
     alpha = raw(out / "local_new_layer.raw", scene)[..., 3]
     assert (alpha[local] == 255).all()
     assert not alpha[~local].any(), "the result covers the global selection, not the clicked local one"
+
+
+def test_a_16_bit_image_is_harmonized_at_16_bits(krita_run):
+    driver = krita_run["driver"]
+    assert driver["deep_layers"][:3] == ["Background", "Pasted object", "Harmonized"]
+    check_sixteen_bit_result(krita_run["out"], krita_run["scene"], "deep", "harmonize")
 
 
 def test_a_result_does_not_take_the_active_layer_from_the_artist(krita_run):

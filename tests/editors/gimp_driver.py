@@ -294,6 +294,26 @@ def profiled_run(image, obj, run):
         image.remove_layer(new)
 
 
+def sixteen_bit_run(image, obj, run):
+    """Image > Precision > 16 bit integer, the filter through the PDB, the new layer read at 16 bits; then
+    back to 8 bits (exact: every value is an 8-bit level times 257 again) for the runs after it."""
+    tag, w, h = run["tag"], image.get_width(), image.get_height()
+    image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    RESULT[f"{tag}_precision"] = image.get_precision().value_nick
+    try:
+        arguments = {"color-match": float(run["color_match"]), "refine": False}
+        values = run_pdb(run["procedure"], image, obj, arguments)
+        RESULT[f"{tag}_status"] = values.index(0).value_nick
+        RESULT[f"{tag}_message"] = str(values.index(1)) if values.length() > 1 else ""
+        RESULT[f"{tag}_layers"] = [layer.get_name() for layer in image.get_layers()]
+        new = layer_named(image, run["layer"])
+        if new is not None:
+            (OUT / f"{tag}_new_layer.raw").write_bytes(read(new, w, h, "R'G'B'A u16"))
+            image.remove_layer(new)
+    finally:
+        image.convert_precision(Gimp.Precision.U8_NON_LINEAR)
+
+
 def refused_run(image, obj, run):
     """Runs the filter (through the PDB) where it must refuse with a message, and records the status and
     the message: the artist clicked a channel in the Channels dialog, so a channel is the active drawable
@@ -383,6 +403,9 @@ def main():
             continue
         if run.get("profile"):
             profiled_run(image, obj, run)
+            continue
+        if run.get("sixteen_bit"):
+            sixteen_bit_run(image, obj, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)

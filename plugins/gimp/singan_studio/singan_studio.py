@@ -46,7 +46,7 @@ from editor_bridge.plugin_runner import (  # noqa: E402
 )
 from editor_bridge.protocol import Mode  # noqa: E402
 
-FORMAT, MASK_FORMAT = "R'G'B'A u8", "Y u8"  # R,G,B,A and one byte a pixel (GIMP converts on read)
+MASK_FORMAT = "Y u8"  # one byte a pixel (GIMP converts on read)
 # The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
 COLOR_MATCH, REFINE = "color-match", "refine"
 PROCEDURES = {
@@ -60,16 +60,18 @@ PROCEDURES = {
 # ---- image adapters ----
 
 
-def _rgba(drawable) -> str:
-    """R,G,B,A bytes in the drawable's own colour space: the values as stored, whatever the image's profile.
-    Plain FORMAT is sRGB, so an Adobe RGB or ProPhoto image would be converted on reading (colours outside
-    sRGB clipped) and the result converted back on writing: the engine would repaint other colours."""
-    return Babl.get_name(Babl.format_with_space(FORMAT, Babl.format_get_space(drawable.get_format())))
+def _rgba(drawable, depth: int) -> str:
+    """R,G,B,A of `depth` bits in the drawable's own colour space: the values as stored, whatever the
+    image's profile. Plain "R'G'B'A u8" is sRGB, so an Adobe RGB or ProPhoto image would be converted on
+    reading (colours outside sRGB clipped) and the result converted back on writing: the engine would
+    repaint other colours."""
+    space = Babl.format_get_space(drawable.get_format())
+    return Babl.get_name(Babl.format_with_space(f"R'G'B'A u{depth}", space))
 
 
-def _read(drawable, x: int, y: int, w: int, h: int, fmt: str | None = None) -> bytes:
+def _read(drawable, x: int, y: int, w: int, h: int, fmt: str) -> bytes:
     rect = Gegl.Rectangle.new(x, y, w, h)
-    return bytes(drawable.get_buffer().get(rect, 1.0, fmt or _rgba(drawable), Gegl.AbyssPolicy.NONE))
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
 
 def _position_path(image, layer) -> list[int]:
@@ -103,7 +105,7 @@ def _layers_above(image, layer) -> list:
     return above
 
 
-def _flatten_copy(image, hide=()):
+def _flatten_copy(image, depth: int, hide=()):
     """The visible image as one canvas-sized buffer, from a duplicate so the artist's image is never touched
     (not even hidden and shown again: a Cancel kills this process at any moment). `hide`: layers to leave
     out, found in the duplicate at the same place in the layer tree (a duplicate numbers its layers' tattoos
@@ -118,7 +120,7 @@ def _flatten_copy(image, hide=()):
         if not any(layer.get_visible() for layer in copy.get_layers()):
             return None
         merged = copy.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
-        return _read(merged, 0, 0, copy.get_width(), copy.get_height())
+        return _read(merged, 0, 0, copy.get_width(), copy.get_height(), _rgba(merged, depth))
     finally:
         copy.delete()
 
@@ -135,28 +137,29 @@ def read_canvas(image, drawable) -> Canvas:
         if not item.get_visible():
             raise CanvasError(HIDDEN_LAYER)
         item = item.get_parent()
-    check_color_depth(
+    depth = check_color_depth(
         Editor.GIMP, image.get_base_type().value_nick, image.get_precision().value_name.replace("GIMP_", "")
     )
     width, height = image.get_width(), image.get_height()
-    layer = bytearray(width * height * 4)
+    pixel = 4 * depth // 8  # bytes
+    layer = bytearray(width * height * pixel)
     _ok, ox, oy = drawable.get_offsets()
     w, h = drawable.get_width(), drawable.get_height()
     # The layer may be smaller than the canvas or stick out of it: place its visible part on a full canvas.
     x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, width), min(oy + h, height)
     if x1 > x0 and y1 > y0:
-        part = _read(drawable, x0 - ox, y0 - oy, x1 - x0, y1 - y0)
+        part = _read(drawable, x0 - ox, y0 - oy, x1 - x0, y1 - y0, _rgba(drawable, depth))
         mask = drawable.get_mask()
         if mask is not None and drawable.get_apply_mask():
             # A layer mask (a cut-out made without erasing) is part of the layer's shape as the artist sees
             # it; the buffer holds the pixels without it.
             shape = np.frombuffer(_read(mask, x0 - ox, y0 - oy, x1 - x0, y1 - y0, MASK_FORMAT), np.uint8)
-            pixels = np.frombuffer(part, np.uint8).reshape(-1, 4).copy()
-            pixels[:, 3] = (pixels[:, 3].astype(np.uint16) * shape // 255).astype(np.uint8)
+            pixels = np.frombuffer(part, np.uint8 if depth == 8 else np.uint16).reshape(-1, 4).copy()
+            pixels[:, 3] = (pixels[:, 3].astype(np.uint32) * shape // 255).astype(pixels.dtype)
             part = pixels.tobytes()
-        row = (x1 - x0) * 4
+        row = (x1 - x0) * pixel
         for y in range(y0, y1):
-            start = (y * width + x0) * 4
+            start = (y * width + x0) * pixel
             layer[start : start + row] = part[(y - y0) * row : (y - y0 + 1) * row]
     selection = None
     if not Gimp.Selection.is_empty(image):
@@ -168,11 +171,12 @@ def read_canvas(image, drawable) -> Canvas:
         Editor.GIMP,
         width,
         height,
-        composite=_flatten_copy(image, hide=above),
+        composite=_flatten_copy(image, depth, hide=above),
         layer=bytes(layer),
-        background=_flatten_copy(image, hide=[drawable, *above]),
+        background=_flatten_copy(image, depth, hide=[drawable, *above]),
         selection=selection,
         name=image.get_name() or "",
+        depth=depth,
     )
 
 
@@ -193,7 +197,7 @@ def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch):
         image.insert_layer(layer, parent, position)
         buffer = layer.get_buffer()
         rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
-        buffer.set(rect, _rgba(layer), patch.data)
+        buffer.set(rect, _rgba(layer, canvas.depth), patch.data)
         buffer.flush()
         layer.update(patch.x, patch.y, patch.width, patch.height)
     finally:

@@ -48,8 +48,13 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             if not item.visible():  # a hidden layer (or group) is not in the picture the artist sees
                 raise CanvasError(HIDDEN_LAYER)
             item = item.parentNode()
-    check_color_depth(Editor.KRITA, document.colorModel(), document.colorDepth())
-    check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth())
+    depth = check_color_depth(Editor.KRITA, document.colorModel(), document.colorDepth())
+    if check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth()) != depth:
+        # pixelData hands out each node's own depth; the canvas holds one
+        raise CanvasError(
+            f"the active layer is {node.colorDepth()} but the image is {document.colorDepth()}: convert the "
+            "layer to the image's depth (Layer > Convert > Convert Layer Color Space...)"
+        )
     width, height = document.width(), document.height()
     document.waitForDone()
     # A local selection mask the artist clicked is the selection for its layer, as for Krita's own filters.
@@ -77,6 +82,7 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             background=background,
             selection=mask,
             name=document.name() or "",
+            depth=depth,
         ),
         Target(document, node, width, height, clicked=clicked, on_top=op is Operation.VARIATION),
     )

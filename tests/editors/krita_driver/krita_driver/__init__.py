@@ -126,6 +126,10 @@ class Driver(Extension):
             self.doc.rootNode().addChildNode(self.scratch, None)
         if self.run.get("local_selection"):  # the artist clicked the pasted layer's local selection
             self.local_mask = target = self.add_local_selection()
+        if self.run.get("sixteen_bit"):  # Image > Convert Image Color Space: 16-bit integer (every run after)
+            self.doc.setColorSpace("RGBA", "U16", self.doc.colorProfile())
+            self.doc.waitForDone()
+            log(f"document now {self.doc.colorModel()} {self.doc.colorDepth()}")
         self.doc.setActiveNode(target)
         # Krita applies setActiveNode through its view a little later: trigger once it has.
         self.when_active(target, self.trigger, time.monotonic() + 10)
