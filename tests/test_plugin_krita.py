@@ -70,7 +70,9 @@ RUNS = [
     # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
     {"action": "singan_variation", "layer": "Variation", "tag": "variation_paper", "overlay": True},
     # The artist clicked a local selection mask of the pasted layer: it is the selection, not the global one
-    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "local", "local_selection": True},
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "local", "local_selection": "clicked"},
+    # ...and the same with the layer itself active: Krita's filters use its local selection too
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "local_layer", "local_selection": "layer"},
     # The artist keeps a variation and asks for another
     {"action": "singan_variation", "layer": "Variation", "tag": "kept", "keep": True},
     {"action": "singan_variation", "layer": "Variation 2", "tag": "over", "keep": True},
@@ -284,6 +286,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "variation2": None,
         "variation_paper": None,
         "local": 0.5,
+        "local_layer": 0.5,
         "kept": None,
         "over": None,
         "orphan": None,
@@ -340,15 +343,17 @@ def test_a_variation_goes_over_the_layers_on_top(krita_run):
     assert driver["variation_paper_undone_layers"] == [name for name in layers if name != "Variation"]
 
 
-def test_a_clicked_local_selection_mask_is_the_selection(krita_run):
-    """Krita's filters take a layer's local selection when the artist works in it: so does the plugin."""
+@pytest.mark.parametrize("tag", ["local", "local_layer"])
+def test_a_local_selection_mask_is_the_selection(krita_run, tag):
+    """Krita's filters take a layer's local selection (its mask clicked, or the layer active): so does the
+    plugin, over the global selection."""
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
-    assert driver["local_layers"] == ["Background", "Pasted object", "Harmonized", "Selection Mask"]
-    assert driver["local_new_layer_above"] and driver["local_active_is_new"]
-    split = driver["local_split_x"]
+    assert driver[f"{tag}_layers"] == ["Background", "Pasted object", "Harmonized", "Selection Mask"]
+    assert driver[f"{tag}_new_layer_above"] and driver[f"{tag}_active_is_new"]
+    split = driver[f"{tag}_split_x"]
     local = scene.selection.copy()
     local[:, :split] = False
-    alpha = raw(out / "local_new_layer.raw", scene)[..., 3]
+    alpha = raw(out / f"{tag}_new_layer.raw", scene)[..., 3]
     assert (alpha[local] == 255).all()
     assert not alpha[~local].any(), "the result covers the global selection, not the clicked local one"
 

@@ -57,8 +57,8 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
         )
     width, height = document.width(), document.height()
     document.waitForDone()
-    # A local selection mask the artist clicked is the selection for its layer, as for Krita's own filters.
-    selection = _local_selection(clicked, node) if clicked is not node else None
+    # A layer's local selection is its selection, as for Krita's own filters.
+    selection = _local_selection(clicked, node)
     if selection is None:
         selection = document.selection()
     mask = bytes(selection.pixelData(0, 0, width, height)) if selection is not None else None
@@ -104,11 +104,22 @@ def _layer_of(node):
 
 
 def _local_selection(clicked, layer):
-    """The selection of `clicked` when it is a local selection mask of `layer`, else None. The wrapper the
-    layer's child list holds is a SelectionMask (with selection()); the active-node wrapper may not be."""
-    if clicked is None or clicked.type() != "selectionmask":
-        return None
-    mask = next((child for child in layer.childNodes() if _same(child, clicked)), None)
+    """The layer's local selection, or None: the local selection mask the artist clicked, else the layer's
+    one visible local selection mask. Krita's filters use a layer's active, visible local selection instead
+    of the global one; libkis does not say which mask is active, but a layer's only mask is (a new mask
+    is made active). The wrappers of the layer's child list are SelectionMasks (with selection()); the
+    active-node wrapper may not be."""
+    if clicked is not None and clicked.type() == "selectionmask":
+        mask = next((child for child in layer.childNodes() if _same(child, clicked)), None)
+    else:
+        masks = [c for c in layer.childNodes() if c.type() == "selectionmask" and c.visible()]
+        if len(masks) > 1:
+            raise CanvasError(
+                "the active layer has several local selections: click the one to use in the Layers docker"
+            )
+        if not masks:
+            return None
+        mask = masks[0]
     read = getattr(mask, "selection", None)
     if read is None:
         raise CanvasError("this Krita cannot read a local selection: select the object globally instead")

@@ -124,8 +124,10 @@ class Driver(Extension):
         if self.run.get("scratch"):  # the action runs on a layer that the artist deletes meanwhile
             self.scratch = target = self.doc.createNode("Scratch", "paintlayer")
             self.doc.rootNode().addChildNode(self.scratch, None)
-        if self.run.get("local_selection"):  # the artist clicked the pasted layer's local selection
-            self.local_mask = target = self.add_local_selection()
+        if self.run.get("local_selection"):  # the pasted layer has a local selection...
+            self.local_mask = self.add_local_selection()
+            if self.run["local_selection"] == "clicked":  # ...which the artist clicked
+                target = self.local_mask
         if self.run.get("sixteen_bit"):  # Image > Convert Image Color Space: 16-bit integer (every run after)
             self.doc.setColorSpace("RGBA", "U16", self.doc.colorProfile())
             self.doc.waitForDone()
