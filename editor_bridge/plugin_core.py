@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,6 +293,12 @@ def apply_job(
         crop_to_bbox=True,  # the new layer is limited to the selection: only that region comes back
     )
     return Job(request, buffers, bbox)
+
+
+def is_result_name(name: str, base: str) -> bool:
+    """Whether a layer is one the plugins added as `base` ("Variation"): the name itself, or the unique
+    names the editors make of it (Krita's plugin: "Variation 2"; GIMP: "Variation #1")."""
+    return re.fullmatch(re.escape(base) + r"( #?\d+)?", name) is not None
 
 
 def variation_model_name(canvas: Canvas) -> str:

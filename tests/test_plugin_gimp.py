@@ -40,6 +40,7 @@ pytestmark = [
 
 INSIDE = Path("/tmp/singan-gimp-test")  # the test's folder as GIMP sees it, inside the chroot
 HARMONIZE = {"procedure": "python-fu-singan-harmonize", "layer": "Harmonized", "dialog": 1}
+VARIATION = {"procedure": "python-fu-singan-variation", "layer": "Variation"}
 RUNS = [
     {**HARMONIZE, "tag": "harmonize", "screenshot": 1},  # the colour match dialog: OK
     {**HARMONIZE, "procedure": "python-fu-singan-retrain-harmonize", "tag": "retrain"},
@@ -71,6 +72,16 @@ RUNS = [
     {**HARMONIZE, "tag": "hidden", "hidden": 1},
     # A plain Paste (a floating selection, which GIMP keeps over every layer): refused with a message
     {**HARMONIZE, "tag": "floating", "floating": 1},
+    # Generate variation: learns the picture (a model of its own), then samples it; again reuses the model
+    {**VARIATION, "tag": "variation"},
+    {**VARIATION, "tag": "variation2"},
+    # ...with a paper layer on top: the variation (of all that shows) goes over it, not under
+    {**VARIATION, "tag": "variation_paper", "overlay": 1},
+    # The artist keeps a variation and asks for another: it is left out of the picture the model learns
+    # (the same model again), and the new one goes on top of it (GIMP names it "Variation #1"). These two
+    # come last: the layers they keep would be in the other runs' pictures.
+    {**VARIATION, "tag": "kept", "keep": 1},
+    {**VARIATION, "tag": "over", "keep": 1, "layer": "Variation #1"},
 ]
 SPECIAL = (
     "cancel",
@@ -83,6 +94,7 @@ SPECIAL = (
     "scratch",
     "resize",
     "overlay",
+    "keep",
 )
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 PLUGINS = "root/.config/GIMP/3.0/plug-ins"
@@ -303,6 +315,40 @@ def test_a_floating_selection_is_refused_with_a_message(gimp_run):
     assert driver["floating_status"] == "execution-error"
     assert "floating selection: make it a layer first (Layer > To New Layer" in driver["floating_message"]
     assert driver["floating_layers"] == ["Pasted object copy", *driver["before_layers"]]  # left as it was
+
+
+def generation_models(home: Path) -> list[dict]:
+    return [
+        json.loads((d / "model.json").read_text())
+        for d in sorted((home / "models").iterdir())
+        if (d / "model.json").is_file()
+        and json.loads((d / "model.json").read_text())["model"]["mode"] == "generation"
+    ]
+
+
+def test_each_variation_is_a_new_one_from_one_model(gimp_run):
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["variation_menu"] == ["Generate variation", ["<Image>/Filters/SinGAN Studio"]]
+    first, second = raw(out / "variation_new_layer.raw", scene), raw(out / "variation2_new_layer.raw", scene)
+    assert not (first == second).all(), "two variations of one picture came out the same"
+    # the plain picture's model, reused by the second, the kept and the next; one for the picture with paper
+    assert len(generation_models(out.parent / "engine")) == 2
+    assert driver["variation2_seconds"] < driver["variation_seconds"]
+
+
+def test_a_variation_goes_over_the_layers_on_top(gimp_run):
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["variation_paper_layers"] == ["Variation", "Paper", "Pasted object", "Background"]
+    new = raw(out / "variation_paper_new_layer.raw", scene)
+    after = raw(out / "variation_paper_composite.raw", scene)
+    sel = scene.selection
+    assert (new[sel, 3] == 255).all() and (new[~sel, 3] == 0).all()
+    assert (after[sel, :3] == new[sel, :3]).all(), "the paper was applied over the variation"
+
+
+def test_a_kept_variation_is_left_out_of_the_next_ones_picture(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["over_layers"] == ["Variation #1", "Variation", "Pasted object", "Background"]
 
 
 def test_same_picture_as_krita_reads(gimp_run):

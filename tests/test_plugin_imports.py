@@ -111,6 +111,7 @@ GIMP = BLOCK + textwrap.dedent(
         "python-fu-singan-harmonize",
         "python-fu-singan-retrain-edit",
         "python-fu-singan-retrain-harmonize",
+        "python-fu-singan-variation",
     ]
     assert module.SinganStudio.do_query_procedures(None) == list(module.PROCEDURES)
     bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})

@@ -439,6 +439,8 @@ def main():
         dump(image, obj, tag)
         if run.get("screenshot"):
             window.screenshot(f"{tag}_gimp.jpg")
+        if run.get("keep"):  # the artist keeps the result and goes on (the runs after it see it)
+            continue
         window.key("ctrl+z")  # one Undo, from the keyboard
         wait_for(lambda n=name: layer_named(image, n) is None, 10)
         dump(image, obj, f"{tag}_undone")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""SinGAN Studio for GIMP 3: Filters > SinGAN Studio > Harmonize selection / Edit selection, and the same
-with a new model (Retrain and harmonize selection / Retrain and edit selection).
+"""SinGAN Studio for GIMP 3: Filters > SinGAN Studio > Harmonize selection / Edit selection / Generate
+variation, and the first two with a new model (Retrain and harmonize selection / Retrain and edit selection).
 
 A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
 Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
@@ -34,6 +34,7 @@ from editor_bridge.plugin_core import (  # noqa: E402
     Operation,
     check_canvas_unchanged,
     check_color_depth,
+    is_result_name,
 )
 from editor_bridge.plugin_runner import (  # noqa: E402
     COLOR_MATCH_HELP,
@@ -52,6 +53,7 @@ COLOR_MATCH, REFINE = "color-match", "refine"
 PROCEDURES = {
     "python-fu-singan-harmonize": Operation.HARMONIZE,
     "python-fu-singan-edit": Operation.EDIT,
+    "python-fu-singan-variation": Operation.VARIATION,
     "python-fu-singan-retrain-harmonize": Operation.RETRAIN_HARMONIZE,
     "python-fu-singan-retrain-edit": Operation.RETRAIN_EDIT,
 }
@@ -125,14 +127,29 @@ def _flatten_copy(image, depth: int, hide=()):
         copy.delete()
 
 
-def read_canvas(image, drawable) -> Canvas:
+def _results(layers, name: str) -> list:
+    """The layers this plug-in added as `name` (GIMP makes "name #1" of a second one), at any depth."""
+    found = []
+    for layer in layers:
+        if is_result_name(layer.get_name(), name):
+            found.append(layer)
+        elif layer.is_group():
+            found.extend(_results(layer.get_children(), name))
+    return found
+
+
+def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
+    """The image as the artist sees it, the active layer, the selection and the background.
+
+    A variation needs no background; it learns the picture without the variations it already added, so
+    that the next one reuses the same model and varies the artist's picture, not the previous variation."""
     if image.get_floating_sel() is not None:
         # GIMP keeps a floating selection over every layer: the result would land hidden under the paste.
         raise CanvasError(
             "the pasted object is still a floating selection: make it a layer first (Layer > To New Layer,"
             " or paste with Edit > Paste as > New Layer), then run this again"
         )
-    item = drawable
+    item = drawable if op is not Operation.VARIATION else None
     while item is not None:  # a hidden layer (or group) is not in the picture the artist sees
         if not item.get_visible():
             raise CanvasError(HIDDEN_LAYER)
@@ -164,29 +181,38 @@ def read_canvas(image, drawable) -> Canvas:
     selection = None
     if not Gimp.Selection.is_empty(image):
         selection = _read(image.get_selection(), 0, 0, width, height, MASK_FORMAT)
-    # Layers over the active one (a paper texture, a colour grade) stay over the result, which goes right
-    # above the active layer: the engine sees the picture without them, or they would apply twice.
-    above = _layers_above(image, drawable)
+    if op is Operation.VARIATION:
+        composite = _flatten_copy(image, depth, hide=_results(image.get_layers(), op.layer_name))
+        background = None
+    else:
+        # Layers over the active one (a paper texture, a colour grade) stay over the result, which goes
+        # right above the active layer: the engine sees the picture without them, or they would apply twice.
+        above = _layers_above(image, drawable)
+        composite = _flatten_copy(image, depth, hide=above)
+        background = _flatten_copy(image, depth, hide=[drawable, *above])
+    if composite is None:
+        raise CanvasError("nothing is visible: show the painting's layers")
     return Canvas(
         Editor.GIMP,
         width,
         height,
-        composite=_flatten_copy(image, depth, hide=above),
+        composite=composite,
         layer=bytes(layer),
-        background=_flatten_copy(image, depth, hide=[drawable, *above]),
+        background=background,
         selection=selection,
         name=image.get_name() or "",
         depth=depth,
     )
 
 
-def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch):
+def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch, on_top: bool = False):
     """A new canvas-sized layer right above the layer with this tattoo, the one the run started from (at
-    the top if the artist deleted it meanwhile); one undo group, so one Undo removes it."""
+    the top if the artist deleted it meanwhile, or `on_top`: a variation shows the whole picture, so below
+    the layers over the active one it would show them twice); one undo group, so one Undo removes it."""
     if not image.is_valid():
         raise CanvasError("the image was closed before the result arrived")
     check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
-    current = image.get_layer_by_tattoo(tattoo)  # None once the layer left the image
+    current = None if on_top else image.get_layer_by_tattoo(tattoo)  # None once the layer left the image
     parent, position = (current.get_parent(), image.get_item_position(current)) if current else (None, 0)
     image.undo_group_start()
     try:
@@ -271,7 +297,7 @@ def run(procedure, run_mode, image, drawables, config, data):
     guard = CancelGuard(settings.home, settings.timeout_s)
     try:
         tattoo = drawable.get_tattoo()  # read now: the layer itself may be deleted while the engine works
-        canvas = read_canvas(image, drawable)
+        canvas = read_canvas(image, drawable, op)
         runner = Runner(settings, _progress, on_job=guard.watch)
         try:
             patch = runner.run(op, canvas, color_match=color_match, refine=refine)
@@ -285,7 +311,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
             patch = runner.run(op, canvas, color_match=color_match, refine=refine)
-        add_result_layer(image, tattoo, canvas, patch)
+        add_result_layer(image, tattoo, canvas, patch, on_top=op is Operation.VARIATION)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:

@@ -16,6 +16,7 @@ from editor_bridge.plugin_core import (
     Operation,
     check_canvas_unchanged,
     check_color_depth,
+    is_result_name,
 )
 
 
@@ -130,8 +131,7 @@ def _results(parent, name: str) -> list:
     """The layers this plugin added under `parent` as `name` or `name N` (its unique names), at any depth."""
     found = []
     for child in parent.childNodes():
-        text = child.name()
-        if text == name or (text.startswith(name + " ") and text[len(name) + 1 :].isdigit()):
+        if is_result_name(child.name(), name):
             found.append(child)
         else:
             found.extend(_results(child, name))
