@@ -13,6 +13,7 @@ from engine.augment import (
     augment_for_harmonization,
     draw_harmonization_plan,
     draw_tiles,
+    recolour_region,
     shuffle_tiles,
     smooth_region,
 )
@@ -30,8 +31,20 @@ def _smoothing_augment(image, rng):
     return augment_for_harmonization(image, rng, smooth_probability=1.0)
 
 
+def _recolouring_augment(image, rng):
+    return augment_for_harmonization(image, rng, recolour_probability=1.0)
+
+
 @pytest.mark.parametrize(
-    "augment", [augment_for_harmonization, shuffle_tiles, smooth_region, _smoothing_augment]
+    "augment",
+    [
+        augment_for_harmonization,
+        shuffle_tiles,
+        smooth_region,
+        _smoothing_augment,
+        recolour_region,
+        _recolouring_augment,
+    ],
 )
 def test_shape_dtype_determinism_and_input_untouched(augment):
     image = _image()
@@ -46,7 +59,9 @@ def test_shape_dtype_determinism_and_input_untouched(augment):
     assert len(set(outputs)) > 5  # different seeds give different augmentations
 
 
-@pytest.mark.parametrize("augment", [augment_for_harmonization, shuffle_tiles, smooth_region])
+@pytest.mark.parametrize(
+    "augment", [augment_for_harmonization, shuffle_tiles, smooth_region, recolour_region]
+)
 def test_rejects_non_rgb_uint8(augment):
     with pytest.raises(ValueError):
         augment(np.zeros((10, 10), np.uint8), np.random.default_rng(0))
@@ -139,29 +154,49 @@ def _high_pass_energy(image: np.ndarray) -> np.ndarray:
     return (gray - cv2.GaussianBlur(gray, (0, 0), 2.0)) ** 2
 
 
+def _one_ellipse_changed(image: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Where `out` differs from `image`, checked to be one ellipse of 20-50% of each side at most."""
+    changed = (out != image).any(axis=2)
+    assert 0.01 < changed.mean() < 0.5  # partly outside the image at times
+    ys, xs = np.nonzero(changed)
+    longest = 0.5 * max(image.shape[:2]) + 2  # semi-axes up to 25% of a side, at any angle
+    assert ys.max() - ys.min() < longest and xs.max() - xs.min() < longest
+    return changed
+
+
 def test_smooth_region_blurs_one_ellipse_and_nothing_else():
     image = _image()
     for seed in range(10):
         out = smooth_region(image, np.random.default_rng(seed))
-        changed = (out != image).any(axis=2)
-        assert 0.01 < changed.mean() < 0.5  # 20-50% of each side, partly outside the image at times
-        ys, xs = np.nonzero(changed)
-        longest = 0.5 * max(image.shape[:2]) + 2  # semi-axes up to 25% of a side, at any angle
-        assert ys.max() - ys.min() < longest and xs.max() - xs.min() < longest
+        changed = _one_ellipse_changed(image, out)
         # inside, the fine texture is mostly gone
         assert _high_pass_energy(out)[changed].mean() < 0.5 * _high_pass_energy(image)[changed].mean()
 
 
-def test_no_smoothing_leaves_the_reference_augmentation_as_it_was():
+def test_recolour_region_changes_the_colours_of_one_ellipse_and_nothing_else():
+    image = _image()
+    for seed in range(10):
+        out = recolour_region(image, np.random.default_rng(seed))
+        changed = _one_ellipse_changed(image, out)
+        # a colour change, not a blur: the region's mean colour moves, its texture stays
+        shift = np.abs(out[changed].astype(float).mean(axis=0) - image[changed].astype(float).mean(axis=0))
+        assert shift.max() > 5
+        assert _high_pass_energy(out)[changed].mean() > 0.3 * _high_pass_energy(image)[changed].mean()
+
+
+@pytest.mark.parametrize(
+    "option,first", [("smooth_probability", smooth_region), ("recolour_probability", recolour_region)]
+)
+def test_an_option_at_zero_leaves_the_reference_augmentation_as_it_was(option, first):
     image = _image()
     for seed in range(20):
         reference = augment_for_harmonization(image, np.random.default_rng(seed))
-        unchanged = augment_for_harmonization(image, np.random.default_rng(seed), smooth_probability=0.0)
+        unchanged = augment_for_harmonization(image, np.random.default_rng(seed), **{option: 0.0})
         np.testing.assert_array_equal(reference, unchanged)
-        # with smoothing: the smoothed image, then the reference's augmentation of it
+        # at 1: the region changed first, then the reference's augmentation of that
         rng = np.random.default_rng(seed)
-        rng.random()  # the smoothing draw
-        smoothed = smooth_region(image, rng)
-        expected = apply_harmonization_plan(smoothed, draw_harmonization_plan(image.shape, rng), rng)
-        got = augment_for_harmonization(image, np.random.default_rng(seed), smooth_probability=1.0)
+        rng.random()  # the option's draw
+        changed = first(image, rng)
+        expected = apply_harmonization_plan(changed, draw_harmonization_plan(image.shape, rng), rng)
+        got = augment_for_harmonization(image, np.random.default_rng(seed), **{option: 1.0})
         np.testing.assert_array_equal(got, expected)

@@ -138,6 +138,31 @@ def _results(layers, name: str) -> list:
     return found
 
 
+def _layer_on_canvas(drawable, width: int, height: int, depth: int) -> bytes:
+    """The layer's pixels placed on a full canvas (a layer may be smaller than the canvas or stick out of
+    it), with its layer mask applied to its alpha."""
+    pixel = 4 * depth // 8  # bytes
+    layer = bytearray(width * height * pixel)
+    _ok, ox, oy = drawable.get_offsets()
+    w, h = drawable.get_width(), drawable.get_height()
+    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, width), min(oy + h, height)
+    if x1 > x0 and y1 > y0:
+        part = _read(drawable, x0 - ox, y0 - oy, x1 - x0, y1 - y0, _rgba(drawable, depth))
+        mask = drawable.get_mask()
+        if mask is not None and drawable.get_apply_mask():
+            # A layer mask (a cut-out made without erasing) is part of the layer's shape as the artist sees
+            # it; the buffer holds the pixels without it.
+            shape = np.frombuffer(_read(mask, x0 - ox, y0 - oy, x1 - x0, y1 - y0, MASK_FORMAT), np.uint8)
+            pixels = np.frombuffer(part, np.uint8 if depth == 8 else np.uint16).reshape(-1, 4).copy()
+            pixels[:, 3] = (pixels[:, 3].astype(np.uint32) * shape // 255).astype(pixels.dtype)
+            part = pixels.tobytes()
+        row = (x1 - x0) * pixel
+        for y in range(y0, y1):
+            start = (y * width + x0) * pixel
+            layer[start : start + row] = part[(y - y0) * row : (y - y0 + 1) * row]
+    return bytes(layer)
+
+
 def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
     """The image as the artist sees it, the active layer, the selection and the background.
 
@@ -158,26 +183,7 @@ def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
         Editor.GIMP, image.get_base_type().value_nick, image.get_precision().value_name.replace("GIMP_", "")
     )
     width, height = image.get_width(), image.get_height()
-    pixel = 4 * depth // 8  # bytes
-    layer = bytearray(width * height * pixel)
-    _ok, ox, oy = drawable.get_offsets()
-    w, h = drawable.get_width(), drawable.get_height()
-    # The layer may be smaller than the canvas or stick out of it: place its visible part on a full canvas.
-    x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, width), min(oy + h, height)
-    if x1 > x0 and y1 > y0:
-        part = _read(drawable, x0 - ox, y0 - oy, x1 - x0, y1 - y0, _rgba(drawable, depth))
-        mask = drawable.get_mask()
-        if mask is not None and drawable.get_apply_mask():
-            # A layer mask (a cut-out made without erasing) is part of the layer's shape as the artist sees
-            # it; the buffer holds the pixels without it.
-            shape = np.frombuffer(_read(mask, x0 - ox, y0 - oy, x1 - x0, y1 - y0, MASK_FORMAT), np.uint8)
-            pixels = np.frombuffer(part, np.uint8 if depth == 8 else np.uint16).reshape(-1, 4).copy()
-            pixels[:, 3] = (pixels[:, 3].astype(np.uint32) * shape // 255).astype(pixels.dtype)
-            part = pixels.tobytes()
-        row = (x1 - x0) * pixel
-        for y in range(y0, y1):
-            start = (y * width + x0) * pixel
-            layer[start : start + row] = part[(y - y0) * row : (y - y0 + 1) * row]
+    layer = _layer_on_canvas(drawable, width, height, depth)
     selection = None
     if not Gimp.Selection.is_empty(image):
         selection = _read(image.get_selection(), 0, 0, width, height, MASK_FORMAT)
@@ -197,7 +203,7 @@ def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
         width,
         height,
         composite=composite,
-        layer=bytes(layer),
+        layer=layer,
         background=background,
         selection=selection,
         name=image.get_name() or "",
