@@ -42,6 +42,7 @@ def engine_result(
     color_matches: list[float | None],
     smooth: float | None = None,
     seed: int = 0,
+    recolour: float | None = None,
 ) -> dict:
     """Train on the background (cached in model_dir), harmonize the composite with each colour match (None:
     the default); optionally also with a model fine-tuned on the composite."""
@@ -51,6 +52,8 @@ def engine_result(
         train_cfg = dataclasses.replace(train_cfg, seed=seed)
         if smooth is not None:
             train_cfg = dataclasses.replace(train_cfg, smooth_probability=smooth)
+        if recolour is not None:
+            train_cfg = dataclasses.replace(train_cfg, recolour_probability=recolour)
         start = time.perf_counter()
         if (model_dir / store.CHECKPOINT_DIR / "state.pt").is_file():  # an interrupted run: continue it
             training.resume(model_dir, device)
@@ -99,6 +102,12 @@ def main() -> None:
         "use another --out, models are cached by case and preset",
     )
     parser.add_argument(
+        "--recolour",
+        type=float,
+        help="train with this recolour_probability instead of the preset's (engine.augment.recolour_region); "
+        "use another --out, models are cached by case and preset",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="training seed (use another --out for another seed)"
     )
     parser.add_argument("--out", default="runs/bench_harmonization")
@@ -127,6 +136,7 @@ def main() -> None:
             args.color_match,
             args.smooth,
             args.seed,
+            args.recolour,
         )
         methods.update(run["results"])
         for name, image in methods.items():

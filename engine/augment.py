@@ -195,15 +195,41 @@ def smooth_region(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(inside[..., None] > 0, blurred, image)
 
 
+def recolour_region(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy with the colours inside one random ellipse changed, as a pasted object's colours do not
+    match the painting around it: hue rotated by up to 90 degrees, saturation, per-channel gains and
+    contrast changed, with a hard edge. Not in the reference, whose colour transforms change the whole
+    image. The ellipse spans 20-50% of each side."""
+    _check_image(image)
+    height, width = image.shape[:2]
+    centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+    axes = (max(1, round(rng.uniform(0.1, 0.25) * width)), max(1, round(rng.uniform(0.1, 0.25) * height)))
+    inside = np.zeros((height, width), np.uint8)
+    cv2.ellipse(inside, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    hsv = cv2.cvtColor(image.astype(np.float32) / 255, cv2.COLOR_RGB2HSV)  # H in degrees
+    hsv[..., 0] = np.mod(hsv[..., 0] + rng.uniform(-90, 90), 360)
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.5, 1.5), 0, 1)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * rng.uniform(0.7, 1.3, size=3).astype(np.float32)
+    region = inside > 0
+    mean = rgb[region].mean(axis=0) if region.any() else rgb.mean(axis=(0, 1))
+    rgb = mean + (rgb - mean) * rng.uniform(0.7, 1.3)
+    return np.where(region[..., None], _to_uint8(rgb * 255), image)
+
+
 def augment_for_harmonization(
-    image: np.ndarray, rng: np.random.Generator, smooth_probability: float = 0.0
+    image: np.ndarray,
+    rng: np.random.Generator,
+    smooth_probability: float = 0.0,
+    recolour_probability: float = 0.0,
 ) -> np.ndarray:
     """One augmented copy of a uint8 HxWx3 RGB image for harmonization training; the input is untouched.
-    smooth_probability: the chance of `smooth_region` first (0, the reference's augmentation, draws
-    nothing more from rng)."""
+    smooth_probability, recolour_probability: the chances of `smooth_region`, then `recolour_region`, first
+    (0, the reference's augmentation, draws nothing more from rng)."""
     _check_image(image)
     if smooth_probability > 0 and rng.random() < smooth_probability:
         image = smooth_region(image, rng)
+    if recolour_probability > 0 and rng.random() < recolour_probability:
+        image = recolour_region(image, rng)
     return apply_harmonization_plan(image, draw_harmonization_plan(image.shape, rng), rng)
 
 

@@ -77,6 +77,9 @@ class TrainConfig:
     # Harmonization: chance that a training input has a region's strokes blurred away first
     # (engine.augment.smooth_region; not in the reference, so 0 there).
     smooth_probability: float = 0.0
+    # Harmonization: chance that a training input has a region's colours changed first
+    # (engine.augment.recolour_region; not in the reference, so 0 there).
+    recolour_probability: float = 0.0
     seed: int = 0
     precision: Precision = Precision.FP32
     channels_last: bool = True

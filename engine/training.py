@@ -130,7 +130,12 @@ class Trainer:
             return self._randn(self.model.channels, h, w)
         elif self.spec.stage_input is StageInput.AUGMENTED:
             base = to_tensor(
-                augment.augment_for_harmonization(self.coarse_u8, self.np_rng, self.train.smooth_probability)
+                augment.augment_for_harmonization(
+                    self.coarse_u8,
+                    self.np_rng,
+                    self.train.smooth_probability,
+                    self.train.recolour_probability,
+                )
                 / 255.0,
                 self.device,
             )

@@ -33,6 +33,9 @@ ENTRY_FILE = "registry.json"
 SAMPLER_FILE = "sampler.onnx"  # where engine.runtime.ensure_sampler exports a model's sampler
 # Settings that do not change the trained weights stay out of the key.
 _KEY_IGNORES = {"checkpoint_every_s"}
+# Settings added after models were stored count only when set: at their default, which trains exactly as
+# before they existed, the key stays what it was, so stored models are still found.
+_KEY_NEW_DEFAULTS = {"recolour_probability": 0.0}
 
 
 def training_key(pixels: np.ndarray, model: ModelConfig, train: TrainConfig) -> str:
@@ -40,7 +43,11 @@ def training_key(pixels: np.ndarray, model: ModelConfig, train: TrainConfig) -> 
     pixels = np.ascontiguousarray(pixels)
     settings = {
         "model": model.to_dict(),
-        "train": {k: v for k, v in train.to_dict().items() if k not in _KEY_IGNORES},
+        "train": {
+            k: v
+            for k, v in train.to_dict().items()
+            if k not in _KEY_IGNORES and not (k in _KEY_NEW_DEFAULTS and v == _KEY_NEW_DEFAULTS[k])
+        },
         "shape": list(pixels.shape),
         "dtype": pixels.dtype.str,
     }
