@@ -78,7 +78,7 @@ class TrainConfig:
     # (engine.augment.smooth_region; not in the reference, so 0 there).
     smooth_probability: float = 0.0
     # Harmonization: chance that a training input has a region's colours changed first
-    # (engine.augment.recolour_region; not in the reference, so 0 there).
+    # (engine.augment.recolour_region; not in the reference, and measured no better, so 0 everywhere).
     recolour_probability: float = 0.0
     seed: int = 0
     precision: Precision = Precision.FP32
