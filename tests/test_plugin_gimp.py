@@ -72,6 +72,8 @@ RUNS = [
     {**HARMONIZE, "tag": "hidden", "hidden": 1},
     # A plain Paste (a floating selection, which GIMP keeps over every layer): refused with a message
     {**HARMONIZE, "tag": "floating", "floating": 1},
+    # Quick Mask on (the selection is being painted; the image's own selection is empty): the same
+    {**HARMONIZE, "tag": "quick_mask", "quick_mask": 1},
     # Generate variation: learns the picture (a model of its own), then samples it; again reuses the model
     {**VARIATION, "tag": "variation"},
     {**VARIATION, "tag": "variation2"},
@@ -88,6 +90,7 @@ SPECIAL = (
     "on_channel",
     "hidden",
     "floating",
+    "quick_mask",
     "profile",
     "sixteen_bit",
     "masked",
@@ -349,6 +352,16 @@ def test_a_variation_goes_over_the_layers_on_top(gimp_run):
 def test_a_kept_variation_is_left_out_of_the_next_ones_picture(gimp_run):
     driver = gimp_run["driver"]
     assert driver["over_layers"] == ["Variation #1", "Variation", "Pasted object", "Background"]
+
+
+def test_quick_mask_on_is_refused_with_a_message(gimp_run):
+    driver = gimp_run["driver"]
+    assert driver["quick_mask_channels"] == ["Qmask"]  # Shift+Q reached GIMP
+    assert driver["quick_mask_status"] == "execution-error"
+    assert (
+        "Quick Mask is on: turn it off (Select > Toggle Quick Mask, Shift+Q)" in driver["quick_mask_message"]
+    )
+    assert driver["quick_mask_layers"] == driver["before_layers"]
 
 
 def test_same_picture_as_krita_reads(gimp_run):

@@ -398,6 +398,15 @@ def main():
         if run.get("on_channel") or run.get("hidden") or run.get("floating"):
             refused_run(image, obj, run)
             continue
+        if run.get("quick_mask"):  # Select > Toggle Quick Mask (Shift+Q) in the window, the filter, then off
+            window.key("shift+q")
+            RESULT[f"{run['tag']}_channels"] = [c.get_name() for c in image.get_channels()]
+            try:
+                refused_run(image, obj, run)
+            finally:
+                window.key("shift+q")
+                wait_for(lambda: not image.get_channels(), 10)
+            continue
         if run.get("masked"):
             masked_run(image, obj, run)
             continue

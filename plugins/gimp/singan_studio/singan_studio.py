@@ -48,6 +48,7 @@ from editor_bridge.plugin_runner import (  # noqa: E402
 from editor_bridge.protocol import Mode  # noqa: E402
 
 MASK_FORMAT = "Y u8"  # one byte a pixel (GIMP converts on read)
+QUICK_MASK = "Qmask"  # the channel GIMP holds the selection in while Quick Mask is on (no API says so)
 # The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
 COLOR_MATCH, REFINE = "color-match", "refine"
 PROCEDURES = {
@@ -173,6 +174,12 @@ def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
         raise CanvasError(
             "the pasted object is still a floating selection: make it a layer first (Layer > To New Layer,"
             " or paste with Edit > Paste as > New Layer), then run this again"
+        )
+    if any(channel.get_name() == QUICK_MASK for channel in image.get_channels()):
+        # The selection being painted is in that channel, and the image's selection is empty meanwhile.
+        raise CanvasError(
+            "Quick Mask is on: turn it off (Select > Toggle Quick Mask, Shift+Q) so that what you painted"
+            " becomes the selection, then run this again"
         )
     item = drawable if op is not Operation.VARIATION else None
     while item is not None:  # a hidden layer (or group) is not in the picture the artist sees
