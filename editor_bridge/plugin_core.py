@@ -190,9 +190,7 @@ class Canvas:
     def alpha(self, data: bytes) -> np.ndarray:
         """The alpha channel of one of the canvas's images, as 0-255 whatever the depth."""
         alpha = self.pixels(data)[..., 3]
-        if self.depth == 8:
-            return alpha
-        return ((alpha.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return alpha if self.depth == 8 else _to_depth(alpha, BitDepth.U16, 8)
 
     def mask(self) -> np.ndarray:
         """Where the work applies: the selection, else the active layer's alpha (0-255)."""
