@@ -86,6 +86,8 @@ RUNS = [
         "color_match": 0.5,
         "sixteen_bit": True,
     },
+    # ...and asks for a variation of the 16-bit picture (a model of its own: other pixels)
+    {"action": "singan_variation", "layer": "Variation 4", "tag": "deep_variation", "in_16_bits": True},
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
@@ -211,7 +213,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
     ]
 
 
-SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit")
+SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits")
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
 
@@ -292,6 +294,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "over": None,
         "orphan": None,
         "deep": 0.5,
+        "deep_variation": None,
         "elsewhere": None,
         "resized": None,
         "closed": None,
@@ -315,8 +318,9 @@ def test_refine_finetunes_the_stored_model_on_the_paste(krita_run):
 def test_each_variation_is_a_new_one(krita_run):
     scene, out = krita_run["scene"], krita_run["out"]
     generation = [m for m in krita_run["models"] if m.mode is Mode.GENERATION]
-    # the second variation reused the model; the picture with a paper layer on top is another picture
-    assert len(generation) == 2
+    # the second variation reused the model; the picture with a paper layer on top is another picture, and
+    # so is the picture converted to 16 bits
+    assert len(generation) == 3
     first, second = raw(out / "variation_new_layer.raw", scene), raw(out / "variation2_new_layer.raw", scene)
     assert not (first == second).all(), "two variations of one picture came out the same"
 
@@ -327,8 +331,9 @@ def test_a_kept_variation_is_left_out_of_the_next_ones_picture(krita_run):
     # the new one on top, where it shows (below the kept one it would be hidden)
     expected = ["Background", "Pasted object", "Variation", "Variation 2", "Selection Mask"]
     assert driver["over_layers"] == expected
-    # no third model: the plain picture's and the one with paper on top (test_each_variation_is_a_new_one)
-    assert len([m for m in krita_run["models"] if m.mode is Mode.GENERATION]) == 2
+    # no model for the picture with the kept one: only the plain picture's, the one with paper on top and
+    # the 16-bit picture's (test_each_variation_is_a_new_one)
+    assert len([m for m in krita_run["models"] if m.mode is Mode.GENERATION]) == 3
 
 
 def test_a_variation_goes_over_the_layers_on_top(krita_run):
@@ -363,6 +368,20 @@ def test_a_16_bit_image_is_harmonized_at_16_bits(krita_run):
     driver = krita_run["driver"]
     assert driver["deep_layers"][:3] == ["Background", "Pasted object", "Harmonized"]
     check_sixteen_bit_result(krita_run["out"], krita_run["scene"], "deep", "harmonize")
+
+
+def test_a_variation_of_a_16_bit_image_is_a_16_bit_layer(krita_run):
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    layers = ["Background", "Pasted object", "Variation", "Variation 2", "Variation 3", "Variation 4"]
+    assert driver["deep_variation_layers"] == [*layers, "Selection Mask"]
+    new = raw(out / "deep_variation_new_layer.raw", scene, dtype=np.uint16)
+    after = raw(out / "deep_variation_composite.raw", scene, dtype=np.uint16)
+    sel = scene.selection
+    assert (new[sel, 3] == 65535).all() and (new[~sel, 3] == 0).all()
+    assert (after[sel, :3] == new[sel, :3]).all()  # on top, where it shows
+    before = raw(out / "before_composite.raw", scene).astype(int) * 257  # the picture, before any run
+    changed = np.abs(new[sel, :3].astype(int) - before[sel, :3]).max(axis=1) > 8 * 257
+    assert changed.mean() > 0.2, f"only {changed.mean():.0%} of the selection changed"
 
 
 def test_a_result_does_not_take_the_active_layer_from_the_artist(krita_run):
