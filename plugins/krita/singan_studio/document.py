@@ -95,7 +95,7 @@ LAYER_TYPES = ("paintlayer", "grouplayer", "vectorlayer", "filelayer", "clonelay
 def _layer_of(node):
     """The layer an action works on: the active layer, or the layer whose mask (transparency, filter,
     transform or local selection mask) the artist clicked in the Layers docker."""
-    if node is not None and node.type().endswith("mask"):
+    if node is not None and _is_mask(node):
         parent = node.parentNode()
         # the global selection is a mask of the image itself (a child of the root), not of a layer
         node = parent if parent is not None and parent.parentNode() is not None else None
@@ -146,7 +146,7 @@ def _layers_above(node) -> list:
     while parent is not None:
         siblings = parent.childNodes()  # bottom first
         index = next(i for i, child in enumerate(siblings) if _same(child, node))
-        above.extend(child for child in siblings[index + 1 :] if not child.type().endswith("mask"))
+        above.extend(child for child in siblings[index + 1 :] if not _is_mask(child))
         node, parent = parent, parent.parentNode()
     return above
 
@@ -188,7 +188,7 @@ def add_result_layer(target: Target, patch: LayerPatch):
     if parent is None or target.on_top:
         parent = document.rootNode()
         # the top layer; the global selection's mask stays above it, where Krita keeps it
-        layers = [child for child in parent.childNodes() if not child.type().endswith("mask")]
+        layers = [child for child in parent.childNodes() if not _is_mask(child)]
         above = layers[-1] if layers else None
     active = document.activeNode()
     layer = document.createNode(_unique_name(parent, patch.name), "paintlayer")
@@ -201,6 +201,12 @@ def add_result_layer(target: Target, patch: LayerPatch):
         # (it does so from a queued signal, after this returns).
         QTimer.singleShot(0, lambda: document.setActiveNode(active))
     return layer
+
+
+def _is_mask(node) -> bool:
+    """A transparency, filter, transform, colorize or (local or global) selection mask: it draws nothing
+    of its own and belongs to a layer (the global selection's to the image)."""
+    return node.type().endswith("mask")
 
 
 def _same(a, b) -> bool:
