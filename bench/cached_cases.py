@@ -5,7 +5,7 @@ them: the shared set-up of the scripts that try a variant of applying a model (c
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,17 @@ def parse_args(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--models", default="runs/bench_harmonization", help="bench_harmonization's --out")
     parser.add_argument("--color-match", nargs="+", type=float, default=[0.5, 1.0])
     return parser.parse_args()
+
+
+def linear(offset: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    """A colour-match step (`engine.apply.color_match_offset`'s signature) that makes `share` times the whole
+    change `offset` gives, lightness included: the engine's colour match before it split the change into
+    hue and saturation first, lightness second (2026-11-25)."""
+
+    def step(rgb: np.ndarray, inside: np.ndarray, share: float) -> np.ndarray:
+        return share * offset(rgb, inside)
+
+    return step
 
 
 def cached_cases(models: str | Path) -> Iterator[tuple[HarmonizationCase, TrainedModel, Picture, np.ndarray]]:

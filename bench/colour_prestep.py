@@ -4,7 +4,8 @@ a Reinhard colour transfer, alone or followed by Poisson's.
     python -m bench.colour_prestep --models runs/bench_harmonization
 
 Uses the `fast` models that `python -m bench.bench_harmonization` trained and cached for the four hard
-cases, and swaps the engine's colour-match step (`engine.blend.surroundings_offset`) for each variant.
+cases, and swaps the engine's colour-match step (`engine.apply.color_match_offset`) for each variant, scaled
+as a whole by the colour match (`bench.cached_cases.linear`).
 Prints Delta E inside the mask against the original painting, per case and as a mean (docs/benchmarks.md).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, parse_args
+from bench.cached_cases import CASES, cached_cases, linear, parse_args
 from bench.quality import masked_error
 from engine import apply, blend
 
@@ -50,14 +51,14 @@ def main() -> None:
     errors: dict[tuple[str, float], list[float]] = {}
     for case, model, picture, mask in cached_cases(args.models):
         for name, offset in VARIANTS.items():
-            apply.surroundings_offset = offset
+            apply.color_match_offset = linear(offset)
             for share in args.color_match:
                 result = apply.apply_to_selection(model, picture, mask, color_match=share).rgb
                 image = np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
                 errors.setdefault((name, share), []).append(
                     masked_error(image, case.ground_truth, mask).delta_e
                 )
-    apply.surroundings_offset = blend.surroundings_offset
+    apply.color_match_offset = blend.color_match_offset
     print("| pre-step | colour match | " + " | ".join(CASES) + " | mean |")
     print("|---|---|" + "---|" * (len(CASES) + 1))
     for (name, share), values in errors.items():

@@ -5,7 +5,9 @@ measure against).
         --mask examples/scream_naive_mask.jpg --out docs/images/real-paste-comparison.jpg
 
 Left to right: the composite, Reinhard colour transfer, Poisson blending (both given the model's training
-image, the painting before the paste, as the background), then the engine at each --color-match value.
+image, the painting before the paste, as the background), then the engine at each --color-match value;
+with --linear, each value between 0 and 1 is preceded by the colour match as it was before 2026-11-25 (a
+share of Poisson blending's whole change, lightness included).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
 from bench.bench_harmonization import to_u8
-from engine import apply, store
+from bench.cached_cases import linear
+from engine import apply, blend, store
 from engine.imageio import read_image, read_mask
 from engine.pyramid import resize
 
@@ -34,6 +37,9 @@ def main() -> None:
     parser.add_argument("--color-match", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     parser.add_argument("--height", type=int, default=256, help="height of the strip")
     parser.add_argument(
+        "--linear", action="store_true", help="also show the colour match before 2026-11-25 at each value"
+    )
+    parser.add_argument(
         "--crop", action="store_true", help="show only the selection's box (and a margin), to judge detail"
     )
     args = parser.parse_args()
@@ -47,8 +53,17 @@ def main() -> None:
         reinhard_transfer(composite, mask, background),
         poisson_blend(composite, mask, background),
     ]
+    names = ["composite", "Reinhard", "Poisson"]
     for color in args.color_match:
+        if args.linear and 0 < color < 1:
+            apply.color_match_offset = linear(blend.surroundings_offset)
+            try:
+                panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
+            finally:
+                apply.color_match_offset = blend.color_match_offset
+            names.append(f"linear color match {color:g}")
         panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
+        names.append(f"engine, color match {color:g}")
     if args.crop:
         x, y, w, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
         margin = max(w, h) // 4
@@ -60,7 +75,6 @@ def main() -> None:
         [cv2.resize(p, (width, args.height), interpolation=cv2.INTER_AREA) for p in panels], axis=1
     )
     cv2.imwrite(args.out, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-    names = ["composite", "Reinhard", "Poisson", *(f"engine, color match {c:g}" for c in args.color_match)]
     print(f"{args.out}: {', '.join(names)}")
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.blend import surroundings_offset
+from engine.blend import color_match_offset
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.imageio import Picture
 from engine.modes import spec
@@ -136,7 +136,8 @@ def apply_to_selection(
     """Harmonize or edit (by the model's mode) the masked part of a picture, at the picture's full size.
 
     color_match (0-1; default: the mode's) first moves the selection that share of the way towards its
-    surroundings' colours by Poisson blending (engine.blend), at the model's resolution.
+    surroundings' colours by Poisson blending, hue and saturation first, then lightness (engine.blend), at
+    the model's resolution.
     """
     backend = backend or TorchBackend(model)
     mode_spec = spec(model.model.mode)
@@ -162,7 +163,7 @@ def apply_to_selection(
     matched = small
     if color_match > 0:
         inside = resize(mask.astype(np.float32), shapes[-1]) > 0.5
-        matched = small + color_match * surroundings_offset(small.clip(0, 1), inside)
+        matched = small + color_match_offset(small.clip(0, 1), inside, color_match)
     z0 = to_tensor(resize(matched, shapes[0]).clip(0, 1), model.device)
     if mode_spec.injected_noise:
         z0 = z0 + mode_spec.injected_noise * inputs[0]

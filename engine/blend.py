@@ -3,8 +3,10 @@
 Harmonization can move a selection part of the way towards its surroundings' colours before the generator
 sees it (`apply_to_selection(color_match=...)`). Poisson blending gives that change: it keeps the
 selection's own gradients and takes its colours from the pixels around it. The generator then gives the
-selection the painting's texture. The benchmark on cases with a known answer (docs/benchmarks.md) measured
-this against either method alone.
+selection the painting's texture. The colour match takes that change in two halves, in CIELAB: first the
+hue and saturation (a*, b*), then the lightness (L*), which is what makes Poisson-blended objects fade
+into their surroundings. The benchmark on cases with a known answer (docs/benchmarks.md) measured this
+against either method alone.
 """
 
 from __future__ import annotations
@@ -58,3 +60,25 @@ def surroundings_offset(rgb: np.ndarray, inside: np.ndarray) -> np.ndarray:
     cloned = poisson_clone(source, dest, inside)
     offset = (cloned.astype(np.float32) - source.astype(np.float32)) / 255.0
     return np.where(inside[..., None], offset, 0.0).astype(np.float32)
+
+
+def color_match_offset(rgb: np.ndarray, inside: np.ndarray, share: float) -> np.ndarray:
+    """The change (H x W x 3 float, zero outside `inside`) that moves the selection of an image in [0, 1]
+    `share` (0-1) of the way towards its surroundings' colours.
+
+    The first half of the scale moves its hue and saturation (CIELAB a* and b*) towards Poisson blending's,
+    the second half its lightness (L*): 0.5 gives the selection its surroundings' hue and saturation and
+    keeps its own light and shade, 1 is Poisson blending's whole change (`surroundings_offset`).
+    """
+    chroma, light = min(1.0, 2.0 * share), max(0.0, 2.0 * share - 1.0)
+    if chroma <= 0.0:
+        return np.zeros_like(rgb, dtype=np.float32)
+    offset = surroundings_offset(rgb, inside)
+    if light >= 1.0 or not offset.any():
+        return offset
+    rgb = rgb.astype(np.float32)
+    before = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
+    after = cv2.cvtColor(np.clip(rgb + offset, 0.0, 1.0), cv2.COLOR_RGB2Lab)
+    moved = before + (after - before) * np.array([light, chroma, chroma], np.float32)
+    matched = np.clip(cv2.cvtColor(moved, cv2.COLOR_Lab2RGB), 0.0, 1.0)
+    return np.where(inside[..., None], matched - rgb, 0.0).astype(np.float32)
