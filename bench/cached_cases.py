@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from bench.synthetic_cases import HarmonizationCase, load_cases
-from engine import store
+from engine import apply, blend, store
 from engine.device import configure_threads, select_device
 from engine.imageio import Picture
 from engine.store import TrainedModel
@@ -35,6 +36,17 @@ def linear(offset: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[.
         return share * offset(rgb, inside)
 
     return step
+
+
+@contextmanager
+def color_match_step(step: Callable[..., np.ndarray]) -> Iterator[None]:
+    """Within the block, `engine.apply.apply_to_selection` makes its colour match with `step` (the signature
+    of `engine.blend.color_match_offset`) instead of the engine's own."""
+    apply.color_match_offset = step
+    try:
+        yield
+    finally:
+        apply.color_match_offset = blend.color_match_offset
 
 
 def cached_cases(models: str | Path) -> Iterator[tuple[HarmonizationCase, TrainedModel, Picture, np.ndarray]]:

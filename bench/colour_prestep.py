@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, linear, parse_args
+from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args
 from bench.quality import masked_error
 from engine import apply, blend
 
@@ -39,7 +39,7 @@ def reinhard_then_poisson(share: float):
 
 
 VARIANTS = {
-    "poisson (the engine's)": blend.surroundings_offset,
+    "poisson (the engine's until 2026-11-25)": blend.surroundings_offset,
     "reinhard": reinhard_offset,
     "reinhard, then poisson": reinhard_then_poisson(1.0),
     "half reinhard, then poisson": reinhard_then_poisson(0.5),
@@ -51,14 +51,13 @@ def main() -> None:
     errors: dict[tuple[str, float], list[float]] = {}
     for case, model, picture, mask in cached_cases(args.models):
         for name, offset in VARIANTS.items():
-            apply.color_match_offset = linear(offset)
             for share in args.color_match:
-                result = apply.apply_to_selection(model, picture, mask, color_match=share).rgb
+                with color_match_step(linear(offset)):
+                    result = apply.apply_to_selection(model, picture, mask, color_match=share).rgb
                 image = np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
                 errors.setdefault((name, share), []).append(
                     masked_error(image, case.ground_truth, mask).delta_e
                 )
-    apply.color_match_offset = blend.color_match_offset
     print("| pre-step | colour match | " + " | ".join(CASES) + " | mean |")
     print("|---|---|" + "---|" * (len(CASES) + 1))
     for (name, share), values in errors.items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, linear, parse_args
+from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args
 from bench.quality import masked_error, texture_score
 from engine import apply, blend
 
@@ -25,18 +25,15 @@ VARIANTS = {
 def main() -> None:
     args = parse_args(__doc__)
     scores: dict[tuple[str, float], list[tuple[float, float]]] = {}
-    try:
-        for case, model, picture, mask in cached_cases(args.models):
-            for name, step in VARIANTS.items():
-                apply.color_match_offset = step
-                for share in args.color_match:
+    for case, model, picture, mask in cached_cases(args.models):
+        for name, step in VARIANTS.items():
+            for share in args.color_match:
+                with color_match_step(step):
                     result = apply.apply_to_selection(model, picture, mask, color_match=share).rgb
-                    image = np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
-                    error = masked_error(image, case.ground_truth, mask).delta_e
-                    texture = texture_score(image, case.ground_truth, mask)
-                    scores.setdefault((name, share), []).append((error, texture))
-    finally:
-        apply.color_match_offset = blend.color_match_offset
+                image = np.clip(np.rint(result * 255), 0, 255).astype(np.uint8)
+                error = masked_error(image, case.ground_truth, mask).delta_e
+                texture = texture_score(image, case.ground_truth, mask)
+                scores.setdefault((name, share), []).append((error, texture))
     print("Delta E / texture score inside the mask")
     print("| colour match | share | " + " | ".join(CASES) + " | mean |")
     print("|---|---|" + "---|" * (len(CASES) + 1))

@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
 from bench.bench_harmonization import to_u8
-from bench.cached_cases import linear
+from bench.cached_cases import color_match_step, linear
 from engine import apply, blend, store
 from engine.imageio import read_image, read_mask
 from engine.pyramid import resize
@@ -56,11 +56,8 @@ def main() -> None:
     names = ["composite", "Reinhard", "Poisson"]
     for color in args.color_match:
         if args.linear and 0 < color < 1:
-            apply.color_match_offset = linear(blend.surroundings_offset)
-            try:
+            with color_match_step(linear(blend.surroundings_offset)):
                 panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
-            finally:
-                apply.color_match_offset = blend.color_match_offset
             names.append(f"linear color match {color:g}")
         panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
         names.append(f"engine, color match {color:g}")
