@@ -58,8 +58,8 @@ class Editor(str, enum.Enum):
     @property
     def convert_hint(self) -> str:
         if self is Editor.KRITA:
-            return "convert it with Image > Convert Image Color Space... to RGB/Alpha, 16-bit integer/channel"
-        return "convert it with Image > Precision > 16 bit integer (and Image > Mode > RGB)"
+            return "convert it with Image > Convert Image Color Space... to RGB/Alpha"
+        return "convert it with Image > Mode > RGB"
 
 
 class Operation(str, enum.Enum):
@@ -121,19 +121,29 @@ def check_canvas_unchanged(before: tuple[int, int], now: tuple[int, int]) -> Non
 
 
 BITS = (8, 16)  # the integer depths a Canvas carries
+# Depths the editor converts to and from 16-bit integers for the engine (Krita: F16, F32; GIMP: half, float,
+# double and 32-bit integer precisions, linear or not).
+WIDE_DEPTHS = ("F16", "F32", "HALF", "FLOAT", "DOUBLE", "U32")
 
 
 def check_color_depth(editor: Editor, color_model: str, depth: str) -> int:
-    """The bits per channel (8 or 16) of an RGB(A) image the plugins read and write as they are. Anything
-    else is refused: silently rounding a float (or 32-bit) painting to integers would lose the artist's data
-    (values over 1, precision). `depth` is the editor's own name for it (Krita: U8, U16, F16, F32; GIMP: a
-    Gimp.Precision name such as U16_NON_LINEAR)."""
+    """The bits per channel (8 or 16) of the Canvas for an RGB(A) image at this depth; anything but RGB
+    is refused. `depth` is the editor's own name for it (Krita: U8, U16, F16, F32; GIMP: a Gimp.Precision
+    name such as U16_NON_LINEAR or FLOAT_LINEAR).
+
+    A floating-point (or 32-bit integer) image travels as 16-bit integers with the sRGB tone curve (GIMP:
+    in the image's own primaries; Krita: in sRGB), converted by the editor's colour management both ways:
+    the GAN and the colour match work on display-referred values, not linear light. Only the new layer is
+    made from them: the artist's layers keep their float values, and inside the selection values over
+    white (and, in Krita, colours outside sRGB) come back at the edge of that range."""
     name = depth.upper().removeprefix("PRECISION_")
     bits = next((b for b in BITS if name == f"U{b}" or name.startswith(f"U{b}_")), None)
+    if bits is None and any(name == wide or name.startswith(f"{wide}_") for wide in WIDE_DEPTHS):
+        bits = 16
     if color_model.upper() not in {"RGBA", "RGB"} or bits is None:
         raise UnsupportedColorDepth(
-            f"this image is {color_model} {depth}; the engine works on 8- and 16-bit integer RGB images: "
-            f"{editor.convert_hint}, or work on a converted copy"
+            f"this image is {color_model} {depth}; the engine works on RGB images: {editor.convert_hint}"
+            ", or work on a converted copy"
         )
     return bits
 

@@ -153,26 +153,33 @@ def test_wrong_sizes_are_refused():
     "editor,model,depth,ok",
     [
         (Editor.KRITA, "RGBA", "U8", 8),
-        (Editor.KRITA, "RGBA", "F16", None),
         (Editor.KRITA, "RGBA", "U16", 16),
-        (Editor.KRITA, "RGBA", "F32", None),
+        # float images travel at 16 bits, converted by the editor
+        (Editor.KRITA, "RGBA", "F16", 16),
+        (Editor.KRITA, "RGBA", "F32", 16),
         (Editor.KRITA, "CMYKA", "U8", None),
+        (Editor.KRITA, "GRAYA", "F32", None),
+        (Editor.KRITA, "RGBA", "F64", None),  # no such Krita depth: not guessed at
         (Editor.GIMP, "RGB", "U8_NON_LINEAR", 8),
         (Editor.GIMP, "RGB", "PRECISION_U8_PERCEPTUAL", 8),
         (Editor.GIMP, "RGB", "U16_LINEAR", 16),
         (Editor.GIMP, "RGB", "PRECISION_U16_NON_LINEAR", 16),
-        (Editor.GIMP, "RGB", "U32_LINEAR", None),
-        (Editor.GIMP, "RGB", "HALF_LINEAR", None),
+        (Editor.GIMP, "RGB", "U32_LINEAR", 16),
+        (Editor.GIMP, "RGB", "HALF_LINEAR", 16),
+        (Editor.GIMP, "RGB", "PRECISION_FLOAT_NON_LINEAR", 16),
+        (Editor.GIMP, "RGB", "DOUBLE_PERCEPTUAL", 16),
+        (Editor.GIMP, "RGB", "FLOATING", None),
         (Editor.GIMP, "GRAY", "U8_NON_LINEAR", None),
+        (Editor.GIMP, "INDEXED", "U8_NON_LINEAR", None),
     ],
 )
 def test_color_depth(editor, model, depth, ok):
     if ok:
         assert check_color_depth(editor, model, depth) == ok
     else:
-        with pytest.raises(UnsupportedColorDepth, match="8- and 16-bit integer RGB") as info:
+        with pytest.raises(UnsupportedColorDepth, match="the engine works on RGB images") as info:
             check_color_depth(editor, model, depth)
-        assert ("Convert Image Color Space" if editor is Editor.KRITA else "Image > Precision") in str(
+        assert ("Convert Image Color Space" if editor is Editor.KRITA else "Image > Mode > RGB") in str(
             info.value
         )
 

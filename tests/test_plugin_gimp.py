@@ -48,7 +48,9 @@ RUNS = [
     {**HARMONIZE, "tag": "after"},
     {**HARMONIZE, "tag": "strong", "color_match": 1},  # from a script: the PDB with the argument
     # The same as the first run in the image converted to 16 bits (Image > Precision), then back to 8
-    {**HARMONIZE, "tag": "deep", "color_match": 0.5, "sixteen_bit": 1},
+    {**HARMONIZE, "tag": "deep", "color_match": 0.5, "precision": "U16_NON_LINEAR"},
+    # ...and in 32-bit floating point, linear light (as a photo from a raw developer comes in)
+    {**HARMONIZE, "tag": "float", "color_match": 0.5, "precision": "FLOAT_LINEAR"},
     # The same as "after" in an image with a wide-gamut (Adobe RGB) profile
     {**HARMONIZE, "tag": "profiled", "color_match": 0.5, "profile": 1},
     {**HARMONIZE, "tag": "refined", "color_match": 0.5, "refine": True},  # fine-tunes, then harmonizes
@@ -92,7 +94,7 @@ SPECIAL = (
     "floating",
     "quick_mask",
     "profile",
-    "sixteen_bit",
+    "precision",
     "masked",
     "scratch",
     "resize",
@@ -253,6 +255,17 @@ def test_a_16_bit_image_is_harmonized_at_16_bits(gimp_run):
     assert driver["deep_status"] == "success", driver["deep_message"]
     assert driver["deep_layers"] == ["Harmonized", "Pasted object", "Background"]
     check_sixteen_bit_result(gimp_run["out"], gimp_run["scene"], "deep", "harmonize")
+
+
+def test_a_float_linear_image_is_harmonized_on_its_display_values(gimp_run):
+    """The plug-in reads a linear-light float image as 16-bit values with the sRGB curve, and GIMP
+    converts the new layer back: the 8-bit run's result to within a level or two. (Linear values sent as
+    they are would come back far darker; before, the plug-in refused float images.)"""
+    driver = gimp_run["driver"]
+    assert driver["float_precision"] == "float-linear"
+    assert driver["float_status"] == "success", driver["float_message"]
+    assert driver["float_layers"] == ["Harmonized", "Pasted object", "Background"]
+    check_sixteen_bit_result(gimp_run["out"], gimp_run["scene"], "float", "harmonize")
 
 
 def test_refine_argument_finetunes_before_harmonizing(gimp_run):

@@ -294,11 +294,12 @@ def profiled_run(image, obj, run):
         image.remove_layer(new)
 
 
-def sixteen_bit_run(image, obj, run):
-    """Image > Precision > 16 bit integer, the filter through the PDB, the new layer read at 16 bits; then
-    back to 8 bits (exact: every value is an 8-bit level times 257 again) for the runs after it."""
+def precision_run(image, obj, run):
+    """Image > Precision > (run["precision"]: 16 bit integer, 32 bit floating point linear...), the filter
+    through the PDB, the new layer read at 16 bits with the sRGB tone curve; then back to 8 bits (exact:
+    every value is an 8-bit level again) for the runs after it."""
     tag, w, h = run["tag"], image.get_width(), image.get_height()
-    image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+    image.convert_precision(getattr(Gimp.Precision, run["precision"]))
     RESULT[f"{tag}_precision"] = image.get_precision().value_nick
     try:
         arguments = {"color-match": float(run["color_match"]), "refine": False}
@@ -413,8 +414,8 @@ def main():
         if run.get("profile"):
             profiled_run(image, obj, run)
             continue
-        if run.get("sixteen_bit"):
-            sixteen_bit_run(image, obj, run)
+        if run.get("precision"):
+            precision_run(image, obj, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)
