@@ -88,6 +88,8 @@ RUNS = [
     },
     # ...and asks for a variation of the 16-bit picture (a model of its own: other pixels)
     {"action": "singan_variation", "layer": "Variation 4", "tag": "deep_variation", "in_16_bits": True},
+    # ...and converts it to 32-bit float, linear light (this run and those after it)
+    {"action": "singan_harmonize", "layer": "Harmonized", "tag": "float", "color_match": 0.5, "float": True},
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
@@ -213,7 +215,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
     ]
 
 
-SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits")
+SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float")
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
 
@@ -251,9 +253,10 @@ def stored_models(home: Path) -> list[dict]:
 
 def test_second_harmonization_reuses_the_model(krita_run):
     harmonization = [m for m in krita_run["models"] if m.mode is Mode.HARMONIZATION]
-    # the first, the one "Retrain and harmonize" trained, the refined run's fine-tuned one, and the one
-    # for the picture converted to 16 bits (other pixels)
-    assert len(harmonization) == 4
+    # the first, the one "Retrain and harmonize" trained, the refined run's fine-tuned one, and one each
+    # for the picture converted to 16 bits and to float (other pixels: Krita's round trip through linear
+    # light moves some 16-bit values by a few 65536ths)
+    assert len(harmonization) == 5
     assert krita_run["driver"]["again_seconds"] < krita_run["driver"]["harmonize_seconds"]
     scene, out = krita_run["scene"], krita_run["out"]
     first, again = raw(out / "harmonize_new_layer.raw", scene), raw(out / "again_new_layer.raw", scene)
@@ -264,7 +267,7 @@ def test_retrain_paints_with_a_new_model_that_later_runs_reuse(krita_run):
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
     trained = [m for m in stored_models(krita_run["engine_home"]) if m["training_key"] is not None]
     seeds = sorted(m["training"]["seed"] for m in trained if m["model"]["mode"] == "harmonization")
-    assert seeds == [0, 0, 1]  # the 16-bit picture's model is its first: seed 0
+    assert seeds == [0, 0, 0, 1]  # the 16-bit and float pictures' models are their first: seed 0
     first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
     assert (raw(out / "after_new_layer.raw", scene) == retrained).all()
@@ -295,6 +298,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "orphan": None,
         "deep": 0.5,
         "deep_variation": None,
+        "float": 0.5,
         "elsewhere": None,
         "resized": None,
         "closed": None,
@@ -368,6 +372,38 @@ def test_a_16_bit_image_is_harmonized_at_16_bits(krita_run):
     driver = krita_run["driver"]
     assert driver["deep_layers"][:3] == ["Background", "Pasted object", "Harmonized"]
     check_sixteen_bit_result(krita_run["out"], krita_run["scene"], "deep", "harmonize")
+
+
+def srgb_16_bit(linear: np.ndarray) -> np.ndarray:
+    """Krita's float R,G,B,A in linear light as 16-bit B,G,R,A with the sRGB tone curve (IEC 61966-2-1)."""
+    rgb = np.clip(linear[..., :3].astype(np.float64), 0.0, 1.0)
+    encoded = np.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * rgb ** (1 / 2.4) - 0.055)
+    out = np.concatenate([encoded[..., ::-1], np.clip(linear[..., 3:], 0.0, 1.0)], axis=-1)
+    return np.rint(out * 65535).astype(np.uint16)
+
+
+def test_a_float_linear_image_is_harmonized_on_its_display_values(krita_run):
+    """In a 32-bit float, linear-light image the plugin sends the picture with the sRGB tone curve and
+    Krita converts the result back: the new layer is a float layer, the 8-bit run's result to within a
+    level or two once encoded for display (linear values sent as they are would come back far darker),
+    and the float picture outside the selection stays exactly as it was."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert not driver.get("messages"), driver.get("messages")
+    assert driver["float_new_layer_space"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc"]
+    assert driver["float_new_layer_above"] and driver["float_active_is_new"]
+    new = srgb_16_bit(raw(out / "float_new_layer.raw", scene, dtype=np.float32)).astype(np.int64)
+    sel = scene.selection
+    assert (new[sel, 3] == 65535).all() and (new[~sel, 3] == 0).all()
+    # Its model learned a picture a few 65536ths off the 16-bit one (Krita's round trip through linear
+    # light), so it is not the 8-bit run's model: within a few levels, where a one-sided conversion
+    # (linear values read as display values, or the other way on writing) moves mid grey by 73 levels.
+    eight = raw(out / "harmonize_new_layer.raw", scene).astype(np.int64)
+    gap = np.abs(new[sel, :3] - eight[sel, :3] * 257) / 257  # in 8-bit levels
+    assert gap.mean() < 3 and gap.max() < 24, f"{gap.mean():.2f} levels off on average, max {gap.max():.1f}"
+    before = raw(out / "float_start_composite.raw", scene, dtype=np.float32)
+    after = raw(out / "float_composite.raw", scene, dtype=np.float32)
+    assert (after[~sel] == before[~sel]).all(), "the float picture outside the selection must be identical"
+    assert (raw(out / "float_undone_composite.raw", scene, dtype=np.float32) == before).all()
 
 
 def test_a_variation_of_a_16_bit_image_is_a_16_bit_layer(krita_run):

@@ -19,6 +19,12 @@ from editor_bridge.plugin_core import (
     is_result_name,
 )
 
+# Krita's colour space names: (model, depth, profile).
+Space = tuple[str, str, str]
+FLOAT_DEPTHS = ("F16", "F32")
+# The engine's view of a floating-point image: 16-bit integers with the sRGB tone curve (check_color_depth).
+SRGB_16: Space = ("RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc")
+
 
 @dataclass
 class Target:
@@ -30,6 +36,35 @@ class Target:
     height: int
     clicked: object = None  # the node the artist had active (the layer, or one of its masks)
     on_top: bool = False  # a variation shows the whole picture: it goes on top of the layer stack
+    space: Space | None = None  # the colour space of the canvas's pixels, and so of the result
+
+
+def _space(item) -> Space:
+    """The colour space of a document or a node."""
+    return (item.colorModel(), item.colorDepth(), item.colorProfile())
+
+
+def _convert(data: bytes, width: int, height: int, source: Space, target: Space) -> bytes:
+    """Pixels stored in `source` as `target`, converted by Krita's own colour engine (as Image > Convert
+    Image Color Space does) in a scratch document that is never shown and is closed at once."""
+    if source == target:
+        return data
+    scratch = Krita.instance().createDocument(width, height, "SinGAN Studio conversion", *source, 72.0)
+    try:
+        node = scratch.createNode("pixels", "paintlayer")
+        node.setPixelData(data, 0, 0, width, height)
+        scratch.rootNode().addChildNode(node, None)
+        scratch.waitForDone()
+        if not scratch.setColorSpace(*target):
+            raise CanvasError(
+                f"Krita could not convert {' '.join(source)} to {' '.join(target)}: convert the image "
+                "with Image > Convert Image Color Space... to RGB/Alpha, 16-bit integer/channel"
+            )
+        scratch.waitForDone()
+        return bytes(node.pixelData(0, 0, width, height))
+    finally:
+        scratch.setModified(False)
+        scratch.close()
 
 
 def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Canvas, Target]:
@@ -50,8 +85,11 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
                 raise CanvasError(HIDDEN_LAYER)
             item = item.parentNode()
     depth = check_color_depth(Editor.KRITA, document.colorModel(), document.colorDepth())
-    if check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth()) != depth:
-        # pixelData hands out each node's own depth; the canvas holds one
+    # pixelData hands out the values as stored. A float image is converted to what the engine works on
+    # (every layer read from its own space); an integer image is sent as stored, in one depth.
+    floating = document.colorDepth() in FLOAT_DEPTHS
+    space = SRGB_16 if floating else _space(document)
+    if not floating and check_color_depth(Editor.KRITA, node.colorModel(), node.colorDepth()) != depth:
         raise CanvasError(
             f"the active layer is {node.colorDepth()} but the image is {document.colorDepth()}: convert the "
             "layer to the image's depth (Layer > Convert > Convert Layer Color Space...)"
@@ -64,15 +102,16 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
         selection = document.selection()
     mask = bytes(selection.pixelData(0, 0, width, height)) if selection is not None else None
     layer = bytes(node.projectionPixelData(0, 0, width, height))
+    layer = _convert(layer, width, height, _space(node), space) if floating else layer
     if op is Operation.VARIATION:
-        composite = _projection_without(document, _results(document.rootNode(), op.layer_name))
+        composite = _projection_without(document, _results(document.rootNode(), op.layer_name), space)
         background = None
     else:
         # Layers over the active one (a paper texture, a colour grade) stay over the result, which goes
         # right above the active layer: the engine sees the picture without them, or they would apply twice.
         above = _layers_above(node)
-        composite = _projection_without(document, above)
-        background = _projection_without(document, [node, *above])
+        composite = _projection_without(document, above, space)
+        background = _projection_without(document, [node, *above], space)
     return (
         Canvas(
             Editor.KRITA,
@@ -85,7 +124,7 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             name=document.name() or "",
             depth=depth,
         ),
-        Target(document, node, width, height, clicked=clicked, on_top=op is Operation.VARIATION),
+        Target(document, node, width, height, clicked=clicked, on_top=op is Operation.VARIATION, space=space),
     )
 
 
@@ -151,24 +190,26 @@ def _layers_above(node) -> list:
     return above
 
 
-def _projection_without(document, nodes: list) -> bytes:
-    """The image as shown with `nodes` hidden. Node.setVisible is not an undo step, so hiding them for one
-    refresh leaves the artist's undo history as it was."""
+def _projection_without(document, nodes: list, space: Space) -> bytes:
+    """The image as shown with `nodes` hidden, in colour space `space`. Node.setVisible is not an undo
+    step, so hiding them for one refresh leaves the artist's undo history as it was."""
     width, height = document.width(), document.height()
     hidden = [node for node in nodes if node.visible()]
     if not hidden:
-        return bytes(document.pixelData(0, 0, width, height))
-    for node in hidden:
-        node.setVisible(False)
-    try:
-        document.refreshProjection()
-        document.waitForDone()
-        return bytes(document.pixelData(0, 0, width, height))
-    finally:
+        pixels = bytes(document.pixelData(0, 0, width, height))
+    else:
         for node in hidden:
-            node.setVisible(True)
-        document.refreshProjection()
-        document.waitForDone()
+            node.setVisible(False)
+        try:
+            document.refreshProjection()
+            document.waitForDone()
+            pixels = bytes(document.pixelData(0, 0, width, height))
+        finally:
+            for node in hidden:
+                node.setVisible(True)
+            document.refreshProjection()
+            document.waitForDone()
+    return _convert(pixels, width, height, _space(document), space)
 
 
 def add_result_layer(target: Target, patch: LayerPatch):
@@ -192,7 +233,10 @@ def add_result_layer(target: Target, patch: LayerPatch):
         above = layers[-1] if layers else None
     active = document.activeNode()
     layer = document.createNode(_unique_name(parent, patch.name), "paintlayer")
-    layer.setPixelData(patch.data, patch.x, patch.y, patch.width, patch.height)
+    data = patch.data
+    if target.space is not None:  # the result's pixels are in the canvas's space; the layer, the image's
+        data = _convert(data, patch.width, patch.height, target.space, _space(layer))
+    layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
     parent.addChildNode(layer, above)
     if active is None or _same(active, target.clicked or node):
         document.setActiveNode(layer)

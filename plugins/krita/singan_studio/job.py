@@ -83,12 +83,16 @@ class JobController(QObject):
             if options is None:
                 return  # cancelled in the dialog: nothing was read or sent
             color_match, refine = options
-        # Read after the dialog: reading the background refreshes the whole image twice.
+        # Read after the dialog: reading the background refreshes the whole image twice (and a float
+        # image is converted for the engine: seconds for a large one, so the cursor says it is busy).
+        QApplication.setOverrideCursor(Qt.WaitCursor)
         try:
             canvas, target = read_canvas(op=op)
         except Exception as exc:  # noqa: BLE001
+            QApplication.restoreOverrideCursor()
             self._show(artist_message(exc, op))
             return
+        QApplication.restoreOverrideCursor()
         self._launch(op, canvas, target, color_match, refine, start_first=False)
 
     def _launch(

@@ -132,6 +132,11 @@ class Driver(Extension):
             self.doc.setColorSpace("RGBA", "U16", self.doc.colorProfile())
             self.doc.waitForDone()
             log(f"document now {self.doc.colorModel()} {self.doc.colorDepth()}")
+        if self.run.get("float"):  # ...to 32-bit float, linear light (every run after)
+            self.doc.setColorSpace("RGBA", "F32", "sRGB-elle-V2-g10.icc")
+            self.doc.waitForDone()
+            log(f"document now {self.doc.colorModel()} {self.doc.colorDepth()} {self.doc.colorProfile()}")
+            self.dump(f"{self.run['tag']}_start")
         self.doc.setActiveNode(target)
         # Krita applies setActiveNode through its view a little later: trigger once it has.
         self.when_active(target, self.trigger, time.monotonic() + 10)
@@ -267,7 +272,7 @@ class Driver(Extension):
                 return
             if self.run.get("cancel") and self.cancel_job():
                 return
-            if self.run.get("close_doc"):  # the image is closed: only a message can come
+            if self.run.get("expect_message"):  # only a message can come (the image is closed or resized)
                 self.poll_again(self.started, f"{self.run['tag']}: no message after {CONFIG['timeout_s']} s")
                 return
             layer = next((n for n in self.doc.rootNode().childNodes() if n.name() == self.run["layer"]), None)
@@ -283,6 +288,7 @@ class Driver(Extension):
             self.doc.waitForDone()
             w, h = self.doc.width(), self.doc.height()
             (OUT / f"{tag}_new_layer.raw").write_bytes(bytes(layer.pixelData(0, 0, w, h)))
+            RESULT[f"{tag}_new_layer_space"] = [layer.colorModel(), layer.colorDepth(), layer.colorProfile()]
             RESULT[f"{tag}_new_layer_above"] = names(self.doc).index(layer.name()) == (
                 names(self.doc).index("Pasted object") + 1
             )
