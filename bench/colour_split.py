@@ -1,5 +1,6 @@
-"""The colour match as the engine makes it (hue and saturation over the first half of the scale, lightness
-over the second) against the earlier linear one (a share of Poisson blending's whole change).
+"""The colour match as the engine makes it (hue, saturation and the surroundings' contrast over the first
+half of the scale, lightness over the second) against its earlier versions: the same two halves without
+the contrast match, and the linear one (a share of Poisson blending's whole change).
 
     python -m bench.colour_split --models runs/bench_harmonization --color-match 0.25 0.5 0.75 1
 
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args
+from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args, without_contrast
 from bench.quality import masked_error, texture_score
 from engine import apply, blend
 
 VARIANTS = {
     "linear (before 2026-11-25)": linear(blend.surroundings_offset),
-    "hue and saturation, then lightness (the engine's)": blend.color_match_offset,
+    "hue and saturation, then lightness (earlier on 2026-11-25)": without_contrast,
+    "hue, saturation and contrast, then lightness (the engine's)": blend.color_match_offset,
 }
 
 

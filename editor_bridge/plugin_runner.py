@@ -56,8 +56,8 @@ MAX_REFINE_ITERS = 100_000  # the protocol's bound on finetune_iters
 # What both plugins' harmonize dialogs say.
 COLOR_MATCH_HELP = (
     "How far the object first moves towards the colours around it, before the model repaints it in the "
-    "painting's strokes. 0 keeps its own colours; 0.5 gives it their hue and saturation and keeps its own "
-    "light and shade; 1 takes on their light too (objects may fade into them)."
+    "painting's strokes. 0 keeps its own colours; 0.5 gives it their hue, saturation and contrast and keeps "
+    "its own light and shade; 1 takes on their light too (objects may fade into them)."
 )
 REFINE_LABEL = "Refine the model on this object first (a closer fit; takes minutes)"
 DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S = 30.0, 3600.0  # how long a request waits for the engine's reply

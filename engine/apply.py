@@ -136,8 +136,8 @@ def apply_to_selection(
     """Harmonize or edit (by the model's mode) the masked part of a picture, at the picture's full size.
 
     color_match (0-1; default: the mode's) first moves the selection that share of the way towards its
-    surroundings' colours by Poisson blending, hue and saturation first, then lightness (engine.blend), at
-    the model's resolution.
+    surroundings' colours by Poisson blending, hue, saturation and contrast first, then lightness
+    (engine.blend), at the model's resolution.
     """
     backend = backend or TorchBackend(model)
     mode_spec = spec(model.model.mode)

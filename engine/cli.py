@@ -171,7 +171,7 @@ def add_color_match(p: argparse.ArgumentParser, harmonize_only: bool = False) ->
         default=None,
         metavar="0-1",
         help="move the selection towards its surroundings' colours (Poisson blending) before the model "
-        "runs: up to 0.5 their hue and saturation, from 0.5 to 1 their lightness too; 0 keeps the "
+        "runs: up to 0.5 their hue, saturation and contrast, from 0.5 to 1 their lightness too; 0 keeps the "
         f"selection's own colours, 1 lets objects fade into the scene's light (default: {default_text})",
     )
 

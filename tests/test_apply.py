@@ -157,14 +157,46 @@ def test_color_match_moves_hue_and_saturation_first_then_lightness():
     light_change = np.abs(poisson[inside][:, 0] - lab[inside][:, 0]).mean()
     chroma_change = np.linalg.norm(poisson[inside][:, 1:] - lab[inside][:, 1:], axis=1).mean()
     assert light_change > 10 and chroma_change > 50  # the red square is far from the blue painting
+    own = lab[inside][:, 0]
     for share, light, chroma in [(0.25, 0.0, 0.5), (0.5, 0.0, 1.0), (0.75, 0.5, 1.0)]:
         moved = matched(share)
-        # Lightness: the selection's own, or that share of Poisson's change (gamut clipping aside).
-        expected_light = lab[inside][:, 0] + light * (poisson[inside][:, 0] - lab[inside][:, 0])
-        assert np.abs(moved[:, 0] - expected_light).mean() < 1.5, share
+        # Lightness: the selection's own light and shade with the surroundings' contrast (the soft blue
+        # strokes are less than half as contrasted as the stripes: halved, the limit, at 0.5), then that
+        # share of the way to Poisson's (gamut clipping aside).
+        shaded = own.mean() + (own - own.mean()) * 0.5**chroma
+        expected_light = shaded + light * (poisson[inside][:, 0] - shaded)
+        assert np.abs(moved[:, 0] - expected_light).mean() < 0.6, share
         # Hue and saturation: that share of the way to Poisson's, which are the surroundings' blue.
         expected_ab = lab[inside][:, 1:] + chroma * (poisson[inside][:, 1:] - lab[inside][:, 1:])
         assert np.linalg.norm(moved[:, 1:] - expected_ab, axis=1).mean() < 0.1 * chroma_change, share
+
+
+def test_color_match_gives_the_selection_its_surroundings_contrast_and_keeps_its_lightness():
+    """A flat paste (faint stripes) in a more contrasted painting: the first half of the colour match
+    brings the spread of its lightness to that of the painting around it, about its own mean."""
+    from engine.blend import color_match_offset
+
+    yy, xx = np.mgrid[0:80, 0:96].astype(np.float32)
+    grey = 0.5 + 0.07 * np.sin(xx / 3 + yy / 5)
+    rgb = np.stack([grey * 0.9, grey, grey * 1.1], axis=2)
+    inside = np.zeros((80, 96), bool)
+    inside[25:55, 30:70] = True
+    rgb[25:55, 30:70] = np.array([0.7, 0.3, 0.2]) + 0.06 * (np.arange(40) // 4 % 2)[None, :, None]
+    rgb = rgb.astype(np.float32)
+
+    def lightness(share: float) -> np.ndarray:
+        offset = color_match_offset(rgb, inside, share)
+        return cv2.cvtColor(np.clip(rgb + offset, 0, 1), cv2.COLOR_RGB2Lab)[..., 0][inside]
+
+    painting = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)[..., 0]
+    band = (cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0) & ~inside
+    own, around = lightness(0.0), painting[band].std()
+    assert around / own.std() > 1.5  # the painting around is more contrasted than the paste
+    half = lightness(0.5)
+    assert abs(half.std() - around) < 0.05 * around
+    assert abs(half.mean() - own.mean()) < 0.5  # its own mean lightness
+    # a quarter of the way: half the change of contrast, geometrically
+    assert abs(lightness(0.25).std() - np.sqrt(own.std() * around)) < 0.05 * around
 
 
 def test_color_match_changes_only_the_selection_and_checks_its_range(tiny_models):
