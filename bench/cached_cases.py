@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from bench.synthetic_cases import HarmonizationCase, load_cases
@@ -41,19 +40,14 @@ def linear(offset: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[.
 
 def without_contrast(rgb: np.ndarray, inside: np.ndarray, share: float) -> np.ndarray:
     """The colour match in two halves as it was before it matched the surroundings' contrast (earlier on
-    2026-11-25): hue and saturation over the first half of the scale, lightness over the second, the
-    selection's own light and shade kept as they are."""
-    chroma, light = min(1.0, 2.0 * share), max(0.0, 2.0 * share - 1.0)
-    if chroma <= 0.0:
-        return np.zeros_like(rgb, dtype=np.float32)
-    offset = blend.surroundings_offset(rgb, inside)
-    if light >= 1.0 or not offset.any():
-        return offset
-    before = cv2.cvtColor(rgb.astype(np.float32), cv2.COLOR_RGB2Lab)
-    after = cv2.cvtColor(np.clip(rgb + offset, 0.0, 1.0).astype(np.float32), cv2.COLOR_RGB2Lab)
-    moved = before + (after - before) * np.array([light, chroma, chroma], np.float32)
-    matched = np.clip(cv2.cvtColor(moved, cv2.COLOR_Lab2RGB), 0.0, 1.0)
-    return np.where(inside[..., None], matched - rgb, 0.0).astype(np.float32)
+    2026-11-25): the engine's with the contrast gain held at 1, so the selection keeps its own light and
+    shade as they are."""
+    gain = blend.contrast_gain
+    blend.contrast_gain = lambda lightness, inside: 1.0
+    try:
+        return blend.color_match_offset(rgb, inside, share)
+    finally:
+        blend.contrast_gain = gain
 
 
 @contextmanager

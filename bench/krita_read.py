@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.editor_e2e import editor_env  # no pyenv or venv on PATH: Krita's Python would miss PyQt5
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {
     "U8": "sRGB-elle-V2-srgbtrc.icc",
@@ -115,17 +117,8 @@ def cli() -> None:
     site = str(Path(np.__file__).resolve().parents[1])  # numpy for Krita's own Python
     with tempfile.TemporaryDirectory() as home:
         out = Path(home) / "out.json"
-        # Krita's embedded Python finds PyQt5 through the system python3: no pyenv or venv on PATH.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYENV", "VIRTUAL_ENV", "PYTHON"))}
-        path = os.environ.get("PATH", "").split(os.pathsep)
-        env |= {
-            "PATH": os.pathsep.join(p for p in path if ".pyenv" not in p and "venv" not in p),
-            "HOME": home,
-            "QT_QPA_PLATFORM": "offscreen",
-            "PYTHONPATH": os.pathsep.join(
-                [str(ROOT / "bench"), str(ROOT / "plugins" / "krita"), str(ROOT), site]
-            ),
-        }
+        paths = [str(ROOT / "bench"), str(ROOT / "plugins" / "krita"), str(ROOT), site]
+        env = editor_env(HOME=home, QT_QPA_PLATFORM="offscreen", PYTHONPATH=os.pathsep.join(paths))
         command = ["kritarunner", "-s", "krita_read", "-f", "main", str(out), options.size]
         command += [str(options.repeat), *options.depths]
         subprocess.run(command, env=env, capture_output=True, check=False, timeout=1800)
