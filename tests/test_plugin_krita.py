@@ -78,7 +78,16 @@ RUNS = [
     {"action": "singan_variation", "layer": "Variation 2", "tag": "over", "keep": True},
     # ...and runs one from a layer deleted before the result arrives
     {"action": "singan_variation", "layer": "Variation 3", "tag": "orphan", "keep": True, "scratch": True},
-    # ...and converts the image to 16 bits (this run and those after it work on the 16-bit image)
+    # ...and converts the image to 16 bits while the engine works on the 8-bit picture (every run after
+    # this one works on the 16-bit image)
+    {
+        "action": "singan_harmonize",
+        "layer": "Harmonized",
+        "tag": "converted",
+        "color_match": 0.5,
+        "convert_meanwhile": True,
+    },
+    # ...and harmonizes the 16-bit image
     {
         "action": "singan_harmonize",
         "layer": "Harmonized",
@@ -215,7 +224,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
     ]
 
 
-SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float")
+SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float", "convert_meanwhile")
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
 
@@ -296,6 +305,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "kept": None,
         "over": None,
         "orphan": None,
+        "converted": 0.5,
         "deep": 0.5,
         "deep_variation": None,
         "float": 0.5,
@@ -366,6 +376,21 @@ def test_a_local_selection_mask_is_the_selection(krita_run, tag):
     alpha = raw(out / f"{tag}_new_layer.raw", scene)[..., 3]
     assert (alpha[local] == 255).all()
     assert not alpha[~local].any(), "the result covers the global selection, not the clicked local one"
+
+
+def test_a_result_lands_in_an_image_converted_to_16_bits_meanwhile(krita_run):
+    """The picture was read at 8 bits; the image was 16-bit when the result came: the 8-bit result is
+    converted to the image's depth (it would not fit the layer's pixels as it is)."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert driver["converted_new_layer_space"][:2] == ["RGBA", "U16"]
+    new = raw(out / "converted_new_layer.raw", scene, dtype=np.uint16).astype(np.int64)
+    sel = scene.selection
+    assert (new[sel, 3] == 65535).all() and (new[~sel, 3] == 0).all()
+    # 8-bit levels widened (Krita's colour engine moves some by up to 9 65536ths; a level is 257)
+    assert np.abs(new[sel, :3] - np.rint(new[sel, :3] / 257) * 257).max() <= 16
+    before = raw(out / "before_composite.raw", scene).astype(np.int64) * 257
+    changed = np.abs(new[sel, :3] - before[sel, :3]).max(axis=1) > 8 * 257
+    assert changed.mean() > 0.2, f"only {changed.mean():.0%} of the selection changed"
 
 
 def test_a_16_bit_image_is_harmonized_at_16_bits(krita_run):

@@ -210,6 +210,10 @@ class Driver(Extension):
         if self.run.get("resize"):  # the artist crops the canvas while the engine works
             self.doc.resizeImage(0, 0, self.doc.width() - 10, self.doc.height() - 10)
             self.doc.waitForDone()
+        if self.run.get("convert_meanwhile"):  # ...or converts the image to 16 bits (every run after)
+            self.doc.setColorSpace("RGBA", "U16", self.doc.colorProfile())
+            self.doc.waitForDone()
+            log(f"document now {self.doc.colorModel()} {self.doc.colorDepth()}, the engine working")
         if "switch_to" in self.run:
             other = next(n for n in self.doc.rootNode().childNodes() if n.name() == self.run["switch_to"])
             self.doc.setActiveNode(other)
