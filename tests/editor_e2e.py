@@ -47,6 +47,26 @@ def xvfb(size: str = "1280x900x24") -> Iterator[str]:
         server.wait(10)
 
 
+@contextlib.contextmanager
+def gimp_root_mounted() -> Iterator[None]:
+    """/proc, /dev and /sys mounted in the GIMP 3 root for a chroot into it (left as they were after)."""
+    mounts = [
+        ("proc", ["-t", "proc", "proc"]),
+        ("dev", ["--bind", "/dev"]),
+        ("sys", ["-t", "sysfs", "sysfs"]),
+    ]
+    done = []
+    try:
+        for name, how in mounts:
+            if subprocess.run(["mountpoint", "-q", str(GIMP_ROOT / name)]).returncode != 0:
+                subprocess.run(["mount", *how, str(GIMP_ROOT / name)], check=True)
+                done.append(GIMP_ROOT / name)
+        yield
+    finally:
+        for path in reversed(done):
+            subprocess.run(["umount", str(path)], check=False)
+
+
 def _wait_until_accepting(display: str, timeout_s: float = 10.0) -> None:
     """Connect to the X server's sockets as an X client would (abstract first, then the file), so that a
     server that reported its display but takes no connections fails here, saying so, and not in the

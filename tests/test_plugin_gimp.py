@@ -27,6 +27,7 @@ from editor_e2e import (
     check_trained_on_the_background,
     editor_skip_reason,
     engine_serve,
+    gimp_root_mounted,
     install_plugin,
     make_scene,
     raw,
@@ -108,10 +109,6 @@ GIMPRC = "root/.config/GIMP/3.0/gimprc"
 CANCEL_BUTTON = (718, 702)  # the status bar's Cancel, beside a plug-in's progress, in a window of that size
 
 
-def mounted(path: Path) -> bool:
-    return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
-
-
 def quiet_start() -> None:
     """No Welcome dialog over the image window (GIMP 3 shows one at a profile's first start), and no action
     history: GIMP's action search ranks actions used before first, so an earlier run's "Retrain and
@@ -125,27 +122,13 @@ def quiet_start() -> None:
 
 
 def run_gimp(log: Path) -> int:
-    mounts = [
-        ("proc", ["-t", "proc", "proc"]),
-        ("dev", ["--bind", "/dev"]),
-        ("sys", ["-t", "sysfs", "sysfs"]),
-    ]
-    done = []
     quiet_start()
-    try:
-        for name, how in mounts:
-            if not mounted(GIMP_ROOT / name):
-                subprocess.run(["mount", *how, str(GIMP_ROOT / name)], check=True)
-                done.append(GIMP_ROOT / name)
-        batch = f'exec(open("{INSIDE}/gimp_driver.py").read())'
-        with xvfb() as display:
-            command = ["chroot", str(GIMP_ROOT), "env", "HOME=/root", f"DISPLAY={display}", "gimp-3.0"]
-            command += ["--no-splash", "--batch-interpreter=python-fu-eval", "-b", batch, "--quit"]
-            with open(log, "wb") as out:
-                return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=500).returncode
-    finally:
-        for path in reversed(done):
-            subprocess.run(["umount", str(path)], check=False)
+    batch = f'exec(open("{INSIDE}/gimp_driver.py").read())'
+    with gimp_root_mounted(), xvfb() as display:
+        command = ["chroot", str(GIMP_ROOT), "env", "HOME=/root", f"DISPLAY={display}", "gimp-3.0"]
+        command += ["--no-splash", "--batch-interpreter=python-fu-eval", "-b", batch, "--quit"]
+        with open(log, "wb") as out:
+            return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=500).returncode
 
 
 @pytest.fixture(scope="module")
