@@ -34,9 +34,9 @@ class Target:
     node: object  # the layer the result goes above
     width: int  # the canvas size the result is placed for
     height: int
+    space: Space  # the colour space of the canvas's pixels, and so of the result
     clicked: object = None  # the node the artist had active (the layer, or one of its masks)
     on_top: bool = False  # a variation shows the whole picture: it goes on top of the layer stack
-    space: Space | None = None  # the colour space of the canvas's pixels, and so of the result
 
 
 def _space(item) -> Space:
@@ -124,7 +124,7 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             name=document.name() or "",
             depth=depth,
         ),
-        Target(document, node, width, height, clicked=clicked, on_top=op is Operation.VARIATION, space=space),
+        Target(document, node, width, height, space, clicked=clicked, on_top=op is Operation.VARIATION),
     )
 
 
@@ -233,9 +233,8 @@ def add_result_layer(target: Target, patch: LayerPatch):
         above = layers[-1] if layers else None
     active = document.activeNode()
     layer = document.createNode(_unique_name(parent, patch.name), "paintlayer")
-    data = patch.data
-    if target.space is not None:  # the result's pixels are in the canvas's space; the layer, the image's
-        data = _convert(data, patch.width, patch.height, target.space, _space(layer))
+    # The result's pixels are in the canvas's space; the layer is in the image's (as it is now).
+    data = _convert(patch.data, patch.width, patch.height, target.space, _space(layer))
     layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
     parent.addChildNode(layer, above)
     if active is None or _same(active, target.clicked or node):
