@@ -20,9 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.editor_e2e import GIMP_ROOT, ROOT, editor_skip_reason, gimp_root_mounted, install_plugin
+from tests.editor_e2e import (
+    GIMP_PLUGINS,
+    GIMP_ROOT,
+    ROOT,
+    editor_skip_reason,
+    gimp_root_mounted,
+    install_plugin,
+)
 
-PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 INSIDE = Path("/tmp/singan-gimp-bench")  # the working folder as GIMP sees it, inside the root
 
 # Run by GIMP's Python (3.13) with the plug-in's module imported from its installed folder.
@@ -100,7 +106,7 @@ def main() -> None:
     work = GIMP_ROOT / INSIDE.relative_to("/")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    dest = GIMP_ROOT / PLUGINS
+    dest = GIMP_ROOT / GIMP_PLUGINS
     with tempfile.TemporaryDirectory() as user:
         # The root's GIMP runs Debian 13's Python 3.13: the installer fetches wheels for it.
         install_plugin(
@@ -108,7 +114,7 @@ def main() -> None:
         )
     try:
         config = {
-            "plugin_dir": f"/{PLUGINS}/singan_studio",
+            "plugin_dir": f"/{GIMP_PLUGINS}/singan_studio",
             "size": [width, height],
             "precisions": options.precisions,
             "repeat": options.repeat,

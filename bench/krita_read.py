@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.editor_e2e import editor_env  # no pyenv or venv on PATH: Krita's Python would miss PyQt5
+# editor_env: no pyenv or venv on PATH, or Krita's Python would miss PyQt5
+from tests.editor_e2e import ROOT, editor_env
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILES = {
     "U8": "sRGB-elle-V2-srgbtrc.icc",
     "U16": "sRGB-elle-V2-srgbtrc.icc",

@@ -25,6 +25,7 @@ HARMONIZATION = ROOT.parent / "shared" / "images" / "harmonization"
 # Wheels for the editors' Python are downloaded once per machine, not once per test run.
 WHEEL_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 GIMP_ROOT = Path(os.environ.get("SINGAN_GIMP_ROOT", "/var/cache/singan-editors/gimp-root"))
+GIMP_PLUGINS = "root/.config/GIMP/3.0/plug-ins"  # root's plug-in folder, inside GIMP_ROOT
 
 
 @contextlib.contextmanager

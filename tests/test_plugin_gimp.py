@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from editor_e2e import (
+    GIMP_PLUGINS,
     GIMP_ROOT,
     ROOT,
     change_in_selection,
@@ -103,7 +104,6 @@ SPECIAL = (
     "keep",
 )
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
-PLUGINS = "root/.config/GIMP/3.0/plug-ins"
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
 GIMPRC = "root/.config/GIMP/3.0/gimprc"
 CANCEL_BUTTON = (718, 702)  # the status bar's Cancel, beside a plug-in's progress, in a window of that size
@@ -139,7 +139,7 @@ def gimp_run(tmp_path_factory):
     out = work / "out"
     out.mkdir(parents=True)
     scene = make_scene(work / "scene")
-    dest = GIMP_ROOT / PLUGINS
+    dest = GIMP_ROOT / GIMP_PLUGINS
     shutil.rmtree(dest / "singan_studio", ignore_errors=True)
     # The chroot's GIMP runs Debian 13's Python 3.13: the installer fetches wheels for it, not for ours.
     installed = install_plugin(
@@ -152,7 +152,7 @@ def gimp_run(tmp_path_factory):
     inside = {k: str(INSIDE / Path(v).relative_to(work)) for k, v in
               {"background": scene.background, "object": scene.object}.items()}  # fmt: skip
     config = {**inside, "out": str(INSIDE / "out"), "runs": RUNS, "window": WINDOW, "timeout_s": 120}
-    config |= {"plugin_dir": f"/{PLUGINS}/singan_studio", "cancel_button": CANCEL_BUTTON}
+    config |= {"plugin_dir": f"/{GIMP_PLUGINS}/singan_studio", "cancel_button": CANCEL_BUTTON}
     (work / "config.json").write_text(json.dumps(config))
     with engine_serve(work / "engine", tmp / "engine.log"):
         code = run_gimp(tmp / "gimp.log")
