@@ -19,7 +19,15 @@ import numpy as np
 import onnxruntime as ort
 
 from engine.errors import BackendUnavailableError, BadInputError, ExportError, OnnxFileError
-from engine.standalone import CPU, CUDA, FORMAT, TEXT_KEYS, read_metadata, session_options
+from engine.standalone import (
+    CPU,
+    CUDA,
+    FORMAT,
+    TEXT_KEYS,
+    load_cuda_libraries,
+    read_metadata,
+    session_options,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -94,6 +102,7 @@ def _create_session(source: str, device: str) -> ort.InferenceSession:
             raise BackendUnavailableError(
                 "this onnxruntime has no CUDA provider: install onnxruntime-gpu, or use --device cpu"
             )
+        load_cuda_libraries()
         index = int(device.partition(":")[2] or 0)
         providers: list = [(CUDA, cuda_provider_options(index)), CPU]
     else:

@@ -7,7 +7,10 @@ This file imports nothing from the engine, so it can be copied next to a .onnx f
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import logging
 import os
 import struct
 import zlib
@@ -21,6 +24,25 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # metadata_props values are strings: these are plain text, every other value is JSON.
 TEXT_KEYS = frozenset({"format", "mode", "precision", "engine_version", "source_digest", "weights_digest"})
+
+log = logging.getLogger(__name__)
+_cuda_libraries_loaded = False
+
+
+def load_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that pip installs (the nvidia-* wheels PyTorch depends on) for
+    onnxruntime's CUDA provider. They are not on the loader's path: `import torch` loads them, and a process
+    without torch would otherwise get no CUDA provider. Once per process; what onnxruntime prints about it
+    goes to the log (stdout may carry a --json result)."""
+    global _cuda_libraries_loaded
+    if _cuda_libraries_loaded or not hasattr(ort, "preload_dlls"):
+        return
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        ort.preload_dlls()
+    if printed.getvalue().strip():
+        log.warning("loading the CUDA libraries for onnxruntime: %s", printed.getvalue().strip())
+    _cuda_libraries_loaded = True
 
 
 def available_cores() -> int:
@@ -77,7 +99,10 @@ def retarget_shapes(trained: list[list[int]], height: int, width: int, min_side:
 class Sampler:
     """One exported sampler: stage shapes, noise and one onnxruntime session."""
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list | None = None) -> None:
+        """`providers`: onnxruntime's list (names, or (name, options) pairs); the CPU's by default."""
+        if any((p if isinstance(p, str) else p[0]) == CUDA for p in providers or []):
+            load_cuda_libraries()
         self.session = ort.InferenceSession(str(path), session_options(), providers=providers or [CPU])
         self.meta = read_metadata(self.session)
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -128,6 +128,40 @@ def test_cuda_without_a_working_provider_is_refused(generation):
         OnnxBackend(generation[1], device="cuda", cache=SessionCache())
 
 
+def test_a_process_without_torch_loads_the_cuda_libraries_for_onnxruntime(generation):
+    """onnxruntime's CUDA provider needs the CUDA libraries that pip installs with PyTorch; `import torch`
+    loads them, and a torch-free process asking for CUDA (the standalone sampler, the runtime module) has
+    them loaded too. Without a GPU the session then falls to the CPU only for want of the driver."""
+    import importlib.util
+
+    if importlib.util.find_spec("nvidia") is None:
+        pytest.skip("no pip-installed CUDA libraries (nvidia-* wheels) in this environment")
+    script = BLOCK_TORCH + textwrap.dedent(f"""
+        import json, re
+        from engine.standalone import CUDA, CPU, Sampler
+        try:
+            sampler = Sampler({str(generation[1])!r}, providers=[(CUDA, {{}}), CPU])
+            provider = sampler.session.get_providers()[0]
+        except Exception as e:
+            provider = repr(e)
+        maps = open("/proc/self/maps").read()
+        print(json.dumps({{
+            "libraries": sorted(set(re.findall(r"lib(?:cublasLt|cublas|cudart|cudnn)\\.so", maps))),
+            "provider": provider,
+            "torch": "torch" in sys.modules,
+        }}))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["torch"]
+    assert result["libraries"] == ["libcublas.so", "libcublasLt.so", "libcudart.so", "libcudnn.so"]
+    if torch.cuda.is_available():
+        assert result["provider"] == "CUDAExecutionProvider"
+
+
 def test_thread_settings():
     assert thread_counts(2) == (2, 1)
     assert thread_counts(128) == (32, 1)
