@@ -8,8 +8,9 @@ weights: timing only). Harmonization: the given trained harmonization model (e.g
 writes to out/demo/model) applied to examples/scream_naive.jpg and its mask, resized to each size: the
 full-resolution path users get (generator at model size, change carried to full size, feathered blend).
 Times are seconds per call (best of --repeats after a warm-up), without reading or writing files. A
-4000x3000 sample needs 12-18 GB; run each backend in its own process there (onnxruntime's arena keeps
-its peak memory for the session's lifetime).
+4000x3000 sample needs about 12 GB; run each backend in its own process there (a process's peak memory is
+its largest, and onnxruntime's arena keeps its growth for the session's lifetime here, as on the command
+line: bench.sample_memory).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine.blend import color_match_offset
+from engine.device import available_memory
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.imageio import Picture
 from engine.modes import spec
@@ -24,6 +25,10 @@ from engine.store import TrainedModel
 from engine.training import to_image, to_tensor
 
 MAX_OUTPUT_PIXELS = 64_000_000
+# Peak memory of one sample on the CPU, in bytes per output pixel and feature channel: the last stages'
+# feature maps and noise all exist at the output's size. Measured 27-34 with either backend at 1-12 MP
+# (`python -m bench.sample_memory`; docs/benchmarks.md); this bound keeps a margin over that.
+SAMPLE_BYTES_PER_PIXEL_CHANNEL = 38
 
 
 class Backend(Protocol):
@@ -65,6 +70,32 @@ def output_shapes(model: TrainedModel, height: int | None, width: int | None) ->
     return retarget_shapes(model.shapes, height, width)
 
 
+def sample_memory(model: TrainedModel, height: int, width: int) -> int:
+    """About how many bytes sampling one `height` x `width` image takes at its peak on the CPU."""
+    return SAMPLE_BYTES_PER_PIXEL_CHANNEL * model.model.nfc * height * width
+
+
+def check_sample_memory(model: TrainedModel, height: int, width: int) -> None:
+    """Refuse a sample that needs more memory than this machine has available, and say what size fits:
+    running out of memory on the CPU is not an error Python sees, the system kills the process (the
+    engine with it). On a GPU, running out is an error that says what to do (engine.errors)."""
+    if model.device.type != "cpu":
+        return
+    need, available = sample_memory(model, height, width), available_memory()
+    if available is None or need <= available:
+        return
+    scale = (available / need) ** 0.5
+    raise BadInputError(
+        f"a {width}x{height} sample needs about {_amount(need)} of memory and {_amount(available)} is "
+        f"available: sample at most about {int(width * scale)}x{int(height * scale)} (a smaller image), or "
+        "free memory by closing other programs"
+    )
+
+
+def _amount(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
 @torch.no_grad()
 def sample(
     model: TrainedModel,
@@ -82,6 +113,7 @@ def sample(
     if n < 1:
         raise BadInputError(f"--n must be at least 1 (got {n})")
     shapes = output_shapes(model, height, width)
+    check_sample_memory(model, *shapes[-1])
     rng = torch.Generator().manual_seed(seed)
     if spec(model.model.mode).conditional:
         # Conditional models sample by reconstructing their training image with fresh noise above stage 0.

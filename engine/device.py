@@ -67,6 +67,27 @@ def configure_threads() -> None:
     torch.set_num_threads(threads)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a job may use on the CPU: what the system has available (Linux's MemAvailable:
+    free memory plus caches it can drop), or ENGINE_MEMORY_GB where that is set and lower (a shared
+    machine's cap for the engine). None where neither is known."""
+    limits = []
+    if cap := os.environ.get("ENGINE_MEMORY_GB"):
+        try:
+            limits.append(int(float(cap) * 1e9))
+        except ValueError:
+            raise BadInputError(f"ENGINE_MEMORY_GB={cap!r} is not a number of gigabytes (8, 2.5)") from None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+                    break
+    except OSError:  # not Linux
+        pass
+    return min(limits) if limits else None
+
+
 def default_precision(device: torch.device, nfc: int = 64) -> Precision:
     """bf16 autocast where the hardware runs it natively: CUDA, or CPUs with AVX-512 BF16 / AMX.
 

@@ -45,14 +45,22 @@ class BackendUnavailableError(EngineError):
     """The inference backend asked for cannot run here (no onnxruntime, or its CUDA provider fails)."""
 
 
-def out_of_memory(exc: BaseException) -> EngineError | None:
-    """What to tell the user when `exc` is the GPU's or the machine's memory running out; None otherwise."""
+GPU_MEMORY = (
+    "the GPU ran out of memory: work at a smaller size (a smaller image or --max-size), or run on the CPU "
+    "(--device cpu)"
+)
+MACHINE_MEMORY = "the machine ran out of memory: work at a smaller size, or close other programs"
+# What a failed allocation says where it is not a MemoryError or torch.OutOfMemoryError: PyTorch's CPU
+# allocator (a RuntimeError) and onnxruntime's memory arena (its own error types, CPU or GPU).
+_ALLOCATION_FAILED = ("DefaultCPUAllocator: can't allocate memory", "Failed to allocate memory")
+
+
+def out_of_memory(exc: BaseException, gpu: bool = False) -> EngineError | None:
+    """What to tell the user when `exc` is the GPU's or the machine's memory running out; None otherwise.
+    `gpu`: the failed allocation was for a GPU, where the exception does not say so itself (onnxruntime)."""
     torch = sys.modules.get("torch")  # not imported: it cannot have raised
     if torch is not None and isinstance(exc, torch.OutOfMemoryError):
-        return EngineError(
-            "the GPU ran out of memory: work at a smaller size (a smaller image or --max-size), or run on "
-            "the CPU (--device cpu)"
-        )
-    if isinstance(exc, MemoryError):
-        return EngineError("the machine ran out of memory: work at a smaller size, or close other programs")
+        return EngineError(GPU_MEMORY)
+    if isinstance(exc, MemoryError) or any(text in str(exc) for text in _ALLOCATION_FAILED):
+        return EngineError(GPU_MEMORY if gpu else MACHINE_MEMORY)
     return None

@@ -70,6 +70,9 @@ def session_options(cores: int | None = None) -> ort.SessionOptions:
     # ENABLE_ALL includes the NCHWc layout transform, which is what makes x86 convolutions fast.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The memory pattern plans one block per input shape on top of the arena: with a new size per request
+    # it added half to the peak (4000x3000 sample: 17.6 GB with it, 12.0 GB without) and saved no time.
+    options.enable_mem_pattern = False
     intra, inter = thread_counts(cores)
     options.intra_op_num_threads = intra
     options.inter_op_num_threads = inter

@@ -26,13 +26,14 @@ QUICK_TRAIN = TrainOptions(preset=Preset.TINY, iters=4)
 class Daemon:
     """`python -m engine.cli serve --home HOME` as a real process, on a random loopback port."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.log = home.parent / f"{home.name}-daemon-{time.monotonic_ns()}.log"
         cmd = [sys.executable, "-m", "engine.cli", "serve", "--home", str(home), "--backend", "torch"]
         cmd += ["--precision", "fp32", *args]
+        env = {**ENV, **(env or {})}
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def wait_ready(self, timeout: float = 90.0) -> Daemon:
         deadline = time.monotonic() + timeout

@@ -1,5 +1,7 @@
 """Sampling at any size and harmonization/editing: exactness outside the mask, full resolution, alpha."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -36,6 +38,24 @@ def test_sample_refuses_absurd_sizes(tiny_models):
         apply.sample(model, height=2, width=50)
     with pytest.raises(BadInputError, match="MP limit"):
         apply.sample(model, height=20000, width=20000)
+
+
+def test_sample_refuses_sizes_the_memory_cannot_hold_and_says_which_fits(tiny_models, monkeypatch):
+    """Running out of memory on the CPU is no error Python sees: the system kills the process (a daemon
+    with it). A sample needing more than is available is refused, with a size that fits, which runs."""
+    model = store.load_model(tiny_models["generation"])
+    monkeypatch.setenv("ENGINE_MEMORY_GB", "0.02")  # 8 channels: 38 * 8 B per pixel, about 66000 px
+    with pytest.raises(BadInputError) as refused:
+        apply.sample(model, height=300, width=400)
+    message = str(refused.value)
+    assert message.startswith("a 400x300 sample needs about 36 MB of memory and 20 MB is available: ")
+    width, height = map(int, re.search(r"sample at most about (\d+)x(\d+)", message).groups())
+    assert (width, height) == (296, 222)  # the same shape, scaled by sqrt(20 / 36.48)
+    assert apply.sample_memory(model, height, width) <= 0.02e9
+    assert apply.sample(model, height=height, width=width)[0].shape == (height, width, 3)
+    monkeypatch.setenv("ENGINE_MEMORY_GB", "lots")
+    with pytest.raises(BadInputError, match="ENGINE_MEMORY_GB='lots' is not a number of gigabytes"):
+        apply.sample(model, height=30, width=40)
 
 
 @pytest.mark.parametrize("mode", ["harmonization", "editing"])

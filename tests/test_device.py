@@ -1,6 +1,6 @@
 """Device and precision choice, with CUDA GPUs of several generations played by patching torch.cuda (this
 machine has none): which GPUs are used, which are refused with a reason, and when bf16 is chosen; and what
-the user is told when the GPU's memory runs out."""
+the user is told when the GPU's memory runs out, or the machine's (that one for real)."""
 
 from __future__ import annotations
 
@@ -152,3 +152,41 @@ def test_out_of_memory_says_what_to_do_on_the_command_line_and_in_the_daemon(
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("engine train: error: the GPU ran out of memory:") and "--device cpu" in err[0]
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_running_out_of_the_machines_memory_is_a_one_line_error_with_either_backend(
+    backend, tiny_models, tmp_path
+):
+    """A real failed allocation, not a patched one: `engine sample` in a process whose address space is
+    capped just above what it holds, so the sample's feature maps cannot be allocated. PyTorch's CPU
+    allocator raises a RuntimeError and onnxruntime its own error type; both say what to do."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import ROOT
+
+    model, out = tiny_models["generation"], tmp_path / "samples"
+    script = textwrap.dedent(f"""
+        import resource, sys
+        import cv2, onnxruntime, torch
+        from engine import cli, store
+        from engine.runtime import ensure_sampler
+
+        ensure_sampler(store.load_model({str(model)!r}))  # exported before the cap
+        with open("/proc/self/status") as status:
+            size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (size + 600_000_000, resource.RLIM_INFINITY))
+        sys.exit(cli.main(["sample", {str(model)!r}, "--out", {str(out)!r}, "--width", "3000",
+                           "--height", "2250", "--backend", {backend!r}]))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    lines = [line for line in done.stderr.splitlines() if line.startswith("engine sample")]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert lines == [
+        "engine sample: error: the machine ran out of memory: work at a smaller size, or close other programs"
+    ]
+    assert not out.exists() or not any(out.iterdir())

@@ -162,6 +162,36 @@ def test_a_process_without_torch_loads_the_cuda_libraries_for_onnxruntime(genera
         assert result["provider"] == "CUDAExecutionProvider"
 
 
+def test_a_backend_that_releases_memory_holds_less_after_a_large_sample(generation):
+    """The daemon's backends give onnxruntime's arena growth back after each run; a command's keep it."""
+
+    def held_after_sample(release: bool) -> float:
+        script = textwrap.dedent(f"""
+            from engine import apply, store
+            from engine.runtime import OnnxBackend, SessionCache
+
+            def resident():
+                with open("/proc/self/status") as status:
+                    return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+            model = store.load_model({str(generation[0].path)!r})
+            backend = OnnxBackend({str(generation[1])!r}, cache=SessionCache(), release_memory={release})
+            apply.sample(model, 1, 48, 64, backend=backend)  # the session's first run
+            before = resident()
+            apply.sample(model, 1, 1500, 2000, backend=backend)
+            print(resident() - before)
+        """)
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+        )
+        return int(done.stdout.strip().splitlines()[-1]) / 1e9
+
+    kept, released = held_after_sample(False), held_after_sample(True)
+    assert kept > 0.3, kept  # a tiny model's 2000x1500 sample grows the arena by about 0.7 GB
+    assert released < kept / 2, (released, kept)
+    print(f"held after a 2000x1500 sample: {kept:.2f} GB kept, {released:.2f} GB with release_memory")
+
+
 def test_thread_settings():
     assert thread_counts(2) == (2, 1)
     assert thread_counts(128) == (32, 1)

@@ -31,11 +31,13 @@ from editor_bridge.wire import WireCodec
 from engine.apply import feathered_mask
 
 MAX_FRAME_MB = 4
+MEMORY_GB = "1"  # for one sample: a tiny model's 4000x3000 needs 3.6 GB
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("serve") / "home", "--max-frame-mb", str(MAX_FRAME_MB))
+    home = tmp_path_factory.mktemp("serve") / "home"
+    d = Daemon(home, "--max-frame-mb", str(MAX_FRAME_MB), env={"ENGINE_MEMORY_GB": MEMORY_GB})
     try:
         yield d.wait_ready()
     finally:
@@ -328,6 +330,18 @@ def test_a_result_over_the_frame_limit_is_an_error_reply_not_silence(daemon, fir
             client.run_job(SampleRequest(model_id=model_id, n=1, width=1500, height=1000))
         assert time.monotonic() - start < 60, "the client had to time out"
         assert client.ping().pid == daemon.proc.pid  # and the engine goes on
+
+
+def test_a_sample_too_big_for_the_memory_is_an_error_reply_and_the_engine_goes_on(daemon, first_harmonize):
+    """Running out of memory would get the engine killed by the system: a canvas-sized variation that
+    needs more than the machine has is refused with the size that fits."""
+    model_id = first_harmonize[0].content.model.model_id
+    with daemon.client(timeout=120) as client:
+        with pytest.raises(BridgeError, match="a 4000x3000 sample needs about 3.6 GB of memory and 1.0 GB"):
+            client.run_job(SampleRequest(model_id=model_id, n=1, width=4000, height=3000))
+        assert client.ping().pid == daemon.proc.pid
+        small = client.run_job(SampleRequest(model_id=model_id, n=1, width=64, height=48))
+        assert small.image(small.content.images[0]).shape == (48, 64, 3)
 
 
 def test_a_model_in_use_cannot_be_deleted(daemon, layers, first_harmonize):

@@ -123,7 +123,7 @@ class ModelCache:
 def make_backend(model: TrainedModel, name: str) -> Any:
     from engine.runtime import make_backend as runtime_backend
 
-    return runtime_backend(model, name)
+    return runtime_backend(model, name, release_memory=True)  # the engine runs beside the artist's editor
 
 
 class Handlers:
