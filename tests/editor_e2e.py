@@ -128,19 +128,24 @@ def make_scene(out: Path) -> Scene:
     return Scene(out / "background.png", out / "object.png", out / "mask.raw", w, h, mask)
 
 
-def harmonization_backgrounds(home: Path) -> list[np.ndarray]:
-    """What the engine under `home` trained its harmonization models on (not fine-tuned ones): the picture
-    without the artist's layer, as the plugin read it; RGB floats at model size."""
+def harmonization_models(home: Path) -> list[Path]:
+    """The harmonization models the engine under `home` trained (not fine-tuned ones), sorted by id."""
     import json
-
-    from engine.store import load_training_image
 
     found = []
     for meta in sorted((home / "models").glob("*/model.json")):
         data = json.loads(meta.read_text())
         if data["model"]["mode"] == "harmonization" and "parent" not in data.get("info", {}):
-            found.append(load_training_image(meta.parent))
+            found.append(meta.parent)
     return found
+
+
+def harmonization_backgrounds(home: Path) -> list[np.ndarray]:
+    """What the engine under `home` trained its harmonization models on (not fine-tuned ones): the picture
+    without the artist's layer, as the plugin read it; RGB floats at model size."""
+    from engine.store import load_training_image
+
+    return [load_training_image(model) for model in harmonization_models(home)]
 
 
 def check_trained_on_the_background(home: Path, scene: Scene) -> None:
@@ -169,10 +174,12 @@ def raw(path: Path, scene: Scene, channels: int = 4, dtype=np.uint8) -> np.ndarr
     return np.frombuffer(path.read_bytes(), dtype).reshape(scene.height, scene.width, channels)
 
 
-def model_gap(home: Path, scene: Scene, picture: np.ndarray, result: np.ndarray, bgr: bool) -> np.ndarray:
-    """How far (in 8-bit levels, per value inside the selection) a run's 16-bit `result` (H x W x 4, 0-65535)
-    lies from what the nearest of the engine's harmonization models under `home` makes of the 8-bit
-    `picture` (H x W x 4) at colour match 0.5, as the daemon runs them (torch, seed 0).
+def check_made_by_engine(
+    home: Path, scene: Scene, picture: np.ndarray, result: np.ndarray, bgr: bool
+) -> None:
+    """A run's 16-bit `result` (H x W x 4, 0-65535) is, inside the selection, what the nearest of the
+    engine's harmonization models under `home` makes of the 8-bit `picture` (H x W x 4) at colour match 0.5,
+    as the daemon runs them (torch, seed 0), to within a tenth of a level on average and one at most.
 
     A run on the picture converted to 16 bits (or float) trains a model of its own: the editors' conversion
     moves some values by a few 65536ths, so the training key differs. Retraining on so slightly other pixels
@@ -180,8 +187,6 @@ def model_gap(home: Path, scene: Scene, picture: np.ndarray, result: np.ndarray,
     the CPU, so comparing with the 8-bit run's result says little. Its own model run on the same picture is
     exact to a few hundredths of a level, and that tells a lossless 16-bit path from one rounded through
     8 bits (a quarter of a level on average)."""
-    import json
-
     from engine.apply import apply_to_selection
     from engine.imageio import Picture
     from engine.store import load_model
@@ -190,28 +195,25 @@ def model_gap(home: Path, scene: Scene, picture: np.ndarray, result: np.ndarray,
     rgb = picture[..., order].astype(np.float32) / 255
     sel = scene.selection
     gaps = []
-    for meta in sorted((home / "models").glob("*/model.json")):
-        data = json.loads(meta.read_text())
-        if data["model"]["mode"] != "harmonization" or "parent" in data.get("info", {}):
-            continue
-        model = load_model(meta.parent)
+    for directory in harmonization_models(home):
+        model = load_model(directory)
         made = apply_to_selection(model, Picture(rgb), sel.astype(np.float32), seed=0, color_match=0.5)
-        gaps.append(np.abs(made.rgb[..., order][sel] * 65535 - result[sel, :3]) / 257)
+        gaps.append(np.abs(made.rgb[..., order][sel] * 65535 - result[sel, :3]) / 257)  # in 8-bit levels
     assert gaps, f"no harmonization model under {home}"
-    return min(gaps, key=lambda gap: gap.mean())
+    gap = min(gaps, key=lambda gap: gap.mean())
+    assert gap.mean() < 0.1 and gap.max() < 1, (
+        f"result {gap.mean():.3f} levels off the engine's on average, max {gap.max():.2f}"
+    )
 
 
 def check_sixteen_bit_result(out: Path, scene: Scene, tag: str, home: Path, bgr: bool) -> None:
     """Run `tag` ran on the picture converted to 16 bits: its layer covers the selection, is what the
-    engine's model makes of that picture to within a tenth of a level (see model_gap), and holds values
-    between 8-bit levels (it was not rounded through 8 bits on the way)."""
+    engine's model makes of that picture (check_made_by_engine), and holds values between 8-bit levels (it
+    was not rounded through 8 bits on the way)."""
     new = raw(out / f"{tag}_new_layer.raw", scene, dtype=np.uint16).astype(np.int64)
     sel = scene.selection
     assert (new[sel, 3] == 65535).all() and (new[~sel, 3] == 0).all()
-    gap = model_gap(home, scene, raw(out / "before_composite.raw", scene), new, bgr)
-    assert gap.mean() < 0.1 and gap.max() < 1, (
-        f"16-bit result {gap.mean():.3f} levels off the engine's on average, max {gap.max():.2f}"
-    )
+    check_made_by_engine(home, scene, raw(out / "before_composite.raw", scene), new, bgr)
     between = (new[sel, :3] % 257 != 0).mean()
     assert between > 0.5, f"only {between:.0%} of the values lie between 8-bit levels"
 
