@@ -29,6 +29,8 @@ MAX_OUTPUT_PIXELS = 64_000_000
 # feature maps and noise all exist at the output's size. Measured 27-34 with either backend at 1-12 MP
 # (`python -m bench.sample_memory`; docs/benchmarks.md); this bound keeps a margin over that.
 SAMPLE_BYTES_PER_PIXEL_CHANNEL = 38
+# A feathered mask whose values span less than this is flat: half an 8-bit level.
+_FLAT = 1 / 512
 
 
 class Backend(Protocol):
@@ -150,9 +152,13 @@ def feathered_mask(mask: np.ndarray, model_shape: Shape, dilation: int, sigma: f
     blurred = cv2.GaussianBlur(small, (0, 0), sigma * scale / factor)
     soft = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR) if factor > 1 else blurred
     lo, hi = float(soft.min()), float(soft.max())
-    soft = (soft - lo) / (hi - lo) if hi > lo else np.ones_like(soft)
+    if hi - lo < _FLAT:
+        # The dilated selection covers the whole image: what is left of the blur is float noise from the
+        # resampling (about 1e-7), which rescaling would blow up into stripes of 0s and 1s.
+        return np.ones_like(mask, dtype=np.float32)
+    soft = (soft - lo) / (hi - lo)
     # Below half an 8-bit level the blend is invisible: copy the input exactly there.
-    soft[soft < 1 / 512] = 0.0
+    soft[soft < _FLAT] = 0.0
     return soft.astype(np.float32)
 
 

@@ -250,3 +250,11 @@ def test_color_match_leaves_selections_too_thin_to_solve_for():
         inside = np.zeros(rgb.shape[:2], bool)
         inside[box] = True
         assert not surroundings_offset(rgb, inside).any()
+
+
+@pytest.mark.parametrize("shape", [(243, 600), (517, 389), (199, 523), (301, 777), (3000, 4000)])
+def test_feathered_mask_of_the_whole_image_is_one_everywhere(shape):
+    h, w = shape
+    model_shape = (round(250 * h / max(shape)), round(250 * w / max(shape)))
+    soft = apply.feathered_mask(np.ones(shape, np.float32), model_shape, dilation=7)
+    np.testing.assert_array_equal(soft, 1.0)

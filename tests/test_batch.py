@@ -134,3 +134,26 @@ def test_via_the_daemon_without_a_running_engine_says_so(model_dir, folders, tmp
     )
     assert code != 0 and "engine serve" in result["error"], result
     assert not out.exists()
+
+
+def _standout(profile: np.ndarray) -> float:
+    """How far the most extreme entry of a row or column profile lies from the median of its 4 neighbours."""
+    padded = np.pad(profile, 2, mode="edge")
+    neighbours = np.stack([padded[k : k + len(profile)] for k in (0, 1, 3, 4)])
+    return float(np.abs(profile - np.median(neighbours, axis=0)).max())
+
+
+@pytest.mark.parametrize("size", [(600, 243), (389, 517), (523, 199), (777, 301)])
+def test_whole_images_of_odd_sizes_have_no_stripes(model_dir, tmp_path, shared_images, size, capsys):
+    # The bug this guards against: a whole-image mask, resized by a non-integer factor, came back from the
+    # feathering as stripes of 0 and 1 (float noise rescaled), so every ~25th row or column stayed as it was.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    photo = cv2.imread(str(shared_images / "generation" / "stonehenge.jpg"))
+    cv2.imwrite(str(inputs / "photo.png"), cv2.resize(photo, size, interpolation=cv2.INTER_AREA))
+    assert _batch(capsys, model_dir, "--input", inputs, "--output", out)[0] == 0
+    original = cv2.imread(str(inputs / "photo.png")).astype(np.float32)
+    change = np.abs(cv2.imread(str(out / "photo.png")).astype(np.float32) - original).mean(axis=2)
+    assert change.mean() > 2, "the image was not re-styled"
+    for axis in (0, 1):  # column profile, then row profile
+        assert _standout(change.mean(axis=axis)) < 0.5 * change.mean(), f"stripes along axis {axis}"
