@@ -17,7 +17,7 @@ import torch
 
 from engine.blend import color_match_offset
 from engine.device import available_memory
-from engine.errors import BadInputError, IncompatibleModelError
+from engine.errors import BadInputError, IncompatibleModelError, ModelDamagedError
 from engine.imageio import Picture
 from engine.modes import spec
 from engine.pyramid import MIN_SIDE, Shape, fit_to_max_size, resize, retarget_shapes
@@ -94,6 +94,16 @@ def check_sample_memory(model: TrainedModel, height: int, width: int) -> None:
     )
 
 
+def _finite(image: np.ndarray, model: TrainedModel) -> np.ndarray:
+    """The generator's output, refused when any value is NaN or infinite: written out, those would be
+    black pixels and no error."""
+    if not np.isfinite(image).all():
+        raise ModelDamagedError(
+            f"model {model.path or ''} produced non-finite pixels (its weights are damaged): train it again"
+        )
+    return image
+
+
 def _amount(size: int) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
 
@@ -129,7 +139,7 @@ def sample(
         inputs = _noise_inputs(model, shapes, rng)
         if spec(model.model.mode).conditional:
             inputs[0] = base
-        out.append(to_image(backend.generate(inputs)))
+        out.append(_finite(to_image(backend.generate(inputs)), model))
     return out
 
 
@@ -206,7 +216,7 @@ def apply_to_selection(
     if mode_spec.injected_noise:
         z0 = z0 + mode_spec.injected_noise * inputs[0]
     inputs[0] = z0
-    generated = to_image(backend.generate(inputs))
+    generated = _finite(to_image(backend.generate(inputs)), model)
     soft = feathered_mask(mask, shapes[-1], mode_spec.mask_dilation)
     # The change is taken against the input as it was, so it carries the colour match too.
     change = resize(generated - small, (h, w)) if (h, w) != shapes[-1] else generated - small

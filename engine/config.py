@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 
 from engine.errors import BadInputError
@@ -28,6 +29,32 @@ class Precision(str, enum.Enum):
     BF16 = "bf16"  # autocast to bfloat16 (CPU with AVX-512 BF16 / AMX, or CUDA)
 
 
+class ConfigValueError(ValueError):
+    """A config field outside its sane range (a damaged or hand-edited model.json or checkpoint)."""
+
+
+def _check(name: str, value: object, low: float, high: float, kind: type = int) -> None:
+    """Refuse a field of the wrong type or outside [low, high]: a model.json with `num_layers` 1000000
+    would otherwise build networks until memory runs out."""
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:  # float fields take whole numbers too (JSON writes 1.0 as 1 in other tools)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok:
+        raise ConfigValueError(f"{name} is {value!r}, not a {kind.__name__}")
+    if not low <= value <= high:
+        raise ConfigValueError(f"{name} is {value!r}, outside {low:g}-{high:g}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigValueError(f"{name} is {value!r}, not true or false")
+
+
+MAX_STAGES = 16
+MAX_SIDE = 4096  # a stage's long side; --max-size takes 16-4096
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything that shapes the networks and the pyramid; saved in model.json."""
@@ -42,6 +69,21 @@ class ModelConfig:
     min_size: int = 25
     max_size: int = 250
     channels: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, Mode):
+            raise ConfigValueError(f"mode is {self.mode!r}, not a Mode")
+        _check("n_stages", self.n_stages, 1, MAX_STAGES)
+        _check("nfc", self.nfc, 1, 512)
+        _check("num_layers", self.num_layers, 1, 16)
+        _check("kernel", self.kernel, 1, 9)
+        if self.kernel % 2 == 0:
+            raise ConfigValueError(f"kernel is {self.kernel}, not an odd number")
+        _check("lrelu_alpha", self.lrelu_alpha, 0.0, 1.0, float)
+        _check_bool("norm", self.norm)
+        _check("min_size", self.min_size, 1, MAX_SIDE)
+        _check("max_size", self.max_size, 16, MAX_SIDE)
+        _check("channels", self.channels, 3, 3)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -84,6 +126,25 @@ class TrainConfig:
     precision: Precision = Precision.FP32
     channels_last: bool = True
     checkpoint_every_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check("iters", self.iters, 1, MAX_ITERS)
+        if self.coarse_iters is not None:
+            _check("coarse_iters", self.coarse_iters, 1, MAX_ITERS)
+        fractions = ("lr_g", "lr_d", "beta1", "lr_decay", "decay_at", "lr_scale")
+        for name in (*fractions, "smooth_probability", "recolour_probability"):
+            _check(name, getattr(self, name), 0.0, 1.0, float)
+        _check("train_depth", self.train_depth, 1, MAX_STAGES)
+        _check("d_steps", self.d_steps, 1, 100)
+        _check("g_steps", self.g_steps, 1, 100)
+        for name in ("lambda_grad", "alpha"):
+            _check(name, getattr(self, name), 0.0, 1e6, float)
+        _check("noise_amp", self.noise_amp, 0.0, 10.0, float)
+        _check("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.precision, Precision):
+            raise ConfigValueError(f"precision is {self.precision!r}, not a Precision")
+        _check_bool("channels_last", self.channels_last)
+        _check("checkpoint_every_s", self.checkpoint_every_s, 0.0, 1e12, float)
 
     def stage_iters(self, stage: int) -> int:
         return self.coarse_iters if stage == 0 and self.coarse_iters is not None else self.iters

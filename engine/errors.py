@@ -19,6 +19,10 @@ class ModelNotFoundError(EngineError):
     """A model directory is missing, incomplete or not a model."""
 
 
+class ModelDamagedError(ModelNotFoundError):
+    """A model directory's files are there but unusable (non-finite weights, nonsense values)."""
+
+
 class IncompatibleModelError(EngineError):
     """The model exists but cannot do what was asked (wrong mode, newer format...)."""
 

@@ -8,6 +8,7 @@ a crash at any moment leaves either a complete model or none (an interrupted tra
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from engine.config import ModelConfig, TrainConfig
-from engine.errors import IncompatibleModelError, ModelNotFoundError
+from engine.config import MAX_SIDE, ModelConfig, TrainConfig
+from engine.errors import IncompatibleModelError, ModelDamagedError
 from engine.imageio import Picture, atomic_write_bytes, read_image, write_image
 from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON, read_meta
 from engine.networks import Discriminator, Generator
@@ -91,10 +92,33 @@ def build_generator(model: ModelConfig, n_stages: int) -> Generator:
 _DAMAGE = (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError)
 
 
-def _damaged(directory: Path, what: str, error: Exception) -> ModelNotFoundError:
+def _damaged(directory: Path, what: str, error: Exception) -> ModelDamagedError:
     # load_state_dict lists every missing and unexpected key: keep the first line, the error stays one line.
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    return ModelNotFoundError(f"model {directory} is damaged ({what}: {reason}); retrain it")
+    return ModelDamagedError(f"model {directory} is damaged ({what}: {reason}); retrain it")
+
+
+def _check_pyramid(model: ModelConfig, shapes: list[Shape], noise_amps: list[float]) -> None:
+    """The stored pyramid fits the model config: one shape and one noise amplitude per stage, sides a
+    stage can have, amplitudes finite."""
+    if len(shapes) != model.n_stages or len(noise_amps) != model.n_stages:
+        raise ValueError(
+            f"{len(shapes)} stage shapes and {len(noise_amps)} noise amplitudes for {model.n_stages} stages"
+        )
+    for h, w in shapes:
+        if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+            raise ValueError(f"a stage of {w}x{h} px (sides must be 1-{MAX_SIDE})")
+    if not all(math.isfinite(a) and 0 <= a <= 1e3 for a in noise_amps):
+        raise ValueError(f"noise amplitudes {noise_amps} (must be finite, 0-1000)")
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Damaged weights (NaN or infinite values) would give black results without an error."""
+    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in tensors.items() if t.is_floating_point()}
+    bad = {name: n for name, n in bad.items() if n}
+    if bad:
+        total = sum(tensor.numel() for tensor in tensors.values())
+        raise ValueError(f"{what} has {sum(bad.values())} non-finite values of {total}, in {next(iter(bad))}")
 
 
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
@@ -105,8 +129,7 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tra
         shapes = [(int(s[0]), int(s[1])) for s in meta["stage_shapes"]]
         noise_amps = [float(a) for a in meta["noise_amps"]]
         train_cfg = TrainConfig.from_dict(meta.get("training", {}))
-        if not shapes or len(noise_amps) != len(shapes):
-            raise ValueError(f"{len(shapes)} stage shapes but {len(noise_amps)} noise amplitudes")
+        _check_pyramid(model_cfg, shapes, noise_amps)
         generator = build_generator(model_cfg, len(shapes))
     except _DAMAGE as e:
         raise _damaged(directory, "model.json", e) from e
@@ -114,6 +137,8 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tra
         generator.load_state_dict(load_file(directory / "generator.safetensors"))
         noise = load_file(directory / "noise.safetensors")
         stored_noise = [noise[f"stage{k}"] for k in range(len(shapes))]
+        _check_finite(generator.state_dict(), "generator.safetensors")
+        _check_finite({f"stage{k}": z for k, z in enumerate(stored_noise)}, "noise.safetensors")
     except _DAMAGE as e:
         raise _damaged(directory, "weights", e) from e
     # Outside the damage check: a GPU out of memory is a RuntimeError too, and no fault of the model.
@@ -138,6 +163,7 @@ def load_discriminator(directory: Path, model: ModelConfig, device: torch.device
     discriminator = Discriminator(model)
     try:
         discriminator.load_state_dict(load_file(path))
+        _check_finite(discriminator.state_dict(), "discriminator.safetensors")
     except _DAMAGE as e:
         raise _damaged(Path(directory), "discriminator weights", e) from e
     return discriminator.to(device)

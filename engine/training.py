@@ -9,6 +9,7 @@ computed once per stage, and the fake image that the reference recomputes for ea
 from __future__ import annotations
 
 import math
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -496,8 +497,14 @@ def resume(
         raise BadInputError(
             f"{out_dir} has no checkpoint to resume from: start a new run with `engine train`"
         )
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    model, train_cfg = ModelConfig.from_dict(state["model"]), TrainConfig.from_dict(state["train"])
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model, train_cfg = ModelConfig.from_dict(state["model"]), TrainConfig.from_dict(state["train"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, pickle.UnpicklingError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BadInputError(
+            f"the checkpoint in {out_dir} is damaged ({reason}): start a new run with `engine train`"
+        ) from e
     image = read_image(out_dir / store.CHECKPOINT_DIR / "image.png").rgb
     trainer = Trainer(model, train_cfg, image, out_dir, device, progress, cancel)
     trainer.restore(state)

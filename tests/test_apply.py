@@ -5,9 +5,10 @@ import re
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from engine import apply, store
-from engine.errors import BadInputError, IncompatibleModelError
+from engine.errors import BadInputError, IncompatibleModelError, ModelDamagedError
 from engine.imageio import Picture, mask_from_array, read_image, read_mask
 from engine.pyramid import fit_to_max_size
 
@@ -258,3 +259,21 @@ def test_feathered_mask_of_the_whole_image_is_one_everywhere(shape):
     model_shape = (round(250 * h / max(shape)), round(250 * w / max(shape)))
     soft = apply.feathered_mask(np.ones(shape, np.float32), model_shape, dilation=7)
     np.testing.assert_array_equal(soft, 1.0)
+
+
+class _NanBackend:
+    """A generator whose output has gone non-finite (as damaged weights inside an .onnx file give)."""
+
+    def generate(self, inputs):
+        out = torch.zeros(1, 3, *inputs[-1].shape[-2:])
+        out[0, :, 2, 3] = float("nan")
+        return out
+
+
+def test_non_finite_output_is_an_error_not_black_pixels(tiny_models, shared_images):
+    model = store.load_model(tiny_models["harmonization"])
+    picture, mask = naive_pair(shared_images)
+    with pytest.raises(ModelDamagedError, match=r"produced non-finite pixels .*train it again"):
+        apply.apply_to_selection(model, picture, mask, backend=_NanBackend())
+    with pytest.raises(ModelDamagedError, match=str(tiny_models["harmonization"])):
+        apply.sample(model, backend=_NanBackend())

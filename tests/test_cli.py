@@ -314,6 +314,19 @@ def _damage_meta(change):
     return damage
 
 
+def _damage_non_finite_weights(model: Path, other: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model / "generator.safetensors")
+    name = next(k for k, v in weights.items() if v.numel() >= 20)
+    flat = weights[name].flatten()
+    flat[:10], flat[10:20] = float("nan"), float("inf")
+    weights[name] = flat.reshape(weights[name].shape)
+    save_file(weights, model / "generator.safetensors")
+    assert not torch.isfinite(weights[name]).all()
+
+
 def _damage_foreign_weights(model: Path, other: Path) -> None:
     (model / "generator.safetensors").write_bytes((other / "generator.safetensors").read_bytes())
 
@@ -327,6 +340,28 @@ def _damage_foreign_weights(model: Path, other: Path) -> None:
         (_damage_meta(lambda meta: {k: v for k, v in meta.items() if k != "stage_shapes"}), "(model.json"),
         (_damage_meta(lambda meta: {**meta, "model": {**meta["model"], "nfc": "abc"}}), "(model.json"),
         (_damage_meta(lambda meta: {**meta, "noise_amps": meta["noise_amps"][:1]}), "(model.json"),
+        # Values that used to build networks until memory ran out, or past any sane size:
+        (
+            _damage_meta(lambda meta: {**meta, "model": {**meta["model"], "num_layers": 1000000}}),
+            "(model.json: num_layers is 1000000, outside 1-16)",
+        ),
+        (_damage_meta(lambda meta: {**meta, "model": {**meta["model"], "nfc": 10**9}}), "nfc is"),
+        (
+            _damage_meta(lambda meta: {**meta, "model": {**meta["model"], "lrelu_alpha": float("inf")}}),
+            "lrelu_alpha is inf",
+        ),
+        (
+            _damage_meta(
+                lambda meta: {**meta, "stage_shapes": [[100000, 100000]] * len(meta["stage_shapes"])}
+            ),
+            "a stage of 100000x100000 px",
+        ),
+        (
+            _damage_meta(lambda meta: {**meta, "noise_amps": [float("nan")] * len(meta["noise_amps"])}),
+            "noise amplitudes",
+        ),
+        (_damage_meta(lambda meta: {**meta, "training": {**meta["training"], "iters": -5}}), "iters is -5"),
+        (_damage_non_finite_weights, "generator.safetensors has 20 non-finite values of"),
     ],
 )
 def test_a_damaged_model_gives_a_one_line_error(damage, message, tmp_path, tiny_models, shared_images):

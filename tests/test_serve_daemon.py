@@ -146,6 +146,14 @@ def test_invalid_requests_are_refused_before_any_work(daemon, layers):
     assert reply["code"] == ErrorCode.INVALID_REQUEST and "mask is 10x10" in reply["message"]
 
     with daemon.client() as client:
+        # NaN or infinite float pixels are refused before any work, as the CLI refuses such files.
+        floats = {k: v.astype(np.float32) / 255 for k, v in layers.items() if k != "mask"}
+        floats["naive"][5, 5, 0], floats["background"][6, 6, 1] = np.nan, np.inf
+        nan_request, nan_buffers = harmonize_request({**floats, "mask": layers["mask"]})
+        with pytest.raises(RemoteError) as err:
+            client.run_job(nan_request, nan_buffers)
+        assert err.value.code is ErrorCode.BAD_IMAGE and "NaN or infinite" in str(err.value)
+
         with pytest.raises(RemoteError) as err:
             client.run_job(request.model_copy(update={"model_id": "nosuchmodel"}), buffers)
         assert err.value.code is ErrorCode.UNKNOWN_MODEL and "list_models" in str(err.value)

@@ -10,7 +10,7 @@ import torch
 from bench.quality import swd
 from engine import apply, store, training
 from engine.config import preset
-from engine.errors import CancelledError, IncompatibleModelError
+from engine.errors import BadInputError, CancelledError, IncompatibleModelError
 from engine.imageio import read_image
 from tests.conftest import TRAIN_IMAGES
 
@@ -224,3 +224,25 @@ def test_the_coarsest_stage_can_train_longer(tmp_path):
     assert preset("fast", "harmonization")[1].coarse_iters is None
     _, overridden = with_overrides(*preset("fast", "generation"), iters=40)
     assert (overridden.stage_iters(0), overridden.stage_iters(3)) == (40, 40)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda state: state["model"].update(num_layers=10**6), "num_layers is 1000000, outside 1-16"),
+        (lambda state: state.pop("train"), "'train'"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, damage, message):
+    image = read_image(TRAIN_IMAGES["generation"]).rgb
+    model, train = _tiny("generation", iters=6)
+    cancel = threading.Event()
+    cancel.set()  # stop at once: only the first checkpoint is written
+    with pytest.raises(CancelledError):
+        training.train(image, model, train, tmp_path / "m", CPU, cancel=cancel)
+    path = tmp_path / "m" / "checkpoint" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    damage(state)
+    torch.save(state, path)
+    with pytest.raises(BadInputError, match=f"checkpoint in .* is damaged .*{message}.*start a new run"):
+        training.resume(tmp_path / "m", CPU)

@@ -25,6 +25,7 @@ from editor_bridge import frames
 from editor_bridge.errors import BridgeError, ImageError, InvalidRequest
 from editor_bridge.protocol import (
     AckReply,
+    BitDepth,
     CancelRequest,
     Content,
     DaemonStatus,
@@ -554,6 +555,11 @@ def _check_image(desc: ImageDescriptor, buffers: Sequence[Any]) -> None:
         raise ImageError(
             f"a {desc.width}x{desc.height} image is over the engine's {MAX_PIXELS // 10**6} MP limit; "
             "send a smaller layer or a crop around the selection"
+        )
+    if desc.bit_depth is BitDepth.F32 and not np.isfinite(frames.from_frame(buffers, desc)).all():
+        raise ImageError(
+            f"the {desc.width}x{desc.height} float image has NaN or infinite values; "
+            "send values in 0-1 (convert the layer to 8 or 16 bits)"
         )
 
 
