@@ -14,7 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from engine.errors import BadInputError, EngineError
+from engine.errors import BadInputError, DiskFullError, EngineError
 from engine.imageio import Picture
 
 # The usual image extensions; any other file is taken when OpenCV recognises its content (PPM, PFM, ...).
@@ -39,6 +39,7 @@ class BatchReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    stopped: str | None = None  # why the run stopped before the end (a full disk)
 
 
 def _is_image(path: Path) -> bool:
@@ -108,6 +109,9 @@ def run(
             else:
                 mask = mask_from_array(np.ones(picture.shape, np.float32))  # re-style the whole image
             write_image(item.output, apply_fn(picture, mask))
+        except DiskFullError as exc:  # every file after it would fail the same way
+            report.stopped = str(exc)
+            break
         except Exception as exc:  # one bad file must not stop the others; each is reported at the end
             message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             report.failed.append((item.source.name, message))
@@ -220,6 +224,13 @@ def cmd_batch(args: argparse.Namespace) -> dict:
         "skipped": len(report.skipped),
         "failed": len(report.failed),
     }
+    if report.stopped is not None:
+        stopped = BatchFailures(
+            f"stopped after {len(report.done)} of {len(items)} files: {report.stopped} (files already "
+            "written are skipped when the same command runs again)"
+        )
+        stopped.details = {**summary, "failures": dict(report.failed)}
+        raise stopped
     if report.failed:
         lines = "; ".join(f"{name}: {error}" for name, error in report.failed)
         failure = BatchFailures(

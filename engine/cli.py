@@ -407,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
             if (memory := out_of_memory(e)) is None:
                 raise
             raise memory from e
+        except OSError as e:  # a full disk met outside engine.files' writers (a folder being made, say)
+            from engine.files import disk_full_error, is_disk_full
+
+            if not is_disk_full(e):
+                raise
+            raise disk_full_error(e.filename or Path.cwd()) from e
     except EngineError as e:
         if args.json:
             print(json.dumps({"ok": False, "error": str(e), **(e.details or {})}))

@@ -27,6 +27,18 @@ class IncompatibleModelError(EngineError):
     """The model exists but cannot do what was asked (wrong mode, newer format...)."""
 
 
+class DiskFullError(EngineError):
+    """A write found its disk full (or a quota reached); nothing half-written was left (engine.files)."""
+
+    def __init__(self, where: str, amount: str, next_step: str = "try again") -> None:
+        super().__init__(f"no space left on {where}: {amount}, then {next_step}")
+        self.where, self.amount, self.next_step = where, amount, next_step
+
+    def then(self, next_step: str) -> "DiskFullError":
+        """The same error with another next step (`engine train --resume DIR`, say)."""
+        return DiskFullError(self.where, self.amount, next_step)
+
+
 class CancelledError(EngineError):
     """Work was cancelled by the user; training leaves a checkpoint behind for --resume."""
 

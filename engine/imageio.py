@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import cv2
 import numpy as np
 
 from engine.errors import BadInputError
+from engine.files import atomic_write_bytes
 
 # 100 MP: beyond this the float copies the engine works on need gigabytes. engine/__init__.py hands the
 # same limit to OpenCV, which then refuses such files from their header, before decoding them.
@@ -18,15 +17,6 @@ MAX_PIXELS = 100_000_000
 # Formats whose OpenCV encoder keeps a fourth (alpha) channel, and those that store 32-bit float pixels.
 ALPHA_SUFFIXES = {".png", ".tif", ".tiff", ".webp", ".bmp", ".dib", ".avif"}
 FLOAT_SUFFIXES = {".pfm", ".tif", ".tiff", ".hdr", ".pic"}
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _default_file_mode()  # what open() would give a new file: mkstemp's 0600 is not for results
 
 
 @dataclass
@@ -76,9 +66,17 @@ def from_array(pixels: np.ndarray, channel_order: str = "RGB") -> Picture:
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
     path = Path(path)
+    if path.is_dir():
+        raise BadInputError(f"cannot read image {path}: it is a folder; give an image file")
     if not path.is_file():
         raise BadInputError(f"cannot read image {path}: no such file")
     data = np.fromfile(path, dtype=np.uint8)
+    if _truncated_png(data):
+        # Refused here: OpenCV's libpng would print a line of its own on stderr beside the engine's error.
+        raise BadInputError(
+            f"cannot read image {path}: the PNG file is cut short (an incomplete copy or download); "
+            "copy or save it again"
+        )
     try:
         pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:
@@ -88,7 +86,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
             f"image {path} is over the {max_pixels / 1e6:.0f} MP limit: downscale it first"
         ) from None
     if pixels is None:
-        raise BadInputError(f"cannot read image {path}: not an image format OpenCV can decode")
+        raise BadInputError(
+            f"cannot read image {path}: it is damaged, or not an image file that OpenCV can decode"
+        )
     h, w = pixels.shape[:2]
     if h * w > max_pixels:
         raise BadInputError(
@@ -108,6 +108,24 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Picture:
             "tone-map it to an 8- or 16-bit image first"
         )
     return from_array(pixels, order)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _truncated_png(data: np.ndarray) -> bool:
+    """A PNG file that ends before its IEND chunk: walk the chunk lengths (CRCs are libpng's business)."""
+    if data.size < 8 or bytes(data[:8]) != _PNG_SIGNATURE:
+        return False
+    view = memoryview(data).cast("B")
+    pos = 8
+    while pos + 8 <= len(view):
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        kind = bytes(view[pos + 4 : pos + 8])
+        pos += 12 + length  # length, type, data, CRC
+        if kind == b"IEND":
+            return pos > len(view)
+    return True
 
 
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
@@ -171,13 +189,19 @@ def check_output_file(path: str | Path, inputs: tuple[str | Path, ...] = ()) -> 
 
 
 def write_image(path: str | Path, picture: Picture) -> Path:
-    """Encode by the file's extension and write atomically (a crash never leaves half a file).
+    """Encode by the file's extension and write atomically (a crash never leaves half a file)."""
+    path = check_output_file(path)
+    atomic_write_bytes(path, encode_image(path, picture))
+    return path
+
+
+def encode_image(path: Path, picture: Picture) -> bytes:
+    """The file's bytes, in the format its extension names.
 
     16-bit pictures stay 16-bit in PNG and TIFF, 32-bit float ones stay float in PFM, TIFF and HDR; other
     formats get 8 bits. Alpha is written where the format keeps it; writing a picture whose alpha is not
     fully opaque to a format without alpha (JPEG) is an error rather than a silent loss.
     """
-    path = check_output_file(path)
     suffix = path.suffix.lower()
     if picture.alpha is not None and suffix not in ALPHA_SUFFIXES:
         if picture.alpha.min() < _scale(picture.alpha.dtype):
@@ -200,26 +224,10 @@ def write_image(path: str | Path, picture: Picture) -> Path:
             f"cannot write {path}: OpenCV cannot encode a {picture.depth}-bit "
             f"{'RGBA' if picture.alpha is not None else 'RGB'} image as '{path.suffix}'; use .png or .tif"
         )
-    atomic_write_bytes(path, encoded.tobytes())
-    return path
+    return encoded.tobytes()
 
 
 def _alpha_to_8bit(alpha: np.ndarray | None) -> np.ndarray | None:
     if alpha is None or alpha.dtype == np.uint8:
         return alpha
     return np.rint(np.clip(alpha.astype(np.float32) / _scale(alpha.dtype), 0, 1) * 255).astype(np.uint8)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

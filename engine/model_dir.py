@@ -19,6 +19,10 @@ CHECKPOINT_DIR = "checkpoint"
 
 def read_meta(directory: str | Path) -> dict:
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ModelNotFoundError(
+            f"{directory} is a file, not a model directory: give the folder that `engine train --out` made"
+        )
     if not directory.is_dir():
         raise ModelNotFoundError(
             f"no model at {directory}: train one with `engine train IMAGE --out {directory}`"

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from engine.errors import ExportError, OnnxFileError
-from engine.imageio import atomic_write_bytes
+from engine.files import atomic_write_bytes
 from engine.modes import spec
 from engine.networks import Generator
 from engine.pyramid import Shape, retarget_shapes

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from engine.errors import (
     BackendUnavailableError,
     BadInputError,
+    DiskFullError,
     EngineError,
     ExportError,
     OnnxFileError,
@@ -297,15 +298,17 @@ def ensure_sampler(model: TrainedModel) -> Path:
     for path in candidates:
         if _recorded_digest(path) == digest:
             return path
-    last_error: ExportError | None = None
+    last_error: ExportError | DiskFullError | None = None
     for path in candidates:
         try:
             return export(model, path)
-        except ExportError as e:
-            if not isinstance(e.__cause__, OSError):
+        except (ExportError, DiskFullError) as e:
+            if isinstance(e, ExportError) and not isinstance(e.__cause__, OSError):
                 raise
             log.warning("cannot write %s (%s); trying the next place", path, e)
             last_error = e
+    if isinstance(last_error, DiskFullError):
+        raise last_error
     raise ExportError(f"no writable place for the exported sampler: {last_error}")
 
 

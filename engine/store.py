@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save
 
 from engine.config import MAX_SIDE, ModelConfig, TrainConfig
 from engine.errors import IncompatibleModelError, ModelDamagedError
-from engine.imageio import Picture, atomic_write_bytes, read_image, write_image
+from engine.files import write_files
+from engine.imageio import Picture, encode_image, read_image
 from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON, read_meta
 from engine.networks import Discriminator, Generator
 from engine.pyramid import Shape
@@ -45,9 +46,8 @@ class TrainedModel:
         return next(self.generator.parameters()).device
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    data = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(data))
+def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()})
 
 
 def save_model(
@@ -57,14 +57,16 @@ def save_model(
     training_image: np.ndarray,
     preview: np.ndarray,
 ) -> Path:
-    """Write a complete model; model.json goes last and marks the directory as a model."""
+    """Write a complete model, all its files or none; model.json goes last and marks it as a model."""
     directory.mkdir(parents=True, exist_ok=True)
-    _save_tensors(directory / "generator.safetensors", model.generator.state_dict())
-    _save_tensors(directory / "noise.safetensors", {f"stage{k}": z for k, z in enumerate(model.fixed_noise)})
+    files = {
+        "generator.safetensors": _tensor_bytes(model.generator.state_dict()),
+        "noise.safetensors": _tensor_bytes({f"stage{k}": z for k, z in enumerate(model.fixed_noise)}),
+    }
     if discriminator is not None:
-        _save_tensors(directory / "discriminator.safetensors", discriminator.state_dict())
-    write_image(directory / "training_image.png", Picture(training_image, None, 16))
-    write_image(directory / "preview.png", Picture(preview, None, 8))
+        files["discriminator.safetensors"] = _tensor_bytes(discriminator.state_dict())
+    files["training_image.png"] = encode_image(Path("training_image.png"), Picture(training_image, None, 16))
+    files["preview.png"] = encode_image(Path("preview.png"), Picture(preview, None, 8))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -75,7 +77,8 @@ def save_model(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "info": model.info,
     }
-    atomic_write_bytes(directory / MODEL_JSON, json.dumps(meta, indent=2).encode())
+    files[MODEL_JSON] = json.dumps(meta, indent=2).encode()
+    write_files(directory, files)
     shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
     return directory
 

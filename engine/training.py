@@ -8,8 +8,10 @@ computed once per stage, and the fake image that the reference recomputes for ea
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -23,8 +25,16 @@ import torch.nn.functional as F
 from engine import augment, store
 from engine.config import ModelConfig, TrainConfig, check_iters
 from engine.device import autocast
-from engine.errors import BadInputError, CancelledError, IncompatibleModelError, TrainingDivergedError
+from engine.errors import (
+    BadInputError,
+    CancelledError,
+    DiskFullError,
+    IncompatibleModelError,
+    TrainingDivergedError,
+)
+from engine.files import atomic_write_bytes
 from engine.imageio import Picture, read_image, write_image
+from engine.model_dir import CHECKPOINT_DIR
 from engine.modes import Mode, StageInput, spec
 from engine.networks import Discriminator, Generator
 from engine.pyramid import Shape, build_pyramid, resize, stage_shapes
@@ -371,10 +381,18 @@ class Trainer:
         return self.stage0_override is not None
 
     def start(self) -> None:
-        """Write the training image and a first checkpoint, so that --resume needs nothing else."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        write_image(self.out_dir / store.CHECKPOINT_DIR / "image.png", Picture(self.image, None, 16))
-        self.checkpoint()
+        """Write the training image and a first checkpoint, so that --resume needs nothing else. When
+        that fails (a full disk), nothing of the run is left."""
+        created = not self.out_dir.exists()
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_image(self.out_dir / store.CHECKPOINT_DIR / "image.png", Picture(self.image, None, 16))
+            self.checkpoint()
+        except BaseException as exc:
+            shutil.rmtree(self.out_dir if created else self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+            if isinstance(exc, DiskFullError):
+                raise exc.then(f"{'fine-tune' if self.finetuning else 'train'} again") from exc
+            raise
 
     def checkpoint(self, opt_g=None, opt_d=None) -> None:
         """Everything needed to continue exactly where training stands (tensors and plain data only)."""
@@ -396,11 +414,11 @@ class Trainer:
             "info": self.info,
             "stage0_override": None if self.stage0_override is None else self.stage0_override.cpu(),
         }
-        directory = self.out_dir / store.CHECKPOINT_DIR
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / "state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(directory / "state.pt")
+        # Serialised in memory first: written through atomic_write_bytes, a full disk leaves the last
+        # checkpoint whole and is one clear error (torch.save to a file fails with its own messages).
+        data = io.BytesIO()
+        torch.save(state, data)
+        atomic_write_bytes(self.out_dir / store.CHECKPOINT_DIR / "state.pt", data.getbuffer())
 
     def restore(self, state: dict) -> None:
         for _ in range(state["n_built"] - 1):
@@ -432,14 +450,18 @@ class Trainer:
                 self._prepare_stage(self.stage)
                 self._train_stage(self.stage)
                 self.stage, self.iteration = self.stage + 1, 0
-                if self.stage < n:
-                    self.checkpoint()
+                # After the last stage too: a model that cannot be written (a full disk) is then
+                # finished by --resume without training again.
+                self.checkpoint()
+            return self._save()
         except KeyboardInterrupt:
             # A hard interrupt can land inside an iteration; the CLI and the daemon therefore stop training
             # through the cancel event, at an iteration boundary, and this is only the fallback.
             self.checkpoint()
             raise
-        return self._save()
+        except DiskFullError as exc:
+            command = "finetune" if self.finetuning else "train"
+            raise exc.then(f"continue with `engine {command} --resume {self.out_dir}`") from exc
 
     def _save(self) -> Path:
         self._check_finite(len(self.amps) - 1)

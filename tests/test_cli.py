@@ -169,7 +169,16 @@ HARMONIZE = ["harmonize", "{model}", "--mask", "{mask}", "--image"]  # then the 
         ),
         (
             ["harmonize", "{model}", "--image", "{garbage}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
-            "not an image format",
+            "not an image file",
+        ),
+        ([*HARMONIZE, "{truncated}", "--out", "{tmp}/o.png"], "the PNG file is cut short"),
+        (
+            ["harmonize", "{model}", "--image", "{tmp}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
+            "it is a folder; give an image file",
+        ),
+        (
+            ["harmonize", "{img}", "--image", "{img}", "--mask", "{mask}", "--out", "{tmp}/o.png"],
+            "is a file, not a model directory",
         ),
         (
             ["harmonize", "{model}", "--image", "{img}", "--mask", "{small_mask}", "--out", "{tmp}/o.png"],
@@ -208,6 +217,8 @@ def test_bad_input_gives_a_one_line_error_and_writes_nothing(
     import cv2
 
     (tmp_path / "garbage.png").write_bytes(b"this is not a png")
+    png = cv2.imencode(".png", cv2.imread(str(shared_images / "harmonization" / "scream_naive.jpg")))[1]
+    (tmp_path / "truncated.png").write_bytes(png.tobytes()[: png.size // 2])
     (tmp_path / "copy.jpg").write_bytes((shared_images / "harmonization" / "scream_naive.jpg").read_bytes())
     cv2.imwrite(str(tmp_path / "small_mask.png"), np.zeros((10, 10), np.uint8))
     h = shared_images / "harmonization"
@@ -218,6 +229,7 @@ def test_bad_input_gives_a_one_line_error_and_writes_nothing(
         "img": h / "scream_naive.jpg",
         "mask": h / "scream_naive_mask.jpg",
         "garbage": tmp_path / "garbage.png",
+        "truncated": tmp_path / "truncated.png",
         "small_mask": tmp_path / "small_mask.png",
         "img_copy": tmp_path / "copy.jpg",
         "gen": tiny_models["generation"],

@@ -92,7 +92,7 @@ def test_non_loopback_endpoint_needs_curve_keys(tmp_path):
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60)
     assert proc.returncode == 2 and "--curve-keys" in proc.stderr
-    assert not (tmp_path / "engine.json").exists()
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written: no log, no file
 
 
 def _raw_exchange(daemon, frames_out: list[bytes]) -> dict:
@@ -297,9 +297,11 @@ def test_cancel_a_running_training(daemon, layers):
         def on_progress(event, preview):
             cancel.set()  # cancel once it is really training
 
-        with pytest.raises(JobCancelled):
+        with pytest.raises(JobCancelled) as cancelled:
             client.wait_job(job_id, on_progress=on_progress, cancel=cancel, timeout=120)
         assert client.job_status(job_id).state is JobState.CANCELLED
+        assert "--resume" not in str(cancelled.value)  # its folder is gone: nothing to resume
+        assert not (daemon.home / "jobs" / job_id).exists()
         assert client.ping().pid == daemon.proc.pid
 
 

@@ -44,9 +44,10 @@ def serve_command(home: Path | None) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> dict:
     from editor_bridge.connection import default_home
-    from engine.serve.daemon import ServeConfig, serve
+    from engine.serve.daemon import ServeConfig, check_endpoint, serve
 
     home = default_home(args.home)
+    check_endpoint(args.endpoint, args.curve_keys)  # before anything is written into the home
     _check_home(home)
     _log_to(home)
     config = ServeConfig(
@@ -80,14 +81,34 @@ def _check_home(home: Path) -> None:
         ) from None
 
 
+class LogFile(logging.FileHandler):
+    """The engine's log file. When it cannot be written (a full disk), that is said once on stderr instead
+    of a traceback per line, and the lines go to stderr alone until it can be written again."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(self.format(record) + self.terminator)
+            self.stream.flush()
+        except OSError as exc:
+            if not self.failing:
+                print(f"engine: cannot write the log {self.baseFilename} ({exc.strerror})", file=sys.stderr)
+            self.failing = True
+        else:
+            self.failing = False
+
+
 def _log_to(home: Path) -> None:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [
-        logging.StreamHandler(sys.stderr),
-        logging.FileHandler(home / "logs" / "engine.log"),
-    ]
+    log_file = LogFile(home / "logs" / "engine.log")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), log_file]
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in handlers:

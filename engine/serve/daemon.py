@@ -36,6 +36,7 @@ from editor_bridge.connection import (
 from editor_bridge.server import BridgeServer
 from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES
 from engine.errors import EngineError
+from engine.files import reporting_full_disk
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +222,17 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     recovered = jobs.recover(lane_of)
     jobs.start()
     info = ConnectionInfo(endpoint=server.endpoint, key=key, pid=os.getpid(), engine_version=engine_version())
-    path = write_connection_file(info, stale)
-    log.info(
-        "engine %s serving on %s (device %s, %s training, backend %s, home %s, %d models, %d jobs "
-        "resumed); connection file %s",
-        engine_version(), server.endpoint, device, precision.value if precision else "auto",
-        config.backend, home,
-        len(registry), len(recovered), path,
-    )  # fmt: skip
+    path = stale
     try:
+        with reporting_full_disk(path):
+            write_connection_file(info, path)
+        log.info(
+            "engine %s serving on %s (device %s, %s training, backend %s, home %s, %d models, %d jobs "
+            "resumed); connection file %s",
+            engine_version(), server.endpoint, device, precision.value if precision else "auto",
+            config.backend, home,
+            len(registry), len(recovered), path,
+        )  # fmt: skip
         server.serve(handlers.dispatch, stop, poll_s=0.05)
     finally:
         log.info("stopping: checkpointing running work")

@@ -8,11 +8,11 @@ server's thread-safe `send`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import queue
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -48,6 +48,7 @@ from engine.errors import (
     ModelNotFoundError,
     out_of_memory,
 )
+from engine.files import disk_full_error, is_disk_full, reporting_full_disk
 from engine.serve.journal import JobRecord, Journal
 from engine.training import Progress
 
@@ -69,7 +70,7 @@ def error_code(exc: BaseException) -> ErrorCode:
         return ErrorCode.UNKNOWN_MODEL
     if isinstance(exc, BadInputError | IncompatibleModelError):
         return ErrorCode.INVALID_REQUEST
-    if isinstance(exc, EngineError) or out_of_memory(exc) is not None:
+    if isinstance(exc, EngineError) or out_of_memory(exc) is not None or is_disk_full(exc):
         return ErrorCode.JOB_FAILED
     return ErrorCode.INTERNAL
 
@@ -79,9 +80,13 @@ def error_message(exc: BaseException) -> str:
         return str(exc)
     if (memory := out_of_memory(exc)) is not None:
         return str(memory)
-    full = isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)  # SQLITE_FULL
-    if full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
-        return "the disk holding the engine's home is full: free some space and try again"
+    if is_disk_full(exc):  # one not already made a DiskFullError where it was met
+        where = getattr(exc, "filename", None)
+        return (
+            str(disk_full_error(where))
+            if where
+            else "the disk holding the engine's home is full: free some space and try again"
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"the engine cannot write {exc.filename or 'to its home'}: check the home folder's permissions"
     return f"internal engine error ({type(exc).__name__}); see the engine log"
@@ -202,9 +207,7 @@ class JobManager:
         job_id = "j" + uuid.uuid4().hex[:16]
         files = self.root / job_id
         try:
-            files.mkdir(parents=True)
-            for i, buffer in enumerate(buffers):
-                (files / f"buf{i}.bin").write_bytes(memoryview(buffer).cast("B"))
+            _write_frames(files, "buf", buffers)
             record = self.journal.add(job_id, request.msg_type, request.model_dump(mode="json"), len(buffers))
         except BaseException:  # e.g. a full disk: no half-stored job is left behind (the caller replies)
             shutil.rmtree(files, ignore_errors=True)
@@ -371,13 +374,14 @@ class JobManager:
             self.journal.update(job.job_id, JobState.RUNNING)
             assert self.runner is not None
             result, buffers = self.runner(job, context)
-        except CancelledError as exc:
+        except CancelledError:
             if job.stopping:
                 job.state = JobState.INTERRUPTED
                 self.journal.update(job.job_id, JobState.INTERRUPTED)
                 log.info("job %s interrupted by shutdown; it resumes on the next start", job.job_id)
                 return
-            self._fail(job, exc)
+            # Not training's own message: it names a --resume folder, and a cancelled job's work is dropped.
+            self._fail(job, CancelledError(f"job {job.job_id} was cancelled; its work was discarded"))
             return
         except Exception as exc:
             if not isinstance(exc, BridgeError | EngineError):
@@ -386,8 +390,7 @@ class JobManager:
             return
         result = result.model_copy(update={"job_id": job.job_id, "elapsed_s": time.monotonic() - start})
         try:
-            for i, buffer in enumerate(buffers):
-                (work_dir / f"result{i}.bin").write_bytes(memoryview(buffer).cast("B"))
+            _write_frames(work_dir, "result", buffers)
             self.journal.update(
                 job.job_id,
                 JobState.DONE,
@@ -422,11 +425,15 @@ class JobManager:
         self.broadcast(job, error)
 
     def _drop_inputs(self, job: Job) -> None:
-        """A finished job's input frames and training work, on disk and in memory."""
+        """A finished job's input frames and training work, on disk and in memory; its folder too when
+        nothing else (a result) is left in it."""
         work_dir = self.root / job.job_id
         for i in range(len(job.buffers)):
             (work_dir / f"buf{i}.bin").unlink(missing_ok=True)
-        shutil.rmtree(work_dir / "model", ignore_errors=True)
+        for folder in ("model", "finetuned"):
+            shutil.rmtree(work_dir / folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: the results stay, for a client that asks again
+            work_dir.rmdir()
         job.buffers = []
 
     def _progress(self, job: Job, p: Progress) -> None:
@@ -480,3 +487,12 @@ class JobManager:
 
 
 _WAITING = (JobState.QUEUED, JobState.INTERRUPTED)
+
+
+def _write_frames(folder: Path, prefix: str, buffers: Sequence[Any]) -> None:
+    """A job's frames as files (`{prefix}{i}.bin`); a full disk is one line naming what they need."""
+    views = [memoryview(buffer).cast("B") for buffer in buffers]
+    with reporting_full_disk(folder, sum(view.nbytes for view in views)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, view in enumerate(views):
+            (folder / f"{prefix}{i}.bin").write_bytes(view)

@@ -8,6 +8,9 @@ buffers live as files in the job's directory (see `jobs.JobFiles`).
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -16,6 +19,9 @@ from pathlib import Path
 
 from editor_bridge.protocol import JobState, MsgType
 from engine.errors import EngineError
+from engine.files import disk_full_error, is_disk_full, reporting_full_disk
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,21 +59,62 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+# Space kept back beside the journal, given up when the disk is full so that the end of a job can still be
+# journaled (a job that failed for want of space must not stay `running`). A state change takes a few
+# pages of SQLite's write-ahead log; this is room for hundreds.
+RESERVE_BYTES = 4 * 2**20
+
+
 class Journal:
     """A thread-safe handle on HOME/jobs.sqlite3 (WAL mode; every write commits at once)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.reserve = path.with_name(path.name + ".reserve")
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            if is_disk_full(exc):
+                raise disk_full_error(path) from None
+            raise damaged(path, exc) from None
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise damaged(path, exc) from None
+        self._keep_reserve()
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve file when it is missing and the disk has room for it twice over."""
+        if self.reserve.is_file():
+            return
+        try:
+            if shutil.disk_usage(self.path.parent).free < 2 * RESERVE_BYTES:
+                return
+            with open(self.reserve, "wb") as f:
+                f.write(bytes(RESERVE_BYTES))  # written out, not sparse: the blocks must really be held
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            log.warning("cannot keep a reserve for the journal (%s)", exc)
+            self.reserve.unlink(missing_ok=True)
+
+    def _write(self, sql: str, args: tuple) -> None:
+        """Run one write. On a full disk the reserve is given up and the write tried once more."""
+        with self._lock:
+            try:
+                self._db.execute(sql, args)
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_disk_full(exc) or not self.reserve.is_file():
+                    raise
+            log.warning("the disk holding %s is full: giving up its reserve to journal a job", self.path)
+            self.reserve.unlink(missing_ok=True)
+            self._db.execute(sql, args)
 
     def close(self) -> None:
         with self._lock:
@@ -75,13 +122,16 @@ class Journal:
 
     def add(self, job_id: str, request_type: MsgType, request: dict, n_buffers: int) -> JobRecord:
         created = _now()
-        with self._lock:
+        with self._lock, reporting_full_disk(self.path):
+            # New work is refused on a full disk (the reserve is only for ending jobs), and brings the
+            # reserve back once there is room again.
             self._db.execute(
                 "INSERT INTO jobs (job_id, request_type, state, created, updated, request, n_buffers) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, request_type.value, JobState.QUEUED.value, created, created, json.dumps(request),
                  n_buffers),
             )  # fmt: skip
+        self._keep_reserve()
         return JobRecord(
             job_id, request_type, JobState.QUEUED, datetime.fromisoformat(created), request, n_buffers
         )
@@ -95,19 +145,18 @@ class Journal:
         error: dict | None = None,
         result: dict | None = None,
     ) -> None:
-        with self._lock:
-            self._db.execute(
-                "UPDATE jobs SET state = ?, updated = ?, model_id = COALESCE(?, model_id), "
-                "error = COALESCE(?, error), result = COALESCE(?, result) WHERE job_id = ?",
-                (
-                    state.value,
-                    _now(),
-                    model_id,
-                    json.dumps(error) if error is not None else None,
-                    json.dumps(result) if result is not None else None,
-                    job_id,
-                ),
-            )
+        self._write(
+            "UPDATE jobs SET state = ?, updated = ?, model_id = COALESCE(?, model_id), "
+            "error = COALESCE(?, error), result = COALESCE(?, result) WHERE job_id = ?",
+            (
+                state.value,
+                _now(),
+                model_id,
+                json.dumps(error) if error is not None else None,
+                json.dumps(result) if result is not None else None,
+                job_id,
+            ),
+        )
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock:

@@ -24,7 +24,7 @@ import numpy as np
 from editor_bridge.protocol import Mode, ModelInfo
 from engine.config import ModelConfig, TrainConfig
 from engine.errors import EngineError, ModelNotFoundError
-from engine.imageio import atomic_write_bytes
+from engine.files import atomic_write_bytes
 from engine.model_dir import read_meta
 
 log = logging.getLogger(__name__)
