@@ -26,7 +26,7 @@ from editor_bridge.protocol import (
     ResultReply,
 )
 from editor_bridge.server import BridgeServer, Request
-from editor_bridge.signing import Signer
+from editor_bridge.signing import Signer, present_key
 from editor_bridge.wire import WireCodec
 
 
@@ -124,6 +124,7 @@ def ping_rows(client: Client, endpoint: str, key: str, pings: int) -> list[tuple
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
+    present_key(sock, key)
     sock.connect(endpoint)
     codec = WireCodec(key)
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from editor_bridge.connection import ConnectionInfo, connection_file_path, is_stale, read_connection_file
 from editor_bridge.errors import (
@@ -60,9 +61,11 @@ from editor_bridge.protocol import (
     ShutdownRequest,
     StatusRequest,
 )
+from editor_bridge.signing import present_key
 from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES, MAX_CONTROL_BYTES, Message, WireCodec
 
 log = logging.getLogger(__name__)
+_AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH
 
 ProgressCallback = Callable[[ProgressEvent, "np.ndarray | None"], None]
 T = TypeVar("T", bound=Content)
@@ -150,6 +153,8 @@ class Client:
         self._closed = False
         self._closing = False  # set by close() before it takes the lock: waiting loops then let go of it
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._poller = zmq.Poller()
         try:
             self._open()
         except zmq.ZMQError:
@@ -191,9 +196,7 @@ class Client:
                 return
             self._closed = True
             _open_clients.discard(self)
-            if self._socket is not None:
-                self._socket.close(linger=0)
-                self._socket = None
+            self._drop_socket()
             if self._own_context:
                 self._ctx.term()
 
@@ -204,9 +207,7 @@ class Client:
         """
         with self._lock:
             self._check_open()
-            if self._socket is not None:
-                self._socket.close(linger=0)
-                self._socket = None
+            self._drop_socket()
             if self._connection_file is not None:
                 try:
                     info = _checked_info(self._connection_file)
@@ -448,12 +449,28 @@ class Client:
         socket.linger = 0
         socket.sndtimeo = int(self.timeout * 1000)
         socket.setsockopt(zmq.MAXMSGSIZE, 2 * self._max_frame_bytes + MAX_CONTROL_BYTES)
+        present_key(socket, self._key)
+        # The engine refuses a wrong key in the handshake, without a reply: the monitor tells at once.
+        monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         try:
             socket.connect(self.endpoint)
         except zmq.ZMQError:
+            monitor.close(linger=0)
             socket.close(linger=0)  # an open socket would block the context's term() forever
             raise
-        self._socket = socket
+        self._socket, self._monitor = socket, monitor
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
+
+    def _drop_socket(self) -> None:
+        if self._socket is None:
+            return
+        self._socket.disable_monitor()
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+        self._socket.close(linger=0)
+        self._socket, self._monitor = None, None
 
     def _send(self, content: Content, buffers: Sequence[Any] = ()) -> Header:
         header = self._codec.header(content.msg_type)
@@ -476,7 +493,13 @@ class Client:
         with self._lock:
             self._check_open()
             assert self._socket is not None
-            if not self._socket.poll(int(timeout_s * 1000)):
+            ready = dict(self._poller.poll(int(timeout_s * 1000)))
+            if self._monitor in ready and recv_monitor_message(self._monitor)["event"] == _AUTH_FAILED:
+                raise AuthenticationError(
+                    f"the engine at {self.endpoint} refused this client's key; the connection file is out "
+                    "of date: reconnect with Client.from_connection_file"
+                )
+            if self._socket not in ready:
                 return None
             raw = self._socket.recv_multipart(copy=False)
         try:

@@ -6,6 +6,7 @@ The engine daemon builds its request loop on `BridgeServer`; worker threads send
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 import threading
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from editor_bridge.errors import BridgeError
 from editor_bridge.protocol import Content, ErrorCode, ErrorReply, Header
-from editor_bridge.signing import ReplayGuard
+from editor_bridge.signing import PEER_USERNAME, ReplayGuard, peer_password
 from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES, MAX_CONTROL_BYTES, Message, WireCodec, peek_msg_id
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,47 @@ class Request:
 
 
 Handler = Callable[[Request], None]
+ZAP_DOMAIN = "editor-bridge"
+
+
+class _KeyAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP handler, admitting the PLAIN handshakes that carry the key's password
+    (`signing.peer_password`), compared in constant time."""
+
+    def __init__(self, context: zmq.Context, key: bytes | str) -> None:
+        super().__init__(context, log=logging.getLogger(f"{__name__}.zap"))
+        self._password = peer_password(key).encode()
+        self.start()
+        self.configure_plain(ZAP_DOMAIN, {PEER_USERNAME: "set in _authenticate_plain"})
+
+    def _authenticate_plain(self, domain: str, username: str, password: str) -> tuple[bool, bytes]:
+        given = password.encode() if isinstance(password, str) else bytes(password)
+        if username == PEER_USERNAME and hmac.compare_digest(given, self._password):
+            return True, b"OK"
+        return False, b"not this engine's key: read the engine's connection file"
+
+
+class _RefusalLog:
+    """Refused messages, logged at most BURST a minute; the rest are counted into one line."""
+
+    BURST = 10
+    WINDOW_S = 60.0
+
+    def __init__(self) -> None:
+        self._window_start = -float("inf")
+        self._logged = self._dropped = 0
+
+    def log(self, exc: BridgeError) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= self.WINDOW_S:
+            if self._dropped:
+                log.warning("refused %d more messages in the last minute", self._dropped)
+            self._window_start, self._logged, self._dropped = now, 0, 0
+        if self._logged < self.BURST:
+            self._logged += 1
+            log.warning("refused a message (%s): %s", exc.code.value, exc)
+        else:
+            self._dropped += 1
 
 
 class BridgeServer:
@@ -75,10 +118,20 @@ class BridgeServer:
         # A hard cap in libzmq itself: far-oversized frames drop the peer before they fill memory; frames
         # between the two limits still get an error reply from the codec.
         self._router.setsockopt(zmq.MAXMSGSIZE, 2 * max_frame_bytes + MAX_CONTROL_BYTES)
+        # Peers must know the key to get past ZeroMQ's handshake (unless CurveZMQ admits them by their own
+        # keys): the connection of any other peer is closed before it can send a byte of a message, where
+        # the signature check comes only once a whole message has been received and held in memory.
+        self._auth: _KeyAuthenticator | None = None
         try:
+            if self._router.get(zmq.MECHANISM) == zmq.NULL:
+                self._auth = _KeyAuthenticator(self._ctx, key)
+                self._router.plain_server = True
+                self._router.zap_domain = ZAP_DOMAIN.encode()
             self._router.bind(endpoint)
         except zmq.ZMQError:
             self._router.close(linger=0)  # leave nothing open that would hang the context's term()
+            if self._auth is not None:
+                self._auth.stop()
             if self._own_context:
                 self._ctx.term()
             raise
@@ -91,6 +144,7 @@ class BridgeServer:
         self._push.linger = 0
         self._push.connect(outbox)
         self._push_lock = threading.Lock()
+        self._refusals = _RefusalLog()
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
         self._poller.register(self._pull, zmq.POLLIN)
@@ -185,6 +239,8 @@ class BridgeServer:
             self._push.close(linger=0)
         self._pull.close(linger=0)
         self._router.close()
+        if self._auth is not None:
+            self._auth.stop()
         if self._own_context:
             self._ctx.term()
 
@@ -200,6 +256,6 @@ class BridgeServer:
         # The route is the ROUTER's first frame; later frames before the delimiter are the client's to choose.
         identity = bytes(raw[0].buffer if hasattr(raw[0], "buffer") else raw[0])
         msg_id = exc.msg_id or peek_msg_id(raw)
-        log.warning("refused a message (%s): %s", exc.code.value, exc)
+        self._refusals.log(exc)
         error = ErrorReply(code=exc.code, message=str(exc), in_reply_to=msg_id)
         self._router.send_multipart(self.codec.serialize(error, identities=[identity]), copy=False)

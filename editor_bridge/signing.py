@@ -100,6 +100,27 @@ class Signer:
             )
 
 
+# ZeroMQ's PLAIN handshake carries a password derived from the key (never the key itself): the daemon lets
+# only peers that know the key past the handshake, so nobody else can make it buffer a single message.
+PEER_USERNAME = "editor-bridge"
+
+
+def peer_password(key: bytes | str) -> str:
+    """The handshake password of peers that hold `key` (hex HMAC-SHA256 of a fixed label)."""
+    key = key.encode("ascii") if isinstance(key, str) else bytes(key)
+    return hmac.new(key, b"editor-bridge peer password", hashlib.sha256).hexdigest()
+
+
+def present_key(socket: Any, key: bytes | str) -> None:
+    """Give a client socket the handshake credentials for `key`, unless it already uses CurveZMQ (whose
+    own keys admit it, on non-loopback endpoints)."""
+    import zmq
+
+    if socket.get(zmq.MECHANISM) == zmq.NULL:
+        socket.plain_username = PEER_USERNAME.encode()
+        socket.plain_password = peer_password(key).encode()
+
+
 def check_version(version: Any) -> None:
     if version != PROTOCOL_VERSION:
         raise UnsupportedVersion(

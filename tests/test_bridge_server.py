@@ -25,6 +25,7 @@ from editor_bridge.protocol import (
     PongReply,
 )
 from editor_bridge.server import BridgeServer
+from editor_bridge.signing import present_key
 from editor_bridge.wire import WireCodec
 
 SAMPLES = samples()
@@ -47,6 +48,7 @@ def server(ctx):
 def dealer(ctx, server):
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
+    present_key(sock, KEY)
     sock.connect(server.endpoint)
     yield sock
     sock.close()
@@ -153,6 +155,7 @@ def test_a_flood_of_bad_messages_does_not_disturb_a_good_client(ctx, server):
     good = ctx.socket(zmq.DEALER)
     for sock in (evil, good):
         sock.linger = 0
+        present_key(sock, KEY)  # the flood comes from a peer with the key: past the handshake
         sock.connect(server.endpoint)
     for _ in range(20):
         evil.send_multipart([b"junk"] * 3)
@@ -197,3 +200,37 @@ def test_client_with_the_wrong_key_fails_fast():
 def test_binding_a_busy_port_fails_cleanly(server):
     with pytest.raises(zmq.ZMQError, match="in use"):
         BridgeServer(KEY, server.endpoint)
+
+
+def test_a_peer_without_the_key_gets_no_message_through(ctx, server, dealer):
+    # Refused in ZeroMQ's handshake, before any of its messages is received (and held in memory): the
+    # server never sees them, and the peer gets no reply, not even an error.
+    stranger = ctx.socket(zmq.DEALER)
+    stranger.linger = 0
+    present_key(stranger, "not-the-key")
+    plain = ctx.socket(zmq.DEALER)  # no credentials at all
+    plain.linger = 0
+    for sock in (stranger, plain):
+        sock.connect(server.endpoint)
+        sock.send_multipart(forge(msg_id="stranger"))
+        sock.send_multipart([b"x" * 100_000] * 4)
+    assert server.recv(timeout=2) is None
+    assert not stranger.poll(500) and not plain.poll(500)
+    _assert_still_serving(server, dealer)
+    stranger.close()
+    plain.close()
+
+
+def test_refusals_are_logged_at_most_ten_a_minute(server, dealer, caplog):
+    caplog.set_level("WARNING", logger="editor_bridge.server")
+    for _ in range(200):
+        dealer.send_multipart([b"junk"] * 3)
+    errors = 0
+    deadline = time.monotonic() + 20
+    while errors < 200 and time.monotonic() < deadline:
+        server.recv(timeout=0.05)
+        while dealer.poll(0):
+            dealer.recv_multipart()
+            errors += 1
+    assert errors == 200  # every one is answered ...
+    assert len([r for r in caplog.records if "refused a message" in r.message]) == 10  # ... few are logged

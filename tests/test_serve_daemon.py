@@ -27,6 +27,7 @@ from editor_bridge.protocol import (
     SampleRequest,
     TrainRequest,
 )
+from editor_bridge.signing import present_key
 from editor_bridge.wire import WireCodec
 from engine.apply import feathered_mask
 
@@ -102,6 +103,7 @@ def _raw_exchange(daemon, frames_out: list[bytes]) -> dict:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
+    present_key(sock, info["key"])
     try:
         sock.connect(info["endpoint"])
         sock.send_multipart(frames_out)
@@ -128,6 +130,38 @@ def test_malformed_unsigned_forged_and_oversized_messages_get_error_replies(daem
     assert oversized["code"] == ErrorCode.FRAME_TOO_LARGE and "limit" in oversized["message"]
     with daemon.client() as client:  # still serving
         assert client.ping().pid == daemon.proc.pid
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = open(f"/proc/{pid}/status").read()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def test_a_peer_without_the_key_cannot_make_the_engine_hold_memory(daemon):
+    # 240 MiB in frames each under the frame limit, from a peer that does not know the key: refused in
+    # ZeroMQ's handshake, so the engine never buffers them (it held gigabytes for seconds when the
+    # signature was the first check, made once the whole message was in).
+    info = json.loads(daemon.connection_file.read_text())
+    peak_before = _peak_rss_mb(daemon.proc.pid)
+    ctx = zmq.Context()
+    stranger = ctx.socket(zmq.DEALER)
+    stranger.linger = 0
+    stranger.connect(info["endpoint"])
+    frame = bytearray(MAX_FRAME_MB * 2**20)
+    try:
+        stranger.send_multipart([b"<IDS|MSG>", b"0" * 64, b"h", b"p", b"m", b"c", *[frame] * 60], copy=False)
+        with daemon.client() as client:
+            for _ in range(20):  # other clients are served meanwhile, at once
+                started = time.monotonic()
+                assert client.ping().pid == daemon.proc.pid
+                assert time.monotonic() - started < 1.0
+                time.sleep(0.1)
+        grown = _peak_rss_mb(daemon.proc.pid) - peak_before
+        assert grown < 50, f"the engine's peak memory grew by {grown:.0f} MB"
+        assert not stranger.poll(100)  # not even an error reply
+    finally:
+        stranger.close()
+        ctx.term()
 
 
 def test_invalid_requests_are_refused_before_any_work(daemon, layers):
