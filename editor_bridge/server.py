@@ -174,9 +174,23 @@ class BridgeServer:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
-    def serve(self, handler: Handler, stop: threading.Event, poll_s: float = 0.05) -> None:
-        """Run `handler` on each request until `stop` is set; handler errors become error replies."""
+    def serve(
+        self,
+        handler: Handler,
+        stop: threading.Event,
+        poll_s: float = 0.05,
+        every: tuple[float, Callable[[], None]] | None = None,
+    ) -> None:
+        """Run `handler` on each request until `stop` is set; handler errors become error replies.
+        `every` (seconds, function): housekeeping run on this thread that often, between requests."""
+        next_tick = time.monotonic()
         while not stop.is_set():
+            if every is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + every[0]
+                try:
+                    every[1]()
+                except Exception:
+                    log.exception("housekeeping failed")
             request = self.recv(poll_s)
             if request is None:
                 continue

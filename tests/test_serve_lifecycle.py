@@ -185,6 +185,31 @@ def test_status_and_stop_without_a_daemon(tmp_path):
         assert proc.returncode == 3 and "no engine is running" in proc.stderr
 
 
+def test_a_deleted_connection_file_is_written_again_and_every_command_agrees(tmp_path):
+    daemon = Daemon(tmp_path / "home").wait_ready()
+    try:
+        first = daemon.connection_file.read_text()
+        daemon.connection_file.unlink()
+        # `engine serve` finds the running engine by its lock, and names it.
+        proc = _engine("serve", "--home", str(daemon.home))
+        assert (
+            proc.returncode == 3
+            and f"already running for {daemon.home} (pid {daemon.proc.pid}" in proc.stderr
+        )
+        status = _engine(
+            "status", "--home", str(daemon.home), "--json"
+        )  # waits for the file, not "no engine"
+        assert status.returncode == 0 and json.loads(status.stdout)["pid"] == daemon.proc.pid, status.stderr
+        assert daemon.connection_file.read_text() == first  # the same endpoint and key: clients keep working
+        assert "was removed or changed; writing it again" in daemon.output()
+        daemon.connection_file.unlink()
+        proc = _engine("stop", "--home", str(daemon.home), "--json")
+        assert proc.returncode == 0 and json.loads(proc.stdout)["stopped"] == daemon.proc.pid, proc.stderr
+        assert daemon.proc.wait(30) == 0
+    finally:
+        daemon.stop()
+
+
 def test_stop_says_so_when_the_engine_neither_answers_nor_stops(tmp_path):
     import os
 

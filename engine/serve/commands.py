@@ -28,12 +28,23 @@ def connect(home: Path | None, timeout: float = 10.0):
     from editor_bridge import Client
     from editor_bridge.connection import default_home
     from editor_bridge.errors import EngineNotRunning
+    from engine.serve.daemon import KEEP_FILE_EVERY_S, running_pid
 
-    try:
-        return Client.from_connection_file(home=home, timeout=timeout)
-    except EngineNotRunning as exc:
-        where = default_home(home)
-        raise DaemonNotRunning(f"{exc} (home {where}; `{serve_command(home)}`)") from None
+    deadline = time.monotonic() + 3 * KEEP_FILE_EVERY_S
+    while True:
+        try:
+            return Client.from_connection_file(home=home, timeout=timeout)
+        except EngineNotRunning as exc:
+            where = default_home(home)
+            pid = running_pid(where)
+            if not pid:
+                raise DaemonNotRunning(f"{exc} (home {where}; `{serve_command(home)}`)") from None
+            if time.monotonic() > deadline:  # a daemon holds the home but has not written its file again
+                raise EngineError(
+                    f"an engine runs for {where} (pid {pid}) but its connection file is missing and was not "
+                    f"written again; stop it with `kill {pid}` and start it again"
+                ) from None
+            time.sleep(0.1)  # it writes the file again within KEEP_FILE_EVERY_S
 
 
 def serve_command(home: Path | None) -> str:

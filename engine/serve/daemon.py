@@ -41,7 +41,8 @@ from engine.files import reporting_full_disk
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:0"
-LOCK_FILE = "engine.lock"
+LOCK_FILE = "engine.lock"  # held while a daemon runs; holds its pid
+KEEP_FILE_EVERY_S = 1.0  # how often the daemon makes sure its connection file is there
 
 
 class DaemonAlreadyRunning(EngineError):
@@ -104,6 +105,7 @@ class HomeLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> bool:
+        """Take the lock and write this process's id into the file (for `running_pid`)."""
         self._file = open(self.path, "a+")  # noqa: SIM115 (held open for the daemon's lifetime)
         if sys.platform == "win32":
             import msvcrt
@@ -112,13 +114,17 @@ class HomeLock:
                 msvcrt.locking(self._file.fileno(), msvcrt.LK_NBLCK, 1)
             except OSError:
                 return False
-            return True
-        import fcntl
+        else:
+            import fcntl
 
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
         return True
 
     def release(self) -> None:
@@ -127,19 +133,59 @@ class HomeLock:
             self._file = None
 
 
+def running_pid(home: Path) -> int | None:
+    """The id of the daemon that holds HOME's lock, or None when none does (found without the connection
+    file, which a user may have deleted)."""
+    path = home / LOCK_FILE
+    if not path.is_file() or sys.platform == "win32":
+        return None
+    import fcntl
+
+    with open(path) as f:
+        try:
+            # Shared, and let go at once: a daemon starting this very moment is not kept out by it.
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = f.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return None
+
+
 def _already_running(home: Path, connection_file: Path) -> DaemonAlreadyRunning:
     try:
         info = read_connection_file(connection_file)
-        if pid_alive(info.pid):
-            where = f"pid {info.pid}, {info.endpoint}"
-        else:
-            where = "starting up"
+        where = f"pid {info.pid}, {info.endpoint}" if pid_alive(info.pid) else None
     except ConnectionFileError:
-        where = "starting up"
+        where = None
+    if where is None:
+        pid = running_pid(home)
+        where = f"pid {pid}, starting up or writing its connection file again" if pid else "starting up"
     return DaemonAlreadyRunning(
         f"an engine is already running for {home} ({where}); use it, or stop it with "
         f"`engine stop --home {home}`"
     )
+
+
+class ConnectionFileKeeper:
+    """Writes the connection file again when it has gone (deleted by a user or a clean-up script) or no
+    longer names this daemon: without it no client, `engine status` or `engine stop` finds the engine."""
+
+    def __init__(self, info: ConnectionInfo, path: Path) -> None:
+        self.info, self.path = info, path
+
+    def write(self) -> None:
+        with reporting_full_disk(self.path):
+            write_connection_file(self.info, self.path)
+
+    def check(self) -> None:
+        try:
+            if read_connection_file(self.path) == self.info:
+                return
+        except ConnectionFileError:
+            pass
+        log.warning("the connection file %s was removed or changed; writing it again", self.path)
+        self.write()
 
 
 def _curve_context(curve_dir: Path) -> tuple[zmq.Context, object]:
@@ -223,9 +269,9 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     jobs.start()
     info = ConnectionInfo(endpoint=server.endpoint, key=key, pid=os.getpid(), engine_version=engine_version())
     path = stale
+    keeper = ConnectionFileKeeper(info, path)
     try:
-        with reporting_full_disk(path):
-            write_connection_file(info, path)
+        keeper.write()
         log.info(
             "engine %s serving on %s (device %s, %s training, backend %s, home %s, %d models, %d jobs "
             "resumed); connection file %s",
@@ -233,7 +279,7 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
             config.backend, home,
             len(registry), len(recovered), path,
         )  # fmt: skip
-        server.serve(handlers.dispatch, stop, poll_s=0.05)
+        server.serve(handlers.dispatch, stop, poll_s=0.05, every=(KEEP_FILE_EVERY_S, keeper.check))
     finally:
         log.info("stopping: checkpointing running work")
         start = time.monotonic()
