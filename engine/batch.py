@@ -122,26 +122,30 @@ def run(
     return report
 
 
-def in_process(
-    model_dir: Path, backend_name: str, device: str | None, seed: int, color_match: float | None = None
-) -> ApplyFn:
-    from engine import apply
+def in_process(model_dir: Path, backend_name: str, device: str | None, given: dict) -> ApplyFn:
+    """An ApplyFn running the whole-image operation of the model's family (harmonize for a ConSinGAN
+    harmonization model, ...) in this process; `given`: the parameters set on the command line."""
+    from engine import families, operations
     from engine.device import configure_threads, select_device
-    from engine.modes import spec
-    from engine.runtime import make_backend
-    from engine.store import load_model
+    from engine.operations import OperationInput
 
     configure_threads()
-    model = load_model(model_dir, select_device(device))
-    if not spec(model.model.mode).conditional:
-        raise BadInputError(
-            f"{model_dir} is a model for {model.model.mode.value}; "
-            "batch needs a harmonization or editing model"
-        )
-    backend = make_backend(model, backend_name)
-    return lambda picture, mask: apply.apply_to_selection(
-        model, picture, mask, seed, backend=backend, color_match=color_match
-    )
+    loaded = families.load(model_dir, select_device(device), backend_name)
+    op = operations.whole_image(loaded)
+    foreign = sorted(k for k, v in given.items() if v is not None and k not in {p.name for p in op.params})
+    if foreign:
+        flag = "--" + foreign[0].replace("_", "-")
+        raise BadInputError(f"{flag} is not an option of {loaded.family.label}'s {op.name}")
+    params = op.check_params({k: v for k, v in given.items() if k in {p.name for p in op.params}})
+    return lambda picture, mask: op.run(loaded, OperationInput(picture, mask, params)).pictures[0]
+
+
+def whole_image_params() -> list:
+    """The options of `engine batch`: the parameters of every family's whole-image operation."""
+    from engine import operations
+
+    specs = [op for ops in operations.table().values() for op in ops if op.whole_image]
+    return operations.cli_params(specs)
 
 
 def via_daemon(
@@ -211,9 +215,10 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     items = plan(args.input, args.output, args.masks)
     close: Callable[[], None] = lambda: None  # noqa: E731
     if args.via_daemon:
-        apply_fn, close = via_daemon(args.model, args.home, args.seed, args.color_match)
+        apply_fn, close = via_daemon(args.model, args.home, args.seed or 0, args.color_match)
     else:
-        apply_fn = in_process(Path(args.model), args.backend, args.device, args.seed, args.color_match)
+        given = {p.name: getattr(args, p.name) for p in whole_image_params()}
+        apply_fn = in_process(Path(args.model), args.backend, args.device, given)
     try:
         report = run(items, apply_fn, args.masks is not None, None if args.json else Bar())
     finally:
@@ -243,10 +248,10 @@ def cmd_batch(args: argparse.Namespace) -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from engine.cli import add_color_match, seed_value
+    from engine.cli import add_param
     from engine.serve.commands import add_home
 
-    help_text = "re-style or harmonize every image of a folder with a harmonization/editing model"
+    help_text = "re-style or harmonize every image of a folder (with the whole-image operation of the model)"
     p = sub.add_parser("batch", help=help_text, description=help_text)
     p.add_argument("model", metavar="MODEL_DIR", help="model directory (or, with --via-daemon, a model id)")
     p.add_argument("--input", type=Path, required=True, help="folder of images")
@@ -259,8 +264,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--seed", type=seed_value, default=0, help="noise seed, 0 to 2^32-1 (default: 0)")
-    add_color_match(p)
+    for param in whole_image_params():
+        add_param(p, param)
     p.add_argument("--via-daemon", action="store_true", help="send the work to the running `engine serve`")
     p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
     add_home(p)

@@ -58,45 +58,82 @@ def _finish_bar(bar) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
-    from engine import training
-    from engine.device import training_configs
-    from engine.imageio import read_image
+    from engine import families
 
     device = _device(args)
     bar = _progress(args, "train")
     cancel = _cancel_on_signals()
     try:
         if args.resume:
-            out = training.resume(Path(args.resume), device, bar, cancel)
+            out = families.resume(Path(args.resume), device, bar, cancel)
         else:
-            if args.image is None or args.out is None:
-                raise EngineError("train needs IMAGE and --out MODEL_DIR (or --resume MODEL_DIR)")
-            picture = read_image(args.image)
-            _, model, train_cfg = training_configs(
-                args.mode,
-                device,
-                args.preset,
-                args.precision,
-                stages=args.stages,
-                iters=args.iters,
-                max_size=args.max_size,
-                seed=args.seed,
-            )
-            out = training.train(picture.rgb, model, train_cfg, Path(args.out), device, bar, cancel)
+            family, run = _train_run(args, device, bar, cancel)
+            out = family.train(run)
     finally:
         _finish_bar(bar)
     return _model_summary(out)
 
 
+def _train_run(args: argparse.Namespace, device, bar, cancel):
+    """The family and the TrainRun that `engine train` asks for, every input checked."""
+    import pydantic
+
+    from engine import families
+    from engine.family import DataKind, TrainData, TrainRun
+    from engine.imageio import read_image
+
+    family = families.get(args.family)
+    task_name = args.mode or family.tasks[0].name
+    try:
+        task = family.task(task_name)
+    except KeyError:
+        names = ", ".join(t.name for t in family.tasks)
+        raise EngineError(f"{family.label} has no --mode {task_name}: use one of {names}") from None
+    given = {name: getattr(args, name) for name in _option_names() if getattr(args, name) is not None}
+    foreign = sorted(set(given) - set(family.options.model_fields))
+    if foreign:
+        raise EngineError(f"--{foreign[0].replace('_', '-')} is not an option of {family.label} (--family)")
+    try:
+        options = family.options.model_validate(given)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "an option"
+        raise EngineError(f"{flag}: {error['msg']}") from None
+    if args.out is None:
+        raise EngineError("train needs --out MODEL_DIR (or --resume MODEL_DIR)")
+    if task.data is DataKind.IMAGE:
+        if args.image is None:
+            raise EngineError(f"train needs IMAGE: {family.label} learns from one image")
+        data = TrainData(image=read_image(args.image).rgb)
+    else:
+        raise EngineError(f"{family.label} --mode {task.name} trains on {task.data.value}, not supported yet")
+    run = TrainRun(task.name, data, options, Path(args.out), device, bar, cancel)
+    return family, run
+
+
+def _option_names() -> list[str]:
+    """Every family's training options (one flag each, shared by families that have the same option)."""
+    from engine import families
+
+    names: dict[str, None] = {}
+    for family in families.all_families():
+        names.update(dict.fromkeys(family.options.model_fields))
+    return list(names)
+
+
 def _model_summary(path: Path) -> dict:
+    from engine import families
     from engine.model_dir import read_meta
 
     meta = read_meta(path)
+    family = families.family_of(meta, path)
+    described = family.describe(meta)
     return {
         "model": str(path),
-        "mode": meta["model"]["mode"],
-        "stages": [f"{w}x{h}" for h, w in meta["stage_shapes"]],
-        "training_seconds": meta["info"].get("training_seconds"),
+        "family": family.name,
+        "mode": described.pop("task"),
+        **described,
+        "training_seconds": meta.get("info", {}).get("training_seconds"),
         "preview": str(path / "preview.png"),
     }
 
@@ -144,8 +181,6 @@ def _int_in(name: str, low: int, high: int):
 
 MAX_SEED = 2**32 - 1  # the protocol's range (editor_bridge.protocol.Seed)
 seed_value = _int_in("seed", 0, MAX_SEED)
-count_value = _int_in("count", 1, 10_000)
-side_value = _int_in("size", 1, 1_000_000)
 iters_value = _int_in("iterations", 1, MAX_ITERS)
 
 
@@ -176,73 +211,87 @@ def add_color_match(p: argparse.ArgumentParser, harmonize_only: bool = False) ->
     )
 
 
-def _backend(args: argparse.Namespace, model):
-    """--backend onnxruntime (default; exports MODEL_DIR/sampler.onnx on first use) or torch."""
-    from engine.runtime import make_backend
+def cmd_operation(args: argparse.Namespace) -> dict:
+    """Any operation of the table (harmonize, edit, sample, ...), on the model's own family."""
+    from engine import families, operations
+    from engine.imageio import check_output_file, read_image, read_mask
 
-    return make_backend(model, args.backend)
-
-
-def cmd_sample(args: argparse.Namespace) -> dict:
-    from engine import apply
-    from engine.imageio import Picture, write_image
-    from engine.runtime import describe_backend
-    from engine.store import load_model
-
+    specs = operations.table()[args.operation]
+    takes_image = any(op.takes_image for op in specs)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EngineError(f"--out {out} is a file; sample writes sample_NNN.png files into a folder")
-    with _steps(args, "sample", 3 + args.n) as bar:
-        bar.step("loading the model")
-        model = load_model(args.model_dir, _device(args))
-        bar.step(f"preparing {args.backend}")
-        backend = _backend(args, model)
-        images = apply.sample(
-            model,
-            args.n,
-            args.height,
-            args.width,
-            args.seed,
-            backend=backend,
-            on_sample=lambda i: bar.step(f"sample {i + 1} of {args.n}"),
+    if takes_image:
+        check_output_file(out, inputs=(args.image, *([args.mask] if args.mask else [])))
+    elif out.exists() and not out.is_dir():
+        raise EngineError(
+            f"--out {out} is a file; {args.operation} writes {args.operation}_NNN.png files into a folder"
         )
-        bar.step("writing")
-        files = [str(write_image(out / f"sample_{i:03d}.png", Picture(img))) for i, img in enumerate(images)]
-    h, w = images[0].shape[:2]
-    return {"files": files, "width": w, "height": h, **describe_backend(backend)}
-
-
-def cmd_apply(args: argparse.Namespace) -> dict:
-    from engine import apply
-    from engine.imageio import check_output_file, read_image, read_mask, write_image
-    from engine.runtime import describe_backend
-    from engine.store import load_model
-
-    check_output_file(args.out, inputs=(args.image, args.mask))
-    with _steps(args, args.command, 5) as bar:
-        bar.step("reading the image and the mask")
-        picture = read_image(args.image)
-        mask = read_mask(args.mask, picture.shape)
+    given = {p.name: getattr(args, p.name) for p in operations.cli_params(specs)}
+    first = specs[0]
+    defaults = {p.name: p.default for p in first.params}
+    steps = first.steps({**defaults, **{k: v for k, v in given.items() if v is not None and k in defaults}})
+    with _steps(args, args.operation, (1 if takes_image else 0) + 3 + steps) as bar:
+        picture = mask = None
+        if takes_image:
+            bar.step("reading the image and the mask" if args.mask else "reading the image")
+            picture = read_image(args.image)
+            mask = read_mask(args.mask, picture.shape) if args.mask else None
         bar.step("loading the model")
-        model = load_model(args.model_dir, _device(args))
-        expected = {"harmonize": "harmonization", "edit": "editing"}[args.command]
-        if model.model.mode.value != expected:
-            raise EngineError(
-                f"{args.model_dir} is a model for {model.model.mode.value}; "
-                f"`engine {args.command}` needs a model trained with --mode {expected}"
-            )
+        model_dir = Path(args.model_dir)
+        from engine.model_dir import read_meta
+
+        meta = read_meta(model_dir)
+        family = families.family_of(meta, model_dir)
+        loaded = family.load(model_dir, meta, _device(args))
+        op = operations.for_model(loaded, args.operation)
+        foreign = [p for p in given if given[p] is not None and p not in {q.name for q in op.params}]
+        if foreign:
+            flag = "--" + foreign[0].replace("_", "-")
+            raise EngineError(f"{flag} is not an option of {family.label}'s {op.name}")
+        params = op.check_params({k: v for k, v in given.items() if k in {q.name for q in op.params}})
+        if op.takes_mask and mask is None:
+            raise EngineError(f"{op.name} needs --mask MASK (white = the region to change)")
+        bar.total = (1 if takes_image else 0) + 3 + op.steps(params)
         bar.step(f"preparing {args.backend}")
-        backend = _backend(args, model)
-        bar.step({"harmonize": "harmonizing", "edit": "editing"}[args.command])
+        family.prepare(loaded, args.backend)
         start = time.perf_counter()
-        result = apply.apply_to_selection(
-            model, picture, mask, args.seed, backend=backend, color_match=args.color_match
-        )
+        from engine.operations import OperationInput
+
+        output = op.run(loaded, OperationInput(picture, mask, params, on_step=bar.step))
+        seconds = round(time.perf_counter() - start, 3)
         bar.step("writing")
-        out = write_image(args.out, result)
-    h, w = result.shape
-    seconds = round(time.perf_counter() - start, 3)
-    return {"file": str(out), "width": w, "height": h, "seconds": seconds, **describe_backend(backend)}
+        return _write_outputs(op, output, out, seconds, loaded.runner_info)
+
+
+def _write_outputs(op, output, out: Path, seconds: float, runner_info: dict) -> dict:
+    from engine.imageio import write_image
+    from engine.operations import Returns
+
+    pictures = output.pictures
+    h, w = pictures[0].shape
+    if op.returns is Returns.LAYER:
+        path = write_image(out, pictures[0])
+        return {"file": str(path), "width": w, "height": h, "seconds": seconds, **output.info, **runner_info}
+    files = [str(write_image(out / f"{op.name}_{i:03d}.png", p)) for i, p in enumerate(pictures)]
+    return {"files": files, "width": w, "height": h, **output.info, **runner_info}
+
+
+def cmd_capabilities(args: argparse.Namespace) -> dict:
+    from engine import families
+
+    caps = families.capabilities()
+    if args.json:
+        return caps
+    for family in caps["families"]:
+        print(f"family {family['name']} ({family['label']}), presets {', '.join(family['presets'])}")
+        for task in family["tasks"]:
+            print(f"  --mode {task['name']}: {task['label']} (trains on {task['data']})")
+    for op in caps["operations"]:
+        usage = f"engine {op['name']} MODEL_DIR" + " --image IN" * op["takes_image"]
+        usage += " --mask MASK" * op["takes_mask"]
+        usage += " --out FILE" if op["returns"] == "layer" else " --out DIR"
+        usage += "".join(f" [--{p['name'].replace('_', '-')}]" for p in op["params"])
+        print(f"{usage}\n  {op['label']}: a {op['family']} model for {' or '.join(op['tasks'])}")
+    return {}
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
@@ -287,9 +336,76 @@ def cmd_demo(args: argparse.Namespace) -> dict:
         str(out / "harmonized.png"),
         *common,
     ]
-    result = cmd_apply(build_parser().parse_args(harmonize_args))
+    result = cmd_operation(build_parser().parse_args(harmonize_args))
     print(f"harmonized image written to {result['file']}", file=sys.stderr)
     return {**result, "model": str(model_dir)}
+
+
+def add_param(p: argparse.ArgumentParser, param) -> None:
+    """An operation's parameter as an option, checked by argparse (a one-line usage error)."""
+    from engine.operations import ParamType
+
+    kwargs: dict = {"default": None, "help": param.help, "dest": param.name}
+    if param.type is ParamType.INT:
+        low = -(2**63) if param.minimum is None else int(param.minimum)
+        high = 2**63 if param.maximum is None else int(param.maximum)
+        kwargs["type"] = _int_in(param.name, low, high)
+    elif param.type is ParamType.FLOAT:
+        kwargs["type"] = _float_in(param.name, param.minimum, param.maximum)
+        kwargs["metavar"] = f"{param.minimum:g}-{param.maximum:g}" if param.maximum is not None else None
+    elif param.type is ParamType.BOOL:
+        kwargs["action"] = "store_const"
+        kwargs["const"] = True
+    else:
+        kwargs["choices"] = list(param.choices)
+    p.add_argument(param.flag, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
+
+
+def _add_option_flags(p: argparse.ArgumentParser, all_families) -> None:
+    """Each family's training options (its pydantic model's fields) as --flags; argparse checks the
+    types, the family's model the ranges."""
+    import typing
+
+    seen: set[str] = set()
+    for family in all_families:
+        for name, field in family.options.model_fields.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            kinds = typing.get_args(field.annotation) or (field.annotation,)
+            kind = next(a for a in kinds if a is not type(None))
+            kwargs: dict = {"default": None, "dest": name}
+            if typing.get_origin(kind) is typing.Literal:
+                kwargs["choices"] = list(typing.get_args(kind))
+            elif kind is bool:
+                kwargs.update(action="store_const", const=True)
+            elif kind in (int, float):
+                kwargs["type"] = {int: _whole_number, float: float}[kind]
+            others = [f.label for f in all_families if name in f.options.model_fields]
+            where = "" if len(others) == len(all_families) else f" ({', '.join(others)})"
+            kwargs["help"] = (field.description or "") + where
+            p.add_argument("--" + name.replace("_", "-"), **kwargs)
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text})") from None
+
+
+def _float_in(name: str, low: float | None, high: float | None):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number (got {text})") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} (got {text})")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -314,24 +430,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
         return p
 
-    p = command("train", "train a model on one image")
-    p.add_argument("image", nargs="?", help="training image")
+    from engine import families, operations
+
+    p = command("train", "train a model (see `engine capabilities` for the families and their tasks)")
+    p.add_argument("image", nargs="?", help="training image (for the families that learn from one image)")
+    p.add_argument(
+        "--family",
+        default=families.DEFAULT,
+        choices=[f.name for f in families.all_families()],
+        help=f"the kind of model (default: {families.DEFAULT})",
+    )
+    tasks = dict.fromkeys(t.name for f in families.all_families() for t in f.tasks)
     p.add_argument(
         "--mode",
-        default="generation",
-        choices=["generation", "retarget", "harmonization", "editing"],
-        help="what the model is for (default: generation); harmonize and edit need a model trained "
-        "with --mode harmonization or editing",
+        default=None,
+        choices=list(tasks),
+        help="the task: what the model is for (default: the family's first, for ConSinGAN generation); "
+        "harmonize and edit need a model trained with --mode harmonization or editing",
     )
     p.add_argument("--out", help="model directory to create")
-    p.add_argument(
-        "--preset", choices=["paper", "fast", "tiny"], help="default: paper on a GPU, fast on a CPU"
-    )
-    p.add_argument("--stages", type=int, help="number of pyramid stages (default: the preset's)")
-    p.add_argument("--iters", type=int, help="iterations per stage (default: the preset's)")
-    p.add_argument("--max-size", type=int, help="long side of the final stage in px")
-    p.add_argument("--seed", type=seed_value, help="training seed, 0 to 2^32-1 (default 0)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the hardware has it")
+    _add_option_flags(p, families.all_families())
     p.add_argument("--resume", metavar="MODEL_DIR", help="continue an interrupted training run")
     p.set_defaults(run=cmd_train)
 
@@ -343,36 +461,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="NEW_MODEL_DIR", help="continue an interrupted fine-tuning run")
     p.set_defaults(run=cmd_finetune)
 
-    p = command("sample", "write random samples, at any size")
-    p.add_argument("model_dir")
-    p.add_argument("--out", required=True, help="directory for sample_NNN.png (created if missing)")
-    p.add_argument("--n", type=count_value, default=1, help="number of samples (default: 1)")
-    p.add_argument(
-        "--width",
-        type=side_value,
-        help="output width in px (default: the training image's; with only one of --width and "
-        "--height the other keeps the training image's aspect ratio)",
-    )
-    p.add_argument("--height", type=side_value, help="output height in px (see --width)")
-    p.add_argument("--seed", type=seed_value, default=0, help="noise seed, 0 to 2^32-1 (default: 0)")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
-    p.set_defaults(run=cmd_sample)
-
-    for name, what in (("harmonize", "harmonize"), ("edit", "edit")):
-        p = command(name, f"{what} the masked region of an image with a trained model")
+    for name, specs in operations.table().items():
+        p = command(name, specs[0].help)
         p.add_argument("model_dir")
-        p.add_argument("--image", required=True)
-        p.add_argument("--mask", required=True, help="white = the region to change; same size as the image")
-        p.add_argument(
-            "--out",
-            required=True,
-            help="output image file, format from its extension (.png, .tif and .webp keep alpha); "
-            "missing folders are created",
-        )
-        p.add_argument("--seed", type=seed_value, default=0, help="noise seed, 0 to 2^32-1 (default: 0)")
+        if any(op.takes_image for op in specs):
+            p.add_argument("--image", required=True)
+            out_help = (
+                "output image file, format from its extension (.png, .tif and .webp keep alpha); missing "
+                "folders are created"
+            )
+        else:
+            out_help = f"directory for {name}_NNN.png (created if missing)"
+        if any(op.takes_mask for op in specs):
+            needed = all(op.takes_mask for op in specs)
+            mask_help = "white = the region to change; same size as the image"
+            p.add_argument("--mask", required=needed, help=mask_help)
+        p.add_argument("--out", required=True, help=out_help)
+        for param in operations.cli_params(specs):
+            add_param(p, param)
         p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
-        add_color_match(p)
-        p.set_defaults(run=cmd_apply)
+        p.set_defaults(run=cmd_operation, operation=name, mask=None)
+
+    p = command("capabilities", "list the model families, their tasks and presets, and the operations")
+    p.set_defaults(run=cmd_capabilities)
 
     p = command("export", "export a model's sampler as one ONNX graph (any output size)")
     p.add_argument("model_dir")

@@ -1,16 +1,41 @@
-"""One-line progress bars for terminals: training reports, a command's steps, and the shared drawing.
+"""Training progress reports, and one-line progress bars for terminals (training, a command's steps).
 
-Torch-free (Progress is only a type here), so `engine batch` can draw without loading training code.
+Torch-free, so `engine batch` can draw without loading training code.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from engine.training import Progress
+import numpy as np
+
+
+@dataclass
+class Progress:
+    """One progress report of any family's training; the CLI draws a bar from it and the daemon streams
+    it to editors. A family without stages reports its epochs, or one stage."""
+
+    stage: int  # 0-based stage being trained
+    n_stages: int
+    iteration: int  # iterations done in this stage
+    iters: int
+    losses: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    # A small current sample (H x W x 3 float in [0, 1], long side <= 128 px) now and then; None in the
+    # other reports.
+    preview: np.ndarray | None = None
+
+    @property
+    def fraction(self) -> float:
+        return (self.stage + self.iteration / max(self.iters, 1)) / self.n_stages
+
+
+ProgressFn = Callable[[Progress], None]
 
 
 def bar_text(fraction: float, width: int = 28) -> str:

@@ -70,6 +70,8 @@ def save_model(
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "family": "consingan",
+        "family_format_version": 1,  # engine.families.consingan.FORMAT_VERSION
         "model": model.model.to_dict(),
         "training": model.train.to_dict(),
         "stage_shapes": [list(s) for s in model.shapes],

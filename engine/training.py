@@ -15,7 +15,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,30 +36,9 @@ from engine.imageio import Picture, read_image, write_image
 from engine.model_dir import CHECKPOINT_DIR
 from engine.modes import Mode, StageInput, spec
 from engine.networks import Discriminator, Generator
+from engine.progress import Progress, ProgressFn
 from engine.pyramid import Shape, build_pyramid, resize, stage_shapes
 
-
-@dataclass
-class Progress:
-    """One progress report; the CLI draws a bar from it and the daemon streams it to editors."""
-
-    stage: int  # 0-based stage being trained
-    n_stages: int
-    iteration: int  # iterations done in this stage
-    iters: int
-    losses: dict[str, float] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    eta_s: float | None = None
-    # A small current sample (H x W x 3 float in [0, 1], long side <= PREVIEW_SIZE) every PREVIEW_EVERY_S
-    # seconds and at the end of each stage; None in the other reports.
-    preview: np.ndarray | None = None
-
-    @property
-    def fraction(self) -> float:
-        return (self.stage + self.iteration / max(self.iters, 1)) / self.n_stages
-
-
-ProgressFn = Callable[[Progress], None]
 PREVIEW_EVERY_S = 10.0
 PREVIEW_SIZE = 128
 STEP_ATTEMPTS = 3  # tries of one optimizer step whose gradients came out non-finite

@@ -11,9 +11,9 @@ import pytest
 
 from editor_bridge.protocol import ErrorReply, ExportOnnxRequest, JobState, ProgressEvent, ResultReply
 from engine.errors import CancelledError
+from engine.progress import Progress
 from engine.serve.jobs import TRAIN, JobManager, ThreadBudget
 from engine.serve.journal import Journal
-from engine.training import Progress
 
 
 def test_quick_work_holds_its_model_until_it_ends(tmp_path):

@@ -49,8 +49,8 @@ from engine.errors import (
     out_of_memory,
 )
 from engine.files import disk_full_error, is_disk_full, reporting_full_disk
+from engine.progress import Progress
 from engine.serve.journal import JobRecord, Journal
-from engine.training import Progress
 
 log = logging.getLogger(__name__)
 

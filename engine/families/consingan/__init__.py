@@ -1,0 +1,179 @@
+"""ConSinGAN (Hinz et al. 2021) as a family: single-image generation, retargeting, harmonization and
+editing; its options, training, loading and operations.
+
+The algorithm's modules (configs and presets, networks, pyramid, training, apply, ONNX export) are
+engine.config, engine.networks, engine.training, engine.apply, engine.onnx_export and engine.store.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.config import MAX_ITERS, MAX_SIDE, MAX_STAGES
+from engine.errors import BadInputError
+from engine.family import Family, Loaded, Task, TrainRun
+from engine.modes import Mode, spec
+from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.progress import ProgressFn
+
+FORMAT_VERSION = 1  # of the model.json fields below `model`: ModelConfig, TrainConfig, shapes, noise amps
+MAX_SEED = 2**32 - 1
+
+TASKS = (
+    Task(Mode.GENERATION.value, "Generation: new images like the training image, at any size"),
+    Task(Mode.RETARGET.value, "Retargeting: the training image at another size or aspect ratio"),
+    Task(Mode.HARMONIZATION.value, "Harmonization: a pasted object in the painting's style"),
+    Task(Mode.EDITING.value, "Editing: rough edits of the painting made to fit it"),
+)
+
+
+class Options(BaseModel):
+    """ConSinGAN's training options; unset ones take the preset's value (docs/engine.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["paper", "fast", "tiny"] | None = Field(
+        None, description="paper (the reference's defaults), fast (for a CPU) or tiny (tests); "
+        "default: paper on a GPU, fast on a CPU"
+    )  # fmt: skip
+    stages: int | None = Field(None, ge=1, le=MAX_STAGES, description="number of pyramid stages")
+    iters: int | None = Field(None, ge=1, le=MAX_ITERS, description="iterations per stage")
+    max_size: int | None = Field(None, ge=16, le=MAX_SIDE, description="long side of the final stage in px")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="training seed (default 0)")
+    precision: Literal["fp32", "bf16"] | None = Field(
+        None, description="default: bf16 where the hardware runs it natively"
+    )
+
+
+def train(run: TrainRun) -> Path:
+    from engine import training
+    from engine.device import training_configs
+
+    if run.data.image is None:
+        raise BadInputError("ConSinGAN trains on one image: give IMAGE")
+    o: Any = run.options
+    _, model, train_cfg = training_configs(
+        run.task, run.device, o.preset, o.precision, stages=o.stages, iters=o.iters, max_size=o.max_size,
+        seed=o.seed,
+    )  # fmt: skip
+    return training.train(run.data.image, model, train_cfg, run.out_dir, run.device, run.progress, run.cancel)
+
+
+def resume(out_dir: Path, device: Any, progress: ProgressFn | None, cancel: threading.Event | None) -> Path:
+    from engine import training
+
+    return training.resume(out_dir, device, progress, cancel)
+
+
+def load(directory: Path, meta: dict, device: Any) -> Loaded:
+    from engine.store import load_model
+
+    model = load_model(directory, device)
+    return Loaded(FAMILY, model.model.mode.value, directory, model)
+
+
+def prepare(loaded: Loaded, backend: str) -> None:
+    from engine.runtime import describe_backend, make_backend
+
+    loaded.runner = make_backend(loaded.model, backend)
+    loaded.runner_info = describe_backend(loaded.runner)
+
+
+def describe(meta: dict) -> dict[str, Any]:
+    height, width = meta["stage_shapes"][-1]
+    shapes = [f"{w}x{h}" for h, w in meta["stage_shapes"]]
+    return {"task": meta["model"]["mode"], "width": width, "height": height, "stages": shapes}
+
+
+# ---- operations ----
+
+SEED = Param("seed", ParamType.INT, "noise seed, 0 to 2^32-1", default=0, minimum=0, maximum=MAX_SEED)
+
+
+def _apply(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    from engine import apply
+
+    assert given.picture is not None and given.mask is not None
+    if given.on_step is not None:
+        given.on_step({"harmonization": "harmonizing", "editing": "editing"}[loaded.task])
+    result = apply.apply_to_selection(
+        loaded.model, given.picture, given.mask, given.params["seed"], backend=loaded.runner,
+        color_match=given.params["color_match"],
+    )  # fmt: skip
+    return OperationOutput([result])
+
+
+def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    from engine import apply
+    from engine.imageio import Picture
+
+    p = given.params
+    step = given.on_step
+    images = apply.sample(
+        loaded.model, p["n"], p["height"], p["width"], p["seed"], backend=loaded.runner,
+        on_sample=None if step is None else lambda i: step(f"sample {i + 1} of {p['n']}"),
+    )  # fmt: skip
+    return OperationOutput([Picture(image) for image in images])
+
+
+def _color_match(default_text: str) -> Param:
+    return Param(
+        "color_match",
+        ParamType.FLOAT,
+        "move the selection towards its surroundings' colours (Poisson blending) before the model runs: up "
+        "to 0.5 their hue, saturation and contrast, from 0.5 to 1 their lightness too; 0 keeps the "
+        f"selection's own colours, 1 lets objects fade into the scene's light (default: {default_text})",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+
+_HARMONIZE_DEFAULT = spec(Mode.HARMONIZATION).color_match
+_EDIT_DEFAULT = spec(Mode.EDITING).color_match
+OPERATIONS = (
+    OperationSpec(
+        "harmonize", "Harmonize selection", "consingan", (Mode.HARMONIZATION.value,),
+        "harmonize the masked region of an image with a trained model",
+        takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
+        params=(SEED, _color_match(f"{_HARMONIZE_DEFAULT:g}")), whole_image=True,
+    ),
+    OperationSpec(
+        "edit", "Edit selection", "consingan", (Mode.EDITING.value,),
+        "edit the masked region of an image with a trained model",
+        takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
+        params=(SEED, _color_match(f"{_EDIT_DEFAULT:g}")), whole_image=True,
+    ),
+    OperationSpec(
+        "sample", "Generate variation", "consingan", tuple(m.value for m in Mode),
+        "write random samples, at any size",
+        takes_image=False, takes_mask=False, returns=Returns.NEW_LAYER, run=_sample,
+        params=(
+            Param("n", ParamType.INT, "number of samples (default: 1)", default=1, minimum=1, maximum=10_000),
+            Param("width", ParamType.INT, "output width in px (default: the training image's; with only one "
+                  "of --width and --height the other keeps the training image's aspect ratio)",
+                  minimum=1, maximum=1_000_000),
+            Param("height", ParamType.INT, "output height in px (see --width)", minimum=1, maximum=1_000_000),
+            SEED,
+        ),
+        steps=lambda params: params["n"],
+    ),
+)  # fmt: skip
+
+FAMILY = Family(
+    name="consingan",
+    label="ConSinGAN",
+    format_version=FORMAT_VERSION,
+    tasks=TASKS,
+    options=Options,
+    presets=("paper", "fast", "tiny"),
+    train=train,
+    resume=resume,
+    load=load,
+    prepare=prepare,
+    operations=OPERATIONS,
+    describe=describe,
+)

@@ -1,0 +1,204 @@
+"""Operations: what a user does with a trained model (harmonize a selection, sample, re-style, ...).
+
+Each family declares its operations as `OperationSpec`s; `table()` gathers them into the one table from
+which the CLI builds its commands, `engine batch` picks the whole-image operation of a model's family,
+the daemon dispatches apply requests and the editor plugins build their menus (`engine capabilities`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import BadInputError, IncompatibleModelError
+
+if TYPE_CHECKING:
+    from engine.family import Loaded
+    from engine.imageio import Picture
+
+
+class Returns(str, enum.Enum):
+    """What an operation gives back, which decides how a plugin shows it."""
+
+    LAYER = "layer"  # the input picture, changed (in the selection): written over it, one undo
+    NEW_LAYER = "new_layer"  # new pictures (samples): a new layer each
+    FRAMES = "frames"  # an animation: frames
+    FOLDER = "folder"  # files written into a folder
+
+
+class ParamType(str, enum.Enum):
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of an operation: a CLI option, a field of an apply request, a plugin's field."""
+
+    name: str  # snake_case; the CLI option is --name-with-dashes
+    type: ParamType
+    help: str
+    default: Any = None  # None: the operation decides (and says so in `help`)
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> Any:
+        """The value, converted and checked; BadInputError naming the option otherwise."""
+        if value is None:
+            return self.default
+        try:
+            if self.type is ParamType.INT:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                value = int(value)
+            elif self.type is ParamType.FLOAT:
+                value = float(value)
+                if not np.isfinite(value):
+                    raise ValueError
+            elif self.type is ParamType.BOOL:
+                if not isinstance(value, bool):
+                    raise ValueError
+            elif str(value) not in self.choices:
+                raise ValueError
+        except (TypeError, ValueError):
+            kind = "one of " + ", ".join(self.choices) if self.choices else f"a {self.type.value}"
+            raise BadInputError(f"{self.flag} must be {kind} (got {value!r})") from None
+        low, high = self.minimum, self.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise BadInputError(f"{self.flag} must be between {low:g} and {high:g} (got {value})")
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        out = {"name": self.name, "type": self.type.value, "help": self.help, "default": self.default}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        if self.choices:
+            out["choices"] = list(self.choices)
+        return out
+
+
+@dataclass
+class OperationInput:
+    picture: Picture | None = None  # the image to work on (None for operations that make new images)
+    mask: np.ndarray | None = None  # H x W float32 in {0, 1}, where the work applies
+    params: dict[str, Any] = field(default_factory=dict)  # every Param, checked (defaults filled in)
+    # Called before each of an operation's steps (a progress bar's hook): (what, step, of steps).
+    on_step: Callable[[str], None] | None = None
+
+
+@dataclass
+class OperationOutput:
+    pictures: list[Picture]
+    info: dict[str, Any] = field(default_factory=dict)  # for --json results
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    name: str  # the CLI command and the wire name: `engine NAME MODEL_DIR ...`
+    label: str  # the plugins' menu entry
+    family: str
+    tasks: tuple[str, ...]  # the model's task must be one of these
+    help: str
+    takes_image: bool
+    takes_mask: bool
+    returns: Returns
+    run: Callable[[Loaded, OperationInput], OperationOutput]
+    params: tuple[Param, ...] = ()
+    # `engine batch` without masks applies this operation to whole images (one per family at most).
+    whole_image: bool = False
+    # How many times `run` calls `on_step`, for its parameters (a progress bar's length).
+    steps: Callable[[dict[str, Any]], int] = lambda params: 1
+
+    def check_model(self, loaded: Loaded) -> None:
+        if loaded.family.name != self.family:
+            raise IncompatibleModelError(
+                f"{loaded.path} is a {loaded.family.label} model; `engine {self.name}` needs a {self.family} "
+                "model"
+            )
+        if loaded.task not in self.tasks:
+            needs = " or ".join(self.tasks)
+            raise IncompatibleModelError(
+                f"{loaded.path} is a model for {loaded.task}; `engine {self.name}` needs a model trained "
+                f"with --mode {needs}"
+            )
+
+    def check_params(self, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(given) - {p.name for p in self.params}
+        if unknown:
+            raise BadInputError(f"{self.name} takes no parameter {sorted(unknown)[0]!r}")
+        return {p.name: p.check(given.get(p.name)) for p in self.params}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "family": self.family,
+            "tasks": list(self.tasks),
+            "help": self.help,
+            "takes_image": self.takes_image,
+            "takes_mask": self.takes_mask,
+            "returns": self.returns.value,
+            "whole_image": self.whole_image,
+            "params": [p.describe() for p in self.params],
+        }
+
+
+def table() -> dict[str, list[OperationSpec]]:
+    """Every registered family's operations, by name. Families may share a name (`sample` draws new
+    images from any model that can): the command is one, and the model's family picks the spec."""
+    from engine import families
+
+    out: dict[str, list[OperationSpec]] = {}
+    for family in families.all_families():
+        for op in family.operations:
+            out.setdefault(op.name, []).append(op)
+    return out
+
+
+def cli_params(specs: list[OperationSpec]) -> list[Param]:
+    """The options of a command that several families' operations share: each parameter once, the first
+    spec's help (a parameter's type must agree between them)."""
+    merged: dict[str, Param] = {}
+    for op in specs:
+        for param in op.params:
+            seen = merged.setdefault(param.name, param)
+            if seen.type is not param.type:
+                raise ValueError(f"{param.flag} of `{op.name}` has two types in two families")
+    return list(merged.values())
+
+
+def for_model(loaded: Loaded, name: str) -> OperationSpec:
+    """The operation `name` as the model's family does it, refused (one line) when the model cannot."""
+    for op in loaded.family.operations:
+        if op.name == name:
+            op.check_model(loaded)
+            return op
+    can = sorted(o.name for o in loaded.family.operations if loaded.task in o.tasks)
+    raise IncompatibleModelError(
+        f"{loaded.path} is a {loaded.family.label} model for {loaded.task}, which cannot {name}"
+        + (f"; it can: {', '.join(can)}" if can else "")
+    )
+
+
+def whole_image(loaded: Loaded) -> OperationSpec:
+    """The operation `engine batch` applies to whole images with this model."""
+    for op in loaded.family.operations:
+        if op.whole_image and loaded.task in op.tasks:
+            return op
+    raise IncompatibleModelError(
+        f"{loaded.path} is a {loaded.family.label} model for {loaded.task}; batch needs a model that "
+        "re-styles whole images (harmonization or editing)"
+    )

@@ -1,0 +1,72 @@
+"""A throw-away model family for the tests of the family seam: it "trains" by storing the training image's
+mean colour and "applies" by filling the selection with it. Registered with ENGINE_FAMILIES=mean_colour
+(this folder on PYTHONPATH), with no change to any other file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.family import Family, Loaded, Task
+from engine.files import write_files
+from engine.imageio import Picture
+from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
+from engine.operations import OperationOutput, OperationSpec, Param, ParamType, Returns
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    brightness: float | None = Field(None, ge=0, le=2, description="scale the stored colour by this")
+
+
+def train(run):
+    mean = run.data.image.reshape(-1, 3).mean(axis=0) * (run.options.brightness or 1.0)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": "meancolour",
+        "family_format_version": 1,
+        "model": {"task": run.task, "mean": [float(v) for v in mean]},
+        "info": {},
+    }
+    write_files(run.out_dir, {MODEL_JSON: json.dumps(meta).encode()})
+    return run.out_dir
+
+
+def load(directory, meta, device):
+    return Loaded(FAMILY, meta["model"]["task"], directory, np.array(meta["model"]["mean"], np.float32))
+
+
+def prepare(loaded, backend):
+    loaded.runner_info = {"backend": "numpy"}
+
+
+def fill(loaded, given):
+    rgb = given.picture.rgb.copy()
+    inside = given.mask > 0
+    rgb[inside] = loaded.model * given.params["strength"] + rgb[inside] * (1 - given.params["strength"])
+    return OperationOutput([Picture(rgb, given.picture.alpha, given.picture.depth)])
+
+
+FAMILY = Family(
+    name="meancolour",
+    label="Mean colour",
+    format_version=1,
+    tasks=(Task("fill", "Fill with the training image's mean colour"),),
+    options=Options,
+    presets=(),
+    train=train,
+    resume=lambda *args: None,
+    load=load,
+    prepare=prepare,
+    operations=(
+        OperationSpec(
+            "fill", "Fill selection", "meancolour", ("fill",), "fill the selection with the mean colour",
+            takes_image=True, takes_mask=True, returns=Returns.LAYER, run=fill, whole_image=True,
+            params=(Param("strength", ParamType.FLOAT, "how much", default=1.0, minimum=0, maximum=1),),
+        ),
+    ),
+    describe=lambda meta: {"task": meta["model"]["task"]},
+)  # fmt: skip

@@ -1,0 +1,121 @@
+"""The model-family seam: models of today's format load unchanged, and a family registered from outside
+the engine (tests/families/mean_colour.py) is offered by the CLI, `engine capabilities` and `engine batch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import families, operations
+from engine.imageio import read_image, read_mask
+from engine.operations import OperationInput
+
+DATA = Path(__file__).parent / "data"
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "ENGINE_FAMILIES": "mean_colour",
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parent / "families"), os.environ.get("PYTHONPATH", "")]
+    ),
+}
+
+
+def test_a_model_directory_of_format_1_loads_and_harmonizes_as_before(tmp_path, shared_images):
+    # Written by the release before model families (no `family` in model.json), kept in the repository.
+    model_dir = tmp_path / "model"
+    shutil.copytree(DATA / "model_format_1", model_dir)
+    assert "family" not in json.loads((model_dir / "model.json").read_text())
+    loaded = families.load(model_dir, "cpu", "torch")
+    assert (loaded.family.name, loaded.task) == ("consingan", "harmonization")
+    h = shared_images / "harmonization"
+    picture = read_image(h / "scream_naive.jpg")
+    mask = read_mask(h / "scream_naive_mask.jpg", picture.shape)
+    op = operations.for_model(loaded, "harmonize")
+    result = op.run(loaded, OperationInput(picture, mask, op.check_params({}))).pictures[0]
+    expected = read_image(DATA / "model_format_1_harmonized.png").rgb  # what that release made of it (8 bits)
+    difference = np.abs(np.rint(result.rgb * 255) - np.rint(expected * 255))
+    assert difference.mean() < 0.05 and difference.max() <= 1, (difference.mean(), difference.max())
+
+
+def engine(*args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "engine.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+
+
+def result(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def mean_colour_model(tmp_path_factory, shared_images):
+    out = tmp_path_factory.mktemp("family") / "m"
+    image = shared_images / "harmonization" / "scream.jpg"
+    proc = engine("train", image, "--family", "meancolour", "--mode", "fill", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = result(proc)
+    assert summary["family"] == "meancolour" and summary["mode"] == "fill"
+    mean = read_image(image).rgb.reshape(-1, 3).mean(axis=0)
+    return out, mean
+
+
+def test_a_family_from_outside_the_engine_is_in_its_capabilities():
+    caps = result(engine("capabilities", "--json"))
+    names = [f["name"] for f in caps["families"]]
+    assert names == ["consingan", "meancolour"]
+    fill = next(op for op in caps["operations"] if op["name"] == "fill")
+    assert fill["family"] == "meancolour" and fill["takes_mask"] and fill["returns"] == "layer"
+    assert [p["name"] for p in fill["params"]] == ["strength"]
+    options = caps["families"][1]["options"]["properties"]
+    assert list(options) == ["brightness"]
+
+
+def test_its_training_and_its_operation_are_commands(mean_colour_model, tmp_path, shared_images):
+    model, mean = mean_colour_model
+    h = shared_images / "harmonization"
+    out = tmp_path / "filled.png"
+    proc = engine("fill", model, "--image", h / "scream_naive.jpg", "--mask", h / "scream_naive_mask.jpg",
+                  "--out", out, "--strength", "1", "--json")  # fmt: skip
+    assert proc.returncode == 0 and result(proc)["file"] == str(out), proc.stderr
+    filled, before = read_image(out).rgb, read_image(h / "scream_naive.jpg").rgb
+    inside = read_mask(h / "scream_naive_mask.jpg", filled.shape[:2]) > 0
+    assert np.abs(filled[inside] - mean).max() < 1 / 255 + 1e-6
+    np.testing.assert_array_equal(filled[~inside], before[~inside])
+    # Its own options are checked; another family's are refused, and so is another family's operation.
+    bad = engine("fill", model, "--image", h / "scream_naive.jpg", "--mask", h / "scream_naive_mask.jpg",
+                 "--out", tmp_path / "x.png", "--strength", "3")  # fmt: skip
+    assert bad.returncode == 2 and "--strength: must be between 0 and 1" in bad.stderr
+    other = engine("harmonize", model, "--image", h / "scream_naive.jpg",
+                   "--mask", h / "scream_naive_mask.jpg", "--out", tmp_path / "x.png")  # fmt: skip
+    assert other.returncode == 2
+    assert "is a Mean colour model for fill, which cannot harmonize; it can: fill" in other.stderr
+    image = h / "scream.jpg"
+    foreign = engine(
+        "train", image, "--family", "meancolour", "--mode", "fill", "--iters", "3", "--out", tmp_path / "n"
+    )
+    assert foreign.returncode == 2 and "--iters is not an option of Mean colour" in foreign.stderr
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "n").exists()
+
+
+def test_batch_applies_its_whole_image_operation(mean_colour_model, tmp_path, shared_images):
+    model, mean = mean_colour_model
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photo = cv2.imread(str(shared_images / "generation" / "stonehenge.jpg"))
+    cv2.imwrite(str(inputs / "a.png"), photo)
+    proc = engine(
+        "batch", model, "--input", inputs, "--output", tmp_path / "out", "--strength", "0.5", "--json"
+    )
+    assert proc.returncode == 0 and result(proc)["done"] == 1, proc.stderr
+    restyled = read_image(tmp_path / "out" / "a.png").rgb
+    expected = 0.5 * mean + 0.5 * read_image(inputs / "a.png").rgb
+    assert np.abs(restyled - expected).max() < 1 / 255 + 1e-6
