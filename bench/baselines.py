@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from bench.quality import mask_to_float, to_float
-from engine.blend import poisson_clone
+from engine.families.consingan.blend import poisson_clone
 
 
 def _check(composite: np.ndarray, mask: np.ndarray, background: np.ndarray) -> None:

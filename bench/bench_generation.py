@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.quality import diversity, swd
-from engine import apply, store, training
-from engine.device import configure_threads, select_device, training_configs
+from engine.device import configure_threads, select_device
+from engine.families.consingan import apply, store, training
+from engine.families.consingan.config import training_configs
 from engine.imageio import read_image
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images" / "generation"

@@ -24,8 +24,9 @@ import numpy as np
 from bench.baselines import poisson_blend, reinhard_transfer
 from bench.quality import detail_score, masked_error, texture_score
 from bench.synthetic_cases import HarmonizationCase, load_cases
-from engine import apply, store, training
-from engine.device import configure_threads, select_device, training_configs
+from engine.device import configure_threads, select_device
+from engine.families.consingan import apply, store, training
+from engine.families.consingan.config import training_configs
 from engine.imageio import Picture
 
 
@@ -98,13 +99,13 @@ def main() -> None:
     parser.add_argument(
         "--smooth",
         type=float,
-        help="train with this smooth_probability instead of the preset's (engine.augment.smooth_region); "
+        help="train with this smooth_probability instead of the preset's (consingan.augment.smooth_region); "
         "use another --out, models are cached by case and preset",
     )
     parser.add_argument(
         "--recolour",
         type=float,
-        help="train with this recolour_probability instead of the preset's (engine.augment.recolour_region); "
+        help="train with this recolour_probability instead of the preset's (augment.recolour_region); "
         "use another --out, models are cached by case and preset",
     )
     parser.add_argument(

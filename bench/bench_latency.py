@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from bench.bench_runtime import best_of, paper_model
-from engine import apply, store
 from engine.device import configure_threads
+from engine.families.consingan import apply, store
+from engine.families.consingan.onnx_export import export
 from engine.imageio import Picture, read_image
-from engine.onnx_export import export
 from engine.runtime import OnnxBackend, SessionCache, make_backend
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

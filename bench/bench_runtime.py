@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.config import preset
 from engine.device import configure_threads
-from engine.modes import Mode
-from engine.onnx_export import export
-from engine.pyramid import retarget_shapes, stage_shapes
+from engine.families.consingan.config import preset
+from engine.families.consingan.modes import Mode
+from engine.families.consingan.onnx_export import export
+from engine.families.consingan.pyramid import retarget_shapes, stage_shapes
+from engine.families.consingan.store import TrainedModel, build_generator
 from engine.runtime import OnnxBackend, SessionCache
-from engine.store import TrainedModel, build_generator
 
 
 def paper_model(name: str = "paper") -> TrainedModel:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from engine.config import Precision, preset
 from engine.device import configure_threads, select_device
+from engine.families.consingan.config import Precision, preset
+from engine.families.consingan.modes import Mode
+from engine.families.consingan.training import Trainer
 from engine.imageio import read_image
-from engine.modes import Mode
-from engine.training import Trainer
 
 IMAGES = {
     Mode.GENERATION: "generation/angkorwat.jpg",

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic_cases import HarmonizationCase, load_cases
-from engine import apply, blend, store
 from engine.device import configure_threads, select_device
+from engine.families.consingan import apply, blend, store
+from engine.families.consingan.store import TrainedModel
 from engine.imageio import Picture
-from engine.store import TrainedModel
 
 CASES = ("oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard")
 
@@ -28,7 +28,7 @@ def parse_args(doc: str | None) -> argparse.Namespace:
 
 
 def linear(offset: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
-    """A colour-match step (`engine.apply.color_match_offset`'s signature) that makes `share` times the whole
+    """A colour-match step (`apply.color_match_offset`'s signature) that makes `share` times the whole
     change `offset` gives, lightness included: the engine's colour match before it split the change into
     hue and saturation first, lightness second (2026-11-25)."""
 
@@ -52,8 +52,8 @@ def without_contrast(rgb: np.ndarray, inside: np.ndarray, share: float) -> np.nd
 
 @contextmanager
 def color_match_step(step: Callable[..., np.ndarray]) -> Iterator[None]:
-    """Within the block, `engine.apply.apply_to_selection` makes its colour match with `step` (the signature
-    of `engine.blend.color_match_offset`) instead of the engine's own."""
+    """Within the block, `apply.apply_to_selection` makes its colour match with `step` (the signature
+    of `engine.families.consingan.blend.color_match_offset`) instead of the engine's own."""
     apply.color_match_offset = step
     try:
         yield

@@ -5,7 +5,7 @@ python -m bench.check_bf16_conv [--calls 400] [--sizes 41x61 60x89 ...] [--chann
 oneDNN 3.12 (PyTorch 2.14.1) on this project's AMX CPU sometimes fills a bf16 weight gradient with NaN
 when the backward runs on more than one thread; fp32, a single thread, or ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16
 (no AMX, 2.6x slower training) do not. Training therefore recomputes a step whose gradients are not finite
-(engine.training.Trainer._finite_backward). This script measures the fault rate per output size on random
+(consingan.training.Trainer._finite_backward). This script measures the fault rate per output size on random
 inputs, for the record and for checking a newer PyTorch; it prints a markdown table.
 """
 

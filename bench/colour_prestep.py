@@ -4,7 +4,7 @@ a Reinhard colour transfer, alone or followed by Poisson's.
     python -m bench.colour_prestep --models runs/bench_harmonization
 
 Uses the `fast` models that `python -m bench.bench_harmonization` trained and cached for the four hard
-cases, and swaps the engine's colour-match step (`engine.apply.color_match_offset`) for each variant, scaled
+cases, and swaps the engine's colour-match step (`apply.color_match_offset`) for each variant, scaled
 as a whole by the colour match (`bench.cached_cases.linear`).
 Prints Delta E inside the mask against the original painting, per case and as a mean (docs/benchmarks.md).
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args
 from bench.quality import masked_error
-from engine import apply, blend
+from engine.families.consingan import apply, blend
 
 
 def reinhard_offset(rgb: np.ndarray, inside: np.ndarray) -> np.ndarray:

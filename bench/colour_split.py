@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args, without_contrast
 from bench.quality import masked_error, texture_score
-from engine import apply, blend
+from engine.families.consingan import apply, blend
 
 VARIANTS = {
     "linear (before 2026-11-25)": linear(blend.surroundings_offset),

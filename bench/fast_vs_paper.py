@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine import apply, store
+from engine.families.consingan import apply, store
 from engine.imageio import Picture, read_image, write_image
 
 WIDTH = 1000  # the sheet's width in pixels: four tiles a row

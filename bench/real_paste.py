@@ -21,9 +21,9 @@ import numpy as np
 from bench.baselines import poisson_blend, reinhard_transfer
 from bench.bench_harmonization import to_u8
 from bench.cached_cases import color_match_step, linear
-from engine import apply, blend, store
+from engine.families.consingan import apply, blend, store
+from engine.families.consingan.pyramid import resize
 from engine.imageio import read_image, read_mask
-from engine.pyramid import resize
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ python -m bench.sample_memory [--presets fast paper] [--sizes 1000x750 2000x1500
 Each measurement runs in its own process (peak resident memory is per process): a preset's generation
 network (random weights: memory does not depend on them), one sample at the size, then the process's
 peak resident memory over what it held before sampling, per output pixel and feature channel. The
-engine refuses a sample whose estimate, `engine.apply.SAMPLE_BYTES_PER_PIXEL_CHANNEL` x channels x
+engine refuses a sample whose estimate, `consingan.apply.SAMPLE_BYTES_PER_PIXEL_CHANNEL` x channels x
 pixels, is over the memory available (`engine.device.available_memory`). "held after" is what the
 process still holds once the sample is returned: onnxruntime's arena gives back what it grew by.
 """
@@ -35,9 +35,9 @@ def _resident() -> float:
 
 def measure(preset: str, backend_name: str, height: int, width: int) -> dict:
     from bench.bench_runtime import paper_model
-    from engine import apply
     from engine.device import configure_threads
-    from engine.onnx_export import export
+    from engine.families.consingan import apply
+    from engine.families.consingan.onnx_export import export
     from engine.runtime import OnnxBackend, SessionCache
 
     configure_threads()
@@ -73,7 +73,7 @@ def main() -> None:
         preset, backend, h, w = args.one
         print(json.dumps(measure(preset, backend, int(h), int(w))))
         return
-    from engine.apply import SAMPLE_BYTES_PER_PIXEL_CHANNEL
+    from engine.families.consingan.apply import SAMPLE_BYTES_PER_PIXEL_CHANNEL
 
     print(f"bound: {SAMPLE_BYTES_PER_PIXEL_CHANNEL} bytes per pixel and channel\n")
     print("| preset | backend | size | seconds | peak GB | B per pixel-channel | estimate GB | held after |")

@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.cached_cases import CASES, cached_cases, parse_args
 from bench.quality import masked_error, texture_score
-from engine import apply
+from engine.families.consingan import apply
 from engine.imageio import Picture
 
 

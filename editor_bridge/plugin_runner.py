@@ -48,7 +48,7 @@ from editor_bridge.protocol import ErrorCode, Mode, ProgressEvent, ResultReply
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
-# The engine's default colour match for harmonization (engine.modes; tests/test_plugin_runner.py keeps the
+# The engine's default colour match for harmonization (consingan.modes; tests/test_plugin_runner.py keeps the
 # two equal). The plugins' dialogs start from it when the settings file names none.
 HARMONIZE_COLOR_MATCH = 0.5
 REFINE_ITERS = 500  # fine-tuning when the artist asks to refine: the paper's advice

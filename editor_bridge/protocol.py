@@ -259,7 +259,7 @@ class _ApplyRequest(Content):
     # writes back; the pixels outside it would be the input's anyway. Saves sending the rest of the layer.
     crop_to_bbox: bool = False
     # Share (0-1) of the Poisson colour change towards the selection's surroundings made before the model
-    # runs; None: the model's mode decides (harmonization 0.5, editing 0). See engine/blend.py.
+    # runs; None: the model's mode decides (harmonization 0.5, editing 0). See consingan/blend.py.
     color_match: float | None = Field(default=None, ge=0.0, le=1.0)
     # True: train a new model on the background even when one is stored for it, with the next seed not yet
     # used for it, and reuse that model from then on (the way out of an unlucky training run).

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from engine.assets import asset_dir
-from engine.config import MAX_ITERS
 from engine.errors import EngineError, out_of_memory
+from engine.families.consingan.config import MAX_ITERS
 
 EXAMPLES = asset_dir("examples")
 
@@ -139,7 +139,7 @@ def _model_summary(path: Path) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> dict:
-    from engine import training
+    from engine.families.consingan import training
     from engine.imageio import read_image
 
     device = _device(args)
@@ -192,8 +192,8 @@ def color_match_fraction(text: str) -> float:
 
 
 def add_color_match(p: argparse.ArgumentParser, harmonize_only: bool = False) -> None:
-    """--color-match, its help naming the defaults the modes define (engine.modes)."""
-    from engine.modes import Mode, spec
+    """--color-match, its help naming the defaults the modes define (engine.families.consingan.modes)."""
+    from engine.families.consingan.modes import Mode, spec
 
     harmonization, editing = (spec(m).color_match for m in (Mode.HARMONIZATION, Mode.EDITING))
     if harmonize_only:
@@ -295,8 +295,8 @@ def cmd_capabilities(args: argparse.Namespace) -> dict:
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
-    from engine.onnx_export import export
-    from engine.store import load_model
+    from engine.families.consingan.onnx_export import export
+    from engine.families.consingan.store import load_model
 
     if Path(args.out).suffix.lower() != ".onnx":
         raise EngineError(f"--out {args.out} must be an .onnx file name")

@@ -8,8 +8,8 @@ import os
 
 import torch
 
-from engine.config import ModelConfig, Precision, TrainConfig, preset, with_overrides
 from engine.errors import BadInputError
+from engine.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +112,3 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
     if precision is Precision.FP32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def training_configs(
-    mode: str,
-    device: torch.device,
-    preset_name: str | None = None,
-    precision: Precision | str | None = None,
-    **overrides: int | None,
-) -> tuple[str, ModelConfig, TrainConfig]:
-    """The configs a training request gets on this device: `paper` on a GPU and `fast` on the CPU unless a
-    preset is named, the hardware's default precision unless one is named, then the user's overrides."""
-    name = preset_name or ("paper" if device.type == "cuda" else "fast")
-    model, train = preset(name, mode)
-    precision = precision or default_precision(device, model.nfc)
-    if Precision(precision) is Precision.BF16 and device.type == "cuda" and not native_cuda_bf16(device):
-        log.warning("bf16 on this GPU is emulated and slow (it needs compute capability 8.0): use fp32")
-    return name, *with_overrides(model, train, precision=Precision(precision), **overrides)

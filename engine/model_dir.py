@@ -1,7 +1,7 @@
 """What makes a directory a model, read without torch: its `model.json` (written last) and its checkpoint.
 
 Listing stored models (`engine status` with no daemon, the daemon's registry) needs only this; loading
-weights is engine.store's business.
+weights is engine.families.consingan.store's business.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ and handing tensors to the engine do, and they import it when called.
 from __future__ import annotations
 
 import collections
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -27,11 +25,10 @@ from engine.errors import (
     OnnxFileError,
     out_of_memory,
 )
+from engine.sampler_file import SAMPLER_FILE, verify_file
 from engine.standalone import (
     CPU,
     CUDA,
-    FORMAT,
-    TEXT_KEYS,
     load_cuda_libraries,
     read_metadata,
     session_options,
@@ -40,13 +37,12 @@ from engine.standalone import (
 if TYPE_CHECKING:
     import torch
 
-    from engine.apply import Backend
-    from engine.store import TrainedModel
+    from engine.families.consingan.apply import Backend
+    from engine.families.consingan.store import TrainedModel
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnxruntime", "torch")
-FORMAT_VERSION = 1  # of exported samplers; engine.onnx_export writes it
 DEFAULT_BACKEND = "onnxruntime"
 
 
@@ -62,43 +58,6 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
         "cudnn_conv_use_max_workspace": "1",
         "do_copy_in_default_stream": "1",
     }
-
-
-def weights_digest(graph) -> str:
-    """sha256 of the graph's initializers (names, shapes, bytes), recorded at export and checked on load.
-
-    Damage inside the weights still parses as valid protobuf and would run and give wrong images; this
-    turns it into an error. The initializers' raw bytes are hashed, not a re-serialisation, so the digest
-    does not depend on the protobuf library's version.
-    """
-    h = hashlib.sha256()
-    for tensor in sorted(graph.initializer, key=lambda t: t.name):
-        h.update(f"{tensor.name}:{list(tensor.dims)}:{tensor.data_type}:".encode())
-        h.update(tensor.raw_data)
-    return h.hexdigest()
-
-
-def verify_file(path: str | Path) -> dict:
-    """Parse an exported sampler and check its weights against the digest in its metadata.
-
-    Returns the decoded metadata; OnnxFileError when the file is truncated, corrupted or not a sampler.
-    """
-    import onnx
-
-    try:
-        proto = onnx.load(str(path))
-    except Exception as e:  # protobuf DecodeError and friends
-        raise OnnxFileError(
-            f"{path} is not a readable ONNX file (truncated or corrupted?): export again"
-        ) from e
-    props = {p.key: p.value for p in proto.metadata_props}
-    if props.get("format") != FORMAT:
-        raise OnnxFileError(f"{path} is not a sampler exported by `engine export`")
-    if json.loads(props.get("format_version", "0")) > FORMAT_VERSION:
-        raise OnnxFileError(f"{path} was exported by a newer engine ({props.get('engine_version')}): upgrade")
-    if props.get("weights_digest") != weights_digest(proto.graph):
-        raise OnnxFileError(f"{path} is corrupted (its weights do not match their checksum): export again")
-    return {k: (v if k in TEXT_KEYS else json.loads(v)) for k, v in props.items()}
 
 
 def _create_session(source: str, device: str) -> ort.InferenceSession:
@@ -189,7 +148,7 @@ def run_options(release_memory: bool) -> ort.RunOptions:
 
 
 class OnnxBackend:
-    """The Backend protocol (engine.apply) on an exported sampler file."""
+    """The Backend protocol (engine.families.consingan.apply) on an exported sampler file."""
 
     name = "onnxruntime"
 
@@ -290,7 +249,7 @@ def ensure_sampler(model: TrainedModel) -> Path:
     It lives in the model directory (MODEL_DIR/sampler.onnx); a model held only in memory, or whose
     directory cannot be written, uses a per-user cache keyed by the weights' digest.
     """
-    from engine.onnx_export import SAMPLER_FILE, export, source_digest
+    from engine.families.consingan.onnx_export import export, source_digest
 
     digest = source_digest(model)
     candidates = [model.path / SAMPLER_FILE] if model.path is not None else []
@@ -316,7 +275,7 @@ def make_backend(model: TrainedModel, name: str = DEFAULT_BACKEND, release_memor
     """The backend that runs `model`: onnxruntime (default; on the model's device) or torch.
     `release_memory`: onnxruntime gives memory back after each run (`run_options`), for the daemon."""
     if name == "torch":
-        from engine.apply import TorchBackend
+        from engine.families.consingan.apply import TorchBackend
 
         return TorchBackend(model)
     if name != "onnxruntime":

@@ -92,7 +92,7 @@ def read_metadata(session: ort.InferenceSession) -> dict:
 
 
 def retarget_shapes(trained: list[list[int]], height: int, width: int, min_side: int = 8) -> list[tuple]:
-    """Stage shapes for an output of another size: every stage scaled like the final one (engine.pyramid)."""
+    """Stage shapes for an output of another size: every stage scaled like the final one."""
     th, tw = trained[-1]
     sh, sw = height / th, width / tw
     shapes = [(max(min_side, round(h * sh)), max(min_side, round(w * sw))) for h, w in trained[:-1]]

@@ -30,8 +30,8 @@ def tiny_models(tmp_path_factory, shared_images) -> dict[str, Path]:
     """One tiny model per mode, trained with the engine's own training code."""
     import torch
 
-    from engine import training
-    from engine.config import preset
+    from engine.families.consingan import training
+    from engine.families.consingan.config import preset
     from engine.imageio import read_image
 
     root = tmp_path_factory.mktemp("models")

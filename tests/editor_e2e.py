@@ -143,7 +143,7 @@ def harmonization_models(home: Path) -> list[Path]:
 def harmonization_backgrounds(home: Path) -> list[np.ndarray]:
     """What the engine under `home` trained its harmonization models on (not fine-tuned ones): the picture
     without the artist's layer, as the plugin read it; RGB floats at model size."""
-    from engine.store import load_training_image
+    from engine.families.consingan.store import load_training_image
 
     return [load_training_image(model) for model in harmonization_models(home)]
 
@@ -187,9 +187,9 @@ def check_made_by_engine(
     the CPU, so comparing with the 8-bit run's result says little. Its own model run on the same picture is
     exact to a few hundredths of a level, and that tells a lossless 16-bit path from one rounded through
     8 bits (a quarter of a level on average)."""
-    from engine.apply import apply_to_selection
+    from engine.families.consingan.apply import apply_to_selection
+    from engine.families.consingan.store import load_model
     from engine.imageio import Picture
-    from engine.store import load_model
 
     order = slice(2, None, -1) if bgr else slice(0, 3)
     rgb = picture[..., order].astype(np.float32) / 255

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import apply, store
 from engine.errors import BadInputError, IncompatibleModelError, ModelDamagedError
+from engine.families.consingan import apply, store
+from engine.families.consingan.pyramid import fit_to_max_size
 from engine.imageio import Picture, mask_from_array, read_image, read_mask
-from engine.pyramid import fit_to_max_size
 
 
 def naive_pair(shared_images, scale=1.0):
@@ -144,7 +144,7 @@ def pasted_square(width: int = 96) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_surroundings_offset_takes_the_surroundings_colours_and_keeps_the_selections_gradients():
-    from engine.blend import surroundings_offset
+    from engine.families.consingan.blend import surroundings_offset
 
     rgb, inside = pasted_square()
     offset = surroundings_offset(rgb, inside)
@@ -162,7 +162,7 @@ def test_surroundings_offset_takes_the_surroundings_colours_and_keeps_the_select
 
 
 def test_color_match_moves_hue_and_saturation_first_then_lightness():
-    from engine.blend import color_match_offset, surroundings_offset
+    from engine.families.consingan.blend import color_match_offset, surroundings_offset
 
     rgb, inside = pasted_square()
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
@@ -195,7 +195,7 @@ def test_color_match_moves_hue_and_saturation_first_then_lightness():
 def test_color_match_gives_the_selection_its_surroundings_contrast_and_keeps_its_lightness():
     """A flat paste (faint stripes) in a more contrasted painting: the first half of the colour match
     brings the spread of its lightness to that of the painting around it, about its own mean."""
-    from engine.blend import color_match_offset
+    from engine.families.consingan.blend import color_match_offset
 
     yy, xx = np.mgrid[0:80, 0:96].astype(np.float32)
     grey = 0.5 + 0.07 * np.sin(xx / 3 + yy / 5)
@@ -244,7 +244,7 @@ def test_color_match_changes_only_the_selection_and_checks_its_range(tiny_models
 
 
 def test_color_match_leaves_selections_too_thin_to_solve_for():
-    from engine.blend import surroundings_offset
+    from engine.families.consingan.blend import surroundings_offset
 
     rgb, _ = pasted_square()
     for box in [(slice(0, 1), slice(0, 1)), (slice(0, 2), slice(0, 2)), (slice(10, 60), slice(40, 42))]:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.augment import (
+from engine.families.consingan.augment import (
     COLOUR_TRANSFORMS,
     HarmonizationPlan,
     apply_harmonization_plan,

@@ -12,9 +12,9 @@ import pytest
 import torch
 from serve_helpers import SIZE, Daemon, layer
 
-from engine import training
 from engine.cli import main
-from engine.config import preset, with_overrides
+from engine.families.consingan import training
+from engine.families.consingan.config import preset, with_overrides
 from engine.imageio import read_image
 from engine.serve.registry import Registry
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from engine import device as device_module
-from engine.config import Precision
-from engine.device import default_precision, select_device, training_configs
+from engine.device import default_precision, select_device
 from engine.errors import BadInputError
+from engine.families.consingan.config import Precision, training_configs
 
 ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # what this project's torch was built for
 GPUS = {  # name: compute capability
@@ -129,8 +129,9 @@ def test_out_of_memory_says_what_to_do_on_the_command_line_and_in_the_daemon(
     tmp_path, monkeypatch, capsys, shared_images
 ):
     from editor_bridge.protocol import ErrorCode
-    from engine import cli, training
+    from engine import cli
     from engine.errors import out_of_memory
+    from engine.families.consingan import training
     from engine.serve.jobs import error_code, error_message
 
     gpu = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -171,7 +172,8 @@ def test_running_out_of_the_machines_memory_is_a_one_line_error_with_either_back
     script = textwrap.dedent(f"""
         import resource, sys
         import cv2, onnxruntime, torch
-        from engine import cli, store
+        from engine import cli
+        from engine.families.consingan import store
         from engine.runtime import ensure_sampler
 
         ensure_sampler(store.load_model({str(model)!r}))  # exported before the cap

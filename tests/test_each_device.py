@@ -19,13 +19,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from engine import apply, store, training
-from engine.apply import TorchBackend
-from engine.config import Precision
-from engine.device import select_device, training_configs
+from engine.device import select_device
 from engine.errors import CancelledError
+from engine.families.consingan import apply, store, training
+from engine.families.consingan.apply import TorchBackend
+from engine.families.consingan.config import Precision, training_configs
+from engine.families.consingan.modes import spec
 from engine.imageio import Picture, mask_from_array, read_image, read_mask
-from engine.modes import spec
 from engine.runtime import OnnxBackend, SessionCache, ensure_sampler
 from tests.conftest import ROOT, TRAIN_IMAGES
 

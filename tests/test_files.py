@@ -16,9 +16,9 @@ from test_cli import engine, result
 
 from editor_bridge.errors import RemoteError
 from editor_bridge.protocol import JobState, Mode, Preset, TrainRequest
-from engine import store, training
-from engine.config import preset, with_overrides
 from engine.errors import DiskFullError
+from engine.families.consingan import store, training
+from engine.families.consingan.config import preset, with_overrides
 from engine.files import atomic_write_bytes, write_files
 from engine.imageio import read_image
 from engine.serve.journal import RESERVE_BYTES

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.config import preset
-from engine.networks import Discriminator, Generator, upsample
+from engine.families.consingan.config import preset
+from engine.families.consingan.networks import Discriminator, Generator, upsample
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -53,7 +53,7 @@ def test_stage_outputs_depend_on_noise_amplitude():
 
 
 def test_channels_last_instance_norm_matches_the_fused_op():
-    from engine.networks import InstanceNorm
+    from engine.families.consingan.networks import InstanceNorm
 
     norm = InstanceNorm(6, affine=True)
     torch.nn.init.normal_(norm.weight, 1.0, 0.3)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.apply import TorchBackend, output_shapes
-from engine.config import ModelConfig
 from engine.errors import ExportError, OnnxFileError
-from engine.onnx_export import FP16_BOUND, export, load_checked
+from engine.families.consingan.apply import TorchBackend, output_shapes
+from engine.families.consingan.config import ModelConfig
+from engine.families.consingan.onnx_export import FP16_BOUND, export, load_checked
+from engine.families.consingan.store import load_model
 from engine.runtime import OnnxBackend, SessionCache, ensure_sampler
-from engine.store import load_model
 
 MODES = ["generation", "retarget", "harmonization", "editing"]
 FP32_BOUND = 1e-4
@@ -187,7 +187,7 @@ def test_refuses_unexportable_models(samplers, tmp_path):
 
 
 def test_unwritable_output_is_refused_without_leftovers(samplers, tmp_path, monkeypatch):
-    import engine.onnx_export as onnx_export
+    import engine.families.consingan.onnx_export as onnx_export
 
     def fail(path, data):
         raise PermissionError(13, "Permission denied")
@@ -201,8 +201,8 @@ def test_unwritable_output_is_refused_without_leftovers(samplers, tmp_path, monk
 
 
 def test_apply_paths_agree_end_to_end(samplers):
-    """Harmonize and sample through engine.apply with both backends: the same images (to 1e-4)."""
-    from engine import apply
+    """Harmonize and sample through consingan.apply with both backends: the same images (to 1e-4)."""
+    from engine.families.consingan import apply
     from engine.imageio import Picture
 
     model, path = samplers["harmonization"]
@@ -224,7 +224,7 @@ def test_exporter_notice_about_torchvision_is_not_shown(capfd):
     torchvision op; the engine silences exactly that notice, and the exporter's other warnings still show."""
     import logging
 
-    import engine.onnx_export  # noqa: F401 - installs the filter
+    import engine.families.consingan.onnx_export  # noqa: F401 - installs the filter
 
     exporter = logging.getLogger("torch.onnx._internal.exporter._registration")
     exporter.warning("torchvision is not installed. Skipping %s", "torchvision::nms")

@@ -74,8 +74,8 @@ def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
 
 
 def test_a_runs_own_color_match_wins_and_the_default_is_the_engines(engine, tmp_path):
-    from engine.modes import Mode as EngineMode
-    from engine.modes import spec
+    from engine.families.consingan.modes import Mode as EngineMode
+    from engine.families.consingan.modes import spec
 
     assert HARMONIZE_COLOR_MATCH == spec(EngineMode.HARMONIZATION).color_match
     assert Settings().harmonize_color_match == HARMONIZE_COLOR_MATCH

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from engine.config import preset, with_overrides
 from engine.errors import BadInputError
-from engine.pyramid import build_pyramid, fit_to_max_size, retarget_shapes, stage_shapes
+from engine.families.consingan.config import preset, with_overrides
+from engine.families.consingan.pyramid import build_pyramid, fit_to_max_size, retarget_shapes, stage_shapes
 
 
 def ceil(x):

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from engine import runtime
-from engine.apply import TorchBackend
 from engine.errors import BackendUnavailableError, BadInputError
+from engine.families.consingan.apply import TorchBackend
+from engine.families.consingan.store import load_model
 from engine.runtime import OnnxBackend, SessionCache, ensure_sampler, make_backend
 from engine.standalone import retarget_shapes, session_options, thread_counts
-from engine.store import load_model
 from tests.import_blocker import blocker_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_a_backend_that_releases_memory_holds_less_after_a_large_sample(generati
 
     def held_after_sample(release: bool) -> float:
         script = textwrap.dedent(f"""
-            from engine import apply, store
+            from engine.families.consingan import apply, store
             from engine.runtime import OnnxBackend, SessionCache
 
             def resident():
@@ -202,7 +202,7 @@ def test_thread_settings():
 
 
 def test_retarget_shapes_match_the_engine():
-    from engine.pyramid import retarget_shapes as engine_retarget
+    from engine.families.consingan.pyramid import retarget_shapes as engine_retarget
 
     trained = [(25, 34), (32, 42), (42, 56), (63, 84), (126, 167), (188, 250)]
     for h, w in [(188, 250), (100, 400), (1024, 1365), (30, 30)]:

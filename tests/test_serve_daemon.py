@@ -29,7 +29,7 @@ from editor_bridge.protocol import (
 )
 from editor_bridge.signing import present_key
 from editor_bridge.wire import WireCodec
-from engine.apply import feathered_mask
+from engine.families.consingan.apply import feathered_mask
 
 MAX_FRAME_MB = 4
 MEMORY_GB = "1"  # for one sample: a tiny model's 4000x3000 needs 3.6 GB

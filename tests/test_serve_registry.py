@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from engine.config import preset
+from engine.families.consingan.config import preset
 from engine.serve.registry import training_key
 
 PIXELS = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bench.quality import swd
-from engine import apply, store, training
-from engine.config import preset
 from engine.errors import BadInputError, CancelledError, IncompatibleModelError
+from engine.families.consingan import apply, store, training
+from engine.families.consingan.config import preset
 from engine.imageio import read_image
 from tests.conftest import TRAIN_IMAGES
 
@@ -204,7 +204,7 @@ def test_gradients_that_stay_non_finite_stop_training_without_a_model(tmp_path):
 
 
 def test_the_coarsest_stage_can_train_longer(tmp_path):
-    from engine.config import with_overrides
+    from engine.families.consingan.config import with_overrides
 
     model, train = _tiny("generation", iters=3, coarse_iters=5)
     seen: dict[int, set] = {}

@@ -232,8 +232,8 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     # Heavy imports only once we know this daemon will run.
     import torch
 
-    from engine.config import Precision
     from engine.device import configure_threads, select_device
+    from engine.precision import Precision
     from engine.serve.handlers import Handlers, lane_of
     from engine.serve.jobs import JobManager, ThreadBudget
     from engine.serve.journal import Journal

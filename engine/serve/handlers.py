@@ -57,15 +57,20 @@ from editor_bridge.protocol import (
     TrainRequest,
 )
 from editor_bridge.server import BridgeServer, Request
-from engine import apply, training
-from engine.config import ModelConfig, Precision, TrainConfig
-from engine.device import training_configs
 from engine.errors import IncompatibleModelError
+from engine.families.consingan import apply, training
+from engine.families.consingan.config import ModelConfig, Precision, TrainConfig, training_configs
+from engine.families.consingan.store import (
+    CHECKPOINT_DIR,
+    MODEL_JSON,
+    TrainedModel,
+    load_model,
+    load_training_image,
+)
 from engine.imageio import MAX_PIXELS, Picture
 from engine.serve.imaging import crop_picture, frame_from_picture, picture_from_frame, selection_mask
 from engine.serve.jobs import QUICK, TRAIN, Job, JobContext, JobManager, error_code, error_message
 from engine.serve.registry import Registry, new_model_id, training_key
-from engine.store import CHECKPOINT_DIR, MODEL_JSON, TrainedModel, load_model, load_training_image
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +470,7 @@ class Handlers:
         return out
 
     def _export(self, c: ExportOnnxRequest) -> ResultReply:
-        from engine.onnx_export import export
+        from engine.families.consingan.onnx_export import export
         from engine.runtime import ensure_sampler
 
         path = self.registry.path(c.model_id)

@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from editor_bridge.protocol import Mode, ModelInfo
-from engine.config import ModelConfig, TrainConfig
 from engine.errors import EngineError, ModelNotFoundError
+from engine.families.consingan.config import ModelConfig, TrainConfig
 from engine.files import atomic_write_bytes
 from engine.model_dir import read_meta
+from engine.sampler_file import SAMPLER_FILE
 
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "registry.json"
-SAMPLER_FILE = "sampler.onnx"  # where engine.runtime.ensure_sampler exports a model's sampler
 # Settings that do not change the trained weights stay out of the key.
 _KEY_IGNORES = {"checkpoint_every_s"}
 # Settings added after models were stored count only when set: at their default, which trains exactly as

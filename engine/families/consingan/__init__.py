@@ -1,8 +1,9 @@
 """ConSinGAN (Hinz et al. 2021) as a family: single-image generation, retargeting, harmonization and
 editing; its options, training, loading and operations.
 
-The algorithm's modules (configs and presets, networks, pyramid, training, apply, ONNX export) are
-engine.config, engine.networks, engine.training, engine.apply, engine.onnx_export and engine.store.
+The algorithm lives beside this file: config (frozen configs and presets), modes (the four tasks' specs),
+networks, pyramid, augment, training (training, fine-tuning, checkpoints), store (model directories),
+apply (sampling, harmonization and editing), blend (the colour match) and onnx_export (the sampler graph).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.config import MAX_ITERS, MAX_SIDE, MAX_STAGES
 from engine.errors import BadInputError
+from engine.families.consingan.config import MAX_ITERS, MAX_SIDE, MAX_STAGES
+from engine.families.consingan.modes import Mode, spec
 from engine.family import Family, Loaded, Task, TrainRun
-from engine.modes import Mode, spec
 from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
 from engine.progress import ProgressFn
 
@@ -50,8 +51,8 @@ class Options(BaseModel):
 
 
 def train(run: TrainRun) -> Path:
-    from engine import training
-    from engine.device import training_configs
+    from engine.families.consingan import training
+    from engine.families.consingan.config import training_configs
 
     if run.data.image is None:
         raise BadInputError("ConSinGAN trains on one image: give IMAGE")
@@ -64,13 +65,13 @@ def train(run: TrainRun) -> Path:
 
 
 def resume(out_dir: Path, device: Any, progress: ProgressFn | None, cancel: threading.Event | None) -> Path:
-    from engine import training
+    from engine.families.consingan import training
 
     return training.resume(out_dir, device, progress, cancel)
 
 
 def load(directory: Path, meta: dict, device: Any) -> Loaded:
-    from engine.store import load_model
+    from engine.families.consingan.store import load_model
 
     model = load_model(directory, device)
     return Loaded(FAMILY, model.model.mode.value, directory, model)
@@ -95,7 +96,7 @@ SEED = Param("seed", ParamType.INT, "noise seed, 0 to 2^32-1", default=0, minimu
 
 
 def _apply(loaded: Loaded, given: OperationInput) -> OperationOutput:
-    from engine import apply
+    from engine.families.consingan import apply
 
     assert given.picture is not None and given.mask is not None
     if given.on_step is not None:
@@ -108,7 +109,7 @@ def _apply(loaded: Loaded, given: OperationInput) -> OperationOutput:
 
 
 def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
-    from engine import apply
+    from engine.families.consingan import apply
     from engine.imageio import Picture
 
     p = given.params

@@ -7,9 +7,9 @@ import math
 import cv2
 import numpy as np
 
-from engine.config import ModelConfig
 from engine.errors import BadInputError
-from engine.modes import Pyramid, spec
+from engine.families.consingan.config import ModelConfig
+from engine.families.consingan.modes import Pyramid, spec
 
 Shape = tuple[int, int]  # (height, width)
 

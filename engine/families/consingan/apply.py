@@ -15,14 +15,14 @@ import cv2
 import numpy as np
 import torch
 
-from engine.blend import color_match_offset
 from engine.device import available_memory
 from engine.errors import BadInputError, IncompatibleModelError, ModelDamagedError
+from engine.families.consingan.blend import color_match_offset
+from engine.families.consingan.modes import spec
+from engine.families.consingan.pyramid import MIN_SIDE, Shape, fit_to_max_size, resize, retarget_shapes
+from engine.families.consingan.store import TrainedModel
+from engine.families.consingan.training import to_image, to_tensor
 from engine.imageio import Picture
-from engine.modes import spec
-from engine.pyramid import MIN_SIDE, Shape, fit_to_max_size, resize, retarget_shapes
-from engine.store import TrainedModel
-from engine.training import to_image, to_tensor
 
 MAX_OUTPUT_PIXELS = 64_000_000
 # Peak memory of one sample on the CPU, in bytes per output pixel and feature channel: the last stages'
@@ -185,7 +185,7 @@ def apply_to_selection(
 
     color_match (0-1; default: the mode's) first moves the selection that share of the way towards its
     surroundings' colours by Poisson blending, hue, saturation and contrast first, then lightness
-    (engine.blend), at the model's resolution.
+    (engine.families.consingan.blend), at the model's resolution.
     """
     backend = backend or TorchBackend(model)
     mode_spec = spec(model.model.mode)

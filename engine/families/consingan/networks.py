@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import ModelConfig
-from engine.modes import spec
+from engine.families.consingan.config import ModelConfig
+from engine.families.consingan.modes import spec
 
 
 class InstanceNorm(nn.InstanceNorm2d):

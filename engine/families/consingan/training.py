@@ -21,8 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine import augment, store
-from engine.config import ModelConfig, TrainConfig, check_iters
 from engine.device import autocast
 from engine.errors import (
     BadInputError,
@@ -31,13 +29,15 @@ from engine.errors import (
     IncompatibleModelError,
     TrainingDivergedError,
 )
+from engine.families.consingan import augment, store
+from engine.families.consingan.config import ModelConfig, TrainConfig, check_iters
+from engine.families.consingan.modes import Mode, StageInput, spec
+from engine.families.consingan.networks import Discriminator, Generator
+from engine.families.consingan.pyramid import Shape, build_pyramid, resize, stage_shapes
 from engine.files import atomic_write_bytes
 from engine.imageio import Picture, read_image, write_image
 from engine.model_dir import CHECKPOINT_DIR
-from engine.modes import Mode, StageInput, spec
-from engine.networks import Discriminator, Generator
 from engine.progress import Progress, ProgressFn
-from engine.pyramid import Shape, build_pyramid, resize, stage_shapes
 
 PREVIEW_EVERY_S = 10.0
 PREVIEW_SIZE = 128

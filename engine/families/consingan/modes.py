@@ -42,7 +42,7 @@ class ModeSpec:
     mask_dilation: int
     conditional: bool  # the coarsest stage takes an image at apply time
     # Default colour match: how far the selection moves towards its surroundings' colours before the
-    # generator runs (engine.blend.color_match_offset; 0 = not at all, 0.5 = their hue, saturation and
+    # generator runs (blend.color_match_offset; 0 = not at all, 0.5 = their hue, saturation and
     # contrast, 1 = their lightness too). Harmonization: 0.5, measured in docs/benchmarks.md (lightness
     # lowers the error on cases with a known answer a little more but lets pasted objects fade into
     # their surroundings). Editing: none, the user's colours are the edit.

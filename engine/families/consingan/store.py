@@ -19,13 +19,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from engine.config import MAX_SIDE, ModelConfig, TrainConfig
 from engine.errors import IncompatibleModelError, ModelDamagedError
+from engine.families.consingan.config import MAX_SIDE, ModelConfig, TrainConfig
+from engine.families.consingan.networks import Discriminator, Generator
+from engine.families.consingan.pyramid import Shape
 from engine.files import write_files
 from engine.imageio import Picture, encode_image, read_image
 from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON, read_meta
-from engine.networks import Discriminator, Generator
-from engine.pyramid import Shape
 
 
 @dataclass

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.errors import BadInputError
-from engine.modes import Mode, spec
+from engine.families.consingan.modes import Mode, spec
+from engine.precision import Precision
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
 
 
 class Preset(str, enum.Enum):
     PAPER = "paper"  # the reference defaults (meant for a GPU)
     FAST = "fast"  # what a laptop CPU should get: chosen by measurement, see docs/benchmarks.md
     TINY = "tiny"  # seconds; for tests
-
-
-class Precision(str, enum.Enum):
-    """Training precision. There is no fp16: WGAN-GP's gradient penalty is unstable in it, and GPUs without
-    bf16 (before NVIDIA Ampere) train in fp32."""
-
-    FP32 = "fp32"
-    BF16 = "bf16"  # autocast to bfloat16 (CPU with AVX-512 BF16 / AMX, or CUDA)
 
 
 class ConfigValueError(ValueError):
@@ -117,10 +117,10 @@ class TrainConfig:
     alpha: float = 10.0  # reconstruction loss weight
     noise_amp: float = 0.1  # noise amplitude = noise_amp * reconstruction RMSE of the stage below
     # Harmonization: chance that a training input has a region's strokes blurred away first
-    # (engine.augment.smooth_region; not in the reference, so 0 there).
+    # (engine.families.consingan.augment.smooth_region; not in the reference, so 0 there).
     smooth_probability: float = 0.0
     # Harmonization: chance that a training input has a region's colours changed first
-    # (engine.augment.recolour_region; not in the reference, and measured no better, so 0 everywhere).
+    # (augment.recolour_region; not in the reference, and measured no better, so 0 everywhere).
     recolour_probability: float = 0.0
     seed: int = 0
     precision: Precision = Precision.FP32
@@ -235,3 +235,22 @@ def with_overrides(
     if precision is not None:
         train = dataclasses.replace(train, precision=Precision(precision))
     return model, train
+
+
+def training_configs(
+    mode: str,
+    device: torch.device,
+    preset_name: str | None = None,
+    precision: Precision | str | None = None,
+    **overrides: int | None,
+) -> tuple[str, ModelConfig, TrainConfig]:
+    """The configs a training request gets on this device: `paper` on a GPU and `fast` on the CPU unless a
+    preset is named, the hardware's default precision unless one is named, then the user's overrides."""
+    from engine.device import default_precision, native_cuda_bf16
+
+    name = preset_name or ("paper" if device.type == "cuda" else "fast")
+    model, train = preset(name, mode)
+    precision = precision or default_precision(device, model.nfc)
+    if Precision(precision) is Precision.BF16 and device.type == "cuda" and not native_cuda_bf16(device):
+        log.warning("bf16 on this GPU is emulated and slow (it needs compute capability 8.0): use fp32")
+    return name, *with_overrides(model, train, precision=Precision(precision), **overrides)

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from engine.errors import ExportError, OnnxFileError
+from engine.families.consingan.modes import spec
+from engine.families.consingan.networks import Generator
+from engine.families.consingan.pyramid import Shape, retarget_shapes
+from engine.families.consingan.store import TrainedModel
 from engine.files import atomic_write_bytes
-from engine.modes import spec
-from engine.networks import Generator
-from engine.pyramid import Shape, retarget_shapes
-from engine.runtime import FORMAT_VERSION, verify_file, weights_digest
+from engine.sampler_file import FORMAT_VERSION, verify_file, weights_digest
 from engine.standalone import FORMAT, TEXT_KEYS
-from engine.store import TrainedModel
 
 log = logging.getLogger(__name__)
 TORCHVISION_NOTICE = "torchvision is not installed"
@@ -47,7 +47,6 @@ class _NoTorchvisionNotice(logging.Filter):
 logging.getLogger(EXPORTER_REGISTRY_LOGGER).addFilter(_NoTorchvisionNotice())
 
 OPSET = 18
-SAMPLER_FILE = "sampler.onnx"  # written into a model directory on first use (engine.runtime)
 FP16_MAX = 65504.0
 # Bumped whenever the graph built from the same weights changes, so that samplers exported on first use
 # by an older engine are exported again.
