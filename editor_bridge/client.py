@@ -137,7 +137,7 @@ class Client:
         max_reconnects: int = 5,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         connection_file: str | os.PathLike[str] | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -152,8 +152,8 @@ class Client:
         self._lock = threading.RLock()  # lets close() from another thread wait for the current poll slice
         self._closed = False
         self._closing = False  # set by close() before it takes the lock: waiting loops then let go of it
-        self._socket: zmq.Socket | None = None
-        self._monitor: zmq.Socket | None = None
+        self._socket: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._poller = zmq.Poller()
         try:
             self._open()
@@ -492,7 +492,7 @@ class Client:
         self._check_open()  # before the lock: a close() waiting for it must get it
         with self._lock:
             self._check_open()
-            assert self._socket is not None
+            assert self._socket is not None and self._monitor is not None
             ready = dict(self._poller.poll(int(timeout_s * 1000)))
             if self._monitor in ready and recv_monitor_message(self._monitor)["event"] == _AUTH_FAILED:
                 raise AuthenticationError(

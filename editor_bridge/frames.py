@@ -15,7 +15,11 @@ from editor_bridge.errors import BBoxOutOfBounds, FrameSizeMismatch, MissingBuff
 from editor_bridge.protocol import BBox, BitDepth, ChannelOrder, ImageDescriptor
 
 # Little-endian on the wire whatever the host, so a descriptor means the same bytes everywhere.
-_DTYPES = {BitDepth.U8: np.dtype("u1"), BitDepth.U16: np.dtype("<u2"), BitDepth.F32: np.dtype("<f4")}
+_DTYPES: dict[BitDepth, np.dtype[Any]] = {
+    BitDepth.U8: np.dtype("u1"),
+    BitDepth.U16: np.dtype("<u2"),
+    BitDepth.F32: np.dtype("<f4"),
+}
 
 # Index arrays that turn each order into canonical RGB(A) (or leave gray alone), and back.
 _TO_CANONICAL: dict[ChannelOrder, tuple[ChannelOrder, tuple[int, ...] | None]] = {
@@ -31,11 +35,11 @@ BufferLike = bytes | bytearray | memoryview
 
 
 def bit_depth_of(dtype: np.dtype[Any] | type) -> BitDepth:
-    dtype = np.dtype(dtype)
+    given = np.dtype(dtype)
     for depth, wire in _DTYPES.items():
-        if dtype.kind == wire.kind and dtype.itemsize == wire.itemsize:
+        if given.kind == wire.kind and given.itemsize == wire.itemsize:
             return depth
-    raise UnsupportedLayout(f"pixel type {dtype} is not supported; convert to uint8, uint16 or float32")
+    raise UnsupportedLayout(f"pixel type {given} is not supported; convert to uint8, uint16 or float32")
 
 
 def dtype_of(bit_depth: BitDepth) -> np.dtype[Any]:
@@ -78,8 +82,8 @@ def describe(
 def to_frame(array: np.ndarray) -> memoryview:
     """The array's bytes as a flat memoryview, without a copy when it is C-contiguous and little-endian."""
     wire = _DTYPES[bit_depth_of(array.dtype)]
-    array = np.ascontiguousarray(array, dtype=wire)
-    return memoryview(array).cast("B")
+    contiguous: Any = np.ascontiguousarray(array, dtype=wire)  # numpy's stubs do not call it a Buffer
+    return memoryview(contiguous).cast("B")
 
 
 def attach(
@@ -116,7 +120,8 @@ def from_frame(buffers: Sequence[Any], desc: ImageDescriptor) -> np.ndarray:
     """The H x W x C array that `desc` describes, viewing the frame (read-only for received frames)."""
     check_buffer(desc, buffers)
     flat = np.frombuffer(buffers[desc.buffer_index], dtype=_DTYPES[desc.bit_depth])
-    return flat.reshape(desc.height, desc.width, desc.channels)
+    shaped: np.ndarray = flat.reshape(desc.height, desc.width, desc.channels)
+    return shaped
 
 
 def to_canonical(array: np.ndarray, channel_order: ChannelOrder | str) -> tuple[np.ndarray, ChannelOrder]:

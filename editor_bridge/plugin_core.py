@@ -362,7 +362,8 @@ def _to_depth(array: np.ndarray, bit_depth: BitDepth, depth: int) -> np.ndarray:
         scaled = array.astype(np.uint32) * 257
     else:
         scaled = array
-    return scaled.astype(np.uint8 if depth == 8 else np.uint16, copy=False)
+    converted: np.ndarray = scaled.astype(np.uint8 if depth == 8 else np.uint16, copy=False)
+    return converted
 
 
 def _to_rgba(array: np.ndarray, desc: ImageDescriptor, depth: int) -> np.ndarray:

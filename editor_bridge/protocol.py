@@ -245,7 +245,7 @@ class FinetuneRequest(Content):
     iters: int | None = Field(default=None, ge=1, le=100_000)
 
 
-class _ApplyRequest(Content):
+class SelectionRequest(Content):
     image: ImageDescriptor
     mask: ImageDescriptor  # GRAY, same size as image; nonzero where the work applies
     model_id: Id | None = None
@@ -269,7 +269,7 @@ class _ApplyRequest(Content):
     finetune_iters: int | None = Field(default=None, ge=1, le=100_000)
 
     @model_validator(mode="after")
-    def _check(self) -> _ApplyRequest:
+    def _check(self) -> SelectionRequest:
         if self.mask.channel_order is not ChannelOrder.GRAY:
             raise ValueError("mask must be a GRAY image")
         if (self.mask.width, self.mask.height) != (self.image.width, self.image.height):
@@ -285,11 +285,11 @@ class _ApplyRequest(Content):
         return self
 
 
-class HarmonizeRequest(_ApplyRequest):
+class HarmonizeRequest(SelectionRequest):
     msg_type = MsgType.HARMONIZE
 
 
-class EditRequest(_ApplyRequest):
+class EditRequest(SelectionRequest):
     msg_type = MsgType.EDIT
 
 
@@ -445,7 +445,8 @@ IDEMPOTENT = frozenset(
 
 
 def pack(obj: dict[str, Any]) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
 
 
 def unpack(data: bytes | memoryview) -> Any:

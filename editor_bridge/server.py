@@ -13,17 +13,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from editor_bridge.errors import BridgeError
+from editor_bridge.errors import BridgeError, InvalidRequest
 from editor_bridge.protocol import Content, ErrorCode, ErrorReply, Header
 from editor_bridge.signing import PEER_USERNAME, ReplayGuard, peer_password
 from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES, MAX_CONTROL_BYTES, Message, WireCodec, peek_msg_id
 
 log = logging.getLogger(__name__)
+C = TypeVar("C", bound=Content)
 _outbox_ids = itertools.count()
 
 
@@ -46,6 +47,13 @@ class Request:
     def buffers(self) -> list[memoryview]:
         return self.message.buffers
 
+    def content_as(self, cls: type[C]) -> C:
+        """The content, as the request type its handler was chosen for."""
+        content = self.message.content
+        if not isinstance(content, cls):
+            raise InvalidRequest(f"{content.msg_type.value} is not a {cls.__name__}")
+        return content
+
 
 Handler = Callable[[Request], None]
 ZAP_DOMAIN = "editor-bridge"
@@ -55,7 +63,7 @@ class _KeyAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP handler, admitting the PLAIN handshakes that carry the key's password
     (`signing.peer_password`), compared in constant time."""
 
-    def __init__(self, context: zmq.Context, key: bytes | str) -> None:
+    def __init__(self, context: zmq.Context[Any], key: bytes | str) -> None:
         super().__init__(context, log=logging.getLogger(f"{__name__}.zap"))
         self._password = peer_password(key).encode()
         self.start()
@@ -102,7 +110,7 @@ class BridgeServer:
         key: bytes | str,
         endpoint: str = "tcp://127.0.0.1:0",
         *,
-        context: zmq.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         replay_guard: ReplayGuard | None = None,
     ) -> None:
@@ -135,7 +143,7 @@ class BridgeServer:
             if self._own_context:
                 self._ctx.term()
             raise
-        self.endpoint: str = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         outbox = f"inproc://editor-bridge-outbox-{next(_outbox_ids)}-{id(self)}"
         self._pull = self._ctx.socket(zmq.PULL)
         self._pull.linger = 0

@@ -88,7 +88,7 @@ class Signer:
             mac.update(next(digests) if view.nbytes >= LARGE_PART else view)
         return mac.hexdigest().encode("ascii")
 
-    def verify(self, signature: bytes, parts: Iterable[Any]) -> None:
+    def verify(self, signature: bytes | memoryview, parts: Iterable[Any]) -> None:
         if not signature:
             raise UnsignedMessage(
                 "message is not signed; sign it with the key from the engine's connection file"

@@ -117,7 +117,7 @@ def _truncated_png(data: np.ndarray) -> bool:
     """A PNG file that ends before its IEND chunk: walk the chunk lengths (CRCs are libpng's business)."""
     if data.size < 8 or bytes(data[:8]) != _PNG_SIGNATURE:
         return False
-    view = memoryview(data).cast("B")
+    view = data.data.cast("B")
     pos = 8
     while pos + 8 <= len(view):
         length = int.from_bytes(view[pos : pos + 4], "big")

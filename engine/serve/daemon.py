@@ -17,13 +17,12 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import zmq
 
 from editor_bridge.connection import (
-    ConnectionFileError,
     ConnectionInfo,
     connection_file_path,
     default_home,
@@ -33,6 +32,7 @@ from editor_bridge.connection import (
     remove_connection_file,
     write_connection_file,
 )
+from editor_bridge.errors import ConnectionFileError
 from editor_bridge.server import BridgeServer
 from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES
 from engine.errors import EngineError
@@ -188,7 +188,7 @@ class ConnectionFileKeeper:
         self.write()
 
 
-def _curve_context(curve_dir: Path) -> tuple[zmq.Context, object]:
+def _curve_context(curve_dir: Path) -> tuple[zmq.Context[Any], Any]:
     """A context whose next socket is a CurveZMQ server that admits only the clients in curve_dir/clients."""
     import zmq.auth
     from zmq.auth.thread import ThreadAuthenticator

@@ -51,6 +51,7 @@ from editor_bridge.protocol import (
     RenameModelRequest,
     ResultReply,
     SampleRequest,
+    SelectionRequest,
     ShutdownRequest,
     StatusRequest,
     TrainOptions,
@@ -199,19 +200,24 @@ class Handlers:
         self.server.reply(req, status)
 
     def list_models(self, req: Request) -> None:
-        self.server.reply(req, ModelListReply(models=self.registry.list(req.content.mode)))
+        self.server.reply(
+            req, ModelListReply(models=self.registry.list(req.content_as(ListModelsRequest).mode))
+        )
 
     def inspect_model(self, req: Request) -> None:
-        self.server.reply(req, ModelInfoReply(model=self.registry.info(req.content.model_id)))
+        self.server.reply(
+            req, ModelInfoReply(model=self.registry.info(req.content_as(InspectModelRequest).model_id))
+        )
 
     def rename_model(self, req: Request) -> None:
-        info = self.registry.rename(req.content.model_id, req.content.name)
+        c = req.content_as(RenameModelRequest)
+        info = self.registry.rename(c.model_id, c.name)
         self.server.reply(req, ModelInfoReply(model=info))
 
     def delete_model(self, req: Request) -> None:
         # Jobs and quick requests are submitted on this (the loop) thread too: none can start using the
         # model between this check and the delete.
-        model_id = req.content.model_id
+        model_id = req.content_as(DeleteModelRequest).model_id
         self.registry.path(model_id)
         for job in self.jobs.unfinished():
             if model_id == job.model_id or model_id in models_used(job.request):
@@ -230,7 +236,7 @@ class Handlers:
         self.server.reply(req, OkReply(detail=f"deleted {model_id}"))
 
     def job_status(self, req: Request) -> None:
-        c: JobStatusRequest = req.content
+        c = req.content_as(JobStatusRequest)
         job = self.jobs.subscribe(c.job_id, req.identities) if c.subscribe else self.jobs.get(c.job_id)
         record = self.jobs.record(c.job_id)
         if job is None and record is None:
@@ -255,7 +261,7 @@ class Handlers:
             self.server.reply(req, result, buffers)
 
     def cancel(self, req: Request) -> None:
-        job_id = req.content.job_id
+        job_id = req.content_as(CancelRequest).job_id
         if self.jobs.cancel(job_id):
             self.server.reply(req, OkReply(detail=f"cancelling {job_id}"))
         elif self.jobs.record(job_id) is None:
@@ -270,16 +276,17 @@ class Handlers:
     # ---- long work ----
 
     def train(self, req: Request) -> None:
-        c: TrainRequest = req.content
+        c = req.content_as(TrainRequest)
         if c.image is not None:
             _check_image(c.image, req.buffers)
         else:
+            assert c.stored_image is not None  # the protocol requires one of the two
             self.registry.path(c.stored_image)  # the stored image is a stored model's training image
         self._resolve(c, c.mode)
         self._submit(req, TRAIN, new_model_id())
 
     def finetune(self, req: Request) -> None:
-        c: FinetuneRequest = req.content
+        c = req.content_as(FinetuneRequest)
         info = self.registry.info(c.model_id)
         if info.mode not in (Mode.HARMONIZATION, Mode.EDITING):
             raise IncompatibleModelError(
@@ -291,7 +298,7 @@ class Handlers:
 
     def apply(self, req: Request) -> None:
         """Harmonize or edit: at once with a stored model, else as a job that trains on the background."""
-        c = req.content
+        c = req.content_as(SelectionRequest)
         mode = _APPLY_MODES[type(c)]
         for desc in (c.image, c.mask, c.background):
             if desc is not None:
@@ -312,7 +319,7 @@ class Handlers:
         self.jobs.run_quick(work, holds=(model_id, c.msg_type.value))
 
     def sample(self, req: Request) -> None:
-        c: SampleRequest = req.content
+        c = req.content_as(SampleRequest)
         info = self.registry.info(c.model_id)
         width = c.width or info.width
         height = c.height or info.height
@@ -332,7 +339,7 @@ class Handlers:
         self.jobs.run_quick(lambda: self._reply_quick(req, run), holds=(c.model_id, c.msg_type.value))
 
     def export_onnx(self, req: Request) -> None:
-        self.registry.path(req.content.model_id)
+        self.registry.path(req.content_as(ExportOnnxRequest).model_id)
         self._submit(req, QUICK, None)
 
     # ---- the work of each job type (on a lane thread) ----
@@ -344,6 +351,7 @@ class Handlers:
                 rgb = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
                 key_source = _canonical(job.buffers, c.image)
             else:
+                assert c.stored_image is not None
                 rgb = load_training_image(self.registry.path(c.stored_image))
                 key_source = rgb
             model_id, reused = self._train_or_reuse(job, ctx, c, c.mode, rgb, key_source, c.name)
@@ -417,10 +425,11 @@ class Handlers:
         out = self._finetune_into(job, ctx, c.model_id, c.image, c.iters or 500, "model")
         return ResultReply(model=self.registry.info(out))
 
-    def _finetune_for(self, job: Job, ctx: JobContext, model_id: str, c: Content) -> str:
+    def _finetune_for(self, job: Job, ctx: JobContext, model_id: str, c: SelectionRequest) -> str:
         """A harmonize/edit with finetune_iters: fine-tune `model_id` on the request's image first. Until
         then the job's model is the base, so that it cannot be deleted meanwhile."""
         job.model_id = model_id
+        assert c.finetune_iters is not None
         return self._finetune_into(job, ctx, model_id, c.image, c.finetune_iters, "finetuned", new_model_id())
 
     def _finetune_into(
@@ -486,7 +495,7 @@ class Handlers:
             ensure_sampler(load_model(model_dir, "cpu"))
 
     def _apply_with(
-        self, model_id: str, c: Content, buffers: Sequence[Any], reused: bool
+        self, model_id: str, c: SelectionRequest, buffers: Sequence[Any], reused: bool
     ) -> tuple[ResultReply, list]:
         model, backend = self.models.get(model_id)
         picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
@@ -496,6 +505,7 @@ class Handlers:
         )
         bbox = c.image.bbox
         if c.crop_to_bbox:
+            assert bbox is not None  # the protocol requires a bbox with crop_to_bbox
             result = crop_picture(result, bbox)
             bbox = None
         out: list = []
@@ -544,7 +554,8 @@ class Handlers:
             seed=options.seed,
         )
 
-    def _background_key(self, c: Content, buffers: Sequence[Any], mode: Mode) -> str:
+    def _background_key(self, c: SelectionRequest, buffers: Sequence[Any], mode: Mode) -> str:
+        assert c.background is not None  # the protocol requires one when no model is named
         _, model_cfg, train_cfg = self._resolve(c.train or TrainOptions(), mode)
         return training_key(_canonical(buffers, c.background), model_cfg, train_cfg)
 

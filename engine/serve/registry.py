@@ -10,6 +10,7 @@ the newest, it is the one found from then on.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ def training_key(pixels: np.ndarray, model: ModelConfig, train: TrainConfig) -> 
         "dtype": pixels.dtype.str,
     }
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    h.update(memoryview(pixels).cast("B"))
+    h.update(pixels.data.cast("B"))
     return h.hexdigest()
 
 
@@ -121,7 +122,7 @@ class Registry:
                 f"model {model_id} is damaged ({type(exc).__name__}: {reason}); remove {path} and train again"
             ) from exc
 
-    def list(self, mode: Mode | None = None) -> list[ModelInfo]:
+    def list(self, mode: Mode | None = None) -> builtins.list[ModelInfo]:
         with self._lock:
             ids = sorted(self._entries, key=lambda i: self._entries[i]["created"])
         infos = []
@@ -139,7 +140,7 @@ class Registry:
         found = self.find_all(key)
         return found[-1] if found else None
 
-    def find_all(self, key: str) -> list[str]:
+    def find_all(self, key: str) -> builtins.list[str]:
         """Every model stored under this training key, oldest first."""
         with self._lock:
             found = [(e["created"], i) for i, e in self._entries.items() if e.get("training_key") == key]

@@ -59,8 +59,11 @@ def output_shapes(model: TrainedModel, height: int | None, width: int | None) ->
     if height is None and width is None:
         return list(model.shapes)
     th, tw = model.shapes[-1]
-    height = round(th * width / tw) if height is None else height
-    width = round(tw * height / th) if width is None else width
+    if height is None:
+        assert width is not None
+        height = round(th * width / tw)
+    if width is None:
+        width = round(tw * height / th)
     if height < MIN_SIDE or width < MIN_SIDE:
         raise BadInputError(
             f"output of {width}x{height} px is too small: both sides must be >= {MIN_SIDE} px"

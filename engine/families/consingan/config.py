@@ -11,7 +11,7 @@ import enum
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import BadInputError
 from engine.families.consingan.modes import Mode, spec
@@ -33,7 +33,7 @@ class ConfigValueError(ValueError):
     """A config field outside its sane range (a damaged or hand-edited model.json or checkpoint)."""
 
 
-def _check(name: str, value: object, low: float, high: float, kind: type = int) -> None:
+def _check(name: str, value: Any, low: float, high: float, kind: type = int) -> None:
     """Refuse a field of the wrong type or outside [low, high]: a model.json with `num_layers` 1000000
     would otherwise build networks until memory runs out."""
     if kind is int:
@@ -93,7 +93,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (Mode(v) if k == "mode" else v) for k, v in d.items() if k in fields})
+        values: dict[str, Any] = {k: (Mode(v) if k == "mode" else v) for k, v in d.items() if k in fields}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (Precision(v) if k == "precision" else v) for k, v in d.items() if k in fields})
+        values: dict[str, Any] = {
+            k: (Precision(v) if k == "precision" else v) for k, v in d.items() if k in fields
+        }
+        return cls(**values)
 
 
 def _paper(mode: Mode) -> tuple[ModelConfig, TrainConfig]:

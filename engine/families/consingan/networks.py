@@ -168,12 +168,14 @@ class Generator(nn.Module):
                 x = self.body[0](F.pad(x, (pad, pad, pad, pad)))
                 continue
             noise = inputs[k]
+            assert x is not None, "a stage above the first needs the features of the stage below"
             up = self.resize(x, self.stage_size(k, noise))
             if self.border_upsampling:
                 stage_in = self.resize(x, noise.shape[-2:]) + noise * amps[k]
             else:
                 stage_in = F.pad(up + noise * amps[k], (pad, pad, pad, pad))
             x = self.body[k](stage_in) + up
+        assert x is not None
         return x
 
     def to_image(self, features: torch.Tensor) -> torch.Tensor:

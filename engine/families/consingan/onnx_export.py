@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -206,7 +207,7 @@ def metadata(model: TrainedModel, fp16: bool) -> dict[str, str]:
     """Everything a runtime needs to feed the graph, and where it came from."""
     cfg = model.model
     mode_spec = spec(cfg.mode)
-    values = {
+    values: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "engine_version": engine_version(),
@@ -230,7 +231,7 @@ def example_shapes(model: TrainedModel) -> list[Shape]:
     """The model's stage shapes, retargeted larger if needed so the smallest stage exceeds 2 x BAND px."""
     shortest = min(min(shape) for shape in model.shapes)
     if shortest > 2 * BAND:
-        return [tuple(shape) for shape in model.shapes]
+        return [(shape[0], shape[1]) for shape in model.shapes]
     factor = (2 * BAND + 2) / shortest
     h, w = model.shapes[-1]
     return retarget_shapes(model.shapes, math.ceil(h * factor), math.ceil(w * factor))
@@ -243,7 +244,7 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     generator = copy.deepcopy(model.generator).cpu().eval().requires_grad_(False)
     # The training code's interpolation matrices would be frozen at the example size; these taps are
     # computed in the graph from the inputs' shapes.
-    generator.resize = banded_upsample
+    generator.resize = banded_upsample  # type: ignore[method-assign]
     dtype = torch.float16 if fp16 else torch.float32
     generator.to(dtype)
     if fp16:
@@ -276,6 +277,8 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     except Exception as e:  # the exporter raises many unrelated types; all mean the same to the user
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"torch could not export this model: {first_line}") from e
+    if program is None:  # only with dynamo=False, which is not used
+        raise ExportError("torch returned no ONNX program")
     proto = program.model_proto
     for node in proto.graph.node:
         # The exporter's per-node provenance (stack traces with local paths): most of a small file's bytes.

@@ -339,6 +339,7 @@ class Trainer:
         remaining = (iters(depth) - self.iteration) * spi
         remaining += sum(iters(k) * spi * cost(k) / cost(depth) for k in range(depth + 1, len(self.shapes)))
         elapsed = self.elapsed + time.monotonic() - stage_start
+        assert self.progress is not None  # reported only when someone listens
         self.progress(
             Progress(
                 depth,
