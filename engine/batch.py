@@ -17,9 +17,6 @@ import numpy as np
 from engine.errors import BadInputError, DiskFullError, EngineError
 from engine.imageio import Picture
 
-# The usual image extensions; any other file is taken when OpenCV recognises its content (PPM, PFM, ...).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-
 ApplyFn = Callable[[Picture, np.ndarray], Picture]
 
 
@@ -42,20 +39,10 @@ class BatchReport:
     stopped: str | None = None  # why the run stopped before the end (a full disk)
 
 
-def _is_image(path: Path) -> bool:
-    import cv2  # not at import time: every `engine` command loads this module to build its parser
-
-    if not path.is_file() or path.name.startswith("."):
-        return False
-    return path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path))
-
-
-def _images(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if _is_image(p))
-
-
 def _find_mask(masks: Path, stem: str) -> Path | None:
-    for candidate in _images(masks):
+    from engine.imageio import image_files
+
+    for candidate in image_files(masks):
         if candidate.stem in (stem, f"{stem}_mask"):
             return candidate
     return None
@@ -75,7 +62,9 @@ def plan(input_dir: Path, output_dir: Path, masks_dir: Path | None) -> list[Item
                 "choose another --output"
             )
     items = []
-    for source in _images(input_dir):
+    from engine.imageio import image_files
+
+    for source in image_files(input_dir):
         mask = _find_mask(masks_dir, source.stem) if masks_dir is not None else None
         items.append(Item(source, mask, output_dir / source.name))
     return items

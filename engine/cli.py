@@ -101,14 +101,49 @@ def _train_run(args: argparse.Namespace, device, bar, cancel):
         raise EngineError(f"{flag}: {error['msg']}") from None
     if args.out is None:
         raise EngineError("train needs --out MODEL_DIR (or --resume MODEL_DIR)")
+    given_data = {
+        flag: value
+        for flag, value in (("IMAGE", args.image), *((f, getattr(args, d, None)) for f, d in _DATA_FLAGS))
+        if value is not None
+    }
+    needed = {DataKind.IMAGE: ("IMAGE",), DataKind.IMAGES: ("--images",)}.get(
+        task.data, ("--domain-a", "--domain-b")
+    )
+    what = f"{family.label} --mode {task.name} learns from {_DATA_WORDS[task.data.value]}"
+    if extra := sorted(set(given_data) - set(needed)):
+        raise EngineError(f"{what}: {extra[0]} is not for it")
+    if missing := [flag for flag in needed if flag not in given_data]:
+        wanted = " and ".join(flag if flag == "IMAGE" else f"{flag} DIR" for flag in missing)
+        raise EngineError(f"{what}: give {wanted}")
     if task.data is DataKind.IMAGE:
-        if args.image is None:
-            raise EngineError(f"train needs IMAGE: {family.label} learns from one image")
         data = TrainData(image=read_image(args.image).rgb)
     else:
-        raise EngineError(f"{family.label} --mode {task.name} trains on {task.data.value}, not supported yet")
+        data = TrainData(folders=tuple(_image_folder(Path(given_data[flag]), flag) for flag in needed))
     run = TrainRun(task.name, data, options, Path(args.out), device, bar, cancel)
     return family, run
+
+
+_DATA_FLAGS = (("--images", "images"), ("--domain-a", "domain_a"), ("--domain-b", "domain_b"))
+_DATA_WORDS = {
+    "image": "one image",
+    "images": "a folder of images",
+    "folders": "two folders of images (domain A and domain B)",
+}
+
+
+def _image_folder(folder: Path, flag: str) -> Path:
+    """A training folder, refused in one line when it is not a folder or holds no image."""
+    from engine.imageio import image_files
+
+    if not folder.is_dir():
+        raise EngineError(f"{flag} {folder} is not a folder of images")
+    try:
+        found = image_files(folder)
+    except OSError as exc:
+        raise EngineError(f"cannot read {flag} {folder} ({exc.strerror}): check its permissions") from None
+    if not found:
+        raise EngineError(f"{flag} {folder} has no images (PNG, JPEG, TIFF, WebP, ...)")
+    return folder
 
 
 def _option_names() -> list[str]:
@@ -431,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     from engine import families, operations
+    from engine.family import DataKind
 
     p = command("train", "train a model (see `engine capabilities` for the families and their tasks)")
     p.add_argument("image", nargs="?", help="training image (for the families that learn from one image)")
@@ -449,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
         "harmonize and edit need a model trained with --mode harmonization or editing",
     )
     p.add_argument("--out", help="model directory to create")
+    kinds = {t.data for f in families.all_families() for t in f.tasks}
+    if DataKind.IMAGES in kinds:
+        p.add_argument("--images", metavar="DIR", help="the folder of images a set-trained family learns")
+    if DataKind.FOLDERS in kinds:
+        p.add_argument("--domain-a", metavar="DIR", help="domain A's images (two-folder families)")
+        p.add_argument("--domain-b", metavar="DIR", help="domain B's images")
     _add_option_flags(p, families.all_families())
     p.add_argument("--resume", metavar="MODEL_DIR", help="continue an interrupted training run")
     p.set_defaults(run=cmd_train)

@@ -128,6 +128,21 @@ def _truncated_png(data: np.ndarray) -> bool:
     return True
 
 
+# The usual image extensions; any other file is taken when OpenCV recognises its content (PPM, PFM, ...).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The images in a folder (not recursive, hidden files skipped), sorted by name."""
+
+    def is_image(path: Path) -> bool:
+        if not path.is_file() or path.name.startswith("."):
+            return False
+        return path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path))
+
+    return sorted(p for p in Path(folder).iterdir() if is_image(p))
+
+
 def read_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """A selection mask as float32 H x W in {0, 1}; it must have the image's size.
 

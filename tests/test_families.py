@@ -119,3 +119,42 @@ def test_batch_applies_its_whole_image_operation(mean_colour_model, tmp_path, sh
     restyled = read_image(tmp_path / "out" / "a.png").rgb
     expected = 0.5 * mean + 0.5 * read_image(inputs / "a.png").rgb
     assert np.abs(restyled - expected).max() < 1 / 255 + 1e-6
+
+
+def test_tasks_that_learn_from_folders_take_them_as_flags(tmp_path, shared_images):
+    h = shared_images / "harmonization"
+    a, b, empty = tmp_path / "a", tmp_path / "b", tmp_path / "empty"
+    for folder in (a, b, empty):
+        folder.mkdir()
+    shutil.copy(h / "scream.jpg", a / "one.jpg")
+    for name in ("oil_tree.jpg", "pen_building.jpg"):
+        shutil.copy(h / name, b / name)
+    pixels = np.concatenate(
+        [read_image(b / n).rgb.reshape(-1, 3) for n in ("oil_tree.jpg", "pen_building.jpg")]
+    )
+    for args in (
+        ["--mode", "fill-set", "--images", b],
+        ["--mode", "fill-pair", "--domain-a", a, "--domain-b", b],
+    ):
+        out = tmp_path / f"m-{args[1]}"
+        proc = engine("train", "--family", "meancolour", *args, "--out", out, "--json")
+        assert proc.returncode == 0, proc.stderr
+        stored = json.loads((out / "model.json").read_text())["model"]["mean"]
+        np.testing.assert_allclose(stored, pixels.mean(axis=0), atol=1e-5)
+    refused = {
+        ("--mode", "fill-set"): "learns from a folder of images: give --images DIR",
+        ("--mode", "fill-pair", "--domain-a", a): "give --domain-b DIR",
+        ("--mode", "fill-set", "--images", empty): f"--images {empty} has no images",
+        ("--mode", "fill-set", "--images", a / "one.jpg"): "is not a folder of images",
+        ("--mode", "fill-set", "--images", b, "--domain-a", a): "--domain-a is not for it",
+    }
+    for args, message in refused.items():
+        proc = engine("train", "--family", "meancolour", *args, "--out", tmp_path / "no")
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.splitlines()) == 1, (
+            proc.stderr
+        )
+    proc = engine("train", "--images", b, "--out", tmp_path / "no")  # ConSinGAN learns from one image
+    assert (
+        proc.returncode == 2 and "ConSinGAN --mode generation learns from one image: --images" in proc.stderr
+    )
+    assert not (tmp_path / "no").exists()

@@ -9,9 +9,9 @@ import json
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.family import Family, Loaded, Task
+from engine.family import DataKind, Family, Loaded, Task
 from engine.files import write_files
-from engine.imageio import Picture
+from engine.imageio import Picture, image_files, read_image
 from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
 from engine.operations import OperationOutput, OperationSpec, Param, ParamType, Returns
 
@@ -22,7 +22,11 @@ class Options(BaseModel):
 
 
 def train(run):
-    mean = run.data.image.reshape(-1, 3).mean(axis=0) * (run.options.brightness or 1.0)
+    if run.data.image is not None:
+        pixels = run.data.image.reshape(-1, 3)
+    else:  # a set, or the second of two folders (domain B)
+        pixels = np.concatenate([read_image(p).rgb.reshape(-1, 3) for p in image_files(run.data.folders[-1])])
+    mean = pixels.mean(axis=0) * (run.options.brightness or 1.0)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -54,7 +58,11 @@ FAMILY = Family(
     name="meancolour",
     label="Mean colour",
     format_version=1,
-    tasks=(Task("fill", "Fill with the training image's mean colour"),),
+    tasks=(
+        Task("fill", "Fill with the training image's mean colour"),
+        Task("fill-set", "Fill with the mean colour of a folder of images", DataKind.IMAGES),
+        Task("fill-pair", "Fill with the mean colour of domain B", DataKind.FOLDERS),
+    ),
     options=Options,
     presets=(),
     train=train,
@@ -63,7 +71,7 @@ FAMILY = Family(
     prepare=prepare,
     operations=(
         OperationSpec(
-            "fill", "Fill selection", "meancolour", ("fill",), "fill the selection with the mean colour",
+            "fill", "Fill selection", "meancolour", ("fill", "fill-set", "fill-pair"), "fill the selection",
             takes_image=True, takes_mask=True, returns=Returns.LAYER, run=fill, whole_image=True,
             params=(Param("strength", ParamType.FLOAT, "how much", default=1.0, minimum=0, maximum=1),),
         ),
