@@ -250,11 +250,17 @@ def cmd_operation(args: argparse.Namespace) -> dict:
     """Any operation of the table (harmonize, edit, sample, ...), on the model's own family."""
     from engine import families, operations
     from engine.imageio import check_output_file, read_image, read_mask
+    from engine.operations import Returns
 
     specs = operations.table()[args.operation]
     takes_image = any(op.takes_image for op in specs)
     out = Path(args.out)
-    if takes_image:
+    suffixes = {op.out_suffix for op in specs if op.returns is Returns.FILE}
+    if suffixes:
+        if out.suffix.lower() not in suffixes:
+            names = " or ".join(("an " if s[1:2] in "aeiou" else "a ") + s for s in sorted(suffixes))
+            raise EngineError(f"--out {out} must be {names} file name")
+    elif takes_image:
         check_output_file(out, inputs=(args.image, *([args.mask] if args.mask else [])))
     elif out.exists() and not out.is_dir():
         raise EngineError(
@@ -264,7 +270,8 @@ def cmd_operation(args: argparse.Namespace) -> dict:
     first = specs[0]
     defaults = {p.name: p.default for p in first.params}
     steps = first.steps({**defaults, **{k: v for k, v in given.items() if v is not None and k in defaults}})
-    with _steps(args, args.operation, (1 if takes_image else 0) + 3 + steps) as bar:
+    fixed = (1 if takes_image else 0) + 2 + first.needs_runner  # read, load, prepare, ..., write
+    with _steps(args, args.operation, fixed + steps) as bar:
         picture = mask = None
         if takes_image:
             bar.step("reading the image and the mask" if args.mask else "reading the image")
@@ -285,14 +292,17 @@ def cmd_operation(args: argparse.Namespace) -> dict:
         params = op.check_params({k: v for k, v in given.items() if k in {q.name for q in op.params}})
         if op.takes_mask and mask is None:
             raise EngineError(f"{op.name} needs --mask MASK (white = the region to change)")
-        bar.total = (1 if takes_image else 0) + 3 + op.steps(params)
-        bar.step(f"preparing {args.backend}")
-        family.prepare(loaded, args.backend)
+        bar.total = (1 if takes_image else 0) + 2 + op.needs_runner + op.steps(params)
+        if op.needs_runner:
+            bar.step(f"preparing {args.backend}")
+            family.prepare(loaded, args.backend)
         start = time.perf_counter()
         from engine.operations import OperationInput
 
-        output = op.run(loaded, OperationInput(picture, mask, params, on_step=bar.step))
+        output = op.run(loaded, OperationInput(picture, mask, params, on_step=bar.step, out=out))
         seconds = round(time.perf_counter() - start, 3)
+        if op.returns is Returns.FILE:
+            return {**output.info, "seconds": seconds}
         bar.step("writing")
         return _write_outputs(op, output, out, seconds, loaded.runner_info)
 
@@ -323,30 +333,10 @@ def cmd_capabilities(args: argparse.Namespace) -> dict:
     for op in caps["operations"]:
         usage = f"engine {op['name']} MODEL_DIR" + " --image IN" * op["takes_image"]
         usage += " --mask MASK" * op["takes_mask"]
-        usage += " --out FILE" if op["returns"] == "layer" else " --out DIR"
+        usage += " --out FILE" if op["returns"] in ("layer", "file") else " --out DIR"
         usage += "".join(f" [--{p['name'].replace('_', '-')}]" for p in op["params"])
         print(f"{usage}\n  {op['label']}: a {op['family']} model for {' or '.join(op['tasks'])}")
     return {}
-
-
-def cmd_export(args: argparse.Namespace) -> dict:
-    from engine.families.consingan.onnx_export import export
-    from engine.families.consingan.store import load_model
-
-    if Path(args.out).suffix.lower() != ".onnx":
-        raise EngineError(f"--out {args.out} must be an .onnx file name")
-    start = time.perf_counter()
-    with _steps(args, "export", 2) as bar:
-        bar.step("loading the model")
-        model = load_model(args.model_dir, "cpu")
-        bar.step("exporting to ONNX and checking the graph")
-        path = export(model, Path(args.out), fp16=args.fp16)
-    return {
-        "onnx": str(path),
-        "precision": "fp16" if args.fp16 else "fp32",
-        "bytes": path.stat().st_size,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
@@ -467,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from engine import families, operations
     from engine.family import DataKind
+    from engine.operations import Returns
 
     p = command("train", "train a model (see `engine capabilities` for the families and their tasks)")
     p.add_argument("image", nargs="?", help="training image (for the families that learn from one image)")
@@ -506,12 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, specs in operations.table().items():
         p = command(name, specs[0].help)
         p.add_argument("model_dir")
+        suffixes = sorted({op.out_suffix for op in specs if op.returns is Returns.FILE})
         if any(op.takes_image for op in specs):
             p.add_argument("--image", required=True)
             out_help = (
                 "output image file, format from its extension (.png, .tif and .webp keep alpha); missing "
                 "folders are created"
             )
+        elif suffixes:
+            out_help = f"the {' or '.join(suffixes)} file to write"
         else:
             out_help = f"directory for {name}_NNN.png (created if missing)"
         if any(op.takes_mask for op in specs):
@@ -521,17 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help=out_help)
         for param in operations.cli_params(specs):
             add_param(p, param)
-        p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
-        p.set_defaults(run=cmd_operation, operation=name, mask=None)
+        if any(op.needs_runner for op in specs):
+            p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+        p.set_defaults(run=cmd_operation, operation=name, mask=None, image=None, backend="onnxruntime")
 
     p = command("capabilities", "list the model families, their tasks and presets, and the operations")
     p.set_defaults(run=cmd_capabilities)
-
-    p = command("export", "export a model's sampler as one ONNX graph (any output size)")
-    p.add_argument("model_dir")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 inputs and output")
-    p.set_defaults(run=cmd_export)
 
     p = command("demo", "quick start: train on the bundled painting and harmonize its composite")
     p.add_argument("--out", default="out/demo")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ class Returns(str, enum.Enum):
     NEW_LAYER = "new_layer"  # new pictures (samples): a new layer each
     FRAMES = "frames"  # an animation: frames
     FOLDER = "folder"  # files written into a folder
+    FILE = "file"  # one file the operation writes itself at --out (an exported graph)
 
 
 class ParamType(str, enum.Enum):
@@ -95,8 +97,9 @@ class OperationInput:
     picture: Picture | None = None  # the image to work on (None for operations that make new images)
     mask: np.ndarray | None = None  # H x W float32 in {0, 1}, where the work applies
     params: dict[str, Any] = field(default_factory=dict)  # every Param, checked (defaults filled in)
-    # Called before each of an operation's steps (a progress bar's hook): (what, step, of steps).
+    # Called before each of an operation's steps (a progress bar's hook), with what runs now.
     on_step: Callable[[str], None] | None = None
+    out: Path | None = None  # where a FILE operation writes
 
 
 @dataclass
@@ -121,6 +124,8 @@ class OperationSpec:
     whole_image: bool = False
     # How many times `run` calls `on_step`, for its parameters (a progress bar's length).
     steps: Callable[[dict[str, Any]], int] = lambda params: 1
+    needs_runner: bool = True  # runs the model (a backend is prepared first); False: reads its weights only
+    out_suffix: str = ""  # a FILE operation's file name ending (".onnx")
 
     def check_model(self, loaded: Loaded) -> None:
         if loaded.family.name != self.family:
@@ -152,6 +157,7 @@ class OperationSpec:
             "takes_mask": self.takes_mask,
             "returns": self.returns.value,
             "whole_image": self.whole_image,
+            "needs_runner": self.needs_runner,
             "params": [p.describe() for p in self.params],
         }
 

@@ -121,6 +121,18 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     return OperationOutput([Picture(image) for image in images])
 
 
+def _export(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    from engine.families.consingan.onnx_export import export
+
+    assert given.out is not None
+    fp16 = bool(given.params["fp16"])
+    if given.on_step is not None:
+        given.on_step("exporting to ONNX and checking the graph")
+    path = export(loaded.model, given.out, fp16=fp16)
+    info = {"onnx": str(path), "precision": "fp16" if fp16 else "fp32", "bytes": path.stat().st_size}
+    return OperationOutput([], info)
+
+
 def _color_match(default_text: str) -> Param:
     return Param(
         "color_match",
@@ -161,6 +173,13 @@ OPERATIONS = (
             SEED,
         ),
         steps=lambda params: params["n"],
+    ),
+    OperationSpec(
+        "export", "Export to ONNX", "consingan", tuple(m.value for m in Mode),
+        "export a model's sampler as one ONNX graph (any output size)",
+        takes_image=False, takes_mask=False, returns=Returns.FILE, run=_export, needs_runner=False,
+        out_suffix=".onnx",
+        params=(Param("fp16", ParamType.BOOL, "fp16 weights and compute, fp32 in and out", default=False),),
     ),
 )  # fmt: skip
 
