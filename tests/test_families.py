@@ -158,3 +158,29 @@ def test_tasks_that_learn_from_folders_take_them_as_flags(tmp_path, shared_image
         proc.returncode == 2 and "ConSinGAN --mode generation learns from one image: --images" in proc.stderr
     )
     assert not (tmp_path / "no").exists()
+
+
+def test_a_cancelled_run_of_another_family_resumes_with_its_own_code(tmp_path, shared_images, monkeypatch):
+    import threading
+
+    import torch
+
+    from engine.errors import CancelledError
+    from engine.family import TrainData, TrainRun
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "families"))
+    monkeypatch.setenv("ENGINE_FAMILIES", "mean_colour")
+    monkeypatch.setattr(families, "_families", None)  # the registry reads $ENGINE_FAMILIES again
+    family = families.get("meancolour")
+    image = read_image(shared_images / "harmonization" / "scream.jpg").rgb
+    cancel = threading.Event()
+    cancel.set()
+    out = tmp_path / "m"
+    run = TrainRun("fill", TrainData(image=image), family.options(), out, torch.device("cpu"), cancel=cancel)
+    with pytest.raises(CancelledError, match="--resume"):
+        family.train(run)
+    assert json.loads((out / "checkpoint" / "family.json").read_text()) == {"family": "meancolour"}
+    proc = engine("train", "--resume", out, "--json")  # the checkpoint names its family
+    assert proc.returncode == 0 and result(proc)["family"] == "meancolour", proc.stderr
+    assert not (out / "checkpoint").exists()
+    np.testing.assert_allclose(families.load(out).model, image.reshape(-1, 3).mean(axis=0), atol=1e-5)

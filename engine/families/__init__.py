@@ -86,6 +86,19 @@ def load(directory: str | Path, device: Any = "cpu", backend: str = "onnxruntime
 CHECKPOINT_FAMILY = "family.json"  # in a run's checkpoint/: the family that resumes it (none: ConSinGAN)
 
 
+def mark_checkpoint(directory: Path, family: str) -> None:
+    """Record in a training run's checkpoint/ which family resumes it; a family other than ConSinGAN
+    calls this when it writes its first checkpoint."""
+    import json
+
+    from engine.files import atomic_write_bytes
+    from engine.model_dir import CHECKPOINT_DIR
+
+    atomic_write_bytes(
+        Path(directory) / CHECKPOINT_DIR / CHECKPOINT_FAMILY, json.dumps({"family": family}).encode()
+    )
+
+
 def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = None) -> Path:
     """Continue an interrupted training run of any family (its checkpoint says which)."""
     import json

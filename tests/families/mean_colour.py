@@ -5,14 +5,17 @@ mean colour and "applies" by filling the selection with it. Registered with ENGI
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine import families
+from engine.errors import CancelledError
 from engine.family import DataKind, Family, Loaded, Task
-from engine.files import write_files
+from engine.files import atomic_write_bytes, write_files
 from engine.imageio import Picture, image_files, read_image
-from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
+from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON
 from engine.operations import OperationOutput, OperationSpec, Param, ParamType, Returns
 
 
@@ -22,21 +25,33 @@ class Options(BaseModel):
 
 
 def train(run):
+    """Takes the mean, checkpoints it (as a long training would), and stops there when cancelled."""
     if run.data.image is not None:
         pixels = run.data.image.reshape(-1, 3)
     else:  # a set, or the second of two folders (domain B)
         pixels = np.concatenate([read_image(p).rgb.reshape(-1, 3) for p in image_files(run.data.folders[-1])])
     mean = pixels.mean(axis=0) * (run.options.brightness or 1.0)
+    state = {"task": run.task, "mean": [float(v) for v in mean]}
+    atomic_write_bytes(run.out_dir / CHECKPOINT_DIR / "state.json", json.dumps(state).encode())
+    families.mark_checkpoint(run.out_dir, "meancolour")
+    if run.cancel is not None and run.cancel.is_set():
+        raise CancelledError(f"stopped: continue with `engine train --resume {run.out_dir}`")
+    return resume(run.out_dir, run.device, run.progress, run.cancel)
+
+
+def resume(out_dir, device, progress, cancel):
+    state = json.loads((out_dir / CHECKPOINT_DIR / "state.json").read_text())
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "family": "meancolour",
         "family_format_version": 1,
-        "model": {"task": run.task, "mean": [float(v) for v in mean]},
+        "model": state,
         "info": {},
     }
-    write_files(run.out_dir, {MODEL_JSON: json.dumps(meta).encode()})
-    return run.out_dir
+    write_files(out_dir, {MODEL_JSON: json.dumps(meta).encode()})
+    shutil.rmtree(out_dir / CHECKPOINT_DIR)
+    return out_dir
 
 
 def load(directory, meta, device):
@@ -66,7 +81,7 @@ FAMILY = Family(
     options=Options,
     presets=(),
     train=train,
-    resume=lambda *args: None,
+    resume=resume,
     load=load,
     prepare=prepare,
     operations=(
