@@ -445,3 +445,22 @@ def test_quick_commands_show_their_steps_on_a_terminal(tmp_path, tiny_models, sh
     # A failure leaves the bar where it stopped, then the one-line error.
     code, drawn = _on_a_terminal("sample", tmp_path / "missing", "--out", tmp_path / "s2")
     assert code == 2 and "done" not in drawn and "no model at" in drawn, drawn
+
+
+def test_demo_trains_and_harmonizes_the_bundled_painting(tmp_path):
+    # The README's first command, at the tiny preset: a model, and a harmonized picture that differs from
+    # the naive composite inside the selection only.
+    from engine.assets import asset_dir
+    from engine.families.consingan.apply import feathered_mask
+
+    res = result(engine("demo", "--preset", "tiny", "--out", tmp_path / "demo", "--json"))
+    assert res["ok"] and (tmp_path / "demo" / "model" / "model.json").is_file()
+    examples = asset_dir("examples")
+    naive = read_image(examples / "scream_naive.jpg").rgb
+    harmonized = read_image(res["file"]).rgb
+    mask = (read_image(examples / "scream_naive_mask.jpg").rgb.mean(axis=2) > 0.5).astype(np.float32)
+    changed = np.abs(harmonized - naive).max(axis=2) > 2 / 255
+    assert changed[mask > 0].mean() > 0.5  # the pasted object took on the painting's colours
+    shapes = json.loads((tmp_path / "demo" / "model" / "model.json").read_text())["stage_shapes"]
+    outside = feathered_mask(mask, tuple(shapes[-1]), dilation=7) == 0
+    assert outside.mean() > 0.1 and not changed[outside].any()  # and nothing else changed
