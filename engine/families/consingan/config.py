@@ -51,6 +51,17 @@ def _check_bool(name: str, value: object) -> None:
         raise ConfigValueError(f"{name} is {value!r}, not true or false")
 
 
+def _to_dict(config: Any) -> dict:
+    """A config as JSON-ready data: enum fields by their values."""
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _from_dict(cls: type, d: dict, enums: dict[str, type[enum.Enum]]) -> dict[str, Any]:
+    """The constructor arguments in `d` (fields this version knows; enum fields from their values)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return {k: (enums[k](v) if k in enums else v) for k, v in d.items() if k in fields}
+
+
 MAX_STAGES = 16
 MAX_SIDE = 4096  # a stage's long side; --max-size takes 16-4096
 
@@ -86,15 +97,11 @@ class ModelConfig:
         _check("channels", self.channels, 3, 3)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["mode"] = self.mode.value
-        return d
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: (Mode(v) if k == "mode" else v) for k, v in d.items() if k in fields}
-        return cls(**values)
+        return cls(**_from_dict(cls, d, {"mode": Mode}))
 
 
 @dataclass(frozen=True)
@@ -151,17 +158,11 @@ class TrainConfig:
         return self.coarse_iters if stage == 0 and self.coarse_iters is not None else self.iters
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["precision"] = self.precision.value
-        return d
+        return _to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {
-            k: (Precision(v) if k == "precision" else v) for k, v in d.items() if k in fields
-        }
-        return cls(**values)
+        return cls(**_from_dict(cls, d, {"precision": Precision}))
 
 
 def _paper(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
