@@ -121,11 +121,7 @@ def in_process(model_dir: Path, backend_name: str, device: str | None, given: di
     configure_threads()
     loaded = families.load(model_dir, select_device(device), backend_name)
     op = operations.whole_image(loaded)
-    foreign = sorted(k for k, v in given.items() if v is not None and k not in {p.name for p in op.params})
-    if foreign:
-        flag = "--" + foreign[0].replace("_", "-")
-        raise BadInputError(f"{flag} is not an option of {loaded.family.label}'s {op.name}")
-    params = op.check_params({k: v for k, v in given.items() if k in {p.name for p in op.params}})
+    params = op.check_params(given)
     return lambda picture, mask: op.run(loaded, OperationInput(picture, mask, params)).pictures[0]
 
 

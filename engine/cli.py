@@ -214,43 +214,14 @@ def _int_in(name: str, low: int, high: int):
     return parse
 
 
-MAX_SEED = 2**32 - 1  # the protocol's range (editor_bridge.protocol.Seed)
-seed_value = _int_in("seed", 0, MAX_SEED)
 iters_value = _int_in("iterations", 1, MAX_ITERS)
-
-
-def color_match_fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (got {text})")
-    return value
-
-
-def add_color_match(p: argparse.ArgumentParser, harmonize_only: bool = False) -> None:
-    """--color-match, its help naming the defaults the modes define (engine.families.consingan.modes)."""
-    from engine.families.consingan.modes import Mode, spec
-
-    harmonization, editing = (spec(m).color_match for m in (Mode.HARMONIZATION, Mode.EDITING))
-    if harmonize_only:
-        default_text = f"the engine's, {harmonization:g}; used by Harmonize selection, not by Edit selection"
-    else:
-        default_text = f"{harmonization:g} for harmonization, {editing:g} for editing"
-    p.add_argument(
-        "--color-match",
-        type=color_match_fraction,
-        default=None,
-        metavar="0-1",
-        help="move the selection towards its surroundings' colours (Poisson blending) before the model "
-        "runs: up to 0.5 their hue, saturation and contrast, from 0.5 to 1 their lightness too; 0 keeps the "
-        f"selection's own colours, 1 lets objects fade into the scene's light (default: {default_text})",
-    )
 
 
 def cmd_operation(args: argparse.Namespace) -> dict:
     """Any operation of the table (harmonize, edit, sample, ...), on the model's own family."""
     from engine import families, operations
     from engine.imageio import check_output_file, read_image, read_mask
-    from engine.operations import Returns
+    from engine.operations import OperationInput, Returns
 
     specs = operations.table()[args.operation]
     takes_image = any(op.takes_image for op in specs)
@@ -267,38 +238,25 @@ def cmd_operation(args: argparse.Namespace) -> dict:
             f"--out {out} is a file; {args.operation} writes {args.operation}_NNN.png files into a folder"
         )
     given = {p.name: getattr(args, p.name) for p in operations.cli_params(specs)}
-    first = specs[0]
-    defaults = {p.name: p.default for p in first.params}
-    steps = first.steps({**defaults, **{k: v for k, v in given.items() if v is not None and k in defaults}})
-    fixed = (1 if takes_image else 0) + 2 + first.needs_runner  # read, load, prepare, ..., write
-    with _steps(args, args.operation, fixed + steps) as bar:
+    first = specs[0]  # the bar's length until the model's family is known
+    guess = {p.name: p.default if given.get(p.name) is None else given[p.name] for p in first.params}
+    with _steps(args, args.operation, first.total_steps(guess, takes_image)) as bar:
         picture = mask = None
         if takes_image:
             bar.step("reading the image and the mask" if args.mask else "reading the image")
             picture = read_image(args.image)
             mask = read_mask(args.mask, picture.shape) if args.mask else None
         bar.step("loading the model")
-        model_dir = Path(args.model_dir)
-        from engine.model_dir import read_meta
-
-        meta = read_meta(model_dir)
-        family = families.family_of(meta, model_dir)
-        loaded = family.load(model_dir, meta, _device(args))
+        loaded = families.load(args.model_dir, _device(args), backend=None)
         op = operations.for_model(loaded, args.operation)
-        foreign = [p for p in given if given[p] is not None and p not in {q.name for q in op.params}]
-        if foreign:
-            flag = "--" + foreign[0].replace("_", "-")
-            raise EngineError(f"{flag} is not an option of {family.label}'s {op.name}")
-        params = op.check_params({k: v for k, v in given.items() if k in {q.name for q in op.params}})
+        params = op.check_params(given)
         if op.takes_mask and mask is None:
             raise EngineError(f"{op.name} needs --mask MASK (white = the region to change)")
-        bar.total = (1 if takes_image else 0) + 2 + op.needs_runner + op.steps(params)
+        bar.total = op.total_steps(params, takes_image)
         if op.needs_runner:
             bar.step(f"preparing {args.backend}")
-            family.prepare(loaded, args.backend)
+            loaded.family.prepare(loaded, args.backend)
         start = time.perf_counter()
-        from engine.operations import OperationInput
-
         output = op.run(loaded, OperationInput(picture, mask, params, on_step=bar.step, out=out))
         seconds = round(time.perf_counter() - start, 3)
         if op.returns is Returns.FILE:
@@ -391,25 +349,21 @@ def _add_option_flags(p: argparse.ArgumentParser, all_families) -> None:
     types, the family's model the ranges."""
     import typing
 
-    seen: set[str] = set()
-    for family in all_families:
-        for name, field in family.options.model_fields.items():
-            if name in seen:
-                continue
-            seen.add(name)
-            kinds = typing.get_args(field.annotation) or (field.annotation,)
-            kind = next(a for a in kinds if a is not type(None))
-            kwargs: dict = {"default": None, "dest": name}
-            if typing.get_origin(kind) is typing.Literal:
-                kwargs["choices"] = list(typing.get_args(kind))
-            elif kind is bool:
-                kwargs.update(action="store_const", const=True)
-            elif kind in (int, float):
-                kwargs["type"] = {int: _whole_number, float: float}[kind]
-            others = [f.label for f in all_families if name in f.options.model_fields]
-            where = "" if len(others) == len(all_families) else f" ({', '.join(others)})"
-            kwargs["help"] = (field.description or "") + where
-            p.add_argument("--" + name.replace("_", "-"), **kwargs)
+    for name in _option_names():
+        owners = [f for f in all_families if name in f.options.model_fields]
+        field = owners[0].options.model_fields[name]
+        kinds = typing.get_args(field.annotation) or (field.annotation,)
+        kind = next(a for a in kinds if a is not type(None))
+        kwargs: dict = {"default": None, "dest": name}
+        if typing.get_origin(kind) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(kind))
+        elif kind is bool:
+            kwargs.update(action="store_const", const=True)
+        elif kind in (int, float):
+            kwargs["type"] = {int: _whole_number, float: float}[kind]
+        where = "" if len(owners) == len(all_families) else f" ({', '.join(f.label for f in owners)})"
+        kwargs["help"] = (field.description or "") + where
+        p.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def _whole_number(text: str) -> int:

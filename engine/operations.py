@@ -141,10 +141,18 @@ class OperationSpec:
             )
 
     def check_params(self, given: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(given) - {p.name for p in self.params}
-        if unknown:
-            raise BadInputError(f"{self.name} takes no parameter {sorted(unknown)[0]!r}")
+        """Every parameter, checked (defaults filled in). `given` may hold the options of a command that
+        several families share: one that is set but is not this operation's is refused."""
+        own = {p.name for p in self.params}
+        foreign = sorted(k for k, v in given.items() if v is not None and k not in own)
+        if foreign:
+            flag = "--" + foreign[0].replace("_", "-")
+            raise BadInputError(f"{flag} is not an option of {self.family}'s {self.name}")
         return {p.name: p.check(given.get(p.name)) for p in self.params}
+
+    def total_steps(self, params: dict[str, Any], reads_image: bool) -> int:
+        """The steps of a command running it: reading, loading, preparing, its own, writing."""
+        return int(reads_image) + 2 + self.needs_runner + self.steps(params)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -361,7 +361,14 @@ def cmd_plugin(args: argparse.Namespace) -> dict:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """`engine plugin install|uninstall krita|gimp ...`, registered by engine.cli."""
-    from engine.cli import add_color_match  # here: engine.cli imports this module
+    from engine.cli import add_param  # here: engine.cli imports this module
+    from engine.families.consingan import color_match_param
+    from engine.families.consingan.modes import Mode, spec
+
+    default = spec(Mode.HARMONIZATION).color_match
+    color_match = color_match_param(
+        f"the engine's, {default:g}; used by Harmonize selection, not by Edit selection"
+    )
 
     plugin = sub.add_parser("plugin", help="install or remove the Krita or GIMP plugin")
     actions = plugin.add_subparsers(dest="action", required=True)
@@ -383,6 +390,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--preset", choices=["paper", "fast", "tiny"], help="training preset for new models"
             )
-            add_color_match(p, harmonize_only=True)
+            add_param(p, color_match)
             p.add_argument("--wheelhouse", type=Path, help="install wheels from this folder only (offline)")
         p.set_defaults(run=cmd_plugin)

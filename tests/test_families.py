@@ -119,6 +119,12 @@ def test_batch_applies_its_whole_image_operation(mean_colour_model, tmp_path, sh
     restyled = read_image(tmp_path / "out" / "a.png").rgb
     expected = 0.5 * mean + 0.5 * read_image(inputs / "a.png").rgb
     assert np.abs(restyled - expected).max() < 1 / 255 + 1e-6
+    # ConSinGAN's parameter of the same command is refused for this family's operation, in one line.
+    proc = engine("batch", model, "--input", inputs, "--output", tmp_path / "out2", "--color-match", "0.5")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "--color-match is not an option of meancolour's fill"
+    )
+    assert not (tmp_path / "out2").exists()
 
 
 def test_tasks_that_learn_from_folders_take_them_as_flags(tmp_path, shared_images):

@@ -71,15 +71,17 @@ def family_of(meta: dict, directory: Path) -> Family:
     return family
 
 
-def load(directory: str | Path, device: Any = "cpu", backend: str = "onnxruntime") -> Loaded:
-    """Any stored model, loaded by its own family, with its inference runner for `backend`."""
+def load(directory: str | Path, device: Any = "cpu", backend: str | None = "onnxruntime") -> Loaded:
+    """Any stored model, loaded by its own family, with its inference runner for `backend` (None: no
+    runner yet; `loaded.family.prepare(loaded, backend)` gives it one later)."""
     from engine.model_dir import read_meta
 
     directory = Path(directory)
     meta = read_meta(directory)
     family = family_of(meta, directory)
     loaded = family.load(directory, meta, device)
-    family.prepare(loaded, backend)
+    if backend is not None:
+        family.prepare(loaded, backend)
     return loaded
 
 
@@ -112,7 +114,7 @@ def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = Non
 
 def capabilities() -> dict[str, Any]:
     """What this engine can do: its families (tasks, presets, training options as JSON schema) and every
-    operation with its parameters. `engine capabilities --json` prints it; the daemon's ping carries it."""
+    operation with its parameters, as `engine capabilities --json` prints it."""
     from engine import operations
 
     return {

@@ -21,6 +21,7 @@ from engine.family import Family, Loaded, Task, TrainRun
 from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
 from engine.progress import ProgressFn
 
+NAME = "consingan"
 FORMAT_VERSION = 1  # of the model.json fields below `model`: ModelConfig, TrainConfig, shapes, noise amps
 MAX_SEED = 2**32 - 1
 
@@ -133,7 +134,8 @@ def _export(loaded: Loaded, given: OperationInput) -> OperationOutput:
     return OperationOutput([], info)
 
 
-def _color_match(default_text: str) -> Param:
+def color_match_param(default_text: str) -> Param:
+    """--color-match, its help naming the default (the plugin installer's names the plugins' own)."""
     return Param(
         "color_match",
         ParamType.FLOAT,
@@ -152,13 +154,13 @@ OPERATIONS = (
         "harmonize", "Harmonize selection", "consingan", (Mode.HARMONIZATION.value,),
         "harmonize the masked region of an image with a trained model",
         takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
-        params=(SEED, _color_match(f"{_HARMONIZE_DEFAULT:g}")), whole_image=True,
+        params=(SEED, color_match_param(f"{_HARMONIZE_DEFAULT:g}")), whole_image=True,
     ),
     OperationSpec(
         "edit", "Edit selection", "consingan", (Mode.EDITING.value,),
         "edit the masked region of an image with a trained model",
         takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
-        params=(SEED, _color_match(f"{_EDIT_DEFAULT:g}")), whole_image=True,
+        params=(SEED, color_match_param(f"{_EDIT_DEFAULT:g}")), whole_image=True,
     ),
     OperationSpec(
         "sample", "Generate variation", "consingan", tuple(m.value for m in Mode),
@@ -184,7 +186,7 @@ OPERATIONS = (
 )  # fmt: skip
 
 FAMILY = Family(
-    name="consingan",
+    name=NAME,
     label="ConSinGAN",
     format_version=FORMAT_VERSION,
     tasks=TASKS,

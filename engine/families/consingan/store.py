@@ -20,6 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from engine.errors import IncompatibleModelError, ModelDamagedError
+from engine.families.consingan import FORMAT_VERSION as FAMILY_FORMAT_VERSION
+from engine.families.consingan import NAME as FAMILY_NAME
 from engine.families.consingan.config import MAX_SIDE, ModelConfig, TrainConfig
 from engine.families.consingan.networks import Discriminator, Generator
 from engine.families.consingan.pyramid import Shape
@@ -70,8 +72,8 @@ def save_model(
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "family": "consingan",
-        "family_format_version": 1,  # engine.families.consingan.FORMAT_VERSION
+        "family": FAMILY_NAME,
+        "family_format_version": FAMILY_FORMAT_VERSION,
         "model": model.model.to_dict(),
         "training": model.train.to_dict(),
         "stage_shapes": [list(s) for s in model.shapes],
