@@ -8,6 +8,7 @@ file is removed and the error says which file system and how much to free.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -91,18 +92,25 @@ def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """
     path = Path(path)
     size = memoryview(data).nbytes
+    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     with reporting_full_disk(path, size):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                os.fchmod(fd, FILE_MODE)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            for folder in created:  # the folders made for it, innermost first: a failed write leaves none
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             raise
 
 
