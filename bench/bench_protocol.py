@@ -20,10 +20,10 @@ from editor_bridge import Client, frames
 from editor_bridge.connection import new_key
 from editor_bridge.protocol import (
     ChannelOrder,
-    FinetuneRequest,
     PingRequest,
     PongReply,
     ResultReply,
+    TrainRequest,
 )
 from editor_bridge.server import BridgeServer, Request
 from editor_bridge.signing import Signer, present_key
@@ -37,7 +37,7 @@ def serve_echo(key: str, endpoint: str, ready: Any, stop: Any) -> None:
 
         def handle(request: Request) -> None:
             content = request.content
-            if isinstance(content, FinetuneRequest):
+            if isinstance(content, TrainRequest):
                 server.reply(request, ResultReply(images=[content.image]), buffers=request.buffers)
             else:
                 server.reply(request, PongReply())
@@ -84,7 +84,7 @@ def layer_rows(client: Client, side: int, repeats: int) -> list[tuple[str, str, 
     nbytes = image.nbytes
     dst = np.empty_like(image)
     buffers: list = []
-    request = FinetuneRequest(model_id="m1", image=frames.attach(buffers, image, ChannelOrder.BGRA))
+    request = TrainRequest(base_model="m1", image=frames.attach(buffers, image, ChannelOrder.BGRA))
 
     def round_trip() -> None:
         reply = client.call(request, buffers, timeout=60)

@@ -23,7 +23,7 @@ from editor_bridge import Client, frames
 from editor_bridge.connection import read_connection_file
 from editor_bridge.errors import BridgeError
 from editor_bridge.plugin_core import mask_bbox
-from editor_bridge.protocol import HarmonizeRequest, JobState, Mode, Preset, TrainOptions, TrainRequest
+from editor_bridge.protocol import ApplyRequest, JobState, TrainRequest
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images" / "harmonization"
 
@@ -54,7 +54,7 @@ def layers(side: int) -> dict[str, np.ndarray]:
     }
 
 
-def harmonize(layer: dict[str, np.ndarray], **fields) -> tuple[HarmonizeRequest, list]:
+def harmonize(layer: dict[str, np.ndarray], **fields) -> tuple[ApplyRequest, list]:
     """The request the Krita plugin sends (editor_bridge.plugin_core.apply_job): the layer and the mask with
     the selection's bounding box, and only that box asked back."""
     buffers: list = []
@@ -66,7 +66,9 @@ def harmonize(layer: dict[str, np.ndarray], **fields) -> tuple[HarmonizeRequest,
     if "model_id" not in fields:
         background = frames.attach(buffers, layer["background"], "BGRA")
         fields = {"train_if_missing": True, **fields}
-    return HarmonizeRequest(image=image, mask=mask, background=background, **fields), buffers
+    return ApplyRequest(
+        operation="harmonize", image=image, mask=mask, background=background, **fields
+    ), buffers
 
 
 def timed(fn, repeats: int) -> tuple[list[float], list]:
@@ -105,7 +107,7 @@ def run(client: Client, args: argparse.Namespace) -> None:
     big = layers(args.side)
     # A model with the `fast` preset's shape (3 stages up to 250 px) but only a few iterations: the cost of
     # applying it is what a real fast model costs; its quality does not matter here.
-    request, buffers = harmonize(big, train=TrainOptions(preset=Preset.FAST, iters=2))
+    request, buffers = harmonize(big, train={"preset": "fast", "iters": 2})
     start = time.perf_counter()
     model = client.run_job(request, buffers).content.model
     print(f"model {model.model_id}: {model.n_stages} stages, {model.width}x{model.height}, "
@@ -134,7 +136,8 @@ def run(client: Client, args: argparse.Namespace) -> None:
 
     train_buffers: list = []
     image = frames.attach(train_buffers, small["background"], "BGRA")
-    train = TrainRequest(mode=Mode.HARMONIZATION, image=image, preset=Preset.FAST, iters=5000, seed=1)
+    options = {"preset": "fast", "iters": 5000, "seed": 1}
+    train = TrainRequest(task="harmonization", image=image, options=options)
     job_id = client.submit(train, train_buffers)
     while client.job_status(job_id).state is not JobState.RUNNING:
         time.sleep(0.05)

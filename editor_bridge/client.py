@@ -49,7 +49,6 @@ from editor_bridge.protocol import (
     JobState,
     JobStatusRequest,
     ListModelsRequest,
-    Mode,
     ModelInfo,
     ModelInfoReply,
     ModelListReply,
@@ -269,8 +268,8 @@ class Client:
     def status(self) -> DaemonStatus:
         return _expect(self.call(StatusRequest()), DaemonStatus)
 
-    def list_models(self, mode: Mode | None = None) -> list[ModelInfo]:
-        return _expect(self.call(ListModelsRequest(mode=mode)), ModelListReply).models
+    def list_models(self, family: str | None = None, task: str | None = None) -> list[ModelInfo]:
+        return _expect(self.call(ListModelsRequest(family=family, task=task)), ModelListReply).models
 
     def inspect_model(self, model_id: str) -> ModelInfo:
         return _expect(self.call(InspectModelRequest(model_id=model_id)), ModelInfoReply).model

@@ -33,6 +33,7 @@ class InvalidRequest(ProtocolError):
 
 class UnsupportedVersion(ProtocolError):
     code = ErrorCode.UNSUPPORTED_VERSION
+    peer_version: int | None = None  # an older peer's version, which its refusal is sent in
 
 
 class AuthenticationError(BridgeError):

@@ -8,29 +8,15 @@ backgrounds and result placement is tested without Krita or GIMP.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from editor_bridge import frames
 from editor_bridge.errors import BridgeError, ImageError
-from editor_bridge.protocol import (
-    BBox,
-    BitDepth,
-    ChannelOrder,
-    EditRequest,
-    HarmonizeRequest,
-    ImageDescriptor,
-    Mode,
-    Preset,
-    ResultReply,
-    SampleRequest,
-    TrainOptions,
-    TrainRequest,
-)
+from editor_bridge.protocol import ApplyRequest, BBox, BitDepth, ChannelOrder, ImageDescriptor, ResultReply
 from editor_bridge.wire import Message
 
 
@@ -62,51 +48,112 @@ class Editor(str, enum.Enum):
         return "convert it with Image > Mode > RGB"
 
 
-class Operation(str, enum.Enum):
-    HARMONIZE = "harmonize"
-    EDIT = "edit"
-    VARIATION = "variation"
-    # The same work with a newly trained model (another seed), which later runs then reuse: the way out
-    # when the stored model of a painting paints blotches (docs/artists.md).
-    RETRAIN_HARMONIZE = "retrain-harmonize"
-    RETRAIN_EDIT = "retrain-edit"
-
-    @property
-    def label(self) -> str:
-        return _OPERATION_SPECS[self].label
-
-    @property
-    def layer_name(self) -> str:
-        return _OPERATION_SPECS[self].layer_name
-
-    @property
-    def mode(self) -> Mode:
-        return _OPERATION_SPECS[self].mode
-
-    @property
-    def retrain(self) -> bool:
-        return _OPERATION_SPECS[self].retrain
-
-
 @dataclass(frozen=True)
-class _OperationSpec:
+class Operation:
+    """One menu entry: an engine operation as the plugins offer it, built from the engine's capabilities
+    (`engine capabilities --json`; `menu`), so an operation added to the engine appears without a new plugin.
+
+    The model it needs is trained on the picture when none is stored for it yet: on what lies beneath the
+    active layer, or (`picture`) on the picture as the artist sees it, the result then on top."""
+
+    name: str  # the engine's operation
+    family: str
     label: str  # the menu entry; no label is the start of another (GIMP's action search picks by prefix)
     layer_name: str  # the new layer's name
-    mode: Mode  # the kind of model it needs
-    retrain: bool = False  # train a new model even when one is stored for this painting
+    action: str  # Krita's action singan_<action>, GIMP's procedure python-fu-singan-<action>
+    new_layer: bool = False  # it makes a new picture (a sample) rather than changing the selection
+    picture: bool = False
+    object_on_layer: bool = False  # the selection must touch the active layer's object (a pasted one)
+    ask_color_match: bool = False  # ask the colour match (and whether to refine) before each run
+    can_refine: bool = False  # the engine can fine-tune the model on this picture first
+    params: frozenset[str] = frozenset()  # the operation's parameters
+    retrain: bool = False  # train a new model even when one is stored for this picture
+    tooltip: str = ""
+
+    @property
+    def krita_action(self) -> str:
+        return "singan_" + self.action.replace("-", "_")
+
+    @property
+    def gimp_procedure(self) -> str:
+        return "python-fu-singan-" + self.action.replace("_", "-")
 
 
-_OPERATION_SPECS: dict[Operation, _OperationSpec] = {
-    Operation.HARMONIZE: _OperationSpec("Harmonize selection", "Harmonized", Mode.HARMONIZATION),
-    Operation.EDIT: _OperationSpec("Edit selection", "Edited", Mode.EDITING),
-    Operation.VARIATION: _OperationSpec("Generate variation", "Variation", Mode.GENERATION),
-    Operation.RETRAIN_HARMONIZE: _OperationSpec(
-        "Retrain and harmonize selection", "Harmonized", Mode.HARMONIZATION, retrain=True
-    ),
-    Operation.RETRAIN_EDIT: _OperationSpec(
-        "Retrain and edit selection", "Edited", Mode.EDITING, retrain=True
-    ),
-}
+_RETURNS = {"layer": False, "new_layer": True}  # what the plugins can write back (frames: to come)
+
+
+def menu(capabilities: dict[str, Any]) -> list[Operation]:
+    """The plugins' menu entries, in the engine's order: each operation it offers to editors, and after
+    those that retrain, a "Retrain and ..." entry. An operation that several families have is labelled
+    with its family's."""
+    ops = [op for op in capabilities.get("operations", []) if op.get("editor") and op["returns"] in _RETURNS]
+    names = [op["name"] for op in ops]
+    families = {f["name"]: f for f in capabilities.get("families", [])}
+    entries: list[Operation] = []
+    retrains: list[Operation] = []
+    for op in ops:
+        editor = op["editor"]
+        family = families.get(op["family"], {})
+        label, action = op["label"], editor["action"]
+        if names.count(op["name"]) > 1:
+            label, action = f"{label} ({family.get('label', op['family'])})", f"{op['family']}-{action}"
+        entry = Operation(
+            name=op["name"],
+            family=op["family"],
+            label=label,
+            layer_name=editor["layer_name"],
+            action=action,
+            new_layer=_RETURNS[op["returns"]],
+            picture=editor["picture"],
+            object_on_layer=editor["object_on_layer"],
+            ask_color_match=editor["ask_color_match"],
+            can_refine=bool(set(op["tasks"]) & set(family.get("finetune_tasks", []))),
+            params=frozenset(p["name"] for p in op["params"]),
+            tooltip=editor.get("tooltip") or op["help"],
+        )
+        entries.append(entry)
+        if editor["retrain"]:
+            retrain_label = "Retrain and " + label[:1].lower() + label[1:]
+            tooltip = "Train a new model of the painting (another seed), then the same; later runs use it"
+            retrains.append(
+                replace(entry, label=retrain_label, action=f"retrain-{action}", retrain=True, tooltip=tooltip)
+            )
+    return entries + retrains
+
+
+KRITA_MENU = ("singan_studio_menu", "SinGAN Studio")  # Tools > Scripts > SinGAN Studio: the entries' submenu
+
+
+def krita_action_file(entries: list[Operation]) -> str:
+    """Krita's .action file for the entries (texts and tooltips, in its actions folder beside pykrita),
+    written by `engine plugin install` from the engine's capabilities."""
+    from xml.etree import ElementTree as ET
+
+    root = ET.Element("ActionCollection", version="2", name="Scripts")
+    group = ET.SubElement(root, "Actions", category="Scripts")
+    ET.SubElement(group, "text").text = "SinGAN Studio"
+    rows = [(*KRITA_MENU, "Tools trained on the painting: " + ", ".join(e.label for e in entries), "")]
+    rows += [(e.krita_action, e.label, e.tooltip, e.layer_name) for e in entries]
+    for name, text, tooltip, icon_text in rows:
+        action = ET.SubElement(group, "Action", name=name)
+        for tag, value in (
+            ("icon", ""), ("text", text), ("whatsThis", ""), ("toolTip", tooltip),
+            ("iconText", icon_text or text), ("activationFlags", "10000"), ("activationConditions", "0"),
+            ("shortcut", ""), ("isCheckable", "false"), ("statusTip", ""),
+        ):  # fmt: skip
+            ET.SubElement(action, tag).text = value
+    ET.indent(root, "    ")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def find(entries: list[Operation], action: str) -> Operation:
+    """The entry with this action id; a one-line error when the engine no longer offers it."""
+    for entry in entries:
+        if action in (entry.action, entry.krita_action, entry.gimp_procedure):
+            return entry
+    raise CanvasError(
+        f"the engine no longer offers {action!r}: restart the editor to refresh the plugin's menu"
+    )
 
 
 def check_canvas_unchanged(before: tuple[int, int], now: tuple[int, int]) -> None:
@@ -256,49 +303,56 @@ class Job:
     bbox: BBox
 
 
-def _train_options(preset: Preset | str | None) -> TrainOptions | None:
-    return TrainOptions(preset=Preset(preset)) if preset else None
-
-
 def apply_job(
     op: Operation,
     canvas: Canvas,
     *,
-    preset: Preset | str | None = None,
+    preset: str | None = None,
     seed: int | None = None,
     color_match: float | None = None,
     finetune_iters: int | None = None,
 ) -> Job:
-    """A harmonize or edit request: composite + mask, training on the background if no model exists yet.
-    color_match: 0-1, or None for the engine's default (docs/engine.md). finetune_iters: fine-tune the model
-    on this composite first (a new model; minutes on a CPU), or None."""
-    if op is Operation.VARIATION:
-        raise ValueError("variation needs a generation model: use train_job and sample_job")
-    mask = canvas.mask()
-    bbox = mask_bbox(mask)
-    if op.mode is Mode.HARMONIZATION:
-        check_region_on_layer(canvas, mask)
+    """The request for a menu entry: the picture (and selection) it works on, with what the engine trains
+    on when no model is stored for this picture yet. color_match: 0-1, or None for the engine's default
+    (docs/engine.md). finetune_iters: fine-tune the model on this composite first (a new model; minutes on
+    a CPU), or None."""
     buffers: list[Any] = []
     order = canvas.channel_order
-    image = frames.attach(buffers, canvas.pixels(canvas.composite), order, bbox)
-    mask_desc = frames.attach(buffers, mask, ChannelOrder.GRAY, bbox)
-    training = canvas.training_image()
-    if training is canvas.composite:
-        background = image  # the protocol lets both refer to one frame: no second copy on the wire
+    params: dict[str, Any] = {"seed": seed, "color_match": color_match}
+    if op.new_layer:
+        # A new canvas-sized picture, limited to the selection when there is one.
+        bbox = (
+            mask_bbox(canvas.mask())
+            if canvas.selection is not None
+            else BBox(x=0, y=0, w=canvas.width, h=canvas.height)
+        )
+        background = frames.attach(buffers, canvas.pixels(canvas.composite), order)
+        params.update(n=1, width=canvas.width, height=canvas.height)
+        image = mask_desc = None
     else:
-        background = frames.attach(buffers, canvas.pixels(training), order)
-    cls = HarmonizeRequest if op.mode is Mode.HARMONIZATION else EditRequest
-    request = cls(
+        mask = canvas.mask()
+        bbox = mask_bbox(mask)
+        if op.object_on_layer:
+            check_region_on_layer(canvas, mask)
+        image = frames.attach(buffers, canvas.pixels(canvas.composite), order, bbox)
+        mask_desc = frames.attach(buffers, mask, ChannelOrder.GRAY, bbox)
+        training = canvas.composite if op.picture else canvas.training_image()
+        if training is canvas.composite:
+            background = image  # the protocol lets both refer to one frame: no second copy on the wire
+        else:
+            background = frames.attach(buffers, canvas.pixels(training), order)
+    request = ApplyRequest(
+        operation=op.name,
+        family=op.family,
         image=image,
         mask=mask_desc,
+        params={k: v for k, v in params.items() if k in op.params and v is not None},
         train_if_missing=True,
         background=background,
-        train=_train_options(preset),
-        seed=seed,
-        color_match=color_match,
+        train={"preset": preset} if preset else {},
         retrain=op.retrain,
         finetune_iters=finetune_iters,
-        crop_to_bbox=True,  # the new layer is limited to the selection: only that region comes back
+        crop_to_bbox=image is not None,  # the new layer is limited to the selection: only that comes back
     )
     return Job(request, buffers, bbox)
 
@@ -307,35 +361,6 @@ def is_result_name(name: str, base: str) -> bool:
     """Whether a layer is one the plugins added as `base` ("Variation"): the name itself, or the unique
     names the editors make of it (Krita's plugin: "Variation 2"; GIMP: "Variation #1")."""
     return re.fullmatch(re.escape(base) + r"( #?\d+)?", name) is not None
-
-
-def variation_model_name(canvas: Canvas) -> str:
-    """A stable name for the generation model of this picture, so a second variation reuses it."""
-    digest = hashlib.sha256(canvas.composite).hexdigest()[:16]
-    return f"variation-{canvas.width}x{canvas.height}-{digest}"
-
-
-def train_job(canvas: Canvas, *, preset: Preset | str | None = None) -> Job:
-    """Train a generation model on the picture as the artist sees it (the first half of a variation)."""
-    buffers: list[Any] = []
-    image = frames.attach(buffers, canvas.pixels(canvas.composite), canvas.channel_order)
-    request = TrainRequest(
-        mode=Mode.GENERATION,
-        name=variation_model_name(canvas),
-        image=image,
-        preset=Preset(preset) if preset else None,
-    )
-    return Job(request, buffers, BBox(x=0, y=0, w=canvas.width, h=canvas.height))
-
-
-def sample_job(canvas: Canvas, model_id: str, *, seed: int | None = None) -> Job:
-    """Sample one canvas-sized image; limited to the selection when there is one, else the whole canvas."""
-    if canvas.selection is not None:
-        bbox = mask_bbox(canvas.mask())
-    else:
-        bbox = BBox(x=0, y=0, w=canvas.width, h=canvas.height)
-    request = SampleRequest(model_id=model_id, n=1, width=canvas.width, height=canvas.height, seed=seed)
-    return Job(request, [], bbox)
 
 
 @dataclass(frozen=True)
@@ -406,7 +431,7 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
             f"the engine returned a {desc.width}x{desc.height} image for a {canvas.width}x{canvas.height} "
             "canvas; update the engine and the plugin together"
         )
-    if op is Operation.VARIATION and canvas.selection is None:
+    if op.new_layer and canvas.selection is None:
         region_mask = None  # a whole-canvas variation keeps the sample's own alpha
     else:
         region_mask = canvas.mask()[box.y : box.y + box.h, box.x : box.x + box.w]

@@ -38,16 +38,18 @@ from editor_bridge.plugin_core import (
     LayerPatch,
     Operation,
     apply_job,
+    menu,
     patch_from_result,
-    sample_job,
-    train_job,
-    variation_model_name,
 )
-from editor_bridge.protocol import ErrorCode, Mode, ProgressEvent, ResultReply
+from editor_bridge.protocol import ErrorCode, ProgressEvent
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
+# What the engine can do (`engine capabilities --json`), from which the plugins build their menus: written
+# beside the plugin by `engine plugin install`, and into the engine's home by `engine serve` at each start
+# (the newer of the two is read, so an operation an updated engine adds appears in the menus).
+CAPABILITIES_FILE = "capabilities.json"
 # The engine's default colour match for harmonization (consingan.modes; tests/test_plugin_runner.py keeps the
 # two equal). The plugins' dialogs start from it when the settings file names none.
 HARMONIZE_COLOR_MATCH = 0.5
@@ -305,6 +307,29 @@ def connect(settings: Settings, *, timeout: float | None = None) -> Client:
     )
 
 
+def load_menu(settings: Settings, plugin_dir: str | os.PathLike[str]) -> list[Operation]:
+    """The menu entries of the engine's capabilities: the newer of the engine home's file and the one
+    installed beside the plugin. A CanvasError says what to do when neither can be read."""
+    found = [Path(plugin_dir) / CAPABILITIES_FILE, default_home(settings.home) / CAPABILITIES_FILE]
+    readable = []
+    for path in found:
+        try:
+            readable.append((path.stat().st_mtime, path, json.loads(path.read_text())))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+    for _, path, data in sorted(readable, key=lambda item: item[0], reverse=True):
+        try:
+            return menu(data)
+        except (KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring %s, which is not an engine's capabilities: %r", path, exc)
+    raise CanvasError(
+        "the plugin does not know what the engine can do (no capabilities.json): reinstall it with "
+        "`engine plugin install krita` (or gimp), or start the engine once with `engine serve`"
+    )
+
+
 # ---- one operation ----
 
 
@@ -328,18 +353,21 @@ class Runner:
         try:
             # Fail before sending megabytes when the file points at an engine that is gone or hung.
             client.ping(cancel=self.cancel)
-            if op is Operation.VARIATION:
-                return self._variation(client, canvas)
-            # The setting is Harmonize selection's; an edit keeps the engine's default (its own colours).
-            if op.mode is not Mode.HARMONIZATION:
+            # The setting is for the entries that ask for it (Harmonize selection); others keep the
+            # engine's default (an edit: its own colours).
+            if not op.ask_color_match:
                 color_match = None
             elif color_match is None:
                 color_match = self.settings.color_match
+            # Each variation is a new one: a fresh seed unless the runner was given one.
+            seed = self.seed
+            if seed is None and op.new_layer:
+                seed = secrets.randbelow(2**32)
             job = apply_job(
                 op,
                 canvas,
                 preset=self.settings.preset,
-                seed=self.seed,
+                seed=seed,
                 color_match=color_match,
                 finetune_iters=self.settings.refine_iters if refine else None,
             )
@@ -355,34 +383,6 @@ class Runner:
         finally:
             # Closing here, on the thread that used it, is what keeps Krita from crashing at exit.
             client.close()
-
-    def _variation(self, client: Client, canvas: Canvas) -> LayerPatch:
-        name = variation_model_name(canvas)
-        model_id = next((m.model_id for m in client.list_models(Mode.GENERATION) if m.name == name), None)
-        if model_id is None:
-            job = train_job(canvas, preset=self.settings.preset)
-            self.on_progress(Progress(0, "Generate variation: learning this picture..."))
-            trained = client.run_job(
-                job.request,
-                job.buffers,
-                on_progress=self._progress("Training"),
-                cancel=self.cancel,
-                on_job=self.on_job,
-            )
-            content = trained.content
-            if not isinstance(content, ResultReply) or content.model is None:
-                raise RemoteError(ErrorCode.JOB_FAILED, "the engine trained no model; see the engine log")
-            model_id = content.model.model_id
-        if self.cancel.is_set():  # cancelled as the training ended: do not start sampling
-            raise JobCancelled(ErrorCode.CANCELLED, "cancelled")
-        self.on_progress(Progress(100, "Generate variation: sampling..."))
-        # Each variation is a new one: a fresh seed unless the runner was given one.
-        seed = self.seed if self.seed is not None else secrets.randbelow(2**32)
-        job = sample_job(canvas, model_id, seed=seed)
-        message = client.run_job(
-            job.request, on_progress=self._progress("Sampling"), cancel=self.cancel, on_job=self.on_job
-        )
-        return patch_from_result(Operation.VARIATION, canvas, job, message)
 
     def _progress(self, phase: str) -> Callable[[ProgressEvent, np.ndarray | None], None]:
         def report(event: ProgressEvent, preview: np.ndarray | None) -> None:

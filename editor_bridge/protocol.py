@@ -16,12 +16,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 # Bump on any change that an older peer could misread; peers refuse every other version.
 # 2: large frames signed through their chunked digest; crop_to_bbox.
 # 3: harmonize/edit take retrain and finetune_iters (the plugins' Retrain and Refine).
-PROTOCOL_VERSION = 3
+# 4: model families: one train request (family, task, data, the family's options), one apply request (any
+#    operation of any family, by name, with its parameters); models say their family and task; the ping
+#    reply carries the engine's capabilities (families, tasks, operations), from which the plugins' menus
+#    are built.
+PROTOCOL_VERSION = 4
 
 # Ids end up in file paths on the daemon side, so no separators, no leading dot.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]
 MAX_SIDE = 16384
 
 
@@ -33,11 +36,7 @@ class MsgType(str, enum.Enum):
     RENAME_MODEL = "rename_model"
     DELETE_MODEL = "delete_model"
     TRAIN = "train"
-    FINETUNE = "finetune"
-    HARMONIZE = "harmonize"
-    EDIT = "edit"
-    SAMPLE = "sample"
-    EXPORT_ONNX = "export_onnx"
+    APPLY = "apply"
     JOB_STATUS = "job_status"
     CANCEL = "cancel"
     STATUS = "status"
@@ -53,19 +52,6 @@ class MsgType(str, enum.Enum):
     MODEL_LIST = "model_list"
     JOB_INFO = "job_info"
     DAEMON_STATUS = "daemon_status"
-
-
-class Mode(str, enum.Enum):
-    GENERATION = "generation"
-    RETARGET = "retarget"
-    HARMONIZATION = "harmonization"
-    EDITING = "editing"
-
-
-class Preset(str, enum.Enum):
-    PAPER = "paper"
-    FAST = "fast"
-    TINY = "tiny"
 
 
 class ChannelOrder(str, enum.Enum):
@@ -180,14 +166,12 @@ class ImageDescriptor(_Model):
         return self.width * self.height * self.channels * self.bit_depth.itemsize
 
 
-class TrainOptions(_Model):
-    """Training settings; every unset field takes the preset's value."""
-
-    preset: Preset | None = None
-    stages: int | None = Field(default=None, ge=1, le=16)
-    iters: int | None = Field(default=None, ge=1, le=100_000)
-    max_size: int | None = Field(default=None, ge=16, le=4096)
-    seed: Seed | None = None
+# A family's training options or an operation's parameters: plain values, checked by the engine against
+# the family's own options model and the operation's parameter specs (`engine capabilities` lists both).
+Value = bool | int | float | str | None
+Options = Annotated[dict[Annotated[str, StringConstraints(max_length=64)], Value], Field(max_length=64)]
+FamilyName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+EnginePath = Annotated[str, StringConstraints(min_length=1, max_length=4096)]  # on the engine's machine
 
 
 class Content(_Model):
@@ -203,7 +187,8 @@ class PingRequest(Content):
 
 class ListModelsRequest(Content):
     msg_type = MsgType.LIST_MODELS
-    mode: Mode | None = None
+    family: FamilyName | None = None
+    task: FamilyName | None = None
 
 
 class InspectModelRequest(Content):
@@ -222,45 +207,51 @@ class DeleteModelRequest(Content):
     model_id: Id
 
 
-class TrainRequest(TrainOptions, Content):
-    """Train a new model on an attached `image` or on an image the daemon already stores."""
+class TrainRequest(Content):
+    """Train a new model of `family` for `task` on one source of data: an attached `image`, the training
+    image of a stored model (`stored_image`), or `folders` on the engine's machine (one for a task that
+    learns from a set of images, two, domain A then B, for one that learns from unpaired folders).
+    With `base_model` the stored model is fine-tuned on the attached image instead (a new model; family
+    and task are the base model's). `options` are the family's training options."""
 
     msg_type = MsgType.TRAIN
-    mode: Mode
+    family: FamilyName = "consingan"
+    task: FamilyName | None = None  # None: the family's first task
     name: Name | None = None
     image: ImageDescriptor | None = None
     stored_image: Id | None = None
+    folders: Annotated[list[EnginePath], Field(max_length=2)] = Field(default_factory=list)
+    base_model: Id | None = None
+    options: Options = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source(self) -> TrainRequest:
-        if (self.image is None) == (self.stored_image is None):
-            raise ValueError("give exactly one of image (attached) or stored_image")
+        sources = (self.image is not None) + (self.stored_image is not None) + bool(self.folders)
+        if sources != 1:
+            raise ValueError("give exactly one of image (attached), stored_image or folders")
+        if self.base_model is not None and self.image is None:
+            raise ValueError("base_model is fine-tuned on an attached image: give image")
         return self
 
 
-class FinetuneRequest(Content):
-    msg_type = MsgType.FINETUNE
-    model_id: Id
-    image: ImageDescriptor  # the naive composite the model should learn to harmonize
-    iters: int | None = Field(default=None, ge=1, le=100_000)
+class ApplyRequest(Content):
+    """Run one operation (`engine capabilities` lists them) with a stored model, or with the model
+    trained on `background` when none is stored for it yet (`train_if_missing`: the family's first task
+    of the operation, trained with `train` options, found again by the same background and options)."""
 
-
-class SelectionRequest(Content):
-    image: ImageDescriptor
-    mask: ImageDescriptor  # GRAY, same size as image; nonzero where the work applies
+    msg_type = MsgType.APPLY
+    operation: FamilyName
     model_id: Id | None = None
+    image: ImageDescriptor | None = None  # the picture an operation works on
+    mask: ImageDescriptor | None = None  # GRAY, same size as image; nonzero where the work applies
+    params: Options = Field(default_factory=dict)  # the operation's parameters; unset ones: its defaults
     train_if_missing: bool = False
-    background: ImageDescriptor | None = (
-        None  # trained on when no model_id is given (may reuse image's buffer)
-    )
-    train: TrainOptions | None = None
-    seed: Seed | None = None
+    background: ImageDescriptor | None = None  # what a missing model is trained on (may reuse image's buffer)
+    family: FamilyName | None = None  # of the model trained on background (None: the operation's only one)
+    train: Options = Field(default_factory=dict)  # that family's training options
     # True: the result holds only the image's bbox (the selection's bounding box), which is all a plug-in
     # writes back; the pixels outside it would be the input's anyway. Saves sending the rest of the layer.
     crop_to_bbox: bool = False
-    # Share (0-1) of the Poisson colour change towards the selection's surroundings made before the model
-    # runs; None: the model's mode decides (harmonization 0.5, editing 0). See consingan/blend.py.
-    color_match: float | None = Field(default=None, ge=0.0, le=1.0)
     # True: train a new model on the background even when one is stored for it, with the next seed not yet
     # used for it, and reuse that model from then on (the way out of an unlucky training run).
     retrain: bool = False
@@ -269,43 +260,24 @@ class SelectionRequest(Content):
     finetune_iters: int | None = Field(default=None, ge=1, le=100_000)
 
     @model_validator(mode="after")
-    def _check(self) -> SelectionRequest:
-        if self.mask.channel_order is not ChannelOrder.GRAY:
-            raise ValueError("mask must be a GRAY image")
-        if (self.mask.width, self.mask.height) != (self.image.width, self.image.height):
-            raise ValueError(
-                f"mask is {self.mask.width}x{self.mask.height}, image {self.image.width}x{self.image.height}"
-            )
-        if self.crop_to_bbox and self.image.bbox is None:
+    def _check(self) -> ApplyRequest:
+        if self.mask is not None:
+            if self.image is None:
+                raise ValueError("a mask needs the image it selects from")
+            if self.mask.channel_order is not ChannelOrder.GRAY:
+                raise ValueError("mask must be a GRAY image")
+            if (self.mask.width, self.mask.height) != (self.image.width, self.image.height):
+                mask, image = self.mask, self.image
+                raise ValueError(f"mask is {mask.width}x{mask.height}, image {image.width}x{image.height}")
+        if self.crop_to_bbox and (self.image is None or self.image.bbox is None):
             raise ValueError("crop_to_bbox needs a bbox on the image")
         if self.model_id is None and not (self.train_if_missing and self.background is not None):
             raise ValueError("give model_id, or train_if_missing=True with a background image")
         if self.retrain and self.model_id is not None:
             raise ValueError("retrain trains on the background: give no model_id with it")
+        if self.finetune_iters is not None and self.image is None:
+            raise ValueError("finetune_iters fine-tunes on the image: give image")
         return self
-
-
-class HarmonizeRequest(SelectionRequest):
-    msg_type = MsgType.HARMONIZE
-
-
-class EditRequest(SelectionRequest):
-    msg_type = MsgType.EDIT
-
-
-class SampleRequest(Content):
-    msg_type = MsgType.SAMPLE
-    model_id: Id
-    n: int = Field(default=1, ge=1, le=64)
-    width: int | None = Field(default=None, ge=8, le=MAX_SIDE)  # None: the training image's size
-    height: int | None = Field(default=None, ge=8, le=MAX_SIDE)
-    seed: Seed | None = None
-
-
-class ExportOnnxRequest(Content):
-    msg_type = MsgType.EXPORT_ONNX
-    model_id: Id
-    fp16: bool = False
 
 
 class JobStatusRequest(Content):
@@ -335,11 +307,12 @@ class ShutdownRequest(Content):
 class ModelInfo(_Model):
     model_id: Id
     name: Name
-    mode: Mode
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
-    n_stages: int = Field(ge=1)
-    preset: Preset | None = None
+    family: FamilyName
+    task: FamilyName
+    width: int | None = Field(default=None, gt=0)  # of what it was trained on, where that is one size
+    height: int | None = Field(default=None, gt=0)
+    n_stages: int | None = Field(default=None, ge=1)  # for pyramid models
+    preset: Name | None = None
     created: AwareDatetime
     has_onnx: bool = False
 
@@ -349,6 +322,9 @@ class PongReply(Content):
     protocol_version: int = PROTOCOL_VERSION
     engine_version: str = ""
     pid: int = 0
+    # What the engine can do, as `engine capabilities --json` prints it: {"families": [...],
+    # "operations": [...]}; the plugins build their menus from the operations.
+    capabilities: dict[str, Any] = Field(default_factory=dict)
 
 
 class AckReply(Content):
@@ -431,8 +407,7 @@ CONTENT_TYPES: dict[MsgType, type[Content]] = {
     cls.msg_type: cls
     for cls in (
         PingRequest, ListModelsRequest, InspectModelRequest, RenameModelRequest, DeleteModelRequest,
-        TrainRequest, FinetuneRequest, HarmonizeRequest, EditRequest, SampleRequest, ExportOnnxRequest,
-        JobStatusRequest, CancelRequest, StatusRequest, ShutdownRequest,
+        TrainRequest, ApplyRequest, JobStatusRequest, CancelRequest, StatusRequest, ShutdownRequest,
         PongReply, AckReply, OkReply, ResultReply, ErrorReply, ProgressEvent, ModelInfoReply,
         ModelListReply, JobInfo, DaemonStatus,
     )

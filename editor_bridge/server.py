@@ -20,7 +20,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from editor_bridge.errors import BridgeError, InvalidRequest
 from editor_bridge.protocol import Content, ErrorCode, ErrorReply, Header
-from editor_bridge.signing import PEER_USERNAME, ReplayGuard, peer_password
+from editor_bridge.signing import PEER_USERNAME, UPDATE_PLUGIN, ReplayGuard, peer_password
 from editor_bridge.wire import DEFAULT_MAX_FRAME_BYTES, MAX_CONTROL_BYTES, Message, WireCodec, peek_msg_id
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,9 @@ class BridgeServer:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         replay_guard: ReplayGuard | None = None,
     ) -> None:
-        self.codec = WireCodec(key, max_frame_bytes=max_frame_bytes, replay_guard=replay_guard)
+        self.codec = WireCodec(
+            key, max_frame_bytes=max_frame_bytes, replay_guard=replay_guard, older_peer=UPDATE_PLUGIN
+        )
         self._own_context = context is None
         self._ctx = context if context is not None else zmq.Context()
         self._owner = threading.get_ident()
@@ -280,4 +282,11 @@ class BridgeServer:
         msg_id = exc.msg_id or peek_msg_id(raw)
         self._refusals.log(exc)
         error = ErrorReply(code=exc.code, message=str(exc), in_reply_to=msg_id)
-        self._router.send_multipart(self.codec.serialize(error, identities=[identity]), copy=False)
+        header = self.codec.header(error.msg_type)
+        peer_version = getattr(exc, "peer_version", None)
+        if peer_version is not None:
+            # An older plugin reads only its own version: the refusal goes in it, so that it can show
+            # what to do (the error reply's shape is the same in every version).
+            header = header.model_copy(update={"protocol_version": peer_version})
+        frames = self.codec.serialize(error, identities=[identity], header=header)
+        self._router.send_multipart(frames, copy=False)

@@ -121,12 +121,24 @@ def present_key(socket: Any, key: bytes | str) -> None:
         socket.plain_password = peer_password(key).encode()
 
 
-def check_version(version: Any) -> None:
-    if version != PROTOCOL_VERSION:
-        raise UnsupportedVersion(
-            f"protocol version {version!r} is not supported (this side speaks {PROTOCOL_VERSION}); "
-            "update the plugin and the engine to the same release"
-        )
+# What to do when the other side is older: the engine tells a plugin to update; a plugin, the engine.
+UPDATE_PLUGIN = "update the plugin: `engine plugin install krita` (or gimp), then restart the editor"
+UPDATE_ENGINE = "update the engine and restart `engine serve`"
+
+
+def check_version(version: Any, older_peer: str = UPDATE_ENGINE) -> None:
+    """Refuse a message of another protocol version; `older_peer` says what to do when the peer's is
+    older than this side's. The exception keeps an older peer's version (`peer_version`), so that the
+    refusal can be sent in a header that peer reads."""
+    if version == PROTOCOL_VERSION:
+        return
+    older = isinstance(version, int) and not isinstance(version, bool) and 0 < version < PROTOCOL_VERSION
+    exc = UnsupportedVersion(
+        f"the other side speaks protocol {version!r}, this one {PROTOCOL_VERSION}: "
+        + (older_peer if older else "update the plugin and the engine to the same release")
+    )
+    exc.peer_version = version if older else None
+    raise exc
 
 
 class ReplayGuard:

@@ -35,7 +35,7 @@ from editor_bridge.protocol import (
     pack,
     unpack,
 )
-from editor_bridge.signing import SIGNATURE_SCHEME, ReplayGuard, Signer, check_version
+from editor_bridge.signing import SIGNATURE_SCHEME, UPDATE_ENGINE, ReplayGuard, Signer, check_version
 
 DELIMITER = b"<IDS|MSG>"
 DEFAULT_MAX_FRAME_BYTES = 512 * 2**20  # one buffer: a 8192x8192 RGBA u16 layer fits, with room to spare
@@ -107,8 +107,10 @@ class WireCodec:
         scheme: str = SIGNATURE_SCHEME,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         replay_guard: ReplayGuard | None = None,
+        older_peer: str = UPDATE_ENGINE,
     ) -> None:
         self.signer = Signer(key, scheme)
+        self.older_peer = older_peer  # what an older peer is told to do (check_version)
         self.session = session or uuid.uuid4().hex
         self.max_frame_bytes = max_frame_bytes
         self.replay_guard = replay_guard if replay_guard is not None else ReplayGuard()
@@ -169,7 +171,7 @@ class WireCodec:
         raw_header = _unpack_map(control[0], "header")
         msg_id = raw_header.get("msg_id") if isinstance(raw_header.get("msg_id"), str) else None
         try:
-            check_version(raw_header.get("protocol_version"))
+            check_version(raw_header.get("protocol_version"), self.older_peer)
             header = Header.model_validate(raw_header)
             self.replay_guard.check(signature.tobytes(), header.date)
         except BridgeError as exc:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -133,13 +133,13 @@ def whole_image_params() -> list:
     return operations.cli_params(specs)
 
 
-def via_daemon(
-    model: str, home: Path | None, seed: int, color_match: float | None = None
-) -> tuple[ApplyFn, Callable[[], None]]:
-    """An ApplyFn that sends each image to the running daemon, and a function that closes the connection."""
+def via_daemon(model: str, home: Path | None, given: dict[str, Any]) -> tuple[ApplyFn, Callable[[], None]]:
+    """An ApplyFn that sends each image to the running daemon (the whole-image operation of the model's
+    family, with the parameters `given`), and a function that closes the connection."""
     from editor_bridge import frames
     from editor_bridge.connection import default_home
-    from editor_bridge.protocol import EditRequest, HarmonizeRequest, Mode
+    from editor_bridge.protocol import ApplyRequest
+    from engine import operations
     from engine.imageio import to_array
     from engine.serve.commands import connect
     from engine.serve.imaging import picture_from_frame
@@ -156,23 +156,30 @@ def via_daemon(
                 )
             model_id = path.name
         info = client.inspect_model(model_id)
+        specs = [
+            op
+            for ops in operations.table().values()
+            for op in ops
+            if op.whole_image and op.family == info.family and info.task in op.tasks
+        ]
+        if not specs:
+            raise BadInputError(
+                f"model {model_id} is a {info.family} model for {info.task}; batch needs a model that "
+                "re-styles whole images (harmonization or editing)"
+            )
+        op = specs[0]
+        params = {k: v for k, v in op.check_params(given).items() if k in given and given[k] is not None}
     except Exception:
         client.close()
         raise
-    if info.mode not in (Mode.HARMONIZATION, Mode.EDITING):
-        client.close()
-        raise BadInputError(
-            f"model {model_id} is a model for {info.mode.value}; batch needs harmonization/editing"
-        )
-    request_cls = HarmonizeRequest if info.mode is Mode.HARMONIZATION else EditRequest
 
     def apply_fn(picture: Picture, mask: np.ndarray) -> Picture:
         order = "RGBA" if picture.alpha is not None else "RGB"
         buffers: list = []
         image = frames.attach(buffers, to_array(picture, order), order)
         mask_desc = frames.attach(buffers, (mask > 0).astype(np.uint8)[:, :, None] * 255, "GRAY")
-        request = request_cls(
-            image=image, mask=mask_desc, model_id=model_id, seed=seed, color_match=color_match
+        request = ApplyRequest(
+            operation=op.name, image=image, mask=mask_desc, model_id=model_id, params=params
         )
         reply = client.run_job(request, buffers)
         desc = reply.content.images[0]
@@ -199,10 +206,10 @@ class Bar:
 def cmd_batch(args: argparse.Namespace) -> dict:
     items = plan(args.input, args.output, args.masks)
     close: Callable[[], None] = lambda: None  # noqa: E731
+    given = {p.name: getattr(args, p.name) for p in whole_image_params()}
     if args.via_daemon:
-        apply_fn, close = via_daemon(args.model, args.home, args.seed or 0, args.color_match)
+        apply_fn, close = via_daemon(args.model, args.home, given)
     else:
-        given = {p.name: getattr(args, p.name) for p in whole_image_params()}
         apply_fn = in_process(Path(args.model), args.backend, args.device, given)
     try:
         report = run(items, apply_fn, args.masks is not None, None if args.json else Bar())

@@ -76,29 +76,14 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def _train_run(args: argparse.Namespace, device, bar, cancel):
     """The family and the TrainRun that `engine train` asks for, every input checked."""
-    import pydantic
-
     from engine import families
-    from engine.family import DataKind, TrainData, TrainRun
+    from engine.family import DataKind, TrainData, TrainRun, image_folder
     from engine.imageio import read_image
 
     family = families.get(args.family)
-    task_name = args.mode or family.tasks[0].name
-    try:
-        task = family.task(task_name)
-    except KeyError:
-        names = ", ".join(t.name for t in family.tasks)
-        raise EngineError(f"{family.label} has no --mode {task_name}: use one of {names}") from None
+    task = family.task_named(args.mode, "--mode")
     given = {name: getattr(args, name) for name in _option_names() if getattr(args, name) is not None}
-    foreign = sorted(set(given) - set(family.options.model_fields))
-    if foreign:
-        raise EngineError(f"--{foreign[0].replace('_', '-')} is not an option of {family.label} (--family)")
-    try:
-        options = family.options.model_validate(given)
-    except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
-        flag = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "an option"
-        raise EngineError(f"{flag}: {error['msg']}") from None
+    options = family.checked_options(given, lambda name: "--" + name.replace("_", "-"))
     if args.out is None:
         raise EngineError("train needs --out MODEL_DIR (or --resume MODEL_DIR)")
     given_data = {
@@ -118,7 +103,7 @@ def _train_run(args: argparse.Namespace, device, bar, cancel):
     if task.data is DataKind.IMAGE:
         data = TrainData(image=read_image(args.image).rgb)
     else:
-        data = TrainData(folders=tuple(_image_folder(Path(given_data[flag]), flag) for flag in needed))
+        data = TrainData(folders=tuple(image_folder(Path(given_data[flag]), flag) for flag in needed))
     run = TrainRun(task.name, data, options, Path(args.out), device, bar, cancel)
     return family, run
 
@@ -129,21 +114,6 @@ _DATA_WORDS = {
     "images": "a folder of images",
     "folders": "two folders of images (domain A and domain B)",
 }
-
-
-def _image_folder(folder: Path, flag: str) -> Path:
-    """A training folder, refused in one line when it is not a folder or holds no image."""
-    from engine.imageio import image_files
-
-    if not folder.is_dir():
-        raise EngineError(f"{flag} {folder} is not a folder of images")
-    try:
-        found = image_files(folder)
-    except OSError as exc:
-        raise EngineError(f"cannot read {flag} {folder} ({exc.strerror}): check its permissions") from None
-    if not found:
-        raise EngineError(f"{flag} {folder} has no images (PNG, JPEG, TIFF, WebP, ...)")
-    return folder
 
 
 def _option_names() -> list[str]:

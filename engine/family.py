@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel
 
+from engine.errors import BadInputError
+
 if TYPE_CHECKING:
     from engine.operations import OperationSpec
     from engine.progress import ProgressFn
@@ -61,6 +63,15 @@ class TrainRun:
     cancel: threading.Event | None = None
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A task's training options with every default filled in, as far as they decide the weights."""
+
+    preset: str | None  # the preset they came from, for listings
+    settings: dict[str, Any]  # all that shapes the weights (JSON): the training key
+    seed: int | None = None  # the training seed, for a family that has one (a retrain takes the next one)
+
+
 @dataclass
 class Loaded:
     """A stored model ready to apply: the family's own loaded model and its inference runner."""
@@ -71,6 +82,9 @@ class Loaded:
     model: Any
     runner: Any = None  # what the family's operations run (an onnxruntime session, a torch module, ...)
     runner_info: dict[str, str] = field(default_factory=dict)  # for --json results and logs
+    # Kept loaded in the daemon, beside the artist's editor: the runner gives back the memory each run
+    # grew by (onnxruntime's arena), rather than holding it until the next.
+    resident: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,11 +102,64 @@ class Family:
     # Give a loaded model the inference runner of a backend ("onnxruntime", "torch"): sets loaded.runner
     prepare: Callable[[Loaded, str], None]
     operations: tuple[OperationSpec, ...] = ()
-    # The model's task and size for listings, from its model.json alone (no weights loaded).
+    # The model's task and size for listings, from its model.json alone (no weights loaded): "task", and
+    # where the family has them "width", "height" (px) and "stages" (one "WxH" each).
     describe: Callable[[dict], dict[str, Any]] = lambda meta: {}
+    # (task, options, device) -> Resolved; None: the options as given, with their seed and preset fields.
+    resolve: Callable[[str, BaseModel, Any], Resolved] | None = None
+    # Fine-tune a stored model on one image into a new model directory:
+    # (base model dir, image, out dir, device, iterations, progress, cancel) -> out dir. None: not offered.
+    finetune: Callable[..., Path] | None = None
+    finetune_tasks: tuple[str, ...] = ()  # the tasks whose models `finetune` takes
 
     def task(self, name: str) -> Task:
         for task in self.tasks:
             if task.name == name:
                 return task
         raise KeyError(name)
+
+    def task_named(self, name: str | None, word: str = "task") -> Task:
+        """The task `name` (None: the first), refused in one line naming the family's tasks."""
+        try:
+            return self.task(name or self.tasks[0].name)
+        except KeyError:
+            names = ", ".join(t.name for t in self.tasks)
+            raise BadInputError(f"{self.label} has no {word} {name}: use one of {names}") from None
+
+    def checked_options(self, given: dict[str, Any], flag: Callable[[str], str] = str) -> BaseModel:
+        """The family's options model from plain values, refused in one line naming the option as
+        `flag(name)` says (the CLI: --name-with-dashes)."""
+        import pydantic
+
+        foreign = sorted(set(given) - set(self.options.model_fields))
+        if foreign:
+            raise BadInputError(f"{flag(foreign[0])} is not a training option of {self.label}")
+        try:
+            return self.options.model_validate(given)
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            name = flag(str(error["loc"][0])) if error["loc"] else "an option"
+            raise BadInputError(f"{name}: {error['msg']}") from None
+
+    def resolved(self, task: str, options: BaseModel, device: Any) -> Resolved:
+        if self.resolve is not None:
+            return self.resolve(task, options, device)
+        values = options.model_dump(mode="json")
+        settings = {"family": self.name, "task": task, "options": values}
+        return Resolved(values.get("preset"), settings, values.get("seed"))
+
+
+def image_folder(folder: Path, name: str) -> Path:
+    """A training folder, refused in one line (naming it as `name`) when it is not a folder or holds no
+    image."""
+    from engine.imageio import image_files
+
+    if not folder.is_dir():
+        raise BadInputError(f"{name} {folder} is not a folder of images")
+    try:
+        found = image_files(folder)
+    except OSError as exc:
+        raise BadInputError(f"cannot read {name} {folder} ({exc.strerror}): check its permissions") from None
+    if not found:
+        raise BadInputError(f"{name} {folder} has no images (PNG, JPEG, TIFF, WebP, ...)")
+    return folder

@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from engine.errors import IncompatibleModelError, ModelNotFoundError
 
 FORMAT = "singan-studio-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 CHECKPOINT_DIR = "checkpoint"
+# The image a single-image model learned from (16-bit PNG), for any family that trains on one: what a
+# new training "on a stored model's image" (the protocol's stored_image) reads.
+TRAINING_IMAGE = "training_image.png"
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -49,3 +54,15 @@ def read_meta(directory: str | Path) -> dict:
             f"{meta_path} is damaged (its model description is missing); retrain the model"
         )
     return meta
+
+
+def load_training_image(directory: str | Path) -> np.ndarray:
+    """The training image of a model directory, H x W x 3 float32 in [0, 1]."""
+    from engine.imageio import read_image
+
+    path = Path(directory) / TRAINING_IMAGE
+    if not path.is_file():
+        raise IncompatibleModelError(
+            f"{directory} holds no training image (it did not learn from one image): train on an image"
+        )
+    return read_image(path).rgb

@@ -92,6 +92,35 @@ class Param:
         return out
 
 
+@dataclass(frozen=True)
+class EditorUse:
+    """How the Krita and GIMP plugins offer an operation: a menu entry (the operation's label) that trains
+    the model it needs on the picture when none is stored for it yet, and writes the result as a new layer."""
+
+    layer_name: str  # the new layer's name
+    action: str  # the entry's id: Krita's action singan_<action>, GIMP's procedure python-fu-singan-<action>
+    # True: the model learns the picture as the artist sees it (without earlier results of this entry) and
+    # the result goes on top; False: it learns what lies beneath the active layer.
+    picture: bool = False
+    object_on_layer: bool = False  # the selection must touch the active layer's pixels (a pasted object)
+    retrain: bool = False  # also offer "Retrain and ...": a new model with another seed, reused from then on
+    # Ask before each run how much colour match (the settings file's value first) and whether to refine the
+    # model on this picture first (where the family fine-tunes the task).
+    ask_color_match: bool = False
+    tooltip: str = ""  # what the entry does, in the artist's words
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "tooltip": self.tooltip,
+            "layer_name": self.layer_name,
+            "action": self.action,
+            "picture": self.picture,
+            "object_on_layer": self.object_on_layer,
+            "retrain": self.retrain,
+            "ask_color_match": self.ask_color_match,
+        }
+
+
 @dataclass
 class OperationInput:
     picture: Picture | None = None  # the image to work on (None for operations that make new images)
@@ -125,6 +154,11 @@ class OperationSpec:
     # How many times `run` calls `on_step`, for its parameters (a progress bar's length).
     steps: Callable[[dict[str, Any]], int] = lambda params: 1
     needs_runner: bool = True  # runs the model (a backend is prepared first); False: reads its weights only
+    # The pixels a NEW_LAYER or FRAMES operation makes for its parameters, given the training image's size
+    # (width, height; None where the model has none), which the daemon bounds per request. None: as many
+    # as its input image has.
+    output_pixels: Callable[[dict[str, Any], tuple[int | None, int | None]], int] | None = None
+    editor: EditorUse | None = None  # None: not in the editors' menus
     out_suffix: str = ""  # a FILE operation's file name ending (".onnx")
 
     def check_model(self, loaded: Loaded) -> None:
@@ -167,6 +201,7 @@ class OperationSpec:
             "whole_image": self.whole_image,
             "needs_runner": self.needs_runner,
             "params": [p.describe() for p in self.params],
+            "editor": self.editor.describe() if self.editor is not None else None,
         }
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import editor_bridge
-from editor_bridge.plugin_runner import SETTINGS_FILE, Settings
+from editor_bridge.plugin_core import krita_action_file, menu
+from editor_bridge.plugin_runner import CAPABILITIES_FILE, SETTINGS_FILE, Settings
+from engine import families
 from engine.assets import asset_dir
 from engine.errors import EngineError
 
@@ -64,11 +66,17 @@ class Layout:
         if self.editor != "krita":
             return {}
         src = PLUGINS_SRC / "krita"
-        return {
-            src / f"{PLUGIN_NAME}.desktop": self.dest / f"{PLUGIN_NAME}.desktop",
-            # Krita reads action texts from the actions folder beside pykrita.
-            src / f"{PLUGIN_NAME}.action": self.dest.parent / "actions" / f"{PLUGIN_NAME}.action",
-        }
+        return {src / f"{PLUGIN_NAME}.desktop": self.dest / f"{PLUGIN_NAME}.desktop"}
+
+    @property
+    def action_file(self) -> Path | None:
+        """Krita reads action texts from the actions folder beside pykrita; written from the engine's
+        capabilities."""
+        return self.dest.parent / "actions" / f"{PLUGIN_NAME}.action" if self.editor == "krita" else None
+
+    @property
+    def outside_files(self) -> list[Path]:
+        return [*self.extra_files.values(), *([self.action_file] if self.action_file else [])]
 
 
 def _config_home() -> Path:
@@ -218,7 +226,7 @@ def install(
     wheels = fetch_wheels(python, platforms, wheelhouse)
 
     created_dirs = sorted(
-        {d for p in (layout.dest, *(f.parent for f in layout.extra_files.values())) for d in _missing(p)}
+        {d for p in (layout.dest, *(f.parent for f in layout.outside_files)) for d in _missing(p)}
     )
     try:
         _copy_tree(PLUGINS_SRC / editor / PLUGIN_NAME, layout.plugin_dir)
@@ -228,9 +236,14 @@ def install(
             home=home, engine_command=tuple(_engine_command()), preset=preset, color_match=color_match
         )
         (layout.plugin_dir / SETTINGS_FILE).write_text(settings.to_json())
+        capabilities = json.dumps(families.capabilities(), indent=1)
+        (layout.plugin_dir / CAPABILITIES_FILE).write_text(capabilities)  # the menus until an engine runs
         for src, dst in layout.extra_files.items():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
+        if layout.action_file is not None:
+            layout.action_file.parent.mkdir(parents=True, exist_ok=True)
+            layout.action_file.write_text(krita_action_file(menu(families.capabilities())))
         if editor == "gimp":
             (layout.plugin_dir / f"{PLUGIN_NAME}.py").chmod(0o755)  # GIMP runs the file itself
         kritarc = _enable_in_kritarc() if editor == "krita" else None
@@ -238,7 +251,7 @@ def install(
         shutil.rmtree(layout.plugin_dir, ignore_errors=True)
         raise
     files = sorted(str(p.relative_to(layout.dest)) for p in layout.plugin_dir.rglob("*") if p.is_file())
-    files += [str(p) for p in layout.extra_files.values()]
+    files += [str(p) for p in layout.outside_files]
     dirs = [str(p.relative_to(layout.dest)) for p in layout.plugin_dir.rglob("*") if p.is_dir()]
     manifest = {
         "editor": editor,

@@ -14,23 +14,19 @@ import numpy as np
 from editor_bridge import frames
 from editor_bridge.protocol import (
     AckReply,
+    ApplyRequest,
     CancelRequest,
     ChannelOrder,
     Content,
     DaemonStatus,
     DeleteModelRequest,
-    EditRequest,
     ErrorCode,
     ErrorReply,
-    ExportOnnxRequest,
-    FinetuneRequest,
-    HarmonizeRequest,
     InspectModelRequest,
     JobInfo,
     JobState,
     JobStatusRequest,
     ListModelsRequest,
-    Mode,
     ModelInfo,
     ModelInfoReply,
     ModelListReply,
@@ -40,7 +36,6 @@ from editor_bridge.protocol import (
     ProgressEvent,
     RenameModelRequest,
     ResultReply,
-    SampleRequest,
     ShutdownRequest,
     StatusRequest,
     TrainRequest,
@@ -50,9 +45,16 @@ from editor_bridge.server import BridgeServer, Request
 KEY = "a" * 64
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 MODEL = ModelInfo(
-    model_id="m1", name="sky", mode=Mode.HARMONIZATION, width=64, height=48, n_stages=3, created=NOW
+    model_id="m1",
+    name="sky",
+    family="consingan",
+    task="harmonization",
+    width=64,
+    height=48,
+    n_stages=3,
+    created=NOW,
 )
-JOB_TYPES = (TrainRequest, FinetuneRequest, HarmonizeRequest, EditRequest, SampleRequest, ExportOnnxRequest)
+JOB_TYPES = (TrainRequest, ApplyRequest)
 _job_ids = itertools.count(1)
 
 

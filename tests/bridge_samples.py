@@ -10,38 +10,31 @@ from bridge_fakes import MODEL, NOW
 from editor_bridge import frames
 from editor_bridge.protocol import (
     AckReply,
+    ApplyRequest,
     BBox,
     CancelRequest,
     ChannelOrder,
     Content,
     DaemonStatus,
     DeleteModelRequest,
-    EditRequest,
     ErrorCode,
     ErrorReply,
-    ExportOnnxRequest,
-    FinetuneRequest,
-    HarmonizeRequest,
     InspectModelRequest,
     JobInfo,
     JobState,
     JobStatusRequest,
     ListModelsRequest,
-    Mode,
     ModelInfoReply,
     ModelListReply,
     MsgType,
     OkReply,
     PingRequest,
     PongReply,
-    Preset,
     ProgressEvent,
     RenameModelRequest,
     ResultReply,
-    SampleRequest,
     ShutdownRequest,
     StatusRequest,
-    TrainOptions,
     TrainRequest,
 )
 
@@ -60,17 +53,23 @@ def samples() -> list[tuple[Content, list[Any]]]:
 
     out += [
         (PingRequest(), []),
-        (ListModelsRequest(mode=Mode.EDITING), []),
+        (ListModelsRequest(family="consingan", task="editing"), []),
         (InspectModelRequest(model_id="m1"), []),
         (RenameModelRequest(model_id="m1", name="Evening sky"), []),
         (DeleteModelRequest(model_id="m1"), []),
-        (SampleRequest(model_id="m1", n=4, width=320, height=200, seed=7), []),
-        (ExportOnnxRequest(model_id="m1", fp16=True), []),
+        (
+            ApplyRequest(
+                operation="sample", model_id="m1", params={"n": 4, "width": 320, "height": 200, "seed": 7}
+            ),
+            [],
+        ),
+        (ApplyRequest(operation="export", model_id="m1", params={"fp16": True}), []),
+        (TrainRequest(family="cyclegan", task="restyle", folders=["/data/photos", "/data/monet"]), []),
         (JobStatusRequest(job_id="job-1", subscribe=True), []),
         (CancelRequest(job_id="job-1"), []),
         (StatusRequest(), []),
         (ShutdownRequest(), []),
-        (PongReply(engine_version="0.1.0", pid=1234), []),
+        (PongReply(engine_version="0.1.0", pid=1234, capabilities={"families": [], "operations": []}), []),
         (AckReply(job_id="job-1", position=2), []),
         (OkReply(detail="deleted"), []),
         (ErrorReply(code=ErrorCode.UNKNOWN_MODEL, message="no model 'x'", in_reply_to="abc", job_id="j"), []),
@@ -80,30 +79,28 @@ def samples() -> list[tuple[Content, list[Any]]]:
     ]
     with_images(
         lambda b: TrainRequest(
-            mode=Mode.HARMONIZATION,
-            preset=Preset.FAST,
-            stages=5,
-            iters=500,
-            max_size=250,
-            seed=1,
+            family="consingan",
+            task="harmonization",
+            options={"preset": "fast", "stages": 5, "iters": 500, "max_size": 250, "seed": 1},
             name="bg",
             image=frames.attach(b, layer(), ChannelOrder.BGRA, BBox(x=1, y=2, w=3, h=4)),
         )
     )
     with_images(
-        lambda b: FinetuneRequest(
-            model_id="m1", image=frames.attach(b, layer(c=3), ChannelOrder.RGB), iters=200
+        lambda b: TrainRequest(
+            base_model="m1", image=frames.attach(b, layer(c=3), ChannelOrder.RGB), options={"iters": 200}
         )
     )
-    for cls in (HarmonizeRequest, EditRequest):
+    for operation in ("harmonize", "edit"):
         with_images(
-            lambda b, cls=cls: cls(
+            lambda b, operation=operation: ApplyRequest(
+                operation=operation,
                 image=frames.attach(b, layer(dtype=np.uint16), ChannelOrder.RGBA),
                 mask=frames.attach(b, layer(c=1)[..., 0], ChannelOrder.GRAY),
                 train_if_missing=True,
                 background=frames.attach(b, layer(dtype=np.float32), ChannelOrder.RGBA),
-                train=TrainOptions(preset=Preset.TINY),
-                seed=3,
+                train={"preset": "tiny"},
+                params={"seed": 3, "color_match": 0.25},
             )
         )
     with_images(

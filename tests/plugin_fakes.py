@@ -21,18 +21,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bridge_fakes import KEY, NOW, FakeEngine, FakeJob  # noqa: E402
 
 from editor_bridge import frames  # noqa: E402
+from editor_bridge.plugin_core import Operation, menu  # noqa: E402
 from editor_bridge.protocol import (  # noqa: E402
+    ApplyRequest,
     ChannelOrder,
-    EditRequest,
-    HarmonizeRequest,
     ListModelsRequest,
-    Mode,
     ModelInfo,
     ModelListReply,
     ResultReply,
-    SampleRequest,
     TrainRequest,
 )
+
+# The plugins' menu entries, as built from this engine's capabilities.
+ENTRIES: dict[str, Operation] = {}
+
+
+def entry(action: str) -> Operation:
+    """A menu entry by its action id ("harmonize", "retrain-edit", "variation")."""
+    if not ENTRIES:
+        from engine import families
+
+        ENTRIES.update({op.action: op for op in menu(families.capabilities())})
+    return ENTRIES[action]
 
 
 class PluginFakeEngine(FakeEngine):
@@ -44,7 +54,7 @@ class PluginFakeEngine(FakeEngine):
     def _handle(self, req) -> None:
         self.requests.append(req.content)
         if isinstance(req.content, ListModelsRequest):
-            models = [m for m in self.models if req.content.mode in (None, m.mode)]
+            models = [m for m in self.models if req.content.task in (None, m.task)]
             assert self.server is not None
             self.server.reply(req, ModelListReply(models=models))
             return
@@ -52,17 +62,25 @@ class PluginFakeEngine(FakeEngine):
 
     def _send_result(self, job: FakeJob, parent=None) -> None:
         request, buffers = job.request, []
-        if isinstance(request, HarmonizeRequest | EditRequest):
+        if isinstance(request, ApplyRequest) and request.operation == "sample":
+            h, w = request.params.get("height") or 8, request.params.get("width") or 8
+            ramp = np.linspace(0, 255, int(w), dtype=np.uint8)
+            image = np.stack([np.tile(ramp, (int(h), 1))] * 3, axis=2)
+            reply = ResultReply(job_id=job.job_id, images=[frames.attach(buffers, image, ChannelOrder.RGB)])
+        elif isinstance(request, ApplyRequest):
+            assert request.image is not None
             image = job.images[0].copy()
             image[..., :3] = 255 - image[..., :3]
             reply = ResultReply(
                 job_id=job.job_id, images=[frames.attach(buffers, image, request.image.channel_order)]
             )
         elif isinstance(request, TrainRequest):
+            assert request.image is not None
             model = ModelInfo(
                 model_id=f"gen{len(self.models)}",
                 name=request.name or "model",
-                mode=request.mode,
+                family=request.family,
+                task=request.task or "generation",
                 width=request.image.width,
                 height=request.image.height,
                 n_stages=2,
@@ -70,11 +88,6 @@ class PluginFakeEngine(FakeEngine):
             )
             self.models.append(model)
             reply = ResultReply(job_id=job.job_id, model=model)
-        elif isinstance(request, SampleRequest):
-            h, w = request.height or 8, request.width or 8
-            ramp = np.linspace(0, 255, w, dtype=np.uint8)
-            image = np.stack([np.tile(ramp, (h, 1))] * 3, axis=2)
-            reply = ResultReply(job_id=job.job_id, images=[frames.attach(buffers, image, ChannelOrder.RGB)])
         else:
             super()._send_result(job, parent)
             return
@@ -100,4 +113,4 @@ if __name__ == "__main__":
     sys.exit(serve_main(sys.argv[1:]))
 
 
-__all__ = ["KEY", "Mode", "PluginFakeEngine"]
+__all__ = ["KEY", "PluginFakeEngine", "entry"]

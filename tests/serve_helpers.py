@@ -15,12 +15,13 @@ import numpy as np
 from editor_bridge import Client, frames
 from editor_bridge.connection import connection_file_path, read_connection_file
 from editor_bridge.errors import BridgeError
-from editor_bridge.protocol import HarmonizeRequest, Preset, TrainOptions
+from editor_bridge.protocol import ApplyRequest
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "ENGINE_THREADS": "2"}
 SIZE = (96, 72)  # small layers: the tiny preset trains at 48 px anyway
 # Few iterations: these tests check the daemon, not the training (tests/test_training.py does that).
-QUICK_TRAIN = TrainOptions(preset=Preset.TINY, iters=4)
+QUICK_TRAIN = {"preset": "tiny", "iters": 4}
+PARAMS = ("seed", "color_match")  # harmonize's parameters, which go in `params`
 
 
 class Daemon:
@@ -90,8 +91,12 @@ def krita_layers(images: Path) -> dict[str, np.ndarray]:
 
 
 def harmonize_request(
-    layers: dict[str, np.ndarray], order: str = "BGRA", train: TrainOptions = QUICK_TRAIN, **fields
-) -> tuple[HarmonizeRequest, list]:
+    layers: dict[str, np.ndarray],
+    order: str = "BGRA",
+    train: dict | None = None,
+    operation: str = "harmonize",
+    **fields,
+) -> tuple[ApplyRequest, list]:
     """A plugin's one-call harmonization: composite + mask, and the background to train on if needed."""
     naive, background = layers["naive"], layers["background"]
     if order == "RGBA":  # what GIMP sends
@@ -100,7 +105,15 @@ def harmonize_request(
     image = frames.attach(buffers, np.ascontiguousarray(naive), order)
     mask = frames.attach(buffers, layers["mask"], "GRAY")
     bg = frames.attach(buffers, np.ascontiguousarray(background), order)
-    request = HarmonizeRequest(
-        image=image, mask=mask, background=bg, train_if_missing=True, train=train, **fields
+    params = {name: fields.pop(name) for name in PARAMS if name in fields}
+    request = ApplyRequest(
+        operation=operation,
+        image=image,
+        mask=mask,
+        background=bg,
+        train_if_missing=True,
+        train=QUICK_TRAIN if train is None else train,
+        params=params,
+        **fields,
     )
     return request, buffers

@@ -17,11 +17,11 @@ from editor_bridge.connection import ConnectionInfo, new_key, write_connection_f
 from editor_bridge.errors import ClientClosed, JobCancelled, RemoteError, RequestTimeout, UnsupportedVersion
 from editor_bridge.protocol import (
     PROTOCOL_VERSION,
+    ApplyRequest,
     CancelRequest,
     ChannelOrder,
     DaemonStatus,
     ErrorCode,
-    HarmonizeRequest,
     JobState,
     JobStatusRequest,
     OkReply,
@@ -31,7 +31,7 @@ from editor_bridge.protocol import (
     TrainRequest,
 )
 
-JOB_SAMPLES = [s for s in samples() if s[0].msg_type.value in {"train", "finetune", "harmonize", "edit"}]
+JOB_SAMPLES = [s for s in samples() if s[0].msg_type.value in {"train", "apply"}]
 
 
 @pytest.fixture
@@ -46,10 +46,11 @@ def client(engine):
         yield c
 
 
-def _harmonize(seed: int = 0) -> tuple[HarmonizeRequest, list, np.ndarray]:
+def _harmonize(seed: int = 0) -> tuple[ApplyRequest, list, np.ndarray]:
     image = (layer(32, 48, 4).astype(np.int64) + seed).astype(np.uint8)
     buffers: list = []
-    request = HarmonizeRequest(
+    request = ApplyRequest(
+        operation="harmonize",
         image=frames.attach(buffers, image, ChannelOrder.BGRA),
         mask=frames.attach(buffers, np.full((32, 48), 255, np.uint8), ChannelOrder.GRAY),
         model_id="m1",
@@ -96,7 +97,7 @@ def test_every_job_type_runs(client, sample):
 
 
 def test_submit_then_wait_for_the_job(client, engine):
-    job_id = client.submit(TrainRequest(mode="generation", stored_image="img-1"))
+    job_id = client.submit(TrainRequest(task="generation", stored_image="img-1"))
     assert client.job_status(job_id).state in (JobState.QUEUED, JobState.RUNNING, JobState.DONE)
     result = client.wait_job(job_id, timeout=10)
     assert result.content.job_id == job_id
@@ -172,7 +173,7 @@ def test_cancel_lets_the_caller_go_when_the_engine_never_acknowledges(monkeypatc
         threading.Timer(0.3, cancel.set).start()
         request, buffers, _ = _harmonize()
         start = time.monotonic()
-        with pytest.raises(JobCancelled, match="before the engine acknowledged harmonize.*`engine cancel"):
+        with pytest.raises(JobCancelled, match="before the engine acknowledged apply.*`engine cancel"):
             client.run_job(request, buffers, cancel=cancel, timeout=60)
         assert time.monotonic() - start < 5  # not the client's 30 s
         assert client.ping()  # the client still works
@@ -180,7 +181,7 @@ def test_cancel_lets_the_caller_go_when_the_engine_never_acknowledges(monkeypatc
 
 def test_cancel_by_job_id():
     with FakeEngine(steps=500, step_s=0.01) as engine, Client(engine.endpoint, KEY, timeout=5) as client:
-        job_id = client.submit(TrainRequest(mode="generation", stored_image="img-1"))
+        job_id = client.submit(TrainRequest(task="generation", stored_image="img-1"))
         client.cancel(job_id)
         with pytest.raises(JobCancelled):
             client.wait_job(job_id, timeout=10)
@@ -328,7 +329,7 @@ def test_shutdown(engine, client):
 
 def test_waiting_on_a_failed_job_raises():
     jobs = {
-        "dead": FakeJob("dead", TrainRequest(mode="generation", stored_image="i"), [], state=JobState.FAILED)
+        "dead": FakeJob("dead", TrainRequest(task="generation", stored_image="i"), [], state=JobState.FAILED)
     }
     with FakeEngine(jobs=jobs) as engine, Client(engine.endpoint, KEY, timeout=5) as client:
         with pytest.raises(RemoteError, match="job dead failed") as err:

@@ -10,13 +10,12 @@ from editor_bridge import frames
 from editor_bridge.protocol import (
     CONTENT_TYPES,
     PROTOCOL_VERSION,
+    ApplyRequest,
     BBox,
     ChannelOrder,
-    HarmonizeRequest,
     Header,
     ImageDescriptor,
     MsgType,
-    SampleRequest,
     TrainRequest,
     decode_content,
     encode_content,
@@ -69,48 +68,59 @@ def test_header_round_trip_keeps_version_and_date():
 
 def test_unknown_fields_are_refused():
     with pytest.raises(pydantic.ValidationError):
-        SampleRequest.model_validate({"model_id": "m1", "temperature": 2})
+        ApplyRequest.model_validate({"operation": "sample", "model_id": "m1", "temperature": 2})
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        {"model_id": "../etc/passwd"},
-        {"model_id": "m1", "n": 0},
-        {"model_id": "m1", "n": 10_000},
-        {"model_id": "m1", "width": 10**9},
-        {"model_id": "m1", "seed": -1},
-        {"model_id": ""},
+        {"operation": "sample", "model_id": "../etc/passwd"},
+        {"operation": "../sample", "model_id": "m1"},
+        {"operation": "Sample Now", "model_id": "m1"},
+        {"operation": "sample", "model_id": ""},
+        {"operation": "sample", "model_id": "m1", "params": {"n": [1, 2]}},  # plain values only
+        {"operation": "sample", "model_id": "m1", "params": {"n": {"deep": 1}}},
+        {"operation": "sample", "model_id": "m1", "params": {f"p{i}": 1 for i in range(65)}},
+        {"operation": "sample", "model_id": "m1", "params": {"x" * 65: 1}},
+        {"operation": "sample", "model_id": "m1", "finetune_iters": 0},
     ],
 )
 def test_absurd_parameters_are_refused(bad):
+    # An operation's own parameters (n, width, ...) are checked by the engine against its spec
+    # (tests/test_serve_daemon.py); the protocol bounds their shape.
     with pytest.raises(pydantic.ValidationError):
-        SampleRequest.model_validate(bad)
+        ApplyRequest.model_validate(bad)
 
 
-def test_train_needs_exactly_one_image_source():
+def test_train_needs_exactly_one_source_of_data():
     buffers: list = []
     image = frames.attach(buffers, layer(), ChannelOrder.RGBA)
-    TrainRequest(mode="generation", image=image)
-    TrainRequest(mode="generation", stored_image="img-1")
+    assert TrainRequest(task="generation", image=image).family == "consingan"  # the default family
+    TrainRequest(task="generation", stored_image="img-1")
+    TrainRequest(family="cyclegan", task="restyle", folders=["/a", "/b"])
+    TrainRequest(base_model="m1", image=image, options={"iters": 50})  # fine-tuning
     with pytest.raises(pydantic.ValidationError, match="exactly one"):
-        TrainRequest(mode="generation")
+        TrainRequest(task="generation")
     with pytest.raises(pydantic.ValidationError, match="exactly one"):
-        TrainRequest(mode="generation", image=image, stored_image="img-1")
+        TrainRequest(task="generation", image=image, stored_image="img-1")
+    with pytest.raises(pydantic.ValidationError, match="exactly one"):
+        TrainRequest(task="generation", image=image, folders=["/a"])
+    with pytest.raises(pydantic.ValidationError, match="base_model is fine-tuned on an attached image"):
+        TrainRequest(base_model="m1", stored_image="img-1")
     with pytest.raises(pydantic.ValidationError):
-        TrainRequest(mode="painting", stored_image="img-1")
+        TrainRequest(task="generation", folders=["/a", "/b", "/c"])
     with pytest.raises(pydantic.ValidationError):
-        TrainRequest(mode="generation", stored_image="img-1", iters=10**7)
+        TrainRequest(family="Con SinGAN", task="generation", stored_image="img-1")
 
 
-def _apply(**kw) -> HarmonizeRequest:
+def _apply(**kw) -> ApplyRequest:
     buffers: list = []
     base = {
         "image": frames.attach(buffers, layer(), ChannelOrder.BGRA),
         "mask": frames.attach(buffers, layer(c=1), ChannelOrder.GRAY),
         "model_id": "m1",
     }
-    return HarmonizeRequest(**{**base, **kw})
+    return ApplyRequest(**{"operation": "harmonize", **base, **kw})
 
 
 def test_harmonize_checks_mask_and_model_source():
@@ -127,10 +137,12 @@ def test_harmonize_checks_mask_and_model_source():
     assert one_call.background == one_call.image  # the plugin may point both at one buffer
     with pytest.raises(pydantic.ValidationError, match="crop_to_bbox needs a bbox"):
         _apply(crop_to_bbox=True)
-    assert _apply().color_match is None  # the model's mode decides
-    assert _apply(color_match=0.25).color_match == 0.25
-    with pytest.raises(pydantic.ValidationError, match="less than or equal to 1"):
-        _apply(color_match=1.5)
+    assert _apply().params == {}  # every parameter: the operation's default
+    with pytest.raises(pydantic.ValidationError, match="a mask needs the image"):
+        ApplyRequest(operation="harmonize", model_id="m1", mask=_apply().mask)
+    with pytest.raises(pydantic.ValidationError, match="finetune_iters fine-tunes on the image"):
+        ApplyRequest(operation="sample", model_id="m1", finetune_iters=5)
+    assert _apply(params={"color_match": 0.25}).params["color_match"] == 0.25  # the engine checks its range
     with pytest.raises(pydantic.ValidationError, match="retrain trains on the background"):
         _apply(retrain=True)
     assert _apply(model_id=None, train_if_missing=True, background=_apply().image, retrain=True).retrain
@@ -163,7 +175,7 @@ def test_descriptor_consistency():
 
 
 def test_iter_images_finds_nested_descriptors():
-    content, _ = next(s for s in SAMPLES if s[0].msg_type is MsgType.HARMONIZE)
+    content, _ = next(s for s in SAMPLES if s[0].msg_type is MsgType.APPLY and s[0].image is not None)
     assert [d.buffer_index for d in iter_images(content)] == [0, 1, 2]
     result, _ = next(s for s in SAMPLES if s[0].msg_type is MsgType.RESULT)
     assert len(iter_images(result)) == 2

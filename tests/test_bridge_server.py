@@ -16,10 +16,10 @@ from editor_bridge.client import Client
 from editor_bridge.errors import AuthenticationError, RemoteError
 from editor_bridge.protocol import (
     PROTOCOL_VERSION,
+    ApplyRequest,
     ChannelOrder,
     ErrorCode,
     ErrorReply,
-    HarmonizeRequest,
     ModelListReply,
     PingRequest,
     PongReply,
@@ -96,15 +96,14 @@ def _assert_still_serving(server, dealer):
 
 def _mismatched_image() -> list:
     buffers: list = []
-    request = HarmonizeRequest(
+    request = ApplyRequest(
+        operation="harmonize",
         image=frames.attach(buffers, layer(8, 8, 4), ChannelOrder.BGRA),
         mask=frames.attach(buffers, layer(8, 8, 1), ChannelOrder.GRAY),
         model_id="m1",
     )
     buffers[0] = b"\0" * 100
-    return forge(
-        content=request.model_dump(mode="json"), buffers=buffers, msg_type="harmonize", msg_id="img1"
-    )
+    return forge(content=request.model_dump(mode="json"), buffers=buffers, msg_type="apply", msg_id="img1")
 
 
 NEXT = PROTOCOL_VERSION + 1
@@ -123,7 +122,7 @@ BAD_MESSAGES = {
     ),
     "byte_count": (_mismatched_image, ErrorCode.BAD_IMAGE, "img1"),
     "absurd": (
-        lambda: forge(content={"model_id": "m1", "n": 10**6}, msg_type="sample"),
+        lambda: forge(content={"operation": "sample", "model_id": "m/1"}, msg_type="apply"),
         ErrorCode.INVALID_REQUEST,
         None,
     ),
@@ -234,3 +233,21 @@ def test_refusals_are_logged_at_most_ten_a_minute(server, dealer, caplog):
             errors += 1
     assert errors == 200  # every one is answered ...
     assert len([r for r in caplog.records if "refused a message" in r.message]) == 10  # ... few are logged
+
+
+def test_an_older_plugin_is_told_to_update_in_a_reply_it_can_read(server, dealer):
+    """A protocol-3 plugin (before model families) reads only protocol-3 headers: the refusal goes in one,
+    and says how to update it."""
+    import msgpack
+
+    dealer.send_multipart(forge(protocol_version=3, msg_id="old1"))
+    deadline = time.monotonic() + 10
+    while not dealer.poll(50):
+        assert server.recv(timeout=0.05) is None
+        assert time.monotonic() < deadline, "no error reply"
+    frames = dealer.recv_multipart()
+    header, content = msgpack.unpackb(frames[2]), msgpack.unpackb(frames[5])
+    assert header["protocol_version"] == 3 and header["msg_type"] == "error"
+    assert content["code"] == "unsupported_version" and content["in_reply_to"] == "old1"
+    assert "update the plugin: `engine plugin install krita` (or gimp)" in content["message"]
+    _assert_still_serving(server, dealer)

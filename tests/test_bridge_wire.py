@@ -26,7 +26,7 @@ from editor_bridge.errors import (
     UnknownMessageType,
     UnsupportedVersion,
 )
-from editor_bridge.protocol import ChannelOrder, ErrorCode, HarmonizeRequest, Header, PingRequest, pack
+from editor_bridge.protocol import ApplyRequest, ChannelOrder, ErrorCode, Header, PingRequest, pack
 from editor_bridge.wire import DELIMITER, MAX_CONTROL_BYTES, WireCodec, peek_msg_id
 
 CORPUS = DirectoryBasedExampleDatabase(str(Path(__file__).parent / "fuzz_corpus"))
@@ -41,14 +41,15 @@ def codec(**kw) -> WireCodec:
 
 def _harmonize_frames(image_bytes: bytes | None = None) -> list:
     buffers: list = []
-    request = HarmonizeRequest(
+    request = ApplyRequest(
+        operation="harmonize",
         image=frames.attach(buffers, layer(4, 4, 4), ChannelOrder.BGRA),
         mask=frames.attach(buffers, layer(4, 4, 1), ChannelOrder.GRAY),
         model_id="m1",
     )
     if image_bytes is not None:
         buffers[0] = image_bytes
-        return forge(content=request.model_dump(mode="json"), buffers=buffers, msg_type="harmonize")
+        return forge(content=request.model_dump(mode="json"), buffers=buffers, msg_type="apply")
     return codec().serialize(request, buffers=buffers)
 
 
@@ -99,11 +100,15 @@ def test_signed_garbage_is_malformed_not_a_crash():
         codec().deserialize([DELIMITER, Signer(KEY).sign(parts), *parts])
 
 
-def test_wrong_version_is_refused_with_msg_id():
+def test_wrong_version_is_refused_with_msg_id_and_what_to_do():
     wire = forge(protocol_version=99, msg_id="abc123")
-    with pytest.raises(UnsupportedVersion, match="protocol version 99") as err:
+    with pytest.raises(UnsupportedVersion, match="speaks protocol 99, this one .*same release") as err:
         codec().deserialize(wire)
-    assert err.value.msg_id == "abc123"
+    assert err.value.msg_id == "abc123" and err.value.peer_version is None
+    # An older peer: the codec says what its side must do (a client: update the engine).
+    with pytest.raises(UnsupportedVersion, match="speaks protocol 3, .*update the engine") as err:
+        codec().deserialize(forge(protocol_version=3))
+    assert err.value.peer_version == 3
 
 
 def test_expired_message_is_refused():
@@ -119,8 +124,8 @@ def test_unknown_message_type():
 
 
 def test_invalid_content_names_the_field():
-    wire = forge(content={"model_id": "m1", "n": 10**6}, msg_type="sample")
-    with pytest.raises(InvalidRequest, match=r"sample: n: Input should be less than or equal to 64") as err:
+    wire = forge(content={"operation": "sample", "model_id": "m/1"}, msg_type="apply")
+    with pytest.raises(InvalidRequest, match=r"apply: model_id: String should match pattern") as err:
         codec().deserialize(wire)
     assert err.value.code is ErrorCode.INVALID_REQUEST
 
@@ -137,7 +142,7 @@ def test_oversized_frames_are_refused_before_decoding():
 
 
 def test_image_byte_count_mismatch_and_missing_buffer():
-    assert isinstance(codec().deserialize(_harmonize_frames()).content, HarmonizeRequest)
+    assert isinstance(codec().deserialize(_harmonize_frames()).content, ApplyRequest)
     with pytest.raises(FrameSizeMismatch, match="has 60 bytes") as err:
         codec().deserialize(_harmonize_frames(b"\0" * 60))
     assert err.value.code is ErrorCode.BAD_IMAGE and err.value.msg_id
@@ -151,7 +156,8 @@ def test_image_byte_count_mismatch_and_missing_buffer():
 
 def test_sender_refuses_a_descriptor_without_its_buffer():
     buffers: list = []
-    request = HarmonizeRequest(
+    request = ApplyRequest(
+        operation="harmonize",
         image=frames.attach(buffers, layer(4, 4, 4), ChannelOrder.BGRA),
         mask=frames.attach(buffers, layer(4, 4, 1), ChannelOrder.GRAY),
         model_id="m1",
@@ -220,9 +226,7 @@ def test_fuzz_signed_structures(header, content, extra):
 @FUZZ
 @given(data=st.data())
 def test_fuzz_valid_headers_with_fuzzed_content(data):
-    msg_type = data.draw(
-        st.sampled_from(["ping", "train", "harmonize", "sample", "progress", "result", "error"])
-    )
+    msg_type = data.draw(st.sampled_from(["ping", "train", "apply", "progress", "result", "error"]))
     content = data.draw(
         st.dictionaries(
             st.sampled_from(["model_id", "image", "mask", "n", "job_id", "mode", "code", "images", "stage"]),

@@ -17,7 +17,6 @@ from plugin_fakes import KEY, PluginFakeEngine
 
 from editor_bridge.cancel_guard import watch
 from editor_bridge.connection import ConnectionInfo, write_connection_file
-from editor_bridge.plugin_core import Operation
 from editor_bridge.plugin_runner import Runner, Settings
 from editor_bridge.protocol import CancelRequest, JobState
 
@@ -27,9 +26,8 @@ TESTS = Path(__file__).resolve().parent
 PLUGIN = f"""
 import sys
 sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]
-from test_plugin_core import make_canvas
+from test_plugin_core import EDIT, make_canvas
 from editor_bridge.cancel_guard import CancelGuard
-from editor_bridge.plugin_core import Operation
 from editor_bridge.plugin_runner import Runner, Settings
 
 def on_job(job_id):
@@ -38,7 +36,7 @@ def on_job(job_id):
 
 settings = Settings(home=sys.argv[1], timeout_s=5)
 with CancelGuard(settings.home, settings.timeout_s) as guard:
-    Runner(settings, on_job=on_job).run(Operation.EDIT, make_canvas())
+    Runner(settings, on_job=on_job).run(EDIT, make_canvas())
 print("finished", flush=True)
 """
 
@@ -79,11 +77,11 @@ def test_watch_reads_the_last_job_unless_done():
 
 
 def test_runner_reports_each_job_as_it_starts(slow_engine, tmp_path):
-    from test_plugin_core import make_canvas
+    from test_plugin_core import EDIT, make_canvas
 
     slow_engine.steps = 2
     seen: list[str] = []
-    Runner(Settings(home=str(tmp_path), timeout_s=5), on_job=seen.append).run(Operation.EDIT, make_canvas())
+    Runner(Settings(home=str(tmp_path), timeout_s=5), on_job=seen.append).run(EDIT, make_canvas())
     assert seen == list(slow_engine.jobs)
 
 

@@ -102,7 +102,7 @@ def test_its_training_and_its_operation_are_commands(mean_colour_model, tmp_path
     foreign = engine(
         "train", image, "--family", "meancolour", "--mode", "fill", "--iters", "3", "--out", tmp_path / "n"
     )
-    assert foreign.returncode == 2 and "--iters is not an option of Mean colour" in foreign.stderr
+    assert foreign.returncode == 2 and "--iters is not a training option of Mean colour" in foreign.stderr
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "n").exists()
 
 
@@ -190,3 +190,83 @@ def test_a_cancelled_run_of_another_family_resumes_with_its_own_code(tmp_path, s
     assert proc.returncode == 0 and result(proc)["family"] == "meancolour", proc.stderr
     assert not (out / "checkpoint").exists()
     np.testing.assert_allclose(families.load(out).model, image.reshape(-1, 3).mean(axis=0), atol=1e-5)
+
+
+def test_the_daemon_and_the_plugins_offer_it(tmp_path, shared_images):
+    """Through `engine serve`: the ping's capabilities (and the home's capabilities file) give the plugins a
+    "Fill selection" entry; the plugin runner's request trains the family on the picture and fills the
+    selection; a train request takes a folder on the engine's machine."""
+    from serve_helpers import Daemon
+
+    from editor_bridge import frames
+    from editor_bridge.plugin_core import Canvas, Editor, find, menu
+    from editor_bridge.plugin_runner import Runner, Settings, load_menu
+    from editor_bridge.protocol import ApplyRequest, TrainRequest
+
+    w, h = 64, 48
+    background = cv2.resize(cv2.imread(str(shared_images / "harmonization" / "scream.jpg")), (w, h))
+    bg = np.dstack([cv2.cvtColor(background, cv2.COLOR_BGR2RGB), np.full((h, w), 255, np.uint8)])
+    layer = np.zeros((h, w, 4), np.uint8)
+    layer[15:25, 20:30] = (250, 10, 10, 255)  # the pasted object
+    composite = bg.copy()
+    composite[15:25, 20:30] = layer[15:25, 20:30]
+    selection = np.zeros((h, w), np.uint8)
+    selection[14:26, 19:31] = 255
+    canvas = Canvas(
+        Editor.GIMP, w, h, composite.tobytes(), layer.tobytes(), bg.tobytes(), selection.tobytes()
+    )
+    folder = tmp_path / "set"
+    folder.mkdir()
+    shutil.copy(shared_images / "harmonization" / "oil_tree.jpg", folder)
+
+    daemon = Daemon(
+        tmp_path / "home", env={k: ENV[k] for k in ("ENGINE_FAMILIES", "PYTHONPATH")}
+    ).wait_ready()
+    try:
+        with daemon.client() as client:
+            fill = find(menu(client.ping().capabilities), "python-fu-singan-fill")
+            assert (fill.label, fill.family, fill.layer_name) == ("Fill selection", "meancolour", "Filled")
+            entries = load_menu(Settings(home=str(daemon.home)), tmp_path / "no-plugin-here")
+            assert "Fill selection" in [op.label for op in entries]  # from the file `engine serve` wrote
+
+            runner = Runner(Settings(home=str(daemon.home), timeout_s=60))
+            patch = runner.run(fill, canvas)
+            assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (19, 14, 12, 12, "Filled")
+            got = np.frombuffer(patch.data, np.uint8).reshape(12, 12, 4)
+            mean = bg[..., :3].reshape(-1, 3).astype(np.float64).mean(axis=0)  # of the layers beneath
+            assert np.abs(got[..., :3] - mean).max() <= 1 and (got[..., 3] == 255).all()
+            runner.run(fill, canvas)  # the same picture again: its model is found, not trained twice
+            (model,) = client.list_models(family="meancolour")
+            assert (model.task, model.width, model.n_stages) == ("fill", None, None)
+
+            reply = client.run_job(TrainRequest(family="meancolour", task="fill-set", folders=[str(folder)]))
+            trained = reply.content.model
+            assert (trained.family, trained.task) == ("meancolour", "fill-set")
+            buffers: list = []
+            request = ApplyRequest(
+                operation="fill",
+                model_id=trained.model_id,
+                image=frames.attach(buffers, composite, "RGBA"),
+                mask=frames.attach(buffers, selection, "GRAY"),
+                params={"strength": 1.0},
+            )
+            reply = client.run_job(request, buffers)
+            out = reply.image(reply.content.images[0])
+            oil = read_image(folder / "oil_tree.jpg").rgb.reshape(-1, 3).mean(axis=0) * 255
+            assert np.abs(out[20, 25, :3] - oil).max() <= 1 and (out[0, 0] == composite[0, 0]).all()
+            for bad, words in (
+                (TrainRequest(family="meancolour", task="fill-set", stored_image=model.model_id),
+                 "learns from one folder of images"),
+                (TrainRequest(family="meancolour", task="fill", stored_image=model.model_id,
+                              options={"iters": 3}), "iters is not a training option of Mean colour"),
+                (TrainRequest(family="meancolour", task="fill-set", folders=[str(tmp_path / "nothing")]),
+                 "is not a folder of images"),
+                (ApplyRequest(operation="harmonize", model_id=trained.model_id), "cannot harmonize"),
+                (ApplyRequest(operation="fill", model_id=trained.model_id, params={"strength": 3}),
+                 "--strength must be between 0 and 1"),
+            ):  # fmt: skip
+                with pytest.raises(Exception, match=words):
+                    client.call(bad)
+            assert client.ping().pid == daemon.proc.pid
+    finally:
+        daemon.stop()

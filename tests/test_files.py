@@ -15,7 +15,7 @@ from serve_helpers import QUICK_TRAIN, Daemon, harmonize_request, krita_layers
 from test_cli import engine, result
 
 from editor_bridge.errors import RemoteError
-from editor_bridge.protocol import JobState, Mode, Preset, TrainRequest
+from editor_bridge.protocol import JobState, TrainRequest
 from engine.errors import DiskFullError
 from engine.families.consingan import store, training
 from engine.families.consingan.config import preset, with_overrides
@@ -140,10 +140,12 @@ def test_daemon_on_a_full_disk_fails_the_job_in_the_journal_and_says_why(tmp_pat
             layers = krita_layers(shared_images)
             request, buffers = harmonize_request(layers)
             train = TrainRequest(
-                mode=Mode.HARMONIZATION,
+                task="harmonization",
                 image=request.background.model_copy(update={"buffer_index": 0}),
-                preset=Preset.TINY,
-                iters=400,  # long enough to fill the disk while stage one trains
+                options={
+                    "preset": "tiny",
+                    "iters": 400,
+                },  # long enough to fill the disk while stage one trains
             )
             with daemon.client() as client:
                 job_id = client.submit(train, [buffers[2]])

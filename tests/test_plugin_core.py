@@ -12,30 +12,21 @@ from editor_bridge.plugin_core import (
     CanvasError,
     Editor,
     EmptySelection,
-    Operation,
     UnsupportedColorDepth,
     apply_job,
     check_canvas_unchanged,
     check_color_depth,
+    find,
     mask_bbox,
+    menu,
     patch_from_result,
-    sample_job,
-    train_job,
-    variation_model_name,
 )
-from editor_bridge.protocol import (
-    BBox,
-    BitDepth,
-    ChannelOrder,
-    EditRequest,
-    HarmonizeRequest,
-    Mode,
-    Preset,
-    ResultReply,
-    SampleRequest,
-    TrainRequest,
-)
+from editor_bridge.protocol import BBox, BitDepth, ChannelOrder, ResultReply
 from editor_bridge.wire import Message, WireCodec
+from engine import families
+
+ENTRIES = {op.action: op for op in menu(families.capabilities())}
+HARMONIZE, EDIT, VARIATION = ENTRIES["harmonize"], ENTRIES["edit"], ENTRIES["variation"]
 
 W, H = 12, 8
 
@@ -88,12 +79,13 @@ def echo_result(job, transform=lambda a: a, order=None) -> Message:
 )
 def test_harmonize_request_carries_editor_bytes_mask_and_background(editor, order):
     canvas = make_canvas(editor)
-    job = apply_job(Operation.HARMONIZE, canvas, preset="tiny", seed=3)
+    job = apply_job(HARMONIZE, canvas, preset="tiny", seed=3)
     req = job.request
-    assert isinstance(req, HarmonizeRequest) and req.color_match is None  # the engine's default
-    assert apply_job(Operation.HARMONIZE, canvas, color_match=0.75).request.color_match == 0.75
+    assert req.operation == "harmonize" and req.family == "consingan"
+    assert "color_match" not in req.params  # the engine's default
+    assert apply_job(HARMONIZE, canvas, color_match=0.75).request.params["color_match"] == 0.75
     assert req.image.channel_order is order and req.background.channel_order is order
-    assert req.train_if_missing and req.train.preset is Preset.TINY and req.seed == 3
+    assert req.train_if_missing and req.train == {"preset": "tiny"} and req.params == {"seed": 3}
     assert req.mask.channel_order is ChannelOrder.GRAY
     assert job.bbox == req.image.bbox == req.mask.bbox == BBox(x=2, y=1, w=7, h=5)
     assert req.crop_to_bbox  # only the selection's box comes back: the layer is limited to it anyway
@@ -106,18 +98,46 @@ def test_harmonize_request_carries_editor_bytes_mask_and_background(editor, orde
     assert msg.image(msg.content.mask).shape == (H, W, 1)
 
 
-def test_edit_request_type_and_model_modes():
-    job = apply_job(Operation.EDIT, make_canvas())
-    assert isinstance(job.request, EditRequest)
-    assert Operation.EDIT.mode is Mode.EDITING and Operation.VARIATION.mode is Mode.GENERATION
-    assert (
-        Operation.HARMONIZE.label == "Harmonize selection" and Operation.HARMONIZE.layer_name == "Harmonized"
-    )
+def test_the_menu_is_built_from_the_engines_capabilities():
+    assert [(op.label, op.krita_action, op.gimp_procedure, op.layer_name) for op in ENTRIES.values()] == [
+        ("Harmonize selection", "singan_harmonize", "python-fu-singan-harmonize", "Harmonized"),
+        ("Edit selection", "singan_edit", "python-fu-singan-edit", "Edited"),
+        ("Generate variation", "singan_variation", "python-fu-singan-variation", "Variation"),
+        ("Retrain and harmonize selection", "singan_retrain_harmonize", "python-fu-singan-retrain-harmonize",
+         "Harmonized"),
+        ("Retrain and edit selection", "singan_retrain_edit", "python-fu-singan-retrain-edit", "Edited"),
+    ]  # fmt: skip
+    assert HARMONIZE.ask_color_match and HARMONIZE.can_refine and HARMONIZE.object_on_layer
+    assert not EDIT.ask_color_match and not EDIT.object_on_layer and VARIATION.new_layer and VARIATION.picture
+    assert ENTRIES["retrain-edit"].retrain and not EDIT.retrain
+    job = apply_job(EDIT, make_canvas())
+    assert job.request.operation == "edit" and not job.request.retrain
+    assert apply_job(ENTRIES["retrain-edit"], make_canvas()).request.retrain
+    assert find(list(ENTRIES.values()), "python-fu-singan-edit") is EDIT
+    with pytest.raises(CanvasError, match="no longer offers 'singan_paint': restart the editor"):
+        find(list(ENTRIES.values()), "singan_paint")
+    # An operation of another family, and one that two families have, labelled with the family's name.
+    caps = families.capabilities()
+    fill = {
+        **caps["operations"][0],
+        "name": "fill", "family": "other", "label": "Fill selection",
+        "editor": {**caps["operations"][0]["editor"], "action": "fill", "layer_name": "Filled"},
+    }  # fmt: skip
+    twin = {**caps["operations"][2], "family": "other"}
+    other = {"name": "other", "label": "Other", "finetune_tasks": []}
+    more = menu({"families": [*caps["families"], other], "operations": [*caps["operations"], fill, twin]})
+    labels = [op.label for op in more]
+    assert "Fill selection" in labels and "Generate variation (ConSinGAN)" in labels
+    assert "Generate variation (Other)" in labels
+    filled = next(op for op in more if op.name == "fill")
+    assert filled.family == "other" and not filled.can_refine and filled.krita_action == "singan_fill"
+    no_editor = {**caps["operations"][3]}  # export: a file, no menu entry
+    assert no_editor["editor"] is None and len(menu({**caps, "operations": [no_editor]})) == 0
 
 
 def test_no_selection_means_the_active_layer():
     canvas = make_canvas(selection=False)
-    job = apply_job(Operation.HARMONIZE, canvas)
+    job = apply_job(HARMONIZE, canvas)
     mask = frames.from_frame(job.buffers, job.request.mask)[..., 0]
     assert job.bbox == BBox(x=3, y=2, w=4, h=3)
     assert set(np.unique(mask)) == {0, 255} and mask[2:5, 3:7].all() and mask.sum() == 12 * 255
@@ -128,7 +148,7 @@ def test_missing_or_empty_background_trains_on_the_composite_without_a_second_fr
         make_canvas(background=False),
         Canvas(Editor.GIMP, W, H, make_canvas().composite, make_canvas().layer, bytes(W * H * 4)),
     ):
-        job = apply_job(Operation.HARMONIZE, canvas)
+        job = apply_job(HARMONIZE, canvas)
         assert job.request.background.buffer_index == job.request.image.buffer_index
         assert len(job.buffers) == 2
 
@@ -137,7 +157,7 @@ def test_empty_selection_and_empty_layer_are_refused():
     canvas = make_canvas()
     empty = Canvas(Editor.KRITA, W, H, canvas.composite, canvas.layer, selection=bytes(W * H))
     with pytest.raises(EmptySelection, match="select"):
-        apply_job(Operation.HARMONIZE, empty)
+        apply_job(HARMONIZE, empty)
     with pytest.raises(EmptySelection):
         mask_bbox(np.zeros((3, 3), np.uint8))
 
@@ -187,9 +207,9 @@ def test_color_depth(editor, model, depth, ok):
 @pytest.mark.parametrize("editor", list(Editor))
 def test_result_limited_to_selection_in_editor_order(editor):
     canvas = make_canvas(editor)
-    job = apply_job(Operation.HARMONIZE, canvas)
+    job = apply_job(HARMONIZE, canvas)
     message = echo_result(job, lambda a: 255 - a)  # inverts alpha too: 0 alpha from the engine must win
-    patch = patch_from_result(Operation.HARMONIZE, canvas, job, message)
+    patch = patch_from_result(HARMONIZE, canvas, job, message)
     assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (2, 1, 7, 5, "Harmonized")
     got = np.frombuffer(patch.data, np.uint8).reshape(5, 7, 4)
     comp = np.frombuffer(canvas.composite, np.uint8).reshape(H, W, 4)[1:6, 2:9]
@@ -197,7 +217,7 @@ def test_result_limited_to_selection_in_editor_order(editor):
     assert (got[..., 3] == 0).all()  # engine alpha 0 x selection -> transparent
 
     message = echo_result(job, lambda a: np.concatenate([255 - a[..., :3], a[..., 3:]], axis=2))
-    got = np.frombuffer(patch_from_result(Operation.HARMONIZE, canvas, job, message).data, np.uint8)
+    got = np.frombuffer(patch_from_result(HARMONIZE, canvas, job, message).data, np.uint8)
     alpha = got.reshape(5, 7, 4)[..., 3]
     sel = np.frombuffer(canvas.selection, np.uint8).reshape(H, W)[1:6, 2:9]
     assert (alpha == sel).all()  # soft selection edges stay soft
@@ -205,13 +225,11 @@ def test_result_limited_to_selection_in_editor_order(editor):
 
 def test_result_in_another_layout_or_cropped_to_the_bbox():
     canvas = make_canvas(Editor.KRITA)
-    job = apply_job(Operation.HARMONIZE, canvas)
+    job = apply_job(HARMONIZE, canvas)
     full = np.full((H, W, 3), (10, 20, 30), np.uint8)
     buffers: list = []
     desc = frames.attach(buffers, full, ChannelOrder.RGB)
-    patch = patch_from_result(
-        Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers)
-    )
+    patch = patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
     px = np.frombuffer(patch.data, np.uint8).reshape(5, 7, 4)
     assert tuple(px[2, 2]) == (30, 20, 10, 255)  # BGRA for Krita, alpha from the selection
 
@@ -219,25 +237,23 @@ def test_result_in_another_layout_or_cropped_to_the_bbox():
     buffers = []
     desc = frames.attach(buffers, crop, ChannelOrder.GRAY)
     assert desc.bit_depth is BitDepth.F32
-    patch = patch_from_result(
-        Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers)
-    )
+    patch = patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
     assert tuple(np.frombuffer(patch.data, np.uint8)[8:12]) == (128, 128, 128, 255)
 
     buffers = []
     desc = frames.attach(buffers, np.zeros((3, 3, 3), np.uint8), ChannelOrder.RGB)
     with pytest.raises(ImageError, match="3x3"):
-        patch_from_result(Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
+        patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
     with pytest.raises(ImageError, match="no image"):
-        patch_from_result(Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(), []))
+        patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(), []))
 
 
 def test_u16_result():
     canvas = make_canvas(Editor.GIMP, selection=False)
-    job = apply_job(Operation.EDIT, canvas)
+    job = apply_job(EDIT, canvas)
     buffers: list = []
     desc = frames.attach(buffers, np.full((H, W, 4), 65535, np.uint16), ChannelOrder.RGBA)
-    patch = patch_from_result(Operation.EDIT, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
+    patch = patch_from_result(EDIT, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
     assert patch.name == "Edited" and set(patch.data) == {255}
 
 
@@ -258,7 +274,7 @@ def sixteen_bit(canvas: Canvas) -> Canvas:
 def test_16_bit_canvas_goes_out_and_comes_back_at_16_bits(editor, selection):
     canvas8 = make_canvas(editor, selection=selection)
     canvas = sixteen_bit(canvas8)
-    job, job8 = apply_job(Operation.HARMONIZE, canvas), apply_job(Operation.HARMONIZE, canvas8)
+    job, job8 = apply_job(HARMONIZE, canvas), apply_job(HARMONIZE, canvas8)
     assert job.bbox == job8.bbox  # the same region, from the selection or the 16-bit layer's alpha
     assert job.request.image.bit_depth is BitDepth.U16 and job.request.mask.bit_depth is BitDepth.U8
     sent = frames.from_frame(job.buffers, job.request.image)
@@ -266,12 +282,12 @@ def test_16_bit_canvas_goes_out_and_comes_back_at_16_bits(editor, selection):
     # A 16-bit result keeps its 16 bits (no rounding through 8), in the editor's order, with the
     # region's alpha
     message = echo_result(job, lambda a: np.concatenate([a[..., :3] // 3 + 1, a[..., 3:]], axis=2))
-    patch = patch_from_result(Operation.HARMONIZE, canvas, job, message)
+    patch = patch_from_result(HARMONIZE, canvas, job, message)
     b = job.bbox
     got = np.frombuffer(patch.data, np.uint16).reshape(b.h, b.w, 4)
     comp = canvas.pixels(canvas.composite)[b.y : b.y + b.h, b.x : b.x + b.w]
     assert (got[..., :3] == comp[..., :3] // 3 + 1).all()
-    patch8 = patch_from_result(Operation.HARMONIZE, canvas8, job8, echo_result(job8))
+    patch8 = patch_from_result(HARMONIZE, canvas8, job8, echo_result(job8))
     alpha8 = np.frombuffer(patch8.data, np.uint8).reshape(b.h, b.w, 4)[..., 3]
     assert (np.abs(got[..., 3].astype(int) - alpha8.astype(int) * 257) <= 257).all()
     # 8-bit and float results are widened to the canvas's 16 bits
@@ -279,9 +295,7 @@ def test_16_bit_canvas_goes_out_and_comes_back_at_16_bits(editor, selection):
                              (np.full((b.h, b.w, 3), 0.5, np.float32), 32768)):  # fmt: skip
         buffers: list = []
         desc = frames.attach(buffers, result, ChannelOrder.RGB)
-        patch = patch_from_result(
-            Operation.HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers)
-        )
+        patch = patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
         assert (np.frombuffer(patch.data, np.uint16).reshape(b.h, b.w, 4)[..., :3] == expected).all()
 
 
@@ -294,31 +308,25 @@ def test_16_bit_canvas_sizes_are_checked():
 
 def test_variation_jobs():
     canvas = make_canvas(Editor.GIMP)
-    train = train_job(canvas, preset=Preset.TINY)
-    assert isinstance(train.request, TrainRequest)
-    assert train.request.mode is Mode.GENERATION and train.request.preset is Preset.TINY
-    assert train.request.name == variation_model_name(canvas)
-    assert variation_model_name(canvas) == variation_model_name(make_canvas(Editor.GIMP))
-    assert variation_model_name(canvas) != variation_model_name(make_canvas(Editor.KRITA))
-
-    job = sample_job(canvas, "m1", seed=5)
-    assert isinstance(job.request, SampleRequest)
-    assert (job.request.width, job.request.height, job.request.seed) == (W, H, 5)
+    job = apply_job(VARIATION, canvas, preset="tiny", seed=5)
+    req = job.request
+    assert (req.operation, req.image, req.mask, req.crop_to_bbox) == ("sample", None, None, False)
+    assert req.params == {"n": 1, "width": W, "height": H, "seed": 5} and req.train == {"preset": "tiny"}
+    # The model learns the picture as the artist sees it (and is found again by it).
+    assert req.train_if_missing and bytes(job.buffers[req.background.buffer_index]) == canvas.composite
     assert job.bbox == BBox(x=2, y=1, w=7, h=5)
     sample = np.full((H, W, 3), 9, np.uint8)
     buffers: list = []
     desc = frames.attach(buffers, sample, ChannelOrder.RGB)
     message = roundtrip(ResultReply(images=[desc]), buffers)
-    patch = patch_from_result(Operation.VARIATION, canvas, job, message)
+    patch = patch_from_result(VARIATION, canvas, job, message)
     assert (patch.width, patch.height, patch.name) == (7, 5, "Variation")
 
     whole = make_canvas(Editor.GIMP, selection=False)
-    job = sample_job(whole, "m1")
+    job = apply_job(VARIATION, whole)
     assert job.bbox == BBox(x=0, y=0, w=W, h=H)
-    patch = patch_from_result(Operation.VARIATION, whole, job, message)
+    patch = patch_from_result(VARIATION, whole, job, message)
     assert set(np.frombuffer(patch.data, np.uint8).reshape(H, W, 4)[..., 3].ravel()) == {255}
-    with pytest.raises(ValueError, match="generation"):
-        apply_job(Operation.VARIATION, canvas)
 
 
 def test_a_result_is_placed_only_on_a_canvas_of_the_size_it_was_made_for():
@@ -335,9 +343,9 @@ def test_harmonize_refuses_a_selection_off_the_layer_and_an_opaque_layer_with_no
     moved[6:8, 0:2] = 255  # the selection left behind after the pasted layer was moved
     off = dataclasses.replace(canvas, selection=moved.tobytes())
     with pytest.raises(CanvasError, match="the selection does not touch the active layer"):
-        apply_job(Operation.HARMONIZE, off)
-    apply_job(Operation.EDIT, off)  # an edit may target any region of the picture
+        apply_job(HARMONIZE, off)
+    apply_job(EDIT, off)  # an edit may target any region of the picture
     opaque = dataclasses.replace(canvas, layer=canvas.composite, selection=None)
     with pytest.raises(CanvasError, match="nothing is selected and the active layer covers the whole canvas"):
-        apply_job(Operation.HARMONIZE, opaque)
-    apply_job(Operation.HARMONIZE, dataclasses.replace(canvas, selection=None))  # the layer's own shape
+        apply_job(HARMONIZE, opaque)
+    apply_job(HARMONIZE, dataclasses.replace(canvas, selection=None))  # the layer's own shape

@@ -3,10 +3,14 @@ GIMP's Python modules, and register exactly their actions and procedures."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from tests.import_blocker import EDITOR_BLOCKED, blocker_source
 
@@ -82,9 +86,12 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_retrain_harmonize", "Retrain and harmonize selection", ""),
         ("singan_retrain_edit", "Retrain and edit selection", ""),
     ], created
-    # The installed .action file gives each action its menu text: the same names and texts.
+    # The .action file the installer writes gives each action its menu text: the same names and texts.
     import xml.etree.ElementTree as ET
-    actions = ET.parse("plugins/krita/singan_studio.action").getroot().iter("Action")
+    from editor_bridge.plugin_core import krita_action_file
+    from editor_bridge.plugin_runner import Settings, load_menu
+    entries = load_menu(Settings(), "plugins/krita/singan_studio")
+    actions = ET.fromstring(krita_action_file(entries)).iter("Action")
     assert {a.get("name"): a.findtext("text") for a in actions} == {n: t for n, t, _ in created}
     bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})
     assert not bad, bad
@@ -106,14 +113,14 @@ GIMP = BLOCK + textwrap.dedent(
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # not __main__: Gimp.main is not called
-    assert sorted(module.PROCEDURES) == [
+    assert sorted(module.procedures()) == [
         "python-fu-singan-edit",
         "python-fu-singan-harmonize",
         "python-fu-singan-retrain-edit",
         "python-fu-singan-retrain-harmonize",
         "python-fu-singan-variation",
     ]
-    assert module.SinganStudio.do_query_procedures(None) == list(module.PROCEDURES)
+    assert module.SinganStudio.do_query_procedures(None) == list(module.procedures())
     bad = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "engine"})
     assert not bad, bad
     print("ok")
@@ -121,22 +128,55 @@ GIMP = BLOCK + textwrap.dedent(
 )
 
 
-def run(script: str) -> subprocess.CompletedProcess:
+def run(script: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ENGINE_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
     )
 
 
-def test_krita_plugin_imports_without_torch():
-    proc = run(KRITA)
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """An engine home with the capabilities `engine serve` writes there: the plugins' menus."""
+    from editor_bridge.plugin_runner import CAPABILITIES_FILE
+    from engine import families
+
+    (tmp_path / CAPABILITIES_FILE).write_text(json.dumps(families.capabilities()))
+    return tmp_path
+
+
+def test_krita_plugin_imports_without_torch(home):
+    proc = run(KRITA, home)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
 
 
-def test_gimp_plugin_imports_without_torch():
-    proc = run(GIMP)
+def test_gimp_plugin_imports_without_torch(home):
+    proc = run(GIMP, home)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_without_capabilities_each_plugin_has_one_entry_that_says_what_to_do(tmp_path):
+    krita = KRITA.split("extension.createActions(Window())")[0] + textwrap.dedent(
+        """
+        extension.createActions(Window())
+        assert [name for name, _, _ in created] == ["singan_studio_menu", "singan_unavailable"], created
+        print("ok")
+        """
+    )
+    proc = run(krita, tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert "no capabilities.json" in proc.stderr  # logged for the editor's log
+    gimp = GIMP.split("assert sorted(module.procedures())")[0] + textwrap.dedent(
+        """
+        assert module.SinganStudio.do_query_procedures(None) == ["python-fu-singan-unavailable"]
+        assert "engine plugin install krita" in module._unavailable()
+        print("ok")
+        """
+    )
+    proc = run(gimp, tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_gimp_plugin_is_executable():

@@ -51,7 +51,12 @@ def test_krita_install_layout_settings_and_kritarc(user):
     assert result["installed"] == str(pykrita / "singan_studio")
     assert calls == [("3.10", ["win_amd64"])]
     assert (pykrita / "singan_studio.desktop").is_file()
-    assert (home / ".local/share/krita/actions/singan_studio.action").is_file()
+    action_file = (home / ".local/share/krita/actions/singan_studio.action").read_text()
+    assert '<Action name="singan_harmonize">' in action_file
+    assert "<text>Generate variation</text>" in action_file
+    # The menus until an engine has run: what this engine can do.
+    capabilities = json.loads((pykrita / "singan_studio/capabilities.json").read_text())
+    assert [op["name"] for op in capabilities["operations"]] == ["harmonize", "edit", "sample", "export"]
     for name in ("__init__.py", "extension.py", "document.py", "job.py", "settings.json"):
         assert (pykrita / "singan_studio" / name).is_file()
     vendor = pykrita / "singan_studio/vendor"

@@ -36,7 +36,6 @@ from editor_e2e import (
 
 from editor_bridge.errors import BridgeError
 from editor_bridge.plugin_runner import Settings, connect
-from editor_bridge.protocol import Mode
 
 pytestmark = [
     pytest.mark.slow,
@@ -262,7 +261,7 @@ def stored_models(home: Path) -> list[dict]:
 
 
 def test_second_harmonization_reuses_the_model(krita_run):
-    harmonization = [m for m in krita_run["models"] if m.mode is Mode.HARMONIZATION]
+    harmonization = [m for m in krita_run["models"] if m.task == "harmonization"]
     # the first, the one "Retrain and harmonize" trained, the refined run's fine-tuned one, and one each
     # for the picture converted to 16 bits and to float (other pixels: Krita's round trip through linear
     # light moves some 16-bit values by a few 65536ths)
@@ -332,7 +331,7 @@ def test_refine_finetunes_the_stored_model_on_the_paste(krita_run):
 
 def test_each_variation_is_a_new_one(krita_run):
     scene, out = krita_run["scene"], krita_run["out"]
-    generation = [m for m in krita_run["models"] if m.mode is Mode.GENERATION]
+    generation = [m for m in krita_run["models"] if m.task == "generation"]
     # the second variation reused the model; the picture with a paper layer on top is another picture, and
     # so is the picture converted to 16 bits
     assert len(generation) == 3
@@ -348,7 +347,7 @@ def test_a_kept_variation_is_left_out_of_the_next_ones_picture(krita_run):
     assert driver["over_layers"] == expected
     # no model for the picture with the kept one: only the plain picture's, the one with paper on top and
     # the 16-bit picture's (test_each_variation_is_a_new_one)
-    assert len([m for m in krita_run["models"] if m.mode is Mode.GENERATION]) == 3
+    assert len([m for m in krita_run["models"] if m.task == "generation"]) == 3
 
 
 def test_a_variation_goes_over_the_layers_on_top(krita_run):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_fakes import KEY, PluginFakeEngine
+from plugin_fakes import KEY, PluginFakeEngine, entry
 from test_plugin_core import H, W, make_canvas
 
 from editor_bridge.connection import ConnectionInfo, remove_connection_file, write_connection_file
@@ -24,7 +24,7 @@ from editor_bridge.errors import (
     RequestTimeout,
     UnsupportedVersion,
 )
-from editor_bridge.plugin_core import Editor, Operation, UnsupportedColorDepth
+from editor_bridge.plugin_core import CanvasError, Editor, UnsupportedColorDepth
 from editor_bridge.plugin_runner import (
     HARMONIZE_COLOR_MATCH,
     EngineStartFailed,
@@ -37,15 +37,15 @@ from editor_bridge.plugin_runner import (
     progress_text,
     start_engine,
 )
-from editor_bridge.protocol import (
-    EditRequest,
-    ErrorCode,
-    HarmonizeRequest,
-    ListModelsRequest,
-    ProgressEvent,
-    SampleRequest,
-    TrainRequest,
-)
+from editor_bridge.protocol import ApplyRequest, ErrorCode, ProgressEvent
+
+HARMONIZE, EDIT, VARIATION = entry("harmonize"), entry("edit"), entry("variation")
+RETRAIN_HARMONIZE, RETRAIN_EDIT = entry("retrain-harmonize"), entry("retrain-edit")
+
+
+def sent(engine, operation: str) -> list[ApplyRequest]:
+    return [r for r in engine.requests if isinstance(r, ApplyRequest) and r.operation == operation]
+
 
 FAKE_SERVE = Path(__file__).resolve().parent / "plugin_fakes.py"
 
@@ -62,9 +62,9 @@ def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
     settings = Settings(home=str(tmp_path), preset="tiny", color_match=0.8, timeout_s=5)
     runner = Runner(settings, on_progress=seen.append)
     canvas = make_canvas(Editor.KRITA)
-    patch = runner.run(Operation.HARMONIZE, canvas)
-    (request,) = [r for r in engine.requests if isinstance(r, HarmonizeRequest)]
-    assert request.color_match == 0.8 and request.train.preset.value == "tiny"
+    patch = runner.run(HARMONIZE, canvas)
+    (request,) = sent(engine, "harmonize")
+    assert request.params["color_match"] == 0.8 and request.train == {"preset": "tiny"}
     got = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
     comp = np.frombuffer(canvas.composite, np.uint8).reshape(H, W, 4)
     box = comp[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width]
@@ -82,11 +82,11 @@ def test_a_runs_own_color_match_wins_and_the_default_is_the_engines(engine, tmp_
     settings = Settings(home=str(tmp_path), color_match=0.7, timeout_s=5)
     assert settings.harmonize_color_match == 0.7
     runner = Runner(settings)
-    runner.run(Operation.HARMONIZE, make_canvas(), color_match=0.0)
-    runner.run(Operation.RETRAIN_HARMONIZE, make_canvas(), color_match=1.0)
-    runner.run(Operation.EDIT, make_canvas(), color_match=1.0)  # an edit's colours are the artist's
-    sent = [r.color_match for r in engine.requests if isinstance(r, HarmonizeRequest | EditRequest)]
-    assert sent == [0.0, 1.0, None]
+    runner.run(HARMONIZE, make_canvas(), color_match=0.0)
+    runner.run(RETRAIN_HARMONIZE, make_canvas(), color_match=1.0)
+    runner.run(EDIT, make_canvas(), color_match=1.0)  # an edit's colours are the artist's
+    requests = [r for r in engine.requests if isinstance(r, ApplyRequest)]
+    assert [r.params.get("color_match") for r in requests] == [0.0, 1.0, None]
 
 
 def test_refine_asks_the_engine_to_finetune_first(engine, tmp_path):
@@ -95,40 +95,41 @@ def test_refine_asks_the_engine_to_finetune_first(engine, tmp_path):
     (tmp_path / "plugin" / "settings.json").write_text(json.dumps(settings))
     seen: list[Progress] = []
     runner = Runner(Settings.load(tmp_path / "plugin"), on_progress=seen.append)
-    runner.run(Operation.HARMONIZE, make_canvas(), refine=True)
+    runner.run(HARMONIZE, make_canvas(), refine=True)
     assert seen[-1].text.startswith("Training and refining: stage 3 of 3")
-    runner.run(Operation.HARMONIZE, make_canvas())
-    refined, plain = [r for r in engine.requests if isinstance(r, HarmonizeRequest)]
+    runner.run(HARMONIZE, make_canvas())
+    refined, plain = sent(engine, "harmonize")
     assert (refined.finetune_iters, plain.finetune_iters) == (40, None)
     assert Settings().refine_iters == 500  # the paper's fine-tuning length
 
 
 def test_retrain_actions_ask_for_a_new_model(engine, tmp_path):
     runner = Runner(Settings(home=str(tmp_path), preset="tiny", color_match=0.7, timeout_s=5))
-    harmonized = runner.run(Operation.RETRAIN_HARMONIZE, make_canvas(Editor.KRITA))
-    edited = runner.run(Operation.RETRAIN_EDIT, make_canvas(Editor.GIMP))
-    runner.run(Operation.HARMONIZE, make_canvas(Editor.KRITA))
-    harmonize, again = [r for r in engine.requests if isinstance(r, HarmonizeRequest)]
-    (edit,) = [r for r in engine.requests if isinstance(r, EditRequest)]
-    assert harmonize.retrain and harmonize.color_match == 0.7 and harmonize.model_id is None
-    assert edit.retrain and edit.color_match is None  # still only Harmonize selection's setting
+    harmonized = runner.run(RETRAIN_HARMONIZE, make_canvas(Editor.KRITA))
+    edited = runner.run(RETRAIN_EDIT, make_canvas(Editor.GIMP))
+    runner.run(HARMONIZE, make_canvas(Editor.KRITA))
+    harmonize, again = sent(engine, "harmonize")
+    (edit,) = sent(engine, "edit")
+    assert harmonize.retrain and harmonize.params["color_match"] == 0.7 and harmonize.model_id is None
+    assert edit.retrain and "color_match" not in edit.params  # still only Harmonize selection's setting
     assert not again.retrain
     assert (harmonized.name, edited.name) == ("Harmonized", "Edited")
 
 
-def test_variation_trains_once_then_reuses_the_model(engine, tmp_path):
+def test_variation_samples_a_model_of_the_picture(engine, tmp_path):
     runner = Runner(Settings(home=str(tmp_path), timeout_s=5))
     canvas = make_canvas(Editor.GIMP, selection=False)
-    first = runner.run(Operation.VARIATION, canvas)
-    second = runner.run(Operation.VARIATION, canvas)
+    first = runner.run(VARIATION, canvas)
+    second = runner.run(VARIATION, canvas)
     assert first == second and (first.width, first.height) == (W, H) and first.name == "Variation"
-    trains = [r for r in engine.requests if isinstance(r, TrainRequest)]
-    assert len(trains) == 1 and sum(isinstance(r, ListModelsRequest) for r in engine.requests) == 2
+    # One request each, with the picture to learn when the engine has no model of it yet (the engine
+    # finds the one it trained the first time by the same picture: tests/test_serve_daemon.py).
+    one, two = sent(engine, "sample")
+    assert one.train_if_missing and one.background is not None and one.params["width"] == W
     # Each variation asks for another sample; a runner given a seed keeps it.
-    first_seed, second_seed = [r.seed for r in engine.requests if isinstance(r, SampleRequest)]
-    assert first_seed is not None and second_seed is not None and first_seed != second_seed
-    Runner(Settings(home=str(tmp_path), timeout_s=5), seed=7).run(Operation.VARIATION, canvas)
-    assert [r for r in engine.requests if isinstance(r, SampleRequest)][-1].seed == 7
+    assert one.params["seed"] != two.params["seed"]
+    Runner(Settings(home=str(tmp_path), timeout_s=5), seed=7).run(VARIATION, canvas)
+    assert sent(engine, "sample")[-1].params["seed"] == 7
 
 
 def test_cancel_from_another_thread(tmp_path):
@@ -138,21 +139,21 @@ def test_cancel_from_another_thread(tmp_path):
         settings = Settings(home=str(tmp_path), color_match=0.9, timeout_s=5)
         runner = Runner(settings, lambda p: cancel.set(), cancel)
         with pytest.raises(JobCancelled) as info:
-            runner.run(Operation.EDIT, make_canvas())
-        (edit,) = [r for r in eng.requests if isinstance(r, EditRequest)]
+            runner.run(EDIT, make_canvas())
+        (edit,) = sent(eng, "edit")
     assert artist_message(info.value).cancelled
-    assert edit.color_match is None  # the plugin's colour match is Harmonize selection's only
+    assert "color_match" not in edit.params  # the plugin's colour match is Harmonize selection's only
 
 
 def test_engine_down(tmp_path):
     with pytest.raises(EngineNotRunning) as info:
-        Runner(Settings(home=str(tmp_path))).run(Operation.HARMONIZE, make_canvas())
-    message = artist_message(info.value, Operation.HARMONIZE)
+        Runner(Settings(home=str(tmp_path))).run(HARMONIZE, make_canvas())
+    message = artist_message(info.value, HARMONIZE)
     assert message.offer_start and "engine serve" in message.text and message.title == "Harmonize selection"
     # a stale file (its daemon died) reads the same to the artist
     write_connection_file(ConnectionInfo(endpoint="tcp://127.0.0.1:9", key=KEY, pid=2**22 + 7), home=tmp_path)
     with pytest.raises(EngineNotRunning):
-        Runner(Settings(home=str(tmp_path))).run(Operation.HARMONIZE, make_canvas())
+        Runner(Settings(home=str(tmp_path))).run(HARMONIZE, make_canvas())
 
 
 def test_engine_that_does_not_answer(tmp_path):
@@ -161,7 +162,7 @@ def test_engine_that_does_not_answer(tmp_path):
         ConnectionInfo(endpoint="tcp://127.0.0.1:9", key=KEY, pid=os.getpid()), home=tmp_path
     )
     with pytest.raises(RequestTimeout) as info:
-        Runner(Settings(home=str(tmp_path), timeout_s=0.3)).run(Operation.HARMONIZE, make_canvas())
+        Runner(Settings(home=str(tmp_path), timeout_s=0.3)).run(HARMONIZE, make_canvas())
     assert "engine status" in artist_message(info.value).text
 
 
@@ -169,7 +170,7 @@ def test_start_engine_then_run(tmp_path):
     settings = Settings(home=str(tmp_path), engine_command=(sys.executable, str(FAKE_SERVE)), timeout_s=5)
     process = start_engine(settings, wait_s=30)
     try:
-        patch = Runner(settings).run(Operation.HARMONIZE, make_canvas(Editor.GIMP))
+        patch = Runner(settings).run(HARMONIZE, make_canvas(Editor.GIMP))
         assert patch.name == "Harmonized"
         assert (tmp_path / "engine-started-by-plugin.log").exists()
     finally:
@@ -254,7 +255,7 @@ def test_cancel_stops_the_wait_for_an_engine_that_does_not_answer(tmp_path):
     start = time.monotonic()
     runner = Runner(Settings(home=str(tmp_path), timeout_s=20), cancel=cancel)
     with pytest.raises(JobCancelled) as info:
-        runner.run(Operation.HARMONIZE, make_canvas())
+        runner.run(HARMONIZE, make_canvas())
     assert time.monotonic() - start < 3
     assert artist_message(info.value).cancelled
 
@@ -292,3 +293,27 @@ def test_progress_text():
 def test_artist_messages(exc, expect):
     message = artist_message(exc)
     assert expect in message.text and not message.offer_start and not message.cancelled
+
+
+def test_the_menu_comes_from_the_newer_capabilities_file(tmp_path):
+    from editor_bridge.plugin_runner import CAPABILITIES_FILE, load_menu
+    from engine import families
+
+    plugin, home = tmp_path / "plugin", tmp_path / "home"
+    plugin.mkdir()
+    home.mkdir()
+    settings = Settings(home=str(home))
+    with pytest.raises(CanvasError, match="no capabilities.json.*engine plugin install krita"):
+        load_menu(settings, plugin)
+    caps = families.capabilities()
+    (plugin / CAPABILITIES_FILE).write_text(json.dumps(caps))  # as `engine plugin install` writes it
+    assert [op.action for op in load_menu(settings, plugin)][:3] == ["harmonize", "edit", "variation"]
+    # An engine started later, which can do more, writes its own: its operations are the menu's.
+    fill = {**caps["operations"][0], "name": "fill", "label": "Fill selection"}
+    fill["editor"] = {**fill["editor"], "action": "fill"}
+    (home / CAPABILITIES_FILE).write_text(json.dumps({**caps, "operations": [*caps["operations"], fill]}))
+    os.utime(plugin / CAPABILITIES_FILE, (1, 1))
+    assert "Fill selection" in [op.label for op in load_menu(settings, plugin)]
+    # A damaged file is passed over for the other one, never an error the artist would see at start-up.
+    (home / CAPABILITIES_FILE).write_text("{not json")
+    assert "Fill selection" not in [op.label for op in load_menu(settings, plugin)]

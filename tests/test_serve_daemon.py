@@ -17,16 +17,7 @@ from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
 
 from editor_bridge import frames
 from editor_bridge.errors import BridgeError, JobCancelled, RemoteError
-from editor_bridge.protocol import (
-    BBox,
-    ErrorCode,
-    FinetuneRequest,
-    JobState,
-    Mode,
-    Preset,
-    SampleRequest,
-    TrainRequest,
-)
+from editor_bridge.protocol import ApplyRequest, BBox, ErrorCode, JobState, TrainRequest
 from editor_bridge.signing import present_key
 from editor_bridge.wire import WireCodec
 from engine.families.consingan.apply import feathered_mask
@@ -170,12 +161,12 @@ def test_invalid_requests_are_refused_before_any_work(daemon, layers):
     body = request.model_dump(mode="json")
     # Sent raw: the Client itself refuses to send these, a buggy plugin might not.
     short = [bytes(buffers[0])[:-4], *map(bytes, buffers[1:])]
-    reply = _raw_exchange(daemon, forge(key=key, content=body, msg_type="harmonize", buffers=short))
+    reply = _raw_exchange(daemon, forge(key=key, content=body, msg_type="apply", buffers=short))
     assert reply["code"] == ErrorCode.BAD_IMAGE and "bytes" in reply["message"]
     small_mask = frames.describe(np.zeros((10, 10, 1), np.uint8), "GRAY", 1).model_dump(mode="json")
     other = [bytes(buffers[0]), bytes(100), bytes(buffers[2])]
     reply = _raw_exchange(
-        daemon, forge(key=key, content=body | {"mask": small_mask}, msg_type="harmonize", buffers=other)
+        daemon, forge(key=key, content=body | {"mask": small_mask}, msg_type="apply", buffers=other)
     )
     assert reply["code"] == ErrorCode.INVALID_REQUEST and "mask is 10x10" in reply["message"]
 
@@ -192,16 +183,29 @@ def test_invalid_requests_are_refused_before_any_work(daemon, layers):
             client.run_job(request.model_copy(update={"model_id": "nosuchmodel"}), buffers)
         assert err.value.code is ErrorCode.UNKNOWN_MODEL and "list_models" in str(err.value)
 
-        absurd = TrainRequest.model_construct(mode=Mode.GENERATION, stored_image="x", iters=10**7)
+        absurd = TrainRequest(task="generation", stored_image="x", options={"iters": 10**7})
         with pytest.raises(RemoteError) as err:
             client.call(absurd)
         assert err.value.code is ErrorCode.INVALID_REQUEST and "iters" in str(err.value)
+        for bad, words in (
+            (TrainRequest(family="nosuch", task="x", stored_image="x"), "no model family 'nosuch'"),
+            (TrainRequest(task="painting", stored_image="x"), "ConSinGAN has no task painting"),
+            (TrainRequest(task="generation", stored_image="x", options={"epochs": 3}), "epochs is not"),
+            (ApplyRequest(operation="fly", model_id="m"), "no operation 'fly'"),
+        ):
+            with pytest.raises(RemoteError, match=words) as err:
+                client.call(bad)
+            assert err.value.code is ErrorCode.INVALID_REQUEST
 
         with pytest.raises(RemoteError) as err:
             client.job_status("nosuchjob")
         assert err.value.code is ErrorCode.UNKNOWN_JOB
         assert client.ping().pid == daemon.proc.pid
         assert client.status().jobs == []  # nothing was queued by any of them
+
+
+def _sample(model_id: str, **params) -> ApplyRequest:
+    return ApplyRequest(operation="sample", model_id=model_id, params=params)
 
 
 def _first(desc):
@@ -218,7 +222,11 @@ def test_harmonize_trains_once_and_returns_the_layer_as_sent(first_harmonize, la
     previews = [p for _, p in progress if p is not None]
     assert len(previews) >= result.model.n_stages
     assert all(p.ndim == 3 and p.shape[2] == 3 and max(p.shape[:2]) <= 128 and p.std() > 0 for p in previews)
-    assert result.model.mode is Mode.HARMONIZATION and result.model.preset is Preset.TINY
+    assert (result.model.family, result.model.task, result.model.preset) == (
+        "consingan",
+        "harmonization",
+        "tiny",
+    )
     desc = result.images[0]
     assert (desc.width, desc.height, desc.channel_order.value) == (96, 72, "BGRA")
     naive, mask = layers["naive"], layers["mask"][:, :, 0]
@@ -278,11 +286,10 @@ def test_quick_requests_answered_while_training_runs_and_each_client_gets_its_ev
     request, buffers = harmonize_request(layers)
     train_image = buffers[2]
     train = TrainRequest(
-        mode=Mode.HARMONIZATION,
+        task="harmonization",
         image=_first(request.background),
-        preset=Preset.TINY,
-        iters=80,  # long enough (seconds) to be still running after the quick work below, on a loaded machine
-        seed=7,
+        # long enough (seconds) to be still running after the quick work below, on a loaded machine
+        options={"preset": "tiny", "iters": 80, "seed": 7},
         name="long",
     )
     followers: dict[str, list] = {"a": [], "c": []}
@@ -308,7 +315,7 @@ def test_quick_requests_answered_while_training_runs_and_each_client_gets_its_ev
         reply = b.run_job(quick.model_copy(update={"background": None, "train_if_missing": False}),
                           quick_buffers[:2])  # fmt: skip
         assert reply.content.model.model_id == model_id
-        sample = b.run_job(SampleRequest(model_id=model_id, n=2, width=64, height=48)).content
+        sample = b.run_job(_sample(model_id, n=2, width=64, height=48)).content
         assert [(d.width, d.height) for d in sample.images] == [(64, 48), (64, 48)]
         assert b.job_status(job_id).state is JobState.RUNNING  # the quick work did not wait behind it
         for t in threads:
@@ -322,7 +329,7 @@ def test_quick_requests_answered_while_training_runs_and_each_client_gets_its_ev
 def test_cancel_a_running_training(daemon, layers):
     request, buffers = harmonize_request(layers)
     train = TrainRequest(
-        mode=Mode.HARMONIZATION, image=_first(request.background), preset=Preset.TINY, iters=5000
+        task="harmonization", image=_first(request.background), options={"preset": "tiny", "iters": 5000}
     )
     with daemon.client() as client:
         job_id = client.submit(train, [buffers[2]])
@@ -342,7 +349,7 @@ def test_cancel_a_running_training(daemon, layers):
 def test_engine_cancel_command(daemon, layers):
     request, buffers = harmonize_request(layers)
     train = TrainRequest(
-        mode=Mode.HARMONIZATION, image=_first(request.background), preset=Preset.TINY, iters=5000
+        task="harmonization", image=_first(request.background), options={"preset": "tiny", "iters": 5000}
     )
 
     def cancel(job_id: str) -> subprocess.CompletedProcess:
@@ -371,7 +378,7 @@ def test_a_result_over_the_frame_limit_is_an_error_reply_not_silence(daemon, fir
     with daemon.client(timeout=120) as client:
         start = time.monotonic()  # 1500 x 1000 RGB is 4.3 MiB, over the daemon's --max-frame-mb 4
         with pytest.raises(BridgeError, match="the result cannot be sent: .*frame"):
-            client.run_job(SampleRequest(model_id=model_id, n=1, width=1500, height=1000))
+            client.run_job(_sample(model_id, n=1, width=1500, height=1000))
         assert time.monotonic() - start < 60, "the client had to time out"
         assert client.ping().pid == daemon.proc.pid  # and the engine goes on
 
@@ -382,9 +389,9 @@ def test_a_sample_too_big_for_the_memory_is_an_error_reply_and_the_engine_goes_o
     model_id = first_harmonize[0].content.model.model_id
     with daemon.client(timeout=120) as client:
         with pytest.raises(BridgeError, match="a 4000x3000 sample needs about 3.6 GB of memory and 1.0 GB"):
-            client.run_job(SampleRequest(model_id=model_id, n=1, width=4000, height=3000))
+            client.run_job(_sample(model_id, n=1, width=4000, height=3000))
         assert client.ping().pid == daemon.proc.pid
-        small = client.run_job(SampleRequest(model_id=model_id, n=1, width=64, height=48))
+        small = client.run_job(_sample(model_id, n=1, width=64, height=48))
         assert small.image(small.content.images[0]).shape == (48, 64, 3)
 
 
@@ -393,9 +400,9 @@ def test_a_model_in_use_cannot_be_deleted(daemon, layers, first_harmonize):
     request, buffers = harmonize_request(layers)
     with daemon.client() as client:
         # A model of its own to delete: the module's first model stays for the other tests.
-        train = TrainRequest(mode=Mode.HARMONIZATION, stored_image=base, preset=Preset.TINY, iters=2)
+        train = TrainRequest(task="harmonization", stored_image=base, options={"preset": "tiny", "iters": 2})
         doomed = client.run_job(train, timeout=240).content.model.model_id
-        tune = FinetuneRequest(model_id=doomed, image=_first(request.image), iters=50_000)
+        tune = TrainRequest(base_model=doomed, image=_first(request.image), options={"iters": 50_000})
         job_id = client.submit(tune, [buffers[0]])
         with pytest.raises(RemoteError) as err:
             client.delete_model(doomed)  # the fine-tuning job, queued or running, reads it
@@ -507,3 +514,21 @@ def test_curve_keys_encrypt_and_admit_only_known_clients(tmp_path):
             assert not plain.is_alive(timeout=2)  # no Curve handshake: not even an error reply
     finally:
         daemon.stop()
+
+
+def test_export_is_a_job_that_writes_the_graph_into_the_models_folder(daemon, first_harmonize):
+    import onnxruntime as ort
+
+    model_id = first_harmonize[0].content.model.model_id
+    with daemon.client(timeout=120) as client:
+        request = ApplyRequest(operation="export", model_id=model_id, params={"fp16": True})
+        reply = client.run_job(request, timeout=240).content
+        assert reply.job_id is not None and reply.model.model_id == model_id  # a job, on the quick lane
+        path = daemon.home / "models" / model_id / "export-fp16.onnx"
+        assert reply.path == str(path) and path.stat().st_size > 0
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()  # a graph onnxruntime loads
+        # Another operation's parameter is refused before any work, in one line.
+        with pytest.raises(RemoteError, match="--seed is not an option of consingan's export") as err:
+            client.call(ApplyRequest(operation="export", model_id=model_id, params={"seed": 1}))
+        assert err.value.code is ErrorCode.INVALID_REQUEST

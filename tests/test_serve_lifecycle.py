@@ -15,15 +15,14 @@ from serve_helpers import ENV, Daemon, harmonize_request, krita_layers
 
 from editor_bridge import Client
 from editor_bridge.errors import EngineNotRunning
-from editor_bridge.protocol import FinetuneRequest, JobState, Mode, MsgType, Preset, TrainRequest
+from editor_bridge.protocol import JobState, MsgType, TrainRequest
 
 
 def _train_request(shared_images, iters: int, name: str) -> tuple[TrainRequest, list]:
     request, buffers = harmonize_request(krita_layers(shared_images))
     image = request.background.model_copy(update={"buffer_index": 0})
-    return TrainRequest(mode=Mode.HARMONIZATION, image=image, preset=Preset.TINY, iters=iters, name=name), [
-        buffers[2]
-    ]
+    options = {"preset": "tiny", "iters": iters}
+    return TrainRequest(task="harmonization", image=image, options=options, name=name), [buffers[2]]
 
 
 def _wait_for_log(daemon: Daemon, text: str, timeout: float = 60.0) -> None:
@@ -117,7 +116,7 @@ def test_kill9_mid_finetuning_then_restart_resumes_it(tmp_path, shared_images):
 
         with first.client() as client:
             base = client.run_job(train, buffers, timeout=240).content.model
-            tune = FinetuneRequest(model_id=base.model_id, image=naive.image, iters=200)
+            tune = TrainRequest(base_model=base.model_id, image=naive.image, options={"iters": 200})
             job_id = client.submit(tune, [naive_buffers[0]])
             with pytest.raises(Tuning):
                 client.wait_job(job_id, on_progress=on_progress, timeout=120)
@@ -244,8 +243,8 @@ def test_status_without_a_daemon_still_lists_models_and_the_jobs_it_will_resume(
     journal = Journal(home / "jobs.sqlite3")  # as a daemon killed with -9 leaves it
     for job_id, kind, state in [
         ("j" + "1" * 16, MsgType.TRAIN, JobState.RUNNING),
-        ("j" + "2" * 16, MsgType.EXPORT_ONNX, JobState.QUEUED),
-        ("j" + "3" * 16, MsgType.FINETUNE, JobState.DONE),
+        ("j" + "2" * 16, MsgType.APPLY, JobState.QUEUED),
+        ("j" + "3" * 16, MsgType.TRAIN, JobState.DONE),
     ]:
         journal.add(job_id, kind, {}, 0)
         journal.update(job_id, state)
@@ -257,9 +256,9 @@ def test_status_without_a_daemon_still_lists_models_and_the_jobs_it_will_resume(
     assert "no engine is running" in proc.stderr and f"`engine serve --home {home}`" in proc.stderr
     status = json.loads(proc.stdout)
     assert status["ok"] is False and status["running"] is False and status["home"] == str(home)
-    assert status["models"] == [f"{model_id} 'kept' harmonization 38x48"]
+    assert status["models"] == [f"{model_id} 'kept' consingan harmonization 38x48"]
     # The one left running was interrupted by the crash; both resume on the next start.
-    assert status["jobs"] == [f"j{'1' * 16} train interrupted", f"j{'2' * 16} export_onnx queued"]
+    assert status["jobs"] == [f"j{'1' * 16} train interrupted", f"j{'2' * 16} apply queued"]
 
     text = _engine("status", "--home", str(home))
     assert text.returncode == 3 and "running: False" in text.stdout and model_id in text.stdout

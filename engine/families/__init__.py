@@ -71,15 +71,18 @@ def family_of(meta: dict, directory: Path) -> Family:
     return family
 
 
-def load(directory: str | Path, device: Any = "cpu", backend: str | None = "onnxruntime") -> Loaded:
+def load(
+    directory: str | Path, device: Any = "cpu", backend: str | None = "onnxruntime", resident: bool = False
+) -> Loaded:
     """Any stored model, loaded by its own family, with its inference runner for `backend` (None: no
-    runner yet; `loaded.family.prepare(loaded, backend)` gives it one later)."""
+    runner yet; `loaded.family.prepare(loaded, backend)` gives it one later). `resident`: see Loaded."""
     from engine.model_dir import read_meta
 
     directory = Path(directory)
     meta = read_meta(directory)
     family = family_of(meta, directory)
     loaded = family.load(directory, meta, device)
+    loaded.resident = resident
     if backend is not None:
         family.prepare(loaded, backend)
     return loaded
@@ -99,6 +102,15 @@ def mark_checkpoint(directory: Path, family: str) -> None:
     atomic_write_bytes(
         Path(directory) / CHECKPOINT_DIR / CHECKPOINT_FAMILY, json.dumps({"family": family}).encode()
     )
+
+
+def resumable(directory: Path) -> bool:
+    """Whether a training run left a checkpoint to resume from: a family's mark (written with its first
+    checkpoint), or ConSinGAN's state file."""
+    from engine.model_dir import CHECKPOINT_DIR
+
+    checkpoint = Path(directory) / CHECKPOINT_DIR
+    return (checkpoint / CHECKPOINT_FAMILY).is_file() or (checkpoint / "state.pt").is_file()
 
 
 def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = None) -> Path:
@@ -124,6 +136,7 @@ def capabilities() -> dict[str, Any]:
                 "label": f.label,
                 "tasks": [{"name": t.name, "label": t.label, "data": t.data.value} for t in f.tasks],
                 "presets": list(f.presets),
+                "finetune_tasks": list(f.finetune_tasks),
                 "options": f.options.model_json_schema(),
             }
             for f in all_families()

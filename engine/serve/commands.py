@@ -173,7 +173,8 @@ def stored_status(home: Path | None) -> dict:
 
 
 def _model_line(m) -> str:
-    return f"{m.model_id} {m.name!r} {m.mode.value} {m.width}x{m.height}" + (" onnx" if m.has_onnx else "")
+    size = f" {m.width}x{m.height}" if m.width and m.height else ""
+    return f"{m.model_id} {m.name!r} {m.family} {m.task}{size}" + (" onnx" if m.has_onnx else "")
 
 
 def _job_line(job) -> str:

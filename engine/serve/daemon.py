@@ -228,6 +228,21 @@ def serve(config: ServeConfig) -> None:
         lock.release()
 
 
+def write_capabilities(home: Path) -> None:
+    """HOME/capabilities.json: what this engine can do, from which the plugins build their menus at the
+    editor's next start (the ping reply carries the same)."""
+    import json
+
+    from editor_bridge.plugin_runner import CAPABILITIES_FILE
+    from engine import families
+    from engine.files import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(home / CAPABILITIES_FILE, json.dumps(families.capabilities(), indent=1).encode())
+    except OSError as exc:  # the menus stay those of the file installed with the plugin
+        log.warning("cannot write %s: %s", home / CAPABILITIES_FILE, exc)
+
+
 def _serve_locked(config: ServeConfig, home: Path) -> None:
     # Heavy imports only once we know this daemon will run.
     import torch
@@ -267,6 +282,7 @@ def _serve_locked(config: ServeConfig, home: Path) -> None:
     _install_signal_handlers(stop)
     recovered = jobs.recover(lane_of)
     jobs.start()
+    write_capabilities(home)
     info = ConnectionInfo(endpoint=server.endpoint, key=key, pid=os.getpid(), engine_version=engine_version())
     path = stale
     keeper = ConnectionFileKeeper(info, path)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 import torch
 
 from editor_bridge import frames
@@ -228,6 +229,8 @@ class JobManager:
             try:
                 job = self._from_record(record, lane_of)
             except (OSError, ValueError) as exc:
+                if isinstance(exc, pydantic.ValidationError):  # a request of an older protocol
+                    exc = ValueError("it was sent by an older plugin or engine release: send it again")
                 log.error("cannot recover job %s (%s); marking it failed", record.job_id, exc)
                 error = {"code": ErrorCode.JOB_FAILED.value, "message": f"lost in a restart: {exc}"}
                 self.journal.update(record.job_id, JobState.FAILED, error=error)

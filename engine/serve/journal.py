@@ -215,11 +215,21 @@ def damaged(path: Path, exc: Exception) -> EngineError:
     )
 
 
+# Request types of protocol 3, journaled by an older engine: what they became in protocol 4.
+_OLDER_TYPES = {
+    "harmonize": MsgType.APPLY,
+    "edit": MsgType.APPLY,
+    "sample": MsgType.APPLY,
+    "export_onnx": MsgType.APPLY,
+    "finetune": MsgType.TRAIN,
+}
+
+
 def _record(row: tuple) -> JobRecord:
     job_id, request_type, state, created, request, n_buffers, model_id, error, result = row
     return JobRecord(
         job_id=job_id,
-        request_type=MsgType(request_type),
+        request_type=_OLDER_TYPES.get(request_type) or MsgType(request_type),
         state=JobState(state),
         created=datetime.fromisoformat(created),
         request=json.loads(request),

@@ -1,11 +1,11 @@
 """The daemon's stored models: HOME/models/<model_id>/, each a model directory plus `registry.json`.
 
 A model enters the registry by one atomic rename of a finished model directory, so a listing never sees a
-half-written model. `registry.json` holds what the store does not: the user's name for the model and the
-training key (a hash of the training image's pixels, the mode and the resolved settings) through which the
-same background trained with the same settings is found again instead of being trained twice. A model
-retrained on request (another seed) is stored under the key of the settings that were asked for, and being
-the newest, it is the one found from then on.
+half-written model. `registry.json` holds what the store does not: the user's name for the model, its
+training seed, and the training key (a hash of the training image's pixels and the family's resolved
+settings, task included) through which the same background trained with the same settings is found
+again instead of being trained twice. A model retrained on request (another seed) is stored under the key
+of the settings that were asked for, and being the newest, it is the one found from then on.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from editor_bridge.protocol import Mode, ModelInfo
+from editor_bridge.protocol import ModelInfo
+from engine import families
 from engine.errors import EngineError, ModelNotFoundError
-from engine.families.consingan.config import ModelConfig, TrainConfig
 from engine.files import atomic_write_bytes
 from engine.model_dir import read_meta
 from engine.sampler_file import SAMPLER_FILE
@@ -32,26 +32,13 @@ from engine.sampler_file import SAMPLER_FILE
 log = logging.getLogger(__name__)
 
 ENTRY_FILE = "registry.json"
-# Settings that do not change the trained weights stay out of the key.
-_KEY_IGNORES = {"checkpoint_every_s"}
-# Settings added after models were stored count only when set: at their default, which trains exactly as
-# before they existed, the key stays what it was, so stored models are still found.
-_KEY_NEW_DEFAULTS = {"recolour_probability": 0.0}
 
 
-def training_key(pixels: np.ndarray, model: ModelConfig, train: TrainConfig) -> str:
-    """sha256 of the pixels the model learns from (any dtype) and every setting that shapes the result."""
+def training_key(pixels: np.ndarray, settings: dict) -> str:
+    """sha256 of the pixels the model learns from (any dtype) and every setting that shapes the result
+    (`Family.resolved(...).settings`)."""
     pixels = np.ascontiguousarray(pixels)
-    settings = {
-        "model": model.to_dict(),
-        "train": {
-            k: v
-            for k, v in train.to_dict().items()
-            if k not in _KEY_IGNORES and not (k in _KEY_NEW_DEFAULTS and v == _KEY_NEW_DEFAULTS[k])
-        },
-        "shape": list(pixels.shape),
-        "dtype": pixels.dtype.str,
-    }
+    settings = {**settings, "shape": list(pixels.shape), "dtype": pixels.dtype.str}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     h.update(pixels.data.cast("B"))
     return h.hexdigest()
@@ -104,14 +91,17 @@ class Registry:
             entry = dict(self._entries[model_id])
         meta = read_meta(path)
         try:
-            height, width = meta["stage_shapes"][-1]
+            family = families.family_of(meta, path)
+            described = family.describe(meta)
+            stages = described.get("stages")
             return ModelInfo(
                 model_id=model_id,
                 name=entry["name"],
-                mode=Mode(meta["model"]["mode"]),
-                width=width,
-                height=height,
-                n_stages=len(meta["stage_shapes"]),
+                family=family.name,
+                task=described["task"],
+                width=described.get("width"),
+                height=described.get("height"),
+                n_stages=len(stages) if stages else None,
                 preset=entry.get("preset"),
                 created=datetime.fromisoformat(entry["created"]),
                 has_onnx=(path / SAMPLER_FILE).is_file(),
@@ -122,7 +112,7 @@ class Registry:
                 f"model {model_id} is damaged ({type(exc).__name__}: {reason}); remove {path} and train again"
             ) from exc
 
-    def list(self, mode: Mode | None = None) -> builtins.list[ModelInfo]:
+    def list(self, family: str | None = None, task: str | None = None) -> builtins.list[ModelInfo]:
         with self._lock:
             ids = sorted(self._entries, key=lambda i: self._entries[i]["created"])
         infos = []
@@ -131,7 +121,7 @@ class Registry:
                 info = self.info(model_id)
             except EngineError:
                 continue  # deleted meanwhile
-            if mode is None or info.mode is mode:
+            if family in (None, info.family) and task in (None, info.task):
                 infos.append(info)
         return infos
 
@@ -150,7 +140,12 @@ class Registry:
         """The training seeds of the models stored under this training key."""
         seeds = set()
         for model_id in self.find_all(key):
-            try:
+            with self._lock:
+                seed = self._entries.get(model_id, {}).get("seed")
+            if seed is not None:
+                seeds.add(int(seed))
+                continue
+            try:  # stored before registry.json held the seed: ConSinGAN's model.json has it
                 seeds.add(int(read_meta(self.root / model_id)["training"]["seed"]))
             except (EngineError, KeyError, TypeError, ValueError):
                 continue  # deleted meanwhile, or an older format without the seed
@@ -165,6 +160,7 @@ class Registry:
         preset: str | None,
         training_key: str | None,
         parent: str | None = None,
+        seed: int | None = None,
     ) -> ModelInfo:
         """Move a finished model directory into the registry (one rename) and index it."""
         read_meta(trained)
@@ -174,6 +170,7 @@ class Registry:
             "preset": preset,
             "training_key": training_key,
             "parent": parent,
+            "seed": seed,
             "created": datetime.now(timezone.utc).isoformat(),
         }
         atomic_write_bytes(trained / ENTRY_FILE, json.dumps(entry, indent=2).encode())

@@ -1,6 +1,7 @@
 """A throw-away model family for the tests of the family seam: it "trains" by storing the training image's
 mean colour and "applies" by filling the selection with it. Registered with ENGINE_FAMILIES=mean_colour
-(this folder on PYTHONPATH), with no change to any other file."""
+(this folder on PYTHONPATH), with no change to any other file: the CLI, the daemon, `engine capabilities`,
+`engine batch` and the plugins' menus then offer it (tests/test_families.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from engine.family import DataKind, Family, Loaded, Task
 from engine.files import atomic_write_bytes, write_files
 from engine.imageio import Picture, image_files, read_image
 from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON
-from engine.operations import OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.operations import EditorUse, OperationOutput, OperationSpec, Param, ParamType, Returns
 
 
 class Options(BaseModel):
@@ -89,6 +90,7 @@ FAMILY = Family(
             "fill", "Fill selection", "meancolour", ("fill", "fill-set", "fill-pair"), "fill the selection",
             takes_image=True, takes_mask=True, returns=Returns.LAYER, run=fill, whole_image=True,
             params=(Param("strength", ParamType.FLOAT, "how much", default=1.0, minimum=0, maximum=1),),
+            editor=EditorUse("Filled", "fill"),
         ),
     ),
     describe=lambda meta: {"task": meta["model"]["task"]},

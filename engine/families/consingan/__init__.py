@@ -17,8 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import BadInputError
 from engine.families.consingan.config import MAX_ITERS, MAX_SIDE, MAX_STAGES
 from engine.families.consingan.modes import Mode, spec
-from engine.family import Family, Loaded, Task, TrainRun
-from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.family import Family, Loaded, Resolved, Task, TrainRun
+from engine.operations import (
+    EditorUse,
+    OperationInput,
+    OperationOutput,
+    OperationSpec,
+    Param,
+    ParamType,
+    Returns,
+)
 from engine.progress import ProgressFn
 
 NAME = "consingan"
@@ -65,6 +73,39 @@ def train(run: TrainRun) -> Path:
     return training.train(run.data.image, model, train_cfg, run.out_dir, run.device, run.progress, run.cancel)
 
 
+# Settings that do not change the trained weights stay out of the training key.
+_KEY_IGNORES = {"checkpoint_every_s"}
+# Settings added after models were stored count only when set: at their default, which trains exactly as
+# before they existed, the key stays what it was, so stored models are still found.
+_KEY_NEW_DEFAULTS = {"recolour_probability": 0.0}
+
+
+def resolve(task: str, options: BaseModel, device: Any) -> Resolved:
+    from engine.families.consingan.config import training_configs
+
+    o: Any = options
+    preset, model, train_cfg = training_configs(
+        task, device, o.preset, o.precision, stages=o.stages, iters=o.iters, max_size=o.max_size, seed=o.seed
+    )
+    settings = {
+        "model": model.to_dict(),
+        "train": {
+            k: v
+            for k, v in train_cfg.to_dict().items()
+            if k not in _KEY_IGNORES and not (k in _KEY_NEW_DEFAULTS and v == _KEY_NEW_DEFAULTS[k])
+        },
+    }
+    return Resolved(preset, settings, train_cfg.seed)
+
+
+def finetune(
+    base: Path, image: Any, out_dir: Path, device: Any, iters: int, progress: Any, cancel: Any
+) -> Path:
+    from engine.families.consingan import training
+
+    return training.finetune(base, image, out_dir, device, iters, progress, cancel)
+
+
 def resume(out_dir: Path, device: Any, progress: ProgressFn | None, cancel: threading.Event | None) -> Path:
     from engine.families.consingan import training
 
@@ -81,7 +122,7 @@ def load(directory: Path, meta: dict, device: Any) -> Loaded:
 def prepare(loaded: Loaded, backend: str) -> None:
     from engine.runtime import describe_backend, make_backend
 
-    loaded.runner = make_backend(loaded.model, backend)
+    loaded.runner = make_backend(loaded.model, backend, release_memory=loaded.resident)
     loaded.runner_info = describe_backend(loaded.runner)
 
 
@@ -122,6 +163,19 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     return OperationOutput([Picture(image) for image in images])
 
 
+def _sample_pixels(params: dict[str, Any], size: tuple[int | None, int | None]) -> int:
+    """n samples of the size asked for (one side alone keeps the training image's aspect ratio)."""
+    w0, h0 = size[0] or 1, size[1] or 1
+    width, height = params["width"], params["height"]
+    if width is None and height is None:
+        width, height = w0, h0
+    elif height is None:
+        height = round(width * h0 / w0)
+    elif width is None:
+        width = round(height * w0 / h0)
+    return int(params["n"]) * int(width) * int(height)
+
+
 def _export(loaded: Loaded, given: OperationInput) -> OperationOutput:
     from engine.families.consingan.onnx_export import export
 
@@ -155,12 +209,20 @@ OPERATIONS = (
         "harmonize the masked region of an image with a trained model",
         takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
         params=(SEED, color_match_param(f"{_HARMONIZE_DEFAULT:g}")), whole_image=True,
+        editor=EditorUse(
+            "Harmonized", "harmonize", object_on_layer=True, retrain=True, ask_color_match=True,
+            tooltip="Blend the selected object into the painting with a model trained on the background",
+        ),
     ),
     OperationSpec(
         "edit", "Edit selection", "consingan", (Mode.EDITING.value,),
         "edit the masked region of an image with a trained model",
         takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
         params=(SEED, color_match_param(f"{_EDIT_DEFAULT:g}")), whole_image=True,
+        editor=EditorUse(
+            "Edited", "edit", retrain=True,
+            tooltip="Re-synthesize the selected region so a rough edit matches the painting",
+        ),
     ),
     OperationSpec(
         "sample", "Generate variation", "consingan", tuple(m.value for m in Mode),
@@ -175,6 +237,11 @@ OPERATIONS = (
             SEED,
         ),
         steps=lambda params: params["n"],
+        output_pixels=_sample_pixels,
+        editor=EditorUse(
+            "Variation", "variation", picture=True,
+            tooltip="Add a new layer sampled from a generation model of this picture",
+        ),
     ),
     OperationSpec(
         "export", "Export to ONNX", "consingan", tuple(m.value for m in Mode),
@@ -198,4 +265,7 @@ FAMILY = Family(
     prepare=prepare,
     operations=OPERATIONS,
     describe=describe,
+    resolve=resolve,
+    finetune=finetune,
+    finetune_tasks=(Mode.HARMONIZATION.value, Mode.EDITING.value),
 )

@@ -26,8 +26,16 @@ from engine.families.consingan.config import MAX_SIDE, ModelConfig, TrainConfig
 from engine.families.consingan.networks import Discriminator, Generator
 from engine.families.consingan.pyramid import Shape
 from engine.files import write_files
-from engine.imageio import Picture, encode_image, read_image
-from engine.model_dir import CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, MODEL_JSON, read_meta
+from engine.imageio import Picture, encode_image
+from engine.model_dir import (  # noqa: F401 (load_training_image: for callers of the store)
+    CHECKPOINT_DIR,
+    FORMAT,
+    FORMAT_VERSION,
+    MODEL_JSON,
+    TRAINING_IMAGE,
+    load_training_image,
+    read_meta,
+)
 
 
 @dataclass
@@ -67,7 +75,7 @@ def save_model(
     }
     if discriminator is not None:
         files["discriminator.safetensors"] = _tensor_bytes(discriminator.state_dict())
-    files["training_image.png"] = encode_image(Path("training_image.png"), Picture(training_image, None, 16))
+    files[TRAINING_IMAGE] = encode_image(Path(TRAINING_IMAGE), Picture(training_image, None, 16))
     files["preview.png"] = encode_image(Path("preview.png"), Picture(preview, None, 8))
     meta = {
         "format": FORMAT,
@@ -174,10 +182,6 @@ def load_discriminator(directory: Path, model: ModelConfig, device: torch.device
     except _DAMAGE as e:
         raise _damaged(Path(directory), "discriminator weights", e) from e
     return discriminator.to(device)
-
-
-def load_training_image(directory: Path) -> np.ndarray:
-    return read_image(Path(directory) / "training_image.png").rgb
 
 
 def require_fresh_output(directory: Path) -> None:

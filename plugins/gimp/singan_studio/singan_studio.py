@@ -34,6 +34,7 @@ from editor_bridge.plugin_core import (  # noqa: E402
     Operation,
     check_canvas_unchanged,
     check_color_depth,
+    find,
     is_result_name,
 )
 from editor_bridge.plugin_runner import (  # noqa: E402
@@ -43,21 +44,29 @@ from editor_bridge.plugin_runner import (  # noqa: E402
     Runner,
     Settings,
     artist_message,
+    load_menu,
     start_engine,
 )
-from editor_bridge.protocol import Mode  # noqa: E402
 
 MASK_FORMAT = "Y u8"  # one byte a pixel (GIMP converts on read)
 QUICK_MASK = "Qmask"  # the channel GIMP holds the selection in while Quick Mask is on (no API says so)
 # The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
 COLOR_MATCH, REFINE = "color-match", "refine"
-PROCEDURES = {
-    "python-fu-singan-harmonize": Operation.HARMONIZE,
-    "python-fu-singan-edit": Operation.EDIT,
-    "python-fu-singan-variation": Operation.VARIATION,
-    "python-fu-singan-retrain-harmonize": Operation.RETRAIN_HARMONIZE,
-    "python-fu-singan-retrain-edit": Operation.RETRAIN_EDIT,
-}
+UNAVAILABLE = "python-fu-singan-unavailable"  # the one procedure when the engine's capabilities are unknown
+
+
+def procedures() -> dict[str, Operation]:
+    """The engine's operations for editors, read from its capabilities each time GIMP queries the plug-in
+    (at its start): an operation added to the engine appears after GIMP is restarted."""
+    return {op.gimp_procedure: op for op in load_menu(Settings.load(_HERE), _HERE)}
+
+
+def _unavailable() -> str:
+    try:
+        procedures()
+    except CanvasError as exc:
+        return str(exc)
+    return ""
 
 
 # ---- image adapters ----
@@ -164,11 +173,13 @@ def _layer_on_canvas(drawable, width: int, height: int, depth: int) -> bytes:
     return bytes(layer)
 
 
-def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
+def read_canvas(image, drawable, op: Operation | None = None) -> Canvas:
     """The image as the artist sees it, the active layer, the selection and the background.
 
-    A variation needs no background; it learns the picture without the variations it already added, so
-    that the next one reuses the same model and varies the artist's picture, not the previous variation."""
+    `op` None: as for an entry that changes the selection (Harmonize selection). A variation (an entry
+    that learns the whole picture, `op.picture`) needs no background; it learns the picture without the
+    variations it already added, so that the next one reuses the same model and varies the artist's
+    picture, not the previous variation."""
     if image.get_floating_sel() is not None:
         # GIMP keeps a floating selection over every layer: the result would land hidden under the paste.
         raise CanvasError(
@@ -181,7 +192,8 @@ def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
             "Quick Mask is on: turn it off (Select > Toggle Quick Mask, Shift+Q) so that what you painted"
             " becomes the selection, then run this again"
         )
-    item = drawable if op is not Operation.VARIATION else None
+    picture = op is not None and op.picture
+    item = drawable if not picture else None
     while item is not None:  # a hidden layer (or group) is not in the picture the artist sees
         if not item.get_visible():
             raise CanvasError(HIDDEN_LAYER)
@@ -194,7 +206,7 @@ def read_canvas(image, drawable, op: Operation = Operation.HARMONIZE) -> Canvas:
     selection = None
     if not Gimp.Selection.is_empty(image):
         selection = _read(image.get_selection(), 0, 0, width, height, MASK_FORMAT)
-    if op is Operation.VARIATION:
+    if op is not None and op.picture:
         composite = _flatten_copy(image, depth, hide=_results(image.get_layers(), op.layer_name))
         background = None
     else:
@@ -289,7 +301,12 @@ def _ask_options(procedure, config, title: str) -> bool:
 
 
 def run(procedure, run_mode, image, drawables, config, data):
-    op = PROCEDURES[procedure.get_name()]
+    if procedure.get_name() == UNAVAILABLE:
+        return _error(procedure, _unavailable() or "restart GIMP to refresh the SinGAN Studio menu")
+    try:
+        op = find(list(procedures().values()), procedure.get_name())
+    except CanvasError as exc:
+        return _error(procedure, str(exc))
     if len(drawables) != 1:
         return _error(procedure, f"{op.label}: select exactly one layer")
     drawable = drawables[0]
@@ -301,10 +318,11 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _error(procedure, f"{op.label}: select a layer in the Layers dialog, not a channel")
     settings = Settings.load(_HERE)
     color_match, refine = None, False
-    if op.mode is Mode.HARMONIZATION:
+    if op.ask_color_match:
         if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_options(procedure, config, op.label):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        color_match, refine = config.get_property(COLOR_MATCH), config.get_property(REFINE)
+        color_match = config.get_property(COLOR_MATCH)
+        refine = op.can_refine and config.get_property(REFINE)
     Gimp.progress_init(f"{op.label}...")
     # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
     guard = CancelGuard(settings.home, settings.timeout_s)
@@ -324,7 +342,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
             patch = runner.run(op, canvas, color_match=color_match, refine=refine)
-        add_result_layer(image, tattoo, canvas, patch, on_top=op is Operation.VARIATION)
+        add_result_layer(image, tattoo, canvas, patch, on_top=op.picture)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:
@@ -344,22 +362,30 @@ class SinganStudio(Gimp.PlugIn):
         return False
 
     def do_query_procedures(self):
-        return list(PROCEDURES)
+        try:
+            return list(procedures())
+        except CanvasError:
+            return [UNAVAILABLE]
 
     def do_create_procedure(self, name):
-        op = PROCEDURES[name]
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        if name == UNAVAILABLE:
+            procedure.set_menu_label("Why is this menu empty?")
+            procedure.add_menu_path("<Image>/Filters/SinGAN Studio")
+            procedure.set_documentation("SinGAN Studio", _unavailable(), name)
+            return procedure
+        op = procedures()[name]
         procedure.set_image_types("RGB*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label(op.label)
         procedure.add_menu_path("<Image>/Filters/SinGAN Studio")
         procedure.set_documentation(
             op.label,
-            f"{op.label} with a single-image GAN trained on the painting (needs `engine serve`)",
+            f"{op.label} with a model trained on the painting (needs `engine serve`)",
             name,
         )
         procedure.set_attribution("SinGAN Studio", "SinGAN Studio", "2025")
-        if op.mode is Mode.HARMONIZATION:
+        if op.ask_color_match:
             procedure.add_double_argument(
                 COLOR_MATCH,
                 "_Colour match",
@@ -369,6 +395,7 @@ class SinganStudio(Gimp.PlugIn):
                 Settings.load(_HERE).harmonize_color_match,
                 GObject.ParamFlags.READWRITE,
             )
+        if op.ask_color_match and op.can_refine:
             procedure.add_boolean_argument(
                 REFINE,
                 f"_{REFINE_LABEL}",

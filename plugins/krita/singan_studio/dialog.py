@@ -30,8 +30,11 @@ def last_color_match(default: float) -> float:
     return value if 0.0 <= value <= 1.0 else default
 
 
-def ask_harmonize_options(parent, title: str, default: float) -> tuple[float, bool] | None:
-    """(colour match, refine) for this run, the colour match remembered for the next; None if cancelled."""
+def ask_harmonize_options(
+    parent, title: str, default: float, can_refine: bool = True
+) -> tuple[float, bool] | None:
+    """(colour match, refine) for this run, the colour match remembered for the next; None if cancelled.
+    `can_refine`: offer to refine (the engine fine-tunes this entry's models)."""
     dialog = QDialog(parent)
     dialog.setObjectName(DIALOG_NAME)
     dialog.setWindowTitle(title)
@@ -53,12 +56,13 @@ def ask_harmonize_options(parent, title: str, default: float) -> tuple[float, bo
     layout = QVBoxLayout(dialog)
     layout.addWidget(text)
     layout.addLayout(form)
-    layout.addWidget(refine)
+    if can_refine:
+        layout.addWidget(refine)
     layout.addWidget(buttons)
     try:
         if dialog.exec_() != QDialog.Accepted:
             return None
-        value, refined = round(spin.value(), 2), refine.isChecked()
+        value, refined = round(spin.value(), 2), can_refine and refine.isChecked()
     finally:
         dialog.deleteLater()
     Krita.instance().writeSetting(SETTING_GROUP, SETTING_KEY, str(value))

@@ -67,18 +67,20 @@ def _convert(data: bytes, width: int, height: int, source: Space, target: Space)
         scratch.close()
 
 
-def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Canvas, Target]:
+def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Target]:
     """The active document as the artist sees it, the active layer, the selection and the background.
 
-    A variation needs no background (hiding a layer costs two refreshes of the whole image); it learns the
-    picture without the variations it already added, so that the next one reuses the same model and varies
-    the artist's picture, not the previous variation."""
+    `op` None: as for an entry that changes the selection (Harmonize selection). A variation (an entry
+    that learns the whole picture, `op.picture`) needs no background (hiding a layer costs two refreshes of
+    the whole image); it learns the picture without the variations it already added, so that the next one
+    reuses the same model and varies the artist's picture, not the previous variation."""
     document = document if document is not None else Krita.instance().activeDocument()
     if document is None:
         raise CanvasError("open an image first")
     clicked = document.activeNode()
     node = _layer_of(clicked)
-    if op is not Operation.VARIATION:
+    picture = op is not None and op.picture
+    if not picture:
         item = node
         while item is not None and item.parentNode() is not None:  # the root has no eye
             if not item.visible():  # a hidden layer (or group) is not in the picture the artist sees
@@ -103,7 +105,7 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
     mask = bytes(selection.pixelData(0, 0, width, height)) if selection is not None else None
     layer = bytes(node.projectionPixelData(0, 0, width, height))
     layer = _convert(layer, width, height, _space(node), space) if floating else layer
-    if op is Operation.VARIATION:
+    if op is not None and op.picture:
         composite = _projection_without(document, _results(document.rootNode(), op.layer_name), space)
         background = None
     else:
@@ -124,7 +126,7 @@ def read_canvas(document=None, op: Operation = Operation.HARMONIZE) -> tuple[Can
             name=document.name() or "",
             depth=depth,
         ),
-        Target(document, node, width, height, space, clicked=clicked, on_top=op is Operation.VARIATION),
+        Target(document, node, width, height, space, clicked=clicked, on_top=picture),
     )
 
 

@@ -20,7 +20,6 @@ from editor_bridge.plugin_runner import (
     artist_message,
     start_engine,
 )
-from editor_bridge.protocol import Mode
 
 from .dialog import ask_harmonize_options
 from .document import Target, add_result_layer, read_canvas
@@ -78,8 +77,10 @@ class JobController(QObject):
             self._show(ArtistMessage(op.label, "Another job is still running; wait for it or cancel it."))
             return
         color_match, refine = None, False
-        if op.mode is Mode.HARMONIZATION:
-            options = ask_harmonize_options(self._window(), op.label, self.settings.harmonize_color_match)
+        if op.ask_color_match:
+            options = ask_harmonize_options(
+                self._window(), op.label, self.settings.harmonize_color_match, op.can_refine
+            )
             if options is None:
                 return  # cancelled in the dialog: nothing was read or sent
             color_match, refine = options
@@ -202,6 +203,9 @@ class JobController(QObject):
             self._cancel.set()
             if not self._thread.wait(QUIT_WAIT_MS):
                 log.warning("the job did not stop within %d ms", QUIT_WAIT_MS)
+
+    def show(self, message: ArtistMessage) -> None:
+        self._show(message)
 
     def _show(self, message: ArtistMessage) -> None:
         QMessageBox.warning(self._window(), message.title, message.text)
