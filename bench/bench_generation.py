@@ -7,7 +7,7 @@ For every image in ../shared/images/generation a model is trained (cached under 
 drawn, and the table gives the sliced Wasserstein distance between their multi-scale 7x7 patches and the
 training image's (lower is closer; the row "noise" is uniform noise for scale) and SinGAN's pixel
 diversity (std across samples over the image's std; 0 = every sample the same). "recomputed steps" counts
-training steps redone after non-finite gradients (see bench/check_bf16_conv.py).
+training steps redone after non-finite gradients (see bench/experiments/check_bf16_conv.py).
 """
 
 from __future__ import annotations

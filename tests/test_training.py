@@ -169,7 +169,7 @@ def test_diverged_training_writes_no_model_and_says_what_to_do(tmp_path, monkeyp
 
 def _faulty_run(tmp_path, name, net, fail_calls):
     """Train the tiny generation model with NaN injected into one weight gradient on the given calls, as
-    oneDNN's AMX bf16 convolution backward does now and then (bench/check_bf16_conv.py)."""
+    oneDNN's AMX bf16 convolution backward does now and then (bench/experiments/check_bf16_conv.py)."""
     model, train = _tiny("generation", iters=6)
     image = read_image(TRAIN_IMAGES["generation"]).rgb
     trainer = training.Trainer(model, train, image, tmp_path / name, CPU)

@@ -222,8 +222,9 @@ class Trainer:
 
         oneDNN 3.12's AMX bf16 convolution backward (the CPU path of bf16 autocast) intermittently writes NaN
         into weight gradients when it runs on several threads: 0.25-1% of calls at some map sizes
-        (bench/check_bf16_conv.py; docs/benchmarks.md). One such step used to turn the whole model into NaN.
-        A recomputed step is correct; a step that stays non-finite is real divergence and stops training.
+        (bench/experiments/check_bf16_conv.py; docs/benchmarks.md). One such step used to turn the whole
+        model into NaN. A recomputed step is correct; a step that stays non-finite is real divergence and
+        stops training.
         """
         params = [p for p in net.parameters() if p.requires_grad]
         for attempt in range(STEP_ATTEMPTS):

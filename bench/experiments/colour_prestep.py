@@ -1,11 +1,11 @@
 """Which colour change to make before the generator runs: Poisson blending's (the engine's colour match) or
 a Reinhard colour transfer, alone or followed by Poisson's.
 
-    python -m bench.colour_prestep --models runs/bench_harmonization
+    python -m bench.experiments.colour_prestep --models runs/bench_harmonization
 
 Uses the `fast` models that `python -m bench.bench_harmonization` trained and cached for the four hard
 cases, and swaps the engine's colour-match step (`apply.color_match_offset`) for each variant, scaled
-as a whole by the colour match (`bench.cached_cases.linear`).
+as a whole by the colour match (`bench.experiments.cached_cases.linear`).
 Prints Delta E inside the mask against the original painting, per case and as a mean (docs/benchmarks.md).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args
+from bench.experiments.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args
 from bench.quality import masked_error
 from engine.families.consingan import apply, blend
 

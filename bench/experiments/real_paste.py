@@ -1,7 +1,7 @@
 """A contact strip of one real paste harmonized by each method, for looking at (there is no answer to
 measure against).
 
-    python -m bench.real_paste out/demo/model --image examples/scream_naive.jpg \\
+    python -m bench.experiments.real_paste out/demo/model --image examples/scream_naive.jpg \\
         --mask examples/scream_naive_mask.jpg --out docs/images/real-paste-comparison.jpg
 
 Left to right: the composite, Reinhard colour transfer, Poisson blending (both given the model's training
@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
 from bench.bench_harmonization import to_u8
-from bench.cached_cases import color_match_step, linear
+from bench.experiments.cached_cases import color_match_step, linear
 from engine.families.consingan import apply, blend, store
 from engine.families.consingan.pyramid import resize
 from engine.imageio import read_image, read_mask

@@ -1,6 +1,6 @@
 """Does running the generator a second time, on its own result, pull a paste further into the painting?
 
-    python -m bench.second_pass --models runs/bench_harmonization
+    python -m bench.experiments.second_pass --models runs/bench_harmonization
 
 Uses the `fast` models that `python -m bench.bench_harmonization` trained and cached for the four hard
 cases. For each colour match, harmonizes the composite once (the engine), then harmonizes that result
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, parse_args
+from bench.experiments.cached_cases import CASES, cached_cases, parse_args
 from bench.quality import masked_error, texture_score
 from engine.families.consingan import apply
 from engine.imageio import Picture

@@ -2,7 +2,7 @@
 half of the scale, lightness over the second) against its earlier versions: the same two halves without
 the contrast match, and the linear one (a share of Poisson blending's whole change).
 
-    python -m bench.colour_split --models runs/bench_harmonization --color-match 0.25 0.5 0.75 1
+    python -m bench.experiments.colour_split --models runs/bench_harmonization --color-match 0.25 0.5 0.75 1
 
 Uses the `fast` models that `python -m bench.bench_harmonization` trained and cached for the four hard
 cases. Prints Delta E and the texture score inside the mask against the original painting, per case and
@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.cached_cases import CASES, cached_cases, color_match_step, linear, parse_args, without_contrast
+from bench.experiments.cached_cases import (
+    CASES,
+    cached_cases,
+    color_match_step,
+    linear,
+    parse_args,
+    without_contrast,
+)
 from bench.quality import masked_error, texture_score
 from engine.families.consingan import apply, blend
 

@@ -1,6 +1,7 @@
 """One real paste taken through the editor plugins' code path and a real `engine serve`, for looking at.
 
-    python -m bench.plugin_path watercolor_tree --out docs/images/plugin-watercolor-retrain-refine.jpg
+    python -m bench.experiments.plugin_path watercolor_tree \
+        --out docs/images/plugin-watercolor-retrain-refine.jpg
 
 Starts `engine serve` on a fresh home, then, as an artist would from Krita or GIMP (the plugins' own
 `editor_bridge.plugin_runner.Runner` with the canvas they send: the picture, the pasted layer, the
@@ -21,16 +22,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from editor_bridge.plugin_core import Canvas, Editor, Operation
+from editor_bridge.plugin_core import Canvas, Editor, menu
 from editor_bridge.plugin_runner import Runner, Settings
+from engine import families
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images" / "harmonization"
+IMAGES = Path(__file__).resolve().parents[3] / "shared" / "images" / "harmonization"
+ENTRIES = {op.action: op for op in menu(families.capabilities())}  # the plugins' menu entries
+HARMONIZE, RETRAIN_HARMONIZE = ENTRIES["harmonize"], ENTRIES["retrain-harmonize"]
 STEPS = [
-    ("harmonize 0.5", Operation.HARMONIZE, 0.5, False),
-    ("harmonize 0", Operation.HARMONIZE, 0.0, False),
-    ("retrain 0", Operation.RETRAIN_HARMONIZE, 0.0, False),
-    ("retrained 0.5", Operation.HARMONIZE, 0.5, False),
-    ("refine 0", Operation.HARMONIZE, 0.0, True),
+    ("harmonize 0.5", HARMONIZE, 0.5, False),
+    ("harmonize 0", HARMONIZE, 0.0, False),
+    ("retrain 0", RETRAIN_HARMONIZE, 0.0, False),
+    ("retrained 0.5", HARMONIZE, 0.5, False),
+    ("refine 0", HARMONIZE, 0.0, True),
 ]
 
 

@@ -1,7 +1,7 @@
 """A sheet of a generation image's `fast` and `paper` models side by side: the training image, then three
 samples (seed 1), `fast` above, `paper` below (docs/benchmarks.md).
 
-    python -m bench.fast_vs_paper zebra --out docs/images/generation-zebra-fast-vs-paper.jpg
+    python -m bench.experiments.fast_vs_paper zebra --out docs/images/generation-zebra-fast-vs-paper.jpg
 
 Uses the models `python -m bench.bench_generation` cached (runs/bench_generation/NAME_fast_bf16 and
 runs/bench_generation_paper/NAME_paper_bf16).

@@ -1,6 +1,6 @@
 """How often this machine's bf16 convolution backward writes non-finite weight gradients.
 
-python -m bench.check_bf16_conv [--calls 400] [--sizes 41x61 60x89 ...] [--channels 32]
+python -m bench.experiments.check_bf16_conv [--calls 400] [--sizes 41x61 60x89 ...] [--channels 32]
 
 oneDNN 3.12 (PyTorch 2.14.1) on this project's AMX CPU sometimes fills a bf16 weight gradient with NaN
 when the backward runs on more than one thread; fp32, a single thread, or ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16
