@@ -48,7 +48,7 @@ SUITE = (
     Benchmark(
         "latency", "bench.bench_latency", "seconds per sample and per harmonization, per backend and size",
         "docs/benchmarks.md: Sampling and harmonization latency",
-        ("--sizes", "64", "--repeats", "1", "--tasks", "sample"), "| sample",
+        ("--sizes", "64", "--repeats", "1", "--tasks", "sample", "--shape", "tiny"), "| sample",
     ),
     Benchmark(
         "sample-memory", "bench.sample_memory", "peak memory of one sample against the engine's bound",
@@ -57,7 +57,7 @@ SUITE = (
     ),
     Benchmark(
         "runtime", "bench.bench_runtime", "onnxruntime against PyTorch eager and the FLOP floor",
-        "docs/onnx.md", ("--sizes", "64", "--repeats", "1"), "| 64x",
+        "docs/onnx.md", ("--sizes", "64", "--repeats", "1", "--shape", "tiny"), "| 64x",
     ),
     Benchmark(
         "protocol", "bench.bench_protocol", "a layer's round trip against memory copies; ping latency",

@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--shape", default="fast", choices=["paper", "fast", "tiny"], help="the sampled model's preset shape"
+    )
+    parser.add_argument(
         "--tasks", nargs="+", default=["sample", "harmonize"], choices=["sample", "harmonize"]
     )
     args = parser.parse_args()
@@ -71,7 +74,7 @@ def main() -> None:
 
 
 def sampling(args: argparse.Namespace) -> None:
-    generation = paper_model("fast")
+    generation = paper_model(args.shape)
     with tempfile.TemporaryDirectory() as tmp:
         backends = {
             "onnxruntime": OnnxBackend(export(generation, Path(tmp) / "g.onnx"), cache=SessionCache()),
@@ -85,7 +88,7 @@ def sampling(args: argparse.Namespace) -> None:
                 cells.append(
                     best_of(partial(apply.sample, generation, 1, h, w, backend=backend), args.repeats)
                 )
-            row("sample (`fast`-shaped generation model)", h, w, cells)
+            row(f"sample (`{args.shape}`-shaped generation model)", h, w, cells)
 
 
 def harmonizing(args: argparse.Namespace) -> None:

@@ -74,9 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 1024, 2048], help="long side in px")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--shape", default="paper", choices=["paper", "fast", "tiny"], help="the model's preset"
+    )
     args = parser.parse_args()
     configure_threads()
-    model = paper_model()
+    model = paper_model(args.shape)
     g = model.generator
     with tempfile.TemporaryDirectory() as tmp:
         path = export(model, Path(tmp) / "paper.onnx")
