@@ -23,12 +23,11 @@ from editor_bridge.protocol import (
     ResultReply,
 )
 from editor_bridge.server import Request
-from engine import families
 from engine.serve.handlers.context import Context, ModelInUse, models_used, unknown_job
 
 
 def ping(ctx: Context, req: Request) -> None:
-    pong = PongReply(engine_version=ctx.engine_version, pid=os.getpid(), capabilities=families.capabilities())
+    pong = PongReply(engine_version=ctx.engine_version, pid=os.getpid(), capabilities=ctx.capabilities)
     ctx.server.reply(req, pong)
 
 

@@ -97,9 +97,11 @@ class Context:
     engine_version: str = ""
     started: float = field(default_factory=time.monotonic)
     models: ModelCache = field(init=False)
+    capabilities: dict[str, Any] = field(init=False)  # the families are fixed for the daemon's lifetime
 
     def __post_init__(self) -> None:
         self.models = ModelCache(self.registry, self.device, self.backend)
+        self.capabilities = families.capabilities()
 
     def submit(self, req: Request, lane: str, model_id: str | None) -> None:
         job, position = self.jobs.submit(req.content, req.buffers, req.identities, lane, model_id)
