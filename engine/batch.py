@@ -111,7 +111,7 @@ def run(
     return report
 
 
-def in_process(model_dir: Path, backend_name: str, device: str | None, given: dict) -> ApplyFn:
+def in_process(model_dir: Path, backend_name: str | None, device: str | None, given: dict) -> ApplyFn:
     """An ApplyFn running the whole-image operation of the model's family (harmonize for a ConSinGAN
     harmonization model, ...) in this process; `given`: the parameters set on the command line."""
     from engine import families, operations
@@ -119,8 +119,9 @@ def in_process(model_dir: Path, backend_name: str, device: str | None, given: di
     from engine.operations import OperationInput
 
     configure_threads()
-    loaded = families.load(model_dir, select_device(device), backend_name)
+    loaded = families.load(model_dir, select_device(device), backend=None)
     op = operations.whole_image(loaded)
+    loaded.family.prepare(loaded, loaded.family.backend(backend_name))
     params = op.check_params(given)
     return lambda picture, mask: op.run(loaded, OperationInput(picture, mask, params)).pictures[0]
 
@@ -254,7 +255,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder of masks named NAME.EXT or NAME_mask.EXT for each image NAME (EXT: any image format; "
         "white = the region to change); default: the whole image",
     )
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
+    p.add_argument(
+        "--backend",
+        choices=["onnxruntime", "torch"],
+        help="default: the model family's (onnxruntime where built)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     for param in whole_image_params():
         add_param(p, param)

@@ -133,14 +133,16 @@ def _model_summary(path: Path) -> dict:
     meta = read_meta(path)
     family = families.family_of(meta, path)
     described = family.describe(meta)
-    return {
+    summary = {
         "model": str(path),
         "family": family.name,
         "mode": described.pop("task"),
         **described,
         "training_seconds": meta.get("info", {}).get("training_seconds"),
-        "preview": str(path / "preview.png"),
     }
+    if (path / "preview.png").is_file():
+        summary["preview"] = str(path / "preview.png")
+    return summary
 
 
 def cmd_finetune(args: argparse.Namespace) -> dict:
@@ -224,8 +226,9 @@ def cmd_operation(args: argparse.Namespace) -> dict:
             raise EngineError(f"{op.name} needs --mask MASK (white = the region to change)")
         bar.total = op.total_steps(params, takes_image)
         if op.needs_runner:
-            bar.step(f"preparing {args.backend}")
-            loaded.family.prepare(loaded, args.backend)
+            backend = loaded.family.backend(args.backend)
+            bar.step(f"preparing {backend}")
+            loaded.family.prepare(loaded, backend)
         start = time.perf_counter()
         output = op.run(loaded, OperationInput(picture, mask, params, on_step=bar.step, out=out))
         seconds = round(time.perf_counter() - start, 3)
@@ -440,8 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
         for param in operations.cli_params(specs):
             add_param(p, param)
         if any(op.needs_runner for op in specs):
-            p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
-        p.set_defaults(run=cmd_operation, operation=name, mask=None, image=None, backend="onnxruntime")
+            p.add_argument(
+                "--backend",
+                choices=["onnxruntime", "torch"],
+                help="default: the family's (onnxruntime where built)",
+            )
+        p.set_defaults(run=cmd_operation, operation=name, mask=None, image=None, backend=None)
 
     p = command("capabilities", "list the model families, their tasks and presets, and the operations")
     p.set_defaults(run=cmd_capabilities)

@@ -111,6 +111,18 @@ class Family:
     # (base model dir, image, out dir, device, iterations, progress, cancel) -> out dir. None: not offered.
     finetune: Callable[..., Path] | None = None
     finetune_tasks: tuple[str, ...] = ()  # the tasks whose models `finetune` takes
+    backends: tuple[str, ...] = ("onnxruntime", "torch")  # what `prepare` takes; the first is the default
+
+    def backend(self, asked: str | None) -> str:
+        """The backend to run this family's models with: the one asked for (refused in one line when the
+        family has no such runner), or the family's default."""
+        if asked is None:
+            return self.backends[0]
+        if asked not in self.backends:
+            raise BadInputError(
+                f"{self.label} models run with --backend {' or '.join(self.backends)}, not {asked}"
+            )
+        return asked
 
     def task(self, name: str) -> Task:
         for task in self.tasks:

@@ -66,3 +66,11 @@ def load_training_image(directory: str | Path) -> np.ndarray:
             f"{directory} holds no training image (it did not learn from one image): train on an image"
         )
     return read_image(path).rgb
+
+
+def require_fresh_output(directory: Path) -> None:
+    """Refuse to write a model over an existing one (or over anything else)."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise IncompatibleModelError(
+            f"{directory} already exists and is not empty: choose another --out or remove it first"
+        )

@@ -75,7 +75,7 @@ def test_a_train_plan_checks_family_task_and_options_in_one_line_each(tmp_path):
         train.plan(ctx, None, "editing", {"precision": "bf16"}).options.precision == "bf16"
     )  # the request's
     for family, task, options, words in (
-        ("nosuch", None, {}, "no model family 'nosuch': use one of consingan"),
+        ("nosuch", None, {}, "no model family 'nosuch': use one of consingan, cyclegan"),
         ("consingan", "painting", {}, "ConSinGAN has no task painting: use one of generation, retarget"),
         ("consingan", None, {"epochs": 2}, "epochs is not a training option of ConSinGAN"),
         ("consingan", None, {"iters": 0}, "iters: Input should be greater than or equal to 1"),
@@ -91,7 +91,8 @@ def test_an_operation_is_found_for_the_model_or_refused(tmp_path):
         IncompatibleModelError, match="m1 is a model for generation; harmonize needs .*harmonization"
     ):
         apply._spec("consingan", "generation", "harmonize", "model m1")
-    with pytest.raises(BadInputError, match="no operation 'fly': use one of edit, export, harmonize, sample"):
+    words = "no operation 'fly': use one of edit, export, harmonize, restyle, sample"
+    with pytest.raises(BadInputError, match=words):
         apply._spec("consingan", "generation", "fly", "model m1")
 
 

@@ -18,6 +18,7 @@ from engine.family import Family, Loaded
 
 BUILTIN = (
     "engine.families.consingan",
+    "engine.families.cyclegan",
 )  # fmt: skip
 ENV = "ENGINE_FAMILIES"
 DEFAULT = "consingan"  # the family of a model.json without `family` (written before families existed)
@@ -84,7 +85,7 @@ def load(
     loaded = family.load(directory, meta, device)
     loaded.resident = resident
     if backend is not None:
-        family.prepare(loaded, backend)
+        family.prepare(loaded, family.backend(backend))
     return loaded
 
 

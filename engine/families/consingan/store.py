@@ -35,6 +35,7 @@ from engine.model_dir import (  # noqa: F401 (load_training_image: for callers o
     TRAINING_IMAGE,
     load_training_image,
     read_meta,
+    require_fresh_output,
 )
 
 
@@ -182,11 +183,3 @@ def load_discriminator(directory: Path, model: ModelConfig, device: torch.device
     except _DAMAGE as e:
         raise _damaged(Path(directory), "discriminator weights", e) from e
     return discriminator.to(device)
-
-
-def require_fresh_output(directory: Path) -> None:
-    """Refuse to write a model over an existing one (or over anything else)."""
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise IncompatibleModelError(
-            f"{directory} already exists and is not empty: choose another --out or remove it first"
-        )

@@ -72,7 +72,11 @@ class ModelCache:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
         # resident: the engine runs beside the artist's editor
-        loaded = families.load(self.registry.path(model_id), self.device, self.backend, resident=True)
+        path = self.registry.path(model_id)
+        loaded = families.load(path, self.device, backend=None, resident=True)
+        # `engine serve --backend`, where the model's family has that runner; else the family's own
+        backend = self.backend if self.backend in loaded.family.backends else loaded.family.backends[0]
+        loaded.family.prepare(loaded, backend)
         with self._lock:
             self._items[model_id] = loaded
             while len(self._items) > self.size:
@@ -126,7 +130,9 @@ class Context:
         """Give a newly trained model its inference runner now, in the training job (for ConSinGAN with
         onnxruntime: export the sampler), so that its first use is quick."""
         if self.backend == "onnxruntime":
-            families.load(model_dir, "cpu", self.backend)
+            loaded = families.load(model_dir, "cpu", backend=None)
+            if self.backend in loaded.family.backends:
+                loaded.family.prepare(loaded, self.backend)
 
 
 def writes_file(request: ApplyRequest) -> bool:

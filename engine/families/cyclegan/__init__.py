@@ -1,0 +1,142 @@
+"""CycleGAN (Zhu, Park, Isola and Efros, ICCV 2017) as a family: unpaired translation between two folders of
+images (photos and a painter's work, two seasons, ...), trained both ways, applied to pictures of any size.
+
+config (presets; `paper` is the reference's defaults), networks (ResNet generator, PatchGAN critic), data
+(multi-scale crops), training (losses, pool, checkpoints), store (model directories) and restyle (tiled
+inference at full resolution) are beside this file. Not built yet: the ONNX export of a generator (models
+run with the torch backend), and the editors' "Re-style layer" (it needs a model picker).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import BadInputError
+from engine.families.cyclegan.config import MAX_CROP, MAX_EPOCHS
+from engine.families.cyclegan.store import FAMILY_FORMAT_VERSION, NAME, TASK
+from engine.family import DataKind, Family, Loaded, Resolved, Task, TrainRun
+from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.progress import ProgressFn
+
+MAX_SEED = 2**32 - 1
+
+
+class Options(BaseModel):
+    """CycleGAN's training options; unset ones take the preset's value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["paper", "fast", "tiny"] | None = Field(
+        None, description="paper (the reference's defaults), fast (for a CPU; provisional) or tiny (tests); "
+        "default: paper on a GPU, fast on a CPU"
+    )  # fmt: skip
+    epochs: int | None = Field(
+        None, ge=1, le=MAX_EPOCHS, description="epochs at the constant rate, and as many decaying to 0"
+    )
+    crop: int | None = Field(None, ge=16, le=MAX_CROP, multiple_of=4, description="training crop in px")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="training seed (default 0)")
+    precision: Literal["fp32", "bf16"] | None = Field(
+        None, description="default: bf16 where the hardware runs it natively"
+    )
+
+
+def _config(options: Any, device: Any) -> tuple[str, Any]:
+    from engine.families.cyclegan.config import resolve as resolve_config
+
+    o = options
+    return resolve_config(device, o.preset, o.precision, epochs=o.epochs, crop=o.crop, seed=o.seed)
+
+
+def train(run: TrainRun) -> Path:
+    from engine.families.cyclegan import training
+
+    if len(run.data.folders) != 2:
+        raise BadInputError("CycleGAN learns from two folders: give --domain-a DIR and --domain-b DIR")
+    _, config = _config(run.options, run.device)
+    folders = (run.data.folders[0], run.data.folders[1])
+    return training.train(config, folders, run.out_dir, run.device, run.progress, run.cancel)
+
+
+def resume(out_dir: Path, device: Any, progress: ProgressFn | None, cancel: threading.Event | None) -> Path:
+    from engine.families.cyclegan import training
+
+    return training.resume(out_dir, device, progress, cancel)
+
+
+def resolve(task: str, options: BaseModel, device: Any) -> Resolved:
+    preset, config = _config(options, device)
+    return Resolved(preset, {"family": NAME, "task": task, "config": config.to_dict()}, config.seed)
+
+
+def load(directory: Path, meta: dict, device: Any) -> Loaded:
+    from engine.families.cyclegan.store import load_generators
+
+    config, generators = load_generators(directory, meta, device)
+    return Loaded(FAMILY, TASK, directory, {"config": config, "generators": generators, "device": device})
+
+
+def prepare(loaded: Loaded, backend: str) -> None:
+    loaded.runner = loaded.model["generators"]
+    loaded.runner_info = {"backend": "torch", "device": str(loaded.model["device"])}
+
+
+def describe(meta: dict) -> dict[str, Any]:
+    return {"task": meta["model"]["task"]}
+
+
+# ---- operations ----
+
+
+def _restyle(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    import numpy as np
+
+    from engine.families.cyclegan.restyle import restyle
+    from engine.imageio import Picture
+
+    assert given.picture is not None
+    p = given.params
+    step = given.on_step
+    if step is not None:
+        step(f"re-styling {p['direction']}")
+    picture = given.picture
+    rgb = restyle(loaded.runner[p["direction"]], picture.rgb, loaded.model["device"], tile=p["tile"])
+    if given.mask is not None and not (given.mask > 0).all():
+        inside = (given.mask > 0)[..., None]
+        rgb = np.where(inside, rgb, picture.rgb)  # a selection: only it changes
+    return OperationOutput([Picture(rgb.astype(np.float32), picture.alpha, picture.depth)])
+
+
+OPERATIONS = (
+    OperationSpec(
+        "restyle", "Re-style layer", NAME, (TASK,),
+        "re-style an image with a CycleGAN model (domain A to B, or back), at full resolution",
+        takes_image=True, takes_mask=False, returns=Returns.LAYER, run=_restyle, whole_image=True,
+        params=(
+            Param("direction", ParamType.CHOICE, "a2b (domain A to B, the default) or b2a", default="a2b",
+                  choices=("a2b", "b2a")),
+            Param("tile", ParamType.INT, "tile side in px for large images (default: 512; the memory "
+                  "needed grows with it, not with the image)", default=512, minimum=64, maximum=4096),
+        ),
+    ),
+)  # fmt: skip
+
+FAMILY = Family(
+    name=NAME,
+    label="CycleGAN",
+    format_version=FAMILY_FORMAT_VERSION,
+    tasks=(Task(TASK, "Re-style: unpaired translation between two folders of images", DataKind.FOLDERS),),
+    options=Options,
+    presets=("paper", "fast", "tiny"),
+    train=train,
+    resume=resume,
+    load=load,
+    prepare=prepare,
+    operations=OPERATIONS,
+    describe=describe,
+    resolve=resolve,
+    backends=("torch",),
+)

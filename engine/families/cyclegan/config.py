@@ -1,0 +1,113 @@
+"""CycleGAN's settings and presets. `paper` is the reference's defaults (junyanz/pytorch-CycleGAN-and-pix2pix,
+options/base_options.py and train_options.py): 64 generator and critic filters, 9 residual blocks, a
+3-layer PatchGAN, images loaded at 286 px and cropped to 256, 100 epochs at 2e-4 then 100 decaying to 0,
+Adam beta1 0.5, a pool of 50 generated images, cycle weight 10, identity weight 0.5 (x 10), batch 1.
+
+`fast` and `tiny` are this engine's: smaller networks and crops, short runs, and crops sampled at several
+scales so that a domain of a few large images still gives many different training samples. `fast` is
+provisional: its sizes are not yet chosen by measurement (docs/benchmarks.md says when they are).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import BadInputError
+from engine.precision import Precision
+
+MAX_EPOCHS = 10_000
+MAX_CROP = 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    ngf: int = 64  # generator filters
+    ndf: int = 64  # critic filters
+    blocks: int = 9  # residual blocks
+    critic_layers: int = 3  # 70x70 PatchGAN
+    crop: int = 256  # training crop, px (a multiple of 4)
+    # The short side a sampled image is resized to before the crop, as multiples of the crop: one value
+    # (the reference: 286 / 256) or a range, drawn from per sample (never past the image's own size).
+    scale_min: float = 286 / 256
+    scale_max: float = 286 / 256
+    epochs: int = 100  # at the constant rate
+    decay_epochs: int = 100  # then decaying linearly to 0
+    epoch_size: int = 0  # samples per epoch; 0: the larger folder's image count (the reference)
+    pool: int = 50  # generated images the critics also see
+    lr: float = 2e-4
+    beta1: float = 0.5
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.5  # times cycle_weight
+    seed: int = 0
+    precision: Precision = Precision.FP32
+    checkpoint_every_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("ngf", "ndf", "blocks", "critic_layers", "epochs", "pool"):
+            if not 1 <= getattr(self, name) <= 100_000:
+                raise BadInputError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if not 16 <= self.crop <= MAX_CROP or self.crop % 4:
+            raise BadInputError(f"the crop must be a multiple of 4, 16 to {MAX_CROP} px (got {self.crop})")
+        if not 1.0 <= self.scale_min <= self.scale_max:
+            raise BadInputError("scale_min must be at least 1 and at most scale_max")
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.decay_epochs
+
+    def lr_factor(self, epoch: int) -> float:
+        """The reference's linear rule: 1 for `epochs` epochs, then down to 1/(decay+1) in the last one."""
+        return 1.0 - max(0, epoch + 1 - self.epochs) / float(self.decay_epochs + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["precision"] = self.precision.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["precision"] = Precision(values.get("precision", "fp32"))
+        return cls(**values)
+
+
+PRESETS = {
+    "paper": Config(),
+    "fast": Config(
+        ngf=32, ndf=32, blocks=6, crop=128, scale_min=1.0, scale_max=4.0, epochs=10, decay_epochs=10,
+        epoch_size=200, checkpoint_every_s=120.0,
+    ),
+    "tiny": Config(
+        ngf=8, ndf=8, blocks=1, critic_layers=2, crop=32, scale_min=1.0, scale_max=2.0, epochs=1,
+        decay_epochs=1, epoch_size=3, pool=4, checkpoint_every_s=0.0,
+    ),
+}  # fmt: skip
+
+
+def resolve(
+    device: Any,
+    preset: str | None = None,
+    precision: str | None = None,
+    *,
+    epochs: int | None = None,
+    crop: int | None = None,
+    seed: int | None = None,
+) -> tuple[str, Config]:
+    """The preset (default: `paper` on a GPU, `fast` on a CPU) with the given overrides; `epochs` sets both
+    halves, as the reference's --n_epochs and --n_epochs_decay usually are."""
+    from engine.device import default_precision
+
+    name = preset or ("paper" if getattr(device, "type", "cpu") == "cuda" else "fast")
+    config = PRESETS[name]
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes.update(epochs=epochs, decay_epochs=epochs)
+    if crop is not None:
+        changes["crop"] = crop
+    if seed is not None:
+        changes["seed"] = seed
+    chosen = Precision(precision) if precision else default_precision(device, config.ngf)
+    return name, dataclasses.replace(config, precision=chosen, **changes)

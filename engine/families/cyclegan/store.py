@@ -1,0 +1,68 @@
+"""CycleGAN model directories as plain data: model.json (the config, written last) and one safetensors file
+per network; the two generators are what inference needs, the critics are kept for further training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from engine.errors import ModelDamagedError
+from engine.families.cyclegan.config import Config
+from engine.families.cyclegan.networks import Critic, Generator
+from engine.files import write_files
+from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
+
+NAME = "cyclegan"
+FAMILY_FORMAT_VERSION = 1
+TASK = "restyle"
+NETS = {"a2b": "generator_a2b.safetensors", "b2a": "generator_b2a.safetensors"}
+CRITICS = {"a": "critic_a.safetensors", "b": "critic_b.safetensors"}
+
+
+def _tensor_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    return save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
+
+
+def save_model(
+    directory: Path,
+    config: Config,
+    generators: dict[str, Generator],
+    critics: dict[str, Critic],
+    info: dict[str, Any],
+) -> Path:
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": NAME,
+        "family_format_version": FAMILY_FORMAT_VERSION,
+        "model": {"task": TASK, **config.to_dict()},
+        "info": info,
+    }
+    files = {NETS[k]: _tensor_bytes(g.state_dict()) for k, g in generators.items()}
+    files.update({CRITICS[k]: _tensor_bytes(c.state_dict()) for k, c in critics.items()})
+    files[MODEL_JSON] = json.dumps(meta, indent=2).encode()  # last: its presence means the rest is there
+    write_files(directory, files)
+    return directory
+
+
+def load_generators(directory: Path, meta: dict, device: Any) -> tuple[Config, dict[str, Generator]]:
+    config = Config.from_dict(meta["model"])
+    generators = {}
+    for direction, file_name in NETS.items():
+        generator = Generator(config.ngf, config.blocks)
+        try:
+            state = load_file(directory / file_name)
+            generator.load_state_dict(state)
+        except (OSError, SafetensorError, RuntimeError) as exc:
+            raise ModelDamagedError(
+                f"{directory / file_name} cannot be read ({str(exc).splitlines()[0]}): train the model again"
+            ) from None
+        if not all(torch.isfinite(t).all() for t in state.values()):
+            raise ModelDamagedError(f"{directory / file_name} holds NaN or infinite weights: train it again")
+        generators[direction] = generator.to(device).eval().requires_grad_(False)
+    return config, generators

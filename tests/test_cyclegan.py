@@ -1,0 +1,208 @@
+"""The CycleGAN family end to end at the tiny preset: training on two small folders, re-styling in both
+directions at full resolution (tiled, without seams), batch, resume, and every bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from engine import families
+from engine.errors import CancelledError
+from engine.families.cyclegan import restyle as restyle_module
+from engine.family import TrainData, TrainRun
+from engine.imageio import read_image
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "ENGINE_THREADS": "2"}
+
+
+def engine(*args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "engine.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def result(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory, shared_images) -> tuple[Path, Path]:
+    """Photos (domain A) and paintings (domain B), a few small crops each, as a studio's folders."""
+    root = tmp_path_factory.mktemp("domains")
+    a, b = root / "photos", root / "paintings"
+    a.mkdir()
+    b.mkdir()
+    for folder, names in ((a, ("generation/stonehenge.jpg", "generation/angkorwat.jpg")),
+                          (b, ("harmonization/scream.jpg", "harmonization/oil_tree.jpg"))):  # fmt: skip
+        for name in names:
+            image = cv2.imread(str(shared_images / name))
+            h, w = image.shape[:2]
+            small = cv2.resize(image, (96, round(96 * h / w)), interpolation=cv2.INTER_AREA)
+            cv2.imwrite(str(folder / (Path(name).stem + ".png")), small)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, domains) -> Path:
+    out = tmp_path_factory.mktemp("cyclegan") / "m"
+    a, b = domains
+    proc = engine("train", "--family", "cyclegan", "--domain-a", a, "--domain-b", b, "--out", out,
+                  "--preset", "tiny", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = result(proc)
+    assert (summary["family"], summary["mode"]) == ("cyclegan", "restyle") and "preview" not in summary
+    assert not (out / "checkpoint").exists()
+    return out
+
+
+def test_training_writes_a_model_of_two_generators(model):
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["family"] == "cyclegan" and meta["model"]["task"] == "restyle"
+    assert meta["model"]["crop"] == 32 and meta["info"]["images"] == [2, 2]
+    loaded = families.load(model, "cpu", "torch")
+    assert set(loaded.runner) == {"a2b", "b2a"} and loaded.runner_info["backend"] == "torch"
+
+
+def test_restyle_both_ways_keeps_size_depth_and_alpha(model, tmp_path, shared_images):
+    photo = cv2.imread(str(shared_images / "generation" / "zebra.png"))
+    h, w = 101, 150  # not a multiple of 4: padded inside, cropped back
+    rgba16 = np.dstack([cv2.resize(photo, (w, h)), np.full((h, w), 255, np.uint8)]).astype(np.uint16) * 257
+    rgba16[:20, :20, 3] = 1000  # some transparency, kept as it is
+    source = tmp_path / "in.png"
+    cv2.imwrite(str(source), rgba16)
+    outs = {}
+    for direction in ("a2b", "b2a"):
+        out = tmp_path / f"{direction}.png"
+        proc = engine("restyle", model, "--image", source, "--out", out, "--direction", direction, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert (result(proc)["width"], result(proc)["height"]) == (w, h)
+        outs[direction] = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+        assert outs[direction].dtype == np.uint16 and outs[direction].shape == (h, w, 4)
+        np.testing.assert_array_equal(outs[direction][..., 3], rgba16[..., 3])
+        assert np.abs(outs[direction][..., :3].astype(int) - rgba16[..., :3]).mean() > 257  # it changed
+    assert not np.array_equal(outs["a2b"], outs["b2a"])
+
+
+def test_tiles_meet_without_a_seam_and_match_one_pass_with_the_same_statistics(model, shared_images):
+    loaded = families.load(model, "cpu", "torch")
+    generator = loaded.runner["a2b"]
+    image = read_image(shared_images / "generation" / "angkorwat.jpg").rgb
+    big = cv2.resize(image, (600, 452), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    tiled = restyle_module.restyle(generator, big, tile=128)
+    # One pass over the whole picture with the statistics the tiles used (those of a copy 128 px long).
+    restyle_module.record_statistics(generator, big, 128, torch.device("cpu"))
+    whole = restyle_module._run(generator, restyle_module._to_tensor(big, torch.device("cpu")))
+    generator.set_norm_mode("sample")
+    whole = ((whole[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+    assert np.abs(tiled - whole).max() < 2e-3
+    # No column or row at a tile border stands out from its neighbours.
+    for axis in (0, 1):
+        profile = np.abs(np.diff(tiled, axis=1 - axis)).mean(axis=(1 - axis, 2))
+        assert profile.max() < 2 * np.median(profile)
+
+
+def test_a_4000x3000_restyle_stays_within_a_memory_bound(model, tmp_path):
+    script = f"""
+import resource, sys
+import numpy as np
+from engine import families
+from engine.families.cyclegan.restyle import restyle
+loaded = families.load({str(model)!r}, "cpu", "torch")
+rng = np.random.default_rng(0)
+picture = np.repeat(np.repeat(rng.random((300, 400, 3), dtype=np.float32), 10, axis=0), 10, axis=1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = restyle(loaded.runner["a2b"], picture)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(out.shape, grown // 1024)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    shape, grown_mb = proc.stdout.strip().rsplit(" ", 1)
+    assert shape == "(3000, 4000, 3)"
+    # The picture, the result and their sums are 4 x 144 MB; the network's own memory is one tile's.
+    assert int(grown_mb) < 1200, f"re-styling 4000x3000 grew the process by {grown_mb} MB"
+
+
+def test_batch_restyles_a_folder_and_reports_the_file_it_cannot_read(model, tmp_path, shared_images):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("stonehenge.jpg", "zebra.png"):
+        image = cv2.imread(str(shared_images / "generation" / name))
+        cv2.imwrite(str(inputs / (Path(name).stem + ".png")), cv2.resize(image, (80, 60)))
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    proc = engine("batch", model, "--input", inputs, "--output", tmp_path / "out", "--direction", "b2a")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "1 of 3 files failed (2 done" in proc.stderr and "broken.png" in proc.stderr
+    for name in ("stonehenge.png", "zebra.png"):
+        assert cv2.imread(str(tmp_path / "out" / name)).shape == (60, 80, 3)
+
+
+def test_bad_inputs_get_one_line_each(model, domains, tmp_path, shared_images):
+    a, b = domains
+    empty, a_file = tmp_path / "empty", a / "stonehenge.png"
+    empty.mkdir()
+    image = shared_images / "generation" / "zebra.png"
+    consingan_model = Path(__file__).parent / "data" / "model_format_1"
+    cases = {
+        ("train", "--family", "cyclegan", "--domain-a", empty, "--domain-b", b, "--out", tmp_path / "n",
+         "--preset", "tiny"): f"--domain-a {empty} has no images",
+        ("train", "--family", "cyclegan", "--domain-a", a_file, "--domain-b", b, "--out", tmp_path / "n",
+         "--preset", "tiny"): "is not a folder of images",
+        ("train", "--family", "cyclegan", "--domain-a", a, "--out", tmp_path / "n"): "give --domain-b DIR",
+        ("train", "--family", "cyclegan", "--domain-a", a, "--domain-b", b, "--out", tmp_path / "n",
+         "--crop", "30"): "--crop: Input should be a multiple of 4",
+        ("restyle", consingan_model, "--image", image, "--out", tmp_path / "x.png"):
+            "is a ConSinGAN model for harmonization, which cannot restyle",
+        ("restyle", model, "--image", image, "--out", tmp_path / "x.png", "--backend", "onnxruntime"):
+            "CycleGAN models run with --backend torch, not onnxruntime",
+        ("restyle", model, "--image", image, "--out", tmp_path / "x.png", "--direction", "sideways"):
+            "--direction: invalid choice: 'sideways' (choose from 'a2b', 'b2a')",
+        ("harmonize", model, "--image", image, "--mask", image, "--out", tmp_path / "x.png"):
+            "is a CycleGAN model for restyle, which cannot harmonize; it can: restyle",
+    }  # fmt: skip
+    for args, words in cases.items():
+        proc = engine(*args)
+        assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "n").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_a_cancelled_run_resumes_to_the_same_model(domains, tmp_path):
+    from engine.families.cyclegan import Options
+
+    family = families.get("cyclegan")
+    options = Options(preset="tiny", seed=3)
+    device = torch.device("cpu")
+    family.train(TrainRun("restyle", TrainData(folders=domains), options, tmp_path / "whole", device))
+    cancel = threading.Event()
+    seen: list = []
+
+    def progress(event) -> None:
+        seen.append(event)
+        if len(seen) == 2:
+            cancel.set()  # mid-run: after the second training step
+
+    run = TrainRun("restyle", TrainData(folders=domains), options, tmp_path / "cut", device, progress, cancel)
+    with pytest.raises(CancelledError, match=f"engine train --resume {tmp_path / 'cut'}"):
+        family.train(run)
+    assert json.loads((tmp_path / "cut" / "checkpoint" / "family.json").read_text()) == {"family": "cyclegan"}
+    proc = engine("train", "--resume", tmp_path / "cut", "--json")
+    assert proc.returncode == 0 and result(proc)["family"] == "cyclegan", proc.stderr
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+    from safetensors.torch import load_file
+
+    for name in ("generator_a2b.safetensors", "critic_b.safetensors"):
+        whole, cut = load_file(tmp_path / "whole" / name), load_file(tmp_path / "cut" / name)
+        for key in whole:
+            torch.testing.assert_close(cut[key], whole[key], rtol=1e-4, atol=1e-5)
