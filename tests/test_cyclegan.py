@@ -206,3 +206,32 @@ def test_a_cancelled_run_resumes_to_the_same_model(domains, tmp_path):
         whole, cut = load_file(tmp_path / "whole" / name), load_file(tmp_path / "cut" / name)
         for key in whole:
             torch.testing.assert_close(cut[key], whole[key], rtol=1e-4, atol=1e-5)
+
+
+def test_the_daemon_trains_on_folders_and_restyles(domains, tmp_path, shared_images):
+    from serve_helpers import Daemon
+
+    from editor_bridge import frames
+    from editor_bridge.protocol import ApplyRequest, TrainRequest
+
+    a, b = domains
+    daemon = Daemon(tmp_path / "home").wait_ready()
+    try:
+        with daemon.client(timeout=120) as client:
+            train = TrainRequest(
+                family="cyclegan", task="restyle", folders=[str(a), str(b)], options={"preset": "tiny"}
+            )
+            trained = client.run_job(train, timeout=300).content.model
+            assert (trained.family, trained.task) == ("cyclegan", "restyle")
+            photo = cv2.resize(cv2.imread(str(shared_images / "generation" / "zebra.png")), (90, 70))
+            buffers: list = []
+            image = frames.attach(buffers, np.ascontiguousarray(photo), "BGR")
+            request = ApplyRequest(
+                operation="restyle", model_id=trained.model_id, image=image, params={"direction": "b2a"}
+            )
+            reply = client.run_job(request, buffers)
+            out = np.asarray(reply.image(reply.content.images[0]))
+            assert out.shape == (70, 90, 3) and np.abs(out.astype(int) - photo).mean() > 1
+            assert reply.content.job_id is None  # a stored model: answered at once
+    finally:
+        daemon.stop()
