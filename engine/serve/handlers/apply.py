@@ -119,7 +119,7 @@ def _check_inputs(
         raise BadInputError(f"{op.name} works on an image: send image")
     if op.takes_mask and c.mask is None:
         raise BadInputError(f"{op.name} works on a selection: send mask")
-    if op.output_pixels is not None and size != (None, None):
+    if op.output_pixels is not None:  # a model not trained yet has no size: the parameters' own then
         pixels = op.output_pixels(params, size)
         if pixels > MAX_OUTPUT_PIXELS:
             raise BadInputError(
