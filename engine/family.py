@@ -18,13 +18,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from engine.errors import BadInputError
 
 if TYPE_CHECKING:
     from engine.operations import OperationSpec
     from engine.progress import ProgressFn
+
+
+MAX_SEED = 2**32 - 1
+
+
+# Training options several families have. One definition each, because the CLI makes one flag of an
+# option that families share and the daemon checks it with each family's own model: they must agree.
+def seed_option() -> Any:
+    return Field(None, ge=0, le=MAX_SEED, description="training seed (default 0)")
+
+
+def precision_option() -> Any:
+    return Field(None, description="default: bf16 where the hardware runs it natively")
 
 
 class DataKind(str, enum.Enum):

@@ -4,7 +4,6 @@ directions at full resolution (tiled, without seams), batch, resume, and every b
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_helpers import ENV, json_result, run_engine
 
 from engine import families
 from engine.errors import CancelledError
@@ -21,17 +21,7 @@ from engine.families.cyclegan import restyle as restyle_module
 from engine.family import TrainData, TrainRun
 from engine.imageio import read_image
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "ENGINE_THREADS": "2"}
-
-
-def engine(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "engine.cli", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
-
-
-def result(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.stdout.strip(), proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+engine, result = run_engine, json_result
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from cli_helpers import json_result, run_engine
 
 from engine import families, operations
 from engine.imageio import read_image, read_mask
@@ -47,13 +47,10 @@ def test_a_model_directory_of_format_1_loads_and_harmonizes_as_before(tmp_path, 
 
 
 def engine(*args) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "engine.cli", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    return run_engine(*args, env=ENV, timeout=300)
 
 
-def result(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.stdout.strip(), proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+result = json_result
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import BadInputError
 from engine.families.consingan.config import MAX_ITERS, MAX_SIDE, MAX_STAGES
 from engine.families.consingan.modes import Mode, spec
-from engine.family import Family, Loaded, Resolved, Task, TrainRun
+from engine.family import MAX_SEED, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
 from engine.operations import (
     EditorUse,
     OperationInput,
@@ -31,7 +31,6 @@ from engine.progress import ProgressFn
 
 NAME = "consingan"
 FORMAT_VERSION = 1  # of the model.json fields below `model`: ModelConfig, TrainConfig, shapes, noise amps
-MAX_SEED = 2**32 - 1
 
 TASKS = (
     Task(Mode.GENERATION.value, "Generation: new images like the training image, at any size"),
@@ -53,10 +52,8 @@ class Options(BaseModel):
     stages: int | None = Field(None, ge=1, le=MAX_STAGES, description="number of pyramid stages")
     iters: int | None = Field(None, ge=1, le=MAX_ITERS, description="iterations per stage")
     max_size: int | None = Field(None, ge=16, le=MAX_SIDE, description="long side of the final stage in px")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="training seed (default 0)")
-    precision: Literal["fp32", "bf16"] | None = Field(
-        None, description="default: bf16 where the hardware runs it natively"
-    )
+    seed: int | None = seed_option()
+    precision: Literal["fp32", "bf16"] | None = precision_option()
 
 
 def train(run: TrainRun) -> Path:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
-from engine.errors import IncompatibleModelError, ModelDamagedError
+from engine.errors import IncompatibleModelError
 from engine.families.consingan import FORMAT_VERSION as FAMILY_FORMAT_VERSION
 from engine.families.consingan import NAME as FAMILY_NAME
 from engine.families.consingan.config import MAX_SIDE, ModelConfig, TrainConfig
@@ -37,6 +36,7 @@ from engine.model_dir import (  # noqa: F401 (load_training_image: for callers o
     read_meta,
     require_fresh_output,
 )
+from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
 
 @dataclass
@@ -57,10 +57,6 @@ class TrainedModel:
         return next(self.generator.parameters()).device
 
 
-def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    return save({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()})
-
-
 def save_model(
     directory: Path,
     model: TrainedModel,
@@ -71,11 +67,11 @@ def save_model(
     """Write a complete model, all its files or none; model.json goes last and marks it as a model."""
     directory.mkdir(parents=True, exist_ok=True)
     files = {
-        "generator.safetensors": _tensor_bytes(model.generator.state_dict()),
-        "noise.safetensors": _tensor_bytes({f"stage{k}": z for k, z in enumerate(model.fixed_noise)}),
+        "generator.safetensors": tensor_bytes(model.generator.state_dict()),
+        "noise.safetensors": tensor_bytes({f"stage{k}": z for k, z in enumerate(model.fixed_noise)}),
     }
     if discriminator is not None:
-        files["discriminator.safetensors"] = _tensor_bytes(discriminator.state_dict())
+        files["discriminator.safetensors"] = tensor_bytes(discriminator.state_dict())
     files[TRAINING_IMAGE] = encode_image(Path(TRAINING_IMAGE), Picture(training_image, None, 16))
     files["preview.png"] = encode_image(Path("preview.png"), Picture(preview, None, 8))
     meta = {
@@ -103,17 +99,6 @@ def build_generator(model: ModelConfig, n_stages: int) -> Generator:
     return generator
 
 
-# What reading a damaged model directory raises: a bad model.json field (KeyError, TypeError, ValueError,
-# AttributeError), truncated or foreign weights (SafetensorError, RuntimeError from load_state_dict), I/O.
-_DAMAGE = (OSError, RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError)
-
-
-def _damaged(directory: Path, what: str, error: Exception) -> ModelDamagedError:
-    # load_state_dict lists every missing and unexpected key: keep the first line, the error stays one line.
-    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    return ModelDamagedError(f"model {directory} is damaged ({what}: {reason}); retrain it")
-
-
 def _check_pyramid(model: ModelConfig, shapes: list[Shape], noise_amps: list[float]) -> None:
     """The stored pyramid fits the model config: one shape and one noise amplitude per stage, sides a
     stage can have, amplitudes finite."""
@@ -128,15 +113,6 @@ def _check_pyramid(model: ModelConfig, shapes: list[Shape], noise_amps: list[flo
         raise ValueError(f"noise amplitudes {noise_amps} (must be finite, 0-1000)")
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], what: str) -> None:
-    """Damaged weights (NaN or infinite values) would give black results without an error."""
-    bad = {name: int((~torch.isfinite(t)).sum()) for name, t in tensors.items() if t.is_floating_point()}
-    bad = {name: n for name, n in bad.items() if n}
-    if bad:
-        total = sum(tensor.numel() for tensor in tensors.values())
-        raise ValueError(f"{what} has {sum(bad.values())} non-finite values of {total}, in {next(iter(bad))}")
-
-
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
     directory = Path(directory)
     meta = read_meta(directory)
@@ -147,16 +123,16 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tra
         train_cfg = TrainConfig.from_dict(meta.get("training", {}))
         _check_pyramid(model_cfg, shapes, noise_amps)
         generator = build_generator(model_cfg, len(shapes))
-    except _DAMAGE as e:
-        raise _damaged(directory, "model.json", e) from e
+    except DAMAGE as e:
+        raise damaged(directory, "model.json", e) from e
     try:
         generator.load_state_dict(load_file(directory / "generator.safetensors"))
         noise = load_file(directory / "noise.safetensors")
         stored_noise = [noise[f"stage{k}"] for k in range(len(shapes))]
-        _check_finite(generator.state_dict(), "generator.safetensors")
-        _check_finite({f"stage{k}": z for k, z in enumerate(stored_noise)}, "noise.safetensors")
-    except _DAMAGE as e:
-        raise _damaged(directory, "weights", e) from e
+        check_finite(generator.state_dict(), "generator.safetensors")
+        check_finite({f"stage{k}": z for k, z in enumerate(stored_noise)}, "noise.safetensors")
+    except DAMAGE as e:
+        raise damaged(directory, "weights", e) from e
     # Outside the damage check: a GPU out of memory is a RuntimeError too, and no fault of the model.
     fixed_noise = [n.to(device) for n in stored_noise]
     generator.to(device).eval().requires_grad_(False)
@@ -179,7 +155,7 @@ def load_discriminator(directory: Path, model: ModelConfig, device: torch.device
     discriminator = Discriminator(model)
     try:
         discriminator.load_state_dict(load_file(path))
-        _check_finite(discriminator.state_dict(), "discriminator.safetensors")
-    except _DAMAGE as e:
-        raise _damaged(Path(directory), "discriminator weights", e) from e
+        check_finite(discriminator.state_dict(), "discriminator.safetensors")
+    except DAMAGE as e:
+        raise damaged(Path(directory), "discriminator weights", e) from e
     return discriminator.to(device)

@@ -18,11 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import BadInputError
 from engine.families.cyclegan.config import MAX_CROP, MAX_EPOCHS
 from engine.families.cyclegan.store import FAMILY_FORMAT_VERSION, NAME, TASK
-from engine.family import DataKind, Family, Loaded, Resolved, Task, TrainRun
+from engine.family import DataKind, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
 from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
 from engine.progress import ProgressFn
-
-MAX_SEED = 2**32 - 1
 
 
 class Options(BaseModel):
@@ -38,10 +36,8 @@ class Options(BaseModel):
         None, ge=1, le=MAX_EPOCHS, description="epochs at the constant rate, and as many decaying to 0"
     )
     crop: int | None = Field(None, ge=16, le=MAX_CROP, multiple_of=4, description="training crop in px")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="training seed (default 0)")
-    precision: Literal["fp32", "bf16"] | None = Field(
-        None, description="default: bf16 where the hardware runs it natively"
-    )
+    seed: int | None = seed_option()
+    precision: Literal["fp32", "bf16"] | None = precision_option()
 
 
 def _config(options: Any, device: Any) -> tuple[str, Any]:

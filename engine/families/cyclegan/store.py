@@ -7,25 +7,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 
-from engine.errors import ModelDamagedError
+from engine.errors import BadInputError
 from engine.families.cyclegan.config import Config
 from engine.families.cyclegan.networks import Critic, Generator
 from engine.files import write_files
 from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
+from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
 NAME = "cyclegan"
 FAMILY_FORMAT_VERSION = 1
 TASK = "restyle"
 NETS = {"a2b": "generator_a2b.safetensors", "b2a": "generator_b2a.safetensors"}
 CRITICS = {"a": "critic_a.safetensors", "b": "critic_b.safetensors"}
-
-
-def _tensor_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    return save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
 
 
 def save_model(
@@ -43,26 +38,25 @@ def save_model(
         "model": {"task": TASK, **config.to_dict()},
         "info": info,
     }
-    files = {NETS[k]: _tensor_bytes(g.state_dict()) for k, g in generators.items()}
-    files.update({CRITICS[k]: _tensor_bytes(c.state_dict()) for k, c in critics.items()})
+    files = {NETS[k]: tensor_bytes(g.state_dict()) for k, g in generators.items()}
+    files.update({CRITICS[k]: tensor_bytes(c.state_dict()) for k, c in critics.items()})
     files[MODEL_JSON] = json.dumps(meta, indent=2).encode()  # last: its presence means the rest is there
     write_files(directory, files)
     return directory
 
 
 def load_generators(directory: Path, meta: dict, device: Any) -> tuple[Config, dict[str, Generator]]:
-    config = Config.from_dict(meta["model"])
+    try:
+        config = Config.from_dict(meta["model"])
+    except (*DAMAGE, BadInputError) as e:
+        raise damaged(directory, "model.json", e) from e
     generators = {}
     for direction, file_name in NETS.items():
         generator = Generator(config.ngf, config.blocks)
         try:
-            state = load_file(directory / file_name)
-            generator.load_state_dict(state)
-        except (OSError, SafetensorError, RuntimeError) as exc:
-            raise ModelDamagedError(
-                f"{directory / file_name} cannot be read ({str(exc).splitlines()[0]}): train the model again"
-            ) from None
-        if not all(torch.isfinite(t).all() for t in state.values()):
-            raise ModelDamagedError(f"{directory / file_name} holds NaN or infinite weights: train it again")
+            generator.load_state_dict(load_file(directory / file_name))
+            check_finite(generator.state_dict(), file_name)
+        except DAMAGE as e:
+            raise damaged(directory, file_name, e) from e
         generators[direction] = generator.to(device).eval().requires_grad_(False)
     return config, generators

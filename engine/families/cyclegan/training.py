@@ -114,7 +114,6 @@ class Trainer:
         data = io.BytesIO()  # in memory first: a full disk leaves the last checkpoint whole
         torch.save(state, data)
         atomic_write_bytes(self.out_dir / CHECKPOINT_DIR / STATE, data.getbuffer())
-        families.mark_checkpoint(self.out_dir, store.NAME)
 
     def restore(self, state: dict[str, Any]) -> None:
         for k, g in self.g.items():
@@ -138,6 +137,7 @@ class Trainer:
         last_checkpoint = time.monotonic()
         with reporting_full_disk(self.out_dir):
             self.checkpoint()
+            families.mark_checkpoint(self.out_dir, store.NAME)  # `engine train --resume` finds the family
             while self.epoch < c.total_epochs:
                 for opt in (self.opt_g, self.opt_d):
                     for group in opt.param_groups:
