@@ -10,6 +10,7 @@ import collections
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from engine.sampler_file import SAMPLER_FILE, verify_file
 from engine.standalone import (
     CPU,
     CUDA,
+    FORMAT,
     load_cuda_libraries,
     read_metadata,
     session_options,
@@ -60,9 +62,9 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
     }
 
 
-def _create_session(source: str, device: str) -> ort.InferenceSession:
-    """`device`: "cpu", "cuda" or "cuda:N"."""
-    verify_file(source)
+def _create_session(source: str, device: str, format: str = FORMAT) -> ort.InferenceSession:
+    """`device`: "cpu", "cuda" or "cuda:N"; `format`: what the file must be (engine.sampler_file)."""
+    verify_file(source, format)
     gpu = device.startswith("cuda")
     if gpu:
         if CUDA not in ort.get_available_providers():
@@ -106,7 +108,7 @@ class SessionCache:
         self._sessions: collections.OrderedDict[tuple, ort.InferenceSession] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: str | Path, device: str = "cpu") -> ort.InferenceSession:
+    def get(self, path: str | Path, device: str = "cpu", format: str = FORMAT) -> ort.InferenceSession:
         path = Path(path).resolve()
         try:
             stat = path.stat()
@@ -119,7 +121,7 @@ class SessionCache:
                 self._sessions.move_to_end(key)
                 return self._sessions[key]
             self.misses += 1
-        session = _create_session(str(path), device)
+        session = _create_session(str(path), device, format)
         with self._lock:
             for old in [k for k in self._sessions if k[0] == key[0] and k[3] == device]:
                 del self._sessions[old]
@@ -227,7 +229,7 @@ def _cache_dir() -> Path:
 _CHECKED: dict[tuple, str] = {}  # (path, mtime_ns, size) -> source digest recorded in that file
 
 
-def _recorded_digest(path: Path) -> str | None:
+def _recorded_digest(path: Path, format: str) -> str | None:
     """The source digest stored in an existing export, or None when there is no usable file."""
     try:
         stat = path.stat()
@@ -236,31 +238,30 @@ def _recorded_digest(path: Path) -> str | None:
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _CHECKED:
         try:
-            _CHECKED[key] = verify_file(path)["source_digest"]
+            _CHECKED[key] = verify_file(path, format)["source_digest"]
         except OnnxFileError as e:  # damaged or foreign: it is only a cache, so export it again
             log.warning("re-exporting %s: the existing file is unusable (%s)", path, e)
             return None
     return _CHECKED[key]
 
 
-def ensure_sampler(model: TrainedModel) -> Path:
-    """The model's exported sampler, exported on first use and reused while the weights are unchanged.
+def ensure_export(
+    digest: str, in_model_dir: Path | None, export: Callable[[Path], Path], format: str = FORMAT
+) -> Path:
+    """An export made on first use and reused while what it is made from (`digest`) is unchanged.
 
-    It lives in the model directory (MODEL_DIR/sampler.onnx); a model held only in memory, or whose
-    directory cannot be written, uses a per-user cache keyed by the weights' digest.
-    """
-    from engine.families.consingan.onnx_export import export, source_digest
-
-    digest = source_digest(model)
-    candidates = [model.path / SAMPLER_FILE] if model.path is not None else []
+    It lives in the model directory (`in_model_dir`, e.g. MODEL_DIR/sampler.onnx); a model held only in
+    memory, or whose directory cannot be written, uses a per-user cache keyed by the digest.
+    `export(path)` writes the file."""
+    candidates = [in_model_dir] if in_model_dir is not None else []
     candidates.append(_cache_dir() / f"{digest[:32]}.onnx")
     for path in candidates:
-        if _recorded_digest(path) == digest:
+        if _recorded_digest(path, format) == digest:
             return path
     last_error: ExportError | DiskFullError | None = None
     for path in candidates:
         try:
-            return export(model, path)
+            return export(path)
         except (ExportError, DiskFullError) as e:
             if isinstance(e, ExportError) and not isinstance(e.__cause__, OSError):
                 raise
@@ -268,7 +269,15 @@ def ensure_sampler(model: TrainedModel) -> Path:
             last_error = e
     if isinstance(last_error, DiskFullError):
         raise last_error
-    raise ExportError(f"no writable place for the exported sampler: {last_error}")
+    raise ExportError(f"no writable place for the exported file: {last_error}")
+
+
+def ensure_sampler(model: TrainedModel) -> Path:
+    """The model's exported sampler (MODEL_DIR/sampler.onnx), exported on first use (ensure_export)."""
+    from engine.families.consingan.onnx_export import export, source_digest
+
+    in_model_dir = model.path / SAMPLER_FILE if model.path is not None else None
+    return ensure_export(source_digest(model), in_model_dir, lambda path: export(model, path))
 
 
 def make_backend(model: TrainedModel, name: str = DEFAULT_BACKEND, release_memory: bool = False) -> Backend:

@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.errors import OnnxFileError
 from engine.standalone import FORMAT, TEXT_KEYS
 
+RESTYLER_FORMAT = "singan-studio-restyler"  # a CycleGAN generator (engine.families.cyclegan.onnx_export)
 SAMPLER_FILE = "sampler.onnx"  # exported into a model directory on first use (engine.runtime.ensure_sampler)
 FORMAT_VERSION = 1  # of exported samplers
 
@@ -32,8 +33,9 @@ def weights_digest(graph) -> str:
     return h.hexdigest()
 
 
-def verify_file(path: str | Path) -> dict:
-    """Parse an exported sampler and check its weights against the digest in its metadata.
+def verify_file(path: str | Path, format: str = FORMAT) -> dict:
+    """Parse an exported file of `format` (a sampler, by default) and check its weights against the digest
+    in its metadata.
 
     Returns the decoded metadata; OnnxFileError when the file is truncated, corrupted or not a sampler.
     """
@@ -46,8 +48,9 @@ def verify_file(path: str | Path) -> dict:
             f"{path} is not a readable ONNX file (truncated or corrupted?): export again"
         ) from e
     props = {p.key: p.value for p in proto.metadata_props}
-    if props.get("format") != FORMAT:
-        raise OnnxFileError(f"{path} is not a sampler exported by `engine export`")
+    if props.get("format") != format:
+        what = "a sampler" if format == FORMAT else "a generator"
+        raise OnnxFileError(f"{path} is not {what} exported by `engine export`")
     if json.loads(props.get("format_version", "0")) > FORMAT_VERSION:
         raise OnnxFileError(f"{path} was exported by a newer engine ({props.get('engine_version')}): upgrade")
     if props.get("weights_digest") != weights_digest(proto.graph):

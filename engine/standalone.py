@@ -23,7 +23,10 @@ FORMAT = "singan-studio-sampler"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # metadata_props values are strings: these are plain text, every other value is JSON.
-TEXT_KEYS = frozenset({"format", "mode", "precision", "engine_version", "source_digest", "weights_digest"})
+TEXT_KEYS = frozenset(
+    {"format", "mode", "precision", "engine_version", "source_digest", "weights_digest"}
+    | {"family", "direction"}  # CycleGAN generators
+)
 
 log = logging.getLogger(__name__)
 _cuda_libraries_loaded = False

@@ -83,21 +83,63 @@ def test_restyle_both_ways_keeps_size_depth_and_alpha(model, tmp_path, shared_im
 
 
 def test_tiles_meet_without_a_seam_and_match_one_pass_with_the_same_statistics(model, shared_images):
-    loaded = families.load(model, "cpu", "torch")
-    generator = loaded.runner["a2b"]
+    run = families.load(model, "cpu", "torch").runner["a2b"]
     image = read_image(shared_images / "generation" / "angkorwat.jpg").rgb
     big = cv2.resize(image, (600, 452), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    tiled = restyle_module.restyle(generator, big, tile=128)
+    tiled = restyle_module.restyle(run, big, tile=128)
     # One pass over the whole picture with the statistics the tiles used (those of a copy 128 px long).
-    restyle_module.record_statistics(generator, big, 128, torch.device("cpu"))
-    whole = restyle_module._run(generator, restyle_module._to_tensor(big, torch.device("cpu")))
-    generator.set_norm_mode("sample")
-    whole = ((whole[0].permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+    stats = restyle_module.statistics(run, big, 128)
+    whole = ((run(restyle_module.to_input(big), stats)[0][0].transpose(1, 2, 0) + 1) / 2).clip(0, 1)
     assert np.abs(tiled - whole).max() < 2e-3
     # No column or row at a tile border stands out from its neighbours.
     for axis in (0, 1):
         profile = np.abs(np.diff(tiled, axis=1 - axis)).mean(axis=(1 - axis, 2))
         assert profile.max() < 2 * np.median(profile)
+
+
+def test_onnxruntime_runs_both_directions_as_torch_does(model):
+    """The default backend exports each generator into the model directory and agrees with eager torch,
+    with each picture's own statistics and with given ones (a tile's)."""
+    eager = families.load(model, "cpu", "torch").runner
+    onnx = families.load(model, "cpu", "onnxruntime").runner
+    assert {r.describe()["backend"] for r in onnx.values()} == {"onnxruntime"}
+    assert (model / "restyle_a2b.onnx").is_file() and (model / "restyle_b2a.onnx").is_file()
+    rng = np.random.default_rng(1)
+    picture = rng.random((1, 3, 45, 61), dtype=np.float32) * 2 - 1  # not a multiple of 4
+    other = rng.random((1, 3, 30, 30), dtype=np.float32) * 2 - 1
+    for direction in ("a2b", "b2a"):
+        out, stats = eager[direction](picture, None)
+        got, got_stats = onnx[direction](picture, None)
+        assert got.shape == out.shape == (1, 3, 45, 61)
+        np.testing.assert_allclose(got, out, atol=1e-4)
+        np.testing.assert_allclose(got_stats, stats, rtol=1e-4, atol=1e-5)
+        given = eager[direction](other, None)[1]
+        np.testing.assert_allclose(
+            onnx[direction](picture, given)[0], eager[direction](picture, given)[0], atol=1e-4
+        )
+        assert np.abs(eager[direction](picture, given)[0] - out).max() > 1e-3  # the statistics matter
+    # A second load reuses the exports (same weights): the files are not written again.
+    stamp = (model / "restyle_b2a.onnx").stat().st_mtime_ns
+    families.load(model, "cpu", "onnxruntime")
+    assert (model / "restyle_b2a.onnx").stat().st_mtime_ns == stamp
+
+
+def test_export_writes_one_direction_that_runs_on_the_image_alone(model, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "b2a.onnx"
+    proc = engine("export", model, "--out", out, "--direction", "b2a", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert result(proc)["direction"] == "b2a" and out.is_file()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert (meta["family"], meta["direction"]) == ("cyclegan", "b2a")
+    picture = np.random.default_rng(2).random((2, 3, 37, 50), dtype=np.float32) * 2 - 1  # a batch of 2
+    got = session.run(["image_out"], {"image": picture})[0]
+    eager = families.load(model, "cpu", "torch").runner["b2a"]
+    for k in range(2):
+        np.testing.assert_allclose(got[k : k + 1], eager(picture[k : k + 1], None)[0], atol=1e-4)
 
 
 def test_a_4000x3000_restyle_stays_within_a_memory_bound(model, tmp_path):
@@ -106,7 +148,7 @@ import resource, sys
 import numpy as np
 from engine import families
 from engine.families.cyclegan.restyle import restyle
-loaded = families.load({str(model)!r}, "cpu", "torch")
+loaded = families.load({str(model)!r}, "cpu", "onnxruntime")
 rng = np.random.default_rng(0)
 picture = np.repeat(np.repeat(rng.random((300, 400, 3), dtype=np.float32), 10, axis=0), 10, axis=1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -154,18 +196,21 @@ def test_bad_inputs_get_one_line_each(model, domains, tmp_path, shared_images):
          "--crop", "30"): "--crop: Input should be a multiple of 4",
         ("restyle", consingan_model, "--image", image, "--out", tmp_path / "x.png"):
             "is a ConSinGAN model for harmonization, which cannot restyle",
-        ("restyle", model, "--image", image, "--out", tmp_path / "x.png", "--backend", "onnxruntime"):
-            "CycleGAN models run with --backend torch, not onnxruntime",
+        ("export", model, "--out", tmp_path / "x.onnx", "--fp16"):
+            "--fp16 is not an option of cyclegan's export",
+        ("export", consingan_model, "--out", tmp_path / "x.onnx", "--direction", "b2a"):
+            "--direction is not an option of consingan's export",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png", "--direction", "sideways"):
             "--direction: invalid choice: 'sideways' (choose from 'a2b', 'b2a')",
         ("harmonize", model, "--image", image, "--mask", image, "--out", tmp_path / "x.png"):
-            "is a CycleGAN model for restyle, which cannot harmonize; it can: restyle",
+            "is a CycleGAN model for restyle, which cannot harmonize; it can: export, restyle",
     }  # fmt: skip
     for args, words in cases.items():
         proc = engine(*args)
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "n").exists() and not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_a_cancelled_run_resumes_to_the_same_model(domains, tmp_path):

@@ -3,8 +3,9 @@ images (photos and a painter's work, two seasons, ...), trained both ways, appli
 
 config (presets; `paper` is the reference's defaults), networks (ResNet generator, PatchGAN critic), data
 (multi-scale crops), training (losses, pool, checkpoints), store (model directories) and restyle (tiled
-inference at full resolution) are beside this file. Not built yet: the ONNX export of a generator (models
-run with the torch backend), and the editors' "Re-style layer" (it needs a model picker).
+inference at full resolution), onnx_export (a generator as an ONNX graph) and runners (onnxruntime, the
+default, or torch) are beside this file. Not built yet: the editors' "Re-style layer" (it needs a model
+picker).
 """
 
 from __future__ import annotations
@@ -76,8 +77,34 @@ def load(directory: Path, meta: dict, device: Any) -> Loaded:
 
 
 def prepare(loaded: Loaded, backend: str) -> None:
-    loaded.runner = loaded.model["generators"]
-    loaded.runner_info = {"backend": "torch", "device": str(loaded.model["device"])}
+    """Both directions' runners; with onnxruntime, each generator is exported into the model directory
+    first, unless an export of the same weights is there (so a newly trained model's first use is quick)."""
+    from engine.families.cyclegan.runners import OnnxRunner, TorchRunner
+
+    config, device = loaded.model["config"], loaded.model["device"]
+    runners: dict[str, Any] = {}
+    for direction, generator in loaded.model["generators"].items():
+        if backend == "torch":
+            runners[direction] = TorchRunner(generator, device)
+        else:
+            path = _ensure_export(loaded.path, config, generator, direction)
+            runners[direction] = OnnxRunner(path, str(device), release_memory=loaded.resident)
+    loaded.runner = runners
+    loaded.runner_info = runners["a2b"].describe()
+
+
+def _ensure_export(directory: Path, config: Any, generator: Any, direction: str) -> Path:
+    from engine.families.cyclegan import onnx_export
+    from engine.runtime import ensure_export
+    from engine.sampler_file import RESTYLER_FORMAT
+
+    digest = onnx_export.source_digest(config, generator, direction, tiles=True)
+    return ensure_export(
+        digest,
+        directory / onnx_export.file_name(direction),
+        lambda path: onnx_export.export(config, generator, direction, path, tiles=True),
+        RESTYLER_FORMAT,
+    )
 
 
 def describe(meta: dict) -> dict[str, Any]:
@@ -99,24 +126,44 @@ def _restyle(loaded: Loaded, given: OperationInput) -> OperationOutput:
     if step is not None:
         step(f"re-styling {p['direction']}")
     picture = given.picture
-    rgb = restyle(loaded.runner[p["direction"]], picture.rgb, loaded.model["device"], tile=p["tile"])
+    rgb = restyle(loaded.runner[p["direction"]], picture.rgb, tile=p["tile"])
     if given.mask is not None and not (given.mask > 0).all():
         inside = (given.mask > 0)[..., None]
         rgb = np.where(inside, rgb, picture.rgb)  # a selection: only it changes
     return OperationOutput([Picture(rgb.astype(np.float32), picture.alpha, picture.depth)])
 
 
+def _export(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    from engine.families.cyclegan.onnx_export import export
+
+    assert given.out is not None
+    direction = given.params["direction"]
+    if given.on_step is not None:
+        given.on_step(f"exporting the {direction} generator to ONNX and checking the graph")
+    path = export(loaded.model["config"], loaded.model["generators"][direction], direction, given.out)
+    return OperationOutput([], {"onnx": str(path), "direction": direction, "bytes": path.stat().st_size})
+
+
+DIRECTION = Param(
+    "direction", ParamType.CHOICE, "a2b (domain A to B, the default) or b2a", default="a2b",
+    choices=("a2b", "b2a"),
+)  # fmt: skip
 OPERATIONS = (
     OperationSpec(
         "restyle", "Re-style layer", NAME, (TASK,),
         "re-style an image with a CycleGAN model (domain A to B, or back), at full resolution",
         takes_image=True, takes_mask=False, returns=Returns.LAYER, run=_restyle, whole_image=True,
         params=(
-            Param("direction", ParamType.CHOICE, "a2b (domain A to B, the default) or b2a", default="a2b",
-                  choices=("a2b", "b2a")),
+            DIRECTION,
             Param("tile", ParamType.INT, "tile side in px for large images (default: 512; the memory "
                   "needed grows with it, not with the image)", default=512, minimum=64, maximum=4096),
         ),
+    ),
+    OperationSpec(
+        "export", "Export to ONNX", NAME, (TASK,),
+        "export one direction's generator as an ONNX graph (any picture size; inputs: image in [-1, 1])",
+        takes_image=False, takes_mask=False, returns=Returns.FILE, run=_export, needs_runner=False,
+        out_suffix=".onnx", params=(DIRECTION,),
     ),
 )  # fmt: skip
 
@@ -134,5 +181,5 @@ FAMILY = Family(
     operations=OPERATIONS,
     describe=describe,
     resolve=resolve,
-    backends=("torch",),
+    backends=("onnxruntime", "torch"),
 )

@@ -3,36 +3,39 @@ models/networks.py): a ResNet generator (reflection padding, instance norm, two 
 and two transposed convolutions up, `blocks` residual blocks between) and a 70x70 PatchGAN critic (3 layers
 at `paper`).
 
-One change for inference at any size: the generator's instance norms can hold statistics measured once
-on the whole picture (`Norm.fixed`), so that tiles of a large picture are normalised alike and meet without
-a seam (engine/families/cyclegan/restyle.py).
+One change for inference at any size: the generator's instance norms can take statistics given from
+outside, measured once on the whole picture (`Restyler`), so that the tiles of a large picture are
+normalised alike and meet without a seam (engine/families/cyclegan/restyle.py). The exported ONNX graph is
+the same `Restyler` (onnx_export.py).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class Norm(nn.Module):
     """Instance norm without affine parameters or running statistics (the reference's `instance` norm).
 
-    mode "sample": each image's own statistics (training, and a picture small enough for one pass);
-    "record": the same, and they are kept in `fixed`; "fixed": the kept statistics are used instead."""
+    In a `Restyler` pass, `given` holds (mean, var, use) for this norm: where `use` is 1 those statistics
+    replace the input's own, and the input's own are appended to `measured` either way."""
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.channels, self.eps = channels, eps
-        self.mode = "sample"
-        self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.given: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.measured: list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "fixed" and self.fixed is not None:
-            mean, var = self.fixed
-        else:
-            var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-            if self.mode == "record":
-                self.fixed = (mean.detach(), var.detach())
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        if self.measured is not None:
+            self.measured.append(torch.cat([mean.flatten(1), var.flatten(1)], dim=1))
+        if self.given is not None:
+            given_mean, given_var, use = self.given
+            mean = torch.where(use > 0.5, given_mean.to(mean.dtype), mean)
+            var = torch.where(use > 0.5, given_var.to(var.dtype), var)
         return (x - mean) * torch.rsqrt(var + self.eps)
 
 
@@ -75,11 +78,43 @@ class Generator(nn.Module):
     def norms(self) -> list[Norm]:
         return [m for m in self.modules() if isinstance(m, Norm)]
 
-    def set_norm_mode(self, mode: str) -> None:
-        for norm in self.norms():
-            norm.mode = mode
-            if mode == "sample":
-                norm.fixed = None
+    @property
+    def statistics_size(self) -> int:
+        """Numbers in one picture's norm statistics (a mean and a variance per channel of every norm)."""
+        return sum(2 * n.channels for n in self.norms())
+
+
+class Restyler(nn.Module):
+    """A generator as inference runs it (eager, and as the exported ONNX graph):
+
+    image (N x 3 x H x W in [-1, 1], any H and W: padded to a multiple of 4 inside, cropped back),
+    statistics (1 or N x generator.statistics_size), use_given (1 value: 1 uses `statistics` in every norm,
+    0 each picture's own) -> (image out, the statistics the input itself had, N x statistics_size)."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(
+        self, image: torch.Tensor, statistics: torch.Tensor, use_given: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = image.shape[2], image.shape[3]
+        x = F.pad(image, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4), mode="replicate")
+        measured: list[torch.Tensor] = []
+        offset = 0
+        norms = self.generator.norms()
+        for norm in norms:
+            c = norm.channels
+            mean = statistics[:, offset : offset + c].reshape(-1, c, 1, 1)
+            var = statistics[:, offset + c : offset + 2 * c].reshape(-1, c, 1, 1)
+            norm.given, norm.measured = (mean, var, use_given), measured
+            offset += 2 * c
+        try:
+            out = self.generator(x)[:, :, :h, :w]
+        finally:
+            for norm in norms:
+                norm.given = norm.measured = None
+        return out, torch.cat(measured, dim=1)
 
 
 class Critic(nn.Module):

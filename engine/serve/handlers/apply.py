@@ -16,7 +16,7 @@ from engine import families, operations
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.family import DataKind, Family, TrainData
 from engine.imageio import Picture, to_array
-from engine.operations import OperationInput, OperationSpec, Returns
+from engine.operations import OperationInput, OperationSpec, ParamType, Returns
 from engine.serve.handlers import train
 from engine.serve.handlers.context import Context, canonical, check_image, writes_file
 from engine.serve.imaging import crop_picture, frame_from_picture, picture_from_frame, selection_mask
@@ -191,6 +191,9 @@ def apply_with(
 
 
 def _file_name(op: OperationSpec, params: dict[str, Any]) -> Path:
-    """`export.onnx`, `export-fp16.onnx`: the operation and its switches that are on."""
-    switches = "".join(f"-{name}" for name, value in sorted(params.items()) if value is True)
-    return Path(f"{op.name}{switches}{op.out_suffix}")
+    """`export.onnx`, `export-fp16.onnx`, `export-b2a.onnx`: the operation, its switches that are on and
+    its choices that are not the default."""
+    choices = {p.name: p.default for p in op.params if p.type is ParamType.CHOICE}
+    parts = [name for name, value in sorted(params.items()) if value is True]
+    parts += [str(params[name]) for name, default in sorted(choices.items()) if params.get(name) != default]
+    return Path(op.name + "".join(f"-{part}" for part in parts) + op.out_suffix)
