@@ -49,6 +49,16 @@ class Editor(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Choice:
+    """A choice parameter an entry asks for before each run (a re-style's direction)."""
+
+    name: str  # the operation's parameter
+    help: str
+    options: tuple[str, ...]
+    default: str
+
+
+@dataclass(frozen=True)
 class Operation:
     """One menu entry: an engine operation as the plugins offer it, built from the engine's capabilities
     (`engine capabilities --json`; `menu`), so an operation added to the engine appears without a new plugin.
@@ -69,6 +79,11 @@ class Operation:
     params: frozenset[str] = frozenset()  # the operation's parameters
     retrain: bool = False  # train a new model even when one is stored for this picture
     tooltip: str = ""
+    # The artist picks a stored model (of `family` and one of `tasks`) and the `choices` before each run;
+    # the entry works on the active layer's own pixels, or the selected part of them.
+    pick_model: bool = False
+    tasks: tuple[str, ...] = ()
+    choices: tuple[Choice, ...] = ()
 
     @property
     def krita_action(self) -> str:
@@ -110,6 +125,13 @@ def menu(capabilities: dict[str, Any]) -> list[Operation]:
             can_refine=bool(set(op["tasks"]) & set(family.get("finetune_tasks", []))),
             params=frozenset(p["name"] for p in op["params"]),
             tooltip=editor.get("tooltip") or op["help"],
+            pick_model=bool(editor.get("pick_model")),
+            tasks=tuple(op["tasks"]),
+            choices=tuple(
+                Choice(p["name"], p["help"], tuple(p["choices"]), p["default"])
+                for p in op["params"]
+                if p["type"] == "choice" and editor.get("pick_model")
+            ),
         )
         entries.append(entry)
         if editor["retrain"]:
@@ -303,6 +325,32 @@ class Job:
     bbox: BBox
 
 
+CONTEXT = 64  # px of the layer around the region that a picked model's entry also sends (the model sees it)
+
+
+def picked_model_job(op: Operation, canvas: Canvas, model_id: str, choices: dict[str, str]) -> Job:
+    """The request for an entry that runs a stored model the artist picked on the active layer's own
+    pixels: the selected part of them (else the layer's opaque part) with CONTEXT px around it, the result
+    limited to that region."""
+    unknown = sorted(set(choices) - {c.name for c in op.choices})
+    if unknown:
+        raise CanvasError(f"{op.label} has no choice {unknown[0]!r}")
+    mask = canvas.mask()
+    region = mask_bbox(mask)
+    x0, y0 = max(0, region.x - CONTEXT), max(0, region.y - CONTEXT)
+    x1 = min(canvas.width, region.x + region.w + CONTEXT)
+    y1 = min(canvas.height, region.y + region.h + CONTEXT)
+    pixels = canvas.pixels(canvas.layer)[y0:y1, x0:x1]
+    inner = BBox(x=region.x - x0, y=region.y - y0, w=region.w, h=region.h)
+    buffers: list[Any] = []
+    image = frames.attach(buffers, np.ascontiguousarray(pixels), canvas.channel_order, inner)
+    params: dict[str, Any] = {c.name: choices.get(c.name, c.default) for c in op.choices}
+    request = ApplyRequest(
+        operation=op.name, family=op.family, model_id=model_id, image=image, params=params, crop_to_bbox=True
+    )
+    return Job(request, buffers, region)
+
+
 def apply_job(
     op: Operation,
     canvas: Canvas,
@@ -431,8 +479,9 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
             f"the engine returned a {desc.width}x{desc.height} image for a {canvas.width}x{canvas.height} "
             "canvas; update the engine and the plugin together"
         )
-    if op.new_layer and canvas.selection is None:
-        region_mask = None  # a whole-canvas variation keeps the sample's own alpha
+    if (op.new_layer or op.pick_model) and canvas.selection is None:
+        # A whole-canvas variation keeps the sample's own alpha; a re-styled layer keeps the layer's.
+        region_mask = None
     else:
         region_mask = canvas.mask()[box.y : box.y + box.h, box.x : box.x + box.w]
     out = np.array(rgba)  # writable copy: the received frame is read-only

@@ -40,8 +40,9 @@ from editor_bridge.plugin_core import (
     apply_job,
     menu,
     patch_from_result,
+    picked_model_job,
 )
-from editor_bridge.protocol import ErrorCode, ProgressEvent
+from editor_bridge.protocol import ErrorCode, ModelInfo, ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,41 @@ def load_menu(settings: Settings, plugin_dir: str | os.PathLike[str]) -> list[Op
     )
 
 
+# ---- stored models ----
+
+
+LIST_TIMEOUT_S = 5.0  # the engine answers a listing at once, even while it trains
+
+
+def models_for(settings: Settings, op: Operation) -> list[ModelInfo]:
+    """The engine's stored models that `op` can run (its family, one of its tasks), newest first. A quick
+    request (Krita asks on its GUI thread). A CanvasError says what to do when there is none."""
+    with connect(settings, timeout=min(LIST_TIMEOUT_S, settings.timeout_s)) as client:
+        models = client.list_models(family=op.family)
+    found = [m for m in models if m.task in op.tasks]
+    if not found:
+        raise CanvasError(
+            f"the engine has no {op.family} model yet: train one (`engine train --family {op.family} ...`) "
+            "and store it for the editors with `engine models add MODEL_DIR --name NAME`"
+        )
+    return sorted(found, key=lambda m: m.created, reverse=True)
+
+
+def pick_model(models: list[ModelInfo], wanted: str | None) -> ModelInfo | None:
+    """The model a script names by id or by name (the newest of that name); None or "": the newest."""
+    if not wanted:
+        return models[0] if models else None
+    by_id = [m for m in models if m.model_id == wanted]
+    by_name = sorted((m for m in models if m.name == wanted), key=lambda m: m.created, reverse=True)
+    found = by_id or by_name
+    return found[0] if found else None
+
+
+def model_label(model: ModelInfo) -> str:
+    """How a model picker lists a model: its name, and its id where names repeat."""
+    return f"{model.name} ({model.created.astimezone().strftime('%Y-%m-%d %H:%M')}, {model.model_id})"
+
+
 # ---- one operation ----
 
 
@@ -345,10 +381,18 @@ class Runner:
     on_job: Callable[[str], None] = lambda job_id: None
 
     def run(
-        self, op: Operation, canvas: Canvas, *, color_match: float | None = None, refine: bool = False
+        self,
+        op: Operation,
+        canvas: Canvas,
+        *,
+        color_match: float | None = None,
+        refine: bool = False,
+        model_id: str | None = None,
+        choices: dict[str, str] | None = None,
     ) -> LayerPatch:
         """color_match: this run's (the editor's dialog); None: the settings file's, else the engine's.
-        refine: fine-tune the model on this composite first (settings' refine_iters; a new model)."""
+        refine: fine-tune the model on this composite first (settings' refine_iters; a new model).
+        model_id, choices: the stored model and choices the artist picked (entries with `pick_model`)."""
         client = connect(self.settings)
         try:
             # Fail before sending megabytes when the file points at an engine that is gone or hung.
@@ -363,14 +407,19 @@ class Runner:
             seed = self.seed
             if seed is None and op.new_layer:
                 seed = secrets.randbelow(2**32)
-            job = apply_job(
-                op,
-                canvas,
-                preset=self.settings.preset,
-                seed=seed,
-                color_match=color_match,
-                finetune_iters=self.settings.refine_iters if refine else None,
-            )
+            if op.pick_model:
+                if model_id is None:
+                    raise CanvasError(f"{op.label} needs a stored model: pick one")
+                job = picked_model_job(op, canvas, model_id, choices or {})
+            else:
+                job = apply_job(
+                    op,
+                    canvas,
+                    preset=self.settings.preset,
+                    seed=seed,
+                    color_match=color_match,
+                    finetune_iters=self.settings.refine_iters if refine else None,
+                )
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(
                 job.request,

@@ -108,10 +108,15 @@ class EditorUse:
     # model on this picture first (where the family fine-tunes the task).
     ask_color_match: bool = False
     tooltip: str = ""  # what the entry does, in the artist's words
+    # The artist picks one of the engine's stored models of the operation's family and task (one trained
+    # elsewhere, e.g. on folders), and the operation's choice parameters, before each run; nothing is
+    # trained on the picture. The entry works on the active layer's own pixels (or the selected part).
+    pick_model: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
             "tooltip": self.tooltip,
+            "pick_model": self.pick_model,
             "layer_name": self.layer_name,
             "action": self.action,
             "picture": self.picture,

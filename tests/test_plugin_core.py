@@ -20,6 +20,7 @@ from editor_bridge.plugin_core import (
     mask_bbox,
     menu,
     patch_from_result,
+    picked_model_job,
 )
 from editor_bridge.protocol import BBox, BitDepth, ChannelOrder, ResultReply
 from editor_bridge.wire import Message, WireCodec
@@ -27,6 +28,7 @@ from engine import families
 
 ENTRIES = {op.action: op for op in menu(families.capabilities())}
 HARMONIZE, EDIT, VARIATION = ENTRIES["harmonize"], ENTRIES["edit"], ENTRIES["variation"]
+RESTYLE = ENTRIES["restyle"]
 
 W, H = 12, 8
 
@@ -103,6 +105,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
         ("Harmonize selection", "singan_harmonize", "python-fu-singan-harmonize", "Harmonized"),
         ("Edit selection", "singan_edit", "python-fu-singan-edit", "Edited"),
         ("Generate variation", "singan_variation", "python-fu-singan-variation", "Variation"),
+        ("Re-style layer", "singan_restyle", "python-fu-singan-restyle", "Re-styled"),
         ("Retrain and harmonize selection", "singan_retrain_harmonize", "python-fu-singan-retrain-harmonize",
          "Harmonized"),
         ("Retrain and edit selection", "singan_retrain_edit", "python-fu-singan-retrain-edit", "Edited"),
@@ -349,3 +352,66 @@ def test_harmonize_refuses_a_selection_off_the_layer_and_an_opaque_layer_with_no
     with pytest.raises(CanvasError, match="nothing is selected and the active layer covers the whole canvas"):
         apply_job(HARMONIZE, opaque)
     apply_job(HARMONIZE, dataclasses.replace(canvas, selection=None))  # the layer's own shape
+
+
+def test_restyle_runs_a_picked_model_on_the_layer_around_the_selection():
+    assert RESTYLE.pick_model and (RESTYLE.family, RESTYLE.tasks) == ("cyclegan", ("restyle",))
+    assert [(c.name, c.options, c.default) for c in RESTYLE.choices] == [("direction", ("a2b", "b2a"), "a2b")]
+    assert not HARMONIZE.pick_model and not HARMONIZE.choices
+    big_w, big_h = 200, 150
+    rng = np.random.default_rng(1)
+    layer = rng.integers(0, 256, (big_h, big_w, 4), dtype=np.uint8)
+    layer[..., 3] = 255
+    selection = np.zeros((big_h, big_w), np.uint8)
+    selection[100:120, 10:40] = 255
+    canvas = Canvas(
+        Editor.GIMP,
+        big_w,
+        big_h,
+        composite=layer.tobytes(),
+        layer=layer.tobytes(),
+        selection=selection.tobytes(),
+    )
+    job = picked_model_job(RESTYLE, canvas, "m123", {"direction": "b2a"})
+    req = job.request
+    assert (req.operation, req.family, req.model_id, req.params) == (
+        "restyle",
+        "cyclegan",
+        "m123",
+        {"direction": "b2a"},
+    )
+    assert not req.train_if_missing and req.background is None and req.crop_to_bbox
+    # The layer's own pixels, with 64 px of context around the selection (clipped at the canvas's edges)
+    assert (req.image.width, req.image.height) == (30 + 10 + 64, 20 + 64 + 30)
+    assert req.image.bbox == BBox(x=10, y=64, w=30, h=20) and job.bbox == BBox(x=10, y=100, w=30, h=20)
+    sent = frames.from_frame(job.buffers, req.image)
+    assert (np.asarray(sent) == layer[36:150, 0:104]).all()
+    assert picked_model_job(RESTYLE, canvas, "m123", {}).request.params == {"direction": "a2b"}
+    with pytest.raises(CanvasError, match="no choice 'sideways'"):
+        picked_model_job(RESTYLE, canvas, "m123", {"sideways": "a2b"})
+    # The result comes back cropped to the selection; outside it the new layer stays transparent
+    out = np.array(sent)[64:84, 10:40].copy()
+    out[..., :3] = 255 - out[..., :3]
+    buffers: list = []
+    desc = frames.attach(buffers, out, ChannelOrder.RGBA)
+    patch = patch_from_result(
+        RESTYLE, canvas, job, roundtrip(ResultReply(job_id="j", images=[desc]), buffers)
+    )
+    assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (10, 100, 30, 20, "Re-styled")
+    assert (np.frombuffer(patch.data, np.uint8).reshape(20, 30, 4)[..., :3] == out[..., :3]).all()
+
+
+def test_restyle_without_a_selection_keeps_the_layers_own_alpha():
+    canvas = make_canvas(Editor.KRITA, selection=False)
+    job = picked_model_job(RESTYLE, canvas, "m1", {})
+    assert job.bbox == BBox(x=3, y=2, w=4, h=3)  # the layer's opaque part
+    sent = np.array(frames.from_frame(job.buffers, job.request.image))
+    inner = job.request.image.bbox
+    out = sent[inner.y : inner.y + inner.h, inner.x : inner.x + inner.w].copy()
+    out[0, 0, 3] = 100  # a soft pixel of the layer's own: kept as it is, not multiplied by the alpha again
+    buffers: list = []
+    desc = frames.attach(buffers, out, ChannelOrder.BGRA)
+    patch = patch_from_result(
+        RESTYLE, canvas, job, roundtrip(ResultReply(job_id="j", images=[desc]), buffers)
+    )
+    assert np.frombuffer(patch.data, np.uint8).reshape(3, 4, 4)[0, 0, 3] == 100

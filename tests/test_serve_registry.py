@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,3 +57,38 @@ def test_every_setting_that_shapes_the_weights_changes_the_key(monkeypatch):
 
     assert with_train(recolour_probability=0.5) != key
     assert with_train(checkpoint_every_s=1.0) == key  # does not change the weights
+
+
+def test_models_add_stores_a_copy_that_a_running_registry_lists(tmp_path):
+    """`engine models add` (a model trained with `engine train --out`) puts a copy into the engine's home;
+    a registry already open there (the daemon's) lists it at its next look, and the source is untouched."""
+    import json
+    import shutil
+
+    from cli_helpers import json_result, run_engine
+
+    from engine.serve.registry import Registry
+
+    source = tmp_path / "studio" / "oil paintings"
+    shutil.copytree(Path(__file__).parent / "data" / "model_format_1", source)
+    (source / "checkpoint").mkdir()  # an old run's leftovers are not copied
+    home = tmp_path / "home"
+    running = Registry(home / "models")
+    assert running.list() == []
+    proc = run_engine("models", "add", source, "--home", home, "--json")
+    assert proc.returncode == 0, proc.stderr
+    added = json_result(proc)
+    assert (added["name"], added["family"], added["task"]) == ("oil paintings", "consingan", "harmonization")
+    [info] = running.list()
+    assert (info.model_id, info.name) == (added["model_id"], "oil paintings")
+    stored = home / "models" / info.model_id
+    assert (stored / "model.json").read_bytes() == (source / "model.json").read_bytes()
+    assert not (stored / "checkpoint").exists() and (source / "checkpoint").is_dir()
+    assert json.loads((stored / "registry.json").read_text())["training_key"] is None  # never reused by key
+    assert not [p for p in (home / "models").iterdir() if p.name.startswith(".")]
+    # A named copy; and what is not a model is refused in one line, leaving nothing behind
+    proc = run_engine("models", "add", source, "--home", home, "--name", "Oil, v2", "--json")
+    assert json_result(proc)["name"] == "Oil, v2" and len(running.list()) == 2
+    proc = run_engine("models", "add", tmp_path / "studio", "--home", home)
+    assert proc.returncode == 2 and "is not a model directory (it has no model.json)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and len(running.list()) == 2

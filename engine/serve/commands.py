@@ -243,6 +243,19 @@ def cmd_cancel(args: argparse.Namespace) -> dict:
     return {"job": args.job_id, "state": state.value}
 
 
+def cmd_models_add(args: argparse.Namespace) -> dict:
+    """Store a model trained elsewhere in the engine's home, where the editors' model lists find it (a
+    running engine too: it looks again each time it lists its models)."""
+    from editor_bridge.connection import default_home
+    from engine.serve.registry import Registry
+
+    home = default_home(args.home)
+    source = Path(args.model_dir)
+    name = args.name or source.resolve().name
+    info = Registry(home / "models").add_copy(source, name)
+    return {"model_id": info.model_id, "name": info.name, "family": info.family, "task": info.task}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -276,6 +289,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the job to stop")
     p.set_defaults(run=cmd_cancel)
+
+    models = sub.add_parser("models", help="manage the engine's stored models (`engine status` lists them)")
+    actions = models.add_subparsers(dest="action", required=True)
+    text = "store a copy of a model directory (from `engine train --out`) where the editors can pick it"
+    p = actions.add_parser("add", help=text, description=text)
+    p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
+    add_home(p)
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--name", help="the name the editors show (default: the directory's name)")
+    p.set_defaults(run=cmd_models_add)
 
     p = command("stop", "ask the running engine to stop (training is checkpointed first)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit")

@@ -26,8 +26,7 @@ from editor_bridge.protocol import ModelInfo
 from engine import families
 from engine.errors import EngineError, ModelNotFoundError
 from engine.files import atomic_write_bytes
-from engine.model_dir import read_meta
-from engine.sampler_file import SAMPLER_FILE
+from engine.model_dir import CHECKPOINT_DIR, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +57,27 @@ class Registry:
             root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
-        for path in sorted(root.iterdir()) if root.is_dir() else []:
-            if path.is_dir() and not path.name.startswith("."):
-                try:
-                    entry = json.loads((path / ENTRY_FILE).read_text())
-                    read_meta(path)
-                except (OSError, ValueError, EngineError) as exc:
-                    log.warning("skipping %s: not a registered model (%s)", path, exc)
+        self._skipped: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Index the model directories not indexed yet: all of them at the start, and later those that
+        `engine models add` moved in while the daemon ran."""
+        for path in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            if not path.is_dir() or path.name.startswith(".") or path.name in self._skipped:
+                continue
+            with self._lock:
+                if path.name in self._entries:
                     continue
-                self._entries[path.name] = entry
+            try:
+                entry = json.loads((path / ENTRY_FILE).read_text())
+                read_meta(path)
+            except (OSError, ValueError, EngineError) as exc:
+                log.warning("skipping %s: not a registered model (%s)", path, exc)
+                self._skipped.add(path.name)
+                continue
+            with self._lock:
+                self._entries.setdefault(path.name, entry)
 
     def __len__(self) -> int:
         with self._lock:
@@ -77,6 +88,8 @@ class Registry:
             return model_id in self._entries
 
     def path(self, model_id: str) -> Path:
+        if not self.has(model_id):
+            self.refresh()  # added by `engine models add` since the last look
         with self._lock:
             if model_id not in self._entries:
                 raise ModelNotFoundError(
@@ -104,7 +117,7 @@ class Registry:
                 n_stages=len(stages) if stages else None,
                 preset=entry.get("preset"),
                 created=datetime.fromisoformat(entry["created"]),
-                has_onnx=(path / SAMPLER_FILE).is_file(),
+                has_onnx=any(path.glob("*.onnx")),  # an export made on first use, or asked for
             )
         except (KeyError, IndexError, TypeError, ValueError) as exc:  # pydantic's errors are ValueErrors
             reason = str(exc).splitlines()[0] if str(exc) else ""  # pydantic's run over many lines
@@ -113,6 +126,7 @@ class Registry:
             ) from exc
 
     def list(self, family: str | None = None, task: str | None = None) -> builtins.list[ModelInfo]:
+        self.refresh()
         with self._lock:
             ids = sorted(self._entries, key=lambda i: self._entries[i]["created"])
         infos = []
@@ -179,6 +193,20 @@ class Registry:
         with self._lock:
             self._entries[model_id] = entry
         return self.info(model_id)
+
+    def add_copy(self, source: Path, name: str) -> ModelInfo:
+        """Store a copy of a model directory trained elsewhere (`engine train --out`, another machine):
+        checked as loading would check it, copied aside (without an unfinished run's checkpoint), then
+        moved in by one rename, so a daemon using this registry lists it complete or not at all."""
+        meta = read_meta(source)
+        families.family_of(meta, source)
+        model_id = new_model_id()
+        staging = self.root / f".adding-{model_id}"
+        try:
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns(CHECKPOINT_DIR))
+            return self.add(staging, model_id=model_id, name=name, preset=None, training_key=None)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already unless the copy failed
 
     def rename(self, model_id: str, name: str) -> ModelInfo:
         path = self.path(model_id)

@@ -20,7 +20,15 @@ from engine.errors import BadInputError
 from engine.families.cyclegan.config import MAX_CROP, MAX_EPOCHS
 from engine.families.cyclegan.store import FAMILY_FORMAT_VERSION, NAME, TASK
 from engine.family import DataKind, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
-from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.operations import (
+    EditorUse,
+    OperationInput,
+    OperationOutput,
+    OperationSpec,
+    Param,
+    ParamType,
+    Returns,
+)
 from engine.progress import ProgressFn
 
 
@@ -153,6 +161,10 @@ OPERATIONS = (
         "restyle", "Re-style layer", NAME, (TASK,),
         "re-style an image with a CycleGAN model (domain A to B, or back), at full resolution",
         takes_image=True, takes_mask=False, returns=Returns.LAYER, run=_restyle, whole_image=True,
+        editor=EditorUse(
+            "Re-styled", "restyle", pick_model=True,
+            tooltip="Re-style the active layer (or the selected part of it) with a stored CycleGAN model",
+        ),
         params=(
             DIRECTION,
             Param("tile", ParamType.INT, "tile side in px for large images (default: 512; the memory "

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""SinGAN Studio for GIMP 3: Filters > SinGAN Studio > Harmonize selection / Edit selection / Generate
-variation, and the first two with a new model (Retrain and harmonize selection / Retrain and edit selection).
+"""SinGAN Studio for GIMP 3: Filters > SinGAN Studio > the engine's operations for editors (Harmonize
+selection, Edit selection, Generate variation, Re-style layer, ...), and those that train on the painting
+with a new model (Retrain and harmonize selection / Retrain and edit selection).
 
 A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
 Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
@@ -45,6 +46,9 @@ from editor_bridge.plugin_runner import (  # noqa: E402
     Settings,
     artist_message,
     load_menu,
+    model_label,
+    models_for,
+    pick_model,
     start_engine,
 )
 
@@ -52,6 +56,7 @@ MASK_FORMAT = "Y u8"  # one byte a pixel (GIMP converts on read)
 QUICK_MASK = "Qmask"  # the channel GIMP holds the selection in while Quick Mask is on (no API says so)
 # The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
 COLOR_MATCH, REFINE = "color-match", "refine"
+MODEL = "model"  # an entry that runs a stored model: its id or name ("": the newest), and its choices
 UNAVAILABLE = "python-fu-singan-unavailable"  # the one procedure when the engine's capabilities are unknown
 
 
@@ -300,6 +305,54 @@ def _ask_options(procedure, config, title: str) -> bool:
         dialog.destroy()
 
 
+def _choice_argument(choice) -> str:
+    return choice.name.replace("_", "-")
+
+
+def _ask_model(op: Operation, models, config) -> bool:
+    """Which stored model and which options (Re-style layer): a dialog listing the engine's models, the
+    ones in the procedure's config first; the answers go into the config. False if the artist cancelled."""
+    gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
+    from gi.repository import GimpUi, Gtk
+
+    GimpUi.init("singan_studio")
+    dialog = Gtk.Dialog(title=op.label)
+    dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+    ok = dialog.add_button("_OK", Gtk.ResponseType.OK)
+    grid = Gtk.Grid(row_spacing=6, column_spacing=12, margin=12)
+    grid.attach(Gtk.Label(label="Model:", xalign=0), 0, 0, 1, 1)
+    model_box = Gtk.ComboBoxText()
+    for model in models:
+        model_box.append(model.model_id, model_label(model))
+    current = pick_model(models, config.get_property(MODEL))
+    model_box.set_active_id(current.model_id if current is not None else models[0].model_id)
+    grid.attach(model_box, 1, 0, 1, 1)
+    boxes = {}
+    for row, choice in enumerate(op.choices, start=1):
+        grid.attach(Gtk.Label(label=choice.name.replace("_", " ").capitalize() + ":", xalign=0), 0, row, 1, 1)
+        box = Gtk.ComboBoxText()
+        for option in choice.options:
+            box.append(option, option)
+        box.set_active_id(config.get_property(_choice_argument(choice)) or choice.default)
+        box.set_tooltip_text(choice.help)
+        grid.attach(box, 1, row, 1, 1)
+        boxes[choice] = box
+    dialog.get_content_area().add(grid)
+    dialog.show_all()
+    ok.grab_focus()  # Return presses OK
+    GimpUi.window_set_transient(dialog)
+    try:
+        if dialog.run() != Gtk.ResponseType.OK:
+            return False
+        config.set_property(MODEL, model_box.get_active_id())
+        for choice, box in boxes.items():
+            config.set_property(_choice_argument(choice), box.get_active_id())
+        return True
+    finally:
+        dialog.destroy()
+
+
 def run(procedure, run_mode, image, drawables, config, data):
     if procedure.get_name() == UNAVAILABLE:
         return _error(procedure, _unavailable() or "restart GIMP to refresh the SinGAN Studio menu")
@@ -323,6 +376,20 @@ def run(procedure, run_mode, image, drawables, config, data):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         color_match = config.get_property(COLOR_MATCH)
         refine = op.can_refine and config.get_property(REFINE)
+    model_id, choices = None, None
+    if op.pick_model:
+        try:
+            models = models_for(settings, op)
+        except Exception as exc:  # noqa: BLE001 - no engine, no model: the artist reads what to do
+            return _error(procedure, artist_message(exc, op).text)
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_model(op, models, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+        wanted = config.get_property(MODEL)
+        found = pick_model(models, wanted)
+        if found is None:
+            return _error(procedure, f"{op.label}: the engine has no model {wanted!r}")
+        model_id = found.model_id
+        choices = {c.name: config.get_property(_choice_argument(c)) for c in op.choices}
     Gimp.progress_init(f"{op.label}...")
     # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
     guard = CancelGuard(settings.home, settings.timeout_s)
@@ -331,7 +398,9 @@ def run(procedure, run_mode, image, drawables, config, data):
         canvas = read_canvas(image, drawable, op)
         runner = Runner(settings, _progress, on_job=guard.watch)
         try:
-            patch = runner.run(op, canvas, color_match=color_match, refine=refine)
+            patch = runner.run(
+                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
+            )
         except Exception as exc:  # noqa: BLE001
             message = artist_message(exc, op)
             interactive = run_mode == Gimp.RunMode.INTERACTIVE
@@ -341,7 +410,9 @@ def run(procedure, run_mode, image, drawables, config, data):
                 raise
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
-            patch = runner.run(op, canvas, color_match=color_match, refine=refine)
+            patch = runner.run(
+                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
+            )
         add_result_layer(image, tattoo, canvas, patch, on_top=op.picture)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
@@ -379,11 +450,8 @@ class SinganStudio(Gimp.PlugIn):
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label(op.label)
         procedure.add_menu_path("<Image>/Filters/SinGAN Studio")
-        procedure.set_documentation(
-            op.label,
-            f"{op.label} with a model trained on the painting (needs `engine serve`)",
-            name,
-        )
+        how = "with a stored model you pick" if op.pick_model else "with a model trained on the painting"
+        procedure.set_documentation(op.label, f"{op.tooltip or op.label} ({how}; needs `engine serve`)", name)
         procedure.set_attribution("SinGAN Studio", "SinGAN Studio", "2025")
         if op.ask_color_match:
             procedure.add_double_argument(
@@ -403,6 +471,19 @@ class SinganStudio(Gimp.PlugIn):
                 False,
                 GObject.ParamFlags.READWRITE,
             )
+        if op.pick_model:
+            procedure.add_string_argument(
+                MODEL, "_Model", "The stored model's id or name (`engine status` lists them); empty: newest",
+                "", GObject.ParamFlags.READWRITE,
+            )  # fmt: skip
+            for choice in op.choices:
+                options = Gimp.Choice.new()
+                for index, option in enumerate(choice.options):
+                    options.add(option, index, option, choice.help)
+                procedure.add_choice_argument(
+                    _choice_argument(choice), f"_{choice.name.replace('_', ' ').capitalize()}", choice.help,
+                    options, choice.default, GObject.ParamFlags.READWRITE,
+                )  # fmt: skip
         return procedure
 
 

@@ -1,11 +1,12 @@
-"""The questions Harmonize selection asks before each run: how much colour match, and whether to refine the
-model on this object first (docs/artists.md)."""
+"""The questions an entry asks before each run: Harmonize selection how much colour match, and whether to
+refine the model on this object first; Re-style layer which stored model, and which way (docs/artists.md)."""
 
 from __future__ import annotations
 
 from krita import Krita
 from PyQt5.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -14,7 +15,9 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
 )
 
-from editor_bridge.plugin_runner import COLOR_MATCH_HELP, REFINE_LABEL
+from editor_bridge.plugin_core import Operation
+from editor_bridge.plugin_runner import COLOR_MATCH_HELP, REFINE_LABEL, model_label
+from editor_bridge.protocol import ModelInfo
 
 SETTING_GROUP, SETTING_KEY = "singan_studio", "color_match"  # in kritarc: the last value used
 # What the e2e driver looks for.
@@ -67,3 +70,53 @@ def ask_harmonize_options(
         dialog.deleteLater()
     Krita.instance().writeSetting(SETTING_GROUP, SETTING_KEY, str(value))
     return value, refined
+
+
+MODEL_DIALOG_NAME, MODEL_COMBO_NAME = "singan_model_dialog", "singan_model"  # for the e2e driver
+CHOICE_PREFIX = "singan_choice_"  # + the choice's name: its combo box
+
+
+def ask_model(parent, op: Operation, models: list[ModelInfo]) -> tuple[str, dict[str, str]] | None:
+    """(model id, {choice: option}) for an entry that runs a stored model the artist picks (Re-style layer),
+    the last ones picked first; None if cancelled."""
+    dialog = QDialog(parent)
+    dialog.setObjectName(MODEL_DIALOG_NAME)
+    dialog.setWindowTitle(op.label)
+    form = QFormLayout()
+    model_box = QComboBox()
+    model_box.setObjectName(MODEL_COMBO_NAME)
+    for model in models:
+        model_box.addItem(model_label(model), model.model_id)
+    last = Krita.instance().readSetting(SETTING_GROUP, f"{op.action}_model", "")
+    model_box.setCurrentIndex(max(0, model_box.findData(last)))
+    form.addRow("Model:", model_box)
+    boxes = {}
+    for choice in op.choices:
+        box = QComboBox()
+        box.setObjectName(CHOICE_PREFIX + choice.name)
+        box.addItems(list(choice.options))
+        box.setToolTip(choice.help)
+        last = Krita.instance().readSetting(SETTING_GROUP, f"{op.action}_{choice.name}", choice.default)
+        box.setCurrentIndex(max(0, box.findText(last)))
+        form.addRow(choice.name.replace("_", " ").capitalize() + ":", box)
+        help_text = QLabel(choice.help)
+        help_text.setWordWrap(True)
+        form.addRow("", help_text)
+        boxes[choice.name] = box
+    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    layout = QVBoxLayout(dialog)
+    layout.addLayout(form)
+    layout.addWidget(buttons)
+    try:
+        if dialog.exec_() != QDialog.Accepted:
+            return None
+        model_id = str(model_box.currentData())
+        picked = {name: box.currentText() for name, box in boxes.items()}
+    finally:
+        dialog.deleteLater()
+    Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_model", model_id)
+    for name, value in picked.items():
+        Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_{name}", value)
+    return model_id, picked

@@ -18,10 +18,11 @@ from editor_bridge.plugin_runner import (
     Runner,
     Settings,
     artist_message,
+    models_for,
     start_engine,
 )
 
-from .dialog import ask_harmonize_options
+from .dialog import ask_harmonize_options, ask_model
 from .document import Target, add_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class JobController(QObject):
         self._target: Target | None = None
         self._color_match: float | None = None
         self._refine = False
+        self._picked: tuple[str, dict[str, str]] | None = None
         app = QApplication.instance()
         if app is not None:
             # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
@@ -84,6 +86,19 @@ class JobController(QObject):
             if options is None:
                 return  # cancelled in the dialog: nothing was read or sent
             color_match, refine = options
+        picked = None
+        if op.pick_model:
+            QApplication.setOverrideCursor(Qt.WaitCursor)
+            try:
+                models = models_for(self.settings, op)
+            except Exception as exc:  # noqa: BLE001 - no engine, no model: the artist reads what to do
+                QApplication.restoreOverrideCursor()
+                self._show(artist_message(exc, op))
+                return
+            QApplication.restoreOverrideCursor()
+            picked = ask_model(self._window(), op, models)
+            if picked is None:
+                return  # cancelled in the dialog
         # Read after the dialog: reading the background refreshes the whole image twice (and a float
         # image is converted for the engine: seconds for a large one, so the cursor says it is busy).
         QApplication.setOverrideCursor(Qt.WaitCursor)
@@ -94,7 +109,7 @@ class JobController(QObject):
             self._show(artist_message(exc, op))
             return
         QApplication.restoreOverrideCursor()
-        self._launch(op, canvas, target, color_match, refine, start_first=False)
+        self._launch(op, canvas, target, color_match, refine, picked, start_first=False)
 
     def _launch(
         self,
@@ -103,11 +118,13 @@ class JobController(QObject):
         target: Target,
         color_match: float | None,
         refine: bool,
+        picked: tuple[str, dict[str, str]] | None,
         *,
         start_first: bool,
     ) -> None:
         self._op, self._canvas, self._target = op, canvas, target
-        self._color_match, self._refine = color_match, refine
+        self._color_match, self._refine, self._picked = color_match, refine, picked
+        model_id, choices = picked if picked is not None else (None, None)
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
 
@@ -118,7 +135,10 @@ class JobController(QObject):
             if start_first:
                 report(Progress(0, "Starting the engine..."))
                 start_engine(settings, cancel=cancel)
-            return Runner(settings, report, cancel).run(op, canvas, color_match=color_match, refine=refine)
+            runner = Runner(settings, report, cancel)
+            return runner.run(
+                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
+            )
 
         self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
         dialog.setWindowTitle(op.label)
@@ -171,7 +191,7 @@ class JobController(QObject):
 
     def _on_failure(self, exc: BaseException) -> None:
         op, canvas, target = self._op, self._canvas, self._target
-        color_match, refine = self._color_match, self._refine
+        color_match, refine, picked = self._color_match, self._refine, self._picked
         self._finish()
         log.info("job failed: %r", exc)
         message = artist_message(exc, op)
@@ -182,7 +202,7 @@ class JobController(QObject):
                 self._window(), message.title, "The engine is not running. Start it now?"
             )
             if answer == QMessageBox.Yes and op is not None and canvas is not None and target is not None:
-                self._launch(op, canvas, target, color_match, refine, start_first=True)
+                self._launch(op, canvas, target, color_match, refine, picked, start_first=True)
             return
         self._show(message)
 
@@ -194,7 +214,7 @@ class JobController(QObject):
             self._dialog.close()
             self._dialog.deleteLater()
         self._thread = self._worker = self._dialog = None
-        self._op = self._canvas = self._target = self._color_match = None
+        self._op = self._canvas = self._target = self._color_match = self._picked = None
         self._refine = False
 
     def shutdown(self) -> None:
