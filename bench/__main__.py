@@ -60,6 +60,14 @@ SUITE = (
         "docs/onnx.md", ("--sizes", "64", "--repeats", "1", "--shape", "tiny"), "| 64x",
     ),
     Benchmark(
+        "cyclegan", "bench.bench_cyclegan",
+        "CycleGAN: s / training iteration, re-style quality against Reinhard, s / MP per backend",
+        "docs/benchmarks.md: CycleGAN re-styling",
+        ("--preset", "tiny", "--photos", "stonehenge.jpg", "--paintings", "scream.jpg", "--held-out",
+         "--time-iters", "1", "--sizes", "0.02", "--repeats", "1"),
+        "| stonehenge.jpg |", out=True,
+    ),
+    Benchmark(
         "protocol", "bench.bench_protocol", "a layer's round trip against memory copies; ping latency",
         "docs/serve.md: Performance", ("--side", "128", "--repeats", "2", "--pings", "50"), "tcp ping",
     ),

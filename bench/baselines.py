@@ -31,14 +31,29 @@ def reinhard_transfer(composite: np.ndarray, mask: np.ndarray, background: np.nd
     inside = soft > 0.5
     if not inside.any() or inside.all():
         return _as_uint8(composite)
-    lab = cv2.cvtColor(np.clip(to_float(composite), 0, 1), cv2.COLOR_RGB2Lab)
-    lab_bg = cv2.cvtColor(np.clip(to_float(background), 0, 1), cv2.COLOR_RGB2Lab)
-    obj, target = lab[inside], lab_bg[~inside]
-    gain = target.std(axis=0) / np.maximum(obj.std(axis=0), 1e-3)
-    moved = (lab - obj.mean(axis=0)) * gain + target.mean(axis=0)
-    rgb = np.clip(cv2.cvtColor(moved.astype(np.float32), cv2.COLOR_Lab2RGB), 0, 1)
+    lab, lab_bg = _lab(composite), _lab(background)
+    rgb = _moved(lab, lab[inside], lab_bg[~inside])
     out = to_float(composite) * (1 - soft[..., None]) + rgb * soft[..., None]
     return _as_uint8(out)
+
+
+def _lab(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.clip(to_float(image), 0, 1).astype(np.float32), cv2.COLOR_RGB2Lab)
+
+
+def _moved(lab: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`lab` moved from the Lab mean and std of the `source` pixels to those of `target`: RGB in [0, 1]."""
+    gain = target.std(axis=0) / np.maximum(source.std(axis=0), 1e-3)
+    moved = (lab - source.mean(axis=0)) * gain + target.mean(axis=0)
+    return np.clip(cv2.cvtColor(moved.astype(np.float32), cv2.COLOR_Lab2RGB), 0, 1)
+
+
+def reinhard_to(image: np.ndarray, references: list[np.ndarray]) -> np.ndarray:
+    """The whole image given the Lab mean and std of all the references' pixels (a style's colours, as a
+    re-style baseline): RGB float in [0, 1]."""
+    lab = _lab(image)
+    target = np.concatenate([_lab(r).reshape(-1, 3) for r in references])
+    return _moved(lab, lab.reshape(-1, 3), target)
 
 
 def poisson_blend(composite: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:

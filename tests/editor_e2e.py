@@ -135,7 +135,7 @@ def harmonization_models(home: Path) -> list[Path]:
     found = []
     for meta in sorted((home / "models").glob("*/model.json")):
         data = json.loads(meta.read_text())
-        if data["model"]["mode"] == "harmonization" and "parent" not in data.get("info", {}):
+        if data["model"].get("mode") == "harmonization" and "parent" not in data.get("info", {}):
             found.append(meta.parent)
     return found
 
@@ -293,3 +293,53 @@ def install_plugin(editor: str, user_home: Path, *extra: str) -> dict:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def store_cyclegan_model(home: Path, work: Path, name: str) -> Path:
+    """A tiny CycleGAN model (photos and paintings, small crops) stored in the engine's home as
+    `engine models add` stores one trained elsewhere; returns the model directory trained."""
+    import cv2
+    import torch
+
+    from engine import families
+    from engine.families.cyclegan import Options
+    from engine.family import TrainData, TrainRun
+    from engine.serve.registry import Registry
+
+    folders = (work / "photos", work / "paintings")
+    sources = (("generation/stonehenge.jpg", "generation/zebra.png"), ("harmonization/oil_tree.jpg",))
+    for folder, names in zip(folders, sources, strict=True):
+        folder.mkdir(parents=True)
+        for image_name in names:
+            image = cv2.imread(str(HARMONIZATION.parent / image_name))
+            cv2.imwrite(str(folder / (Path(image_name).stem + ".png")), cv2.resize(image, (96, 72)))
+    run = TrainRun(
+        "restyle", TrainData(folders=folders), Options(preset="tiny"), work / "model", torch.device("cpu")
+    )
+    model = families.get("cyclegan").train(run)
+    Registry(home / "models").add_copy(model, name)
+    return model
+
+
+def restyled_layer(model: Path, scene: Scene, direction: str) -> np.ndarray:
+    """What Re-style layer should give inside the selection: the model's re-style of the pasted layer's
+    pixels in the selection's box with 64 px around it (editor_bridge.plugin_core.CONTEXT), as 8-bit RGB on
+    the whole canvas (zeros outside that box)."""
+    import cv2
+
+    from editor_bridge.plugin_core import CONTEXT
+    from engine import families
+    from engine.families.cyclegan.restyle import restyle
+
+    layer = cv2.cvtColor(cv2.imread(str(scene.object), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    selection = scene.selection
+
+    rows, cols = np.flatnonzero(selection.any(axis=1)), np.flatnonzero(selection.any(axis=0))
+    h, w = selection.shape
+    y0, y1 = max(0, rows[0] - CONTEXT), min(h, rows[-1] + 1 + CONTEXT)
+    x0, x1 = max(0, cols[0] - CONTEXT), min(w, cols[-1] + 1 + CONTEXT)
+    run = families.load(model, "cpu", "torch").runner[direction]
+    rgb = restyle(run, layer[y0:y1, x0:x1, :3].astype(np.float32) / 255)
+    out = np.zeros((h, w, 3), np.int64)
+    out[y0:y1, x0:x1] = np.rint(rgb * 255).astype(np.int64)
+    return out

@@ -32,6 +32,8 @@ from editor_e2e import (
     install_plugin,
     make_scene,
     raw,
+    restyled_layer,
+    store_cyclegan_model,
     xvfb,
 )
 
@@ -78,6 +80,21 @@ RUNS = [
     {**HARMONIZE, "tag": "floating", "floating": 1},
     # Quick Mask on (the selection is being painted; the image's own selection is empty): the same
     {**HARMONIZE, "tag": "quick_mask", "quick_mask": 1},
+    # Re-style layer with the stored CycleGAN model: its dialog (Return: the newest model, a2b), and from a
+    # script with the model's name and the other direction
+    {
+        "procedure": "python-fu-singan-restyle",
+        "layer": "Re-styled",
+        "tag": "restyle",
+        "dialog": 1,
+        "screenshot": 1,
+    },
+    {
+        "procedure": "python-fu-singan-restyle",
+        "layer": "Re-styled",
+        "tag": "restyle_script",
+        "arguments": {"model": "Photos and paintings", "direction": "b2a"},
+    },  # fmt: skip
     # Generate variation: learns the picture (a model of its own), then samples it; again reuses the model
     {**VARIATION, "tag": "variation"},
     {**VARIATION, "tag": "variation2"},
@@ -154,6 +171,7 @@ def gimp_run(tmp_path_factory):
     config = {**inside, "out": str(INSIDE / "out"), "runs": RUNS, "window": WINDOW, "timeout_s": 120}
     config |= {"plugin_dir": f"/{GIMP_PLUGINS}/singan_studio", "cancel_button": CANCEL_BUTTON}
     (work / "config.json").write_text(json.dumps(config))
+    restyler = store_cyclegan_model(work / "engine", tmp / "cyclegan", "Photos and paintings")
     with engine_serve(work / "engine", tmp / "engine.log"):
         code = run_gimp(tmp / "gimp.log")
     driver = json.loads((out / "driver.json").read_text())
@@ -166,7 +184,7 @@ def gimp_run(tmp_path_factory):
     )  # fmt: skip
     yield {
         "scene": scene, "out": out, "driver": driver, "code": code, "log": tmp, "dest": dest,
-        "installed": installed, "uninstall": uninstall, "home": work / "engine",
+        "installed": installed, "uninstall": uninstall, "home": work / "engine", "restyler": restyler,
     }  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
@@ -321,7 +339,7 @@ def generation_models(home: Path) -> list[dict]:
         json.loads((d / "model.json").read_text())
         for d in sorted((home / "models").iterdir())
         if (d / "model.json").is_file()
-        and json.loads((d / "model.json").read_text())["model"]["mode"] == "generation"
+        and json.loads((d / "model.json").read_text())["model"].get("mode") == "generation"
     ]
 
 
@@ -389,3 +407,14 @@ def test_layers_over_the_pasted_one_are_not_painted_into_the_result(gimp_run):
         driver["overlaid_layers"],
         ["Paper", "Harmonized", "Pasted object", "Background"],
     )
+
+
+def test_restyle_layer_runs_the_picked_model_in_the_picked_direction(gimp_run):
+    """From the dialog (the newest model, a2b) and from a script (the model by name, b2a): each new layer is
+    that model's re-style of the pasted layer's own pixels inside the selection, as the engine makes it."""
+    scene, out = gimp_run["scene"], gimp_run["out"]
+    sel = scene.selection
+    for tag, direction in (("restyle", "a2b"), ("restyle_script", "b2a")):
+        new = raw(out / f"{tag}_new_layer.raw", scene)
+        expected = restyled_layer(gimp_run["restyler"], scene, direction)
+        assert np.abs(new[sel, :3].astype(int) - expected[sel]).max() <= 2, tag

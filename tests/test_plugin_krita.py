@@ -31,6 +31,8 @@ from editor_e2e import (
     install_plugin,
     make_scene,
     raw,
+    restyled_layer,
+    store_cyclegan_model,
     xvfb,
 )
 
@@ -65,6 +67,8 @@ RUNS = [
     },
     # "Refine the model on this object first": fine-tunes the stored (retrained) model, then harmonizes
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
+    # Re-style layer: the stored CycleGAN model (`engine models add`) picked in its dialog, B to A
+    {"action": "singan_restyle", "layer": "Re-styled", "tag": "restyle", "pick": {"direction": "b2a"}},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
     # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
@@ -149,6 +153,7 @@ def prepare(tmp: Path, runs: list[dict], preset: str = "tiny") -> tuple[Scene, P
 def krita_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("krita")
     scene, user, engine_home, out, config = prepare(tmp, RUNS)
+    restyler = store_cyclegan_model(engine_home, tmp / "cyclegan", "Photos and paintings")
     with engine_serve(engine_home, tmp / "engine.log"):
         code = run_krita(user, config, tmp / "krita.log")
         with connect(Settings(home=str(engine_home))) as client:
@@ -165,6 +170,7 @@ def krita_run(tmp_path_factory):
         "models": models,
         "log": tmp,
         "engine_home": engine_home,
+        "restyler": restyler,
     }
 
 
@@ -219,6 +225,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
         "singan_harmonize",
         "singan_edit",
         "singan_variation",
+        "singan_restyle",
         "singan_retrain_harmonize",
         "singan_retrain_edit",
     ]
@@ -297,6 +304,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "after": 1.0,
         "overlaid": 0.5,
         "refined": 0.5,
+        "restyle": None,  # Re-style layer asks for a model instead
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
         "variation_paper": None,
@@ -535,3 +543,16 @@ def test_a_hidden_layer_is_refused_with_a_message(krita_run):
     (message,) = driver["hidden_messages"]
     assert message.startswith("The active layer is hidden: show it")
     assert driver["hidden_layers"] == driver["before_layers"]
+
+
+def test_restyle_layer_runs_the_picked_model_on_the_pasted_layer(krita_run):
+    """The dialog lists the stored CycleGAN model and both directions; the new layer is that model's b2a
+    re-style of the pasted layer's own pixels (inside the selection), as the engine makes it."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    shown = driver["restyle_models_shown"]
+    assert len(shown) == 1 and shown[0].startswith("Photos and paintings (")
+    assert driver["restyle_direction_options"] == ["a2b", "b2a"]
+    new = raw(out / "restyle_new_layer.raw", scene)[..., [2, 1, 0, 3]]  # Krita's B,G,R,A as RGBA
+    expected = restyled_layer(krita_run["restyler"], scene, "b2a")
+    sel = scene.selection
+    assert np.abs(new[sel, :3].astype(int) - expected[sel]).max() <= 2

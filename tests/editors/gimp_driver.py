@@ -428,9 +428,12 @@ def main():
         paper = add_paper(image) if run.get("overlay") else None
         start = time.monotonic()
         image.set_selected_layers([obj])  # as the artist clicks the pasted layer before each filter
-        if "color_match" in run:
+        if "color_match" in run or "arguments" in run:
             # As a script would: the procedure through the PDB, with its arguments.
-            arguments = {"color-match": float(run["color_match"]), "refine": bool(run.get("refine"))}
+            arguments = run.get("arguments") or {
+                "color-match": float(run["color_match"]),
+                "refine": bool(run.get("refine")),
+            }
             RESULT[f"{tag}_status"] = run_pdb(run["procedure"], image, obj, arguments).index(0).value_nick
         else:
             window.run_action(procedure.get_menu_label())

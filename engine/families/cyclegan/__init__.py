@@ -84,21 +84,44 @@ def load(directory: Path, meta: dict, device: Any) -> Loaded:
     return Loaded(FAMILY, TASK, directory, {"config": config, "generators": generators, "device": device})
 
 
+class Runners(dict):
+    """Each direction's runner, made on first use: with onnxruntime, that direction's generator is exported
+    into the model directory then (unless an export of the same weights is there), so a model used one
+    way only is exported once, and a request for the other way does not wait for it."""
+
+    def __init__(self, make: Any) -> None:
+        super().__init__()
+        self.make = make
+        self.lock = threading.Lock()
+
+    def __missing__(self, direction: str) -> Any:
+        with self.lock:  # two requests at once export once
+            if direction not in self:
+                self[direction] = self.make(direction)
+            return dict.__getitem__(self, direction)
+
+
 def prepare(loaded: Loaded, backend: str) -> None:
-    """Both directions' runners; with onnxruntime, each generator is exported into the model directory
-    first, unless an export of the same weights is there (so a newly trained model's first use is quick)."""
     from engine.families.cyclegan.runners import OnnxRunner, TorchRunner
 
     config, device = loaded.model["config"], loaded.model["device"]
-    runners: dict[str, Any] = {}
-    for direction, generator in loaded.model["generators"].items():
+    generators = loaded.model["generators"]
+
+    def make(direction: str) -> Any:
+        if direction not in generators:
+            raise KeyError(direction)
         if backend == "torch":
-            runners[direction] = TorchRunner(generator, device)
-        else:
-            path = _ensure_export(loaded.path, config, generator, direction)
-            runners[direction] = OnnxRunner(path, str(device), release_memory=loaded.resident)
-    loaded.runner = runners
-    loaded.runner_info = runners["a2b"].describe()
+            return TorchRunner(generators[direction], device)
+        path = _ensure_export(loaded.path, config, generators[direction], direction)
+        return OnnxRunner(path, str(device), release_memory=loaded.resident)
+
+    loaded.runner = Runners(make)
+    provider = str(device)
+    if backend == "onnxruntime":
+        from engine.standalone import CPU, CUDA
+
+        provider = CUDA if str(device).startswith("cuda") else CPU
+    loaded.runner_info = {"backend": backend, "provider": provider}
 
 
 def _ensure_export(directory: Path, config: Any, generator: Any, direction: str) -> Path:

@@ -13,7 +13,15 @@ from pathlib import Path
 from krita import Extension, Krita, Selection
 from PyQt5.QtCore import QTimer
 from PyQt5.QtGui import QImage
-from PyQt5.QtWidgets import QApplication, QCheckBox, QDoubleSpinBox, QMessageBox, QProgressDialog, QPushButton
+from PyQt5.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QMessageBox,
+    QProgressDialog,
+    QPushButton,
+)
 
 CONFIG = json.loads(Path(os.environ["SINGAN_DRIVER_CONFIG"]).read_text())
 OUT = Path(CONFIG["out"])
@@ -236,6 +244,19 @@ class Driver(Extension):
         dialog.accept()
         QTimer.singleShot(200, self.poll)
 
+    def answer_model(self, dialog) -> None:
+        """Re-style layer's dialog: note the models it lists, pick the run's options, press OK."""
+        tag = self.run["tag"]
+        models = dialog.findChild(QComboBox, "singan_model")
+        RESULT[f"{tag}_models_shown"] = [models.itemText(i) for i in range(models.count())]
+        for name, value in self.run["pick"].items():
+            box = dialog.findChild(QComboBox, "singan_choice_" + name)
+            RESULT[f"{tag}_{name}_options"] = [box.itemText(i) for i in range(box.count())]
+            box.setCurrentIndex(box.findText(value))
+        dialog.grab().save(str(OUT / f"{tag}_dialog_krita.png"))
+        dialog.accept()
+        QTimer.singleShot(200, self.poll)
+
     def after_cancelled_dialog(self) -> None:
         RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
         self.next_run()
@@ -249,6 +270,14 @@ class Driver(Extension):
             ]
             if dialogs:
                 self.answer_color_match(dialogs[0])
+                return
+            pickers = [
+                w
+                for w in QApplication.topLevelWidgets()
+                if w.objectName() == "singan_model_dialog" and w.isVisible()
+            ]
+            if pickers:
+                self.answer_model(pickers[0])
                 return
             boxes = [
                 w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()

@@ -1,0 +1,184 @@
+"""CycleGAN: training speed, re-style speed per megapixel, and quality without downloaded weights.
+
+    python -m bench.bench_cyclegan --preset fast --out runs/bench_cyclegan        # trains, then measures
+    python -m bench.bench_cyclegan --model runs/bench_cyclegan/model --out ...    # measures a stored model
+    python -m bench.bench_cyclegan --preset fast --set ngf=16 --set epoch_size=192 --time-only
+
+Domain A is photos from ../shared/images/generation, domain B paintings from ../shared/images/harmonization
+(--photos, --paintings; --held-out photos are re-styled but not trained on). Tables:
+
+- training: seconds per iteration (one image each way, both generators and critics) and per epoch, and the
+  whole run's time;
+- quality per photo: the sliced Wasserstein distance of multi-scale 7x7 patches to the paintings (lower is
+  closer to domain B; bench.quality.swd, normalised by the paintings' statistics) for the photo untouched,
+  a Reinhard colour transfer to the paintings' Lab statistics, and the model's a2b re-style; and how much of
+  the photo's structure survives: the correlation of the luminance gradient magnitude with the photo's (1:
+  every edge where it was);
+- speed: seconds per megapixel of re-styling at each --sizes (tiled above 512 px), onnxruntime against eager
+  torch, on this machine's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.baselines import reinhard_to
+from bench.quality import swd
+from engine import families
+from engine.device import configure_threads
+from engine.families.cyclegan.config import PRESETS, Config
+from engine.families.cyclegan.restyle import restyle
+from engine.imageio import read_image
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
+PHOTOS = ("angkorwat.jpg", "colusseum.png", "marinabaysands.jpg", "stonehenge.jpg")
+PAINTINGS = ("oil_tree.jpg", "pen_building.jpg", "scream.jpg", "watercolor_tree.jpg")
+
+
+def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of the luminance gradient magnitudes of two H x W x 3 images in [0, 1]."""
+
+    def magnitude(image: np.ndarray) -> np.ndarray:
+        grey = cv2.cvtColor(image.astype(np.float32), cv2.COLOR_RGB2GRAY)
+        return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)).ravel()
+
+    return float(np.corrcoef(magnitude(a), magnitude(b))[0, 1])
+
+
+def configured(preset: str, sets: list[str]) -> Config:
+    changes: dict = {}
+    for item in sets:
+        key, _, value = item.partition("=")
+        field = {f.name: f for f in dataclasses.fields(Config)}.get(key)
+        if field is None:
+            raise SystemExit(f"--set {item}: Config has no {key}")
+        changes[key] = type(getattr(PRESETS[preset], key))(value)
+    return dataclasses.replace(PRESETS[preset], **changes)
+
+
+def domains(out: Path, photos: list[str], paintings: list[str]) -> tuple[Path, Path]:
+    a, b = out / "domains" / "photos", out / "domains" / "paintings"
+    for folder, names, sub in ((a, photos, "generation"), (b, paintings, "harmonization")):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for name in names:
+            shutil.copy(SHARED / sub / name, folder / name)
+    return a, b
+
+
+def time_iterations(config: Config, folders: tuple[Path, Path], scratch: Path, n: int) -> float:
+    import torch
+
+    from engine.families.cyclegan.training import Trainer
+
+    trainer = Trainer(config, folders, scratch, torch.device("cpu"), None, None)
+    for _ in range(2):  # warm-up: allocator, oneDNN kernels
+        trainer.step()
+    start = time.perf_counter()
+    for _ in range(n):
+        trainer.step()
+    return (time.perf_counter() - start) / n
+
+
+def train(config: Config, folders: tuple[Path, Path], out: Path) -> tuple[Path, float]:
+    import torch
+
+    from engine.families.cyclegan.training import Trainer
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    Trainer(config, folders, out, torch.device("cpu"), None, None).run()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Config field")
+    parser.add_argument("--model", type=Path, help="measure this model instead of training one")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_cyclegan"))
+    parser.add_argument("--photos", nargs="+", default=list(PHOTOS))
+    parser.add_argument("--paintings", nargs="+", default=list(PAINTINGS))
+    parser.add_argument("--held-out", nargs="*", default=["zebra.png"], help="photos re-styled, not learnt")
+    parser.add_argument("--time-iters", type=int, default=10, help="iterations timed before training")
+    parser.add_argument("--time-only", action="store_true", help="only the training speed")
+    parser.add_argument("--sizes", nargs="+", type=float, default=[1.0, 4.0], help="megapixels to re-style")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    configure_threads()
+    args.out.mkdir(parents=True, exist_ok=True)
+    folders = domains(args.out, args.photos, args.paintings)
+    config = configured(args.preset, args.set)
+    print(f"photos: {', '.join(args.photos)}; paintings: {', '.join(args.paintings)}")
+
+    if args.model is None:
+        spi = time_iterations(config, folders, args.out / "timing", args.time_iters)
+        epoch = config.epoch_size or max(len(args.photos), len(args.paintings))
+        iterations = epoch * config.total_epochs
+        changed = ", ".join(args.set) or "as preset"
+        print(f"\n| preset | settings | s / iteration | s / epoch ({epoch} it.) | run ({iterations} it.) |")
+        print("|---|---|---|---|---|")
+        estimate = f"{spi * iterations / 60:.1f} min"
+        print(f"| {args.preset} | {changed} | {spi:.3f} | {spi * epoch:.0f} | {estimate} |")
+        if args.time_only:
+            return
+        model, seconds = train(config, folders, args.out / "model")
+        print(f"\ntrained in {seconds / 60:.1f} min ({seconds / iterations:.3f} s / iteration)")
+    else:
+        model = args.model
+
+    loaded = families.load(model, "cpu", "onnxruntime")
+    run = loaded.runner["a2b"]
+    paintings = [read_image(SHARED / "harmonization" / n).rgb for n in args.paintings]
+    print("\n| photo | SWD to paintings: untouched | Reinhard | CycleGAN | edges kept: Reinhard | CycleGAN |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for name in [*args.photos, *args.held_out]:
+        photo = read_image(SHARED / "generation" / name).rgb
+        reinhard = reinhard_to(photo, paintings)
+        styled = restyle(run, photo)
+        cv2.imwrite(str(args.out / f"{Path(name).stem}_cyclegan.png"), cv2.cvtColor(
+            (styled * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))  # fmt: skip
+        cv2.imwrite(str(args.out / f"{Path(name).stem}_reinhard.png"), cv2.cvtColor(
+            (reinhard * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))  # fmt: skip
+        scores = [swd(paintings, [x]) for x in (photo, reinhard, styled)]
+        edges = [gradient_correlation(photo, x) for x in (reinhard, styled)]
+        rows.append((scores, edges))
+        tag = " (held out)" if name in args.held_out else ""
+        print(f"| {name}{tag} | " + " | ".join(f"{v:.3f}" for v in [*scores, *edges]) + " |")
+    mean = np.mean([[*s, *e] for s, e in rows], axis=0)
+    print("| mean | " + " | ".join(f"{v:.3f}" for v in mean) + " |")
+
+    print("\n| size | onnxruntime s / MP | torch s / MP | torch / onnxruntime |")
+    print("|---|---|---|---|")
+    torch_run = families.load(model, "cpu", "torch").runner["a2b"]
+    rng = np.random.default_rng(0)
+    for mp in args.sizes:
+        w = int(round((mp * 1e6 * 4 / 3) ** 0.5))
+        h = int(round(w * 3 / 4))
+        base = read_image(SHARED / "generation" / "zebra.png").rgb
+        picture = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        picture += rng.normal(0, 0.01, picture.shape).astype(np.float32)
+        times = []
+        for runner in (run, torch_run):
+            restyle(runner, picture[:64, :64])  # warm-up
+            best = min(_timed(lambda r=runner, p=picture: restyle(r, p)) for _ in range(args.repeats))
+            times.append(best / (w * h / 1e6))
+        print(f"| {w}x{h} | {times[0]:.2f} | {times[1]:.2f} | {times[1] / times[0]:.2f} |")
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
