@@ -27,6 +27,7 @@ class Config:
     ndf: int = 64  # critic filters
     blocks: int = 9  # residual blocks
     critic_layers: int = 3  # 70x70 PatchGAN
+    upsample: str = "transpose"  # the generator's way up: "transpose" (the reference) or "resize"
     crop: int = 256  # training crop, px (a multiple of 4)
     # The short side a sampled image is resized to before the crop, as multiples of the crop: one value
     # (the reference: 286 / 256) or a range, drawn from per sample (never past the image's own size).
@@ -50,6 +51,8 @@ class Config:
                 raise BadInputError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if not 16 <= self.crop <= MAX_CROP or self.crop % 4:
             raise BadInputError(f"the crop must be a multiple of 4, 16 to {MAX_CROP} px (got {self.crop})")
+        if self.upsample not in ("transpose", "resize"):
+            raise BadInputError(f"upsample must be transpose or resize (got {self.upsample!r})")
         if not 1.0 <= self.scale_min <= self.scale_max:
             raise BadInputError("scale_min must be at least 1 and at most scale_max")
 
@@ -77,12 +80,12 @@ class Config:
 PRESETS = {
     "paper": Config(),
     "fast": Config(
-        ngf=32, ndf=32, blocks=6, crop=128, scale_min=1.0, scale_max=4.0, epochs=10, decay_epochs=10,
-        epoch_size=200, checkpoint_every_s=120.0,
+        ngf=32, ndf=32, blocks=6, upsample="resize", crop=128, scale_min=1.0, scale_max=4.0, epochs=5,
+        decay_epochs=5, epoch_size=192, checkpoint_every_s=120.0,
     ),
     "tiny": Config(
-        ngf=8, ndf=8, blocks=1, critic_layers=2, crop=32, scale_min=1.0, scale_max=2.0, epochs=1,
-        decay_epochs=1, epoch_size=3, pool=4, checkpoint_every_s=0.0,
+        ngf=8, ndf=8, blocks=1, upsample="resize", critic_layers=2, crop=32, scale_min=1.0, scale_max=2.0,
+        epochs=1, decay_epochs=1, epoch_size=3, pool=4, checkpoint_every_s=0.0,
     ),
 }  # fmt: skip
 

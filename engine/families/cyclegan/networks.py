@@ -51,10 +51,25 @@ class ResnetBlock(nn.Module):
         return x + self.body(x)
 
 
+def _up(channels: int, upsample: str) -> nn.Module:
+    """Twice the size, half the channels: the reference's transposed convolution, or ("resize") a bilinear
+    resize then a 3x3 convolution. A transposed convolution of stride 2 paints a checkerboard until long
+    training evens it out (Odena, Dumoulin and Olah, "Deconvolution and Checkerboard Artifacts", 2016); a
+    short CPU run leaves it over the whole picture, where the resize cannot make one."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1)
+    if upsample == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(channels, channels // 2, 3, padding=1),
+        )
+    raise ValueError(f"upsample must be transpose or resize, not {upsample!r}")
+
+
 class Generator(nn.Module):
     """3 x H x W in [-1, 1] -> the same size in [-1, 1]; H and W multiples of 4 (restyle pads to them)."""
 
-    def __init__(self, ngf: int = 64, blocks: int = 9) -> None:
+    def __init__(self, ngf: int = 64, blocks: int = 9, upsample: str = "transpose") -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), Norm(ngf), nn.ReLU(True)]
         for k in range(2):  # down
@@ -63,11 +78,7 @@ class Generator(nn.Module):
         layers += [ResnetBlock(ngf * 4) for _ in range(blocks)]
         for k in range(2):  # up
             c = ngf * 4 // 2**k
-            layers += [
-                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
-                Norm(c // 2),
-                nn.ReLU(True),
-            ]
+            layers += [_up(c, upsample), Norm(c // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 

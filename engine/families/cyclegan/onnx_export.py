@@ -92,7 +92,7 @@ def export_model(config: Config, generator: Generator, direction: str, tiles: bo
 
     if not all(bool(torch.isfinite(p).all()) for p in generator.parameters()):
         raise ExportError("the model has NaN or infinite weights (training diverged): retrain it")
-    copy = Generator(config.ngf, config.blocks)
+    copy = Generator(config.ngf, config.blocks, config.upsample)
     copy.load_state_dict({k: v.detach().float().cpu() for k, v in generator.state_dict().items()})
     restyler = Restyler(copy.eval().requires_grad_(False)).eval()
     size = copy.statistics_size

@@ -52,7 +52,7 @@ def load_generators(directory: Path, meta: dict, device: Any) -> tuple[Config, d
         raise damaged(directory, "model.json", e) from e
     generators = {}
     for direction, file_name in NETS.items():
-        generator = Generator(config.ngf, config.blocks)
+        generator = Generator(config.ngf, config.blocks, config.upsample)
         try:
             generator.load_state_dict(load_file(directory / file_name))
             check_finite(generator.state_dict(), file_name)

@@ -73,7 +73,7 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(config.seed)
         self.pool_rng = random.Random(config.seed)
         fmt = torch.channels_last
-        self.g = {k: Generator(config.ngf, config.blocks) for k in ("a2b", "b2a")}
+        self.g = {k: Generator(config.ngf, config.blocks, config.upsample) for k in ("a2b", "b2a")}
         self.d = {
             "a": Critic(config.ndf, config.critic_layers),
             "b": Critic(config.ndf, config.critic_layers),
