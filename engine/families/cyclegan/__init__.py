@@ -38,8 +38,8 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: Literal["paper", "fast", "tiny"] | None = Field(
-        None, description="paper (the reference's defaults), fast (for a CPU; provisional) or tiny (tests); "
-        "default: paper on a GPU, fast on a CPU"
+        None, description="paper (the reference's defaults), fast (for a CPU: about 40 min on 2 cores) or "
+        "tiny (tests); default: paper on a GPU, fast on a CPU"
     )  # fmt: skip
     epochs: int | None = Field(
         None, ge=1, le=MAX_EPOCHS, description="epochs at the constant rate, and as many decaying to 0"
