@@ -262,13 +262,23 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     dynamic = tuple(
         {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} for _ in names
     )
+    proto = run_exporter(wrapper, example, names, ["image"], {"inputs": dynamic})
+    _name_dimensions(proto)
+    return sealed(proto, metadata(model, fp16))
+
+
+def run_exporter(
+    module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], dynamic_shapes: dict
+) -> onnx.ModelProto:
+    """torch.onnx.export with dynamo at OPSET, any failure as one ExportError, the exporter's per-node
+    provenance dropped, this engine named as the producer. (Every family's exporter uses it.)"""
     try:
         program = torch.onnx.export(
-            wrapper,
+            module,
             example,
-            input_names=names,
-            output_names=["image"],
-            dynamic_shapes={"inputs": dynamic},
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=dynamic_shapes,
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
@@ -283,11 +293,15 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     for node in proto.graph.node:
         # The exporter's per-node provenance (stack traces with local paths): most of a small file's bytes.
         del node.metadata_props[:]
-    _name_dimensions(proto)
     proto.producer_name = "singan-studio"
     proto.producer_version = engine_version()
+    return proto
+
+
+def sealed(proto: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
+    """The graph with `metadata` and its weights' digest as its only metadata, checked by onnx.checker."""
     del proto.metadata_props[:]
-    props = {**metadata(model, fp16), "weights_digest": weights_digest(proto.graph)}
+    props = {**metadata, "weights_digest": weights_digest(proto.graph)}
     for key, value in props.items():
         proto.metadata_props.add(key=key, value=value)
     try:
@@ -297,14 +311,19 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     return proto
 
 
-def export(model: TrainedModel, path: str | Path, fp16: bool = False) -> Path:
-    """Export to `path`, written atomically (a crash leaves the old file or none, never half of one)."""
+def write_graph(proto: onnx.ModelProto, path: str | Path) -> Path:
+    """Write atomically (a crash leaves the old file or none, never half of one)."""
     path = Path(path)
-    proto = export_model(model, fp16)
     try:
         atomic_write_bytes(path, proto.SerializeToString())
     except OSError as e:
         raise ExportError(f"cannot write {path} ({e.strerror or e}): choose another --out") from e
+    return path
+
+
+def export(model: TrainedModel, path: str | Path, fp16: bool = False) -> Path:
+    """Export to `path`, written atomically."""
+    path = write_graph(export_model(model, fp16), path)
     log.info("exported %s (%s) to %s", model.path or "model", "fp16" if fp16 else "fp32", path)
     return path
 

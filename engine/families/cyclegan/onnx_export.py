@@ -26,16 +26,15 @@ import torch
 from torch import nn
 
 from engine.errors import ExportError
+from engine.families.consingan.onnx_export import OPSET  # one opset for every exported graph
 from engine.families.cyclegan.config import Config
 from engine.families.cyclegan.networks import Generator, Restyler
 from engine.families.cyclegan.store import NAME
-from engine.files import atomic_write_bytes
-from engine.sampler_file import RESTYLER_FORMAT, weights_digest
+from engine.sampler_file import RESTYLER_FORMAT
 from engine.standalone import TEXT_KEYS
 
 log = logging.getLogger(__name__)
 
-OPSET = 18
 FORMAT_VERSION = 1  # of exported CycleGAN generators
 EXPORTER_REVISION = 1  # bumped when the graph built from the same weights changes
 INPUTS = ("image", "statistics", "use_given")
@@ -88,7 +87,7 @@ def _name_dimensions(proto: onnx.ModelProto) -> None:
 def export_model(config: Config, generator: Generator, direction: str, tiles: bool) -> onnx.ModelProto:
     """The graph of `generator` (one direction of a model trained with `config`): with `tiles` the
     engine's runner, else image in, image out."""
-    from engine.families.consingan.onnx_export import engine_version
+    from engine.families.consingan.onnx_export import engine_version, run_exporter, sealed
 
     if not all(bool(torch.isfinite(p).all()) for p in generator.parameters()):
         raise ExportError("the model has NaN or infinite weights (training diverged): retrain it")
@@ -105,29 +104,8 @@ def export_model(config: Config, generator: Generator, direction: str, tiles: bo
     inputs, outputs = (INPUTS, OUTPUTS) if tiles else (INPUTS[:1], OUTPUTS[:1])
     if tiles:
         shapes.update(statistics=None, use_given=None)
-    try:
-        program = torch.onnx.export(
-            module,
-            example,
-            input_names=list(inputs),
-            output_names=list(outputs),
-            dynamic_shapes=shapes,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    except Exception as e:  # the exporter raises many unrelated types; all mean the same to the user
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch could not export this model: {first_line}") from e
-    if program is None:  # only with dynamo=False, which is not used
-        raise ExportError("torch returned no ONNX program")
-    proto = program.model_proto
-    for node in proto.graph.node:
-        del node.metadata_props[:]  # the exporter's provenance (stack traces with local paths)
+    proto = run_exporter(module, example, list(inputs), list(outputs), shapes)
     _name_dimensions(proto)
-    proto.producer_name = "singan-studio"
-    proto.producer_version = engine_version()
     values: dict[str, Any] = {
         "format": RESTYLER_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -141,27 +119,15 @@ def export_model(config: Config, generator: Generator, direction: str, tiles: bo
         "statistics_size": size,
         "source_digest": source_digest(config, generator, direction, tiles),
     }
-    del proto.metadata_props[:]
-    props = {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()}
-    props["weights_digest"] = weights_digest(proto.graph)
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"the exported graph fails onnx.checker: {e}") from e
-    return proto
+    return sealed(proto, {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()})
 
 
 def export(
     config: Config, generator: Generator, direction: str, path: str | Path, tiles: bool = False
 ) -> Path:
     """Export to `path`, written atomically (a crash leaves the old file or none, never half of one)."""
-    path = Path(path)
-    proto = export_model(config, generator, direction, tiles)
-    try:
-        atomic_write_bytes(path, proto.SerializeToString())
-    except OSError as e:
-        raise ExportError(f"cannot write {path} ({e.strerror or e}): choose another --out") from e
+    from engine.families.consingan.onnx_export import write_graph
+
+    path = write_graph(export_model(config, generator, direction, tiles), path)
     log.info("exported the %s generator to %s", direction, path)
     return path
