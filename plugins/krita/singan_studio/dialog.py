@@ -24,6 +24,14 @@ SETTING_GROUP, SETTING_KEY = "singan_studio", "color_match"  # in kritarc: the l
 DIALOG_NAME, SPIN_NAME, REFINE_NAME = "singan_color_match_dialog", "singan_color_match", "singan_refine"
 
 
+def _ok_cancel(dialog: QDialog) -> QDialogButtonBox:
+    """OK and Cancel, accepting and rejecting `dialog`."""
+    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    return buttons
+
+
 def last_color_match(default: float) -> float:
     """The value used last time in this Krita, else `default` (the installer's, else the engine's)."""
     try:
@@ -53,9 +61,7 @@ def ask_harmonize_options(
     form.addRow("Colour match:", spin)
     refine = QCheckBox(REFINE_LABEL)
     refine.setObjectName(REFINE_NAME)
-    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-    buttons.accepted.connect(dialog.accept)
-    buttons.rejected.connect(dialog.reject)
+    buttons = _ok_cancel(dialog)
     layout = QVBoxLayout(dialog)
     layout.addWidget(text)
     layout.addLayout(form)
@@ -103,9 +109,7 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> tuple[str, dict
         help_text.setWordWrap(True)
         form.addRow("", help_text)
         boxes[choice.name] = box
-    buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
-    buttons.accepted.connect(dialog.accept)
-    buttons.rejected.connect(dialog.reject)
+    buttons = _ok_cancel(dialog)
     layout = QVBoxLayout(dialog)
     layout.addLayout(form)
     layout.addWidget(buttons)
