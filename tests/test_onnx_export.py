@@ -188,12 +188,13 @@ def test_refuses_unexportable_models(samplers, tmp_path):
 
 def test_unwritable_output_is_refused_without_leftovers(samplers, tmp_path, monkeypatch):
     import engine.families.consingan.onnx_export as onnx_export
+    import engine.onnx_graph
 
     def fail(path, data):
         raise PermissionError(13, "Permission denied")
 
     model, _ = samplers["harmonization"]
-    monkeypatch.setattr(onnx_export, "atomic_write_bytes", fail)
+    monkeypatch.setattr(engine.onnx_graph, "atomic_write_bytes", fail)
     monkeypatch.setattr(onnx_export, "export_model", lambda m, fp16=False: __import__("onnx").ModelProto())
     with pytest.raises(ExportError, match="--out"):
         export(model, tmp_path / "out.onnx")

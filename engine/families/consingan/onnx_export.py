@@ -1,17 +1,14 @@
 """Export a model's sampling path (stage inputs -> image) as one ONNX graph that serves any output size.
 
-Exporter: torch.onnx.export with dynamo=True. The TorchScript exporter traces Python ints, so the resize
-sizes that `Generator.run_stages` reads from its inputs were frozen at the example size (the graph then
-fails at any other size); torch.export keeps them symbolic and the graph stays dynamic in batch, height and
-width of every stage. Opset 18 is the lowest the dynamo exporter writes natively (no version conversion
-pass) and runs on onnxruntime 1.14 and later, so exported files also work with older runtimes.
+The exporter (engine.onnx_graph, shared by every family) keeps the resize sizes that
+`Generator.run_stages` reads from its inputs symbolic, so the graph stays dynamic in batch, height and
+width of every stage.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.metadata
 import json
 import logging
 import math
@@ -27,27 +24,11 @@ from engine.families.consingan.modes import spec
 from engine.families.consingan.networks import Generator
 from engine.families.consingan.pyramid import Shape, retarget_shapes
 from engine.families.consingan.store import TrainedModel
-from engine.files import atomic_write_bytes
-from engine.sampler_file import FORMAT_VERSION, verify_file, weights_digest
+from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
+from engine.sampler_file import FORMAT_VERSION, verify_file
 from engine.standalone import FORMAT, TEXT_KEYS
 
 log = logging.getLogger(__name__)
-TORCHVISION_NOTICE = "torchvision is not installed"
-EXPORTER_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
-
-
-class _NoTorchvisionNotice(logging.Filter):
-    """torch's exporter warns, for each torchvision op it knows, that torchvision is not installed. These
-    graphs use no torchvision op and the engine does not need torchvision: on a user's terminal the four
-    warnings only look like something is missing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(TORCHVISION_NOTICE)
-
-
-logging.getLogger(EXPORTER_REGISTRY_LOGGER).addFilter(_NoTorchvisionNotice())
-
-OPSET = 18
 FP16_MAX = 65504.0
 # Bumped whenever the graph built from the same weights changes, so that samplers exported on first use
 # by an older engine are exported again.
@@ -61,13 +42,6 @@ FP16_BOUND = 2 / 255
 
 def input_names(n_stages: int) -> list[str]:
     return ["stage0", *(f"noise{k}" for k in range(1, n_stages))]
-
-
-def engine_version() -> str:
-    try:
-        return importlib.metadata.version("singan-studio")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def source_digest(model: TrainedModel, fp16: bool = False) -> str:
@@ -265,60 +239,6 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     proto = run_exporter(wrapper, example, names, ["image"], {"inputs": dynamic})
     _name_dimensions(proto)
     return sealed(proto, metadata(model, fp16))
-
-
-def run_exporter(
-    module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], dynamic_shapes: dict
-) -> onnx.ModelProto:
-    """torch.onnx.export with dynamo at OPSET, any failure as one ExportError, the exporter's per-node
-    provenance dropped, this engine named as the producer. (Every family's exporter uses it.)"""
-    try:
-        program = torch.onnx.export(
-            module,
-            example,
-            input_names=inputs,
-            output_names=outputs,
-            dynamic_shapes=dynamic_shapes,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    except Exception as e:  # the exporter raises many unrelated types; all mean the same to the user
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch could not export this model: {first_line}") from e
-    if program is None:  # only with dynamo=False, which is not used
-        raise ExportError("torch returned no ONNX program")
-    proto = program.model_proto
-    for node in proto.graph.node:
-        # The exporter's per-node provenance (stack traces with local paths): most of a small file's bytes.
-        del node.metadata_props[:]
-    proto.producer_name = "singan-studio"
-    proto.producer_version = engine_version()
-    return proto
-
-
-def sealed(proto: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
-    """The graph with `metadata` and its weights' digest as its only metadata, checked by onnx.checker."""
-    del proto.metadata_props[:]
-    props = {**metadata, "weights_digest": weights_digest(proto.graph)}
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"the exported graph fails onnx.checker: {e}") from e
-    return proto
-
-
-def write_graph(proto: onnx.ModelProto, path: str | Path) -> Path:
-    """Write atomically (a crash leaves the old file or none, never half of one)."""
-    path = Path(path)
-    try:
-        atomic_write_bytes(path, proto.SerializeToString())
-    except OSError as e:
-        raise ExportError(f"cannot write {path} ({e.strerror or e}): choose another --out") from e
-    return path
 
 
 def export(model: TrainedModel, path: str | Path, fp16: bool = False) -> Path:

@@ -9,8 +9,8 @@ Two graphs, both `networks.Restyler`:
   picture tile by tile with the whole picture's statistics (restyle.py). Inputs with default values in the
   file would make one graph serve both, but onnxruntime warns about such inputs on every load.
 
-Exporter: torch.onnx.export with dynamo=True at opset 18, as for ConSinGAN's sampler (its module docstring
-says why); the file is checked as every exported file is (engine.sampler_file).
+Exporter: engine.onnx_graph's, as for every family; the file is checked as every exported file is
+(engine.sampler_file).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from engine.errors import ExportError
-from engine.families.consingan.onnx_export import OPSET  # one opset for every exported graph
 from engine.families.cyclegan.config import Config
 from engine.families.cyclegan.networks import Generator, Restyler
 from engine.families.cyclegan.store import NAME
+from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
 from engine.sampler_file import RESTYLER_FORMAT
 from engine.standalone import TEXT_KEYS
 
@@ -87,8 +87,6 @@ def _name_dimensions(proto: onnx.ModelProto) -> None:
 def export_model(config: Config, generator: Generator, direction: str, tiles: bool) -> onnx.ModelProto:
     """The graph of `generator` (one direction of a model trained with `config`): with `tiles` the
     engine's runner, else image in, image out."""
-    from engine.families.consingan.onnx_export import engine_version, run_exporter, sealed
-
     if not all(bool(torch.isfinite(p).all()) for p in generator.parameters()):
         raise ExportError("the model has NaN or infinite weights (training diverged): retrain it")
     copy = Generator(config.ngf, config.blocks, config.upsample)
@@ -126,8 +124,6 @@ def export(
     config: Config, generator: Generator, direction: str, path: str | Path, tiles: bool = False
 ) -> Path:
     """Export to `path`, written atomically (a crash leaves the old file or none, never half of one)."""
-    from engine.families.consingan.onnx_export import write_graph
-
     path = write_graph(export_model(config, generator, direction, tiles), path)
     log.info("exported the %s generator to %s", direction, path)
     return path
