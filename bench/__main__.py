@@ -68,6 +68,12 @@ SUITE = (
         "| stonehenge.jpg |", out=True,
     ),
     Benchmark(
+        "sagan", "bench.bench_sagan",
+        "set generator on 128 face emoji: s / iteration, SWD to held-out icons, diversity, memorisation",
+        "docs/benchmarks.md: Set generator", ("--preset", "tiny", "--time-iters", "1"),
+        "| tiny | as preset |", out=True,
+    ),
+    Benchmark(
         "protocol", "bench.bench_protocol", "a layer's round trip against memory copies; ping latency",
         "docs/serve.md: Performance", ("--side", "128", "--repeats", "2", "--pings", "50"), "tcp ping",
     ),

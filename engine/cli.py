@@ -95,10 +95,11 @@ def _train_run(args: argparse.Namespace, device, bar, cancel):
         task.data, ("--domain-a", "--domain-b")
     )
     what = f"{family.label} --mode {task.name} learns from {_DATA_WORDS[task.data.value]}"
+    missing = [flag for flag in needed if flag not in given_data]
+    wanted = " and ".join(flag if flag == "IMAGE" else f"{flag} DIR" for flag in missing)
     if extra := sorted(set(given_data) - set(needed)):
-        raise EngineError(f"{what}: {extra[0]} is not for it")
-    if missing := [flag for flag in needed if flag not in given_data]:
-        wanted = " and ".join(flag if flag == "IMAGE" else f"{flag} DIR" for flag in missing)
+        raise EngineError(f"{what}: {extra[0]} is not for it" + (f"; give {wanted}" if missing else ""))
+    if missing:
         raise EngineError(f"{what}: give {wanted}")
     if task.data is DataKind.IMAGE:
         data = TrainData(image=read_image(args.image).rgb)
@@ -205,6 +206,11 @@ def cmd_operation(args: argparse.Namespace) -> dict:
             raise EngineError(f"--out {out} must be {names} file name")
     elif takes_image:
         check_output_file(out, inputs=(args.image, *([args.mask] if args.mask else [])))
+    elif animation := _animation_out(specs, out):
+        if out.is_dir():
+            raise EngineError(
+                f"--out {out} is a folder: give a file name ending {animation}, or a new folder"
+            )
     elif out.exists() and not out.is_dir():
         raise EngineError(
             f"--out {out} is a file; {args.operation} writes {args.operation}_NNN.png files into a folder"
@@ -235,7 +241,21 @@ def cmd_operation(args: argparse.Namespace) -> dict:
         if op.returns is Returns.FILE:
             return {**output.info, "seconds": seconds}
         bar.step("writing")
-        return _write_outputs(op, output, out, seconds, loaded.runner_info)
+        result = _write_outputs(op, output, out, seconds, loaded.runner_info)
+        if getattr(args, "sheet", None):
+            from engine.image_sets import write_sheet
+
+            result["sheet"] = str(write_sheet(args.sheet, output.pictures))
+        return result
+
+
+def _animation_out(specs, out: Path) -> str:
+    """The animation suffix `out` has when every spec of the command returns frames ("" otherwise)."""
+    from engine.image_sets import ANIMATION_SUFFIXES
+    from engine.operations import Returns
+
+    frames = all(op.returns is Returns.FRAMES for op in specs)
+    return out.suffix.lower() if frames and out.suffix.lower() in ANIMATION_SUFFIXES else ""
 
 
 def _write_outputs(op, output, out: Path, seconds: float, runner_info: dict) -> dict:
@@ -247,6 +267,18 @@ def _write_outputs(op, output, out: Path, seconds: float, runner_info: dict) -> 
     if op.returns is Returns.LAYER:
         path = write_image(out, pictures[0])
         return {"file": str(path), "width": w, "height": h, "seconds": seconds, **output.info, **runner_info}
+    if _animation_out([op], out):
+        from engine.image_sets import write_animation
+
+        path = write_animation(out, pictures, float(output.info.get("fps", 12.0)))
+        return {
+            "file": str(path),
+            "frames": len(pictures),
+            "width": w,
+            "height": h,
+            **output.info,
+            **runner_info,
+        }
     files = [str(write_image(out / f"{op.name}_{i:03d}.png", p)) for i, p in enumerate(pictures)]
     return {"files": files, "width": w, "height": h, **output.info, **runner_info}
 
@@ -433,8 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         elif suffixes:
             out_help = f"the {' or '.join(suffixes)} file to write"
+        elif all(op.returns is Returns.FRAMES for op in specs):
+            out_help = (
+                f"directory for {name}_NNN.png frames (created if missing), or an animated .gif or .webp"
+            )
         else:
             out_help = f"directory for {name}_NNN.png (created if missing)"
+        if any(op.returns is Returns.NEW_LAYER for op in specs):
+            p.add_argument("--sheet", metavar="FILE", help="also write all the images as one grid (a sheet)")
         if any(op.takes_mask for op in specs):
             needed = all(op.takes_mask for op in specs)
             mask_help = "white = the region to change; same size as the image"

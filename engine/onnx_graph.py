@@ -63,7 +63,10 @@ def run_exporter(
             verbose=False,
         )
     except Exception as e:  # the exporter raises many unrelated types; all mean the same to the user
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        root: BaseException = e
+        while root.__cause__ is not None:  # the innermost error says what failed, the outer ones where
+            root = root.__cause__
+        first_line = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
         raise ExportError(f"torch could not export this model: {first_line}") from e
     if program is None:  # only with dynamo=False, which is not used
         raise ExportError("torch returned no ONNX program")

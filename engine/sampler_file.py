@@ -15,6 +15,7 @@ from engine.errors import OnnxFileError
 from engine.standalone import FORMAT, TEXT_KEYS
 
 RESTYLER_FORMAT = "singan-studio-restyler"  # a CycleGAN generator (engine.families.cyclegan.onnx_export)
+SET_GENERATOR_FORMAT = "singan-studio-set-generator"  # a SAGAN-style set generator (families.sagan)
 SAMPLER_FILE = "sampler.onnx"  # exported into a model directory on first use (engine.runtime.ensure_sampler)
 FORMAT_VERSION = 1  # of exported samplers
 

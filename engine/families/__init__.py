@@ -19,6 +19,7 @@ from engine.family import Family, Loaded
 BUILTIN = (
     "engine.families.consingan",
     "engine.families.cyclegan",
+    "engine.families.sagan",
 )  # fmt: skip
 ENV = "ENGINE_FAMILIES"
 DEFAULT = "consingan"  # the family of a model.json without `family` (written before families existed)

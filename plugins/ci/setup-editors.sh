@@ -3,6 +3,8 @@
 #   Krita 5 + PyQt5 + Xvfb from Debian's packages, and a cached Debian 13 (trixie) root with GIMP 3, its
 #   Python bindings and xdotool (GIMP 3 is not in Debian 12; the GIMP test drives its window under the host's
 #   Xvfb). Idempotent: a second run only checks, in about a second.
+# Also the emoji font (fonts-noto-color-emoji): its face emoji are the set generator's test and benchmark
+# icons (tests/test_sagan.py, bench/emoji.py).
 # The GIMP root lives outside the repository, in $SINGAN_GIMP_ROOT (default /var/cache/singan-editors/gimp-root).
 set -euo pipefail
 R=${SINGAN_GIMP_ROOT:-/var/cache/singan-editors/gimp-root}
@@ -15,10 +17,12 @@ fi
 need=()
 for cmd in krita kritarunner xvfb-run xauth debootstrap; do command -v "$cmd" >/dev/null || need+=("$cmd"); done
 /usr/bin/python3 -c 'import PyQt5' 2>/dev/null || need+=(python3-pyqt5)
+[[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]] || need+=(fonts-noto-color-emoji)
 if ((${#need[@]})); then
-  echo "setup-editors.sh: installing Krita, PyQt5, Xvfb and debootstrap (missing: ${need[*]})"
+  echo "setup-editors.sh: installing Krita, PyQt5, Xvfb, debootstrap and the emoji font (missing: ${need[*]})"
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q krita python3-pyqt5 xvfb xauth debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q krita python3-pyqt5 xvfb xauth debootstrap \
+    fonts-noto-color-emoji >/dev/null
 fi
 
 in_root() {  # runs apt-get inside a GIMP root, with proc, dev and sys mounted meanwhile

@@ -1,0 +1,113 @@
+"""The set generator's settings and presets.
+
+`paper` is the system the issue describes (a small SAGAN that learned new avatar icons from about a hundred
+drawn by one artist), with its architecture from the public SAGAN port (heykeetae/Self-Attention-GAN,
+sagan_models.py: 64 filters, a 128-value latent, BatchNorm and ReLU in the generator, LeakyReLU 0.1 in the
+critic, self-attention after the generator's 3rd and 4th transposed convolutions and between the critic's
+3rd/4th and 4th/5th convolutions) and that system's training: hinge loss, Adam (0.0, 0.9) at 1e-4 for the
+generator and 4e-4 for the critic, mini-batches of 5. Neither gives a run length for a 100-image set:
+`paper` trains 100,000 iterations (ours). What later work adds is off in `paper` and measured one by one
+(docs/benchmarks.md, "Set generator"): spectral normalisation in both networks (the SAGAN paper), an
+exponential moving average of the generator's weights for sampling, and differentiable augmentation for
+the critic (Zhao et al. 2020).
+
+`fast` is sized for a CPU; `tiny` is for tests (every option on, so each path runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import BadInputError
+from engine.precision import Precision
+
+SIZES = (64, 128)
+MAX_ITERS = 10_000_000
+AUGMENTS = ("color", "translation", "cutout")
+
+
+@dataclass(frozen=True)
+class Config:
+    size: int = 64  # px, square
+    z_dim: int = 128  # latent values
+    g_dim: int = 64  # generator filters at its finest layer (x8 at its coarsest)
+    d_dim: int = 64  # critic filters at its finest layer
+    iters: int = 100_000
+    batch: int = 5
+    g_lr: float = 1e-4
+    d_lr: float = 4e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    spectral_norm: bool = False  # in both networks (SAGAN paper)
+    ema: float = 0.0  # decay of the moving average of the generator's weights; 0: sample the last weights
+    augment: str = ""  # DiffAugment policy for the critic: comma-separated of AUGMENTS; "": none
+    flip: bool = False  # mirror real images at random
+    seed: int = 0
+    precision: Precision = Precision.FP32
+    checkpoint_every_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.size not in SIZES:
+            raise BadInputError(f"--size must be 64 or 128 (got {self.size})")
+        for name in ("z_dim", "g_dim", "d_dim", "batch"):
+            if not 1 <= getattr(self, name) <= 4096:
+                raise BadInputError(f"{name} must be 1 to 4096 (got {getattr(self, name)})")
+        if not 1 <= self.iters <= MAX_ITERS:
+            raise BadInputError(f"--iters must be 1 to {MAX_ITERS} (got {self.iters})")
+        if not 0.0 <= self.ema < 1.0:
+            raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
+        unknown = [p for p in self.policy if p not in AUGMENTS]
+        if unknown:
+            raise BadInputError(f"augment {unknown[0]!r} is not one of {', '.join(AUGMENTS)}")
+
+    @property
+    def policy(self) -> tuple[str, ...]:
+        return tuple(p for p in self.augment.split(",") if p)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["precision"] = self.precision.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["precision"] = Precision(values.get("precision", "fp32"))
+        return cls(**values)
+
+
+PRESETS = {
+    "paper": Config(),
+    "fast": Config(
+        g_dim=32, d_dim=32, iters=6000, spectral_norm=True, ema=0.999, augment="color,translation,cutout",
+        flip=True,
+    ),
+    "tiny": Config(
+        z_dim=8, g_dim=4, d_dim=4, iters=3, batch=2, spectral_norm=True, ema=0.9,
+        augment="color,translation,cutout", flip=True, checkpoint_every_s=0.0,
+    ),
+}  # fmt: skip
+
+
+def resolve(
+    device: Any,
+    preset: str | None = None,
+    precision: str | None = None,
+    *,
+    size: int | None = None,
+    iters: int | None = None,
+    seed: int | None = None,
+) -> tuple[str, Config]:
+    """The preset (default: `paper` on a GPU, `fast` on a CPU) with the given overrides."""
+    from engine.device import default_precision
+
+    name = preset or ("paper" if getattr(device, "type", "cpu") == "cuda" else "fast")
+    config = PRESETS[name]
+    changes: dict[str, Any] = {
+        k: v for k, v in {"size": size, "iters": iters, "seed": seed}.items() if v is not None
+    }
+    chosen = Precision(precision) if precision else default_precision(device, config.g_dim)
+    return name, dataclasses.replace(config, precision=chosen, **changes)

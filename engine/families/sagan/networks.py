@@ -1,0 +1,119 @@
+"""The set generator's networks (SAGAN; layout as in heykeetae/Self-Attention-GAN's sagan_models.py).
+
+Generator: a latent vector through transposed convolutions to a size x size image: 4 x 4 first, then
+doubling (BatchNorm and ReLU after each), self-attention after the last two hidden layers (16 and 32 px
+at 64 px out), tanh out. Critic: stride-2 convolutions (LeakyReLU 0.1) down to 4 x 4, self-attention after
+the last two (8 and 4 px), then a 4 x 4 convolution to one score. 128 px adds one layer to each.
+Spectral normalisation, where the config asks for it, is torch's parametrization on every convolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def _sn(module: nn.Module, on: bool) -> nn.Module:
+    return spectral_norm(module) if on else module
+
+
+class SelfAttention(nn.Module):
+    """SAGAN's self-attention: x + gamma * (softmax(Q K^T) V) over all positions, queries and keys with C/8
+    channels, gamma starting at 0 (the layer begins as the identity)."""
+
+    def __init__(self, channels: int, sn: bool) -> None:
+        super().__init__()
+        inner = max(1, channels // 8)
+        self.query = _sn(nn.Conv2d(channels, inner, 1), sn)
+        self.key = _sn(nn.Conv2d(channels, inner, 1), sn)
+        self.value = _sn(nn.Conv2d(channels, channels, 1), sn)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        # N x 1 head x HW x C/8 (queries, keys) and C (values); the ONNX exporter takes 4-D attention only
+        q = self.query(x).flatten(2).transpose(1, 2)[:, None]
+        k = self.key(x).flatten(2).transpose(1, 2)[:, None]
+        v = self.value(x).flatten(2).transpose(1, 2)[:, None]
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # SAGAN's energies are not scaled
+        return x + self.gamma * out[:, 0].transpose(1, 2).reshape(n, c, h, w)
+
+
+def _levels(size: int) -> int:
+    """Hidden resolutions between 4 px and the output (4, 8, 16, 32 for 64 px)."""
+    return int(math.log2(size)) - 2
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim: int, dim: int, size: int, channels: int, sn: bool = False) -> None:
+        super().__init__()
+        self.z_dim, self.dim, self.size, self.channels = z_dim, dim, size, channels
+        levels = _levels(size)
+        widths = [dim * min(8, size // (8 * 2**i)) for i in range(levels)]  # 8d, 4d, 2d, d at 64 px
+        layers: list[nn.Module] = []
+        previous = z_dim
+        for i, width in enumerate(widths):
+            conv = (
+                nn.ConvTranspose2d(previous, width, 4)
+                if i == 0
+                else nn.ConvTranspose2d(previous, width, 4, 2, 1)
+            )
+            layers += [_sn(conv, sn), nn.BatchNorm2d(width), nn.ReLU()]
+            if i >= levels - 2:
+                layers.append(SelfAttention(width, sn))
+            previous = width
+        layers += [_sn(nn.ConvTranspose2d(previous, channels, 4, 2, 1), sn), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """N x z_dim -> N x channels x size x size in [-1, 1]."""
+        return self.net(latent[:, :, None, None])
+
+
+class Critic(nn.Module):
+    def __init__(self, dim: int, size: int, channels: int, sn: bool = False) -> None:
+        super().__init__()
+        levels = _levels(size)
+        widths = [dim * min(8, 2**i) for i in range(levels)]  # d, 2d, 4d, 8d at 64 px
+        layers: list[nn.Module] = []
+        previous = channels
+        for i, width in enumerate(widths):
+            layers += [_sn(nn.Conv2d(previous, width, 4, 2, 1), sn), nn.LeakyReLU(0.1)]
+            if i >= levels - 2:
+                layers.append(SelfAttention(width, sn))
+            previous = width
+        layers.append(_sn(nn.Conv2d(previous, 1, 4), sn))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """N scores."""
+        return self.net(image).flatten()
+
+
+def baked(generator: Generator, power_iterations: int = 20) -> Generator:
+    """A plain generator (no spectral-norm parametrization) that computes what `generator` computes in
+    eval mode, each normalised weight written out. The power iteration runs first from the stored vectors
+    (a moving average of unit vectors is not one), so each weight is divided by its largest singular value.
+    (A copy with its parametrizations removed would not do: a deep copy shares the parametrized class, and
+    removing them from the copy breaks the original.)"""
+    import copy
+
+    g = generator
+    source = copy.deepcopy(g)
+    state = {k: v for k, v in source.state_dict().items() if ".parametrizations." not in k}
+    with torch.no_grad():
+        for name, module in source.named_modules():
+            if parametrize.is_parametrized(module, "weight"):
+                module.train()
+                for _ in range(power_iterations):
+                    module.weight  # noqa: B018 - each read in training mode runs one power iteration
+                module.eval()
+                state[f"{name}.weight"] = module.weight.detach().clone()
+    plain = Generator(g.z_dim, g.dim, g.size, g.channels, sn=False)
+    plain.load_state_dict(state)
+    return plain.to(next(g.parameters()).device).eval().requires_grad_(False)

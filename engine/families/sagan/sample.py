@@ -1,0 +1,102 @@
+"""Sampling a set generator: a seed's latent vector, the runners (onnxruntime on the exported graph, the
+default, or eager torch) and the generator's output as pictures at any size.
+
+A seed names one image for good: its latent is numpy's standard normal from that seed, the same whatever
+the backend or the device; sample i of a run with --seed S is seed S + i, so any one can be drawn again
+alone. Interpolation walks the great circle between two seeds' latents (slerp), which keeps every frame's
+latent as likely as its ends (a straight line passes near the origin, where the images wash out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engine.errors import BadInputError, EngineError, out_of_memory
+from engine.imageio import Picture
+
+CHUNK = 16  # latents per run
+
+
+def latent(seed: int, z_dim: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(z_dim).astype(np.float32)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    cos = float(np.dot(a64, b64) / (np.linalg.norm(a64) * np.linalg.norm(b64)))
+    omega = float(np.arccos(np.clip(cos, -1.0, 1.0)))
+    if omega < 1e-6:
+        return ((1 - t) * a64 + t * b64).astype(np.float32)
+    return ((np.sin((1 - t) * omega) * a64 + np.sin(t * omega) * b64) / np.sin(omega)).astype(np.float32)
+
+
+def to_picture(image: np.ndarray, width: int | None = None, height: int | None = None) -> Picture:
+    """One generator output (C x S x S in [-1, 1], colour premultiplied where C is 4) as a picture,
+    resampled to width x height (Lanczos up, area down) where asked."""
+    x: np.ndarray = np.clip((image.astype(np.float32) + 1) / 2, 0, 1).transpose(1, 2, 0)
+    size = x.shape[0]
+    w, h = width or size, height or size
+    if (w, h) != (size, size):
+        method = cv2.INTER_AREA if w * h < size * size else cv2.INTER_LANCZOS4
+        x = np.clip(cv2.resize(x, (w, h), interpolation=method), 0, 1).reshape(h, w, -1).astype(np.float32)
+    if x.shape[2] == 3:
+        return Picture(np.ascontiguousarray(x))
+    alpha = x[..., 3]
+    premultiplied = np.minimum(x[..., :3], alpha[..., None])
+    rgb = np.where(alpha[..., None] > 1 / 512, premultiplied / np.maximum(alpha[..., None], 1e-6), 0.0)
+    return Picture(np.ascontiguousarray(rgb, np.float32), np.rint(alpha * 255).astype(np.uint8), 8)
+
+
+def generate(runner: Any, latents: np.ndarray) -> np.ndarray:
+    """N x z_dim latents -> N x C x S x S, CHUNK at a time."""
+    return np.concatenate([runner(latents[i : i + CHUNK]) for i in range(0, len(latents), CHUNK)])
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, generator: Any, device: Any) -> None:
+        self.generator, self.device = generator, device
+
+    def __call__(self, latents: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = self.generator(torch.from_numpy(np.ascontiguousarray(latents, np.float32)).to(self.device))
+        return out.float().cpu().numpy()
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "provider": str(self.device)}
+
+
+class OnnxRunner:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, device: str, release_memory: bool = False) -> None:
+        from engine.runtime import SESSIONS, run_options
+        from engine.sampler_file import SET_GENERATOR_FORMAT
+        from engine.standalone import CUDA
+
+        self.path = Path(path)
+        self.session = SESSIONS.get(self.path, device, SET_GENERATOR_FORMAT)
+        self.options = run_options(release_memory)
+        self.provider = self.session.get_providers()[0]
+        self.gpu = self.provider == CUDA
+
+    def __call__(self, latents: np.ndarray) -> np.ndarray:
+        try:
+            (out,) = self.session.run(
+                None, {"latent": np.ascontiguousarray(latents, np.float32)}, self.options
+            )
+        except Exception as e:
+            memory = out_of_memory(e, gpu=self.gpu)
+            error: EngineError = memory or BadInputError(f"onnxruntime could not run the generator ({e})")
+            raise error from e
+        return out
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "provider": self.provider, "onnx": str(self.path)}

@@ -1,0 +1,57 @@
+"""Set-generator model directories as plain data: model.json (the config, the image channels, written last)
+and generator.safetensors, the sampling generator (the moving average where the run kept one, spectral
+normalisation written into the weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from engine.errors import BadInputError
+from engine.families.sagan.config import Config
+from engine.families.sagan.networks import Generator
+from engine.files import write_files
+from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
+from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
+
+NAME = "sagan"
+FAMILY_FORMAT_VERSION = 1
+TASK = "set"
+WEIGHTS = "generator.safetensors"
+
+
+def save_model(directory: Path, config: Config, generator: Generator, info: dict[str, Any]) -> Path:
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": NAME,
+        "family_format_version": FAMILY_FORMAT_VERSION,
+        "model": {"task": TASK, "channels": generator.channels, **config.to_dict()},
+        "info": info,
+    }
+    files = {
+        WEIGHTS: tensor_bytes(generator.state_dict()),
+        MODEL_JSON: json.dumps(meta, indent=2).encode(),  # last: its presence means the rest is there
+    }
+    write_files(directory, files)
+    return directory
+
+
+def load_generator(directory: Path, meta: dict, device: Any) -> tuple[Config, Generator]:
+    try:
+        config = Config.from_dict(meta["model"])
+        channels = int(meta["model"]["channels"])
+        if channels not in (3, 4):
+            raise ValueError(f"channels {channels}")
+    except (*DAMAGE, BadInputError) as e:
+        raise damaged(directory, "model.json", e) from e
+    generator = Generator(config.z_dim, config.g_dim, config.size, channels)
+    try:
+        generator.load_state_dict(load_file(directory / WEIGHTS))
+        check_finite(generator.state_dict(), WEIGHTS)
+    except DAMAGE as e:
+        raise damaged(directory, WEIGHTS, e) from e
+    return config, generator.to(device).eval().requires_grad_(False)

@@ -1,0 +1,245 @@
+"""Training a set generator: SAGAN's hinge loss with two time-scale Adam (the critic at 4x the generator's
+rate, betas 0.0 and 0.9), one critic step per generator step, on mini-batches of the set; where the config
+asks for them, spectral normalisation, a moving average of the generator (torch.optim.swa_utils) and
+differentiable augmentation for the critic. Checkpoints (resume after Ctrl-C, a kill or a crash), progress
+with a sheet of samples from fixed latents, cancel, bf16 where native.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from engine import families
+from engine.device import autocast
+from engine.errors import BadInputError, CancelledError
+from engine.families.sagan import store
+from engine.families.sagan.augment import diff_augment
+from engine.families.sagan.config import Config
+from engine.families.sagan.data import load_set
+from engine.families.sagan.networks import Critic, Generator, baked
+from engine.files import atomic_write_bytes, reporting_full_disk
+from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
+from engine.progress import Progress, ProgressFn
+
+log = logging.getLogger(__name__)
+STATE = "state.pt"
+PREVIEWS = 16  # fixed latents shown in the progress previews
+PREVIEW_EVERY = 20  # previews per run
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        folder: Path,
+        out_dir: Path,
+        device: torch.device,
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.config, self.out_dir, self.device = config, Path(out_dir), device
+        self.progress, self.cancel = progress, cancel
+        self.folder = Path(folder).resolve()
+        images, self.files = load_set(self.folder, config.size)
+        self.images = images.to(device)
+        channels = images.shape[1]
+        c = config
+        with torch.random.fork_rng(devices=[]):  # the networks' initial weights come from the seed
+            torch.manual_seed(c.seed)
+            self.g = Generator(c.z_dim, c.g_dim, c.size, channels, c.spectral_norm).to(device)
+            self.d = Critic(c.d_dim, c.size, channels, c.spectral_norm).to(device)
+        self.ema = None
+        if c.ema:
+            self.ema = AveragedModel(self.g, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
+        betas = (c.beta1, c.beta2)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=c.g_lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=c.d_lr, betas=betas)
+        self.rng = torch.Generator().manual_seed(c.seed)
+        self.fixed = torch.randn(PREVIEWS, c.z_dim, generator=torch.Generator().manual_seed(c.seed + 1))
+        self.iteration = 0
+        self.elapsed = 0.0
+
+    # ---- checkpoints ----
+
+    def checkpoint(self) -> None:
+        state = {
+            "config": self.config.to_dict(),
+            "folder": str(self.folder),
+            "g": self.g.state_dict(),
+            "d": self.d.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "iteration": self.iteration,
+            "rng": self.rng.get_state(),
+            "elapsed": self.elapsed,
+        }
+        data = io.BytesIO()  # in memory first: a full disk leaves the last checkpoint whole
+        torch.save(state, data)
+        atomic_write_bytes(self.out_dir / CHECKPOINT_DIR / STATE, data.getbuffer())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.iteration = state["iteration"]
+        self.rng.set_state(state["rng"])
+        self.elapsed = state["elapsed"]
+
+    # ---- the loop ----
+
+    def sampler(self) -> Generator:
+        """What samples are drawn with: the moving average where there is one."""
+        return self.g if self.ema is None else self.ema.module  # type: ignore[return-value]
+
+    def run(self) -> Path:
+        c = self.config
+        start = time.monotonic() - self.elapsed
+        last_checkpoint = time.monotonic()
+        run_start, run_iter0 = time.monotonic(), self.iteration
+        with reporting_full_disk(self.out_dir):
+            self.checkpoint()
+            families.mark_checkpoint(self.out_dir, store.NAME)  # `engine train --resume` finds the family
+            while self.iteration < c.iters:
+                if self.cancel is not None and self.cancel.is_set():
+                    self.elapsed = time.monotonic() - start
+                    self.checkpoint()
+                    raise CancelledError(
+                        f"training cancelled; continue with `engine train --resume {self.out_dir}`"
+                    )
+                losses = self.step()
+                self.iteration += 1
+                if c.checkpoint_every_s and time.monotonic() - last_checkpoint > c.checkpoint_every_s:
+                    self.elapsed = time.monotonic() - start
+                    self.checkpoint()
+                    last_checkpoint = time.monotonic()
+                if self.progress is not None:
+                    spi = (time.monotonic() - run_start) / (self.iteration - run_iter0)
+                    self._report(losses, spi, time.monotonic() - start)
+            self.elapsed = time.monotonic() - start
+            info = {
+                "images": str(self.folder),
+                "image_count": len(self.files),
+                "training_seconds": round(self.elapsed, 1),
+            }
+            store.save_model(self.out_dir, c, baked(self.sampler()), info)
+        shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        return self.out_dir
+
+    def _batch(self) -> torch.Tensor:
+        c = self.config
+        index = torch.randint(len(self.images), (c.batch,), generator=self.rng)
+        real = self.images[index.to(self.images.device)]
+        if c.flip:
+            flip = (torch.rand(c.batch, generator=self.rng) < 0.5).to(real.device)
+            real = torch.where(flip[:, None, None, None], real.flip(3), real)
+        return real
+
+    def _latents(self) -> torch.Tensor:
+        return torch.randn(self.config.batch, self.config.z_dim, generator=self.rng).to(self.device)
+
+    def step(self) -> dict[str, float]:
+        c = self.config
+        g, d, policy = self.g, self.d, c.policy
+        real = self._batch()
+        # critic: hinge loss on augmented real and generated images
+        with autocast(self.device, c.precision):
+            with torch.no_grad():
+                fake = g(self._latents())
+            real_score = d(diff_augment(real, policy, self.rng)).float()
+            fake_score = d(diff_augment(fake, policy, self.rng)).float()
+            loss_d = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # generator
+        d.requires_grad_(False)
+        with autocast(self.device, c.precision):
+            loss_g = -d(diff_augment(g(self._latents()), policy, self.rng)).float().mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        d.requires_grad_(True)
+        if self.ema is not None:
+            self.ema.update_parameters(g)
+        losses = {"d": float(loss_d.detach()), "g": float(loss_g.detach())}
+        if not all(np.isfinite(v) for v in losses.values()):
+            raise BadInputError(
+                f"training diverged at iteration {self.iteration + 1} (a loss is NaN or infinite): train "
+                "again with another --seed or --precision fp32"
+            )
+        return losses
+
+    def preview(self) -> np.ndarray:
+        """A sheet of the fixed latents' samples (H x W x 3 in [0, 1]; alpha shown over grey)."""
+        from torchvision.utils import make_grid
+
+        sampler = self.sampler()
+        was_training = sampler.training
+        sampler.eval()
+        with torch.no_grad():
+            images = (sampler(self.fixed.to(self.device)).float().cpu() + 1) / 2
+        sampler.train(was_training)
+        if images.shape[1] == 4:  # premultiplied colour over mid grey
+            images = images[:, :3] + 0.5 * (1 - images[:, 3:])
+        sheet = make_grid(images.clamp(0, 1), nrow=4, padding=2, pad_value=1.0)
+        return np.ascontiguousarray(sheet.permute(1, 2, 0).numpy())
+
+    def _report(self, losses: dict[str, float], spi: float, elapsed: float) -> None:
+        assert self.progress is not None
+        c = self.config
+        every = max(1, c.iters // PREVIEW_EVERY)
+        preview = self.preview() if self.iteration % every == 0 or self.iteration == c.iters else None
+        self.progress(
+            Progress(
+                stage=0,
+                n_stages=1,
+                iteration=self.iteration,
+                iters=c.iters,
+                losses=losses,
+                elapsed_s=elapsed,
+                eta_s=(c.iters - self.iteration) * spi,
+                preview=preview,
+            )  # fmt: skip
+        )
+
+
+def train(
+    config: Config,
+    folder: Path,
+    out_dir: Path,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    require_fresh_output(Path(out_dir))
+    return Trainer(config, folder, out_dir, device, progress, cancel).run()
+
+
+def resume(
+    out_dir: Path, device: torch.device, progress: ProgressFn | None, cancel: threading.Event | None
+) -> Path:
+    path = Path(out_dir) / CHECKPOINT_DIR / STATE
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise BadInputError(f"cannot resume from {path} ({exc}): train again") from None
+    config = Config.from_dict(state["config"])
+    trainer = Trainer(config, Path(state["folder"]), out_dir, device, progress, cancel)
+    trainer.restore(state)
+    log.info("resuming set-generator training at iteration %d", trainer.iteration + 1)
+    return trainer.run()

@@ -1,0 +1,232 @@
+"""The set generator (SAGAN-style) end to end at the tiny preset, on real icons (the emoji font's faces):
+training, the same seed giving the same image on either backend, sheets and interpolation files, ONNX
+export, resume after a cancel, mixed inputs fitted and every bad input in one line."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from cli_helpers import json_result, run_engine
+from PIL import Image
+
+from bench.emoji import INSTALL, available, face_emoji
+from engine import families
+from engine.errors import BadInputError, CancelledError
+from engine.family import TrainData, TrainRun
+
+engine, result = run_engine, json_result
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def icons(tmp_path_factory) -> Path:
+    """Ten face emoji (RGBA cut-outs, 136 x 128)."""
+    if not available():
+        pytest.fail(f"the emoji font or fontTools is missing: {INSTALL}, and pip install fonttools")
+    folder = tmp_path_factory.mktemp("icons")
+    assert len(face_emoji(folder, tuple(range(0x1F600, 0x1F60A)))) == 10
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, icons) -> Path:
+    out = tmp_path_factory.mktemp("sagan") / "m"
+    proc = engine("train", "--family", "sagan", "--images", icons, "--out", out, "--preset", "tiny", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = result(proc)
+    assert (summary["family"], summary["mode"], summary["width"]) == ("sagan", "set", SIZE)
+    assert not (out / "checkpoint").exists()
+    return out
+
+
+def _rgba(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def test_training_keeps_the_sets_alpha_and_stores_plain_weights(model):
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["family"] == "sagan" and meta["model"]["channels"] == 4 and meta["info"]["image_count"] == 10
+    from safetensors.torch import load_file
+
+    keys = load_file(model / "generator.safetensors")
+    assert not any("parametrizations" in k for k in keys)  # spectral norm written into the weights
+
+
+def test_a_seed_is_one_image_on_either_backend_and_samples_are_seed_plus_i(model, tmp_path):
+    proc = engine("sample", model, "--out", tmp_path / "three", "--n", "3", "--seed", "40", "--sheet",
+                  tmp_path / "sheet.png", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = result(proc)
+    assert out["seeds"] == [40, 41, 42] and out["backend"] == "onnxruntime"
+    proc = engine("sample", model, "--out", tmp_path / "one", "--seed", "41", "--backend", "torch", "--json")
+    assert proc.returncode == 0, proc.stderr
+    alone, second = _rgba(tmp_path / "one" / "sample_000.png"), _rgba(tmp_path / "three" / "sample_001.png")
+    assert alone.shape == (SIZE, SIZE, 4)
+    assert np.abs(alone.astype(int) - second).max() <= 1  # onnxruntime against torch: float rounding
+    loaded = families.load(model, "cpu", "torch")
+    draws = {
+        s: loaded.family.operations[0].run(loaded, _input(n=1, seed=s)).pictures[0].rgb for s in (40, 41)
+    }
+    assert np.abs(draws[40] - draws[41]).max() > 1e-3  # another seed, another image (tiny: barely)
+    sheet = _rgba(tmp_path / "sheet.png")
+    assert sheet.shape == (2 + 2 * (SIZE + 2), 2 + 2 * (SIZE + 2), 4)  # 3 images on a 2 x 2 grid
+    np.testing.assert_array_equal(sheet[2 : 2 + SIZE, SIZE + 4 : 2 * SIZE + 4], second)
+
+
+def test_interpolation_runs_from_one_seed_to_the_other_as_frames_or_a_gif(model, tmp_path):
+    loaded = families.load(model, "cpu", "torch")
+    ends = {}
+    for seed in (5, 9):
+        ends[seed] = loaded.family.operations[0].run(loaded, _input(n=1, seed=seed)).pictures[0]
+    proc = engine("interpolate", model, "--from-seed", "5", "--to-seed", "9", "--frames", "4", "--out",
+                  tmp_path / "walk.gif", "--fps", "20", "--width", "32", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    gif = Image.open(tmp_path / "walk.gif")
+    durations = []
+    for i in range(gif.n_frames):  # Pillow merges equal neighbouring frames, adding their durations
+        gif.seek(i)
+        durations.append(gif.info["duration"])
+    assert gif.size == (32, 32) and sum(durations) == 4 * 50 and gif.info["loop"] == 0
+    proc = engine("interpolate", model, "--from-seed", "5", "--to-seed", "9", "--frames", "4", "--out",
+                  tmp_path / "frames", "--backend", "torch", "--json")  # fmt: skip
+    frames = [_rgba(Path(f)) for f in result(proc)["files"]]
+    assert len(frames) == 4
+    for frame, seed in ((frames[0], 5), (frames[-1], 9)):
+        own = np.dstack([np.rint(ends[seed].rgb[..., ::-1] * 255), ends[seed].alpha]).astype(int)
+        assert np.abs(frame.astype(int) - own).max() <= 1
+    steps = [np.abs(frames[i + 1].astype(int) - frames[i]).mean() for i in range(3)]
+    assert all(s > 0 for s in steps)
+
+
+def _input(**params):
+    from engine.operations import OperationInput
+
+    return OperationInput(params={"width": None, "height": None, **params})
+
+
+def test_the_exported_graph_draws_what_torch_draws(model, tmp_path):
+    proc = engine("export", model, "--out", tmp_path / "g.onnx", "--json")
+    assert proc.returncode == 0, proc.stderr
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    loaded = families.load(model, "cpu", "torch")
+    z_dim = loaded.model["config"].z_dim
+    latents = np.random.default_rng(0).standard_normal((3, z_dim)).astype(np.float32)
+    (ours,) = session.run(None, {"latent": latents})
+    with torch.no_grad():
+        ref = loaded.model["generator"](torch.from_numpy(latents)).numpy()
+    assert ours.shape == (3, 4, SIZE, SIZE)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_a_cancelled_run_resumes_to_the_same_model(icons, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.families.sagan import Options
+
+    family = families.get("sagan")
+    options = Options(preset="tiny", seed=3, iters=4)
+    device = torch.device("cpu")
+    family.train(TrainRun("set", TrainData(folders=(icons,)), options, tmp_path / "whole", device))
+    cancel = threading.Event()
+    seen: list = []
+
+    def progress(event) -> None:
+        seen.append(event)
+        if len(seen) == 2:
+            cancel.set()  # after the second step
+
+    run = TrainRun("set", TrainData(folders=(icons,)), options, tmp_path / "cut", device, progress, cancel)
+    with pytest.raises(CancelledError, match=f"engine train --resume {tmp_path / 'cut'}"):
+        family.train(run)
+    assert json.loads((tmp_path / "cut" / "checkpoint" / "family.json").read_text()) == {"family": "sagan"}
+    proc = engine("train", "--resume", tmp_path / "cut", "--json")
+    assert proc.returncode == 0 and result(proc)["family"] == "sagan", proc.stderr
+    whole, cut = (
+        load_file(tmp_path / "whole" / "generator.safetensors"),
+        load_file(tmp_path / "cut" / "generator.safetensors"),
+    )
+    for key in whole:
+        torch.testing.assert_close(cut[key], whole[key], rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_sizes_and_modes_are_fitted(tmp_path, shared_images):
+    """Grey, 16-bit, palette, opaque and cut-out images of any size: all fitted, none refused."""
+    from engine.families.sagan.data import load_set
+
+    photo = cv2.imread(str(shared_images / "generation" / "zebra.png"))
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(8):
+        h, w = 40 + 30 * i, 200 - 15 * i
+        image = cv2.resize(photo, (w, h))
+        if i == 0:
+            cv2.imwrite(str(folder / "grey.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+        elif i == 1:
+            cv2.imwrite(str(folder / "deep.png"), image.astype(np.uint16) * 257)
+        elif i == 2:
+            Image.fromarray(image[..., ::-1]).convert("P").save(folder / "palette.png")
+        elif i == 3:
+            rgba = np.dstack([image, np.zeros((h, w), np.uint8)])
+            rgba[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4, 3] = 255  # a cut-out in the middle
+            cv2.imwrite(str(folder / "cutout.png"), rgba)
+        else:
+            cv2.imwrite(str(folder / f"photo{i}.jpg"), image)
+    images, files = load_set(folder, SIZE)
+    assert images.shape == (8, 4, SIZE, SIZE) and len(files) == 8  # one cut-out: the set keeps alpha
+    assert float(images.min()) >= -1 and float(images.max()) <= 1
+    cut = images[[f.name for f in files].index("cutout.png")]
+    assert float(cut[3, 0, 0]) == -1.0 and float(cut[3, SIZE // 2, SIZE // 2]) == 1.0
+    assert float(cut[:3, 0, 0].max()) == -1.0  # transparent: premultiplied colour is 0
+    grey = images[[f.name for f in files].index("grey.png")]
+    assert torch.equal(grey[0], grey[1])
+    (folder / "cutout.png").unlink()
+    cv2.imwrite(str(folder / "photo9.jpg"), photo)
+    images, _ = load_set(folder, SIZE)
+    assert images.shape[1] == 3  # no transparency anywhere: RGB
+
+
+def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
+    empty, three = tmp_path / "empty", tmp_path / "three"
+    empty.mkdir()
+    three.mkdir()
+    for path in sorted(icons.iterdir())[:3]:
+        (three / path.name).write_bytes(path.read_bytes())
+    (three / "notes.txt").write_text("not an image")
+    image = shared_images / "generation" / "zebra.png"
+    consingan_model = Path(__file__).parent / "data" / "model_format_1"
+    train = ("train", "--family", "sagan", "--out", tmp_path / "n", "--preset", "tiny")
+    cases = {
+        (*train, "--images", empty): f"--images {empty} has no images (PNG, JPEG",
+        (*train, "--images", three): f"--images {three} has 3 images; a set generator needs at least 8",
+        (*train, "--images", image): "is not a folder of images",
+        (*train, "--images", icons, "--size", "96"): "--size: Input should be a multiple of 64",
+        (*train[:-2], image): "give --images DIR",
+        ("sample", consingan_model, "--out", tmp_path / "s", "--from-seed", "1"): "unrecognized arguments",
+        ("interpolate", consingan_model, "--out", tmp_path / "s", "--frames", "3"):
+            "is a ConSinGAN model for harmonization, which cannot interpolate",
+        ("interpolate", model, "--out", tmp_path / "s.gif", "--frames", "1"): "--frames: must be between 2",
+        ("sample", model, "--out", tmp_path / "s", "--width", "0"): "--width: must be between 1",
+        ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):
+            "model for set, which cannot restyle; it can: export, interpolate, sample",
+    }  # fmt: skip
+    for args, words in cases.items():
+        proc = engine(*args)
+        assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert (
+        not (tmp_path / "n").exists() and not (tmp_path / "s").exists() and not (tmp_path / "s.gif").exists()
+    )
+
+
+def test_too_few_images_is_refused_before_any_work(tmp_path):
+    from engine.families.sagan.data import load_set
+
+    with pytest.raises(BadInputError, match="is not a folder of images"):
+        load_set(tmp_path / "missing", SIZE)
