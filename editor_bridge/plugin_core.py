@@ -99,10 +99,11 @@ _RETURNS = {"layer": False, "new_layer": True}  # what the plugins can write bac
 
 def menu(capabilities: dict[str, Any]) -> list[Operation]:
     """The plugins' menu entries, in the engine's order: each operation it offers to editors, and after
-    those that retrain, a "Retrain and ..." entry. An operation that several families have is labelled
-    with its family's."""
+    those that retrain, a "Retrain and ..." entry. Entries of several families that would share a label or
+    an action (the same operation, offered alike) are labelled with their family's."""
     ops = [op for op in capabilities.get("operations", []) if op.get("editor") and op["returns"] in _RETURNS]
-    names = [op["name"] for op in ops]
+    labels = [op["label"] for op in ops]
+    actions = [op["editor"]["action"] for op in ops]
     families = {f["name"]: f for f in capabilities.get("families", [])}
     entries: list[Operation] = []
     retrains: list[Operation] = []
@@ -110,7 +111,7 @@ def menu(capabilities: dict[str, Any]) -> list[Operation]:
         editor = op["editor"]
         family = families.get(op["family"], {})
         label, action = op["label"], editor["action"]
-        if names.count(op["name"]) > 1:
+        if labels.count(label) > 1 or actions.count(action) > 1:
             label, action = f"{label} ({family.get('label', op['family'])})", f"{op['family']}-{action}"
         entry = Operation(
             name=op["name"],
@@ -328,13 +329,35 @@ class Job:
 CONTEXT = 64  # px of the layer around the region that a picked model's entry also sends (the model sees it)
 
 
-def picked_model_job(op: Operation, canvas: Canvas, model_id: str, choices: dict[str, str]) -> Job:
-    """The request for an entry that runs a stored model the artist picked on the active layer's own
-    pixels: the selected part of them (else the layer's opaque part) with CONTEXT px around it, the result
-    limited to that region."""
+def picked_model_job(
+    op: Operation, canvas: Canvas, model_id: str, choices: dict[str, str], seed: int | None = None
+) -> Job:
+    """The request for an entry that runs a stored model the artist picked: on the active layer's own
+    pixels, the selected part of them (else the layer's opaque part) with CONTEXT px around it, the result
+    limited to that region; or, for an entry that makes a new picture (Generate from set), one image of
+    `seed` as the largest square that fits the selection's bounds (else the canvas), centred in them."""
     unknown = sorted(set(choices) - {c.name for c in op.choices})
     if unknown:
         raise CanvasError(f"{op.label} has no choice {unknown[0]!r}")
+    params: dict[str, Any] = {c.name: choices.get(c.name, c.default) for c in op.choices}
+    if op.new_layer:
+        bounds = (
+            mask_bbox(canvas.mask())
+            if canvas.selection is not None
+            else BBox(x=0, y=0, w=canvas.width, h=canvas.height)
+        )
+        side = min(bounds.w, bounds.h)
+        square = BBox(
+            x=bounds.x + (bounds.w - side) // 2, y=bounds.y + (bounds.h - side) // 2, w=side, h=side
+        )
+        params.update(n=1, width=side, height=side, seed=seed)
+        request = ApplyRequest(
+            operation=op.name,
+            family=op.family,
+            model_id=model_id,
+            params={k: v for k, v in params.items() if k in op.params and v is not None},
+        )
+        return Job(request, [], square)
     mask = canvas.mask()
     region = mask_bbox(mask)
     x0, y0 = max(0, region.x - CONTEXT), max(0, region.y - CONTEXT)
@@ -344,7 +367,6 @@ def picked_model_job(op: Operation, canvas: Canvas, model_id: str, choices: dict
     inner = BBox(x=region.x - x0, y=region.y - y0, w=region.w, h=region.h)
     buffers: list[Any] = []
     image = frames.attach(buffers, np.ascontiguousarray(pixels), canvas.channel_order, inner)
-    params: dict[str, Any] = {c.name: choices.get(c.name, c.default) for c in op.choices}
     request = ApplyRequest(
         operation=op.name, family=op.family, model_id=model_id, image=image, params=params, crop_to_bbox=True
     )
@@ -488,4 +510,8 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
     if region_mask is not None:
         out[..., 3] = (out[..., 3].astype(np.uint32) * region_mask + 127) // 255
     editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
-    return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, op.layer_name)
+    name = op.layer_name
+    seed = getattr(job.request, "params", {}).get("seed")
+    if op.pick_model and op.new_layer and seed is not None:
+        name = f"{name} (seed {seed})"  # a stored model's image: the seed draws it again
+    return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, name)

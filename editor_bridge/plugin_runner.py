@@ -410,7 +410,7 @@ class Runner:
             if op.pick_model:
                 if model_id is None:
                     raise CanvasError(f"{op.label} needs a stored model: pick one")
-                job = picked_model_job(op, canvas, model_id, choices or {})
+                job = picked_model_job(op, canvas, model_id, choices or {}, seed)
             else:
                 job = apply_job(
                     op,

@@ -343,3 +343,43 @@ def restyled_layer(model: Path, scene: Scene, direction: str) -> np.ndarray:
     out = np.zeros((h, w, 3), np.int64)
     out[y0:y1, x0:x1] = np.rint(rgb * 255).astype(np.int64)
     return out
+
+
+def store_sagan_model(home: Path, work: Path, name: str) -> Path:
+    """A tiny set-generator model of ten face emoji, stored in the engine's home as `engine models add`
+    stores one trained elsewhere; returns the model directory trained."""
+    import torch
+
+    from bench.emoji import face_emoji
+    from engine import families
+    from engine.families.sagan import Options
+    from engine.family import TrainData, TrainRun
+    from engine.serve.registry import Registry
+
+    icons = work / "icons"
+    face_emoji(icons, tuple(range(0x1F600, 0x1F60A)))
+    run = TrainRun(
+        "set", TrainData(folders=(icons,)), Options(preset="tiny"), work / "model", torch.device("cpu")
+    )
+    model = families.get("sagan").train(run)
+    Registry(home / "models").add_copy(model, name)
+    return model
+
+
+def generated_square(model: Path, scene: Scene, seed: int) -> tuple[tuple[int, int, int], np.ndarray]:
+    """What Generate from set should give: ((x, y, side) of the largest square centred in the selection's
+    bounds, the model's sample of `seed` at side x side as 8-bit RGBA)."""
+    from engine import families
+    from engine.operations import OperationInput
+
+    rows, cols = np.flatnonzero(scene.selection.any(axis=1)), np.flatnonzero(scene.selection.any(axis=0))
+    h, w = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
+    side = int(min(h, w))
+    x, y = int(cols[0] + (w - side) // 2), int(rows[0] + (h - side) // 2)
+    loaded = families.load(model, "cpu", "torch")
+    sample = next(op for op in loaded.family.operations if op.name == "sample")
+    params = {"n": 1, "seed": seed, "width": side, "height": side}
+    picture = sample.run(loaded, OperationInput(params=params)).pictures[0]
+    assert picture.alpha is not None
+    rgba = np.dstack([np.rint(picture.rgb * 255), picture.alpha]).astype(np.int64)
+    return (x, y, side), rgba

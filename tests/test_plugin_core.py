@@ -28,7 +28,7 @@ from engine import families
 
 ENTRIES = {op.action: op for op in menu(families.capabilities())}
 HARMONIZE, EDIT, VARIATION = ENTRIES["harmonize"], ENTRIES["edit"], ENTRIES["variation"]
-RESTYLE = ENTRIES["restyle"]
+RESTYLE, GENERATE = ENTRIES["restyle"], ENTRIES["generate_from_set"]
 
 W, H = 12, 8
 
@@ -105,6 +105,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
         ("Harmonize selection", "singan_harmonize", "python-fu-singan-harmonize", "Harmonized"),
         ("Edit selection", "singan_edit", "python-fu-singan-edit", "Edited"),
         ("Generate variation", "singan_variation", "python-fu-singan-variation", "Variation"),
+        ("Generate from set", "singan_generate_from_set", "python-fu-singan-generate-from-set", "Generated"),
         ("Re-style layer", "singan_restyle", "python-fu-singan-restyle", "Re-styled"),
         ("Retrain and harmonize selection", "singan_retrain_harmonize", "python-fu-singan-retrain-harmonize",
          "Harmonized"),
@@ -126,7 +127,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
         "name": "fill", "family": "other", "label": "Fill selection",
         "editor": {**caps["operations"][0]["editor"], "action": "fill", "layer_name": "Filled"},
     }  # fmt: skip
-    twin = {**caps["operations"][2], "family": "other"}
+    twin = {**caps["operations"][2], "family": "other"}  # the same entry in another family
     other = {"name": "other", "label": "Other", "finetune_tasks": []}
     more = menu({"families": [*caps["families"], other], "operations": [*caps["operations"], fill, twin]})
     labels = [op.label for op in more]
@@ -134,7 +135,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
     assert "Generate variation (Other)" in labels
     filled = next(op for op in more if op.name == "fill")
     assert filled.family == "other" and not filled.can_refine and filled.krita_action == "singan_fill"
-    no_editor = {**caps["operations"][3]}  # export: a file, no menu entry
+    no_editor = next(op for op in caps["operations"] if op["name"] == "export")  # a file: no menu entry
     assert no_editor["editor"] is None and len(menu({**caps, "operations": [no_editor]})) == 0
 
 
@@ -399,6 +400,36 @@ def test_restyle_runs_a_picked_model_on_the_layer_around_the_selection():
     )
     assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (10, 100, 30, 20, "Re-styled")
     assert (np.frombuffer(patch.data, np.uint8).reshape(20, 30, 4)[..., :3] == out[..., :3]).all()
+
+
+def test_generate_from_set_draws_one_seeded_square_in_the_selection_or_the_canvas():
+    assert (
+        GENERATE.pick_model
+        and GENERATE.new_layer
+        and (GENERATE.family, GENERATE.tasks) == ("sagan", ("set",))
+    )
+    assert not GENERATE.choices
+    canvas = make_canvas(Editor.KRITA)  # selection bounds: x 2-8, y 1-5 (7 x 5)
+    job = picked_model_job(GENERATE, canvas, "m9", {}, seed=77)
+    req = job.request
+    assert (req.operation, req.family, req.model_id, req.image, req.background) == (
+        "sample", "sagan", "m9", None, None
+    )  # fmt: skip
+    assert req.params == {"n": 1, "width": 5, "height": 5, "seed": 77} and not job.buffers
+    assert job.bbox == BBox(x=3, y=1, w=5, h=5)  # the largest square in the bounds, centred
+    whole = picked_model_job(GENERATE, make_canvas(Editor.GIMP, selection=False), "m9", {}, seed=1)
+    assert whole.bbox == BBox(x=(W - H) // 2, y=0, w=H, h=H)
+    sample = np.zeros((5, 5, 4), np.uint8)
+    sample[..., :3], sample[..., 3] = 90, 255
+    sample[0, 0, 3] = 0  # the sample's own transparency
+    buffers: list = []
+    desc = frames.attach(buffers, sample, ChannelOrder.RGBA)
+    patch = patch_from_result(
+        GENERATE, canvas, job, roundtrip(ResultReply(job_id=None, images=[desc]), buffers)
+    )
+    assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (3, 1, 5, 5, "Generated (seed 77)")
+    alpha = np.frombuffer(patch.data, np.uint8).reshape(5, 5, 4)[..., 3]
+    assert alpha[0, 0] == 0 and (alpha.ravel()[1:] == 255).all()  # the sample's own, in the selection
 
 
 def test_restyle_without_a_selection_keeps_the_layers_own_alpha():

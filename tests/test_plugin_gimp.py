@@ -28,12 +28,14 @@ from editor_e2e import (
     check_trained_on_the_background,
     editor_skip_reason,
     engine_serve,
+    generated_square,
     gimp_root_mounted,
     install_plugin,
     make_scene,
     raw,
     restyled_layer,
     store_cyclegan_model,
+    store_sagan_model,
     xvfb,
 )
 
@@ -95,6 +97,14 @@ RUNS = [
         "tag": "restyle_script",
         "arguments": {"model": "Photos and paintings", "direction": "b2a"},
     },  # fmt: skip
+    # Generate from set, from a script: the stored set generator by name, seed 1234
+    {
+        "procedure": "python-fu-singan-generate-from-set",
+        "layer": "Generated (seed 1234)",
+        "tag": "generated",
+        "arguments": {"model": "Faces", "seed": 1234},
+        "generate": 1,
+    },
     # Generate variation: learns the picture (a model of its own), then samples it; again reuses the model
     {**VARIATION, "tag": "variation"},
     {**VARIATION, "tag": "variation2"},
@@ -119,6 +129,7 @@ SPECIAL = (
     "resize",
     "overlay",
     "keep",
+    "generate",  # a square in the selection's bounds, not the whole selection
 )
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -172,6 +183,7 @@ def gimp_run(tmp_path_factory):
     config |= {"plugin_dir": f"/{GIMP_PLUGINS}/singan_studio", "cancel_button": CANCEL_BUTTON}
     (work / "config.json").write_text(json.dumps(config))
     restyler = store_cyclegan_model(work / "engine", tmp / "cyclegan", "Photos and paintings")
+    generator = store_sagan_model(work / "engine", tmp / "sagan", "Faces")
     with engine_serve(work / "engine", tmp / "engine.log"):
         code = run_gimp(tmp / "gimp.log")
     driver = json.loads((out / "driver.json").read_text())
@@ -185,6 +197,7 @@ def gimp_run(tmp_path_factory):
     yield {
         "scene": scene, "out": out, "driver": driver, "code": code, "log": tmp, "dest": dest,
         "installed": installed, "uninstall": uninstall, "home": work / "engine", "restyler": restyler,
+        "generator": generator,
     }  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
@@ -407,6 +420,25 @@ def test_layers_over_the_pasted_one_are_not_painted_into_the_result(gimp_run):
         driver["overlaid_layers"],
         ["Paper", "Harmonized", "Pasted object", "Background"],
     )
+
+
+def test_generate_from_set_draws_the_named_models_seed_in_the_selection(gimp_run):
+    """From a script (the model by name, a seed): the new layer, named with its seed, is that model's sample
+    of the seed as large as fits the selection's bounds, centred in them; one Undo removes it."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["generated_status"] == "success"
+    new = raw(out / "generated_new_layer.raw", scene).astype(np.int64)
+    (x, y, side), expected = generated_square(gimp_run["generator"], scene, 1234)
+    inside = np.zeros(scene.selection.shape, bool)
+    inside[y : y + side, x : x + side] = True
+    assert (new[~inside, 3] == 0).all()
+    square, sel = new[inside].reshape(side, side, 4), scene.selection[inside].reshape(side, side)
+    assert np.abs(square[sel, 3] - expected[sel, 3]).max() <= 2  # the sample's own alpha
+    solid = sel & (expected[..., 3] >= 64)  # (fainter pixels' colours are rounding, unpremultiplied)
+    assert solid.mean() > 0.1
+    assert np.abs(square[solid, :3] - expected[solid, :3]).max() <= 2
+    assert (square[~sel, 3] == 0).all()
+    assert driver["generated_undone_layers"] == driver["before_layers"]
 
 
 def test_restyle_layer_runs_the_picked_model_in_the_picked_direction(gimp_run):

@@ -57,7 +57,17 @@ def test_krita_install_layout_settings_and_kritarc(user):
     # The menus until an engine has run: what this engine can do.
     capabilities = json.loads((pykrita / "singan_studio/capabilities.json").read_text())
     names = [op["name"] for op in capabilities["operations"]]
-    assert names == ["harmonize", "edit", "sample", "export", "export", "restyle"]
+    assert names == [
+        "harmonize",
+        "edit",
+        "sample",
+        "sample",
+        "export",
+        "export",
+        "export",
+        "restyle",
+        "interpolate",
+    ]
     for name in ("__init__.py", "extension.py", "document.py", "job.py", "settings.json"):
         assert (pykrita / "singan_studio" / name).is_file()
     vendor = pykrita / "singan_studio/vendor"

@@ -28,11 +28,13 @@ from editor_e2e import (
     editor_env,
     editor_skip_reason,
     engine_serve,
+    generated_square,
     install_plugin,
     make_scene,
     raw,
     restyled_layer,
     store_cyclegan_model,
+    store_sagan_model,
     xvfb,
 )
 
@@ -69,6 +71,15 @@ RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     # Re-style layer: the stored CycleGAN model (`engine models add`) picked in its dialog, B to A
     {"action": "singan_restyle", "layer": "Re-styled", "tag": "restyle", "pick": {"direction": "b2a"}},
+    # Generate from set: the stored set generator picked in its dialog, seed 1234 (Random unticked)
+    {
+        "action": "singan_generate_from_set",
+        "layer": "Generated (seed 1234)",
+        "tag": "generated",
+        "pick": {},
+        "seed": 1234,
+        "generate": True,
+    },  # fmt: skip
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
     # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
@@ -154,6 +165,7 @@ def krita_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("krita")
     scene, user, engine_home, out, config = prepare(tmp, RUNS)
     restyler = store_cyclegan_model(engine_home, tmp / "cyclegan", "Photos and paintings")
+    generator = store_sagan_model(engine_home, tmp / "sagan", "Faces")
     with engine_serve(engine_home, tmp / "engine.log"):
         code = run_krita(user, config, tmp / "krita.log")
         with connect(Settings(home=str(engine_home))) as client:
@@ -171,6 +183,7 @@ def krita_run(tmp_path_factory):
         "log": tmp,
         "engine_home": engine_home,
         "restyler": restyler,
+        "generator": generator,
     }
 
 
@@ -225,13 +238,17 @@ def test_actions_are_in_their_own_submenu(krita_run):
         "singan_harmonize",
         "singan_edit",
         "singan_variation",
+        "singan_generate_from_set",
         "singan_restyle",
         "singan_retrain_harmonize",
         "singan_retrain_edit",
     ]
 
 
-SPECIAL = ("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float", "convert_meanwhile")
+SPECIAL = (
+    *("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float", "convert_meanwhile"),
+    "generate",  # a square in the selection's bounds, not the whole selection
+)
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
 
@@ -305,6 +322,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "overlaid": 0.5,
         "refined": 0.5,
         "restyle": None,  # Re-style layer asks for a model instead
+        "generated": None,  # so does Generate from set
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
         "variation_paper": None,
@@ -543,6 +561,27 @@ def test_a_hidden_layer_is_refused_with_a_message(krita_run):
     (message,) = driver["hidden_messages"]
     assert message.startswith("The active layer is hidden: show it")
     assert driver["hidden_layers"] == driver["before_layers"]
+
+
+def test_generate_from_set_draws_the_picked_models_seed_in_the_selection(krita_run):
+    """The dialog lists the stored set generator; the new layer (named with its seed) is that model's
+    sample of the seed, as large as fits the selection's bounds and centred in them, and one Undo removes
+    it."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    shown = driver["generated_models_shown"]
+    assert len(shown) == 1 and shown[0].startswith("Faces (")
+    new = raw(out / "generated_new_layer.raw", scene)[..., [2, 1, 0, 3]].astype(np.int64)
+    (x, y, side), expected = generated_square(krita_run["generator"], scene, 1234)
+    inside = np.zeros(scene.selection.shape, bool)
+    inside[y : y + side, x : x + side] = True
+    assert (new[~inside, 3] == 0).all()  # nothing outside the square
+    square, sel = new[inside].reshape(side, side, 4), scene.selection[inside].reshape(side, side)
+    assert np.abs(square[sel, 3] - expected[sel, 3]).max() <= 2  # the sample's own alpha
+    solid = sel & (expected[..., 3] >= 64)  # (fainter pixels' colours are rounding, unpremultiplied)
+    assert solid.mean() > 0.1
+    assert np.abs(square[solid, :3] - expected[solid, :3]).max() <= 2
+    assert (square[~sel, 3] == 0).all()  # limited to the selection
+    assert driver["generated_undone_layers"] == driver["before_layers"]
 
 
 def test_restyle_layer_runs_the_picked_model_on_the_pasted_layer(krita_run):

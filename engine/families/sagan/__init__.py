@@ -29,7 +29,15 @@ from engine.family import (
     precision_option,
     seed_option,
 )
-from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.operations import (
+    EditorUse,
+    OperationInput,
+    OperationOutput,
+    OperationSpec,
+    Param,
+    ParamType,
+    Returns,
+)
 from engine.progress import ProgressFn
 
 MAX_SIDE = 8192  # an output side, px (resampled from the generator's own size)
@@ -189,6 +197,11 @@ OPERATIONS = (
             _seed("seed", "the first sample's seed, 0 to 2^32-1 (sample i has seed + i)"),
         ),
         output_pixels=_pixels("n"),
+        editor=EditorUse(
+            "Generated", "generate_from_set", pick_model=True,
+            tooltip="Add a new layer drawn by a stored set-generator model (its seed in the layer's name), "
+            "as large as fits the selection, or the canvas",
+        ),
     ),
     OperationSpec(
         "interpolate", "Interpolate between seeds", NAME, (TASK,),

@@ -57,6 +57,8 @@ QUICK_MASK = "Qmask"  # the channel GIMP holds the selection in while Quick Mask
 # The harmonize procedures' arguments (scripts pass them; the dialog asks for them).
 COLOR_MATCH, REFINE = "color-match", "refine"
 MODEL = "model"  # an entry that runs a stored model: its id or name ("": the newest), and its choices
+SEED = "seed"  # an entry that draws a new image from a stored model: its seed, -1 for a random one
+MAX_SEED = 2**31 - 1  # a GIMP int argument
 UNAVAILABLE = "python-fu-singan-unavailable"  # the one procedure when the engine's capabilities are unknown
 
 
@@ -338,6 +340,14 @@ def _ask_model(op: Operation, models, config) -> bool:
         box.set_tooltip_text(choice.help)
         grid.attach(box, 1, row, 1, 1)
         boxes[choice] = box
+    seed = None
+    if op.new_layer:
+        row = len(op.choices) + 1
+        grid.attach(Gtk.Label(label="Seed (-1: random):", xalign=0), 0, row, 1, 1)
+        seed = Gtk.SpinButton.new_with_range(-1, MAX_SEED, 1)
+        seed.set_value(config.get_property(SEED))
+        seed.set_tooltip_text("The same model and seed draw the same image (the layer's name gives its seed)")
+        grid.attach(seed, 1, row, 1, 1)
     dialog.get_content_area().add(grid)
     dialog.show_all()
     ok.grab_focus()  # Return presses OK
@@ -348,6 +358,8 @@ def _ask_model(op: Operation, models, config) -> bool:
         config.set_property(MODEL, model_box.get_active_id())
         for choice, box in boxes.items():
             config.set_property(_choice_argument(choice), box.get_active_id())
+        if seed is not None:
+            config.set_property(SEED, seed.get_value_as_int())
         return True
     finally:
         dialog.destroy()
@@ -376,7 +388,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         color_match = config.get_property(COLOR_MATCH)
         refine = op.can_refine and config.get_property(REFINE)
-    model_id, choices = None, None
+    model_id, choices, seed = None, None, None
     if op.pick_model:
         try:
             models = models_for(settings, op)
@@ -390,13 +402,15 @@ def run(procedure, run_mode, image, drawables, config, data):
             return _error(procedure, f"{op.label}: the engine has no model {wanted!r}")
         model_id = found.model_id
         choices = {c.name: config.get_property(_choice_argument(c)) for c in op.choices}
+        if op.new_layer and config.get_property(SEED) >= 0:
+            seed = config.get_property(SEED)
     Gimp.progress_init(f"{op.label}...")
     # GIMP's Cancel kills this process outright; the guard then cancels the engine job we leave behind.
     guard = CancelGuard(settings.home, settings.timeout_s)
     try:
         tattoo = drawable.get_tattoo()  # read now: the layer itself may be deleted while the engine works
         canvas = read_canvas(image, drawable, op)
-        runner = Runner(settings, _progress, on_job=guard.watch)
+        runner = Runner(settings, _progress, seed=seed, on_job=guard.watch)
         try:
             patch = runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
@@ -483,6 +497,11 @@ class SinganStudio(Gimp.PlugIn):
                 procedure.add_choice_argument(
                     _choice_argument(choice), f"_{choice.name.replace('_', ' ').capitalize()}", choice.help,
                     options, choice.default, GObject.ParamFlags.READWRITE,
+                )  # fmt: skip
+            if op.new_layer:
+                procedure.add_int_argument(
+                    SEED, "_Seed", "The image's seed (a model and seed draw one image); -1: random",
+                    -1, MAX_SEED, -1, GObject.ParamFlags.READWRITE,
                 )  # fmt: skip
         return procedure
 

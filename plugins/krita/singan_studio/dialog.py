@@ -1,5 +1,6 @@
 """The questions an entry asks before each run: Harmonize selection how much colour match, and whether to
-refine the model on this object first; Re-style layer which stored model, and which way (docs/artists.md)."""
+refine the model on this object first; Re-style layer which stored model, and which way; Generate from set
+which stored model, and which seed (docs/artists.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PyQt5.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QLabel,
+    QSpinBox,
     QVBoxLayout,
 )
 
@@ -80,11 +82,15 @@ def ask_harmonize_options(
 
 MODEL_DIALOG_NAME, MODEL_COMBO_NAME = "singan_model_dialog", "singan_model"  # for the e2e driver
 CHOICE_PREFIX = "singan_choice_"  # + the choice's name: its combo box
+SEED_NAME, RANDOM_SEED_NAME = "singan_seed", "singan_random_seed"
+MAX_SPIN_SEED = 2**31 - 1  # a QSpinBox holds a C int
+Picked = tuple[str, dict[str, str], "int | None"]  # model id, {choice: option}, seed (None: a random one)
 
 
-def ask_model(parent, op: Operation, models: list[ModelInfo]) -> tuple[str, dict[str, str]] | None:
-    """(model id, {choice: option}) for an entry that runs a stored model the artist picks (Re-style layer),
-    the last ones picked first; None if cancelled."""
+def ask_model(parent, op: Operation, models: list[ModelInfo]) -> Picked | None:
+    """(model id, {choice: option}, seed) for an entry that runs a stored model the artist picks (Re-style
+    layer, Generate from set), the last ones picked first; None if cancelled. The seed is asked for an
+    entry that draws new images: a random one unless the artist unticks Random and gives one."""
     dialog = QDialog(parent)
     dialog.setObjectName(MODEL_DIALOG_NAME)
     dialog.setWindowTitle(op.label)
@@ -109,6 +115,17 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> tuple[str, dict
         help_text.setWordWrap(True)
         form.addRow("", help_text)
         boxes[choice.name] = box
+    seed_box, random_box = QSpinBox(), QCheckBox("Random")
+    seed_box.setObjectName(SEED_NAME)
+    random_box.setObjectName(RANDOM_SEED_NAME)
+    if op.new_layer:
+        seed_box.setRange(0, MAX_SPIN_SEED)
+        seed_box.setToolTip("The same model and seed draw the same image (the layer's name gives its seed)")
+        random_box.setChecked(True)
+        seed_box.setEnabled(False)
+        random_box.toggled.connect(lambda on: seed_box.setEnabled(not on))
+        form.addRow("Seed:", seed_box)
+        form.addRow("", random_box)
     buttons = _ok_cancel(dialog)
     layout = QVBoxLayout(dialog)
     layout.addLayout(form)
@@ -118,9 +135,10 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> tuple[str, dict
             return None
         model_id = str(model_box.currentData())
         picked = {name: box.currentText() for name, box in boxes.items()}
+        seed = None if not op.new_layer or random_box.isChecked() else seed_box.value()
     finally:
         dialog.deleteLater()
     Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_model", model_id)
     for name, value in picked.items():
         Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_{name}", value)
-    return model_id, picked
+    return model_id, picked, seed

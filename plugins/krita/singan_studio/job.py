@@ -22,7 +22,7 @@ from editor_bridge.plugin_runner import (
     start_engine,
 )
 
-from .dialog import ask_harmonize_options, ask_model
+from .dialog import Picked, ask_harmonize_options, ask_model
 from .document import Target, add_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class JobController(QObject):
         self._target: Target | None = None
         self._color_match: float | None = None
         self._refine = False
-        self._picked: tuple[str, dict[str, str]] | None = None
+        self._picked: Picked | None = None
         app = QApplication.instance()
         if app is not None:
             # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
@@ -118,13 +118,13 @@ class JobController(QObject):
         target: Target,
         color_match: float | None,
         refine: bool,
-        picked: tuple[str, dict[str, str]] | None,
+        picked: Picked | None,
         *,
         start_first: bool,
     ) -> None:
         self._op, self._canvas, self._target = op, canvas, target
         self._color_match, self._refine, self._picked = color_match, refine, picked
-        model_id, choices = picked if picked is not None else (None, None)
+        model_id, choices, seed = picked if picked is not None else (None, None, None)
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
 
@@ -135,7 +135,7 @@ class JobController(QObject):
             if start_first:
                 report(Progress(0, "Starting the engine..."))
                 start_engine(settings, cancel=cancel)
-            runner = Runner(settings, report, cancel)
+            runner = Runner(settings, report, cancel, seed=seed)
             return runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
             )

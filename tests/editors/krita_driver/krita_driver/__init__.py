@@ -21,6 +21,7 @@ from PyQt5.QtWidgets import (
     QMessageBox,
     QProgressDialog,
     QPushButton,
+    QSpinBox,
 )
 
 CONFIG = json.loads(Path(os.environ["SINGAN_DRIVER_CONFIG"]).read_text())
@@ -253,6 +254,9 @@ class Driver(Extension):
             box = dialog.findChild(QComboBox, "singan_choice_" + name)
             RESULT[f"{tag}_{name}_options"] = [box.itemText(i) for i in range(box.count())]
             box.setCurrentIndex(box.findText(value))
+        if "seed" in self.run:  # Generate from set: untick Random, give the seed
+            dialog.findChild(QCheckBox, "singan_random_seed").setChecked(False)
+            dialog.findChild(QSpinBox, "singan_seed").setValue(self.run["seed"])
         dialog.grab().save(str(OUT / f"{tag}_dialog_krita.png"))
         dialog.accept()
         QTimer.singleShot(200, self.poll)
