@@ -230,3 +230,30 @@ def test_too_few_images_is_refused_before_any_work(tmp_path):
 
     with pytest.raises(BadInputError, match="is not a folder of images"):
         load_set(tmp_path / "missing", SIZE)
+
+
+def test_the_daemon_trains_on_a_folder_and_draws_seeded_samples(icons, tmp_path):
+    from serve_helpers import Daemon
+
+    from editor_bridge.protocol import ApplyRequest, TrainRequest
+
+    daemon = Daemon(tmp_path / "home").wait_ready()
+    try:
+        with daemon.client(timeout=120) as client:
+            train = TrainRequest(family="sagan", task="set", folders=[str(icons)], options={"preset": "tiny"})
+            trained = client.run_job(train, timeout=300).content.model
+            assert (trained.family, trained.task) == ("sagan", "set")
+            request = ApplyRequest(operation="sample", model_id=trained.model_id, params={"n": 2, "seed": 3})
+            reply = client.run_job(request, [])
+            images = [np.asarray(reply.image(d)) for d in reply.content.images]
+            assert [i.shape for i in images] == [(SIZE, SIZE, 4)] * 2
+            assert reply.content.job_id is None  # a stored model: answered at once
+    finally:
+        daemon.stop()
+    loaded = families.load(next((tmp_path / "home" / "models").iterdir()), "cpu", "torch")
+    own = loaded.family.operations[0].run(loaded, _input(n=1, seed=4)).pictures[0]
+    rgba = np.dstack([np.rint(own.rgb * 255), own.alpha]).astype(int)
+    second = images[1].astype(int)
+    if reply.content.images[1].channel_order.value.startswith("BGR"):
+        second = second[..., [2, 1, 0, 3]]
+    assert np.abs(second - rgba).max() <= 1  # sample 2 of seed 3 is seed 4
