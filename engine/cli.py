@@ -211,6 +211,11 @@ def cmd_operation(args: argparse.Namespace) -> dict:
             raise EngineError(
                 f"--out {out} is a folder: give a file name ending {animation}, or a new folder"
             )
+    elif all(op.returns is Returns.FRAMES for op in specs) and out.suffix and not out.is_dir():
+        raise EngineError(
+            f"--out {out}: {args.operation} writes an animated .gif or .webp, or its frames into a folder "
+            "(a name without an extension)"
+        )
     elif out.exists() and not out.is_dir():
         raise EngineError(
             f"--out {out} is a file; {args.operation} writes {args.operation}_NNN.png files into a folder"
