@@ -270,3 +270,21 @@ def test_the_daemon_trains_on_folders_and_restyles(domains, tmp_path, shared_ima
             assert reply.content.job_id is None  # a stored model: answered at once
     finally:
         daemon.stop()
+
+
+def test_a_grey_image_is_restyled_in_colour_as_every_command_returns_grey(model, tmp_path, shared_images):
+    """Grey in, RGB out (the model paints in colour), as harmonize and edit do; 16-bit grey stays 16-bit."""
+    from engine.imageio import write_image
+    from engine.operations import OperationInput, for_model
+
+    photo = cv2.imread(str(shared_images / "generation" / "zebra.png"), cv2.IMREAD_GRAYSCALE)
+    grey = cv2.resize(photo, (70, 50)).astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    picture = read_image(tmp_path / "grey.png")
+    loaded = families.load(model, "cpu", "torch")
+    op = for_model(loaded, "restyle")
+    out = op.run(loaded, OperationInput(picture, params=op.check_params({"direction": "a2b"}))).pictures[0]
+    assert out.rgb.shape == (50, 70, 3) and out.depth == 16 and out.alpha is None
+    written = cv2.imread(str(write_image(tmp_path / "out.png", out)), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (50, 70, 3) and written.dtype == np.uint16
+    assert np.abs(out.rgb - picture.rgb).mean() > 0.01  # re-styled, not passed through
