@@ -7,6 +7,7 @@ with a sheet of samples from fixed latents, cancel, bf16 where native.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from engine import families
 from engine.device import autocast
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 STATE = "state.pt"
 PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
+STANDING_BATCHES = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
 
 
 class Trainer:
@@ -102,9 +104,21 @@ class Trainer:
 
     # ---- the loop ----
 
-    def sampler(self) -> Generator:
-        """What samples are drawn with: the moving average where there is one."""
-        return self.g if self.ema is None else self.ema.module  # type: ignore[return-value]
+    def sampler(self, batches: int = STANDING_BATCHES) -> Generator:
+        """What samples are drawn with: the moving average where there is one, with its BatchNorm
+        statistics measured again (BigGAN's "standing statistics"). The average of the running statistics
+        does not belong to the averaged weights: sampled with it, a run's images came out washed out and
+        grey-green (bench: `sn_ema` before this). `batches` mini-batches of fixed latents, at the training
+        batch size, measure them (torch.optim.swa_utils.update_bn), on a copy: training goes on as it was."""
+        if self.ema is None:
+            return self.g
+        c = self.config
+        sampler = copy.deepcopy(self.ema.module)
+        rng = torch.Generator().manual_seed(c.seed + 2)
+        latents = [torch.randn(c.batch, c.z_dim, generator=rng).to(self.device) for _ in range(batches)]
+        with torch.no_grad():
+            update_bn(latents, sampler)
+        return sampler.eval()  # type: ignore[return-value]
 
     def run(self) -> Path:
         c = self.config
@@ -188,7 +202,7 @@ class Trainer:
         """A sheet of the fixed latents' samples (H x W x 3 in [0, 1]; alpha shown over grey)."""
         from torchvision.utils import make_grid
 
-        sampler = self.sampler()
+        sampler = self.sampler(batches=STANDING_BATCHES // 4)  # a preview: fewer batches do
         was_training = sampler.training
         sampler.eval()
         with torch.no_grad():
