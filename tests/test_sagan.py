@@ -256,3 +256,18 @@ def test_the_daemon_trains_on_a_folder_and_draws_seeded_samples(icons, tmp_path)
     if reply.content.images[1].channel_order.value.startswith("BGR"):
         second = second[..., [2, 1, 0, 3]]
     assert np.abs(second - rgba).max() <= 1  # sample 2 of seed 3 is seed 4
+
+
+def test_128_px_is_one_more_layer_each_way(icons, tmp_path):
+    from engine.families.sagan import Options
+    from engine.families.sagan.networks import Critic, Generator
+
+    g, d = Generator(8, 4, 128, 4), Critic(4, 128, 4)
+    assert len([m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]) == 6  # 5 at 64 px
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (4, 4)]
+    assert len(convs) == 6
+    run = TrainRun("set", TrainData(folders=(icons,)), Options(preset="tiny", size=128, iters=1), tmp_path / "m",
+                   torch.device("cpu"))  # fmt: skip
+    loaded = families.load(families.get("sagan").train(run), "cpu", "onnxruntime")
+    picture = loaded.family.operations[0].run(loaded, _input(n=1, seed=0)).pictures[0]
+    assert picture.rgb.shape == (128, 128, 3) and picture.alpha.shape == (128, 128)

@@ -44,6 +44,7 @@ class Config:
     ema: float = 0.0  # decay of the moving average of the generator's weights; 0: sample the last weights
     augment: str = ""  # DiffAugment policy for the critic: comma-separated of AUGMENTS; "": none
     flip: bool = False  # mirror real images at random
+    standing_batches: int = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -51,7 +52,7 @@ class Config:
     def __post_init__(self) -> None:
         if self.size not in SIZES:
             raise BadInputError(f"--size must be 64 or 128 (got {self.size})")
-        for name in ("z_dim", "g_dim", "d_dim", "batch"):
+        for name in ("z_dim", "g_dim", "d_dim", "batch", "standing_batches"):
             if not 1 <= getattr(self, name) <= 4096:
                 raise BadInputError(f"{name} must be 1 to 4096 (got {getattr(self, name)})")
         if not 1 <= self.iters <= MAX_ITERS:
@@ -87,7 +88,7 @@ PRESETS = {
     ),
     "tiny": Config(
         z_dim=8, g_dim=4, d_dim=4, iters=3, batch=2, spectral_norm=True, ema=0.9,
-        augment="color,translation,cutout", flip=True, checkpoint_every_s=0.0,
+        augment="color,translation,cutout", flip=True, standing_batches=4, checkpoint_every_s=0.0,
     ),
 }  # fmt: skip
 

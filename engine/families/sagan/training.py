@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 STATE = "state.pt"
 PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
-STANDING_BATCHES = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
 
 
 class Trainer:
@@ -104,15 +103,17 @@ class Trainer:
 
     # ---- the loop ----
 
-    def sampler(self, batches: int = STANDING_BATCHES) -> Generator:
+    def sampler(self, batches: int | None = None) -> Generator:
         """What samples are drawn with: the moving average where there is one, with its BatchNorm
         statistics measured again (BigGAN's "standing statistics"). The average of the running statistics
         does not belong to the averaged weights: sampled with it, a run's images came out washed out and
         grey-green (bench: `sn_ema` before this). `batches` mini-batches of fixed latents, at the training
-        batch size, measure them (torch.optim.swa_utils.update_bn), on a copy: training goes on as it was."""
+        batch size (the config's standing_batches by default), measure them (torch.optim.swa_utils.update_bn),
+        on a copy: training goes on as it was."""
         if self.ema is None:
             return self.g
         c = self.config
+        batches = batches or c.standing_batches
         sampler = copy.deepcopy(self.ema.module)
         rng = torch.Generator().manual_seed(c.seed + 2)
         latents = [torch.randn(c.batch, c.z_dim, generator=rng).to(self.device) for _ in range(batches)]
@@ -202,7 +203,7 @@ class Trainer:
         """A sheet of the fixed latents' samples (H x W x 3 in [0, 1]; alpha shown over grey)."""
         from torchvision.utils import make_grid
 
-        sampler = self.sampler(batches=STANDING_BATCHES // 4)  # a preview: fewer batches do
+        sampler = self.sampler(batches=max(1, self.config.standing_batches // 4))  # a preview: fewer do
         was_training = sampler.training
         sampler.eval()
         with torch.no_grad():
