@@ -94,6 +94,8 @@ def test_train_sample_harmonize_edit_finetune(tmp_path, shared_images):
         e / "stone_edit_1_mask.png",
         "--out",
         tmp_path / "edited.png",
+        "--backend",
+        "torch",  # onnxruntime (exported on first use) is harmonize's above; an export costs 15-30 s
     )
     assert read_image(tmp_path / "edited.png").shape == read_image(e / "stone_edit_1.png").shape
 
@@ -111,6 +113,8 @@ def test_train_sample_harmonize_edit_finetune(tmp_path, shared_images):
             "120",
             "--height",
             "50",
+            "--backend",
+            "torch",
             "--json",
         )
     )
@@ -276,7 +280,7 @@ def test_kill_during_training_then_resume(tmp_path, shared_images):
     assert failed.returncode != 0 and "--resume" in failed.stderr
     res = result(engine("train", "--resume", out, "--json"))
     assert res["ok"] and (out / "model.json").is_file() and not (out / "checkpoint").exists()
-    engine("sample", out, "--out", tmp_path / "s")
+    engine("sample", out, "--out", tmp_path / "s", "--backend", "torch")  # (no 15-30 s export: not the point)
     assert read_image(tmp_path / "s" / "sample_000.png").shape == read_image(out / "training_image.png").shape
 
 

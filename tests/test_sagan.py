@@ -266,8 +266,8 @@ def test_128_px_is_one_more_layer_each_way(icons, tmp_path):
     assert len([m for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)]) == 6  # 5 at 64 px
     convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (4, 4)]
     assert len(convs) == 6
-    run = TrainRun("set", TrainData(folders=(icons,)), Options(preset="tiny", size=128, iters=1), tmp_path / "m",
-                   torch.device("cpu"))  # fmt: skip
+    options = Options(preset="tiny", size=128, iters=1)
+    run = TrainRun("set", TrainData(folders=(icons,)), options, tmp_path / "m", torch.device("cpu"))
     loaded = families.load(families.get("sagan").train(run), "cpu", "onnxruntime")
     picture = loaded.family.operations[0].run(loaded, _input(n=1, seed=0)).pictures[0]
     assert picture.rgb.shape == (128, 128, 3) and picture.alpha.shape == (128, 128)
