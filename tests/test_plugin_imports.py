@@ -83,6 +83,7 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_harmonize", "Harmonize selection", ""),
         ("singan_edit", "Edit selection", ""),
         ("singan_variation", "Generate variation", ""),
+        ("singan_generate_from_set", "Generate from set", ""),
         ("singan_restyle", "Re-style layer", ""),
         ("singan_retrain_harmonize", "Retrain and harmonize selection", ""),
         ("singan_retrain_edit", "Retrain and edit selection", ""),
@@ -116,6 +117,7 @@ GIMP = BLOCK + textwrap.dedent(
     spec.loader.exec_module(module)  # not __main__: Gimp.main is not called
     assert sorted(module.procedures()) == [
         "python-fu-singan-edit",
+        "python-fu-singan-generate-from-set",
         "python-fu-singan-harmonize",
         "python-fu-singan-restyle",
         "python-fu-singan-retrain-edit",
