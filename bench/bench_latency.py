@@ -76,10 +76,13 @@ def main() -> None:
 def sampling(args: argparse.Namespace) -> None:
     generation = paper_model(args.shape)
     with tempfile.TemporaryDirectory() as tmp:
-        backends = {
-            "onnxruntime": OnnxBackend(export(generation, Path(tmp) / "g.onnx"), cache=SessionCache()),
-            "torch": apply.TorchBackend(generation),
-        }
+        backends: dict = {}  # only those asked for: an export takes seconds
+        if "onnxruntime" in args.backends:
+            backends["onnxruntime"] = OnnxBackend(
+                export(generation, Path(tmp) / "g.onnx"), cache=SessionCache()
+            )
+        if "torch" in args.backends:
+            backends["torch"] = apply.TorchBackend(generation)
         for size in args.sizes:
             h, w = parse_size(size)
             cells = []

@@ -444,7 +444,9 @@ def test_quick_commands_show_their_steps_on_a_terminal(tmp_path, tiny_models, sh
         "5/5 done",
     ):
         assert step in drawn, (step, drawn)
-    code, drawn = _on_a_terminal("sample", tiny_models["generation"], "--out", tmp_path / "s", "--n", "2")
+    code, drawn = _on_a_terminal(
+        "sample", tiny_models["generation"], "--out", tmp_path / "s", "--n", "2", "--backend", "torch"
+    )
     assert code == 0 and "sample 2 of 2" in drawn and "5/5 done" in drawn, drawn
     # A failure leaves the bar where it stopped, then the one-line error.
     code, drawn = _on_a_terminal("sample", tmp_path / "missing", "--out", tmp_path / "s2")

@@ -70,9 +70,10 @@ def test_restyle_both_ways_keeps_size_depth_and_alpha(model, tmp_path, shared_im
     source = tmp_path / "in.png"
     cv2.imwrite(str(source), rgba16)
     outs = {}
-    for direction in ("a2b", "b2a"):
+    for direction, backend in (("a2b", "onnxruntime"), ("b2a", "torch")):  # (both run both: below)
         out = tmp_path / f"{direction}.png"
-        proc = engine("restyle", model, "--image", source, "--out", out, "--direction", direction, "--json")
+        proc = engine("restyle", model, "--image", source, "--out", out, "--direction", direction,
+                      "--backend", backend, "--json")  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert (result(proc)["width"], result(proc)["height"]) == (w, h)
         outs[direction] = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
