@@ -371,8 +371,14 @@ def _add_option_flags(p: argparse.ArgumentParser, all_families) -> None:
             kwargs.update(action="store_const", const=True)
         elif kind in (int, float):
             kwargs["type"] = {int: _whole_number, float: float}[kind]
-        where = "" if len(owners) == len(all_families) else f" ({', '.join(f.label for f in owners)})"
-        kwargs["help"] = (field.description or "") + where
+        # One help text per meaning: families that describe the option alike share it.
+        meanings: dict[str, list[str]] = {}
+        for owner in owners:
+            meanings.setdefault(owner.options.model_fields[name].description or "", []).append(owner.label)
+        if len(meanings) == 1 and len(owners) == len(all_families):
+            kwargs["help"] = next(iter(meanings))
+        else:
+            kwargs["help"] = "; ".join(f"{text} ({', '.join(labels)})" for text, labels in meanings.items())
         p.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
