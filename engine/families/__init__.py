@@ -106,6 +106,37 @@ def mark_checkpoint(directory: Path, family: str) -> None:
     )
 
 
+CHECKPOINT_STATE = "state.pt"  # a family's training state in checkpoint/ (CycleGAN's and the set generator's)
+
+
+def write_checkpoint_state(directory: Path, state: dict[str, Any]) -> None:
+    """A training run's state into its checkpoint/, serialised in memory first and written atomically, so
+    that a full disk or a kill leaves the last checkpoint whole."""
+    import io
+
+    import torch
+
+    from engine.files import atomic_write_bytes
+    from engine.model_dir import CHECKPOINT_DIR
+
+    data = io.BytesIO()
+    torch.save(state, data)
+    atomic_write_bytes(Path(directory) / CHECKPOINT_DIR / CHECKPOINT_STATE, data.getbuffer())
+
+
+def read_checkpoint_state(directory: Path, device: Any) -> dict[str, Any]:
+    """The state `write_checkpoint_state` left, refused in one line when it cannot be read."""
+    import torch
+
+    from engine.model_dir import CHECKPOINT_DIR
+
+    path = Path(directory) / CHECKPOINT_DIR / CHECKPOINT_STATE
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise BadInputError(f"cannot resume from {path} ({exc}): train again") from None
+
+
 def resumable(directory: Path) -> bool:
     """Whether a training run left a checkpoint to resume from: a family's mark (written with its first
     checkpoint), or ConSinGAN's state file."""

@@ -8,7 +8,6 @@ other way.
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import shutil
@@ -28,12 +27,11 @@ from engine.families.cyclegan import store
 from engine.families.cyclegan.config import Config
 from engine.families.cyclegan.data import Domain
 from engine.families.cyclegan.networks import Critic, Generator, init_weights
-from engine.files import atomic_write_bytes, reporting_full_disk
+from engine.files import reporting_full_disk
 from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
 from engine.progress import Progress, ProgressFn
 
 log = logging.getLogger(__name__)
-STATE = "state.pt"
 
 
 class ImagePool:
@@ -111,9 +109,7 @@ class Trainer:
             "pool_rng": self.pool_rng.getstate(),
             "elapsed": self.elapsed,
         }
-        data = io.BytesIO()  # in memory first: a full disk leaves the last checkpoint whole
-        torch.save(state, data)
-        atomic_write_bytes(self.out_dir / CHECKPOINT_DIR / STATE, data.getbuffer())
+        families.write_checkpoint_state(self.out_dir, state)
 
     def restore(self, state: dict[str, Any]) -> None:
         for k, g in self.g.items():
@@ -270,11 +266,7 @@ def train(
 def resume(
     out_dir: Path, device: torch.device, progress: ProgressFn | None, cancel: threading.Event | None
 ) -> Path:
-    path = Path(out_dir) / CHECKPOINT_DIR / STATE
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise BadInputError(f"cannot resume from {path} ({exc}): train again") from None
+    state = families.read_checkpoint_state(out_dir, device)
     config = Config.from_dict(state["config"])
     folders = (Path(state["folders"][0]), Path(state["folders"][1]))
     trainer = Trainer(config, folders, out_dir, device, progress, cancel)

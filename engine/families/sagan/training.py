@@ -8,7 +8,6 @@ with a sheet of samples from fixed latents, cancel, bf16 where native.
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import shutil
 import threading
@@ -29,12 +28,11 @@ from engine.families.sagan.augment import diff_augment
 from engine.families.sagan.config import Config
 from engine.families.sagan.data import load_set
 from engine.families.sagan.networks import Critic, Generator, baked
-from engine.files import atomic_write_bytes, reporting_full_disk
+from engine.files import reporting_full_disk
 from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
 from engine.progress import Progress, ProgressFn
 
 log = logging.getLogger(__name__)
-STATE = "state.pt"
 PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
 
@@ -86,9 +84,7 @@ class Trainer:
             "rng": self.rng.get_state(),
             "elapsed": self.elapsed,
         }
-        data = io.BytesIO()  # in memory first: a full disk leaves the last checkpoint whole
-        torch.save(state, data)
-        atomic_write_bytes(self.out_dir / CHECKPOINT_DIR / STATE, data.getbuffer())
+        families.write_checkpoint_state(self.out_dir, state)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.g.load_state_dict(state["g"])
@@ -248,11 +244,7 @@ def train(
 def resume(
     out_dir: Path, device: torch.device, progress: ProgressFn | None, cancel: threading.Event | None
 ) -> Path:
-    path = Path(out_dir) / CHECKPOINT_DIR / STATE
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise BadInputError(f"cannot resume from {path} ({exc}): train again") from None
+    state = families.read_checkpoint_state(out_dir, device)
     config = Config.from_dict(state["config"])
     trainer = Trainer(config, Path(state["folder"]), out_dir, device, progress, cancel)
     trainer.restore(state)
