@@ -10,6 +10,7 @@ never names a family.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 from collections.abc import Callable
@@ -38,6 +39,18 @@ def seed_option() -> Any:
 
 def precision_option() -> Any:
     return Field(None, description="default: bf16 where the hardware runs it natively")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A family's config dataclass as JSON-ready data (model.json, checkpoints): enum fields by value."""
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_dict(cls: type, data: dict, enums: dict[str, type[enum.Enum]]) -> dict[str, Any]:
+    """The constructor arguments of config dataclass `cls` in `data`: the fields this version knows (a
+    newer engine's extra ones are dropped), enum fields from their values."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return {k: (enums[k](v) if k in enums else v) for k, v in data.items() if k in fields}
 
 
 class DataKind(str, enum.Enum):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import BadInputError
 from engine.families.consingan.modes import Mode, spec
+from engine.family import config_from_dict, config_to_dict
 from engine.precision import Precision
 
 if TYPE_CHECKING:
@@ -49,17 +50,6 @@ def _check(name: str, value: Any, low: float, high: float, kind: type = int) -> 
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigValueError(f"{name} is {value!r}, not true or false")
-
-
-def _to_dict(config: Any) -> dict:
-    """A config as JSON-ready data: enum fields by their values."""
-    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(config).items()}
-
-
-def _from_dict(cls: type, d: dict, enums: dict[str, type[enum.Enum]]) -> dict[str, Any]:
-    """The constructor arguments in `d` (fields this version knows; enum fields from their values)."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return {k: (enums[k](v) if k in enums else v) for k, v in d.items() if k in fields}
 
 
 MAX_STAGES = 16
@@ -97,11 +87,11 @@ class ModelConfig:
         _check("channels", self.channels, 3, 3)
 
     def to_dict(self) -> dict:
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        return cls(**_from_dict(cls, d, {"mode": Mode}))
+        return cls(**config_from_dict(cls, d, {"mode": Mode}))
 
 
 @dataclass(frozen=True)
@@ -158,11 +148,11 @@ class TrainConfig:
         return self.coarse_iters if stage == 0 and self.coarse_iters is not None else self.iters
 
     def to_dict(self) -> dict:
-        return _to_dict(self)
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return cls(**_from_dict(cls, d, {"precision": Precision}))
+        return cls(**config_from_dict(cls, d, {"precision": Precision}))
 
 
 def _paper(mode: Mode) -> tuple[ModelConfig, TrainConfig]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import BadInputError
+from engine.family import config_from_dict, config_to_dict
 from engine.precision import Precision
 
 MAX_EPOCHS = 10_000
@@ -69,16 +70,11 @@ class Config:
         return 1.0 - max(0, epoch + 1 - self.epochs) / float(self.decay_epochs + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["precision"] = self.precision.value
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["precision"] = Precision(values.get("precision", "fp32"))
-        return cls(**values)
+        return cls(**config_from_dict(cls, data, {"precision": Precision}))
 
 
 PRESETS = {
