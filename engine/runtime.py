@@ -149,6 +149,32 @@ def run_options(release_memory: bool) -> ort.RunOptions:
     return options
 
 
+class GraphRunner:
+    """An exported graph of another family (a CycleGAN generator, a set generator) on onnxruntime: its
+    session from SESSIONS, checked as `format`; `run` maps a failure to out-of-memory or a one-line error."""
+
+    name = "onnxruntime"
+    failure = "onnxruntime could not run the generator"  # the one-line error's beginning
+
+    def __init__(self, path: Path, device: str, format: str, release_memory: bool = False) -> None:
+        self.path = Path(path)
+        self.session = SESSIONS.get(self.path, device, format)
+        self.options = run_options(release_memory)
+        self.provider = self.session.get_providers()[0]
+        self.gpu = self.provider == CUDA
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.session.run(None, feed, self.options)
+        except Exception as e:
+            memory = out_of_memory(e, gpu=self.gpu)
+            error: EngineError = memory or BadInputError(f"{self.failure} ({e})")
+            raise error from e
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "provider": self.provider, "onnx": str(self.path)}
+
+
 class OnnxBackend:
     """The Backend protocol (engine.families.consingan.apply) on an exported sampler file."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import BadInputError, EngineError, out_of_memory
+from engine.runtime import GraphRunner
 
 
 class TorchRunner:
@@ -36,19 +36,13 @@ class TorchRunner:
         return {"backend": self.name, "provider": str(self.device)}
 
 
-class OnnxRunner:
-    name = "onnxruntime"
+class OnnxRunner(GraphRunner):
+    failure = "onnxruntime could not run the generator on this picture"
 
     def __init__(self, path: Path, device: str, release_memory: bool = False) -> None:
-        from engine.runtime import SESSIONS, run_options
         from engine.sampler_file import RESTYLER_FORMAT
-        from engine.standalone import CUDA
 
-        self.path = Path(path)
-        self.session = SESSIONS.get(self.path, device, RESTYLER_FORMAT)
-        self.options = run_options(release_memory)
-        self.provider = self.session.get_providers()[0]
-        self.gpu = self.provider == CUDA
+        super().__init__(path, device, RESTYLER_FORMAT, release_memory)
         shape = {i.name: i.shape for i in self.session.get_inputs()}["statistics"]
         self.none = np.zeros(shape, np.float32)  # what is fed when the picture's own statistics are used
 
@@ -60,16 +54,5 @@ class OnnxRunner:
             else np.ascontiguousarray(statistics[:1], np.float32),
             "use_given": np.full(1, 0.0 if statistics is None else 1.0, np.float32),
         }
-        try:
-            out, measured = self.session.run(None, feed, self.options)
-        except Exception as e:
-            raise self._error(e) from e
+        out, measured = self.run(feed)
         return out, measured
-
-    def _error(self, exc: Exception) -> EngineError:
-        if (memory := out_of_memory(exc, gpu=self.gpu)) is not None:
-            return memory
-        return BadInputError(f"onnxruntime could not run the generator on this picture ({exc})")
-
-    def describe(self) -> dict[str, str]:
-        return {"backend": self.name, "provider": self.provider, "onnx": str(self.path)}

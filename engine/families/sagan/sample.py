@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.errors import BadInputError, EngineError, out_of_memory
 from engine.imageio import Picture
+from engine.runtime import GraphRunner
 
 CHUNK = 16  # latents per run
 
@@ -73,30 +73,12 @@ class TorchRunner:
         return {"backend": self.name, "provider": str(self.device)}
 
 
-class OnnxRunner:
-    name = "onnxruntime"
-
+class OnnxRunner(GraphRunner):
     def __init__(self, path: Path, device: str, release_memory: bool = False) -> None:
-        from engine.runtime import SESSIONS, run_options
         from engine.sampler_file import SET_GENERATOR_FORMAT
-        from engine.standalone import CUDA
 
-        self.path = Path(path)
-        self.session = SESSIONS.get(self.path, device, SET_GENERATOR_FORMAT)
-        self.options = run_options(release_memory)
-        self.provider = self.session.get_providers()[0]
-        self.gpu = self.provider == CUDA
+        super().__init__(path, device, SET_GENERATOR_FORMAT, release_memory)
 
     def __call__(self, latents: np.ndarray) -> np.ndarray:
-        try:
-            (out,) = self.session.run(
-                None, {"latent": np.ascontiguousarray(latents, np.float32)}, self.options
-            )
-        except Exception as e:
-            memory = out_of_memory(e, gpu=self.gpu)
-            error: EngineError = memory or BadInputError(f"onnxruntime could not run the generator ({e})")
-            raise error from e
+        (out,) = self.run({"latent": np.ascontiguousarray(latents, np.float32)})
         return out
-
-    def describe(self) -> dict[str, str]:
-        return {"backend": self.name, "provider": self.provider, "onnx": str(self.path)}
