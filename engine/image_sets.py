@@ -10,7 +10,7 @@ import numpy as np
 
 from engine.errors import BadInputError
 from engine.files import atomic_write_bytes
-from engine.imageio import Picture, write_image
+from engine.imageio import Picture, alpha_to_8bit, write_image
 
 ANIMATION_SUFFIXES = (".gif", ".webp")
 
@@ -18,14 +18,8 @@ ANIMATION_SUFFIXES = (".gif", ".webp")
 def _rgba8(picture: Picture) -> np.ndarray:
     """H x W x 4 uint8."""
     rgb = np.rint(np.clip(picture.rgb, 0, 1) * 255).astype(np.uint8)
-    if picture.alpha is None:
-        alpha = np.full(rgb.shape[:2], 255, np.uint8)
-    elif picture.alpha.dtype == np.uint8:
-        alpha = picture.alpha
-    else:
-        scale = float(np.iinfo(picture.alpha.dtype).max) if picture.alpha.dtype.kind in "ui" else 1.0
-        alpha = np.rint(np.clip(picture.alpha.astype(np.float32) / scale, 0, 1) * 255).astype(np.uint8)
-    return np.dstack([rgb, alpha])
+    alpha = alpha_to_8bit(picture.alpha)
+    return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8) if alpha is None else alpha])
 
 
 def write_sheet(path: str | Path, pictures: list[Picture], columns: int | None = None) -> Path:

@@ -228,7 +228,7 @@ def encode_image(path: Path, picture: Picture) -> bytes:
     if (picture.depth == 16 and suffix not in (".png", ".tif", ".tiff")) or (
         picture.depth == 32 and suffix not in FLOAT_SUFFIXES
     ):
-        picture = Picture(picture.rgb, _alpha_to_8bit(picture.alpha), 8)
+        picture = Picture(picture.rgb, alpha_to_8bit(picture.alpha), 8)
     order = "BGRA" if picture.alpha is not None else "BGR"
     try:
         ok, encoded = cv2.imencode(suffix, to_array(picture, order))
@@ -242,7 +242,12 @@ def encode_image(path: Path, picture: Picture) -> bytes:
     return encoded.tobytes()
 
 
-def _alpha_to_8bit(alpha: np.ndarray | None) -> np.ndarray | None:
+def alpha_fraction(alpha: np.ndarray) -> np.ndarray:
+    """A picture's alpha (in its file's dtype) as float32 coverage in [0, 1]."""
+    return np.clip(alpha.astype(np.float32) / _scale(alpha.dtype), 0, 1)
+
+
+def alpha_to_8bit(alpha: np.ndarray | None) -> np.ndarray | None:
     if alpha is None or alpha.dtype == np.uint8:
         return alpha
-    return np.rint(np.clip(alpha.astype(np.float32) / _scale(alpha.dtype), 0, 1) * 255).astype(np.uint8)
+    return np.rint(alpha_fraction(alpha) * 255).astype(np.uint8)

@@ -17,29 +17,17 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from engine.errors import BadInputError
-from engine.imageio import image_files, read_image
+from engine.family import image_folder
+from engine.imageio import alpha_fraction, image_files, read_image
 
 MIN_IMAGES = 8  # fewer cannot show a style (and leave nothing to hold out)
 MAX_IMAGES = 100_000
 
 
-def _alpha(picture) -> np.ndarray | None:
-    if picture.alpha is None:
-        return None
-    a = picture.alpha
-    scale = float(np.iinfo(a.dtype).max) if np.issubdtype(a.dtype, np.integer) else 1.0
-    return np.clip(a.astype(np.float32) / scale, 0.0, 1.0)
-
-
 def load_set(folder: Path, size: int, name: str = "--images") -> tuple[torch.Tensor, list[Path]]:
     """The set's images fitted to size x size (N x C x size x size float32 in [-1, 1]), and their files."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BadInputError(f"{name} {folder} is not a folder of images")
-    try:
-        files = image_files(folder)
-    except OSError as exc:
-        raise BadInputError(f"cannot read {name} {folder} ({exc.strerror}): check its permissions") from None
+    folder = image_folder(Path(folder), name)
+    files = image_files(folder)
     if len(files) < MIN_IMAGES:
         raise BadInputError(
             f"{name} {folder} has {len(files)} image{'s' * (len(files) != 1)}; a set generator needs at "
@@ -53,7 +41,7 @@ def load_set(folder: Path, size: int, name: str = "--images") -> tuple[torch.Ten
             pictures.append(read_image(path))
         except Exception as exc:
             raise BadInputError(f"cannot read {path} in {name}: {exc}") from None
-    alphas = [_alpha(p) for p in pictures]
+    alphas = [None if p.alpha is None else alpha_fraction(p.alpha) for p in pictures]
     cut_out = any(a is not None and float(a.min()) < 1.0 for a in alphas)
     images = []
     for picture, alpha in zip(pictures, alphas, strict=True):
