@@ -288,6 +288,31 @@ def _write_outputs(op, output, out: Path, seconds: float, runner_info: dict) -> 
     return {"files": files, "width": w, "height": h, **output.info, **runner_info}
 
 
+def cmd_preview(args: argparse.Namespace) -> dict:
+    """Harmonize a selection without a model (engine.preview): seconds, not minutes."""
+    from engine.imageio import check_output_file, read_image, read_mask, write_image
+    from engine.preview import harmonize_preview
+
+    inputs = (args.image, args.mask, *([args.background] if args.background else []))
+    check_output_file(args.out, inputs=inputs)
+    picture = read_image(args.image)
+    mask = read_mask(args.mask, picture.shape)
+    background = None
+    if args.background:
+        background = read_image(args.background)
+        if background.shape != picture.shape:
+            raise EngineError(
+                f"--background {args.background} is {background.shape[1]}x{background.shape[0]} px but the "
+                f"image is {picture.shape[1]}x{picture.shape[0]} px: give the painting at the image's size"
+            )
+    start = time.perf_counter()
+    result = harmonize_preview(picture, mask, background)
+    seconds = round(time.perf_counter() - start, 3)
+    path = write_image(args.out, result)
+    h, w = result.shape
+    return {"file": str(path), "width": w, "height": h, "seconds": seconds}
+
+
 def cmd_capabilities(args: argparse.Namespace) -> dict:
     from engine import families
 
@@ -498,6 +523,25 @@ def build_parser() -> argparse.ArgumentParser:
                 help="default: the family's (onnxruntime where built)",
             )
         p.set_defaults(run=cmd_operation, operation=name, mask=None, image=None, backend=None)
+
+    p = command(
+        "preview",
+        "harmonize a pasted selection in seconds, without a model (a preview of what a trained "
+        "harmonization model gives)",
+    )
+    p.add_argument("--image", required=True, help="the composite: the painting with the object pasted in")
+    p.add_argument("--mask", required=True, help="white = the pasted object; same size as the image")
+    p.add_argument(
+        "--background",
+        help="the painting without the paste (its patches give the texture; default: the image with the "
+        "selection inpainted)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output image file, format from its extension (.png, .tif and .webp keep alpha)",
+    )
+    p.set_defaults(run=cmd_preview)
 
     p = command("capabilities", "list the model families, their tasks and presets, and the operations")
     p.set_defaults(run=cmd_capabilities)
