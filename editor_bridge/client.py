@@ -304,12 +304,15 @@ class Client:
         cancel: threading.Event | None = None,
         timeout: float | None = None,
         on_job: Callable[[str], None] | None = None,
+        on_preview: Callable[[Message], None] | None = None,
     ) -> Message:
         """Run long work to the end and return the result message (its images: `message.image(desc)`).
 
         `on_progress(event, preview)` is called for each progress event; set `cancel` (from any thread) to
         cancel the job, which then raises JobCancelled. `timeout` bounds the whole job (None: no limit).
         `on_job(job_id)` is called once the engine has accepted the job, before it is followed.
+        `on_preview(message)` is called with each preview result (ApplyRequest.preview) that comes before
+        the job's own result.
         """
         header = self._send(request, buffers)
         deadline = time.monotonic() + self.timeout
@@ -340,7 +343,7 @@ class Client:
         job_id = _expect(first, AckReply).job_id
         if on_job is not None:
             on_job(job_id)
-        return self._follow(job_id, {header.msg_id}, on_progress, cancel, timeout)
+        return self._follow(job_id, {header.msg_id}, on_progress, cancel, timeout, on_preview)
 
     def wait_job(
         self,
@@ -349,10 +352,11 @@ class Client:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         timeout: float | None = None,
+        on_preview: Callable[[Message], None] | None = None,
     ) -> Message:
         """Follow a job submitted earlier (or by another client) to its result."""
         header = self._send(JobStatusRequest(job_id=job_id, subscribe=True))
-        return self._follow(job_id, {header.msg_id}, on_progress, cancel, timeout)
+        return self._follow(job_id, {header.msg_id}, on_progress, cancel, timeout, on_preview)
 
     def _follow(
         self,
@@ -361,6 +365,7 @@ class Client:
         on_progress: ProgressCallback | None,
         cancel: threading.Event | None,
         timeout: float | None,
+        on_preview: Callable[[Message], None] | None = None,
     ) -> Message:
         deadline = None if timeout is None else time.monotonic() + timeout
         cancel_ids: set[str] = set()
@@ -411,6 +416,9 @@ class Client:
             elif getattr(content, "job_id", None) == job_id or _answers(message, sent):
                 if isinstance(content, ProgressEvent):
                     self._report(on_progress, message, content)
+                elif isinstance(content, ResultReply) and content.preview:
+                    if on_preview is not None:
+                        on_preview(message)
                 elif isinstance(content, ResultReply):
                     return message
                 elif isinstance(content, ErrorReply):

@@ -422,9 +422,13 @@ def apply_job(
         train={"preset": preset} if preset else {},
         retrain=op.retrain,
         finetune_iters=finetune_iters,
+        preview=image is not None,  # a training-free result first, where the engine has one (harmonize)
         crop_to_bbox=image is not None,  # the new layer is limited to the selection: only that comes back
     )
     return Job(request, buffers, bbox)
+
+
+PREVIEW_SUFFIX = " (preview)"  # the name of a layer that holds a training-free preview (engine/preview.py)
 
 
 def is_result_name(name: str, base: str) -> bool:
@@ -515,3 +519,10 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
     if op.pick_model and op.new_layer and seed is not None:
         name = f"{name} (seed {seed})"  # a stored model's image: the seed draws it again
     return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, name)
+
+
+def preview_patch(op: Operation, canvas: Canvas, job: Job, message: Message) -> LayerPatch:
+    """A preview result's layer: as the final one, named as a preview. The plug-ins write it as the result
+    layer and put the final pixels and name into that same layer when they come."""
+    patch = patch_from_result(op, canvas, job, message)
+    return replace(patch, name=patch.name + PREVIEW_SUFFIX)

@@ -35,14 +35,17 @@ from editor_bridge.errors import (
 from editor_bridge.plugin_core import (
     Canvas,
     CanvasError,
+    Job,
     LayerPatch,
     Operation,
     apply_job,
     menu,
     patch_from_result,
     picked_model_job,
+    preview_patch,
 )
 from editor_bridge.protocol import ErrorCode, ModelInfo, ProgressEvent
+from editor_bridge.wire import Message
 
 log = logging.getLogger(__name__)
 
@@ -372,13 +375,16 @@ def model_label(model: ModelInfo) -> str:
 @dataclass
 class Runner:
     """Runs one operation to a LayerPatch. `cancel` may be set from any thread (the dialog's Cancel);
-    `on_job(job_id)` hears of each engine job as it starts (GIMP's CancelGuard)."""
+    `on_job(job_id)` hears of each engine job as it starts (GIMP's CancelGuard); `on_preview(patch)` gets
+    the training-free preview's layer when the engine sends one before the final result (on the
+    runner's thread)."""
 
     settings: Settings
     on_progress: ProgressSink = lambda progress: None
     cancel: threading.Event = field(default_factory=threading.Event)
     seed: int | None = None
     on_job: Callable[[str], None] = lambda job_id: None
+    on_preview: Callable[[LayerPatch], None] = lambda patch: None
 
     def run(
         self,
@@ -427,11 +433,20 @@ class Runner:
                 on_progress=self._progress("Training and refining" if refine else "Training"),
                 cancel=self.cancel,
                 on_job=self.on_job,
+                on_preview=lambda preview: self._preview(op, canvas, job, preview),
             )
             return patch_from_result(op, canvas, job, message)
         finally:
             # Closing here, on the thread that used it, is what keeps Krita from crashing at exit.
             client.close()
+
+    def _preview(self, op: Operation, canvas: Canvas, job: Job, message: Message) -> None:
+        try:
+            patch = preview_patch(op, canvas, job, message)
+        except BridgeError as exc:  # a bad preview must not stop the job's own result
+            log.warning("ignoring the engine's preview: %s", exc)
+            return
+        self.on_preview(patch)
 
     def _progress(self, phase: str) -> Callable[[ProgressEvent, np.ndarray | None], None]:
         def report(event: ProgressEvent, preview: np.ndarray | None) -> None:

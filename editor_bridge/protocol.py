@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 #    operation of any family, by name, with its parameters); models say their family and task; the ping
 #    reply carries the engine's capabilities (families, tasks, operations), from which the plugins' menus
 #    are built.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # Ids end up in file paths on the daemon side, so no separators, no leading dot.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
@@ -258,6 +258,9 @@ class ApplyRequest(Content):
     # Fine-tune the model on this image for this many iterations first (the paper's advice for the best fit,
     # 500; minutes on a CPU) into a new stored model, then apply that. None: apply the model as it is.
     finetune_iters: int | None = Field(default=None, ge=1, le=100_000)
+    # True, for harmonize: when a model must be trained first, a training-free result (a ResultReply with
+    # preview=True, engine/preview.py) comes within seconds, before the model's own result.
+    preview: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ApplyRequest:
@@ -348,6 +351,8 @@ class ResultReply(Content):
     path: str | None = None  # e.g. the exported .onnx file
     reused_model: bool = False  # True when a stored model matched and no training ran
     elapsed_s: float | None = None
+    # A training-free preview sent while the job goes on (ApplyRequest.preview); the job's own result follows.
+    preview: bool = False
 
 
 class ErrorReply(Content):

@@ -69,6 +69,14 @@ class PluginFakeEngine(FakeEngine):
             reply = ResultReply(job_id=job.job_id, images=[frames.attach(buffers, image, ChannelOrder.RGB)])
         elif isinstance(request, ApplyRequest):
             assert request.image is not None
+            if request.preview:  # a preview first: the input with its colours halved
+                halved = job.images[0].copy()
+                halved[..., :3] //= 2
+                preview_buffers: list = []
+                desc = frames.attach(preview_buffers, halved, request.image.channel_order)
+                self._broadcast(
+                    job, ResultReply(job_id=job.job_id, images=[desc], preview=True), preview_buffers
+                )
             image = job.images[0].copy()
             image[..., :3] = 255 - image[..., :3]
             reply = ResultReply(

@@ -73,6 +73,29 @@ def test_harmonize_through_the_engine_with_progress(engine, tmp_path):
     assert seen[-1].text.startswith("Training: stage 3 of 3, 100%")
 
 
+def test_a_preview_layer_comes_before_the_result(engine, tmp_path):
+    previews: list = []
+    runner = Runner(Settings(home=str(tmp_path), preset="tiny", timeout_s=5), on_preview=previews.append)
+    canvas = make_canvas(Editor.KRITA)
+    patch = runner.run(HARMONIZE, canvas)
+    (request,) = sent(engine, "harmonize")
+    assert request.preview
+    (preview,) = previews
+    assert preview.name == f"{patch.name} (preview)" and preview.name.startswith(HARMONIZE.layer_name)
+    assert (preview.x, preview.y, preview.width, preview.height) == (
+        patch.x,
+        patch.y,
+        patch.width,
+        patch.height,
+    )
+    comp = np.frombuffer(canvas.composite, np.uint8).reshape(H, W, 4)
+    box = comp[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width]
+    got = np.frombuffer(preview.data, np.uint8).reshape(patch.height, patch.width, 4)
+    assert (got[..., :3] == box[..., :3] // 2).all()  # the preview's pixels, not the final's
+    final = np.frombuffer(patch.data, np.uint8).reshape(patch.height, patch.width, 4)
+    assert (final[..., :3] == 255 - box[..., :3]).all()
+
+
 def test_a_runs_own_color_match_wins_and_the_default_is_the_engines(engine, tmp_path):
     from engine.families.consingan.modes import Mode as EngineMode
     from engine.families.consingan.modes import spec

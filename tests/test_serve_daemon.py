@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import zmq
@@ -42,13 +43,23 @@ def layers(shared_images):
 
 
 @pytest.fixture(scope="module")
-def first_harmonize(daemon, layers):
-    """The plugin's one call on a fresh engine: it trains on the background, then harmonizes."""
-    events = []
-    request, buffers = harmonize_request(layers)
+def previews() -> list:
+    """(progress events heard before it, the preview message) for each preview of `first_harmonize`."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def first_harmonize(daemon, layers, previews):
+    """The plugin's one call on a fresh engine: a training-free preview first, then it trains on the
+    background and harmonizes."""
+    events: list = []
+    request, buffers = harmonize_request(layers, preview=True)
     with daemon.client() as client:
         reply = client.run_job(
-            request, buffers, on_progress=lambda event, preview: events.append((event, preview))
+            request,
+            buffers,
+            on_progress=lambda event, preview: events.append((event, preview)),
+            on_preview=lambda message: previews.append((len(events), message)),
         )
         return reply, np.array(reply.image(reply.content.images[0])), events
 
@@ -244,6 +255,26 @@ def test_harmonize_trains_once_and_returns_the_layer_as_sent(first_harmonize, la
     # Outside the feathered selection the layer comes back exactly as sent.
     soft = feathered_mask((mask > 0).astype(np.float32), (result.model.height, result.model.width), 7)
     assert (soft == 0).any() and np.array_equal(out[soft == 0], naive[soft == 0])
+
+
+def test_a_preview_comes_while_the_model_trains_then_the_models_result(first_harmonize, previews, layers):
+    reply, out, progress = first_harmonize
+    assert len(previews) == 1, previews
+    heard, message = previews[0]
+    preview = message.content
+    assert preview.preview and preview.job_id == reply.content.job_id and not reply.content.preview
+    # it came while the model was still training: before the last stage's last progress event
+    last = progress[-1][0]
+    assert last.iteration == last.iters and last.stage == last.n_stages - 1
+    assert heard < len(progress), "the preview came after training had finished"
+    image = np.array(message.image(preview.images[0]))
+    naive, mask = layers["naive"], layers["mask"][:, :, 0] > 0
+    assert image.shape == naive.shape and image.dtype == np.uint8
+    assert np.array_equal(image[..., 3], naive[..., 3])
+    moved = np.abs(image.astype(int) - naive).sum(axis=2) > 0
+    assert moved[mask].mean() > 0.5 and not np.array_equal(image, out)  # worked on, and not the final
+    far = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3) > 6
+    assert np.array_equal(image[far], naive[far])
 
 
 def test_same_background_reuses_the_stored_model(daemon, layers, first_harmonize):

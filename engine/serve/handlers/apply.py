@@ -5,12 +5,13 @@ job."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from editor_bridge import frames
-from editor_bridge.protocol import ApplyRequest, ResultReply
+from editor_bridge.protocol import ApplyRequest, JobState, ResultReply
 from editor_bridge.server import Request
 from engine import families, operations
 from engine.errors import BadInputError, IncompatibleModelError
@@ -24,6 +25,9 @@ from engine.serve.jobs import QUICK, TRAIN, Job, JobContext
 from engine.serve.registry import new_model_id, training_key
 
 MAX_OUTPUT_PIXELS = 64_000_000  # of the new images one request makes (n samples of width x height)
+PREVIEWED = ("harmonize",)  # operations with a training-free preview (ApplyRequest.preview)
+
+log = logging.getLogger(__name__)
 
 
 def _specs(name: str) -> list[OperationSpec]:
@@ -100,7 +104,9 @@ def accept(ctx: Context, req: Request) -> None:
     _check_inputs(op, c, op.check_params(c.params), size)
     _check_finetune(family, task, c)
     if model_id is None or c.finetune_iters:
-        ctx.submit(req, TRAIN, new_model_id())
+        job = ctx.submit(req, TRAIN, new_model_id())
+        if c.preview and op.name in PREVIEWED:
+            ctx.jobs.run_quick(lambda: send_preview(ctx, job))
     elif writes_file(c):
         ctx.submit(req, QUICK, None)
     else:
@@ -175,19 +181,53 @@ def apply_with(
     if op.returns is Returns.FILE:
         return reply.model_copy(update={"path": str(given.out)}), out
     if op.returns is Returns.LAYER:
-        assert c.image is not None
-        result: Picture = output.pictures[0]
-        bbox = c.image.bbox
-        if c.crop_to_bbox:
-            assert bbox is not None  # the protocol requires a bbox with crop_to_bbox
-            result, bbox = crop_picture(result, bbox), None
-        desc = frames.attach(out, frame_from_picture(result, c.image), c.image.channel_order, bbox)
-        return reply.model_copy(update={"images": [desc]}), out
+        return _layer_reply(reply, output.pictures[0], c)
     descs = []
     for picture in output.pictures:
         order = "RGB" if picture.alpha is None else "RGBA"
         descs.append(frames.attach(out, to_array(picture, order), order))
     return reply.model_copy(update={"images": descs}), out
+
+
+def _layer_reply(reply: ResultReply, result: Picture, c: ApplyRequest) -> tuple[ResultReply, list]:
+    """The reply with `result` as its layer: in the input's channel order and depth, cropped to the
+    selection's bounding box when the request asks."""
+    assert c.image is not None
+    out: list = []
+    bbox = c.image.bbox
+    if c.crop_to_bbox:
+        assert bbox is not None  # the protocol requires a bbox with crop_to_bbox
+        result, bbox = crop_picture(result, bbox), None
+    desc = frames.attach(out, frame_from_picture(result, c.image), c.image.channel_order, bbox)
+    return reply.model_copy(update={"images": [desc]}), out
+
+
+def send_preview(ctx: Context, job: Job) -> None:
+    """Harmonize the job's selection without a model (engine.preview) and send it to the job's subscribers
+    as a preview result, unless the job has ended meanwhile. A preview that fails is logged and not sent:
+    the job's own result still comes."""
+    from engine.preview import harmonize_preview
+
+    c = job.request
+    assert isinstance(c, ApplyRequest) and c.image is not None and c.mask is not None
+    if job.state not in (JobState.QUEUED, JobState.RUNNING):
+        return
+    try:
+        buffers = job.buffers
+        picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
+        mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
+        background = None
+        if c.background is not None and c.background != c.image:  # the painting without the paste
+            background = picture_from_frame(frames.from_frame(buffers, c.background), c.background)
+            if background.shape != picture.shape:
+                background = None
+        result = harmonize_preview(picture, mask, background)
+        reply, out = _layer_reply(ResultReply(job_id=job.job_id, preview=True), result, c)
+    except Exception:  # noqa: BLE001 - the training goes on and its result is what the request is for
+        log.exception("job %s: no preview", job.job_id)
+        return
+    if job.state in (JobState.QUEUED, JobState.RUNNING):
+        ctx.jobs.broadcast(job, reply, out)
 
 
 def _file_name(op: OperationSpec, params: dict[str, Any]) -> Path:

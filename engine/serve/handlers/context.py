@@ -32,7 +32,7 @@ from engine.family import Loaded
 from engine.imageio import MAX_PIXELS
 from engine.operations import Returns
 from engine.precision import Precision
-from engine.serve.jobs import QUICK, TRAIN, JobManager, error_code, error_message
+from engine.serve.jobs import QUICK, TRAIN, Job, JobManager, error_code, error_message
 from engine.serve.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,10 @@ class Context:
         self.models = ModelCache(self.registry, self.device, self.backend)
         self.capabilities = families.capabilities()
 
-    def submit(self, req: Request, lane: str, model_id: str | None) -> None:
+    def submit(self, req: Request, lane: str, model_id: str | None) -> Job:
         job, position = self.jobs.submit(req.content, req.buffers, req.identities, lane, model_id)
         self.server.reply(req, AckReply(job_id=job.job_id, position=max(0, position)))
+        return job
 
     def reply_quick(self, req: Request, work: Callable[[], tuple[ResultReply, Sequence[Any]]]) -> None:
         start = time.monotonic()
