@@ -29,6 +29,7 @@ from engine.precision import Precision
 SIZES = (64, 128)
 MAX_ITERS = 10_000_000
 AUGMENTS = ("color", "translation", "cutout")
+UPSAMPLES = ("transposed", "resize")  # the generator's doubling layers (networks.py)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Config:
     ema: float = 0.0  # decay of the moving average of the generator's weights; 0: sample the last weights
     augment: str = ""  # DiffAugment policy for the critic: comma-separated of AUGMENTS; "": none
     flip: bool = False  # mirror real images at random
+    upsample: str = "transposed"  # the generator's doubling layers: "transposed" (reference) or "resize"
     standing_batches: int = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
     seed: int = 0
     precision: Precision = Precision.FP32
@@ -62,6 +64,8 @@ class Config:
             raise BadInputError(f"--iters must be 1 to {MAX_ITERS} (got {self.iters})")
         if not 0.0 <= self.ema < 1.0:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
+        if self.upsample not in UPSAMPLES:
+            raise BadInputError(f"upsample must be one of {', '.join(UPSAMPLES)} (got {self.upsample!r})")
         unknown = [p for p in self.policy if p not in AUGMENTS]
         if unknown:
             raise BadInputError(f"augment {unknown[0]!r} is not one of {', '.join(AUGMENTS)}")

@@ -49,26 +49,40 @@ def _levels(size: int) -> int:
     return int(math.log2(size)) - 2
 
 
+def _up(previous: int, width: int, upsample: str, sn: bool) -> list[nn.Module]:
+    """Twice the resolution: a stride-2 4 x 4 transposed convolution (the reference), or nearest-neighbour
+    resizing then a 3 x 3 convolution, which cannot draw the transposed convolution's checkerboard (its
+    kernel overlaps unevenly; Odena, Dumoulin and Olah, Distill 2016)."""
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2.0, mode="nearest"), _sn(nn.Conv2d(previous, width, 3, 1, 1), sn)]
+    return [_sn(nn.ConvTranspose2d(previous, width, 4, 2, 1), sn)]
+
+
 class Generator(nn.Module):
-    def __init__(self, z_dim: int, dim: int, size: int, channels: int, sn: bool = False) -> None:
+    def __init__(
+        self, z_dim: int, dim: int, size: int, channels: int, sn: bool = False, upsample: str = "transposed"
+    ) -> None:
         super().__init__()
         self.z_dim, self.dim, self.size, self.channels = z_dim, dim, size, channels
+        self.upsample = upsample
         levels = _levels(size)
         widths = [dim * min(8, size // (8 * 2**i)) for i in range(levels)]  # 8d, 4d, 2d, d at 64 px
         layers: list[nn.Module] = []
         previous = z_dim
         for i, width in enumerate(widths):
-            conv = (
-                nn.ConvTranspose2d(previous, width, 4)
-                if i == 0
-                else nn.ConvTranspose2d(previous, width, 4, 2, 1)
-            )
-            layers += [_sn(conv, sn), nn.BatchNorm2d(width), nn.ReLU()]
+            # the first layer projects the latent to 4 x 4 (one position in: nothing overlaps)
+            first = [_sn(nn.ConvTranspose2d(previous, width, 4), sn)]
+            ups = first if i == 0 else _up(previous, width, upsample, sn)
+            layers += [*ups, nn.BatchNorm2d(width), nn.ReLU()]
             if i >= levels - 2:
                 layers.append(SelfAttention(width, sn))
             previous = width
-        layers += [_sn(nn.ConvTranspose2d(previous, channels, 4, 2, 1), sn), nn.Tanh()]
+        layers += [*_up(previous, channels, upsample, sn), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+
+    def blank(self) -> Generator:
+        """An untrained generator of the same shape, without spectral normalisation."""
+        return Generator(self.z_dim, self.dim, self.size, self.channels, sn=False, upsample=self.upsample)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """N x z_dim -> N x channels x size x size in [-1, 1]."""
@@ -114,6 +128,6 @@ def baked(generator: Generator, power_iterations: int = 20) -> Generator:
                     module.weight  # noqa: B018 - each read in training mode runs one power iteration
                 module.eval()
                 state[f"{name}.weight"] = module.weight.detach().clone()
-    plain = Generator(g.z_dim, g.dim, g.size, g.channels, sn=False)
+    plain = g.blank()
     plain.load_state_dict(state)
     return plain.to(next(g.parameters()).device).eval().requires_grad_(False)

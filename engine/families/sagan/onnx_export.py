@@ -42,7 +42,7 @@ def export_model(config: Config, generator: Generator) -> onnx.ModelProto:
     if not all(bool(torch.isfinite(p).all()) for p in generator.parameters()):
         raise ExportError("the model has NaN or infinite weights (training diverged): retrain it")
     g = generator
-    copy = Generator(g.z_dim, g.dim, g.size, g.channels)
+    copy = g.blank()
     copy.load_state_dict({k: v.detach().float().cpu() for k, v in g.state_dict().items()})
     copy.eval().requires_grad_(False)
     example = (torch.randn(2, g.z_dim),)  # a batch of 2 keeps the batch symbolic
