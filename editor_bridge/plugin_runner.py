@@ -446,7 +446,10 @@ class Runner:
         except BridgeError as exc:  # a bad preview must not stop the job's own result
             log.warning("ignoring the engine's preview: %s", exc)
             return
-        self.on_preview(patch)
+        try:
+            self.on_preview(patch)
+        except Exception:  # an editor that cannot show it: the job's own result still comes
+            log.exception("could not show the preview")
 
     def _progress(self, phase: str) -> Callable[[ProgressEvent, np.ndarray | None], None]:
         def report(event: ProgressEvent, preview: np.ndarray | None) -> None:

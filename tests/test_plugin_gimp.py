@@ -238,6 +238,18 @@ def test_new_layer_changed_inside_selection_only(gimp_run, tag):
     assert (raw(out / f"{tag}_undone_composite.raw", scene) == before).all()
 
 
+def test_a_preview_comes_first_and_the_final_result_takes_its_layer(gimp_run):
+    driver = gimp_run["driver"]
+    # the first harmonization trains: a preview layer came first, in the result's place...
+    assert driver["harmonize_preview_layers"] == ["Harmonized (preview)", "Pasted object", "Background"]
+    # ...then the result filled that same layer, and one Undo takes it away (the picture as it was:
+    # test_new_layer_changed_inside_selection_only)
+    assert driver["harmonize_layers"] == ["Harmonized", "Pasted object", "Background"]
+    assert driver["harmonize_undone_layers"] == driver["before_layers"]
+    assert "retrain_preview_seen" in driver  # a retrain trains too
+    assert "after_preview_seen" not in driver  # a stored model answers at once: no preview
+
+
 def test_retrain_paints_with_a_new_model_that_later_runs_reuse(gimp_run):
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
     assert driver["retrain_menu"] == ["Retrain and harmonize selection", ["<Image>/Filters/SinGAN Studio"]]

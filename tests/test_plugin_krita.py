@@ -284,6 +284,20 @@ def stored_models(home: Path) -> list[dict]:
     ]
 
 
+def test_a_preview_comes_first_and_the_final_result_takes_its_layer(krita_run):
+    driver = krita_run["driver"]
+    # the first harmonization trains: a preview layer came first, in the result's place
+    assert driver["harmonize_preview_layers"] == [
+        "Background", "Pasted object", "Harmonized (preview)", "Selection Mask"
+    ]  # fmt: skip
+    # then the result filled that same layer (test_new_layer_changed_inside_selection_only: one layer
+    # named Harmonized, and one Undo takes it away with the picture as it was)
+    assert driver["harmonize_layers"] == ["Background", "Pasted object", "Harmonized", "Selection Mask"]
+    assert driver["harmonize_undone_layers"] == driver["before_layers"]
+    # a stored model answers at once: no preview
+    assert "again_preview_seen" not in driver
+
+
 def test_second_harmonization_reuses_the_model(krita_run):
     harmonization = [m for m in krita_run["models"] if m.task == "harmonization"]
     # the first, the one "Retrain and harmonize" trained, the refined run's fine-tuned one, and one each
@@ -504,6 +518,7 @@ def krita_cancel_run(tmp_path_factory):
     """A `fast` training (minutes) that the driver cancels from the progress dialog once it trains."""
     tmp = tmp_path_factory.mktemp("krita-cancel")
     run = {"action": "singan_harmonize", "layer": "Harmonized", "tag": "cancel", "cancel": True}
+    run["wait_preview"] = True  # the artist looks at the preview, keeps it, and cancels the training
     scene, user, engine_home, out, config = prepare(tmp, [run], preset="fast")
     with engine_serve(engine_home, tmp / "engine.log"):
         code = run_krita(user, config, tmp / "krita.log")
@@ -520,7 +535,10 @@ def test_cancel_keeps_the_dialog_until_the_engine_stopped(krita_cancel_run):
     # QProgressDialog hides itself on Cancel; the artist must see the cancel under way instead
     assert driver["cancel_dialog_after_click"] == ["Cancelling: waiting for the engine to stop..."]
     assert driver["cancel_cancel_seconds"] < 20
-    assert driver["cancel_layers"] == driver["before_layers"]
+    # the preview stays as the artist's layer; nothing else was added
+    kept = ["Background", "Pasted object", "Harmonized (preview)", "Selection Mask"]
+    assert driver["cancel_layers"] == kept
+    assert driver["cancel_preview_seen"] < 30  # seconds from the click to the preview (fast trains minutes)
     assert krita_cancel_run["models"] == []  # the training stopped: no model was stored
     assert krita_cancel_run["code"] == 0
 

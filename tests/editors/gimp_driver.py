@@ -440,7 +440,14 @@ def main():
             if run.get("dialog"):
                 shot = f"{tag}_dialog_gimp.jpg" if run.get("screenshot") else None
                 window.answer_dialog(procedure.get_menu_label(), shot)
-        if not wait_for(lambda n=name: layer_named(image, n) is not None, CONFIG["timeout_s"]):
+
+        def arrived(n=name, t=tag, s=start):
+            if f"{t}_preview_seen" not in RESULT and layer_named(image, f"{n} (preview)") is not None:
+                RESULT[f"{t}_preview_seen"] = round(time.monotonic() - s, 2)
+                RESULT[f"{t}_preview_layers"] = [layer.get_name() for layer in image.get_layers()]
+            return layer_named(image, n) is not None
+
+        if not wait_for(arrived, CONFIG["timeout_s"]):
             window.screenshot(f"{tag}_timeout_gimp.jpg")
             raise RuntimeError(f"no layer {name!r} after {CONFIG['timeout_s']} s")
         time.sleep(0.5)  # the plug-in flushes the displays right after it ends its undo group

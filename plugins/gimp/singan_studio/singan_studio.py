@@ -264,6 +264,24 @@ def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch, on_t
     return layer
 
 
+def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch) -> None:
+    """Put the final result into the layer that holds its preview: its pixels and name, with the undo stack
+    frozen, so the one Undo that removed the preview layer now removes the result (the preview never stays
+    behind as a second layer)."""
+    check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
+    image.undo_freeze()
+    try:
+        buffer = layer.get_buffer()
+        rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
+        buffer.set(rect, _rgba(layer, canvas.depth), patch.data)
+        buffer.flush()
+        layer.update(patch.x, patch.y, patch.width, patch.height)
+        layer.set_name(patch.name)
+    finally:
+        image.undo_thaw()
+    Gimp.displays_flush()
+
+
 # ---- the procedure ----
 
 
@@ -410,7 +428,14 @@ def run(procedure, run_mode, image, drawables, config, data):
     try:
         tattoo = drawable.get_tattoo()  # read now: the layer itself may be deleted while the engine works
         canvas = read_canvas(image, drawable, op)
-        runner = Runner(settings, _progress, seed=seed, on_job=guard.watch)
+        shown: list = []  # the preview's layer, once the engine has sent one (engine/preview.py)
+
+        def show_preview(preview: LayerPatch) -> None:
+            if image.is_valid():
+                shown[:] = [add_result_layer(image, tattoo, canvas, preview, on_top=op.picture)]
+                _progress(Progress(0, f"{preview.name} shown. Training for the final result..."))
+
+        runner = Runner(settings, _progress, seed=seed, on_job=guard.watch, on_preview=show_preview)
         try:
             patch = runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
@@ -427,7 +452,10 @@ def run(procedure, run_mode, image, drawables, config, data):
             patch = runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
             )
-        add_result_layer(image, tattoo, canvas, patch, on_top=op.picture)
+        if shown and image.is_valid() and image.get_layer_by_tattoo(shown[0].get_tattoo()) is not None:
+            fill_result_layer(image, shown[0], canvas, patch)  # the artist kept the preview's layer
+        else:
+            add_result_layer(image, tattoo, canvas, patch, on_top=op.picture)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:

@@ -248,6 +248,24 @@ def add_result_layer(target: Target, patch: LayerPatch):
     return layer
 
 
+def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
+    """Put the final result into the layer that holds its preview: its pixels and name. Neither is an undo
+    step in Krita, so the one Undo that removed the preview layer now removes the result (the preview
+    never stays behind as a second layer)."""
+    document = target.document
+    check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
+    data = _convert(patch.data, patch.width, patch.height, target.space, _space(layer))
+    layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
+    parent = layer.parentNode()
+    siblings = [child for child in parent.childNodes() if not _same(child, layer)]
+    taken = {child.name() for child in siblings}
+    name, n = patch.name, 2
+    while name in taken:
+        name, n = f"{patch.name} {n}", n + 1
+    layer.setName(name)
+    document.refreshProjection()
+
+
 def _is_mask(node) -> bool:
     """A transparency, filter, transform, colorize or (local or global) selection mask: it draws nothing
     of its own and belongs to a layer (the global selection's to the image)."""

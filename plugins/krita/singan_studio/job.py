@@ -23,7 +23,7 @@ from editor_bridge.plugin_runner import (
 )
 
 from .dialog import Picked, ask_harmonize_options, ask_model
-from .document import Target, add_result_layer, read_canvas
+from .document import Target, add_result_layer, fill_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
 # How long quitting Krita waits for a cancelled job to let go of its socket: more than the client waits for
@@ -35,6 +35,7 @@ class Worker(QObject):
     """Runs `task` on the worker thread; every outcome goes back to the GUI thread as a queued signal."""
 
     progressed = pyqtSignal(int, str)
+    previewed = pyqtSignal(object)
     succeeded = pyqtSignal(object)
     failed = pyqtSignal(object)
 
@@ -65,6 +66,7 @@ class JobController(QObject):
         self._color_match: float | None = None
         self._refine = False
         self._picked: Picked | None = None
+        self._preview_layer = None  # the result layer while it holds a preview (engine/preview.py)
         app = QApplication.instance()
         if app is not None:
             # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
@@ -135,7 +137,7 @@ class JobController(QObject):
             if start_first:
                 report(Progress(0, "Starting the engine..."))
                 start_engine(settings, cancel=cancel)
-            runner = Runner(settings, report, cancel, seed=seed)
+            runner = Runner(settings, report, cancel, seed=seed, on_preview=worker.previewed.emit)
             return runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
             )
@@ -153,6 +155,7 @@ class JobController(QObject):
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.run)
         self._worker.progressed.connect(self._on_progress)
+        self._worker.previewed.connect(self._on_preview)
         self._worker.succeeded.connect(self._on_success)
         self._worker.failed.connect(self._on_failure)
         self._thread.start()
@@ -161,6 +164,20 @@ class JobController(QObject):
         if self._dialog is not None and not self._cancel.is_set():
             self._dialog.setValue(percent)
             self._dialog.setLabelText(text)
+
+    def _on_preview(self, patch: LayerPatch) -> None:
+        """The training-free preview: written as the result layer now (one undo step), its pixels and name
+        replaced by the final result's when that comes. Cancelling the training keeps it."""
+        target = self._target
+        if target is None or target.document not in Krita.instance().documents() or self._cancel.is_set():
+            return
+        try:
+            self._preview_layer = add_result_layer(target, patch)
+        except Exception:  # noqa: BLE001 - the final result still comes; a slot must not raise
+            log.exception("could not add the preview layer")
+            return
+        if self._dialog is not None:
+            self._dialog.setLabelText(f"{patch.name} shown. Training for the final result...")
 
     def _on_cancel(self) -> None:
         """QProgressDialog hides itself on Cancel; it stays up, without its button, until the engine has
@@ -172,7 +189,7 @@ class JobController(QObject):
             self._dialog.show()
 
     def _on_success(self, patch: LayerPatch) -> None:
-        target, op = self._target, self._op
+        target, op, preview = self._target, self._op, self._preview_layer
         self._finish()
         assert target is not None
         if target.document not in Krita.instance().documents():
@@ -184,7 +201,10 @@ class JobController(QObject):
             self._show(ArtistMessage(op.label if op is not None else "SinGAN Studio", text))
             return
         try:
-            add_result_layer(target, patch)
+            if preview is not None and preview.parentNode() is not None:  # still there: the artist kept it
+                fill_result_layer(target, preview, patch)
+            else:
+                add_result_layer(target, patch)
         except Exception as exc:  # noqa: BLE001 - a slot's exception would be lost, or abort Krita
             log.exception("could not add the result layer")
             self._show(artist_message(exc, op))
@@ -215,6 +235,7 @@ class JobController(QObject):
             self._dialog.deleteLater()
         self._thread = self._worker = self._dialog = None
         self._op = self._canvas = self._target = self._color_match = self._picked = None
+        self._preview_layer = None
         self._refine = False
 
     def shutdown(self) -> None:

@@ -307,6 +307,11 @@ class Driver(Extension):
                     box.done(0)
                 QTimer.singleShot(100, self.finish)
                 return
+            preview = f"{self.run.get('layer')} (preview)"
+            seen = f"{self.run['tag']}_preview_seen" in RESULT
+            if not seen and not self.run.get("close_doc") and preview in names(self.doc):
+                RESULT[f"{self.run['tag']}_preview_seen"] = round(time.monotonic() - self.started, 2)
+                RESULT[f"{self.run['tag']}_preview_layers"] = names(self.doc)
             if self.run.get("cancel") and self.cancel_job():
                 return
             if self.run.get("expect_message"):  # only a message can come (the image is closed or resized)
@@ -363,6 +368,9 @@ class Driver(Extension):
         if f"{tag}_clicked" not in RESULT:
             if not dialogs or "Training" not in dialogs[0].labelText():
                 self.poll_again(self.started, f"{tag}: the progress dialog never said Training")
+                return True
+            if self.run.get("wait_preview") and f"{tag}_preview_seen" not in RESULT:
+                self.poll_again(self.started, f"{tag}: no preview layer came")
                 return True
             RESULT[f"{tag}_clicked"] = time.monotonic() - self.started
             self.clicked = time.monotonic()
