@@ -76,6 +76,11 @@ SUITE = (
         "| tiny | as preset |", out=True,
     ),
     Benchmark(
+        "preview", "bench.bench_preview",
+        "training-free harmonization: error against Poisson on the synthetic cases, s against size",
+        "docs/benchmarks.md: Preview", ("--only", "real"), "| scream | 196x250 |", out=True,
+    ),
+    Benchmark(
         "protocol", "bench.bench_protocol", "a layer's round trip against memory copies; ping latency",
         "docs/serve.md: Performance", ("--side", "128", "--repeats", "2", "--pings", "50"), "tcp ping",
     ),

@@ -12,7 +12,10 @@ detail and texture scores (bench/quality.py). The trained `fast` model's numbers
 bench/bench_harmonization.py's (docs/benchmarks.md).
 
 Speed: seconds per preview of the shared naive composites at 250 px and at full size, and of the Scream
-scaled to 4000 px with selections of growing size. The sheets (--out) are for looking: a preview that
+scaled to 4000 px with selections of growing size; and through a real `engine serve` ("daemon"), the time
+from a plugin's harmonize request (the layer, the selection and the painting to train on, as Krita's
+plugin sends them) to the preview's arrival, for each never-seen painting at 250 px and at 4000 px (the
+training that follows is cancelled). The sheets (--out) are for looking: a preview that
 smears the object into the background fails whatever the numbers say.
 """
 
@@ -145,6 +148,62 @@ def scaling(settings: PreviewSettings) -> None:
         print(f"| {w}x{h} | disc ({m.mean():.0%}) | {seconds:.2f} |", flush=True)
 
 
+def daemon(out: Path) -> None:
+    """Request to preview through a real daemon, each painting new to it (so a model would train)."""
+    import tempfile
+    import threading
+
+    from bench.bench_serve import harmonize, start_daemon
+    from editor_bridge import Client
+    from editor_bridge.errors import JobCancelled
+
+    print("\n| painting | size | request to preview (s) |\n|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        proc = start_daemon(home, "torch")
+        try:
+            with Client.from_connection_file(home=home, timeout=300) as client:
+                for name in PAINTINGS:
+                    for side in (250, 4000):
+                        layer = _plugin_layers(name, side)
+                        request, buffers = harmonize(layer, train={"preset": "fast"}, preview=True)
+                        cancel, heard = threading.Event(), {}
+                        start = time.perf_counter()
+
+                        def got(message, heard=heard, cancel=cancel, start=start) -> None:
+                            heard["s"] = time.perf_counter() - start
+                            cancel.set()  # the artist keeps the preview: the training is not needed
+
+                        try:
+                            client.run_job(request, buffers, cancel=cancel, on_preview=got)
+                        except JobCancelled:
+                            pass
+                        h, w = layer["naive"].shape[:2]
+                        print(f"| {name} | {w}x{h} | {heard.get('s', float('nan')):.2f} |", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(120)
+
+
+def _plugin_layers(name: str, side: int) -> dict[str, np.ndarray]:
+    """The painting, the composite (BGRA, as Krita sends them) and the selection, long side `side`."""
+    composite = read_rgb(DEFAULT_DIR / f"{name}_naive.jpg")
+    h, w = composite.shape[:2]
+    size = (round(w * side / max(h, w)), round(h * side / max(h, w)))
+
+    def fit(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA if side < max(h, w) else cv2.INTER_CUBIC)
+
+    painting = read_rgb(DEFAULT_DIR / f"{name}.jpg")
+    mask = read_mask(DEFAULT_DIR / f"{name}_naive_mask.jpg", composite.shape)
+    mask = cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_NEAREST)
+    return {
+        "background": cv2.cvtColor(fit(painting), cv2.COLOR_RGB2BGRA),
+        "naive": cv2.cvtColor(fit(composite), cv2.COLOR_RGB2BGRA),
+        "mask": mask[:, :, None],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -152,7 +211,7 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a PreviewSettings field"
     )
-    parser.add_argument("--only", choices=["quality", "real", "scaling"], help="one table only")
+    parser.add_argument("--only", choices=["quality", "real", "scaling", "daemon"], help="one table only")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_preview"))
     args = parser.parse_args()
     configure_threads()
@@ -164,6 +223,8 @@ def main() -> None:
         real_pastes(settings, args.out)
     if args.only in (None, "scaling"):
         scaling(settings)
+    if args.only in (None, "daemon"):
+        daemon(args.out)
 
 
 if __name__ == "__main__":
