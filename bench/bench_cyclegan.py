@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from bench.baselines import reinhard_to
+from bench.machine import measure, relative
 from bench.quality import swd
 from engine import families
 from engine.device import configure_threads
@@ -117,6 +118,8 @@ def main() -> None:
     folders = domains(args.out, args.photos, args.paintings)
     config = configured(args.preset, args.set)
     print(f"photos: {', '.join(args.photos)}; paintings: {', '.join(args.paintings)}")
+    machine = measure()
+    print(machine.line())
 
     if args.model is None:
         spi = time_iterations(config, folders, args.out / "timing", args.time_iters)
@@ -130,7 +133,10 @@ def main() -> None:
         if args.time_only:
             return
         model, seconds = train(config, folders, args.out / "model")
-        print(f"\ntrained in {seconds / 60:.1f} min ({seconds / iterations:.3f} s / iteration)")
+        print(
+            f"\ntrained in {seconds / 60:.1f} min ({seconds / iterations:.3f} s / iteration; "
+            f"{relative(seconds, machine)})"
+        )
     else:
         model = args.model
 

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
+from bench.machine import measure, relative
 from bench.quality import detail_score, masked_error, texture_score
 from bench.synthetic_cases import HarmonizationCase, load_cases
 from engine.device import configure_threads, select_device
@@ -118,6 +119,8 @@ def main() -> None:
     device = select_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    machine = measure(device)
+    print(machine.line())
     cases = [c for c in load_cases() if not args.cases or c.name in args.cases]
     rows, sheet = [], []
     totals: dict[str, list[tuple[float, float, float, float]]] = {}
@@ -146,7 +149,7 @@ def main() -> None:
             texture = texture_score(image, case.ground_truth, mask)
             rows.append((case.name, name, err.delta_e, err.rmse, detail, texture))
             totals.setdefault(name, []).append((err.delta_e, err.rmse, detail, texture))
-        timing = ", ".join(f"{k} {v:.0f} s" for k, v in run["timings"].items())
+        timing = ", ".join(f"{k} {v:.0f} s = {relative(v, machine)}" for k, v in run["timings"].items())
         done = "; ".join(
             f"{r[1]} dE {r[2]:.1f} detail {r[4]:.2f} texture {r[5]:.2f}" for r in rows if r[0] == case.name
         )

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from bench.emoji import face_emoji
+from bench.machine import measure, relative
 from bench.quality import swd
 from engine import families
 from engine.device import configure_threads
@@ -109,6 +110,8 @@ def main() -> None:
     train_dir, trained, held = split_set(args.out / "set")
     config = configured(args.preset, args.set, args.iters)
     print(f"set: {len(trained)} face emoji trained on, {len(held)} held out (bench/emoji.py)")
+    machine = measure()
+    print(machine.line())
 
     if args.model is None:
         import torch
@@ -134,7 +137,10 @@ def main() -> None:
         start = time.perf_counter()
         Trainer(config, train_dir, model, torch.device("cpu"), None, None).run()
         seconds = time.perf_counter() - start
-        print(f"\ntrained in {seconds / 60:.1f} min ({seconds / config.iters:.3f} s / iteration)")
+        print(
+            f"\ntrained in {seconds / 60:.1f} min ({seconds / config.iters:.3f} s / iteration; "
+            f"{relative(seconds, machine)})"
+        )
     else:
         model = args.model
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import measure, relative
 from engine.device import configure_threads, select_device
 from engine.families.consingan.config import Precision, preset
 from engine.families.consingan.modes import Mode
@@ -83,6 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     configure_threads()
     mode, device = Mode(args.mode), select_device(args.device)
+    machine = measure(device)
+    print(machine.line())
     train_cfg = preset(args.preset, mode)[1]
     rows = time_stages(mode, args.preset, args.iters, Precision(args.precision), device, args.stages)
     print(
@@ -96,7 +99,10 @@ def main() -> None:
     if args.stages is None:
         total = sum(spi * train_cfg.stage_iters(depth) for depth, _, spi in rows)
         coarse = f", {train_cfg.stage_iters(0)} at the first" if train_cfg.coarse_iters else ""
-        print(f"\nwhole run estimate: {total / 60:.1f} min ({train_cfg.iters} iterations per stage{coarse})")
+        print(
+            f"\nwhole run estimate: {total / 60:.1f} min ({train_cfg.iters} iterations per stage{coarse}; "
+            f"{relative(total, machine)})"
+        )
 
 
 if __name__ == "__main__":
