@@ -213,8 +213,8 @@ def cmd_operation(args: argparse.Namespace) -> dict:
             )
     elif all(op.returns is Returns.FRAMES for op in specs) and out.suffix and not out.is_dir():
         raise EngineError(
-            f"--out {out}: {args.operation} writes an animated .gif or .webp, or its frames into a folder "
-            "(a name without an extension)"
+            f"--out {out}: {args.operation} writes an animated .gif, .webp or .mp4, or its frames into a "
+            "folder (a name without an extension)"
         )
     elif out.exists() and not out.is_dir():
         raise EngineError(
@@ -503,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
             out_help = f"the {' or '.join(suffixes)} file to write"
         elif all(op.returns is Returns.FRAMES for op in specs):
             out_help = (
-                f"directory for {name}_NNN.png frames (created if missing), or an animated .gif or .webp"
+                f"directory for {name}_NNN.png frames (created if missing), or an animated .gif, .webp or "
+                ".mp4"
             )
         else:
             out_help = f"directory for {name}_NNN.png (created if missing)"

@@ -15,6 +15,7 @@ TRAIN_IMAGES = {
     "retarget": SHARED_IMAGES / "generation" / "colusseum.png",
     "harmonization": SHARED_IMAGES / "harmonization" / "scream.jpg",
     "editing": SHARED_IMAGES / "editing" / "stone.png",
+    "animation": SHARED_IMAGES / "animation" / "lightning1.png",
 }
 
 

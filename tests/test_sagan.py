@@ -212,7 +212,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("interpolate", consingan_model, "--out", tmp_path / "s", "--frames", "3"):
             "is a ConSinGAN model for harmonization, which cannot interpolate",
         ("interpolate", model, "--out", tmp_path / "s.gif", "--frames", "1"): "--frames: must be between 2",
-        ("interpolate", model, "--out", tmp_path / "s.mp4"): "writes an animated .gif or .webp, or its",
+        ("interpolate", model, "--out", tmp_path / "s.avi"): "writes an animated .gif, .webp or .mp4, or its",
         ("sample", model, "--out", tmp_path / "s", "--width", "0"): "--width: must be between 1",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):
             "model for set, which cannot restyle; it can: export, interpolate, sample",
@@ -221,7 +221,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         proc = engine(*args)
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert not any((tmp_path / name).exists() for name in ("n", "s", "s.gif", "s.mp4"))
+    assert not any((tmp_path / name).exists() for name in ("n", "s", "s.gif", "s.avi"))
 
 
 def test_too_few_images_is_refused_before_any_work(tmp_path):

@@ -37,6 +37,7 @@ TASKS = (
     Task(Mode.RETARGET.value, "Retargeting: the training image at another size or aspect ratio"),
     Task(Mode.HARMONIZATION.value, "Harmonization: a pasted object in the painting's style"),
     Task(Mode.EDITING.value, "Editing: rough edits of the painting made to fit it"),
+    Task(Mode.ANIMATION.value, "Animation: a looping clip of the image moving (a random walk in its noise)"),
 )
 
 
@@ -160,6 +161,19 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     return OperationOutput([Picture(image) for image in images])
 
 
+def _animate(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    from engine.families.consingan import apply
+    from engine.imageio import Picture
+
+    p = given.params
+    step = given.on_step
+    frames = apply.animate(
+        loaded.model, p["frames"], p["motion"], p["momentum"], p["seed"], backend=loaded.runner,
+        on_frame=None if step is None else lambda i: step(f"frame {i + 1} of {p['frames']}"),
+    )  # fmt: skip
+    return OperationOutput([Picture(frame) for frame in frames], {"fps": p["fps"]})
+
+
 def _sample_pixels(params: dict[str, Any], size: tuple[int | None, int | None]) -> int:
     """n samples of the size asked for (one side alone keeps the training image's aspect ratio)."""
     w0, h0 = size[0] or 1, size[1] or 1
@@ -239,6 +253,25 @@ OPERATIONS = (
             "Variation", "variation", picture=True,
             tooltip="Add a new layer sampled from a generation model of this picture",
         ),
+    ),
+    OperationSpec(
+        "animate", "Animate", "consingan", (Mode.ANIMATION.value,),
+        "a clip of the training image moving: a random walk in the model's noise (ConSinGAN's animation)",
+        takes_image=False, takes_mask=False, returns=Returns.FRAMES, run=_animate,
+        params=(
+            Param("frames", ParamType.INT, "number of frames (default: 100)", default=100, minimum=2,
+                  maximum=10_000),
+            Param("fps", ParamType.FLOAT, "frames per second of an animated file (default: 10)", default=10.0,
+                  minimum=0.1, maximum=100.0),
+            Param("motion", ParamType.CHOICE, "how much moves: strong (the whole scene, from the coarsest "
+                  "stage), medium or weak (only fine detail) (default: medium)", default="medium",
+                  choices=("strong", "medium", "weak")),
+            Param("momentum", ParamType.FLOAT, "how much each frame keeps the last one's motion, 0.8 "
+                  "(jittery) to 0.95 (smooth drifts) (default: 0.9)", default=0.9, minimum=0.8, maximum=0.95),
+            SEED,
+        ),
+        steps=lambda params: params["frames"],
+        output_pixels=lambda params, size: int(params["frames"]) * (size[0] or 1) * (size[1] or 1),
     ),
     OperationSpec(
         "export", "Export to ONNX", "consingan", tuple(m.value for m in Mode),

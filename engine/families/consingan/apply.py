@@ -18,7 +18,7 @@ import torch
 from engine.device import available_memory
 from engine.errors import BadInputError, IncompatibleModelError, ModelDamagedError
 from engine.families.consingan.blend import color_match_offset
-from engine.families.consingan.modes import spec
+from engine.families.consingan.modes import Mode, spec
 from engine.families.consingan.pyramid import MIN_SIDE, Shape, fit_to_max_size, resize, retarget_shapes
 from engine.families.consingan.store import TrainedModel
 from engine.families.consingan.training import to_image, to_tensor
@@ -143,6 +143,54 @@ def sample(
         if spec(model.model.mode).conditional:
             inputs[0] = base
         out.append(_finite(to_image(backend.generate(inputs)), model))
+    return out
+
+
+MOTIONS = {"strong": 0, "medium": 1, "weak": 2}  # the first stage whose noise walks (the reference's 0-2)
+WALK_PULL = 0.1  # the reference's alpha: each step's pull back towards the reconstruction's noise
+
+
+@torch.no_grad()
+def animate(
+    model: TrainedModel,
+    frames: int = 100,
+    motion: str = "medium",
+    momentum: float = 0.9,
+    seed: int = 0,
+    backend: Backend | None = None,
+    on_frame: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """Frames of a random walk in the generator's noise (ConSinGAN's animation GIFs): at each frame every
+    stage's noise is WALK_PULL x the reconstruction's fixed noise + (1 - WALK_PULL) x (the previous frame's
+    noise + `momentum` x its last step + (1 - momentum) x new noise). Stages below `motion`'s first
+    (strong 0, medium 1, weak 2) keep their fixed noise: the coarser the first walking stage, the more
+    the whole scene moves. Frames are H x W x 3 float in [0, 1], at the training image's size."""
+    backend = backend or TorchBackend(model)
+    if model.model.mode is not Mode.ANIMATION:
+        raise IncompatibleModelError(
+            f"this is a model for {model.model.mode.value}; animate needs a model trained with "
+            "--mode animation"
+        )
+    if motion not in MOTIONS:
+        raise BadInputError(f"motion must be one of {', '.join(MOTIONS)} (got {motion!r})")
+    shapes = list(model.shapes)
+    first = min(MOTIONS[motion], len(shapes) - 1)
+    rng = torch.Generator().manual_seed(seed)
+    fixed = [z.to(model.device) for z in model.fixed_noise]
+    alpha, beta = WALK_PULL, momentum
+    fresh = _noise_inputs(model, shapes, rng)
+    before = [0.99 * f + 0.01 * r for f, r in zip(fixed, fresh, strict=True)]  # the reference's start
+    older = fixed
+    out = []
+    for i in range(frames):
+        if on_frame is not None:
+            on_frame(i)
+        fresh = _noise_inputs(model, shapes, rng)
+        step = [beta * (b - o) + (1 - beta) * r for b, o, r in zip(before, older, fresh, strict=True)]
+        current = [alpha * f + (1 - alpha) * (b + s) for f, b, s in zip(fixed, before, step, strict=True)]
+        current = fixed[:first] + current[first:]
+        older, before = before, current
+        out.append(_finite(to_image(backend.generate(current)), model))
     return out
 
 

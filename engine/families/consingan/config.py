@@ -165,6 +165,9 @@ def _paper(mode: Mode) -> tuple[ModelConfig, TrainConfig]:
     if mode is Mode.EDITING:
         # Reference README: --train_mode editing --batch_norm --niter 1000
         return ModelConfig(mode, norm=True), TrainConfig(iters=1000)
+    if mode is Mode.ANIMATION:
+        # Reference main_train.py: generation's settings with --min_size 20 for animation
+        return ModelConfig(mode, min_size=20), TrainConfig(iters=2000)
     return ModelConfig(mode), TrainConfig(iters=2000)
 
 

@@ -1,4 +1,4 @@
-"""The four ConSinGAN tasks as an enum, each mapped to one spec that the rest of the code reads."""
+"""The five ConSinGAN tasks as an enum, each mapped to one spec that the rest of the code reads."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ class Mode(str, enum.Enum):
     RETARGET = "retarget"
     HARMONIZATION = "harmonization"
     EDITING = "editing"
+    # Generation whose coarsest stage learns to reconstruct the image from fixed random noise instead of the
+    # image itself (the reference's `animation` mode), so a random walk in the noise moves the whole scene.
+    ANIMATION = "animation"
 
 
 class Pyramid(str, enum.Enum):
@@ -54,6 +57,7 @@ SPECS: dict[Mode, ModeSpec] = {
     Mode.RETARGET: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, False, 0.0, 0, False),
     Mode.HARMONIZATION: ModeSpec(Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True, 0.5),
     Mode.EDITING: ModeSpec(Pyramid.RESCALED, StageInput.SHUFFLED, False, 0.1, 20, True),
+    Mode.ANIMATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
 }
 
 

@@ -146,6 +146,8 @@ class Trainer:
             return self.reals[0] + self.spec.injected_noise * self._randn(
                 self.model.channels, *self.shapes[0]
             )
+        if self.model.mode is Mode.ANIMATION:  # reconstructs from fixed noise: walks in noise move the scene
+            return self._randn(self.model.channels, *self.shapes[0])
         # Generation, retargeting and harmonization reconstruct the image from the coarsest real image.
         return self.reals[0].clone()
 
