@@ -62,6 +62,7 @@ def test_krita_install_layout_settings_and_kritarc(user):
         "edit",
         "sample",
         "sample",
+        "animate",
         "export",
         "export",
         "export",
