@@ -14,7 +14,7 @@ from editor_bridge import frames
 from editor_bridge.protocol import ApplyRequest, JobState, ResultReply
 from editor_bridge.server import Request
 from engine import families, operations
-from engine.errors import BadInputError, IncompatibleModelError
+from engine.errors import BadInputError, EngineError, IncompatibleModelError
 from engine.family import DataKind, Family, TrainData
 from engine.imageio import Picture, to_array
 from engine.operations import OperationInput, OperationSpec, ParamType, Returns
@@ -223,6 +223,9 @@ def send_preview(ctx: Context, job: Job) -> None:
                 background = None
         result = harmonize_preview(picture, mask, background)
         reply, out = _layer_reply(ResultReply(job_id=job.job_id, preview=True), result, c)
+    except EngineError as exc:  # a selection the preview cannot work on (the whole picture, say)
+        log.info("job %s: no preview: %s", job.job_id, exc)
+        return
     except Exception:  # noqa: BLE001 - the training goes on and its result is what the request is for
         log.exception("job %s: no preview", job.job_id)
         return
