@@ -54,19 +54,6 @@ class PreviewSettings:
     texture: bool = True  # False: the colour step only
 
 
-def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    h, w = shape
-    if image.shape[:2] == (h, w):
-        return image
-    shrink = h < image.shape[0] or w < image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-def work_shape(height: int, width: int, side: int) -> tuple[int, int]:
-    scale = min(1.0, side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def ring_of(inside: np.ndarray, width: int) -> np.ndarray:
     """The pixels within `width` px of the selection and outside it."""
     distance = cv2.distanceTransform((~inside).astype(np.uint8), cv2.DIST_L2, 3)
@@ -114,17 +101,15 @@ def painting_detail(
         return out
     keys, values = keys[keep], values[keep]
     # the query grid covers the picture padded by a patch, so the selection's edges are covered too
-    query = F.pad(as_tensor(cv2.GaussianBlur(matched, (0, 0), s.blur))[None], (p, p, p, p), mode="replicate")[
-        0
-    ]
+    blurred = as_tensor(cv2.GaussianBlur(matched, (0, 0), s.blur))
+    query = F.pad(blurred[None], (p, p, p, p), mode="replicate")[0]
     selected = F.pad(torch.from_numpy(inside.astype(np.float32))[None, None], (p, p, p, p))
     size = query.shape[1:]
     wanted = F.max_pool2d(selected, p, step)[0, 0].flatten() > 0
     patches = _unfold(query, p, step)
     laid = torch.zeros_like(patches)
     laid[wanted] = values[_nearest(patches[wanted], keys)]
-    covered = torch.zeros_like(patches[:, :1]).expand(-1, patches.shape[1]).clone()
-    covered[wanted] = 1.0
+    covered = wanted[:, None].to(patches.dtype).expand_as(patches)
     total = F.fold(laid.T[None], size, p, stride=step)[0]
     count = F.fold(covered.T[None], size, p, stride=step)[0].clamp_min(1.0)
     detail = (total / count)[:, p : p + h, p : p + w].permute(1, 2, 0).numpy()
@@ -184,7 +169,8 @@ def harmonize_preview(
 ) -> Picture:
     """The picture with its masked selection (H x W float, 1 = selected) harmonized without a model, at its
     full size; pixels outside the feathered mask are the input's exactly."""
-    from engine.families.consingan.apply import feathered_mask
+    from engine.families.consingan.apply import carry_change, feathered_mask
+    from engine.families.consingan.pyramid import fit_to_max_size, resize
 
     if mask.shape != picture.shape:
         raise BadInputError(
@@ -204,19 +190,14 @@ def harmonize_preview(
             "the mask selects the whole image: there is no painting around it to match; select only the "
             "pasted object"
         )
-    h, w = picture.shape
-    shape = work_shape(h, w, settings.work_side)
-    small = _resize(picture.rgb, shape).clip(0.0, 1.0)
-    small_mask = _resize(mask.astype(np.float32), shape)
+    # the models' own sizing and resampling (engine.families.consingan.pyramid), so the preview is carried
+    # to full size exactly as their results are
+    shape = fit_to_max_size(*picture.shape, settings.work_side)
+    small = resize(picture.rgb, shape).clip(0.0, 1.0)
+    small_mask = resize(mask.astype(np.float32), shape)
     inside = small_mask > 0.5
     if not inside.any():  # a selection thinner than a working pixel: keep its strongest ones
         inside = small_mask >= small_mask.max()
-    bg = None if background is None else _resize(background.rgb, shape).clip(0.0, 1.0)
+    bg = None if background is None else resize(background.rgb, shape).clip(0.0, 1.0)
     harmonized = preview_small(small, inside, bg, settings)
-    change = _resize(harmonized - small, (h, w))
-    soft = feathered_mask(mask, shape, dilation=1, sigma=1.0)
-    result = picture.rgb.copy()
-    near = soft > 0
-    m = soft[near][:, None]
-    result[near] = np.clip(picture.rgb[near] + m * change[near], 0.0, 1.0)
-    return Picture(result, picture.alpha, picture.depth)
+    return carry_change(picture, small, harmonized, feathered_mask(mask, shape, dilation=1, sigma=1.0))

@@ -270,7 +270,16 @@ def apply_to_selection(
     generated = _finite(to_image(backend.generate(inputs)), model)
     soft = feathered_mask(mask, shapes[-1], mode_spec.mask_dilation)
     # The change is taken against the input as it was, so it carries the colour match too.
-    change = resize(generated - small, (h, w)) if (h, w) != shapes[-1] else generated - small
+    return carry_change(picture, small, generated, soft)
+
+
+def carry_change(picture: Picture, before: np.ndarray, after: np.ndarray, soft: np.ndarray) -> Picture:
+    """`picture` with the change `after - before`, made at a smaller size, upsampled to its size and added
+    where the feathered mask `soft` is above 0, weighted by it; elsewhere the picture exactly."""
+    h, w = picture.shape
+    change = after - before
+    if change.shape[:2] != (h, w):
+        change = resize(change, (h, w))
     result = picture.rgb.copy()
     inside = soft > 0
     m = soft[inside][:, None]
