@@ -21,7 +21,6 @@ Domain A is photos from ../shared/images/generation, domain B paintings from ../
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from bench.baselines import reinhard_to
 from bench.machine import measure, relative
 from bench.quality import swd
+from bench.settings import with_sets
 from engine import families
 from engine.device import configure_threads
 from engine.families.cyclegan.config import PRESETS, Config
@@ -51,17 +51,6 @@ def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
         return np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)).ravel()
 
     return float(np.corrcoef(magnitude(a), magnitude(b))[0, 1])
-
-
-def configured(preset: str, sets: list[str]) -> Config:
-    changes: dict = {}
-    for item in sets:
-        key, _, value = item.partition("=")
-        field = {f.name: f for f in dataclasses.fields(Config)}.get(key)
-        if field is None:
-            raise SystemExit(f"--set {item}: Config has no {key}")
-        changes[key] = type(getattr(PRESETS[preset], key))(value)
-    return dataclasses.replace(PRESETS[preset], **changes)
 
 
 def domains(out: Path, photos: list[str], paintings: list[str]) -> tuple[Path, Path]:
@@ -116,7 +105,7 @@ def main() -> None:
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     folders = domains(args.out, args.photos, args.paintings)
-    config = configured(args.preset, args.set)
+    config = with_sets(PRESETS[args.preset], args.set)
     print(f"photos: {', '.join(args.photos)}; paintings: {', '.join(args.paintings)}")
     machine = measure()
     print(machine.line())

@@ -31,27 +31,11 @@ import numpy as np
 
 from bench.baselines import poisson_blend, reinhard_transfer
 from bench.quality import detail_score, masked_error, texture_score
+from bench.settings import with_sets
 from bench.synthetic_cases import DEFAULT_DIR, PAINTINGS, load_cases, read_mask, read_rgb
 from engine.device import configure_threads
 from engine.imageio import Picture
 from engine.preview import PreviewSettings, harmonize_preview
-
-
-def settings_from(items: list[str]) -> PreviewSettings:
-    base = PreviewSettings()
-    changes: dict = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if not hasattr(base, key):
-            raise SystemExit(f"--set {item}: PreviewSettings has no {key}")
-        current = getattr(base, key)
-        if isinstance(current, bool):
-            changes[key] = value.lower() in ("1", "true", "yes")
-        elif isinstance(current, tuple):
-            changes[key] = tuple(int(v) for v in value.split(","))
-        else:
-            changes[key] = type(current)(value)
-    return dataclasses.replace(base, **changes)
 
 
 def to_u8(image: np.ndarray) -> np.ndarray:
@@ -215,7 +199,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_preview"))
     args = parser.parse_args()
     configure_threads()
-    settings = settings_from(args.set)
+    settings = with_sets(PreviewSettings(), args.set)
     print(f"settings: {settings}")
     if args.only in (None, "quality"):
         quality(settings, args.out)

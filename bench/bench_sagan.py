@@ -22,7 +22,6 @@ The sample sheet (--out/samples.png) is for looking: faces with two mouths fail 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -33,25 +32,12 @@ import numpy as np
 from bench.emoji import face_emoji
 from bench.machine import measure, relative
 from bench.quality import swd
+from bench.settings import with_sets
 from engine import families
 from engine.device import configure_threads
-from engine.families.sagan.config import PRESETS, Config
+from engine.families.sagan.config import PRESETS
 
 COMPARED = 32  # images per side of each distance
-
-
-def configured(preset: str, sets: list[str], iters: int | None) -> Config:
-    changes: dict = {}
-    fields = {f.name for f in dataclasses.fields(Config)}
-    for item in sets:
-        key, _, value = item.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--set {item}: Config has no {key}")
-        kind = type(getattr(PRESETS[preset], key))
-        changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    if iters is not None:
-        changes["iters"] = iters
-    return dataclasses.replace(PRESETS[preset], **changes)
 
 
 def split_set(out: Path) -> tuple[Path, list[Path], list[Path]]:
@@ -108,7 +94,8 @@ def main() -> None:
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     train_dir, trained, held = split_set(args.out / "set")
-    config = configured(args.preset, args.set, args.iters)
+    iters = {} if args.iters is None else {"iters": args.iters}
+    config = with_sets(PRESETS[args.preset], args.set, **iters)
     print(f"set: {len(trained)} face emoji trained on, {len(held)} held out (bench/emoji.py)")
     machine = measure()
     print(machine.line())
