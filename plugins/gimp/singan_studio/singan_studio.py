@@ -253,15 +253,20 @@ def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch, on_t
             Gimp.LayerMode.NORMAL,
         )  # fmt: skip
         image.insert_layer(layer, parent, position)
-        buffer = layer.get_buffer()
-        rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
-        buffer.set(rect, _rgba(layer, canvas.depth), patch.data)
-        buffer.flush()
-        layer.update(patch.x, patch.y, patch.width, patch.height)
+        _write(layer, canvas, patch)
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
     return layer
+
+
+def _write(layer, canvas: Canvas, patch: LayerPatch) -> None:
+    """The patch's pixels into its rectangle of `layer`, shown."""
+    buffer = layer.get_buffer()
+    rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
+    buffer.set(rect, _rgba(layer, canvas.depth), patch.data)
+    buffer.flush()
+    layer.update(patch.x, patch.y, patch.width, patch.height)
 
 
 def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch) -> None:
@@ -271,11 +276,7 @@ def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch) -> None:
     check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
     image.undo_freeze()
     try:
-        buffer = layer.get_buffer()
-        rect = Gegl.Rectangle.new(patch.x, patch.y, patch.width, patch.height)
-        buffer.set(rect, _rgba(layer, canvas.depth), patch.data)
-        buffer.flush()
-        layer.update(patch.x, patch.y, patch.width, patch.height)
+        _write(layer, canvas, patch)
         layer.set_name(patch.name)
     finally:
         image.undo_thaw()

@@ -256,13 +256,7 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
     check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
     data = _convert(patch.data, patch.width, patch.height, target.space, _space(layer))
     layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
-    parent = layer.parentNode()
-    siblings = [child for child in parent.childNodes() if not _same(child, layer)]
-    taken = {child.name() for child in siblings}
-    name, n = patch.name, 2
-    while name in taken:
-        name, n = f"{patch.name} {n}", n + 1
-    layer.setName(name)
+    layer.setName(_unique_name(layer.parentNode(), patch.name, besides=layer))
     document.refreshProjection()
 
 
@@ -277,8 +271,9 @@ def _same(a, b) -> bool:
     return a is not None and b is not None and a.uniqueId() == b.uniqueId()
 
 
-def _unique_name(parent, base: str) -> str:
-    taken = {child.name() for child in parent.childNodes()}
+def _unique_name(parent, base: str, besides=None) -> str:
+    """`base`, or "base 2", "base 3"...: a name no child of `parent` (but `besides`) has."""
+    taken = {child.name() for child in parent.childNodes() if not _same(child, besides)}
     if base not in taken:
         return base
     n = 2
