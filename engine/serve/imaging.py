@@ -18,6 +18,11 @@ def picture_from_frame(array: np.ndarray, desc: ImageDescriptor) -> Picture:
     return from_array(np.asarray(canonical), order.value)
 
 
+def picture_in(buffers, desc: ImageDescriptor) -> Picture:
+    """The picture a request's frame `desc` (one of `buffers`) holds."""
+    return picture_from_frame(frames.from_frame(buffers, desc), desc)
+
+
 def frame_from_picture(picture: Picture, desc: ImageDescriptor) -> np.ndarray:
     """`picture` as an array laid out as `desc` says (its channel order and the source's bit depth)."""
     order = desc.channel_order

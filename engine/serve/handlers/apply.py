@@ -20,7 +20,7 @@ from engine.imageio import Picture, to_array
 from engine.operations import OperationInput, OperationSpec, ParamType, Returns
 from engine.serve.handlers import train
 from engine.serve.handlers.context import Context, canonical, check_image, writes_file
-from engine.serve.imaging import crop_picture, frame_from_picture, picture_from_frame, selection_mask
+from engine.serve.imaging import crop_picture, frame_from_picture, picture_in, selection_mask
 from engine.serve.jobs import QUICK, TRAIN, Job, JobContext
 from engine.serve.registry import new_model_id, training_key
 
@@ -143,7 +143,7 @@ def run(ctx: Context, job: Job, jc: JobContext) -> tuple[ResultReply, Sequence[A
         p, _ = _training_plan(ctx, c)
         bg = c.background
         assert bg is not None
-        rgb = picture_from_frame(frames.from_frame(job.buffers, bg), bg).rgb
+        rgb = picture_in(job.buffers, bg).rgb
         data, key_source = TrainData(image=rgb), canonical(job.buffers, bg)
         model_id, reused = train.train_or_reuse(ctx, job, jc, p, data, key_source, None, c.retrain)
     if c.finetune_iters:
@@ -169,7 +169,7 @@ def apply_with(
         loaded = families.load(ctx.registry.path(model_id), "cpu", backend=None)
     given = OperationInput(params=op.check_params(c.params))
     if c.image is not None:
-        given.picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
+        given.picture = picture_in(buffers, c.image)
     if c.mask is not None:
         assert c.image is not None
         given.mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
@@ -214,11 +214,11 @@ def send_preview(ctx: Context, job: Job) -> None:
         return
     try:
         buffers = job.buffers
-        picture = picture_from_frame(frames.from_frame(buffers, c.image), c.image)
+        picture = picture_in(buffers, c.image)
         mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
         background = None
         if c.background is not None and c.background != c.image:  # the painting without the paste
-            background = picture_from_frame(frames.from_frame(buffers, c.background), c.background)
+            background = picture_in(buffers, c.background)
             if background.shape != picture.shape:
                 background = None
         result = harmonize_preview(picture, mask, background)

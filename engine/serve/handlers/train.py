@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from editor_bridge import frames
 from editor_bridge.protocol import ImageDescriptor, ResultReply, TrainRequest
 from editor_bridge.server import Request
 from engine import families
@@ -23,7 +22,7 @@ from engine.errors import BadInputError, IncompatibleModelError
 from engine.family import DataKind, Family, Task, TrainData, TrainRun, image_folder
 from engine.model_dir import MODEL_JSON, TRAINING_IMAGE, load_training_image
 from engine.serve.handlers.context import Context, canonical, check_image
-from engine.serve.imaging import picture_from_frame
+from engine.serve.imaging import picture_in
 from engine.serve.jobs import TRAIN, Job, JobContext
 from engine.serve.registry import new_model_id, training_key
 
@@ -107,7 +106,7 @@ def run(ctx: Context, job: Job, jc: JobContext) -> ResultReply:
         return ResultReply(model=ctx.registry.info(model_id))
     p = plan(ctx, c.family, c.task, c.options)
     if c.image is not None:
-        rgb = picture_from_frame(frames.from_frame(job.buffers, c.image), c.image).rgb
+        rgb = picture_in(job.buffers, c.image).rgb
         data, key_source = TrainData(image=rgb), canonical(job.buffers, c.image)
     elif c.stored_image is not None:
         rgb = load_training_image(ctx.registry.path(c.stored_image))
@@ -183,7 +182,7 @@ def finetune_into(
     assert family.finetune is not None
 
     def start(out: Path) -> object:
-        naive = picture_from_frame(frames.from_frame(job.buffers, image), image).rgb
+        naive = picture_in(job.buffers, image).rgb
         base = ctx.registry.path(base_id)
         assert family.finetune is not None
         return family.finetune(base, naive, out, ctx.device, iters, jc.report, jc.cancel)
