@@ -37,6 +37,7 @@ class BatchReport:
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None  # why the run stopped before the end (a full disk)
+    workers: dict[str, int] | None = None  # with --cluster: the model replicas and what each had
 
 
 def _find_mask(masks: Path, stem: str) -> Path | None:
@@ -70,6 +71,27 @@ def plan(input_dir: Path, output_dir: Path, masks_dir: Path | None) -> list[Item
     return items
 
 
+def process(item: Item, apply_fn: ApplyFn, masks_given: bool) -> None:
+    """Read one item, apply, write its output atomically; raises what went wrong."""
+    from engine.imageio import mask_from_array, read_image, read_mask, write_image
+
+    picture = read_image(item.source)
+    if item.mask is not None:
+        mask = read_mask(item.mask, picture.shape)
+    elif masks_given:
+        raise BadInputError(
+            f"no mask for it (expected {item.source.stem}.EXT or {item.source.stem}_mask.EXT, "
+            "EXT any image format, in --masks)"
+        )
+    else:
+        mask = mask_from_array(np.ones(picture.shape, np.float32))  # re-style the whole image
+    write_image(item.output, apply_fn(picture, mask))
+
+
+def failure_message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+
+
 def run(
     items: list[Item],
     apply_fn: ApplyFn,
@@ -77,8 +99,6 @@ def run(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> BatchReport:
     """Apply to each item whose output does not exist yet; every failure is collected, none stops the run."""
-    from engine.imageio import mask_from_array, read_image, read_mask, write_image
-
     report = BatchReport()
     for i, item in enumerate(items):
         if progress is not None:
@@ -87,23 +107,12 @@ def run(
             report.skipped.append(item.source.name)
             continue
         try:
-            picture = read_image(item.source)
-            if item.mask is not None:
-                mask = read_mask(item.mask, picture.shape)
-            elif masks_given:
-                raise BadInputError(
-                    f"no mask for it (expected {item.source.stem}.EXT or {item.source.stem}_mask.EXT, "
-                    "EXT any image format, in --masks)"
-                )
-            else:
-                mask = mask_from_array(np.ones(picture.shape, np.float32))  # re-style the whole image
-            write_image(item.output, apply_fn(picture, mask))
+            process(item, apply_fn, masks_given)
         except DiskFullError as exc:  # every file after it would fail the same way
             report.stopped = str(exc)
             break
         except Exception as exc:  # one bad file must not stop the others; each is reported at the end
-            message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-            report.failed.append((item.source.name, message))
+            report.failed.append((item.source.name, failure_message(exc)))
         else:
             report.done.append(item.source.name)
     if progress is not None:
@@ -190,7 +199,10 @@ def via_daemon(model: str, home: Path | None, given: dict[str, Any]) -> tuple[Ap
 
 
 class Bar:
-    def __init__(self, stream: TextIO | None = None) -> None:
+    """One line on a terminal: `label [####    ] i/n name` (nothing where stderr is not a terminal)."""
+
+    def __init__(self, label: str = "batch", stream: TextIO | None = None) -> None:
+        self.label = label
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
 
@@ -199,7 +211,7 @@ class Bar:
             return
         from engine.progress import bar_text
 
-        line = f"\rbatch {bar_text(i / max(n, 1))} {i}/{n} {name}"
+        line = f"\r{self.label} {bar_text(i / max(n, 1))} {i}/{n} {name}"
         self.stream.write(line[:100].ljust(100) + ("\n" if i == n else ""))
         self.stream.flush()
 
@@ -208,19 +220,40 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     items = plan(args.input, args.output, args.masks)
     close: Callable[[], None] = lambda: None  # noqa: E731
     given = {p.name: getattr(args, p.name) for p in whole_image_params()}
-    if args.via_daemon:
-        apply_fn, close = via_daemon(args.model, args.home, given)
+    bar = None if args.json else Bar()
+    if args.cluster is not None:
+        if args.via_daemon:
+            raise BadInputError("--cluster and --via-daemon are two places to run the batch: give one")
+        from engine.cluster import batch as on_cluster
+
+        report = on_cluster.run(
+            args.cluster,
+            Path(args.model),
+            items,
+            args.masks is not None,
+            args.backend,
+            args.device,
+            given,
+            args.workers,
+            bar,
+        )
     else:
-        apply_fn = in_process(Path(args.model), args.backend, args.device, given)
-    try:
-        report = run(items, apply_fn, args.masks is not None, None if args.json else Bar())
-    finally:
-        close()
+        if args.workers is not None:
+            raise BadInputError("--workers is for --cluster (a local batch runs one model on every core)")
+        if args.via_daemon:
+            apply_fn, close = via_daemon(args.model, args.home, given)
+        else:
+            apply_fn = in_process(Path(args.model), args.backend, args.device, given)
+        try:
+            report = run(items, apply_fn, args.masks is not None, bar)
+        finally:
+            close()
     summary = {
         "output": str(args.output),
         "done": len(report.done),
         "skipped": len(report.skipped),
         "failed": len(report.failed),
+        **({"workers": report.workers} if report.workers else {}),
     }
     if report.stopped is not None:
         stopped = BatchFailures(
@@ -264,6 +297,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     for param in whole_image_params():
         add_param(p, param)
     p.add_argument("--via-daemon", action="store_true", help="send the work to the running `engine serve`")
+    p.add_argument(
+        "--cluster",
+        metavar="auto|ADDRESS",
+        help="run on a Ray cluster (auto: RAY_ADDRESS or the one `ray start` made here; else host:port of "
+        "its head); input, masks, output and model on a path every node sees",
+    )
+    p.add_argument(
+        "--workers", type=int, help="with --cluster: model replicas (default: one per GPU, else one per node)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON result object on stdout")
     add_home(p)
     p.set_defaults(run=cmd_batch)

@@ -552,11 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="fast", choices=["paper", "fast", "tiny"])
     p.set_defaults(run=cmd_demo)
 
-    from engine import batch
+    from engine import batch, train_many
     from engine.serve import commands as serve_commands
 
     serve_commands.register(sub)  # serve, status, cancel, stop
     batch.register(sub)
+    train_many.register(sub)
 
     from engine.plugin_install import add_parser as add_plugin_parser
 

@@ -15,6 +15,20 @@ def run_engine(*args, env: dict[str, str] | None = None, timeout: float = 600) -
     return subprocess.run(cmd, capture_output=True, text=True, env=env or ENV, timeout=timeout)
 
 
+def run_engines(*arg_lists, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Several `engine` commands at once (each in its own process, as run_engine runs one), in order."""
+    cmds = [[sys.executable, "-m", "engine.cli", *map(str, args)] for args in arg_lists]
+    env = {**ENV, "ENGINE_THREADS": "1"}
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cmds
+    ]
+    done = []
+    for cmd, proc in zip(cmds, procs, strict=True):
+        out, err = proc.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return done
+
+
 def json_result(proc: subprocess.CompletedProcess) -> dict:
     """The --json result (the last line of stdout), or the command's stderr as the failure."""
     assert proc.stdout.strip(), proc.stderr

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from cli_helpers import ENV, json_result, run_engine
+from cli_helpers import ENV, json_result, run_engine, run_engines
 
 from engine import families
 from engine.errors import CancelledError
@@ -206,8 +206,7 @@ def test_bad_inputs_get_one_line_each(model, domains, tmp_path, shared_images):
         ("harmonize", model, "--image", image, "--mask", image, "--out", tmp_path / "x.png"):
             "is a CycleGAN model for restyle, which cannot harmonize; it can: export, restyle",
     }  # fmt: skip
-    for args, words in cases.items():
-        proc = engine(*args)
+    for (args, words), proc in zip(cases.items(), run_engines(*cases), strict=True):
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "n").exists() and not (tmp_path / "x.png").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from cli_helpers import json_result, run_engine
+from cli_helpers import json_result, run_engine, run_engines
 from PIL import Image
 
 from bench.emoji import INSTALL, available, face_emoji
@@ -217,8 +217,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):
             "model for set, which cannot restyle; it can: export, interpolate, sample",
     }  # fmt: skip
-    for args, words in cases.items():
-        proc = engine(*args)
+    for (args, words), proc in zip(cases.items(), run_engines(*cases), strict=True):
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not any((tmp_path / name).exists() for name in ("n", "s", "s.gif", "s.avi"))

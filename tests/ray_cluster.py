@@ -1,0 +1,108 @@
+"""A real Ray cluster on loopback for the tests: a head node and worker nodes, 1 CPU each, every process
+of a node in its own session so that a node can be killed whole (as a machine that dies) and the rest
+stopped after the test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# The GCS checks each node every 500 ms and declares it dead after 3 missed checks (the default takes
+# 30 s), so that a killed node's work moves on within a test's time.
+ENV = {
+    **os.environ,
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "500",
+    "RAY_health_check_failure_threshold": "3",
+    "ENGINE_THREADS": "1",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    def __init__(self, temp_dir: Path) -> None:
+        # Ray's socket paths live under the temp dir and must stay short (a Unix socket path is at most
+        # 107 bytes): a short folder of its own in /tmp.
+        self.temp_dir = Path(f"/tmp/ray-{os.getpid()}-{_free_port()}")
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[subprocess.Popen] = []
+        self.logs = temp_dir
+
+    def _start(self, *args: str) -> subprocess.Popen:
+        log = open(self.logs / f"node{len(self.nodes)}.log", "w")  # noqa: SIM115 (kept for the node's life)
+        node = subprocess.Popen(
+            [RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--block", *args],
+            start_new_session=True,
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.nodes.append(node)
+        return node
+
+    def start(self, workers: int = 1) -> LocalCluster:
+        self._start(
+            "--head",
+            "--port",
+            str(self.port),
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(self.temp_dir),
+        )
+        self.wait_for(1)
+        for _ in range(workers):
+            self.add_node()
+        return self
+
+    def add_node(self) -> subprocess.Popen:
+        node = self._start("--address", self.address)
+        self.wait_for(self.alive() + 1)
+        return node
+
+    def alive(self) -> int:
+        """Nodes the cluster counts as active (`ray status` reads the GCS; `ray list` would need the
+        dashboard, which these clusters leave out)."""
+        done = subprocess.run(
+            [RAY, "status", "--address", self.address], capture_output=True, text=True, env=ENV, timeout=60
+        )
+        if done.returncode != 0 or "Active:" not in done.stdout:
+            return 0
+        active = done.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
+        return sum(line.strip().startswith("1 node_") for line in active.splitlines())
+
+    def wait_for(self, n: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.alive() >= n:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"the Ray cluster did not reach {n} nodes: see {self.logs}")
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """SIGKILL every process of the node (its raylet, its workers are told by the loss of it)."""
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+
+    def stop(self) -> None:
+        """Every node killed at once (the processes hold nothing that needs a clean exit)."""
+        for node in self.nodes:
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
