@@ -85,6 +85,12 @@ SUITE = (
         "docs/serve.md: Performance", ("--side", "128", "--repeats", "2", "--pings", "50"), "tcp ping",
     ),
     Benchmark(
+        "cluster", "bench.bench_cluster",
+        "engine batch on Ray (1 and 2 workers) against the local batch: images / s, Ray's cost per image",
+        "docs/scale-out.md: Throughput",
+        ("--images", "2", "--side", "96", "--preset", "tiny", "--workers", "1"), "| run | cores each |",
+    ),
+    Benchmark(
         "serve", "bench.bench_serve", "the daemon's protocol overhead, quick requests while training",
         "docs/serve.md: Performance", ("--side", "128", "--repeats", "1", "--pings", "5"),
         "  protocol + queueing overhead",

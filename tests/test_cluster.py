@@ -14,8 +14,8 @@ import cv2
 import pytest
 import torch
 from cli_helpers import ENV, json_result, run_engine
-from ray_cluster import LocalCluster
 
+from bench.local_cluster import LocalCluster
 from engine.families.consingan import training
 from engine.families.consingan.config import preset, with_overrides
 from engine.imageio import read_image

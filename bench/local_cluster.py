@@ -1,6 +1,6 @@
-"""A real Ray cluster on loopback for the tests: a head node and worker nodes, 1 CPU each, every process
-of a node in its own session so that a node can be killed whole (as a machine that dies) and the rest
-stopped after the test."""
+"""A real Ray cluster on loopback, for the tests (tests/test_cluster.py) and the scale-out benchmark: a head
+node and worker nodes (1 CPU each unless told), every process of a node in its own session so that a node
+can be killed whole (as a machine that dies) and the whole cluster stopped after."""
 
 from __future__ import annotations
 
@@ -33,19 +33,19 @@ def _free_port() -> int:
 
 
 class LocalCluster:
-    def __init__(self, temp_dir: Path) -> None:
+    def __init__(self, logs: Path) -> None:
         # Ray's socket paths live under the temp dir and must stay short (a Unix socket path is at most
         # 107 bytes): a short folder of its own in /tmp.
         self.temp_dir = Path(f"/tmp/ray-{os.getpid()}-{_free_port()}")
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
-        self.logs = temp_dir
+        self.logs = logs
 
-    def _start(self, *args: str) -> subprocess.Popen:
+    def _start(self, *args: str, cpus: int = 1) -> subprocess.Popen:
         log = open(self.logs / f"node{len(self.nodes)}.log", "w")  # noqa: SIM115 (kept for the node's life)
         node = subprocess.Popen(
-            [RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--block", *args],
+            [RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--block", *args],
             start_new_session=True,
             env=ENV,
             stdout=log,
@@ -54,7 +54,7 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def start(self, workers: int = 1) -> LocalCluster:
+    def start(self, workers: int = 1, head_cpus: int = 1) -> LocalCluster:
         self._start(
             "--head",
             "--port",
@@ -64,6 +64,7 @@ class LocalCluster:
             "--disable-usage-stats",
             "--temp-dir",
             str(self.temp_dir),
+            cpus=head_cpus,
         )
         self.wait_for(1)
         for _ in range(workers):
