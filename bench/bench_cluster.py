@@ -61,7 +61,7 @@ def timed_local(model: Path, inputs: Path, out: Path) -> float:
 
 def timed_cluster(address: str, model: Path, inputs: Path, out: Path, workers: int) -> tuple[float, float]:
     """(wall seconds, seconds to the first finished image)."""
-    items = batch.plan(inputs, out, None)
+    todo = on_cluster.plan(str(inputs), str(out), None)
     first: list[float] = []
     start = time.perf_counter()
 
@@ -69,7 +69,7 @@ def timed_cluster(address: str, model: Path, inputs: Path, out: Path, workers: i
         if name and not first:
             first.append(time.perf_counter() - start)
 
-    report = on_cluster.run(address, model, items, False, None, None, {}, workers, progress)
+    report = on_cluster.run(address, model, todo, False, None, None, {}, workers, progress)
     assert not report.failed, report.failed
     return time.perf_counter() - start, first[0]
 

@@ -217,7 +217,6 @@ class Bar:
 
 
 def cmd_batch(args: argparse.Namespace) -> dict:
-    items = plan(args.input, args.output, args.masks)
     close: Callable[[], None] = lambda: None  # noqa: E731
     given = {p.name: getattr(args, p.name) for p in whole_image_params()}
     bar = None if args.json else Bar()
@@ -226,10 +225,12 @@ def cmd_batch(args: argparse.Namespace) -> dict:
             raise BadInputError("--cluster and --via-daemon are two places to run the batch: give one")
         from engine.cluster import batch as on_cluster
 
+        todo = on_cluster.plan(args.input, args.output, args.masks)
+        n_items = len(todo.names)
         report = on_cluster.run(
             args.cluster,
             Path(args.model),
-            items,
+            todo,
             args.masks is not None,
             args.backend,
             args.device,
@@ -238,8 +239,14 @@ def cmd_batch(args: argparse.Namespace) -> dict:
             bar,
         )
     else:
+        from engine.cluster.storage import is_url
+
+        if any(is_url(f) for f in (args.input, args.output, args.masks)):
+            raise BadInputError("folders given as URLs are for --cluster; here give local folders")
         if args.workers is not None:
             raise BadInputError("--workers is for --cluster (a local batch runs one model on every core)")
+        items = plan(Path(args.input), Path(args.output), Path(args.masks) if args.masks else None)
+        n_items = len(items)
         if args.via_daemon:
             apply_fn, close = via_daemon(args.model, args.home, given)
         else:
@@ -257,7 +264,7 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     }
     if report.stopped is not None:
         stopped = BatchFailures(
-            f"stopped after {len(report.done)} of {len(items)} files: {report.stopped} (files already "
+            f"stopped after {len(report.done)} of {n_items} files: {report.stopped} (files already "
             "written are skipped when the same command runs again)"
         )
         stopped.details = {**summary, "failures": dict(report.failed)}
@@ -265,7 +272,7 @@ def cmd_batch(args: argparse.Namespace) -> dict:
     if report.failed:
         lines = "; ".join(f"{name}: {error}" for name, error in report.failed)
         failure = BatchFailures(
-            f"{len(report.failed)} of {len(items)} files failed ({len(report.done)} done, "
+            f"{len(report.failed)} of {n_items} files failed ({len(report.done)} done, "
             f"{len(report.skipped)} already there): {lines}"
         )
         failure.details = {**summary, "failures": dict(report.failed)}
@@ -280,11 +287,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     help_text = "re-style or harmonize every image of a folder (with the whole-image operation of the model)"
     p = sub.add_parser("batch", help=help_text, description=help_text)
     p.add_argument("model", metavar="MODEL_DIR", help="model directory (or, with --via-daemon, a model id)")
-    p.add_argument("--input", type=Path, required=True, help="folder of images")
-    p.add_argument("--output", type=Path, required=True, help="folder for the results (same file names)")
+    p.add_argument("--input", required=True, help="folder of images (with --cluster also a URL: s3://...)")
+    p.add_argument("--output", required=True, help="folder for the results (same file names)")
     p.add_argument(
         "--masks",
-        type=Path,
         help="folder of masks named NAME.EXT or NAME_mask.EXT for each image NAME (EXT: any image format; "
         "white = the region to change); default: the whole image",
     )

@@ -14,14 +14,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from engine import batch
-from engine.cluster import ClusterError, alive_nodes, connected
+from engine.cluster import ClusterError, alive_nodes, connected, storage
+from engine.errors import BadInputError, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,39 @@ class Restyler:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names, errors = [], []
         for source, mask, output in zip(rows["source"], rows["mask"], rows["output"], strict=True):
-            item = batch.Item(Path(source), Path(mask) if mask else None, Path(output))
             try:
-                batch.process(item, self.apply_fn, self.masks_given)
+                if storage.is_url(source):
+                    self.process_url(source, mask, output)
+                else:
+                    item = batch.Item(Path(source), Path(mask) if mask else None, Path(output))
+                    batch.process(item, self.apply_fn, self.masks_given)
                 error = ""
             except Exception as exc:  # reported with the file's name at the end, like the local batch
                 error = batch.failure_message(exc)
-            names.append(item.source.name)
+            names.append(PurePosixPath(source).name)
             errors.append(error)
         return {"name": np.array(names, dtype=object), "error": np.array(errors, dtype=object)}
+
+    def process_url(self, source: str, mask: str, output: str) -> None:
+        """The same per-file code on copies in a local folder of their own (same names), the result
+        uploaded; messages name the URLs, not the copies."""
+        with tempfile.TemporaryDirectory(prefix="engine-batch-") as tmp:
+            folder = Path(tmp)
+            local = folder / "in" / PurePosixPath(source).name
+            local.parent.mkdir()
+            local.write_bytes(storage.read_bytes(source))
+            local_mask = None
+            if mask:
+                local_mask = folder / "mask" / PurePosixPath(mask).name
+                local_mask.parent.mkdir()
+                local_mask.write_bytes(storage.read_bytes(mask))
+            local_out = folder / "out" / PurePosixPath(output).name
+            try:
+                batch.process(batch.Item(local, local_mask, local_out), self.apply_fn, self.masks_given)
+            except Exception as exc:
+                message = batch.failure_message(exc).replace(str(local), source)
+                raise EngineError(message.replace(str(local_mask), mask)) from exc
+            storage.write_bytes(output, local_out.read_bytes())
 
 
 def worker_shape(ray: Any, workers: int | None, device: str | None) -> tuple[int, float, float]:
@@ -70,18 +97,69 @@ def worker_shape(ray: Any, workers: int | None, device: str | None) -> tuple[int
     return n, float(cpus), 0.0
 
 
-def sweep_temporaries(items: list[batch.Item]) -> None:
+@dataclass
+class Plan:
+    """What to send: one row per image whose output is not there yet (absolute paths, or URLs), the
+    names skipped because it is, and every name in the local batch's order."""
+
+    rows: list[dict[str, str]]
+    skipped: list[str]
+    names: list[str]
+    local_outputs: list[Path] = field(default_factory=list)  # where killed writes may leave temporaries
+
+
+def plan(input_dir: str, output_dir: str, masks_dir: str | None) -> Plan:
+    """Folders on a path every node sees, or (any of them a URL) on filesystems pyarrow opens."""
+    if not any(storage.is_url(f) for f in (input_dir, output_dir, masks_dir)):
+        items = batch.plan(Path(input_dir), Path(output_dir), Path(masks_dir) if masks_dir else None)
+        todo = [item for item in items if not item.output.exists()]
+        # Absolute paths: the workers do not run in this process's folder (or on its machine).
+        rows = [
+            {
+                "source": str(i.source.resolve()),
+                "mask": str(i.mask.resolve()) if i.mask else "",
+                "output": str(i.output.resolve()),
+            }
+            for i in todo
+        ]
+        skipped = [item.source.name for item in items if item.output.exists()]
+        return Plan(rows, skipped, [i.source.name for i in items], [i.output for i in todo])
+    as_url = {f: f if storage.is_url(f) else Path(f).resolve().as_uri() for f in (input_dir, output_dir)}
+    if masks_dir:
+        as_url[masks_dir] = masks_dir if storage.is_url(masks_dir) else Path(masks_dir).resolve().as_uri()
+    if as_url[input_dir].rstrip("/") == as_url[output_dir].rstrip("/"):
+        raise BadInputError("--output is the same folder as --input; batch never writes over its inputs")
+    sources = storage.list_images(as_url[input_dir], "--input")
+    masks: dict[str, str] = {}
+    if masks_dir:
+        for url in storage.list_images(as_url[masks_dir], "--masks"):
+            masks.setdefault(PurePosixPath(url).stem, url)
+    names = [PurePosixPath(u).name for u in sources]
+    outputs = [storage.join(as_url[output_dir], name) for name in names]
+    there = storage.existing(outputs)
+    rows, skipped = [], []
+    for source, output in zip(sources, outputs, strict=True):
+        if output in there:
+            skipped.append(PurePosixPath(source).name)
+            continue
+        stem = PurePosixPath(source).stem
+        mask = masks.get(stem) or masks.get(f"{stem}_mask") or ""
+        rows.append({"source": source, "mask": mask, "output": output})
+    return Plan(rows, skipped, names)
+
+
+def sweep_temporaries(outputs: list[Path]) -> None:
     """Remove the temporary files that a worker killed mid-write leaves beside an output (its atomic write
     never got to the rename, so the output itself is absent or whole)."""
-    for item in items:
-        for tmp in item.output.parent.glob(f".{item.output.name}.*.tmp"):
+    for output in outputs:
+        for tmp in output.parent.glob(f".{output.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
 
 def run(
     address: str,
     model_dir: Path,
-    items: list[batch.Item],
+    todo: Plan,
     masks_given: bool,
     backend: str | None,
     device: str | None,
@@ -93,12 +171,12 @@ def run(
     from engine import families
     from engine.device import select_device
 
-    todo = [item for item in items if not item.output.exists()]
-    report = batch.BatchReport(skipped=[item.source.name for item in items if item.output.exists()])
+    report = batch.BatchReport(skipped=list(todo.skipped))
     if workers is not None and workers < 1:
         raise ClusterError("--workers must be at least 1")
-    if not todo:
+    if not todo.rows:
         return report
+    total = len(todo.names)
     with connected(address) as ray:
         # Export the model's sampler here, once, rather than in every actor at the same time.
         loaded = families.load(model_dir, select_device("cpu"), backend=None)
@@ -108,18 +186,9 @@ def run(
         context.enable_progress_bars = False  # one bar for the whole job: ours
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its notice that its bars are off
-        # Absolute paths: the workers do not run in this process's folder (or on its machine).
-        rows = [
-            {
-                "source": str(i.source.resolve()),
-                "mask": str(i.mask.resolve()) if i.mask else "",
-                "output": str(i.output.resolve()),
-            }
-            for i in todo
-        ]
         # Ray Data's actors restart (max_restarts=-1) and their tasks are retried (max_task_retries=-1) by
         # default: an actor lost with its node comes back where there is room, and its file is tried again.
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+        dataset = ray.data.from_items(todo.rows, override_num_blocks=len(todo.rows)).map_batches(
             Restyler,
             fn_constructor_args=(
                 str(model_dir.resolve()),
@@ -136,7 +205,7 @@ def run(
         report.workers = {"actors": n, "cpus": int(cpus), "gpus": int(gpus)}
         finished = len(report.skipped)
         if progress is not None:
-            progress(finished, len(items), "")
+            progress(finished, total, "")
         for row in dataset.iter_rows():
             finished += 1
             if row["error"]:
@@ -144,9 +213,9 @@ def run(
             else:
                 report.done.append(row["name"])
             if progress is not None:
-                progress(finished, len(items), row["name"])
-    sweep_temporaries(todo)
-    order = {item.source.name: k for k, item in enumerate(items)}  # the local batch's order, not arrival
+                progress(finished, total, row["name"])
+    sweep_temporaries(todo.local_outputs)
+    order = {name: k for k, name in enumerate(todo.names)}  # the local batch's order, not arrival
     report.done.sort(key=order.__getitem__)
     report.failed.sort(key=lambda failure: order[failure[0]])
     return report
