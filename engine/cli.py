@@ -600,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_result(result: dict) -> None:
     for key, value in result.items():
+        if isinstance(value, dict):  # one level of detail (batch's workers, ...): name=value pairs
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
         print(f"{key}: {value}")
 
 
