@@ -16,6 +16,7 @@ import torch
 from cli_helpers import ENV, json_result, run_engine
 
 from bench.local_cluster import LocalCluster
+from engine.cli import main
 from engine.families.consingan import training
 from engine.families.consingan.config import preset, with_overrides
 from engine.imageio import read_image
@@ -53,19 +54,23 @@ def _digest(folder) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def _local_batch(capsys, model_dir, inputs, out) -> dict:
+    """The local batch, in this process (what the cluster's files are compared with)."""
+    main(["batch", str(model_dir), "--input", str(inputs), "--output", str(out), "--json"])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 def _engine(*args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "engine.cli", *map(str, args)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
 def test_batch_on_two_workers_gives_the_local_files_reports_failures_and_resumes(
-    cluster, model_dir, shared_images, tmp_path
+    cluster, model_dir, shared_images, tmp_path, capsys
 ):
     inputs = _folder(tmp_path / "in", shared_images, 4)
     (inputs / "broken.png").write_bytes(b"not an image")
-    local = json_result(
-        run_engine("batch", model_dir, "--input", inputs, "--output", tmp_path / "local", "--json")
-    )
+    local = _local_batch(capsys, model_dir, inputs, tmp_path / "local")
     out = tmp_path / "out"
     args = ("batch", model_dir, "--input", inputs, "--output", out, "--cluster", cluster.address, "--json")
     result = json_result(run_engine(*args, "--workers", "2"))
@@ -84,7 +89,7 @@ def test_batch_on_two_workers_gives_the_local_files_reports_failures_and_resumes
     assert _digest(out) == _digest(tmp_path / "local")
 
 
-def test_a_node_killed_mid_batch_loses_nothing(cluster, model_dir, shared_images, tmp_path):
+def test_a_node_killed_mid_batch_loses_nothing(cluster, model_dir, shared_images, tmp_path, capsys):
     inputs = _folder(tmp_path / "in", shared_images, 12, size=(480, 360))
     out = tmp_path / "out"
     args = ("--input", inputs, "--output", out, "--cluster", cluster.address, "--workers", "2", "--json")
@@ -99,9 +104,7 @@ def test_a_node_killed_mid_batch_loses_nothing(cluster, model_dir, shared_images
     cluster.add_node()  # for the tests after this one
     assert proc.returncode == 0 and result["done"] == 12, stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in inputs.iterdir())  # no temporaries
-    local = json_result(
-        run_engine("batch", model_dir, "--input", inputs, "--output", tmp_path / "local", "--json")
-    )
+    local = _local_batch(capsys, model_dir, inputs, tmp_path / "local")
     assert local["done"] == 12 and _digest(out) == _digest(tmp_path / "local")
 
 
@@ -157,7 +160,10 @@ def test_cluster_errors_are_one_line(model_dir, shared_images, tmp_path):
         ],
         cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=120,
     )  # fmt: skip
-    expected = "--cluster needs Ray, which is not installed: pip install 'singan-studio[cluster]'"
+    expected = (
+        "--cluster needs Ray, which is not installed: pip install 'singan-studio[cluster]' (from a checkout: "
+        "pip install -e '.[cluster]')"
+    )
     assert no_ray.returncode == 2 and no_ray.stderr.strip().splitlines() == [
         f"engine batch: error: {expected}"
     ]

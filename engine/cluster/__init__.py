@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.errors import BadInputError, EngineError
 
-INSTALL_HINT = "pip install 'singan-studio[cluster]'"
+INSTALL_HINT = "pip install 'singan-studio[cluster]' (from a checkout: pip install -e '.[cluster]')"
 
 
 class ClusterError(EngineError):
