@@ -46,6 +46,12 @@ SUITE = (
         "| scream_easy |", out=True,
     ),
     Benchmark(
+        "colour", "bench.bench_colour",
+        "the colour step of harmonization on issue 25's CIELAB cases, against ring Reinhard and Poisson",
+        "docs/benchmarks.md: Colour step against the ring transfer", ("--paintings", "1", "--sets", "lab"),
+        "| method (mean of 4)",
+    ),
+    Benchmark(
         "latency", "bench.bench_latency", "seconds per sample and per harmonization, per backend and size",
         "docs/benchmarks.md: Sampling and harmonization latency",
         # (torch only: the runtime benchmark's smoke run exports and runs the same kind of graph)

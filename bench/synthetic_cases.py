@@ -30,6 +30,8 @@ class HarmonizationCase:
     saturation_gain: float
     gain: tuple[float, float, float]  # per RGB channel: a colour cast that also shows on grey drawings
     contrast: float
+    # LAB cases (make_lab_case): lightness gain and offset, a* gain and offset, b* gain and offset
+    lab: tuple[float, float, float, float, float, float] | None = None
 
 
 def read_rgb(path: Path, max_side: int | None = None) -> np.ndarray:
@@ -139,6 +141,109 @@ def load_cases(
             case_seed = seed * 1000 + 2 * i + int(hard)
             label = f"{name}_{'hard' if hard else 'easy'}"
             cases.append(make_case(painting, mask, case_seed, hard, name=label))
+    return cases
+
+
+SHARED = DEFAULT_DIR.parent
+
+
+def shared_paintings(directory: Path = SHARED) -> list[Path]:
+    """Every painting and photo of the shared images that is not a paste, an edit or a mask: the
+    harmonization backgrounds, the generation images, the editing originals, the animation image."""
+    found = []
+    for folder in ("harmonization", "generation", "editing", "animation"):
+        for path in sorted((directory / folder).iterdir()):
+            if path.suffix.lower() in (".jpg", ".png") and not any(
+                k in path.stem for k in ("_naive", "_edit")
+            ):
+                found.append(path)
+    return found
+
+
+def _lab_recolour(painting: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple]:
+    """The painting recoloured in CIELAB as iHarmony4's cases are: L* gain and offset about its mean, a* and
+    b* gains and offsets; float RGB in [0, 1] and the six parameters."""
+    lab = cv2.cvtColor(painting.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+    sign = lambda: float(rng.choice([-1, 1]))  # noqa: E731
+    params = (
+        float(rng.uniform(0.7, 1.3)), sign() * float(rng.uniform(6, 20)),
+        float(rng.uniform(0.6, 1.4)), sign() * float(rng.uniform(5, 18)),
+        float(rng.uniform(0.6, 1.4)), sign() * float(rng.uniform(5, 18)),
+    )  # fmt: skip
+    light = lab[..., 0]
+    lab[..., 0] = np.clip(light.mean() + (light - light.mean()) * params[0] + params[1], 0, 100)
+    lab[..., 1] = lab[..., 1] * params[2] + params[3]
+    lab[..., 2] = lab[..., 2] * params[4] + params[5]
+    return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0, 1), params
+
+
+def _placed(shape: np.ndarray, size: tuple[int, int], rng: np.random.Generator, area: float) -> np.ndarray:
+    """An object's mask (bool) scaled to cover about `area` of an image of `size` (h, w), at a random place
+    at least 2 px from the border."""
+    x, y, w, h = cv2.boundingRect(shape.astype(np.uint8))
+    cut = shape[y : y + h, x : x + w].astype(np.uint8) * 255
+    scale = np.sqrt(area * size[0] * size[1] / max(1, int(shape.sum())))
+    nw, nh = max(4, min(size[1] - 4, round(w * scale))), max(4, min(size[0] - 4, round(h * scale)))
+    cut = cv2.resize(cut, (nw, nh), interpolation=cv2.INTER_AREA) > 127
+    top, left = int(rng.integers(2, size[0] - nh - 1)), int(rng.integers(2, size[1] - nw - 1))
+    mask = np.zeros(size, bool)
+    mask[top : top + nh, left : left + nw] = cut
+    return mask
+
+
+def make_lab_case(
+    painting: np.ndarray, region: np.ndarray, seed: int, texture: bool, name: str
+) -> HarmonizationCase:
+    """A region of the painting recoloured in CIELAB (and, `texture`, smoothed like a photo) and pasted
+    back into the painting with that region inpainted."""
+    rng = np.random.default_rng(seed)
+    mask8 = region.astype(np.uint8) * 255
+    radius = max(3, min(painting.shape[:2]) // 60)
+    background = cv2.inpaint(painting, mask8, radius, cv2.INPAINT_TELEA)
+    pasted, params = _lab_recolour(painting, rng)
+    if texture:
+        pasted = _smooth_like_a_photo(pasted)
+    pasted8 = np.clip(np.rint(pasted * 255), 0, 255).astype(np.uint8)
+    return HarmonizationCase(
+        name=name,
+        hard=texture,
+        background=background,
+        composite=np.where(region[..., None], pasted8, background),
+        mask=mask8,
+        ground_truth=painting.copy(),
+        hue_shift=0.0,
+        saturation_gain=1.0,
+        gain=(1.0, 1.0, 1.0),
+        contrast=params[0],
+        lab=params,
+    )
+
+
+def load_lab_cases(
+    directory: Path = SHARED, regions: int = 2, seed: int = 0, max_side: int | None = 250
+) -> list[HarmonizationCase]:
+    """Issue 25's cases: for every shared painting, `regions` regions (the shapes of the shared pasted
+    objects, about 8-18% of the picture, at random places), each as a "colour" case (recoloured in CIELAB)
+    and a "texture" case (recoloured and smoothed like a photo)."""
+    shapes = [
+        read_mask(
+            directory / "harmonization" / f"{name}_naive_mask.jpg",
+            read_rgb(directory / "harmonization" / f"{name}.jpg", max_side).shape,
+        )
+        for name in PAINTINGS
+    ]
+    cases = []
+    for i, path in enumerate(shared_paintings(directory)):
+        painting = read_rgb(path, max_side)
+        for r in range(regions):
+            rng = np.random.default_rng(seed * 100_000 + 100 * i + r)
+            region = _placed(
+                shapes[(i + r) % len(shapes)], painting.shape[:2], rng, float(rng.uniform(0.08, 0.18))
+            )
+            for texture in (False, True):
+                label = f"{path.stem}_{r}_{'texture' if texture else 'colour'}"
+                case_seed = seed * 100_000 + 1000 + 10 * i + 2 * r + int(texture)
+                cases.append(make_lab_case(painting, region, case_seed, texture, label))
     return cases
 
 
