@@ -600,8 +600,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_result(result: dict) -> None:
     for key, value in result.items():
-        if isinstance(value, dict):  # one level of detail (batch's workers, ...): name=value pairs
-            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        if isinstance(value, dict):  # one level of detail (batch's workers, failures): a line each
+            print(f"{key}:")
+            for name, detail in value.items():
+                print(f"  {name}: {detail}")
+            continue
         print(f"{key}: {value}")
 
 

@@ -101,18 +101,22 @@ def read_manifest(path: Path, device: Any) -> tuple[list[Row], list[Outcome]]:
     rows: list[Row] = []
     failed: list[Outcome] = []
     by_name: dict[str, Row] = {}
+    by_key: dict[str, Row] = {}
     for line, record in records:
         name = (record.get("name") or "").strip()
         try:
             row = _row(line, record, path.parent, device)
-            if (first := by_name.get(row.name)) is not None:
-                if first.key is not None and first.key == row.key:  # the same model listed twice
-                    rows.append(dataclasses.replace(row, same_as=first.number))
-                    continue
+            if (first := by_name.get(row.name)) is not None and first.key != row.key:
                 raise BadInputError(
                     f"name {row.name} is also row {first.number}'s: give each row its own name column"
                 )
+            if row.key is not None and (same := by_key.get(row.key)) is not None:
+                # The same image and settings as an earlier row (under any name): that row's model.
+                rows.append(dataclasses.replace(row, same_as=same.number))
+                continue
             by_name[row.name] = row
+            if row.key is not None:
+                by_key[row.key] = row
             rows.append(row)
         except EngineError as exc:
             failed.append(Outcome(line, name or f"row {line}", "failed", error=f"row {line}: {exc}"))
@@ -186,11 +190,15 @@ def _row(line: int, record: dict[str | None, Any], folder: Path, device: Any) ->
 
 
 def reuse_or_check(row: Row, out_dir: Path) -> Outcome | None:
-    """A `reused` outcome when DIR already holds a model with this row's training key (or this name and
-    key), a failed one when this name holds another model; None: it must be trained."""
+    """A `reused` outcome when DIR already holds a model with this row's training key (its own folder
+    first, else the newest with that key), a failed one when this name holds another model; None: it must
+    be trained."""
     from engine.serve.registry import Registry
 
     registry = Registry(out_dir)
+    own = registry.has(row.name) and row.name in (registry.find_all(row.key) if row.key else [])
+    if own:  # this row's own model, from an earlier run
+        return Outcome(row.number, row.name, "reused", model=str(out_dir / row.name))
     if row.key is not None and (found := registry.find(row.key)) is not None:
         return Outcome(row.number, row.name, "reused", model=str(out_dir / found))
     if registry.has(row.name):

@@ -5,9 +5,12 @@ in the middle of either loses nothing and leaves nothing half-written."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -166,6 +169,25 @@ def test_cluster_errors_are_one_line(model_dir, shared_images, tmp_path):
     )
     assert no_ray.returncode == 2 and no_ray.stderr.strip().splitlines() == [
         f"engine batch: error: {expected}"
+    ]
+    with socketserver.TCPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        port = web.server_address[1]
+        not_ray = run_engine(
+            "batch",
+            model_dir,
+            "--input",
+            inputs,
+            "--output",
+            tmp_path / "o",
+            "--cluster",
+            f"127.0.0.1:{port}",
+        )
+        web.shutdown()
+    address = f"127.0.0.1:{port}"
+    assert not_ray.returncode == 2 and not_ray.stderr.strip().splitlines() == [
+        f"engine batch: error: cannot connect to a Ray cluster at --cluster {address}: {address} answers, but "
+        "not as a Ray head (give its GCS port, 6379 unless `ray start --port` set another, or ray://HOST:10001)"
     ]
     nobody = run_engine(
         "batch",

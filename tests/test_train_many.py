@@ -23,7 +23,7 @@ def test_trains_each_row_reports_bad_ones_and_reuses(shared_images, tmp_path, ca
         "image,mode,preset,iters,name\n"
         "scream.jpg,harmonization,tiny,4,\n"  # relative to the manifest; the default name
         f"{h / 'oil_tree.jpg'},harmonization,tiny,4,oil\n"
-        "scream.jpg,harmonization,tiny,4,\n"  # the first row again: its model
+        "scream.jpg,harmonization,tiny,4,again\n"  # the first row again, under another name: its model
         "scream.jpg,harmonization,tiny,5,oil\n"  # another model under a name already used
         "scream.jpg,generation,tiny,4,gen,extra\n"  # more cells than columns
         "scream.jpg,harmonization,tiny,0,zero\n"  # an option out of range

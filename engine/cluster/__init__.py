@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +49,21 @@ def connected(address: str) -> Iterator[Any]:
     # This process's Ray core logs errors that it also raises, and on each actor start that Ray Data keeps
     # constructor arguments in the object store (they are this process's: they live as long as the job).
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    # ray.init retries for minutes against a server that accepts the connection but never completes Ray's
+    # handshake; the command says so and ends instead (nothing has been written when it connects).
+    timeout = float(os.environ.get("ENGINE_RAY_CONNECT_TIMEOUT", "60"))
+
+    def give_up() -> None:
+        sys.stderr.write(
+            f"engine: error: no answer from a Ray cluster at --cluster {address} within {timeout:.0f} s: "
+            "check that it is the head node's address (its GCS port: 6379 unless `ray start --port` said)\n"
+        )
+        sys.stderr.flush()
+        os._exit(ClusterError.exit_code)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         ray.init(
             address=address,
@@ -55,11 +72,18 @@ def connected(address: str) -> Iterator[Any]:
             configure_logging=False,
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if address == "auto" and not os.environ.get("RAY_ADDRESS"):
+            raise ClusterError(
+                "--cluster auto found no Ray cluster (none started on this machine, and RAY_ADDRESS is not "
+                "set): start one with `ray start --head`, or give the head node's ADDRESS"
+            ) from exc
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ClusterError(
             f"cannot connect to a Ray cluster at --cluster {address} ({first}): start one with "
             "`ray start --head` or give the head node's ADDRESS"
         ) from exc
+    finally:
+        watchdog.cancel()
     try:
         yield ray
     finally:
@@ -81,19 +105,35 @@ def _head(address: str) -> str | None:
     return address if ":" in address and "/" not in address else None
 
 
+# An HTTP/2 client's connection preface and an empty SETTINGS frame: a Ray head's GCS (and its Ray Client
+# server) speaks gRPC, whose server answers with a SETTINGS frame (type 4) of its own.
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
 def _check_reachable(address: str) -> None:
+    """Refuse at once an address where nothing answers, or something that is not a gRPC server (a web
+    server, Ray's dashboard on 8265)."""
     head = _head(address)
     if head is None:
         return
     host, _, port = head.rpartition(":")
+    advice = "start one with `ray start --head` or give the head node's ADDRESS"
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5) as conn:
+            conn.settimeout(5)
+            conn.sendall(_H2_HELLO)
+            reply = conn.recv(9)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "no answer"
         raise ClusterError(
             f"cannot connect to a Ray cluster at --cluster {address} (nothing answers at {head}: {reason}): "
-            "start one with `ray start --head` or give the head node's ADDRESS"
+            f"{advice}"
         ) from None
+    if len(reply) < 4 or reply[3] != 0x04:
+        raise ClusterError(
+            f"cannot connect to a Ray cluster at --cluster {address}: {head} answers, but not as a Ray head "
+            "(give its GCS port, 6379 unless `ray start --port` set another, or ray://HOST:10001)"
+        )
 
 
 def alive_nodes(ray: Any) -> list[dict]:

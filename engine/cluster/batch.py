@@ -124,6 +124,9 @@ def plan(input_dir: str, output_dir: str, masks_dir: str | None) -> Plan:
         ]
         skipped = [item.source.name for item in items if item.output.exists()]
         return Plan(rows, skipped, [i.source.name for i in items], [i.output for i in todo])
+    for flag, folder in (("--input", input_dir), ("--masks", masks_dir)):
+        if folder and not storage.is_url(folder) and not Path(folder).is_dir():
+            raise BadInputError(f"{flag} {folder} is not a folder")
     as_url = {f: f if storage.is_url(f) else Path(f).resolve().as_uri() for f in (input_dir, output_dir)}
     if masks_dir:
         as_url[masks_dir] = masks_dir if storage.is_url(masks_dir) else Path(masks_dir).resolve().as_uri()
@@ -177,9 +180,9 @@ def run(
     if not todo.rows:
         return report
     total = len(todo.names)
+    loaded = families.load(model_dir, select_device("cpu"), backend=None)  # a bad model: said before Ray
     with connected(address) as ray:
         # Export the model's sampler here, once, rather than in every actor at the same time.
-        loaded = families.load(model_dir, select_device("cpu"), backend=None)
         loaded.family.prepare(loaded, loaded.family.backend(backend))
         n, cpus, gpus = worker_shape(ray, workers, device)
         context = ray.data.DataContext.get_current()

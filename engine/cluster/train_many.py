@@ -27,7 +27,7 @@ def _train_task(row: Row, out_dir: str, device: str) -> Outcome:
     cpus = context.get_assigned_resources().get("CPU", 1.0)
     os.environ["ENGINE_THREADS"] = str(max(1, int(cpus)))  # read by engine.device.configure_threads
     outcome = train_row(row, Path(out_dir), device)
-    outcome.node = context.get_node_id()
+    outcome.node = ray.util.get_node_ip_address()
     return outcome
 
 
@@ -44,10 +44,11 @@ def task_shape(ray: Any, cpus_per_task: int | None, device: str | None) -> tuple
     if not per_node:
         raise ClusterError("the cluster has no node with a CPU to run on")
     if cpus_per_task is not None:
-        if cpus_per_task < 1 or cpus_per_task > max(per_node):
+        most = math.floor(max(per_node))
+        if not 1 <= cpus_per_task <= most:
             raise ClusterError(
-                f"--cpus-per-task {cpus_per_task}: the cluster's nodes have {math.floor(max(per_node))} CPUs "
-                "at most: give 1 to that"
+                f"--cpus-per-task must be between 1 and {most} (the most CPUs a node of this cluster has), "
+                f"not {cpus_per_task}"
             )
         return float(cpus_per_task), 0.0, "cpu"
     return float(math.floor(min(per_node))), 0.0, "cpu"
