@@ -186,8 +186,9 @@ def test_cluster_errors_are_one_line(model_dir, shared_images, tmp_path):
         web.shutdown()
     address = f"127.0.0.1:{port}"
     assert not_ray.returncode == 2 and not_ray.stderr.strip().splitlines() == [
-        f"engine batch: error: cannot connect to a Ray cluster at --cluster {address}: {address} answers, but "
-        "not as a Ray head (give its GCS port, 6379 unless `ray start --port` set another, or ray://HOST:10001)"
+        f"engine batch: error: cannot connect to a Ray cluster at --cluster {address}: {address} answers, "
+        "but not as a Ray head (give its GCS port, 6379 unless `ray start --port` set another, or "
+        "ray://HOST:10001)"
     ]
     nobody = run_engine(
         "batch",
