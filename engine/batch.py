@@ -307,7 +307,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cluster",
         metavar="auto|ADDRESS",
         help="run on a Ray cluster (auto: RAY_ADDRESS or the one `ray start` made here; else host:port of "
-        "its head); input, masks, output and model on a path every node sees",
+        "its head); the model on a path every node sees, the folders too or as URLs (s3://, gs://, ...)",
     )
     p.add_argument(
         "--workers", type=int, help="with --cluster: model replicas (default: one per GPU, else one per node)"
