@@ -15,14 +15,10 @@ import time
 
 import cv2
 import pytest
-import torch
 from cli_helpers import ENV, json_result, run_engine
 
 from bench.local_cluster import LocalCluster
 from engine.cli import main
-from engine.families.consingan import training
-from engine.families.consingan.config import preset, with_overrides
-from engine.imageio import read_image
 from tests.conftest import ROOT
 from tests.import_blocker import blocker_source
 
@@ -37,12 +33,8 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, shared_images):
-    model_cfg, train_cfg = with_overrides(*preset("tiny", "harmonization"), iters=4)
-    image = read_image(shared_images / "harmonization" / "scream.jpg").rgb
-    return training.train(
-        image, model_cfg, train_cfg, tmp_path_factory.mktemp("cluster") / "m", torch.device("cpu")
-    )
+def model_dir(tiny_models):
+    return tiny_models["harmonization"]
 
 
 def _folder(path, shared_images, n: int, size=(240, 180)):
@@ -170,37 +162,22 @@ def test_cluster_errors_are_one_line(model_dir, shared_images, tmp_path):
     assert no_ray.returncode == 2 and no_ray.stderr.strip().splitlines() == [
         f"engine batch: error: {expected}"
     ]
+
+    def batch_at(address: str):
+        args = ("--input", inputs, "--output", tmp_path / "o", "--cluster", address)
+        return run_engine("batch", model_dir, *args, timeout=180)
+
     with socketserver.TCPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler) as web:
         threading.Thread(target=web.serve_forever, daemon=True).start()
-        port = web.server_address[1]
-        not_ray = run_engine(
-            "batch",
-            model_dir,
-            "--input",
-            inputs,
-            "--output",
-            tmp_path / "o",
-            "--cluster",
-            f"127.0.0.1:{port}",
-        )
+        address = f"127.0.0.1:{web.server_address[1]}"
+        not_ray = batch_at(address)
         web.shutdown()
-    address = f"127.0.0.1:{port}"
     assert not_ray.returncode == 2 and not_ray.stderr.strip().splitlines() == [
         f"engine batch: error: cannot connect to a Ray cluster at --cluster {address}: {address} answers, "
         "but not as a Ray head (give its GCS port, 6379 unless `ray start --port` set another, or "
         "ray://HOST:10001)"
     ]
-    nobody = run_engine(
-        "batch",
-        model_dir,
-        "--input",
-        inputs,
-        "--output",
-        tmp_path / "o",
-        "--cluster",
-        "127.0.0.1:9",
-        timeout=180,
-    )
+    nobody = batch_at("127.0.0.1:9")
     assert (
         nobody.returncode == 2 and "cannot connect to a Ray cluster at --cluster 127.0.0.1:9" in nobody.stderr
     )
