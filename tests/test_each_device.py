@@ -4,7 +4,7 @@ CI and the development machine have no GPU, so the CUDA cases are skipped there;
 run with the rest of the suite (`python -m pytest tests/test_each_device.py`). Each case is the same check
 on each device: training in bf16 autocast and resuming, the model loading on either device, sampling and
 harmonizing with both backends (on CUDA: onnxruntime's CUDA provider with IO binding), and, on CUDA,
-running out of the GPU's memory.
+running out of the GPU's memory; and on CUDA, a Ray cluster's batch and train-many using the GPU.
 """
 
 from __future__ import annotations
@@ -139,3 +139,46 @@ def test_running_out_of_gpu_memory_is_a_one_line_error(trained, tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.startswith("engine sample")]
     assert done.returncode == 2, done.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("engine sample: error: the GPU ran out of memory: ")
+
+
+@GPU
+def test_a_ray_cluster_with_a_gpu_runs_batch_and_train_many_on_it(trained, tmp_path, shared_images):
+    """`engine batch --cluster` gives its actor the GPU (onnxruntime's CUDA provider) and its files match a
+    local batch on the GPU; `engine train-many --cluster` trains its row with the GPU."""
+    import json
+
+    import cv2
+    from cli_helpers import json_result, run_engine
+
+    from bench.local_cluster import LocalCluster
+
+    device, model = trained
+    if device.type != "cuda":
+        pytest.skip("a CUDA case")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("scream", "oil_tree"):
+        image = cv2.imread(str(shared_images / "harmonization" / f"{name}_naive.jpg"))
+        cv2.imwrite(str(inputs / f"{name}.png"), cv2.resize(image, (320, 240)))
+    (tmp_path / "logs").mkdir()
+    cluster = LocalCluster(tmp_path / "logs").start(workers=0)  # `ray start` finds the GPU itself
+    try:
+        batch = ("batch", model.path, "--input", inputs, "--json")
+        remote = json_result(run_engine(*batch, "--output", tmp_path / "ray", "--cluster", cluster.address))
+        local = json_result(run_engine(*batch, "--output", tmp_path / "local", "--device", "cuda"))
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"image,mode,preset,name\n{TRAIN_IMAGES['harmonization']},harmonization,tiny,a\n")
+        trained_many = json_result(
+            run_engine(
+                "train-many", manifest, "--out", tmp_path / "models", "--cluster", cluster.address, "--json"
+            )
+        )
+    finally:
+        cluster.stop()
+    assert remote["done"] == local["done"] == 2 and remote["workers"]["gpus"] == 1, remote
+    for name in ("scream.png", "oil_tree.png"):
+        a, b = (cv2.imread(str(tmp_path / d / name)).astype(int) for d in ("ray", "local"))
+        assert np.abs(a - b).max() <= 2
+    assert trained_many["trained"] == 1, trained_many
+    meta = json.loads((tmp_path / "models" / "a" / "model.json").read_text())
+    assert meta["info"]["device"] == "cuda", meta["info"]
