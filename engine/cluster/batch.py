@@ -1,6 +1,6 @@
 """`engine batch --cluster`: the local batch's files, streamed through model replicas on a Ray cluster.
 
-Ray Data carries one row per file (source, mask, output paths on a filesystem every node sees) to a fixed
+Ray Data carries one row per file (source, mask, output: paths every node sees, or URLs) to a fixed
 pool of actors; each actor loads the model once, with onnxruntime's and torch's threads set to the CPUs Ray
 gave it (Ray sets OMP_NUM_THREADS=1 in its workers, so left alone each replica would run on one thread, or,
 told nothing, all of them on every core), and runs the very code of the local batch on each file
@@ -25,8 +25,6 @@ import numpy as np
 from engine import batch
 from engine.cluster import ClusterError, alive_nodes, connected, storage
 from engine.errors import BadInputError, EngineError
-
-log = logging.getLogger(__name__)
 
 
 class Restyler:
@@ -75,7 +73,9 @@ class Restyler:
                 batch.process(batch.Item(local, local_mask, local_out), self.apply_fn, self.masks_given)
             except Exception as exc:
                 message = batch.failure_message(exc).replace(str(local), source)
-                raise EngineError(message.replace(str(local_mask), mask)) from exc
+                if local_mask is not None:
+                    message = message.replace(str(local_mask), mask)
+                raise EngineError(message) from exc
             storage.write_bytes(output, local_out.read_bytes())
 
 
