@@ -29,9 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import BadInputError, EngineError
+
+if TYPE_CHECKING:
+    from engine.serve.registry import Registry
 
 SUMMARY_FILE = "train-many.json"
 STAGING_PREFIX = ".training-"
@@ -124,7 +127,7 @@ def read_manifest(path: Path, device: Any) -> tuple[list[Row], list[Outcome]]:
 
 
 def repeated(row: Row, outcomes: list[Outcome]) -> Outcome:
-    """The outcome of a row that repeats an earlier row (same name, image and settings): its model."""
+    """The outcome of a row that repeats an earlier row's image and settings (under any name): its model."""
     first = next(o for o in outcomes if o.row == row.same_as)
     if first.model is None:
         return Outcome(
@@ -189,13 +192,11 @@ def _row(line: int, record: dict[str | None, Any], folder: Path, device: Any) ->
     )
 
 
-def reuse_or_check(row: Row, out_dir: Path) -> Outcome | None:
-    """A `reused` outcome when DIR already holds a model with this row's training key (its own folder
-    first, else the newest with that key), a failed one when this name holds another model; None: it must
-    be trained."""
-    from engine.serve.registry import Registry
-
-    registry = Registry(out_dir)
+def reuse_or_check(row: Row, registry: Registry) -> Outcome | None:
+    """A `reused` outcome when DIR (`registry`) already holds a model with this row's training key (its own
+    folder first, else the newest with that key), a failed one when this name holds another model; None:
+    it must be trained."""
+    out_dir = registry.root
     own = registry.has(row.name) and row.name in (registry.find_all(row.key) if row.key else [])
     if own:  # this row's own model, from an earlier run
         return Outcome(row.number, row.name, "reused", model=str(out_dir / row.name))
@@ -216,8 +217,9 @@ def train_row(row: Row, out_dir: Path, device_name: str | None = None) -> Outcom
     """Train one row into DIR/.training-NAME (continuing from its checkpoint when an earlier attempt left
     one) and move it in as DIR/NAME. Errors come back as a failed outcome, not raised."""
     from engine import families
+    from engine.batch import failure_message
     from engine.device import configure_threads, select_device
-    from engine.family import TrainData, TrainRun
+    from engine.family import DataKind, TrainData, TrainRun
     from engine.imageio import read_image
     from engine.model_dir import read_meta
     from engine.serve.registry import Registry
@@ -237,7 +239,7 @@ def train_row(row: Row, out_dir: Path, device_name: str | None = None) -> Outcom
                 import shutil
 
                 shutil.rmtree(staging)
-            if "image" in row.data and family.task(row.task).data.value == "image":
+            if family.task(row.task).data is DataKind.IMAGE:
                 data = TrainData(image=read_image(row.data["image"]).rgb)
             else:
                 data = TrainData(folders=tuple(Path(row.data[k]) for k in sorted(row.data)))
@@ -248,8 +250,8 @@ def train_row(row: Row, out_dir: Path, device_name: str | None = None) -> Outcom
             staging, model_id=row.name, name=row.name, preset=row.preset, training_key=row.key, seed=row.seed
         )
     except Exception as exc:  # reported in the summary; the other rows go on
-        message = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-        return Outcome(row.number, row.name, "failed", error=f"row {row.number}: {message}", resumed=resumed)
+        error = f"row {row.number}: {failure_message(exc)}"
+        return Outcome(row.number, row.name, "failed", error=error, resumed=resumed)
     seconds = round(time.monotonic() - start, 1)
     return Outcome(row.number, row.name, "trained", str(out_dir / row.name), resumed=resumed, seconds=seconds)
 
@@ -306,15 +308,17 @@ def cmd_train_many(args: argparse.Namespace) -> dict:
     def plan(device: Any) -> list[Row]:
         """The rows to train on `device` (the one their training key is for): the manifest's, less those
         that failed to read and those DIR already has a model for."""
+        from engine.serve.registry import Registry
+
         read, failed = read_manifest(args.manifest, device)
         rows.extend(read)
         summary.outcomes.extend(failed)
+        registry = Registry(out_dir)  # DIR read once, not once a row
         todo = []
-        for row in read:
-            outcome = None if row.same_as is not None else reuse_or_check(row, out_dir)
-            if outcome is not None:
+        for row in (r for r in read if r.same_as is None):  # repeats get their first row's outcome below
+            if (outcome := reuse_or_check(row, registry)) is not None:
                 summary.outcomes.append(outcome)
-            elif row.same_as is None:
+            else:
                 todo.append(row)
         return todo
 

@@ -138,3 +138,30 @@ def _check_reachable(address: str) -> None:
 
 def alive_nodes(ray: Any) -> list[dict]:
     return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def gpus_to_use(ray: Any, device: str | None) -> int:
+    """The cluster's GPUs where the work goes to them (default where it has any, or --device cuda), else
+    0; --device cuda on a cluster without a GPU is refused."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if device is not None and device.startswith("cuda") and gpus == 0:
+        raise ClusterError("--device cuda, but the cluster has no GPU: leave --device out or use cpu")
+    return gpus if device is None or device.startswith("cuda") else 0
+
+
+def cpu_nodes(ray: Any) -> list[float]:
+    """The CPUs of each live node that has at least one; a cluster with none is refused."""
+    per_node = [c for c in (node["Resources"].get("CPU", 0.0) for node in alive_nodes(ray)) if c >= 1]
+    if not per_node:
+        raise ClusterError("the cluster has no node with a CPU to run on")
+    return per_node
+
+
+def use_assigned_cpus() -> None:
+    """In a Ray worker: threads for the CPUs Ray gave it (Ray sets OMP_NUM_THREADS=1 in its workers).
+    ENGINE_THREADS is read by engine.device.configure_threads (torch) and engine.standalone.thread_counts
+    (onnxruntime)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    os.environ["ENGINE_THREADS"] = str(max(1, int(cpus)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from engine import batch
-from engine.cluster import ClusterError, alive_nodes, connected, storage
+from engine.cluster import ClusterError, connected, cpu_nodes, gpus_to_use, storage, use_assigned_cpus
 from engine.errors import BadInputError, EngineError
 
 
@@ -31,11 +30,7 @@ class Restyler:
     """One model replica (a Ray Data actor): the local batch's apply function, built once per actor."""
 
     def __init__(self, model_dir: str, backend: str | None, device: str, given: dict, masks_given: bool):
-        import ray
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-        # Read by engine.device.configure_threads (torch) and engine.standalone.thread_counts (onnxruntime).
-        os.environ["ENGINE_THREADS"] = str(max(1, int(cpus)))
+        use_assigned_cpus()
         self.apply_fn = batch.in_process(Path(model_dir), backend, device, given)
         self.masks_given = masks_given
 
@@ -82,16 +77,9 @@ class Restyler:
 def worker_shape(ray: Any, workers: int | None, device: str | None) -> tuple[int, float, float]:
     """(actors, CPUs each, GPUs each). On GPUs: one actor per GPU. On CPUs: one actor per node by default,
     the cluster's CPUs shared evenly, never more per actor than the smallest node has."""
-    total = ray.cluster_resources()
-    gpus = int(total.get("GPU", 0))
-    if device is not None and device.startswith("cuda") and gpus == 0:
-        raise ClusterError("--device cuda, but the cluster has no GPU: leave --device out or use cpu")
-    if gpus and (device is None or device.startswith("cuda")):
+    if gpus := gpus_to_use(ray, device):
         return workers or gpus, 1.0, 1.0
-    per_node = [node["Resources"].get("CPU", 0.0) for node in alive_nodes(ray)]
-    per_node = [c for c in per_node if c >= 1]
-    if not per_node:
-        raise ClusterError("the cluster has no node with a CPU to run on")
+    per_node = cpu_nodes(ray)
     n = workers or len(per_node)
     cpus = max(1.0, min(math.floor(sum(per_node) / n), min(per_node)))
     return n, float(cpus), 0.0
@@ -112,7 +100,8 @@ def plan(input_dir: str, output_dir: str, masks_dir: str | None) -> Plan:
     """Folders on a path every node sees, or (any of them a URL) on filesystems pyarrow opens."""
     if not any(storage.is_url(f) for f in (input_dir, output_dir, masks_dir)):
         items = batch.plan(Path(input_dir), Path(output_dir), Path(masks_dir) if masks_dir else None)
-        todo = [item for item in items if not item.output.exists()]
+        done = {item.source.name for item in items if item.output.exists()}
+        todo = [item for item in items if item.source.name not in done]
         # Absolute paths: the workers do not run in this process's folder (or on its machine).
         rows = [
             {
@@ -122,7 +111,7 @@ def plan(input_dir: str, output_dir: str, masks_dir: str | None) -> Plan:
             }
             for i in todo
         ]
-        skipped = [item.source.name for item in items if item.output.exists()]
+        skipped = [item.source.name for item in items if item.source.name in done]
         return Plan(rows, skipped, [i.source.name for i in items], [i.output for i in todo])
     for flag, folder in (("--input", input_dir), ("--masks", masks_dir)):
         if folder and not storage.is_url(folder) and not Path(folder).is_dir():

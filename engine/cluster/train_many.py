@@ -9,12 +9,11 @@ threads to the CPUs it was given.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.cluster import ClusterError, alive_nodes, connected
+from engine.cluster import ClusterError, connected, cpu_nodes, gpus_to_use, use_assigned_cpus
 from engine.train_many import Outcome, Row, train_row
 
 RETRIES = 3  # attempts after the first, for a task whose worker or node died (an error in it is not retried)
@@ -23,9 +22,7 @@ RETRIES = 3  # attempts after the first, for a task whose worker or node died (a
 def _train_task(row: Row, out_dir: str, device: str) -> Outcome:
     import ray
 
-    context = ray.get_runtime_context()
-    cpus = context.get_assigned_resources().get("CPU", 1.0)
-    os.environ["ENGINE_THREADS"] = str(max(1, int(cpus)))  # read by engine.device.configure_threads
+    use_assigned_cpus()
     outcome = train_row(row, Path(out_dir), device)
     outcome.node = ray.util.get_node_ip_address()
     return outcome
@@ -34,15 +31,9 @@ def _train_task(row: Row, out_dir: str, device: str) -> Outcome:
 def task_shape(ray: Any, cpus_per_task: int | None, device: str | None) -> tuple[float, float, str]:
     """(CPUs, GPUs, device) of each training: a GPU each where the cluster has them, else the smallest
     node's CPUs (so that every node can take a task), or --cpus-per-task."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if device is not None and device.startswith("cuda") and gpus == 0:
-        raise ClusterError("--device cuda, but the cluster has no GPU: leave --device out or use cpu")
-    if gpus and (device is None or device.startswith("cuda")):
+    if gpus_to_use(ray, device):
         return 1.0, 1.0, "cuda"
-    per_node = [node["Resources"].get("CPU", 0.0) for node in alive_nodes(ray)]
-    per_node = [c for c in per_node if c >= 1]
-    if not per_node:
-        raise ClusterError("the cluster has no node with a CPU to run on")
+    per_node = cpu_nodes(ray)
     if cpus_per_task is not None:
         most = math.floor(max(per_node))
         if not 1 <= cpus_per_task <= most:
