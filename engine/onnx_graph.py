@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -46,10 +48,16 @@ def engine_version() -> str:
 
 
 def run_exporter(
-    module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], dynamic_shapes: dict
+    module: nn.Module,
+    example: tuple,
+    inputs: list[str],
+    outputs: list[str],
+    dynamic_shapes: dict,
+    translations: dict[Any, Callable] | None = None,
 ) -> onnx.ModelProto:
     """torch.onnx.export with dynamo at OPSET, any failure as one ExportError, the exporter's per-node
-    provenance dropped, this engine named as the producer. (Every family's exporter uses it.)"""
+    provenance dropped, this engine named as the producer. (Every family's exporter uses it.)
+    `translations` maps a custom operator to the onnxscript function that writes its ONNX form."""
     try:
         program = torch.onnx.export(
             module,
@@ -59,6 +67,7 @@ def run_exporter(
             dynamic_shapes=dynamic_shapes,
             opset_version=OPSET,
             dynamo=True,
+            custom_translation_table=translations,
             external_data=False,
             verbose=False,
         )

@@ -12,16 +12,18 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
+from onnxscript import ir, opset18
 from torch import nn
 
 from engine.errors import ExportError, OnnxFileError
 from engine.families.consingan.modes import spec
-from engine.families.consingan.networks import Generator
+from engine.families.consingan.networks import Generator, upsample
 from engine.families.consingan.pyramid import Shape, retarget_shapes
 from engine.families.consingan.store import TrainedModel
 from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
@@ -29,6 +31,9 @@ from engine.sampler_file import FORMAT_VERSION, verify_file
 from engine.standalone import FORMAT, TEXT_KEYS
 
 log = logging.getLogger(__name__)
+# The ONNX operators, as the exporter records them while it translates a custom operator (their type stubs
+# describe onnxscript's own functions, not recorded values).
+op: Any = opset18
 FP16_MAX = 65504.0
 # Bumped whenever the graph built from the same weights changes, so that samplers exported on first use
 # by an older engine are exported again.
@@ -84,63 +89,98 @@ BAND = 32  # output rows per block of the banded resize
 WINDOW = BAND + 4  # input rows one block reads when upsampling (scale <= 1): its span plus the 4 taps
 
 
-def _banded_weights(n_in, n_out, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """1-D bicubic interpolation with align_corners (A = -0.75, edges clamped), as F.interpolate computes
-    it, cut into blocks of BAND output rows: for block j, the WINDOW input rows it reads (clamped indices,
-    n_blocks x WINDOW) and its BAND x WINDOW weights (n_blocks x BAND x WINDOW). n_in and n_out may be
-    symbolic; the stages only ever upsample, which is what WINDOW allows for."""
+@torch.library.custom_op("singan_studio::banded_upsample", mutates_args=())
+def banded_upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bicubic resize (align_corners) between stages, as one operator for the exporter: torch.export
+    traces it as a single node (tracing its dozens of shape computations symbolically took most of an
+    export) and `_banded_upsample_onnx` writes its ONNX form. In torch it is the generator's own resize."""
+    return upsample(x, (size[0], size[1]))
+
+
+@banded_upsample.register_fake
+def _(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return x.new_empty((x.shape[0], x.shape[1], size[0], size[1]))
+
+
+def _ints(*values: int) -> Any:
+    return op.Constant(value_ints=list(values))
+
+
+def _floats(value: float) -> Any:
+    return op.Constant(value_float=float(value))
+
+
+def _horner(u: Any, coefficients: list[float]) -> Any:
+    """c0 u^n + c1 u^(n-1) + ... in Horner's order, as the bicubic weights are written."""
+    y = op.Mul(_floats(coefficients[0]), u)
+    for k, coefficient in enumerate(coefficients[1:], 2):
+        y = op.Add(y, _floats(coefficient)) if coefficient else y
+        y = op.Mul(y, u) if k < len(coefficients) else y
+    return y
+
+
+def _cubic_taps(t: Any) -> list[Any]:
+    """The 4 bicubic weights (A = -0.75) of the input rows at fractional distances 1 + t, t, 1 - t and
+    2 - t from the output row, as F.interpolate computes them."""
     a = -0.75
-    n_blocks = (n_out + BAND - 1) // BAND
+    s = op.Sub(_floats(1), t)
+    far = [a, -5 * a, 8 * a, -4 * a]  # ((A u - 5A) u + 8A) u - 4A for 1 <= u < 2
+    near = [a + 2, -(a + 3), 0, 1]  # ((A + 2) u - (A + 3)) u u + 1 for u < 1
+    return [
+        _horner(op.Add(t, _floats(1)), far),
+        _horner(t, near),
+        _horner(s, near),
+        _horner(op.Add(s, _floats(1)), far),
+    ]
+
+
+def _banded_resize_rows(x: Any, n_out: Any) -> Any:
+    """ONNX: bicubic resize along axis 1 of B x n_in x K to n_out (a 1-element int64 tensor) rows.
+
+    Per block of BAND output rows, one matrix product of its BAND x WINDOW weights with the WINDOW input
+    rows it reads (gathered as whole K-long rows, which is a memory copy). onnxruntime's cubic Resize kernel
+    is scalar code (80% of a 250 px sample); per-tap gathers with broadcast multiplies took 70% of a 1024 px
+    sample. The stages only ever upsample, which is what WINDOW allows for."""
+    float32, int64 = 1, 7  # ONNX data types
+    n_in = op.Shape(x, start=1, end=2)
+    n_blocks = op.Div(op.Add(n_out, _ints(BAND - 1)), _ints(BAND))
     # The scale in float32 first, then times the index: F.interpolate's order of rounding, which places
     # the taps identically (the other order moves them by an ulp, enough for 1e-5 at large sizes).
-    scale = torch.ones((), dtype=torch.float32, device=like.device) * (n_in - 1) / max(n_out - 1, 1)
-    src = torch.arange(n_blocks * BAND, dtype=torch.float32, device=like.device) * scale
-    i0 = torch.floor(src)
-    t = src - i0
-    s = 1.0 - t
-    taps = [
-        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
-        ((a + 2) * t - (a + 3)) * t * t + 1,
-        ((a + 2) * s - (a + 3)) * s * s + 1,
-        ((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a,
-    ]
-    block = torch.arange(n_blocks, dtype=torch.float32, device=like.device)
-    first = (torch.floor(block * BAND * scale) - 1).reshape(-1, 1)  # the window's first input row
-    window = torch.arange(WINDOW, dtype=torch.float32, device=like.device)
-    rows = torch.clamp(first + window.reshape(1, -1), 0, n_in - 1).to(torch.int64)
-    offset = (i0 - 1).reshape(-1, BAND) - first  # where each output row's first tap sits in its window
-    weights = sum(
-        (window.reshape(1, 1, -1) == (offset + k).unsqueeze(2)).to(like.dtype)
-        * w.reshape(-1, BAND, 1).to(like.dtype)
-        for k, w in enumerate(taps)
-    )
-    return rows, weights
+    last_in = op.Cast(op.Sub(n_in, _ints(1)), to=float32)
+    scale = op.Div(last_in, op.Cast(op.Max(op.Sub(n_out, _ints(1)), _ints(1)), to=float32))
+    zero, one = op.Constant(value_int=0), op.Constant(value_int=1)
+    src = op.Mul(op.Cast(op.Range(zero, op.Squeeze(op.Mul(n_blocks, _ints(BAND))), one), to=float32), scale)
+    i0 = op.Floor(src)
+    t = op.Sub(src, i0)
+    taps = _cubic_taps(t)
+    block = op.Cast(op.Range(zero, op.Squeeze(n_blocks), one), to=float32)
+    first = op.Unsqueeze(op.Sub(op.Floor(op.Mul(op.Mul(block, _floats(BAND)), scale)), _floats(1)), _ints(1))
+    window = op.Constant(value=ir.tensor([float(i) for i in range(WINDOW)], dtype=ir.DataType.FLOAT))
+    read = op.Add(first, op.Unsqueeze(window, _ints(0)))  # n_blocks x WINDOW: the input rows each block reads
+    rows = op.Cast(op.Clip(read, _floats(0), op.Squeeze(last_in)), to=int64)
+    offset = op.Sub(op.Reshape(op.Sub(i0, _floats(1)), _ints(-1, BAND)), first)  # first tap's place in window
+    positions = op.Reshape(window, _ints(1, 1, WINDOW))
+    weights = None
+    for k, tap in enumerate(taps):
+        hit = op.CastLike(op.Equal(positions, op.Unsqueeze(op.Add(offset, _floats(k)), _ints(2))), x)
+        term = op.Mul(hit, op.CastLike(op.Reshape(tap, _ints(-1, BAND, 1)), x))
+        weights = term if weights is None else op.Add(weights, term)
+    batch, k_len = op.Shape(x, start=0, end=1), op.Shape(x, start=2, end=3)
+    gathered = op.Gather(x, op.Reshape(rows, _ints(-1)), axis=1)
+    windows = op.Reshape(gathered, op.Concat(batch, n_blocks, _ints(WINDOW), k_len, axis=0))
+    out = op.Reshape(op.MatMul(weights, windows), op.Concat(batch, _ints(-1), k_len, axis=0))
+    return op.Slice(out, _ints(0), n_out, _ints(1))
 
 
-def _banded_resize_rows(x: torch.Tensor, n_out) -> torch.Tensor:
-    """Bicubic resize along axis 1 of B x n_in x K: per block of BAND output rows, one matrix product of its
-    weights with the WINDOW input rows it reads (gathered as whole K-long rows, which is a memory copy)."""
-    rows, weights = _banded_weights(x.shape[1], n_out, x)
-    n_blocks = rows.shape[0]
-    window = x.index_select(1, rows.reshape(-1)).reshape(x.shape[0], n_blocks, WINDOW, x.shape[2])
-    out = torch.matmul(weights, window).reshape(x.shape[0], n_blocks * BAND, x.shape[2])
-    return out[:, :n_out]
-
-
-def banded_upsample(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bicubic resize (align_corners) for export, as banded matrix products, one axis at a time.
-
-    onnxruntime's cubic Resize kernel is scalar code (80% of a 250 px sample); per-tap gathers along the
-    width with broadcast multiplies made 11 passes over the output per axis and took 70% of a 1024 px
-    sample. Here each axis is one gather of whole rows plus one batched matrix product over blocks of
-    BAND output rows (the interpolation matrix is banded, so each block needs only WINDOW input rows).
-    The width goes first, on each channel's transposed map, so that the result comes out in NCHW order
-    without a transpose of the (largest) output.
-    """
-    n, c, h, w = x.shape
-    y = _banded_resize_rows(x.reshape(n * c, h, w).transpose(1, 2), size[1])  # (NC, W_out, H)
-    y = _banded_resize_rows(y.transpose(1, 2), size[0])  # (NC, H_out, W_out)
-    return y.reshape(n, c, size[0], size[1])
+def _banded_upsample_onnx(x: Any, size: Sequence[Any]) -> Any:
+    """ONNX form of `banded_upsample`: one axis at a time, the width first on each channel's transposed map,
+    so that the result comes out in NCHW order without a transpose of the (largest) output."""
+    h_out, w_out = (_ints(v) if isinstance(v, int) else op.Reshape(v, _ints(1)) for v in size)
+    batch_channels = op.Shape(x, start=0, end=2)
+    planes = op.Reshape(x, op.Concat(_ints(-1), op.Shape(x, start=2, end=4), axis=0))  # (NC, H, W)
+    y = _banded_resize_rows(op.Transpose(planes, perm=[0, 2, 1]), w_out)  # (NC, W_out, H)
+    y = _banded_resize_rows(op.Transpose(y, perm=[0, 2, 1]), h_out)  # (NC, H_out, W_out)
+    return op.Reshape(y, op.Concat(batch_channels, h_out, w_out, axis=0))
 
 
 def _refuse_unexportable(model: TrainedModel, fp16: bool) -> None:
@@ -218,7 +258,7 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     generator = copy.deepcopy(model.generator).cpu().eval().requires_grad_(False)
     # The training code's interpolation matrices would be frozen at the example size; these taps are
     # computed in the graph from the inputs' shapes.
-    generator.resize = banded_upsample  # type: ignore[method-assign]
+    generator.resize = lambda x, size: banded_upsample(x, [size[0], size[1]])  # type: ignore[method-assign]
     dtype = torch.float16 if fp16 else torch.float32
     generator.to(dtype)
     if fp16:
@@ -236,7 +276,8 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     dynamic = tuple(
         {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} for _ in names
     )
-    proto = run_exporter(wrapper, example, names, ["image"], {"inputs": dynamic})
+    translations = {torch.ops.singan_studio.banded_upsample.default: _banded_upsample_onnx}
+    proto = run_exporter(wrapper, example, names, ["image"], {"inputs": dynamic}, translations)
     _name_dimensions(proto)
     return sealed(proto, metadata(model, fp16))
 
