@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 import torch
-from onnxscript import ir, opset18
+from onnxscript import opset18
 from torch import nn
 
 from engine.errors import ExportError, OnnxFileError
@@ -155,7 +155,7 @@ def _banded_resize_rows(x: Any, n_out: Any) -> Any:
     taps = _cubic_taps(t)
     block = op.Cast(op.Range(zero, op.Squeeze(n_blocks), one), to=float32)
     first = op.Unsqueeze(op.Sub(op.Floor(op.Mul(op.Mul(block, _floats(BAND)), scale)), _floats(1)), _ints(1))
-    window = op.Constant(value=ir.tensor([float(i) for i in range(WINDOW)], dtype=ir.DataType.FLOAT))
+    window = op.Constant(value_floats=[float(i) for i in range(WINDOW)])
     read = op.Add(first, op.Unsqueeze(window, _ints(0)))  # n_blocks x WINDOW: the input rows each block reads
     rows = op.Cast(op.Clip(read, _floats(0), op.Squeeze(last_in)), to=int64)
     offset = op.Sub(op.Reshape(op.Sub(i0, _floats(1)), _ints(-1, BAND)), first)  # first tap's place in window
