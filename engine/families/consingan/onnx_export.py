@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence  # at run time: torch reads the custom operator's annotations
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from torch import nn
 from engine.errors import ExportError, OnnxFileError
 from engine.families.consingan.modes import spec
 from engine.families.consingan.networks import Generator, upsample
-from engine.families.consingan.pyramid import Shape, retarget_shapes
 from engine.families.consingan.store import TrainedModel
 from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
 from engine.sampler_file import FORMAT_VERSION, verify_file
@@ -34,9 +33,10 @@ log = logging.getLogger(__name__)
 # The ONNX operators, as the exporter records them while it translates a custom operator (their type stubs
 # describe onnxscript's own functions, not recorded values).
 op: Any = opset18
+assert OPSET == 18, "the translation's operators are opset 18's: import the exporter's opset here"
 FP16_MAX = 65504.0
-# Bumped whenever the graph built from the same weights changes, so that samplers exported on first use
-# by an older engine are exported again.
+# Bumped whenever what the graph built from the same weights computes changes, so that samplers exported on
+# first use by an older engine are exported again.
 EXPORTER_REVISION = 3
 # fp16 exports match fp32 to within one level of an 8-bit image (2/255 on the [-1, 1] output). fp16 keeps
 # 11 significant bits (relative rounding 2^-11, about 5e-4); each convolution sums hundreds of products
@@ -94,7 +94,7 @@ def banded_upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bicubic resize (align_corners) between stages, as one operator for the exporter: torch.export
     traces it as a single node (tracing its dozens of shape computations symbolically took most of an
     export) and `_banded_upsample_onnx` writes its ONNX form. In torch it is the generator's own resize."""
-    return upsample(x, (size[0], size[1]))
+    return upsample(x.float(), (size[0], size[1])).to(x.dtype).contiguous()
 
 
 @banded_upsample.register_fake
@@ -141,7 +141,7 @@ def _banded_resize_rows(x: Any, n_out: Any) -> Any:
     rows it reads (gathered as whole K-long rows, which is a memory copy). onnxruntime's cubic Resize kernel
     is scalar code (80% of a 250 px sample); per-tap gathers with broadcast multiplies took 70% of a 1024 px
     sample. The stages only ever upsample, which is what WINDOW allows for."""
-    float32, int64 = 1, 7  # ONNX data types
+    float32, int64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
     n_in = op.Shape(x, start=1, end=2)
     n_blocks = op.Div(op.Add(n_out, _ints(BAND - 1)), _ints(BAND))
     # The scale in float32 first, then times the index: F.interpolate's order of rounding, which places
@@ -241,16 +241,6 @@ def metadata(model: TrainedModel, fp16: bool) -> dict[str, str]:
     return {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()}
 
 
-def example_shapes(model: TrainedModel) -> list[Shape]:
-    """The model's stage shapes, retargeted larger if needed so the smallest stage exceeds 2 x BAND px."""
-    shortest = min(min(shape) for shape in model.shapes)
-    if shortest > 2 * BAND:
-        return [(shape[0], shape[1]) for shape in model.shapes]
-    factor = (2 * BAND + 2) / shortest
-    h, w = model.shapes[-1]
-    return retarget_shapes(model.shapes, math.ceil(h * factor), math.ceil(w * factor))
-
-
 def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
     """The sampling graph: inputs stage0 (N x 3 x H0 x W0) and noiseK (N x nfc x HK x WK), output `image`
     (N x 3 x H x W in [-1, 1]); amplitudes are constants; fp16 keeps fp32 inputs and output."""
@@ -268,11 +258,9 @@ def export_model(model: TrainedModel, fp16: bool = False) -> onnx.ModelProto:
                     setattr(parent, name, _Fp32Norm(child))
     wrapper = _Sampling(generator, model.noise_amps, dtype).eval()
     names = input_names(len(model.shapes))
-    # A batch of 2 keeps the batch dimension symbolic (torch.export specialises sizes of 1), and so does an
-    # example size at which every resize has at least 2 blocks of BAND rows per axis.
-    example = tuple(
-        torch.randn(2, *generator.noise_shape(k, *s)) for k, s in enumerate(example_shapes(model))
-    )
+    # A batch of 2 keeps the batch dimension symbolic (torch.export specialises sizes of 1). The resize is
+    # one operator to torch.export, so the model's own sizes serve as the example.
+    example = tuple(torch.randn(2, *generator.noise_shape(k, *s)) for k, s in enumerate(model.shapes))
     dynamic = tuple(
         {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC} for _ in names
     )
