@@ -11,8 +11,9 @@ a*/b* gains and offsets) as a "colour" case and also smoothed like a photo as a 
 Methods: the untouched composite; Poisson blending into the inpainted painting; Reinhard's transfer from
 the whole painting outside the region ("reinhard") and from a ring of painting 20 px wide around it ("ring
 reinhard", issue 25's baseline); the engine's colour match as its harmonization models apply it before the
-generator (`color match 0.5`, the default, and 1.0); a candidate step measured here first (`ring
-lightness`, below); and the training-free preview (engine/preview.py).
+generator (`color match 0.5`, and 1.0, whose lightness is half Poisson's, half the band around the
+selection's); the candidate that 1.0 came from (`ring lightness`, below); and the training-free preview
+(engine/preview.py).
 What the trained models add on top of their colour step is bench/bench_harmonization.py's (it trains one
 model per case). Errors inside the region against the original painting: mean squared RGB error on a
 0-255 scale (issue 25's measure), and the texture score (bench/quality.py: 1 = as much fine texture as the
@@ -31,7 +32,7 @@ from bench.baselines import poisson_blend, reinhard_transfer, ring_mask, ring_re
 from bench.bench_preview import write_sheet
 from bench.quality import texture_score
 from bench.synthetic_cases import HarmonizationCase, load_cases, load_lab_cases
-from engine.families.consingan.blend import color_match_offset
+from engine.families.consingan.blend import color_match_offset, surroundings_offset
 from engine.imageio import Picture
 from engine.preview import PreviewSettings, harmonize_preview
 
@@ -41,10 +42,11 @@ def _u8(image: np.ndarray) -> np.ndarray:
 
 
 def ring_lightness(rgb: np.ndarray, inside: np.ndarray, ring_share: float = 0.04) -> np.ndarray:
-    """A candidate colour step (not the engine's yet: what the trained models make of it is unmeasured):
-    half the colour match at 0.5 with the selection's mean lightness moved to that of a ring of painting
-    around it (`ring_share` of the long side wide, 10 px at 250 px), half Poisson's whole change (colour
-    match 1.0). Float RGB in [0, 1]."""
+    """The candidate colour step of 2026-12-04, kept to compare with: half the colour match at 0.5 with
+    the selection's mean lightness moved to that of a ring of painting around it (`ring_share` of the long
+    side wide, 10 px at 250 px), half Poisson's whole change, mixed in RGB. The engine's colour match at
+    1.0 now makes the same mix in CIELAB, with the mean's move limited (blend.color_match_offset). Float
+    RGB in [0, 1]."""
     width = max(2, round(ring_share * max(inside.shape)))
     ring = ring_mask(inside, width)
     half = np.clip(rgb + color_match_offset(rgb, inside, 0.5), 0, 1)
@@ -52,7 +54,7 @@ def ring_lightness(rgb: np.ndarray, inside: np.ndarray, ring_share: float = 0.04
     ring_light = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)[..., 0][ring].mean()
     lab[..., 0] = np.where(inside, lab[..., 0] - lab[..., 0][inside].mean() + ring_light, lab[..., 0])
     moved = np.where(inside[..., None], np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0, 1), rgb)
-    poisson = np.clip(rgb + color_match_offset(rgb, inside, 1.0), 0, 1)
+    poisson = np.clip(rgb + surroundings_offset(rgb, inside), 0, 1)
     return 0.5 * moved + 0.5 * poisson
 
 

@@ -56,14 +56,15 @@ SETTINGS_FILE = "settings.json"
 CAPABILITIES_FILE = "capabilities.json"
 # The engine's default colour match for harmonization (consingan.modes; tests/test_plugin_runner.py keeps the
 # two equal). The plugins' dialogs start from it when the settings file names none.
-HARMONIZE_COLOR_MATCH = 0.5
+HARMONIZE_COLOR_MATCH = 1.0
 REFINE_ITERS = 500  # fine-tuning when the artist asks to refine: the paper's advice
 MAX_REFINE_ITERS = 100_000  # the protocol's bound on finetune_iters
 # What both plugins' harmonize dialogs say.
 COLOR_MATCH_HELP = (
     "How far the object first moves towards the colours around it, before the model repaints it in the "
     "painting's strokes. 0 keeps its own colours; 0.5 gives it their hue, saturation and contrast and keeps "
-    "its own light and shade; 1 takes on their light too (objects may fade into them)."
+    "its own light and shade; 1 (the default) takes on their light too, within limits (a white object on "
+    "dark ground is darkened, not made dark)."
 )
 REFINE_LABEL = "Refine the model on this object first (a closer fit; takes minutes)"
 DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S = 30.0, 3600.0  # how long a request waits for the engine's reply

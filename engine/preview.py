@@ -32,7 +32,7 @@ from engine.errors import BadInputError
 from engine.imageio import Picture
 
 WORK_SIDE = 256  # px, the long side the preview is made at
-COLOR_MATCH = 0.5  # the harmonization mode's default (engine.families.consingan.modes)
+COLOR_MATCH = 1.0  # the harmonization mode's default (engine.families.consingan.modes)
 PATCH = 8  # px, the side of the matched patches
 KEY_STRIDE = 2  # px between the painting's patches that are searched
 BLUR = 1.5  # px, the blur that queries and keys are compared at; detail is what it removes

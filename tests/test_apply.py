@@ -9,6 +9,7 @@ import torch
 
 from engine.errors import BadInputError, IncompatibleModelError, ModelDamagedError
 from engine.families.consingan import apply, store
+from engine.families.consingan.modes import Mode, spec
 from engine.families.consingan.pyramid import fit_to_max_size
 from engine.imageio import Picture, mask_from_array, read_image, read_mask
 
@@ -162,7 +163,12 @@ def test_surroundings_offset_takes_the_surroundings_colours_and_keeps_the_select
 
 
 def test_color_match_moves_hue_and_saturation_first_then_lightness():
-    from engine.families.consingan.blend import color_match_offset, surroundings_offset
+    from engine.families.consingan.blend import (
+        _BAND,
+        _MAX_LIGHTNESS_SHIFT,
+        color_match_offset,
+        surroundings_offset,
+    )
 
     rgb, inside = pasted_square()
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)
@@ -174,18 +180,23 @@ def test_color_match_moves_hue_and_saturation_first_then_lightness():
         return cv2.cvtColor(np.clip(rgb + offset, 0, 1), cv2.COLOR_RGB2Lab)[inside]
 
     assert not color_match_offset(rgb, inside, 0.0).any()
-    np.testing.assert_array_equal(color_match_offset(rgb, inside, 1.0), surroundings_offset(rgb, inside))
+    width = round(_BAND * max(inside.shape))
+    band = (cv2.dilate(inside.astype(np.uint8), np.ones((2 * width + 1,) * 2, np.uint8)) > 0) & ~inside
     light_change = np.abs(poisson[inside][:, 0] - lab[inside][:, 0]).mean()
     chroma_change = np.linalg.norm(poisson[inside][:, 1:] - lab[inside][:, 1:], axis=1).mean()
     assert light_change > 10 and chroma_change > 50  # the red square is far from the blue painting
     own = lab[inside][:, 0]
-    for share, light, chroma in [(0.25, 0.0, 0.5), (0.5, 0.0, 1.0), (0.75, 0.5, 1.0)]:
+    for share, light, chroma in [(0.25, 0.0, 0.5), (0.5, 0.0, 1.0), (0.75, 0.5, 1.0), (1.0, 1.0, 1.0)]:
         moved = matched(share)
         # Lightness: the selection's own light and shade with the surroundings' contrast (the soft blue
         # strokes are less than half as contrasted as the stripes: halved, the limit, at 0.5), then that
-        # share of the way to Poisson's (gamut clipping aside).
+        # share of the way to the mean of Poisson's and of that shading moved to the mean lightness of
+        # the band around the selection (gamut clipping aside).
         shaded = own.mean() + (own - own.mean()) * 0.5**chroma
-        expected_light = shaded + light * (poisson[inside][:, 0] - shaded)
+        shift = 0.5 * poisson[inside][:, 0] + 0.5 * (shaded - own.mean() + lab[band][:, 0].mean()) - shaded
+        # ... its mean by at most 15 L*: here it would be more (the red square is lighter than the blue)
+        assert _MAX_LIGHTNESS_SHIFT == 15 and shift.mean() < -15
+        expected_light = shaded + light * (shift - shift.mean() - 15)
         assert np.abs(moved[:, 0] - expected_light).mean() < 0.6, share
         # Hue and saturation: that share of the way to Poisson's, which are the surroundings' blue.
         expected_ab = lab[inside][:, 1:] + chroma * (poisson[inside][:, 1:] - lab[inside][:, 1:])
@@ -225,22 +236,30 @@ def test_color_match_changes_only_the_selection_and_checks_its_range(tiny_models
     rgb, inside = pasted_square(width=240)  # the square at the left, far from the right end
     picture, mask = Picture(rgb), inside.astype(np.float32)
     own = apply.apply_to_selection(model, picture, mask, color_match=0.0)
-    matched = apply.apply_to_selection(model, picture, mask, color_match=1.0)
+    half = apply.apply_to_selection(model, picture, mask, color_match=0.5)
     default = apply.apply_to_selection(model, picture, mask)
+    np.testing.assert_array_equal(
+        default.rgb, apply.apply_to_selection(model, picture, mask, color_match=1).rgb
+    )
     model_shape = apply.output_shapes(model, *fit_to_max_size(80, 240, max(model.shapes[-1])))[-1]
     outside = apply.feathered_mask(mask, model_shape, 7) == 0
     assert outside.sum() > 2000
-    for result in (own, matched, default):
+    for result in (own, half, default):
         np.testing.assert_array_equal(result.rgb[outside], rgb[outside])
-    # The colour match is carried into the result: matching fully moves the square's red towards the blue,
-    # and the default (hue and saturation only) gives another result again. (Which way the tiny model takes
-    # a light blue input is its own affair: it paints it the orange of the Scream's sky.)
-    red = [r.rgb[inside][:, 0].mean() for r in (own, default, matched)]
-    assert red[0] - red[2] > 0.2
-    assert np.abs(default.rgb[inside] - own.rgb[inside]).mean() > 0.05
-    assert np.abs(default.rgb[inside] - matched.rgb[inside]).mean() > 0.05
+    # The colour match is carried into the result: 0.5 (hue, saturation and contrast) and the default, 1
+    # (lightness too: the square is lighter than the blue, so darker, the colour step by its limit of
+    # 15 L*) each give another result.
+    # (Which way the tiny model takes a light blue input is its own affair: it paints it the orange of
+    # the Scream's sky.)
+    lightness = [cv2.cvtColor(r.rgb, cv2.COLOR_RGB2Lab)[..., 0][inside].mean() for r in (half, default)]
+    assert lightness[0] - lightness[1] > 3  # darker by more than a just noticeable difference (2.3)
+    assert np.abs(half.rgb[inside] - own.rgb[inside]).mean() > 0.05
+    assert np.abs(half.rgb[inside] - default.rgb[inside]).mean() > 0.02
     with pytest.raises(BadInputError, match="between 0 and 1"):
         apply.apply_to_selection(model, picture, mask, color_match=1.5)
+    for bad in (-0.1, 1.5, float("nan"), float("inf")):
+        with pytest.raises(BadInputError, match="keep detail must be between 0 and 1"):
+            apply.apply_to_selection(model, picture, mask, keep_detail=bad)
 
 
 def test_color_match_leaves_selections_too_thin_to_solve_for():
@@ -277,3 +296,35 @@ def test_non_finite_output_is_an_error_not_black_pixels(tiny_models, shared_imag
         apply.apply_to_selection(model, picture, mask, backend=_NanBackend())
     with pytest.raises(ModelDamagedError, match=str(tiny_models["harmonization"])):
         apply.sample(model, backend=_NanBackend())
+
+
+def test_harmonization_keeps_the_selections_own_strokes(tiny_models):
+    """The generator redraws texture of its own, not a drawing's strokes where they were; the change it
+    makes would subtract them. With the selection's own detail kept (the harmonization default), the
+    result's fine detail inside the selection follows the input's strokes; without, it does not."""
+    model = store.load_model(tiny_models["harmonization"])
+    assert spec(Mode.HARMONIZATION).keep_detail == 0.5 and spec(Mode.EDITING).keep_detail == 0.0
+    model_shape = model.shapes[-1]
+    yy, xx = np.mgrid[0 : model_shape[0], 0 : model_shape[1]].astype(np.float32)
+    rgb = np.stack([0.5 + 0.1 * np.sin(xx / 2), 0.4 + 0 * xx, 0.3 + 0.1 * np.cos(yy / 3)], axis=2)
+    inside = np.zeros(model_shape, bool)
+    inside[10:-10, 8:-8] = True
+    strokes = np.where((xx + yy) % 5 < 1.5, -0.25, 0.05).astype(np.float32)  # pencil hatching
+    rgb[inside] = (np.array([0.8, 0.75, 0.7]) + strokes[inside][:, None]).clip(0, 1)
+    picture, mask = Picture(rgb.astype(np.float32)), inside.astype(np.float32)
+
+    def detail(image: np.ndarray) -> np.ndarray:
+        grey = image.mean(axis=2)
+        return (grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[inside]
+
+    def follows(result: Picture) -> float:
+        return float(np.corrcoef(detail(result.rgb), detail(picture.rgb))[0, 1])
+
+    kept = apply.apply_to_selection(model, picture, mask, keep_detail=1.0)
+    erased = apply.apply_to_selection(model, picture, mask, keep_detail=0.0)
+    assert follows(kept) > 0.8, follows(kept)
+    assert follows(erased) < follows(kept) - 0.2, (follows(erased), follows(kept))
+    # The detail is added to the generator's result, not blended: half keeps half the strokes' amplitude.
+    half = apply.apply_to_selection(model, picture, mask)  # the default
+    gain = np.std(detail(half.rgb) - detail(erased.rgb)) / np.std(detail(kept.rgb) - detail(erased.rgb))
+    assert gain == pytest.approx(0.5, abs=0.05)

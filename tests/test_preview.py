@@ -137,3 +137,10 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(tmp_path, capsys):
     assert code != 0 and "is one of the inputs" in capsys.readouterr().err
     with pytest.raises(BadInputError, match="must match"):
         harmonize_preview(Picture(np.zeros((10, 10, 3), np.float32)), np.ones((5, 5), np.float32))
+
+
+def test_the_preview_colour_match_is_the_harmonization_models_default():
+    """So the preview and the model's result that replaces it agree in colour."""
+    from engine.families.consingan.modes import Mode, spec
+
+    assert PreviewSettings().color_match == spec(Mode.HARMONIZATION).color_match

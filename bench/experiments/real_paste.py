@@ -5,7 +5,9 @@ measure against).
         --mask examples/scream_naive_mask.jpg --out docs/images/real-paste-comparison.jpg
 
 Left to right: the composite, Reinhard colour transfer, Poisson blending (both given the model's training
-image, the painting before the paste, as the background), then the engine at each --color-match value;
+image, the painting before the paste, as the background), the ring Reinhard transfer (issue 25's
+baseline: each CIELAB channel given the mean and spread of a 20 px ring around the selection), then the
+engine at each --color-match value (and each --keep-detail value, if given);
 with --linear, each value between 0 and 1 is preceded by the colour match as it was before 2026-11-25 (a
 share of Poisson blending's whole change, lightness included).
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.baselines import poisson_blend, reinhard_transfer
+from bench.baselines import poisson_blend, reinhard_transfer, ring_reinhard
 from bench.bench_harmonization import to_u8
 from bench.experiments.cached_cases import color_match_step, linear
 from engine.families.consingan import apply, blend, store
@@ -35,6 +37,9 @@ def main() -> None:
     parser.add_argument("--mask", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--color-match", nargs="+", type=float, default=[0.0, 0.5, 1.0])
+    parser.add_argument(
+        "--keep-detail", nargs="+", type=float, default=[None], help="each value with each colour match"
+    )
     parser.add_argument("--height", type=int, default=256, help="height of the strip")
     parser.add_argument(
         "--linear", action="store_true", help="also show the colour match before 2026-11-25 at each value"
@@ -52,15 +57,19 @@ def main() -> None:
         composite,
         reinhard_transfer(composite, mask, background),
         poisson_blend(composite, mask, background),
+        ring_reinhard(composite, mask > 0.5, 20),
     ]
-    names = ["composite", "Reinhard", "Poisson"]
+    names = ["composite", "Reinhard", "Poisson", "ring Reinhard"]
     for color in args.color_match:
         if args.linear and 0 < color < 1:
             with color_match_step(linear(blend.surroundings_offset)):
                 panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
             names.append(f"linear color match {color:g}")
-        panels.append(to_u8(apply.apply_to_selection(model, picture, mask, color_match=color).rgb))
-        names.append(f"engine, color match {color:g}")
+        for detail in args.keep_detail:
+            result = apply.apply_to_selection(model, picture, mask, color_match=color, keep_detail=detail)
+            panels.append(to_u8(result.rgb))
+            label = "" if detail is None else f", detail {detail:g}"
+            names.append(f"engine, color match {color:g}{label}")
     if args.crop:
         x, y, w, h = cv2.boundingRect((mask > 0.5).astype(np.uint8))
         margin = max(w, h) // 4

@@ -204,9 +204,10 @@ def color_match_param(default_text: str) -> Param:
     return Param(
         "color_match",
         ParamType.FLOAT,
-        "move the selection towards its surroundings' colours (Poisson blending) before the model runs: up "
-        "to 0.5 their hue, saturation and contrast, from 0.5 to 1 their lightness too; 0 keeps the "
-        f"selection's own colours, 1 lets objects fade into the scene's light (default: {default_text})",
+        "move the selection towards its surroundings' colours before the model runs: up to 0.5 their hue, "
+        "saturation and contrast (Poisson blending), from 0.5 to 1 their lightness too (half Poisson's, half "
+        "the mean of the painting around it); 0 keeps the selection's own colours, 1 lets objects take on "
+        f"the scene's light (default: {default_text})",
         minimum=0.0,
         maximum=1.0,
     )

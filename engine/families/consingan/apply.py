@@ -231,12 +231,14 @@ def apply_to_selection(
     seed: int = 0,
     backend: Backend | None = None,
     color_match: float | None = None,
+    keep_detail: float | None = None,
 ) -> Picture:
     """Harmonize or edit (by the model's mode) the masked part of a picture, at the picture's full size.
 
     color_match (0-1; default: the mode's) first moves the selection that share of the way towards its
-    surroundings' colours by Poisson blending, hue, saturation and contrast first, then lightness
-    (engine.families.consingan.blend), at the model's resolution.
+    surroundings' colours, hue, saturation and contrast first, then lightness
+    (engine.families.consingan.blend), at the model's resolution. keep_detail (0-1; default: the mode's)
+    is how much of the selection's own fine detail stays on top of the generator's result (`with_detail`).
     """
     backend = backend or TorchBackend(model)
     mode_spec = spec(model.model.mode)
@@ -253,6 +255,9 @@ def apply_to_selection(
     color_match = mode_spec.color_match if color_match is None else float(color_match)
     if not 0.0 <= color_match <= 1.0:
         raise BadInputError(f"color match must be between 0 and 1 (got {color_match})")
+    keep_detail = mode_spec.keep_detail if keep_detail is None else float(keep_detail)
+    if not 0.0 <= keep_detail <= 1.0:
+        raise BadInputError(f"keep detail must be between 0 and 1 (got {keep_detail})")
     h, w = picture.shape
     final = fit_to_max_size(h, w, max(model.shapes[-1]))
     shapes = output_shapes(model, *final)
@@ -268,9 +273,21 @@ def apply_to_selection(
         z0 = z0 + mode_spec.injected_noise * inputs[0]
     inputs[0] = z0
     generated = _finite(to_image(backend.generate(inputs)), model)
+    if keep_detail > 0:
+        generated = with_detail(generated, small, keep_detail)
     soft = feathered_mask(mask, shapes[-1], mode_spec.mask_dilation)
     # The change is taken against the input as it was, so it carries the colour match too.
     return carry_change(picture, small, generated, soft)
+
+
+def with_detail(generated: np.ndarray, before: np.ndarray, amount: float, sigma: float = 1.0) -> np.ndarray:
+    """The generator's result with `amount` of the input's fine detail (the input minus its Gaussian blur,
+    `sigma` px) added: the change `generated - before` then leaves the input's own strokes in place,
+    which the generator redraws as texture of its own but never where they were. The detail is the input's
+    as it was, not after the colour match: the match changes the selection but not its surroundings, and
+    the step at the selection's edge would come back as a drawn outline."""
+    blurred = cv2.GaussianBlur(before, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return generated + amount * (before - blurred)
 
 
 def carry_change(picture: Picture, before: np.ndarray, after: np.ndarray, soft: np.ndarray) -> Picture:

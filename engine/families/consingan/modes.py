@@ -46,16 +46,25 @@ class ModeSpec:
     conditional: bool  # the coarsest stage takes an image at apply time
     # Default colour match: how far the selection moves towards its surroundings' colours before the
     # generator runs (blend.color_match_offset; 0 = not at all, 0.5 = their hue, saturation and
-    # contrast, 1 = their lightness too). Harmonization: 0.5, measured in docs/benchmarks.md (lightness
-    # lowers the error on cases with a known answer a little more but lets pasted objects fade into
-    # their surroundings). Editing: none, the user's colours are the edit.
+    # contrast, 1 = their lightness too, half Poisson's and half the band around the selection's, the
+    # mean moved by at most 15 L*). Harmonization: 1, measured in docs/benchmarks.md ("Harmonization
+    # against the ring transfer"): the lowest error on both case sets; 0.5 keeps an object's own light.
+    # Editing: none, the user's colours are the edit.
     color_match: float = 0.0
+    # How much of the input's own fine detail (its difference from a 1 px Gaussian blur at model
+    # resolution) is added back to the generator's result before the change is carried to full size
+    # (apply.with_detail): the generator redraws texture but not a drawing's own strokes, and the change
+    # would otherwise subtract them. Harmonization: measured in docs/benchmarks.md. Editing: none, the
+    # rough edit's own edges are what the model is there to redraw.
+    keep_detail: float = 0.0
 
 
 SPECS: dict[Mode, ModeSpec] = {
     Mode.GENERATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
     Mode.RETARGET: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, False, 0.0, 0, False),
-    Mode.HARMONIZATION: ModeSpec(Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True, 0.5),
+    Mode.HARMONIZATION: ModeSpec(
+        Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True, color_match=1.0, keep_detail=0.5
+    ),
     Mode.EDITING: ModeSpec(Pyramid.RESCALED, StageInput.SHUFFLED, False, 0.1, 20, True),
     Mode.ANIMATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
 }
