@@ -303,7 +303,7 @@ def test_harmonization_keeps_the_selections_own_strokes(tiny_models):
     makes would subtract them. With the selection's own detail kept (the harmonization default), the
     result's fine detail inside the selection follows the input's strokes; without, it does not."""
     model = store.load_model(tiny_models["harmonization"])
-    assert spec(Mode.HARMONIZATION).keep_detail == 0.5 and spec(Mode.EDITING).keep_detail == 0.0
+    assert spec(Mode.HARMONIZATION).keep_detail == 0.75 and spec(Mode.EDITING).keep_detail == 0.0
     model_shape = model.shapes[-1]
     yy, xx = np.mgrid[0 : model_shape[0], 0 : model_shape[1]].astype(np.float32)
     rgb = np.stack([0.5 + 0.1 * np.sin(xx / 2), 0.4 + 0 * xx, 0.3 + 0.1 * np.cos(yy / 3)], axis=2)
@@ -325,6 +325,6 @@ def test_harmonization_keeps_the_selections_own_strokes(tiny_models):
     assert follows(kept) > 0.8, follows(kept)
     assert follows(erased) < follows(kept) - 0.2, (follows(erased), follows(kept))
     # The detail is added to the generator's result, not blended: half keeps half the strokes' amplitude.
-    half = apply.apply_to_selection(model, picture, mask)  # the default
+    half = apply.apply_to_selection(model, picture, mask, keep_detail=0.5)
     gain = np.std(detail(half.rgb) - detail(erased.rgb)) / np.std(detail(kept.rgb) - detail(erased.rgb))
     assert gain == pytest.approx(0.5, abs=0.05)

@@ -1,6 +1,6 @@
 """Issue 25 with trained models: the colour step (colour match 0.5, the old default, and 1.0, whose
 lightness is half Poisson's, half the band around the selection: engine/families/consingan/blend.py) and
-how much of the selection's own fine detail stays on top of the generator's result (keep detail 0, 0.5,
+how much of the selection's own fine detail stays on top of the generator's result (keep detail 0, 0.5, 0.75,
 1: engine/families/consingan/apply.with_detail), on the models of bench/experiments/case_models.py (one per
 inpainted painting; the case's colour step and detail are applied at harmonize time, so one model serves
 every variant). Ring Reinhard (issue 25's baseline), Poisson and the composite beside them.
@@ -26,7 +26,7 @@ from engine.device import configure_threads
 from engine.families.consingan import apply
 from engine.imageio import Picture
 
-VARIANTS = [(cm, kd) for cm in (0.5, 0.75, 1.0) for kd in (0.0, 0.5, 1.0)]
+VARIANTS = [(cm, kd) for cm in (0.5, 0.75, 1.0) for kd in (0.0, 0.5, 1.0)] + [(1.0, 0.75)]
 
 
 def main() -> None:

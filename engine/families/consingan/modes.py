@@ -63,7 +63,7 @@ SPECS: dict[Mode, ModeSpec] = {
     Mode.GENERATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
     Mode.RETARGET: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, False, 0.0, 0, False),
     Mode.HARMONIZATION: ModeSpec(
-        Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True, color_match=1.0, keep_detail=0.5
+        Pyramid.GEOMETRIC, StageInput.AUGMENTED, False, 0.0, 7, True, color_match=1.0, keep_detail=0.75
     ),
     Mode.EDITING: ModeSpec(Pyramid.RESCALED, StageInput.SHUFFLED, False, 0.1, 20, True),
     Mode.ANIMATION: ModeSpec(Pyramid.RESCALED, StageInput.NOISE, True, 0.0, 0, False),
