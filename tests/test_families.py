@@ -15,6 +15,7 @@ import pytest
 from cli_helpers import json_result, run_engine
 
 from engine import families, operations
+from engine.families.consingan import apply
 from engine.imageio import read_image, read_mask
 from engine.operations import OperationInput
 
@@ -40,8 +41,12 @@ def test_a_model_directory_of_format_1_loads_and_harmonizes_as_before(tmp_path, 
     picture = read_image(h / "scream_naive.jpg")
     mask = read_mask(h / "scream_naive_mask.jpg", picture.shape)
     op = operations.for_model(loaded, "harmonize")
-    result = op.run(loaded, OperationInput(picture, mask, op.check_params({}))).pictures[0]
-    expected = read_image(DATA / "model_format_1_harmonized.png").rgb  # what that release made of it (8 bits)
+    now = op.run(loaded, OperationInput(picture, mask, op.check_params({}))).pictures[0]
+    assert now.shape == picture.shape
+    # What that release made of it (8 bits), with its defaults: colour match 0.5 (the same step then as
+    # now), no detail kept.
+    result = apply.apply_to_selection(loaded.model, picture, mask, color_match=0.5, keep_detail=0.0)
+    expected = read_image(DATA / "model_format_1_harmonized.png").rgb
     difference = np.abs(np.rint(result.rgb * 255) - np.rint(expected * 255))
     assert difference.mean() < 0.05 and difference.max() <= 1, (difference.mean(), difference.max())
 

@@ -56,7 +56,8 @@ RUNS = [
     # The pasted layer is hidden: not the picture the artist sees, refused with a message
     {"action": "singan_harmonize", "tag": "hidden", "hidden": True, "expect_message": True},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "again"},  # reuses the stored model
-    {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain"},  # a second model
+    # a second model, at colour match 0.5 (the default is 1) so that "after" below can repeat it
+    {"action": "singan_retrain_harmonize", "layer": "Harmonized", "tag": "retrain", "color_match": 0.5},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "strong", "color_match": 1.0},
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "after", "color_match": 0.5},  # as retrain
     # The same with a paper texture (Multiply) on top of everything: the engine must not see it
@@ -326,11 +327,11 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
     shown = {run["tag"]: driver.get(f"{run['tag']}_color_match_shown") for run in RUNS}
     # The engine's default first; a cancelled dialog changes nothing; then the last value OK'd.
     assert shown == {
-        "harmonize": 0.5,
-        "dialog_cancel": 0.5,
-        "hidden": 0.5,
-        "again": 0.5,
-        "retrain": 0.5,
+        "harmonize": 1.0,
+        "dialog_cancel": 1.0,
+        "hidden": 1.0,
+        "again": 1.0,
+        "retrain": 1.0,
         "strong": 0.5,
         "after": 1.0,
         "overlaid": 0.5,
