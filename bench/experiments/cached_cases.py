@@ -43,7 +43,7 @@ def without_contrast(rgb: np.ndarray, inside: np.ndarray, share: float) -> np.nd
     2026-11-25): the engine's with the contrast gain held at 1, so the selection keeps its own light and
     shade as they are."""
     gain = blend.contrast_gain
-    blend.contrast_gain = lambda lightness, inside: 1.0
+    blend.contrast_gain = lambda lightness, inside, band=None: 1.0
     try:
         return blend.color_match_offset(rgb, inside, share)
     finally:

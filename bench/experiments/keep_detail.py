@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.baselines import poisson_blend, ring_reinhard
+from bench.bench_harmonization import to_u8
 from bench.bench_preview import write_sheet
 from bench.experiments.case_models import all_cases, case_model, model_dir
 from bench.quality import masked_error, texture_score
@@ -56,18 +57,14 @@ def main() -> None:
             "ring reinhard": ring_reinhard(case.composite, inside, 20),
         }
         for cm, kd in VARIANTS:
-            results[f"cm {cm:g}, detail {kd:g}"] = apply.apply_to_selection(
-                model, picture, mask, color_match=cm, keep_detail=kd
-            ).rgb
+            results[f"cm {cm:g}, detail {kd:g}"] = to_u8(
+                apply.apply_to_selection(model, picture, mask, color_match=cm, keep_detail=kd).rgb
+            )
         kind = "lab" if case.name.endswith(("_colour", "_texture")) else "hsv"
         for method, image in results.items():
-            image8 = (
-                image if image.dtype == np.uint8 else np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-            )
-            results[method] = image8
-            mse = float(np.mean((image8.astype(np.float64) - case.ground_truth)[inside] ** 2))
-            texture = texture_score(image8, case.ground_truth, case.mask)
-            delta_e = masked_error(image8, case.ground_truth, case.mask).delta_e
+            mse = float(np.mean((image.astype(np.float64) - case.ground_truth)[inside] ** 2))
+            texture = texture_score(image, case.ground_truth, case.mask)
+            delta_e = masked_error(image, case.ground_truth, case.mask).delta_e
             totals[kind].setdefault(method, []).append((mse, texture, delta_e))
             print(f"| {case.name} | {method} | {mse:.0f} | {texture:.2f} | {delta_e:.1f} |", flush=True)
         sheet.append(np.concatenate([case.ground_truth, *results.values()], axis=1))
