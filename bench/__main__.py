@@ -82,6 +82,12 @@ SUITE = (
         "| tiny | as preset |", out=True,
     ),
     Benchmark(
+        "singan", "bench.bench_singan",
+        "SinGAN super-resolution x4 on the shared images against bicubic and Lanczos: PSNR, sharpness",
+        "docs/benchmarks.md: SinGAN super-resolution",
+        ("--preset", "tiny", "--images", "zebra.png"), "| zebra.png |", out=True,
+    ),
+    Benchmark(
         "preview", "bench.bench_preview",
         "training-free harmonization: error against Poisson on the synthetic cases, s against size",
         "docs/benchmarks.md: Preview", ("--only", "real"), "| scream | 196x250 |", out=True,

@@ -288,6 +288,70 @@ def _write_outputs(op, output, out: Path, seconds: float, runner_info: dict) -> 
     return {"files": files, "width": w, "height": h, **output.info, **runner_info}
 
 
+# Operations whose command line is written here, not made from their spec: their usage.
+OWN_COMMANDS = {
+    "upscale": "engine upscale IMAGE --factor F --out FILE [--model MODEL_DIR] [--preset P] [--seed S]",
+}
+
+
+def cmd_upscale(args: argparse.Namespace) -> dict:
+    """Train (or find) a super-resolution model of the image, then upscale it (SinGAN, issue 23)."""
+    from engine import families, operations
+    from engine.imageio import check_output_file, read_image
+    from engine.model_dir import MODEL_JSON
+    from engine.operations import OperationInput
+
+    check_output_file(Path(args.out), inputs=(args.image,))
+    picture = read_image(args.image)
+    device = _device(args)
+    family = families.get("singan")
+    options = family.checked_options({"preset": args.preset})
+    model_dir = Path(args.model) if args.model else _upscale_cache(picture.rgb, family, options, device)
+    trained = None
+    if not (model_dir / MODEL_JSON).is_file():
+        from engine.family import TrainData, TrainRun
+
+        bar = _progress(args, "train")
+        cancel = _cancel_on_signals()
+        start = time.perf_counter()
+        try:
+            if families.resumable(model_dir):
+                families.resume(model_dir, device, bar, cancel)
+            else:
+                run = TrainRun(
+                    "super_resolution", TrainData(image=picture.rgb), options, model_dir, device, bar, cancel
+                )
+                family.train(run)
+        finally:
+            _finish_bar(bar)
+        trained = round(time.perf_counter() - start, 1)
+    loaded = families.load(model_dir, device, backend=None)
+    op = operations.for_model(loaded, "upscale")
+    params = op.check_params({"factor": args.factor, "seed": args.seed})
+    with _steps(args, "upscale", op.total_steps(params, False)) as bar:
+        bar.step("loading the model")
+        backend = loaded.family.backend(args.backend)
+        bar.step(f"preparing {backend}")
+        loaded.family.prepare(loaded, backend)
+        start = time.perf_counter()
+        output = op.run(loaded, OperationInput(picture, None, params, on_step=bar.step))
+        seconds = round(time.perf_counter() - start, 3)
+        bar.step("writing")
+        result = _write_outputs(op, output, Path(args.out), seconds, loaded.runner_info)
+    return {**result, "model": str(model_dir), "training_seconds": trained}
+
+
+def _upscale_cache(rgb, family, options, device) -> Path:
+    """The cache folder of an image's super-resolution model: named by its pixels and the settings."""
+    import os
+
+    from engine.serve.registry import training_key
+
+    settings = family.resolved("super_resolution", options, device).settings
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "singan-studio" / "upscale"
+    return base / training_key(rgb, settings)[:32]
+
+
 def cmd_preview(args: argparse.Namespace) -> dict:
     """Harmonize a selection without a model (engine.preview): seconds, not minutes."""
     from engine.imageio import check_output_file, read_image, read_mask, write_image
@@ -324,6 +388,9 @@ def cmd_capabilities(args: argparse.Namespace) -> dict:
         for task in family["tasks"]:
             print(f"  --mode {task['name']}: {task['label']} (trains on {task['data']})")
     for op in caps["operations"]:
+        if op["name"] in OWN_COMMANDS:
+            print(f"{OWN_COMMANDS[op['name']]}\n  {op['label']}: trains a {op['family']} model of the image")
+            continue
         usage = f"engine {op['name']} MODEL_DIR" + " --image IN" * op["takes_image"]
         usage += " --mask MASK" * op["takes_mask"]
         usage += " --out FILE" if op["returns"] in ("layer", "file") else " --out DIR"
@@ -490,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_finetune)
 
     for name, specs in operations.table().items():
+        if name in OWN_COMMANDS:
+            continue
         p = command(name, specs[0].help)
         p.add_argument("model_dir")
         suffixes = sorted({op.out_suffix for op in specs if op.returns is Returns.FILE})
@@ -524,6 +593,27 @@ def build_parser() -> argparse.ArgumentParser:
                 help="default: the family's (onnxruntime where built)",
             )
         p.set_defaults(run=cmd_operation, operation=name, mask=None, image=None, backend=None)
+
+    p = command(
+        "upscale",
+        "make an image larger with SinGAN's super-resolution: trains a model on the image itself (kept and "
+        "reused for the same image), then upscales",
+    )
+    p.add_argument("image", help="the image to upscale")
+    p.add_argument("--factor", type=_float_in("factor", 1.0, 16.0), required=True, help="1 to 16")
+    p.add_argument("--out", required=True, help="output image file, format from its extension")
+    p.add_argument(
+        "--model",
+        metavar="MODEL_DIR",
+        help="where the image's super-resolution model is kept: used when it holds one, trained into "
+        "otherwise (default: a folder in the user's cache named by the image and the settings)",
+    )
+    p.add_argument(
+        "--preset", choices=["paper", "fast", "tiny"], help="default: paper on a GPU, fast on a CPU"
+    )
+    p.add_argument("--seed", type=_int_in("seed", 0, 2**32 - 1), default=0, help="noise seed (default: 0)")
+    p.add_argument("--backend", choices=["onnxruntime", "torch"], help="default: onnxruntime")
+    p.set_defaults(run=cmd_upscale)
 
     p = command(
         "preview",

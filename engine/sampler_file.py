@@ -16,6 +16,7 @@ from engine.standalone import FORMAT, TEXT_KEYS
 
 RESTYLER_FORMAT = "singan-studio-restyler"  # a CycleGAN generator (engine.families.cyclegan.onnx_export)
 SET_GENERATOR_FORMAT = "singan-studio-set-generator"  # a SAGAN-style set generator (families.sagan)
+SINGAN_STAGE_FORMAT = "singan-studio-singan-stage"  # one stage of a SinGAN pyramid (families.singan)
 SAMPLER_FILE = "sampler.onnx"  # exported into a model directory on first use (engine.runtime.ensure_sampler)
 FORMAT_VERSION = 1  # of exported samplers
 

@@ -20,6 +20,7 @@ BUILTIN = (
     "engine.families.consingan",
     "engine.families.cyclegan",
     "engine.families.sagan",
+    "engine.families.singan",
 )  # fmt: skip
 ENV = "ENGINE_FAMILIES"
 DEFAULT = "consingan"  # the family of a model.json without `family` (written before families existed)

@@ -1,0 +1,249 @@
+"""Running a SinGAN pyramid: the walk from a stage's input up to the finest stage, and what it is used for:
+random samples at any size, paint-to-image (a sketch entering at a coarse stage), super-resolution (the
+finest stage applied again after each upscaling step) and animation (a random walk in the noise).
+
+Noise is drawn by torch's CPU generator from the seed, so a seed gives the same image on any backend or
+device. A runner (onnxruntime on the exported stages, the default, or eager torch) runs one stage:
+`runner(stage, noise, previous) -> image`, N x 3 x H x W tensors in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.errors import BadInputError
+from engine.families.singan.config import PAD, SR_STEP, Config, Shape, Task
+
+MAX_UPSCALE = 16.0
+ASPECT_TOLERANCE = 0.02  # a sketch's aspect ratio may differ this much (relative) from the model's
+
+
+@dataclass
+class Pyramid:
+    """A trained SinGAN: its config, stage shapes (coarsest first), noise amplitudes and stage 0's fixed
+    reconstruction noise (1 x 3 x H+2PAD x W+2PAD), and its stage generators (torch, eval)."""
+
+    config: Config
+    shapes: list[Shape]
+    amps: list[float]
+    fixed_noise: torch.Tensor
+    generators: list[Any]
+    path: Path | None = None
+
+    @property
+    def task(self) -> Task:
+        return self.config.task
+
+
+Runner = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def upsample(image: torch.Tensor, shape: Shape) -> torch.Tensor:
+    """Bicubic resize (the reference's imresize between stages)."""
+    if tuple(image.shape[-2:]) == tuple(shape):
+        return image
+    return F.interpolate(image, size=tuple(shape), mode="bicubic", align_corners=False)
+
+
+def draw_noise(rng: torch.Generator, shape: Shape, stage: int, task: Task) -> torch.Tensor:
+    """A stage's noise, PAD px larger on each side than the image: drawn at the image's size and padded
+    with zeros, or for animation drawn over the border too (the reference's animation_train); one channel
+    for all three at the coarsest stage (grey noise), three above, as the reference draws them."""
+    h, w = shape
+    if task is Task.ANIMATION:
+        h, w = h + 2 * PAD, w + 2 * PAD
+    noise = torch.randn(1, 1 if stage == 0 else 3, h, w, generator=rng).expand(1, 3, h, w)
+    return noise if task is Task.ANIMATION else F.pad(noise, (PAD,) * 4)
+
+
+def walk(
+    run: Runner,
+    shapes: Sequence[Shape],
+    amps: Sequence[float],
+    previous: torch.Tensor,
+    noises: Sequence[torch.Tensor],
+    start: int = 0,
+) -> torch.Tensor:
+    """From stage `start` (its input `previous`, at shapes[start]) up to the last stage, each stage's
+    output resized to the next one's shape; noises[i] is stage start + i's unscaled noise."""
+    image = previous
+    for i, stage in enumerate(range(start, len(shapes))):
+        image = upsample(image, shapes[stage])
+        image = run(stage, amps[stage] * noises[i], image)
+    return image
+
+
+def scaled_shapes(shapes: Sequence[Shape], height: int, width: int) -> list[Shape]:
+    """Every stage scaled as the finest one is to height x width (SinGAN samples at any size that way)."""
+    th, tw = shapes[-1]
+    sh, sw = height / th, width / tw
+    return [(max(1, round(h * sh)), max(1, round(w * sw))) for h, w in shapes[:-1]] + [(height, width)]
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    return ((tensor[0].detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    chw = np.ascontiguousarray(image[..., :3].transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(chw)[None] * 2 - 1
+
+
+# ---- what users do with a model ----
+
+
+def sample(
+    model: Pyramid, run: Runner, seed: int, height: int | None = None, width: int | None = None
+) -> np.ndarray:
+    """A random image (H x W x 3 in [0, 1]) at the training size or any other."""
+    shapes = model.shapes
+    if height is not None or width is not None:
+        th, tw = shapes[-1]
+        height = height or round(width * th / tw)  # type: ignore[operator]
+        width = width or round(height * tw / th)
+        shapes = scaled_shapes(shapes, height, width)
+    rng = torch.Generator().manual_seed(seed)
+    noises = [draw_noise(rng, shape, stage, model.task) for stage, shape in enumerate(shapes)]
+    with torch.no_grad():
+        return to_image(walk(run, shapes, model.amps, torch.zeros(1, 3, *shapes[0]), noises))
+
+
+def paint_to_image(
+    model: Pyramid, run: Runner, sketch: np.ndarray, start: int | None, seed: int
+) -> np.ndarray:
+    """The sketch (H x W x 3 in [0, 1], the model's aspect ratio) drawn in the model's texture: resized to
+    the stage below `start` and up again (reference paint2image.py), it enters stage `start` in place of the
+    image from below, with fresh noise there and above. Returned at the model's training size."""
+    n = len(model.shapes)
+    start = min(2, n - 1) if start is None else start
+    if not 1 <= start <= n - 1:
+        raise BadInputError(f"--start-stage must be between 1 and {n - 1} for this model (got {start})")
+    th, tw = model.shapes[-1]
+    sh, sw = sketch.shape[:2]
+    if abs((sw / sh) / (tw / th) - 1) > ASPECT_TOLERANCE:
+        raise BadInputError(
+            f"the sketch is {sw}x{sh} px but the model's image is {tw}x{th}: draw the sketch at the "
+            "painting's aspect ratio"
+        )
+    x = to_tensor(sketch)
+    x = upsample(F.interpolate(x, size=model.shapes[start - 1], mode="area"), model.shapes[start])
+    rng = torch.Generator().manual_seed(seed)
+    noises = [draw_noise(rng, model.shapes[s], s, model.task) for s in range(start, n)]
+    with torch.no_grad():
+        return to_image(walk(run, model.shapes, model.amps, x, noises, start))
+
+
+def upscale_steps(factor: float) -> tuple[int, float]:
+    """SinGAN's passes for an upscaling factor: k steps of r with r^k = factor, r near 2^(1/3)."""
+    if not 1.0 <= factor <= MAX_UPSCALE:
+        raise BadInputError(f"--factor must be between 1 and {MAX_UPSCALE:g} (got {factor:g})")
+    steps = max(1, round(math.log(factor) / math.log(SR_STEP))) if factor > 1 else 0
+    return steps, factor ** (1 / steps) if steps else 1.0
+
+
+def upscale(
+    model: Pyramid, run: Runner, image: np.ndarray, factor: float, seed: int,
+    on_step: Callable[[int, int], None] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The image made `factor` times larger: k times, a bicubic step of r and the finest stage's pass
+    (reference SR.py); the last step lands on round(factor x size) exactly."""
+    if model.task is not Task.SUPER_RESOLUTION:
+        raise BadInputError(
+            f"this is a SinGAN model for {model.task.value}; upscale needs one trained with --mode "
+            "super_resolution (`engine upscale IMAGE` trains it)"
+        )
+    steps, r = upscale_steps(factor)
+    h, w = image.shape[:2]
+    target = (round(h * factor), round(w * factor))
+    finest, amp = len(model.shapes) - 1, model.amps[-1]
+    rng = torch.Generator().manual_seed(seed)
+    x = to_tensor(image)
+    with torch.no_grad():
+        for k in range(1, steps + 1):
+            if on_step is not None:
+                on_step(k - 1, steps)
+            shape = target if k == steps else (round(h * r**k), round(w * r**k))
+            x = upsample(x, shape)
+            x = run(finest, amp * draw_noise(rng, shape, finest, model.task), x)
+    return to_image(x)
+
+
+def animate(
+    model: Pyramid, run: Runner, frames: int, motion: str, momentum: float, seed: int,
+    on_frame: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:  # fmt: skip
+    """SinGAN's GIFs (reference manipulate.generate_gif): at each stage from the start up, a frame's noise
+    is alpha x the reconstruction noise + (1 - alpha) x (the last frame's + its step), its step being
+    momentum x the last step + (1 - momentum) x new noise (alpha 0.1), so the clip hovers around the
+    training image and moves smoothly. Stages below the start reconstruct the image; strong motion starts at
+    the coarsest stage, medium at the second, weak at the third."""
+    alpha = 0.1
+    start = min({"strong": 0, "medium": 1, "weak": 2}[motion], len(model.shapes) - 1)
+    rng = torch.Generator().manual_seed(seed)
+    shapes, amps = model.shapes, model.amps
+    rec = [model.fixed_noise] + [torch.zeros(1, 3, h + 2 * PAD, w + 2 * PAD) for h, w in shapes[1:]]
+    last = [0.95 * rec[s] + 0.05 * draw_noise(rng, shapes[s], s, model.task) for s in range(len(shapes))]
+    before = [r.clone() for r in rec]
+    out = []
+    with torch.no_grad():
+        base = walk(run, shapes[:start], amps, torch.zeros(1, 3, *shapes[0]), rec[:start]) if start else None
+        for i in range(frames):
+            if on_frame is not None:
+                on_frame(i)
+            for s in range(start, len(shapes)):
+                step = momentum * (last[s] - before[s]) + (1 - momentum) * draw_noise(
+                    rng, shapes[s], s, model.task
+                )
+                before[s], last[s] = last[s], alpha * rec[s] + (1 - alpha) * (last[s] + step)
+            previous = torch.zeros(1, 3, *shapes[0]) if base is None else base
+            out.append(to_image(walk(run, shapes, amps, previous, last[start:], start)))
+    return out
+
+
+# ---- runners ----
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, model: Pyramid, device: Any) -> None:
+        self.model, self.device = model, device
+
+    def __call__(self, stage: int, noise: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        g = self.model.generators[stage]
+        return g(noise.to(self.device), previous.to(self.device)).float().cpu()
+
+    def describe(self) -> dict[str, str]:
+        return {"backend": self.name, "provider": str(self.device)}
+
+
+class OnnxRunner:
+    """Each stage's exported graph on onnxruntime (engine.runtime.GraphRunner), exported on first use."""
+
+    name = "onnxruntime"
+
+    def __init__(self, paths: list[Path], device: str, release_memory: bool = False) -> None:
+        from engine.runtime import GraphRunner
+        from engine.sampler_file import SINGAN_STAGE_FORMAT
+
+        self.stages = [GraphRunner(p, device, SINGAN_STAGE_FORMAT, release_memory) for p in paths]
+
+    def __call__(self, stage: int, noise: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        feed = {
+            "noise": np.ascontiguousarray(noise.float().cpu().numpy()),
+            "previous": np.ascontiguousarray(previous.float().cpu().numpy()),
+        }
+        (out,) = self.stages[stage].run(feed)
+        return torch.from_numpy(out)
+
+    def describe(self) -> dict[str, str]:
+        first = self.stages[0].describe()
+        return {**first, "onnx": str(Path(first["onnx"]).parent)}

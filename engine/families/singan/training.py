@@ -1,0 +1,291 @@
+"""Training SinGAN as the reference does (tamarott/SinGAN, training.py): one stage at a time, coarsest
+first, the stages below frozen (eval mode); each stage's networks start from the stage below's weights
+when they have the same width. Per iteration, 3 critic steps (WGAN-GP; the image entering the stage is a
+fresh random sample of the stages below each time) and 3 generator steps (adversarial loss + alpha x the
+reconstruction error from the fixed noise). The stage's noise amplitude is 0.1 x the RMSE between the image
+at that stage and its reconstruction from below.
+
+One difference: the reference's 3 generator steps back-propagate the same generated image (made before the
+first step) three times; here each step generates it again with the current weights.
+
+Checkpoints (resume after Ctrl-C, a kill or a crash), progress with previews, cancel, bf16 where native.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import families
+from engine.device import autocast
+from engine.errors import BadInputError, CancelledError
+from engine.families.singan import store
+from engine.families.singan.apply import Pyramid, draw_noise, to_image, to_tensor, upsample, walk
+from engine.families.singan.config import PAD, Config, stage_shapes
+from engine.families.singan.networks import StageCritic, StageGenerator, networks
+from engine.files import reporting_full_disk
+from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
+from engine.progress import Progress, ProgressFn
+
+log = logging.getLogger(__name__)
+PREVIEW_EVERY_S = 10.0
+
+
+def gradient_penalty(critic: StageCritic, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator):
+    """The reference's calc_gradient_penalty: one mixing weight, gradient norm over channels per pixel."""
+    a = torch.rand(1, generator=rng).to(real.device)
+    mixed = (a * real + (1 - a) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        image: np.ndarray,
+        out_dir: Path,
+        device: torch.device,
+        progress: ProgressFn | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.config, self.out_dir, self.device = config, Path(out_dir), device
+        self.progress, self.cancel = progress, cancel
+        self.image = np.ascontiguousarray(image[..., :3], dtype=np.float32)
+        height, width = self.image.shape[:2]
+        self.shapes = stage_shapes(height, width, config)
+        full = to_tensor(self.image)
+        self.reals = [upsample_area(full, s).to(device) for s in self.shapes]
+        self.rng = torch.Generator().manual_seed(config.seed)
+        self.fixed_noise = draw_noise(self.rng, self.shapes[0], 0, config.task).contiguous()
+        self.generators: list[StageGenerator] = []
+        self.amps: list[float] = []
+        self.last_critic: dict[str, Any] | None = None  # the stage below's, which the next one starts from
+        self.stage_state: dict[str, Any] | None = None  # the stage in progress, from a checkpoint
+        self.elapsed = 0.0
+
+    # ---- the stages below, frozen ----
+
+    def _run(self, stage: int, noise: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        return self.generators[stage](noise.to(self.device), previous)
+
+    def _from_below(self, stage: int, noises: list[torch.Tensor]) -> torch.Tensor:
+        """The image entering `stage`: the stages below walked with these noises, upsampled."""
+        if stage == 0:
+            return torch.zeros_like(self.reals[0])
+        with torch.no_grad():
+            below = walk(self._run, self.shapes[:stage], self.amps, torch.zeros_like(self.reals[0]), noises)
+        return upsample(below, self.shapes[stage])
+
+    def _random_below(self, stage: int) -> torch.Tensor:
+        return self._from_below(
+            stage, [draw_noise(self.rng, self.shapes[s], s, self.config.task) for s in range(stage)]
+        )
+
+    def _reconstruction_below(self, stage: int) -> torch.Tensor:
+        zeros = [torch.zeros(1, 3, h + 2 * PAD, w + 2 * PAD) for h, w in self.shapes[1:stage]]
+        return self._from_below(stage, [self.fixed_noise, *zeros][:stage])
+
+    # ---- one stage ----
+
+    def _train_stage(self, stage: int) -> None:
+        c, real = self.config, self.reals[stage]
+        with torch.random.fork_rng(devices=[]):  # a stage's initial weights come from the seed
+            torch.manual_seed(c.seed * 1000 + stage)
+            g, d = networks(c, stage)
+        if self.last_critic is not None and c.stage_nfc(stage - 1) == c.stage_nfc(stage):
+            g.load_state_dict(self.generators[-1].state_dict())
+            d.load_state_dict(self.last_critic)
+        g, d = g.to(self.device).train(), d.to(self.device).train()
+        opt_g = torch.optim.Adam(g.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
+        opt_d = torch.optim.Adam(d.parameters(), lr=c.lr, betas=(c.beta1, 0.999))
+        drop = max(1, round(c.lr_drop * c.iters))
+        sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, [drop], gamma=0.1)
+        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, [drop], gamma=0.1)
+        rec_in = self._reconstruction_below(stage)
+        if stage == 0:
+            amp = 1.0
+        else:
+            amp = c.noise_amp * float(torch.sqrt(torch.mean((real - rec_in) ** 2)))
+        rec_noise = (
+            self.fixed_noise if stage == 0 else torch.zeros(1, 3, *(s + 2 * PAD for s in real.shape[2:]))
+        )
+        rec_noise = rec_noise.to(self.device)
+        iteration = 0
+        if self.stage_state is not None:
+            st = self.stage_state
+            g.load_state_dict(st["g"])
+            d.load_state_dict(st["d"])
+            for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
+                obj.load_state_dict(st[key])
+            iteration = st["iteration"]
+            self.stage_state = None
+        start = time.monotonic() - self.elapsed
+        last_checkpoint = last_preview = time.monotonic()
+        run_start, run_iter0 = time.monotonic(), iteration
+        while iteration < c.iters:
+            if self.cancel is not None and self.cancel.is_set():
+                self.elapsed = time.monotonic() - start
+                self.checkpoint(stage, g, d, opt_g, opt_d, sched_g, sched_d, iteration)
+                raise CancelledError(
+                    f"training cancelled; continue with `engine train --resume {self.out_dir}`"
+                )
+            losses, fake = self._iteration(stage, g, d, opt_g, opt_d, real, rec_in, rec_noise, amp)
+            sched_g.step()
+            sched_d.step()
+            iteration += 1
+            now = time.monotonic()
+            if c.checkpoint_every_s and now - last_checkpoint > c.checkpoint_every_s:
+                self.elapsed = now - start
+                self.checkpoint(stage, g, d, opt_g, opt_d, sched_g, sched_d, iteration)
+                last_checkpoint = now
+            if self.progress is not None:
+                preview = None
+                if now - last_preview > PREVIEW_EVERY_S or iteration == c.iters:
+                    preview, last_preview = to_image(fake), now
+                spi = (now - run_start) / (iteration - run_iter0)
+                self._report(stage, iteration, losses, spi, now - start, preview)
+        self.elapsed = time.monotonic() - start
+        self.generators.append(g.eval().requires_grad_(False))
+        self.last_critic = d.state_dict()
+        self.amps.append(amp)
+
+    def _iteration(
+        self, stage, g, d, opt_g, opt_d, real, rec_in, rec_noise, amp
+    ) -> tuple[dict, torch.Tensor]:
+        c = self.config
+        noise = draw_noise(self.rng, self.shapes[stage], stage, c.task).to(self.device)
+        for _ in range(c.d_steps):
+            previous = self._random_below(stage)
+            with autocast(self.device, c.precision):
+                with torch.no_grad():
+                    fake = g(amp * noise, previous)
+                loss_real = -d(real).float().mean()
+                loss_fake = d(fake).float().mean()
+            penalty = gradient_penalty(d, real, fake.float(), self.rng)
+            loss_d = loss_real + loss_fake + c.gp_weight * penalty
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        d.requires_grad_(False)
+        for _ in range(c.g_steps):
+            with autocast(self.device, c.precision):
+                fake = g(amp * noise, previous)
+                loss_adv = -d(fake).float().mean()
+                rec = g(amp * rec_noise, rec_in).float()
+            loss_rec = torch.mean((rec - real) ** 2)
+            loss_g = loss_adv + c.rec_weight * loss_rec
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+        d.requires_grad_(True)
+        losses = {"d": float(loss_d.detach()), "g": float(loss_adv.detach()), "rec": float(loss_rec.detach())}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise BadInputError(
+                f"training diverged at stage {stage + 1} (a loss is NaN or infinite): train again with "
+                "another --seed or --precision fp32"
+            )
+        return losses, fake.detach()
+
+    def _report(self, stage, iteration, losses, spi, elapsed, preview) -> None:
+        assert self.progress is not None
+        c, n = self.config, len(self.shapes)
+        # Later stages cost more (larger images, more stages below to sample): scale by pixels.
+        pixels = [h * w for h, w in self.shapes]
+        left = (c.iters - iteration) * spi + sum(pixels[stage + 1 :]) / pixels[stage] * c.iters * spi
+        self.progress(Progress(stage, n, iteration, c.iters, losses, elapsed, left, preview))
+
+    # ---- checkpoints and the model ----
+
+    def checkpoint(
+        self, stage=None, g=None, d=None, opt_g=None, opt_d=None, sched_g=None, sched_d=None, it=0
+    ):
+        current = None
+        if g is not None:
+            current = {
+                "stage": stage, "iteration": it, "g": g.state_dict(), "d": d.state_dict(),  # type: ignore[union-attr]
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),  # type: ignore[union-attr]
+                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),  # type: ignore[union-attr]
+            }  # fmt: skip
+        state = {
+            "config": self.config.to_dict(),
+            "image": self.image,
+            "generators": [gen.state_dict() for gen in self.generators],
+            "critic": self.last_critic,
+            "amps": self.amps,
+            "fixed_noise": self.fixed_noise,
+            "rng": self.rng.get_state(),
+            "elapsed": self.elapsed,
+            "current": current,
+        }
+        families.write_checkpoint_state(self.out_dir, state)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for i, weights in enumerate(state["generators"]):
+            g = StageGenerator(self.config.stage_nfc(i))
+            g.load_state_dict(weights)
+            self.generators.append(g.to(self.device).eval().requires_grad_(False))
+        self.last_critic = state["critic"]
+        self.amps = list(state["amps"])
+        self.fixed_noise = state["fixed_noise"].cpu()
+        self.rng.set_state(state["rng"])
+        self.elapsed = state["elapsed"]
+        self.stage_state = state["current"]
+
+    def run(self) -> Path:
+        with reporting_full_disk(self.out_dir):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.stage_state is None:  # a resumed run keeps its checkpoint until it writes the next
+                self.checkpoint()
+            families.mark_checkpoint(self.out_dir, store.NAME)  # `engine train --resume` finds the family
+            while len(self.generators) < len(self.shapes):
+                self._train_stage(len(self.generators))
+                self.checkpoint()
+            model = Pyramid(
+                self.config, self.shapes, self.amps, self.fixed_noise, self.generators, self.out_dir
+            )
+            info = {"training_seconds": round(self.elapsed, 1), "device": self.device.type}
+            store.save_model(self.out_dir, model, info)
+        shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        return self.out_dir
+
+
+def upsample_area(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The image at a stage's shape: area averaging down (anti-aliased), bicubic up."""
+    if tuple(image.shape[-2:]) == tuple(shape):
+        return image.clone()
+    if shape[0] <= image.shape[2] and shape[1] <= image.shape[3]:
+        import torch.nn.functional as F
+
+        return F.interpolate(image, size=shape, mode="area")
+    return upsample(image, shape).clamp(-1, 1)
+
+
+def train(
+    config: Config,
+    image: np.ndarray,
+    out_dir: Path,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    require_fresh_output(Path(out_dir))
+    return Trainer(config, image, out_dir, device, progress, cancel).run()
+
+
+def resume(
+    out_dir: Path, device: torch.device, progress: ProgressFn | None, cancel: threading.Event | None
+) -> Path:
+    state = families.read_checkpoint_state(out_dir, "cpu")
+    trainer = Trainer(Config.from_dict(state["config"]), state["image"], out_dir, device, progress, cancel)
+    trainer.restore(state)
+    log.info("resuming SinGAN training at stage %d", len(trainer.generators) + 1)
+    return trainer.run()

@@ -1,0 +1,206 @@
+"""SinGAN as a family (issue 23): stage-by-stage training, samples on both backends, paint-to-image,
+super-resolution (`engine upscale`), animation, resume, and the one-line refusals."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from cli_helpers import ENV, json_result, run_engine
+
+from engine import families
+from engine.cli import main
+from engine.errors import BadInputError, CancelledError
+from engine.families.singan import Options
+from engine.family import TrainData, TrainRun
+from engine.imageio import read_image
+
+
+@pytest.fixture(scope="module")
+def image(shared_images) -> np.ndarray:
+    """A 64 x 48 crop of the zebras: stripes, so a texture the stages must learn."""
+    rgb = read_image(shared_images / "generation" / "zebra.png").rgb
+    return np.ascontiguousarray(cv2.resize(rgb[60:300, 100:420], (64, 48), interpolation=cv2.INTER_AREA))
+
+
+def _train(image, task, out, **options):
+    family = families.get("singan")
+    run = TrainRun(task, TrainData(image=image), Options(preset="tiny", **options), out, torch.device("cpu"))
+    return family.train(run)
+
+
+@pytest.fixture(scope="module")
+def generation(image, tmp_path_factory):
+    return _train(image, "generation", tmp_path_factory.mktemp("singan") / "generation")
+
+
+def test_the_pyramid_is_the_references_and_each_stage_passes_an_image(generation):
+    loaded = families.load(generation, backend="torch")
+    model = loaded.model["pyramid"]
+    shapes = model.shapes
+    assert shapes[-1] == (30, 40)  # tiny: fitted to 40 px
+    assert min(shapes[0]) == 16 and len(shapes) == 4  # 0.75 between stages, fitted
+    assert model.amps[0] == 1.0 and all(0 < a < 1 for a in model.amps[1:])
+    # a stage's generator returns an image of its input's size: the image in, plus a residual
+    g = model.generators[1]
+    previous = torch.zeros(1, 3, *shapes[1])
+    out = g(torch.zeros(1, 3, shapes[1][0] + 10, shapes[1][1] + 10), previous)
+    assert out.shape == previous.shape
+
+
+def test_a_seed_is_one_sample_on_either_backend_at_any_size(generation, tmp_path):
+    for backend in ("torch", "onnxruntime"):
+        args = ["sample", str(generation), "--n", "2", "--seed", "5", "--backend", backend]
+        assert main([*args, "--out", str(tmp_path / backend)]) == 0
+    torch_0, onnx_0, onnx_1 = (
+        cv2.imread(str(tmp_path / b / f"sample_00{i}.png")).astype(int)
+        for b, i in (("torch", 0), ("onnxruntime", 0), ("onnxruntime", 1))
+    )
+    assert torch_0.shape == (30, 40, 3)
+    assert np.abs(torch_0 - onnx_0).max() <= 1  # the exported stages draw what torch draws
+    assert np.abs(onnx_0 - onnx_1).mean() > 2  # seed 5 and seed 6 differ
+    assert (generation / "stages" / "stage_03.onnx").is_file()
+    assert (
+        main(["sample", str(generation), "--width", "80", "--backend", "torch", "--out", str(tmp_path / "w")])
+        == 0
+    )
+    assert cv2.imread(str(tmp_path / "w" / "sample_000.png")).shape == (60, 80, 3)
+
+
+def test_paint_to_image_keeps_the_sketchs_layout(generation, tmp_path):
+    sketch = np.zeros((120, 160, 3), np.uint8)
+    sketch[:, :80] = (40, 40, 220)  # red left half (BGR), blue right half
+    sketch[:, 80:] = (220, 60, 40)
+    cv2.imwrite(str(tmp_path / "sketch.png"), sketch)
+    out = tmp_path / "painted.png"
+    args = ["paint2image", str(generation), "--image", str(tmp_path / "sketch.png"), "--backend", "torch"]
+    assert main([*args, "--out", str(out), "--start-stage", "1"]) == 0
+    painted = cv2.imread(str(out)).astype(float)
+    assert painted.shape == sketch.shape  # written at the sketch's size
+    left, right = painted[:, :70].mean((0, 1)), painted[:, 90:].mean((0, 1))
+    assert left[2] > left[0] + 40 and right[0] > right[2] + 40, (left, right)  # red stays left, blue right
+    assert painted.std() > 0  # and it is not the sketch resized: the stages drew on it
+    assert np.abs(painted - sketch).mean() > 1
+
+
+def test_paint_to_image_refuses_another_aspect_ratio_and_stages_it_lacks(generation, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((40, 160, 3), np.uint8))
+    args = ["paint2image", str(generation), "--backend", "torch", "--out", str(tmp_path / "o.png")]
+    assert main([*args, "--image", str(tmp_path / "wide.png")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "the sketch is 160x40 px but the model's image is 40x30" in err and len(err.splitlines()) == 1
+    cv2.imwrite(str(tmp_path / "ok.png"), np.zeros((30, 40, 3), np.uint8))
+    assert main([*args, "--image", str(tmp_path / "ok.png"), "--start-stage", "4"]) != 0
+    assert "--start-stage must be between 1 and 3" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_upscale_trains_once_per_image_and_is_exactly_factor_times_larger(image, tmp_path):
+    small = (image[:37, :51] * 255).round().astype(np.uint8)[..., ::-1]
+    cv2.imwrite(str(tmp_path / "small.png"), small)
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = json_result(
+        run_engine("upscale", tmp_path / "small.png", "--factor", "3", "--preset", "tiny", "--out",
+                   tmp_path / "x3.png", "--json", "--backend", "torch", env=env)
+    )  # fmt: skip
+    assert first["ok"] and first["training_seconds"] is not None, first
+    assert (first["width"], first["height"]) == (153, 111) and first["passes"] == 5
+    assert cv2.imread(str(tmp_path / "x3.png")).shape == (111, 153, 3)
+    again = json_result(
+        run_engine("upscale", tmp_path / "small.png", "--factor", "2.5", "--preset", "tiny", "--out",
+                   tmp_path / "x25.png", "--json", "--backend", "torch", env=env)
+    )  # fmt: skip
+    assert again["model"] == first["model"] and again["training_seconds"] is None  # kept and reused
+    assert (again["width"], again["height"]) == (128, 92)
+
+
+def test_each_upscale_pass_is_a_bicubic_step_plus_the_finest_stage(image, tmp_path):
+    """With the finest stage's residual silenced, upscaling is k bicubic steps of r, the last landing on
+    round(factor x size): the passes, their sizes and the noise's amplitude are the walk's, nothing else."""
+    import torch.nn.functional as F
+
+    from engine.families.singan.apply import to_image, to_tensor, upscale, upscale_steps
+
+    loaded = families.load(_train(image, "super_resolution", tmp_path / "sr"), backend="torch")
+    model = loaded.model["pyramid"]
+    tail = model.generators[-1].tail[0]
+    torch.nn.init.zeros_(tail.weight)
+    torch.nn.init.zeros_(tail.bias)
+    assert upscale_steps(4.0) == (6, pytest.approx(2 ** (1 / 3)))  # SinGAN's r = 2^(1/3) for x4
+    steps, r = upscale_steps(2.5)
+    x = to_tensor(image)
+    for k in range(1, steps + 1):
+        size = (120, 160) if k == steps else (round(48 * r**k), round(64 * r**k))
+        x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    ours = upscale(model, loaded.runner, image, 2.5, seed=0)
+    assert ours.shape == (120, 160, 3)
+    np.testing.assert_allclose(ours, to_image(x), atol=1e-5)
+
+
+def test_upscale_refuses_bad_factors_and_other_models(generation, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "s.png"), np.zeros((30, 40, 3), np.uint8))
+    for factor in ("0.5", "17"):
+        with pytest.raises(SystemExit):
+            main(["upscale", str(tmp_path / "s.png"), "--factor", factor, "--out", str(tmp_path / "o.png")])
+        assert "--factor: must be between 1 and 16" in capsys.readouterr().err
+    args = ["upscale", str(tmp_path / "s.png"), "--factor", "2", "--out", str(tmp_path / "o.png")]
+    assert main([*args, "--model", str(generation)]) != 0
+    assert "needs a model trained with --mode super_resolution" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_animation_moves_smoothly_and_a_seed_repeats_it(image, tmp_path):
+    from engine.families.singan.apply import TorchRunner, animate
+
+    directory = _train(image, "animation", tmp_path / "animation")
+    loaded = families.load(directory, backend="torch")
+    model = loaded.model["pyramid"]
+    assert isinstance(loaded.runner, TorchRunner)
+    frames = np.stack(animate(model, loaded.runner, 24, "strong", 0.9, seed=2))
+    assert frames.shape == (24, 30, 40, 3)
+    step = np.abs(np.diff(frames, axis=0)).mean()
+    apart = np.abs(frames[8:] - frames[:-8]).mean()
+    assert 0 < step < apart  # neighbours are closer than frames 8 apart: motion, not flicker
+    assert np.array_equal(frames, np.stack(animate(model, loaded.runner, 24, "strong", 0.9, seed=2)))
+    assert not np.array_equal(frames, np.stack(animate(model, loaded.runner, 24, "strong", 0.9, seed=3)))
+
+
+def test_a_cancelled_run_resumes_to_the_same_model(image, tmp_path):
+    from safetensors.torch import load_file
+
+    whole = _train(image, "generation", tmp_path / "whole", seed=4)
+    cancel = threading.Event()
+    seen: list = []
+
+    def progress(event) -> None:
+        seen.append(event)
+        if event.stage == 1 and event.iteration == 2:
+            cancel.set()
+
+    family = families.get("singan")
+    options = Options(preset="tiny", seed=4)
+    run = TrainRun(
+        "generation", TrainData(image=image), options, tmp_path / "cut", torch.device("cpu"), progress, cancel
+    )
+    with pytest.raises(CancelledError, match="engine train --resume"):
+        family.train(run)
+    assert not (tmp_path / "cut" / "model.json").exists()
+    proc = run_engine("train", "--resume", tmp_path / "cut", "--json")
+    assert proc.returncode == 0 and json_result(proc)["family"] == "singan", proc.stderr
+    a, b = load_file(whole / "generators.safetensors"), load_file(tmp_path / "cut" / "generators.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_get_one_line_each(generation, image, tmp_path):
+    with pytest.raises(BadInputError, match="too small: its short side must be at least 16 px"):
+        _train(image[:10], "generation", tmp_path / "thin")
+    from engine.families.singan.apply import upscale
+
+    loaded = families.load(generation, backend="torch")
+    with pytest.raises(BadInputError, match="upscale needs one trained with --mode super_resolution"):
+        upscale(loaded.model["pyramid"], loaded.runner, image, 2.0, 0)
