@@ -84,6 +84,7 @@ class Operation:
     pick_model: bool = False
     tasks: tuple[str, ...] = ()
     choices: tuple[Choice, ...] = ()
+    whole_layer: bool = False  # a picked model's entry that takes the whole layer (Paint to image)
 
     @property
     def krita_action(self) -> str:
@@ -127,6 +128,7 @@ def menu(capabilities: dict[str, Any]) -> list[Operation]:
             params=frozenset(p["name"] for p in op["params"]),
             tooltip=editor.get("tooltip") or op["help"],
             pick_model=bool(editor.get("pick_model")),
+            whole_layer=bool(editor.get("whole_layer")),
             tasks=tuple(op["tasks"]),
             choices=tuple(
                 Choice(p["name"], p["help"], tuple(p["choices"]), p["default"])
@@ -334,8 +336,9 @@ def picked_model_job(
 ) -> Job:
     """The request for an entry that runs a stored model the artist picked: on the active layer's own
     pixels, the selected part of them (else the layer's opaque part) with CONTEXT px around it, the result
-    limited to that region; or, for an entry that makes a new picture (Generate from set), one image of
-    `seed` as the largest square that fits the selection's bounds (else the canvas), centred in them."""
+    limited to that region (the whole layer for a `whole_layer` entry: a sketch to redraw); or, for an
+    entry that makes a new picture (Generate from set), one image of `seed` as the largest square that
+    fits the selection's bounds (else the canvas), centred in them."""
     unknown = sorted(set(choices) - {c.name for c in op.choices})
     if unknown:
         raise CanvasError(f"{op.label} has no choice {unknown[0]!r}")
@@ -358,8 +361,10 @@ def picked_model_job(
             params={k: v for k, v in params.items() if k in op.params and v is not None},
         )
         return Job(request, [], square)
-    mask = canvas.mask()
-    region = mask_bbox(mask)
+    if op.whole_layer:
+        region = BBox(x=0, y=0, w=canvas.width, h=canvas.height)
+    else:
+        region = mask_bbox(canvas.mask())
     x0, y0 = max(0, region.x - CONTEXT), max(0, region.y - CONTEXT)
     x1 = min(canvas.width, region.x + region.w + CONTEXT)
     y1 = min(canvas.height, region.y + region.h + CONTEXT)

@@ -297,34 +297,31 @@ OWN_COMMANDS = {
 def cmd_upscale(args: argparse.Namespace) -> dict:
     """Train (or find) a super-resolution model of the image, then upscale it (SinGAN, issue 23)."""
     from engine import families, operations
-    from engine.imageio import check_output_file, read_image
+    from engine.imageio import check_output_file, read_image, write_image
     from engine.model_dir import MODEL_JSON
     from engine.operations import OperationInput
 
     check_output_file(Path(args.out), inputs=(args.image,))
     picture = read_image(args.image)
+    if args.factor == 1:  # nothing to learn
+        path = write_image(args.out, picture)
+        h, w = picture.shape
+        return {
+            "file": str(path),
+            "width": w,
+            "height": h,
+            "passes": 0,
+            "model": None,
+            "training_seconds": None,
+        }
     device = _device(args)
     family = families.get("singan")
     options = family.checked_options({"preset": args.preset})
+    cached = args.model is None
     model_dir = Path(args.model) if args.model else _upscale_cache(picture.rgb, family, options, device)
     trained = None
     if not (model_dir / MODEL_JSON).is_file():
-        from engine.family import TrainData, TrainRun
-
-        bar = _progress(args, "train")
-        cancel = _cancel_on_signals()
-        start = time.perf_counter()
-        try:
-            if families.resumable(model_dir):
-                families.resume(model_dir, device, bar, cancel)
-            else:
-                run = TrainRun(
-                    "super_resolution", TrainData(image=picture.rgb), options, model_dir, device, bar, cancel
-                )
-                family.train(run)
-        finally:
-            _finish_bar(bar)
-        trained = round(time.perf_counter() - start, 1)
+        trained = _train_upscaler(args, model_dir, cached, picture.rgb, family, options, device)
     loaded = families.load(model_dir, device, backend=None)
     op = operations.for_model(loaded, "upscale")
     params = op.check_params({"factor": args.factor, "seed": args.seed})
@@ -339,6 +336,49 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
         bar.step("writing")
         result = _write_outputs(op, output, Path(args.out), seconds, loaded.runner_info)
     return {**result, "model": str(model_dir), "training_seconds": trained}
+
+
+def _train_upscaler(args, model_dir: Path, cached: bool, rgb, family, options, device) -> float:
+    """Train the image's super-resolution model into `model_dir`, or finish the run interrupted there; the
+    seconds it took. Ctrl-C stops it (a later `engine upscale` goes on); a failed run in the cache is
+    removed, so that the next one starts afresh."""
+    import json
+    import shutil
+
+    from engine import families
+    from engine.errors import CancelledError
+    from engine.family import TrainData, TrainRun
+    from engine.model_dir import CHECKPOINT_DIR
+
+    resuming = families.resumable(model_dir)
+    if resuming:
+        mark = model_dir / CHECKPOINT_DIR / families.CHECKPOINT_FAMILY
+        if not mark.is_file() or json.loads(mark.read_text()).get("family") != "singan":
+            raise EngineError(f"--model {model_dir} holds another kind of training run: give another folder")
+    elif model_dir.exists() and (not model_dir.is_dir() or any(model_dir.iterdir())):
+        raise EngineError(f"--model {model_dir} is neither a model nor empty: give a new or empty folder")
+    bar = _progress(args, "train")
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    cancel = _cancel_on_signals()
+    start = time.perf_counter()
+    try:
+        if resuming:
+            families.resume(model_dir, device, bar, cancel)
+        else:
+            family.train(
+                TrainRun("super_resolution", TrainData(image=rgb), options, model_dir, device, bar, cancel)
+            )
+    except CancelledError:
+        raise CancelledError("training cancelled; run the same `engine upscale` again to go on") from None
+    except BaseException:
+        if cached and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            shutil.rmtree(model_dir, ignore_errors=True)
+        raise
+    finally:
+        _finish_bar(bar)
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    return round(time.perf_counter() - start, 1)
 
 
 def _upscale_cache(rgb, family, options, device) -> Path:

@@ -112,11 +112,15 @@ class EditorUse:
     # elsewhere, e.g. on folders), and the operation's choice parameters, before each run; nothing is
     # trained on the picture. The entry works on the active layer's own pixels (or the selected part).
     pick_model: bool = False
+    # With pick_model: the entry takes the whole active layer (a sketch the model redraws), not the
+    # selected part of it, and writes the result over the whole layer.
+    whole_layer: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
             "tooltip": self.tooltip,
             "pick_model": self.pick_model,
+            "whole_layer": self.whole_layer,
             "layer_name": self.layer_name,
             "action": self.action,
             "picture": self.picture,

@@ -107,6 +107,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
         ("Generate variation", "singan_variation", "python-fu-singan-variation", "Variation"),
         ("Generate from set", "singan_generate_from_set", "python-fu-singan-generate-from-set", "Generated"),
         ("Re-style layer", "singan_restyle", "python-fu-singan-restyle", "Re-styled"),
+        ("Paint to image", "singan_paint_to_image", "python-fu-singan-paint-to-image", "Painted"),
         ("Retrain and harmonize selection", "singan_retrain_harmonize", "python-fu-singan-retrain-harmonize",
          "Harmonized"),
         ("Retrain and edit selection", "singan_retrain_edit", "python-fu-singan-retrain-edit", "Edited"),
@@ -400,6 +401,19 @@ def test_restyle_runs_a_picked_model_on_the_layer_around_the_selection():
     )
     assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (10, 100, 30, 20, "Re-styled")
     assert (np.frombuffer(patch.data, np.uint8).reshape(20, 30, 4)[..., :3] == out[..., :3]).all()
+
+
+def test_paint_to_image_sends_the_whole_layer_whatever_is_selected():
+    paint = ENTRIES["paint_to_image"]
+    assert paint.pick_model and paint.whole_layer and not RESTYLE.whole_layer
+    assert (paint.family, paint.tasks, paint.choices) == ("singan", ("generation",), ())
+    canvas = make_canvas(Editor.KRITA)  # a selection of 7 x 5 in the 12 x 8 canvas
+    job = picked_model_job(paint, canvas, "m5", {})
+    req = job.request
+    assert (req.operation, req.family, req.model_id) == ("paint2image", "singan", "m5")
+    assert (req.image.width, req.image.height) == (W, H) and job.bbox == BBox(x=0, y=0, w=W, h=H)
+    assert req.image.bbox == BBox(x=0, y=0, w=W, h=H)
+    assert bytes(np.asarray(frames.from_frame(job.buffers, req.image))) == bytes(canvas.layer)
 
 
 def test_generate_from_set_draws_one_seeded_square_in_the_selection_or_the_canvas():

@@ -85,6 +85,7 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_variation", "Generate variation", ""),
         ("singan_generate_from_set", "Generate from set", ""),
         ("singan_restyle", "Re-style layer", ""),
+        ("singan_paint_to_image", "Paint to image", ""),
         ("singan_retrain_harmonize", "Retrain and harmonize selection", ""),
         ("singan_retrain_edit", "Retrain and edit selection", ""),
     ], created
@@ -119,6 +120,7 @@ GIMP = BLOCK + textwrap.dedent(
         "python-fu-singan-edit",
         "python-fu-singan-generate-from-set",
         "python-fu-singan-harmonize",
+        "python-fu-singan-paint-to-image",
         "python-fu-singan-restyle",
         "python-fu-singan-retrain-edit",
         "python-fu-singan-retrain-harmonize",

@@ -62,12 +62,17 @@ def test_krita_install_layout_settings_and_kritarc(user):
         "edit",
         "sample",
         "sample",
+        "sample",
         "animate",
+        "animate",
+        "export",
         "export",
         "export",
         "export",
         "restyle",
         "interpolate",
+        "paint2image",
+        "upscale",
     ]
     for name in ("__init__.py", "extension.py", "document.py", "job.py", "settings.json"):
         assert (pykrita / "singan_studio" / name).is_file()

@@ -37,13 +37,26 @@ def generation(image, tmp_path_factory):
     return _train(image, "generation", tmp_path_factory.mktemp("singan") / "generation")
 
 
-def test_the_pyramid_is_the_references_and_each_stage_passes_an_image(generation):
+def test_the_pyramid_is_the_references_and_each_stage_passes_an_image(generation, image):
     loaded = families.load(generation, backend="torch")
     model = loaded.model["pyramid"]
     shapes = model.shapes
     assert shapes[-1] == (30, 40)  # tiny: fitted to 40 px
     assert min(shapes[0]) == 16 and len(shapes) == 4  # 0.75 between stages, fitted
     assert model.amps[0] == 1.0 and all(0 < a < 1 for a in model.amps[1:])
+    # each stage's noise amplitude is 0.1 x the RMSE of the image at that stage against its reconstruction
+    # from the stages below (their fixed noise at the coarsest, none above)
+    from engine.families.singan.apply import to_tensor, upsample, walk
+
+    full = to_tensor(image)
+    zeros = [torch.zeros(1, 3, h + 10, w + 10) for h, w in shapes]
+    for s in range(1, len(shapes)):
+        with torch.no_grad():
+            below = walk(loaded.runner, shapes[:s], model.amps, torch.zeros(1, 3, *shapes[0]),
+                         [model.fixed_noise, *zeros[1:s]])  # fmt: skip
+        real = torch.nn.functional.interpolate(full, size=shapes[s], mode="area")
+        rmse = float(torch.sqrt(torch.mean((real - upsample(below, shapes[s])) ** 2)))
+        assert model.amps[s] == pytest.approx(0.1 * rmse, rel=1e-4), s
     # a stage's generator returns an image of its input's size: the image in, plus a residual
     g = model.generators[1]
     previous = torch.zeros(1, 3, *shapes[1])
@@ -140,6 +153,60 @@ def test_each_upscale_pass_is_a_bicubic_step_plus_the_finest_stage(image, tmp_pa
     np.testing.assert_allclose(ours, to_image(x), atol=1e-5)
 
 
+def test_upscale_runs_the_finest_stage_once_a_pass_with_its_noise(image, tmp_path):
+    from engine.families.singan.apply import upscale, upscale_steps
+
+    model = families.load(_train(image, "super_resolution", tmp_path / "sr"), backend="torch").model[
+        "pyramid"
+    ]
+    seen = []
+
+    def runner(stage, noise, previous):
+        seen.append((stage, tuple(previous.shape[2:]), noise))
+        return previous
+
+    upscale(model, runner, image, 2.0, seed=1)
+    steps, r = upscale_steps(2.0)
+    finest, amp = len(model.shapes) - 1, model.amps[-1]
+    assert [s for s, _, _ in seen] == [finest] * steps == [finest] * 3
+    assert [size for _, size, _ in seen] == [(60, 81), (76, 102), (96, 128)]
+    for k, (_, (h, w), noise) in enumerate(seen):
+        assert noise.shape == (1, 3, h + 10, w + 10) and not noise[..., :5, :].any()  # a zero border
+        inner = noise[..., 5:-5, 5:-5]
+        assert float(inner.std()) == pytest.approx(amp, rel=0.1)
+        grey = bool((inner[:, 0] == inner[:, 1]).all())
+        assert grey == (k == 0)  # grey noise at the first pass, as the reference draws it
+
+
+def test_every_stage_graph_draws_what_torch_draws_across_widths(image, tmp_path):
+    """A pyramid whose stages change width (4 filters, then 8): each width's graph is exported once and
+    refilled with every stage's own weights."""
+    import dataclasses
+
+    from engine.families.singan import config as singan_config
+    from engine.families.singan import training
+
+    config = dataclasses.replace(singan_config.PRESETS["tiny"](singan_config.Task.GENERATION), nfc=4,
+                                 max_nfc=8, min_size=12, iters=2)  # fmt: skip
+    directory = training.train(config, image, tmp_path / "widths", torch.device("cpu"))
+    torch_model = families.load(directory, backend="torch")
+    onnx_model = families.load(directory)
+    generators = torch_model.model["pyramid"].generators
+    assert [g.channels for g in generators] == [4, 4, 4, 4, 8]
+    rng = torch.Generator().manual_seed(0)
+    for stage, (h, w) in enumerate(torch_model.model["pyramid"].shapes):
+        noise, previous = (
+            torch.randn(1, 3, h + 10, w + 10, generator=rng),
+            torch.randn(1, 3, h, w, generator=rng),
+        )
+        with torch.no_grad():
+            ours, theirs = (
+                onnx_model.runner(stage, noise, previous),
+                torch_model.runner(stage, noise, previous),
+            )
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
 def test_upscale_refuses_bad_factors_and_other_models(generation, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "s.png"), np.zeros((30, 40, 3), np.uint8))
     for factor in ("0.5", "17"):
@@ -149,6 +216,17 @@ def test_upscale_refuses_bad_factors_and_other_models(generation, tmp_path, caps
     args = ["upscale", str(tmp_path / "s.png"), "--factor", "2", "--out", str(tmp_path / "o.png")]
     assert main([*args, "--model", str(generation)]) != 0
     assert "needs a model trained with --mode super_resolution" in capsys.readouterr().err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main([*args, "--model", str(tmp_path / "notes")]) != 0
+    assert "is neither a model nor empty: give a new or empty folder" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    assert not (tmp_path / "o.png").exists()
+    # x1 is the image itself, and trains nothing
+    assert (
+        main(["upscale", str(tmp_path / "s.png"), "--factor", "1", "--out", str(tmp_path / "same.png")]) == 0
+    )
+    assert (cv2.imread(str(tmp_path / "same.png")) == 0).all()
     assert not (tmp_path / "o.png").exists()
 
 
@@ -197,8 +275,16 @@ def test_a_cancelled_run_resumes_to_the_same_model(image, tmp_path):
 
 
 def test_bad_inputs_get_one_line_each(generation, image, tmp_path):
-    with pytest.raises(BadInputError, match="too small: its short side must be at least 16 px"):
+    with pytest.raises(BadInputError, match="too small or too thin: its short side must be at least 16 px"):
         _train(image[:10], "generation", tmp_path / "thin")
+    wide = np.zeros((20, 400, 3), np.float32)  # fitted to 40 px long, it would be 2 px high
+    with pytest.raises(BadInputError, match="once its long side is fitted to 40 px"):
+        _train(wide, "generation", tmp_path / "wide")
+    big = np.zeros((48, 100, 3), np.float32)
+    with pytest.raises(
+        BadInputError, match="super-resolution learns the image at its own size, at most 64 px"
+    ):
+        _train(big, "super_resolution", tmp_path / "big")
     from engine.families.singan.apply import upscale
 
     loaded = families.load(generation, backend="torch")

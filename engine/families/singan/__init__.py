@@ -19,7 +19,15 @@ from engine.errors import BadInputError
 from engine.families.singan.config import MAX_ITERS, MAX_SIDE
 from engine.families.singan.store import FAMILY_FORMAT_VERSION, NAME
 from engine.family import MAX_SEED, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
-from engine.operations import OperationInput, OperationOutput, OperationSpec, Param, ParamType, Returns
+from engine.operations import (
+    EditorUse,
+    OperationInput,
+    OperationOutput,
+    OperationSpec,
+    Param,
+    ParamType,
+    Returns,
+)
 from engine.progress import ProgressFn
 
 TASKS = (
@@ -87,8 +95,13 @@ def prepare(loaded: Loaded, backend: str) -> None:
     if backend == "torch":
         loaded.runner = TorchRunner(model, device)
     else:
-        paths = [_ensure_export(loaded.path, i, g) for i, g in enumerate(model.generators)]
-        loaded.runner = OnnxRunner(paths, str(device), release_memory=loaded.resident)
+        from engine.families.singan.onnx_export import FOLDER
+
+        generators = model.generators
+        loaded.runner = OnnxRunner(
+            lambda stage: _ensure_export(loaded.path, stage, generators[stage]), len(generators),
+            loaded.path / FOLDER, str(device), release_memory=loaded.resident,
+        )  # fmt: skip
     loaded.runner_info = loaded.runner.describe()
 
 
@@ -184,8 +197,11 @@ def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
     alpha = given.picture.alpha
     if alpha is not None:
         import cv2
+        import numpy as np
 
         alpha = cv2.resize(alpha, image.shape[1::-1], interpolation=cv2.INTER_CUBIC)
+        if alpha.dtype.kind == "f":  # integer alpha saturates in cv2.resize; float alpha may overshoot
+            alpha = np.clip(alpha, 0, 1)
     return OperationOutput(
         [Picture(image, alpha, given.picture.depth)], {"passes": steps, "step": round(r, 4)}
     )
@@ -194,7 +210,7 @@ def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
 def _upscale_passes(factor: float) -> int:
     from engine.families.singan.apply import upscale_steps
 
-    return max(1, upscale_steps(factor)[0])
+    return upscale_steps(factor)[0]
 
 
 def _animate(loaded: Loaded, given: OperationInput) -> OperationOutput:
@@ -247,6 +263,11 @@ OPERATIONS = (
         "turn a rough colour sketch (flat areas, clip-art) into an image with the model's texture and "
         "detail: the sketch enters the pyramid at a coarse stage, fresh noise above it",
         takes_image=True, takes_mask=False, returns=Returns.LAYER, run=_paint2image,
+        editor=EditorUse(
+            "Painted", "paint_to_image", pick_model=True, whole_layer=True,
+            tooltip="Redraw the active layer (a rough colour sketch, the model's image's proportions) in "
+            "the texture of a stored SinGAN generation model",
+        ),
         params=(
             Param("start_stage", ParamType.INT, "the stage the sketch enters, 1 (the second coarsest: the "
                   "model redraws most) up to the finest (it only adds fine texture) (default: 2, or the "
@@ -264,6 +285,9 @@ OPERATIONS = (
             _seed(),
         ),
         steps=lambda params: _upscale_passes(params["factor"]),
+        # the daemon bounds what a request makes: the input's size x factor, each way
+        output_pixels=lambda params, size: round((size[0] or 1) * params["factor"])
+        * round((size[1] or 1) * params["factor"]),
     ),
     OperationSpec(
         "animate", "Animate", NAME, ("animation", "generation"),

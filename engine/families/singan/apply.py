@@ -23,6 +23,7 @@ from engine.errors import BadInputError
 from engine.families.singan.config import PAD, SR_STEP, Config, Shape, Task
 
 MAX_UPSCALE = 16.0
+MAX_UPSCALED_PIXELS = 200_000_000
 ASPECT_TOLERANCE = 0.02  # a sketch's aspect ratio may differ this much (relative) from the model's
 
 
@@ -107,8 +108,8 @@ def sample(
     shapes = model.shapes
     if height is not None or width is not None:
         th, tw = shapes[-1]
-        height = height or round(width * th / tw)  # type: ignore[operator]
-        width = width or round(height * tw / th)
+        height = height or max(1, round(width * th / tw))  # type: ignore[operator]
+        width = width or max(1, round(height * tw / th))
         shapes = scaled_shapes(shapes, height, width)
     rng = torch.Generator().manual_seed(seed)
     noises = [draw_noise(rng, shape, stage, model.task) for stage, shape in enumerate(shapes)]
@@ -163,6 +164,11 @@ def upscale(
     steps, r = upscale_steps(factor)
     h, w = image.shape[:2]
     target = (round(h * factor), round(w * factor))
+    if target[0] * target[1] > MAX_UPSCALED_PIXELS:
+        raise BadInputError(
+            f"{w}x{h} px x {factor:g} would be {target[1]}x{target[0]} px, over the "
+            f"{MAX_UPSCALED_PIXELS // 1_000_000} megapixels upscale writes: ask for a smaller factor"
+        )
     finest, amp = len(model.shapes) - 1, model.amps[-1]
     rng = torch.Generator().manual_seed(seed)
     x = to_tensor(image)
@@ -172,7 +178,8 @@ def upscale(
                 on_step(k - 1, steps)
             shape = target if k == steps else (round(h * r**k), round(w * r**k))
             x = upsample(x, shape)
-            x = run(finest, amp * draw_noise(rng, shape, finest, model.task), x)
+            # the first pass with grey noise, as the reference's generator loop draws at its first step
+            x = run(finest, amp * draw_noise(rng, shape, finest if k > 1 else 0, model.task), x)
     return to_image(x)
 
 
@@ -226,24 +233,34 @@ class TorchRunner:
 
 
 class OnnxRunner:
-    """Each stage's exported graph on onnxruntime (engine.runtime.GraphRunner), exported on first use."""
+    """Each stage's exported graph (`folder`/stage_NN.onnx) on onnxruntime (engine.runtime.GraphRunner),
+    exported by `export(stage)` and opened the first time the stage runs (upscaling runs the finest alone)."""
 
     name = "onnxruntime"
 
-    def __init__(self, paths: list[Path], device: str, release_memory: bool = False) -> None:
-        from engine.runtime import GraphRunner
-        from engine.sampler_file import SINGAN_STAGE_FORMAT
+    def __init__(
+        self, export: Callable[[int], Path], stages: int, folder: Path, device: str, release_memory=False
+    ):
+        self.export, self.folder, self.device, self.release_memory = export, folder, device, release_memory
+        self.stages: list[Any] = [None] * stages
 
-        self.stages = [GraphRunner(p, device, SINGAN_STAGE_FORMAT, release_memory) for p in paths]
+    def _stage(self, stage: int) -> Any:
+        if self.stages[stage] is None:
+            from engine.runtime import GraphRunner
+            from engine.sampler_file import SINGAN_STAGE_FORMAT
+
+            path = self.export(stage)
+            self.stages[stage] = GraphRunner(path, self.device, SINGAN_STAGE_FORMAT, self.release_memory)
+        return self.stages[stage]
 
     def __call__(self, stage: int, noise: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         feed = {
             "noise": np.ascontiguousarray(noise.float().cpu().numpy()),
             "previous": np.ascontiguousarray(previous.float().cpu().numpy()),
         }
-        (out,) = self.stages[stage].run(feed)
+        (out,) = self._stage(stage).run(feed)
         return torch.from_numpy(out)
 
     def describe(self) -> dict[str, str]:
-        first = self.stages[0].describe()
-        return {**first, "onnx": str(Path(first["onnx"]).parent)}
+        provider = "CUDAExecutionProvider" if self.device.startswith("cuda") else "CPUExecutionProvider"
+        return {"backend": self.name, "provider": provider, "onnx": str(self.folder)}

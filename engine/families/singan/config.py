@@ -62,8 +62,8 @@ class Config:
             raise BadInputError(f"--max-size must be between 16 and {MAX_SIDE} px (got {self.max_size})")
         if not 1 <= self.iters <= MAX_ITERS:
             raise BadInputError(f"--iters must be between 1 and {MAX_ITERS} (got {self.iters})")
-        if not 4 <= self.min_size <= self.max_size:
-            raise BadInputError(f"min_size must be 4 px to max_size (got {self.min_size})")
+        if not 2 * PAD + 1 <= self.min_size <= self.max_size:  # the critic's 5 unpadded convolutions
+            raise BadInputError(f"min_size must be {2 * PAD + 1} px to max_size (got {self.min_size})")
         if not 0.3 <= self.scale_factor < 1:
             raise BadInputError(f"scale_factor must be in [0.3, 1) (got {self.scale_factor})")
 
@@ -82,18 +82,23 @@ def _paper(task: Task) -> Config:
     if task is Task.ANIMATION:
         return Config(task, min_size=20)
     if task is Task.SUPER_RESOLUTION:
-        return Config(task, min_size=18, scale_factor=1 / SR_STEP, rec_weight=100.0)
+        # max_size: the largest image it learns (at its own size; the reference fits it to 250 px and
+        # upscales that)
+        return Config(task, max_size=500, min_size=18, scale_factor=1 / SR_STEP, rec_weight=100.0)
     return Config(task)
 
 
 def _fast(task: Task) -> Config:
-    # Measured in bench/experiments/singan.py: a quarter of the iterations, the reference's networks.
-    return dataclasses.replace(_paper(task), iters=500)
+    # For a CPU (docs/benchmarks.md, "SinGAN"): the reference's networks at their first width (32 filters,
+    # not growing), 300 iterations a stage, a finest stage of 200 px (super-resolution: images up to 250).
+    size = 250 if task is Task.SUPER_RESOLUTION else 200
+    return dataclasses.replace(_paper(task), iters=300, max_nfc=32, max_size=size)
 
 
 def _tiny(task: Task) -> Config:
+    size = 64 if task is Task.SUPER_RESOLUTION else 40
     return dataclasses.replace(
-        _paper(task), max_size=40, min_size=16, nfc=8, max_nfc=8, iters=6, d_steps=1, g_steps=1,
+        _paper(task), max_size=size, min_size=16, nfc=8, max_nfc=8, iters=6, d_steps=1, g_steps=1,
         checkpoint_every_s=1e9,
     )  # fmt: skip
 
@@ -112,14 +117,14 @@ def resolve(
     seed: int | None = None,
 ) -> tuple[str, Config]:
     """The preset (default: `paper` on a GPU, `fast` on a CPU) with the given overrides."""
-    from engine.device import default_precision
-
     name = preset or ("paper" if getattr(device, "type", "cpu") == "cuda" else "fast")
     config = PRESETS[name](Task(task))
     changes: dict[str, Any] = {k: v for k, v in {"iters": iters, "seed": seed}.items() if v is not None}
     if max_size is not None:
         changes.update(max_size=max_size, min_size=min(config.min_size, max_size))
-    chosen = Precision(precision) if precision else default_precision(device, config.nfc)
+    # fp32 unless asked: the finest stages' noise amplitudes (about 0.01) are a few bf16 steps of the image
+    # they are added to, and the reference trains in fp32; the networks are small.
+    chosen = Precision(precision) if precision else Precision.FP32
     return name, dataclasses.replace(config, precision=chosen, **changes)
 
 
@@ -129,19 +134,29 @@ Shape = tuple[int, int]  # (height, width)
 
 
 def stage_shapes(height: int, width: int, config: Config) -> list[Shape]:
-    """The training pyramid, coarsest first, as the reference builds it (adjust_scales2image): the image
-    fitted to max_size, then stages at a factor near scale_factor that puts the short side at min_size."""
+    """The training pyramid, coarsest first, as the reference builds it (adjust_scales2image, and for
+    super-resolution adjust_scales2image_SR): the image fitted to max_size, then stages at a factor near
+    scale_factor that puts the short side at min_size. Super-resolution learns the image at its own size."""
     c = config
     short, long = min(height, width), max(height, width)
-    if short < c.min_size:
+    sr = c.task is Task.SUPER_RESOLUTION
+    if sr and long > c.max_size:
         raise BadInputError(
-            f"image of {width}x{height} px is too small: its short side must be at least {c.min_size} px"
+            f"super-resolution learns the image at its own size, at most {c.max_size} px on the long side "
+            f"(this one is {width}x{height}): upscale a crop, or a smaller copy"
         )
     fit = min(c.max_size / long, 1.0)
-    final = (max(c.min_size, math.ceil(height * fit - 1e-9)), max(c.min_size, math.ceil(width * fit - 1e-9)))
+    final = (math.ceil(height * fit - 1e-9), math.ceil(width * fit - 1e-9))
+    if min(final) < c.min_size:
+        raise BadInputError(
+            f"image of {width}x{height} px is too small or too thin: its short side must be at least "
+            f"{c.min_size} px" + (f" once its long side is fitted to {c.max_size} px" if fit < 1 else "")
+        )
     log_sf = math.log(c.scale_factor)
-    scales = math.ceil(math.log(c.min_size / short) / log_sf - 1e-9) + 1
-    stop = max(1, scales - math.ceil(math.log(min(c.max_size, long) / long) / log_sf - 1e-9))
+    # The reference rounds the stage count up, and down for super-resolution.
+    whole = math.floor if sr else math.ceil
+    scales = whole(math.log(c.min_size / short) / log_sf - 1e-9) + 1
+    stop = max(1, scales - whole(math.log(min(c.max_size, long) / long) / log_sf - 1e-9))
     factor = (c.min_size / min(final)) ** (1 / stop)
     shapes = [
         (math.ceil(final[0] * factor ** (stop - i) - 1e-9), math.ceil(final[1] * factor ** (stop - i) - 1e-9))

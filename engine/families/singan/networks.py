@@ -3,6 +3,8 @@ adds its residual to the image it was given, and a fully convolutional critic of
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,13 +25,18 @@ def _body(channels: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def init_weights(module: nn.Module) -> None:
-    """The reference's weights_init: convolutions N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0."""
-    if isinstance(module, nn.Conv2d):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
+def init_weights(module: nn.Module, rng: torch.Generator) -> None:
+    """The reference's weights_init: convolution weights N(0, 0.02) and biases as PyTorch makes them
+    (uniform within 1/sqrt(fan-in)), BatchNorm scales N(1, 0.02) and shifts 0; all drawn from `rng`."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02, generator=rng)
+            assert m.bias is not None
+            bound = 1 / math.sqrt(m.in_channels * m.kernel_size[0] * m.kernel_size[1])
+            nn.init.uniform_(m.bias, -bound, bound, generator=rng)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02, generator=rng)
+            nn.init.zeros_(m.bias)
 
 
 class StageGenerator(nn.Module):
@@ -57,9 +64,10 @@ class StageCritic(nn.Module):
         return self.tail(self.body(image))
 
 
-def networks(config: Config, stage: int) -> tuple[StageGenerator, StageCritic]:
+def networks(config: Config, stage: int, rng: torch.Generator) -> tuple[StageGenerator, StageCritic]:
+    """A stage's generator and critic, their initial weights drawn from `rng`."""
     width = config.stage_nfc(stage)
     g, d = StageGenerator(width), StageCritic(width)
-    g.apply(init_weights)
-    d.apply(init_weights)
+    init_weights(g, rng)
+    init_weights(d, rng)
     return g, d

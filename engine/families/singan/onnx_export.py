@@ -67,8 +67,15 @@ def folded(generator: StageGenerator) -> StageGenerator:
 _TEMPLATES: dict[int, onnx.ModelProto] = {}
 
 
-def _template(module: StageGenerator) -> onnx.ModelProto:
-    if module.channels not in _TEMPLATES:
+def _template(channels: int) -> onnx.ModelProto:
+    """The graph of a stage of this width, exported from fresh random weights (none of a model's: the
+    exporter's optimiser must not see two equal weights it would merge, or fold one into another)."""
+    if channels not in _TEMPLATES:
+        from engine.families.singan.networks import init_weights
+
+        fresh = StageGenerator(channels)
+        init_weights(fresh, torch.Generator().manual_seed(channels))
+        module = folded(fresh)
         h, w = 24, 32
         example = (torch.randn(2, 3, h + 2 * PAD, w + 2 * PAD), torch.randn(2, 3, h, w))
         batch, height, width = torch.export.Dim("n"), torch.export.Dim("height"), torch.export.Dim("width")
@@ -78,10 +85,8 @@ def _template(module: StageGenerator) -> onnx.ModelProto:
         }
         with warnings.catch_warnings():  # torch names the derived axes itself, and says so for each
             warnings.filterwarnings("ignore", message="# The axis name")
-            _TEMPLATES[module.channels] = run_exporter(
-                module, example, ["noise", "previous"], ["image"], dynamic
-            )
-    return _TEMPLATES[module.channels]
+            _TEMPLATES[channels] = run_exporter(module, example, ["noise", "previous"], ["image"], dynamic)
+    return _TEMPLATES[channels]
 
 
 def export_stage(generator: StageGenerator, stage: int) -> onnx.ModelProto:
@@ -91,13 +96,17 @@ def export_stage(generator: StageGenerator, stage: int) -> onnx.ModelProto:
         raise ExportError("the model has NaN or infinite weights (training diverged): retrain it")
     module = folded(generator)
     proto = onnx.ModelProto()
-    proto.CopyFrom(_template(module))
+    proto.CopyFrom(_template(generator.channels))
     weights = {k: v.numpy() for k, v in module.state_dict().items()}
     for tensor in proto.graph.initializer:
-        if tensor.name in weights:
-            tensor.CopyFrom(numpy_helper.from_array(weights.pop(tensor.name), tensor.name))
+        if tensor.data_type != onnx.TensorProto.FLOAT:
+            continue  # the graph's own constants (the padding's sizes)
+        weight = weights.pop(tensor.name, None)
+        if weight is None or tuple(tensor.dims) != weight.shape:
+            raise ExportError(f"the exported stage's weight {tensor.name} is not the module's: export again")
+        tensor.CopyFrom(numpy_helper.from_array(weight, tensor.name))
     if weights:  # the exporter named a weight otherwise: the template cannot be refilled
-        raise ExportError(f"the exported stage has no initializer for {next(iter(weights))}")
+        raise ExportError(f"the exported stage has no weight {next(iter(weights))}: export again")
     values: dict[str, Any] = {
         "format": SINGAN_STAGE_FORMAT,
         "format_version": FORMAT_VERSION,
