@@ -92,6 +92,49 @@ class Param:
         return out
 
 
+# Parameters that several single-image families' operations share (their commands are one: `engine sample`,
+# `engine animate`), defined once so that they agree.
+
+
+def sample_params() -> tuple[Param, ...]:
+    """`sample`'s count and size: any size, one side alone keeping the training image's aspect ratio."""
+    return (
+        Param("n", ParamType.INT, "number of samples (default: 1)", default=1, minimum=1, maximum=10_000),
+        Param("width", ParamType.INT, "output width in px (default: the training image's; with only one of "
+              "--width and --height the other keeps the training image's aspect ratio)", minimum=1,
+              maximum=1_000_000),
+        Param("height", ParamType.INT, "output height in px (see --width)", minimum=1, maximum=1_000_000),
+    )  # fmt: skip
+
+
+def sample_pixels(params: dict[str, Any], size: tuple[int | None, int | None]) -> int:
+    """The pixels of `sample_params`' samples (one side alone keeps the training image's aspect ratio)."""
+    w0, h0 = size[0] or 1, size[1] or 1
+    width, height = params["width"], params["height"]
+    if width is None and height is None:
+        width, height = w0, h0
+    elif height is None:
+        height = round(width * h0 / w0)
+    elif width is None:
+        width = round(height * w0 / h0)
+    return int(params["n"]) * int(width) * int(height)
+
+
+def animation_params() -> tuple[Param, ...]:
+    """`animate`'s options: the random walk in a single-image model's noise (SinGAN's GIFs)."""
+    return (
+        Param("frames", ParamType.INT, "number of frames (default: 100)", default=100, minimum=2,
+              maximum=10_000),
+        Param("fps", ParamType.FLOAT, "frames per second of an animated file (default: 10)", default=10.0,
+              minimum=0.1, maximum=100.0),
+        Param("motion", ParamType.CHOICE, "how much moves: strong (the whole scene, from the coarsest "
+              "stage), medium or weak (only fine detail) (default: medium)", default="medium",
+              choices=("strong", "medium", "weak")),
+        Param("momentum", ParamType.FLOAT, "how much each frame keeps the last one's motion, 0.8 (jittery) "
+              "to 0.95 (smooth drifts) (default: 0.9)", default=0.9, minimum=0.8, maximum=0.95),
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class EditorUse:
     """How the Krita and GIMP plugins offer an operation: a menu entry (the operation's label) that trains

@@ -73,11 +73,11 @@ def mean_colour_model(tmp_path_factory, shared_images):
 def test_a_family_from_outside_the_engine_is_in_its_capabilities():
     caps = result(engine("capabilities", "--json"))
     names = [f["name"] for f in caps["families"]]
-    assert names == ["consingan", "cyclegan", "sagan", "meancolour"]
+    assert names == ["consingan", "cyclegan", "sagan", "singan", "meancolour"]
     fill = next(op for op in caps["operations"] if op["name"] == "fill")
     assert fill["family"] == "meancolour" and fill["takes_mask"] and fill["returns"] == "layer"
     assert [p["name"] for p in fill["params"]] == ["strength"]
-    options = caps["families"][3]["options"]["properties"]
+    options = caps["families"][4]["options"]["properties"]
     assert list(options) == ["brightness"]
 
 

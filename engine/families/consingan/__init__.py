@@ -26,6 +26,9 @@ from engine.operations import (
     Param,
     ParamType,
     Returns,
+    animation_params,
+    sample_params,
+    sample_pixels,
 )
 from engine.progress import ProgressFn
 
@@ -174,19 +177,6 @@ def _animate(loaded: Loaded, given: OperationInput) -> OperationOutput:
     return OperationOutput([Picture(frame) for frame in frames], {"fps": p["fps"]})
 
 
-def _sample_pixels(params: dict[str, Any], size: tuple[int | None, int | None]) -> int:
-    """n samples of the size asked for (one side alone keeps the training image's aspect ratio)."""
-    w0, h0 = size[0] or 1, size[1] or 1
-    width, height = params["width"], params["height"]
-    if width is None and height is None:
-        width, height = w0, h0
-    elif height is None:
-        height = round(width * h0 / w0)
-    elif width is None:
-        width = round(height * w0 / h0)
-    return int(params["n"]) * int(width) * int(height)
-
-
 def _export(loaded: Loaded, given: OperationInput) -> OperationOutput:
     from engine.families.consingan.onnx_export import export
 
@@ -241,15 +231,11 @@ OPERATIONS = (
         "write random samples, at any size",
         takes_image=False, takes_mask=False, returns=Returns.NEW_LAYER, run=_sample,
         params=(
-            Param("n", ParamType.INT, "number of samples (default: 1)", default=1, minimum=1, maximum=10_000),
-            Param("width", ParamType.INT, "output width in px (default: the training image's; with only one "
-                  "of --width and --height the other keeps the training image's aspect ratio)",
-                  minimum=1, maximum=1_000_000),
-            Param("height", ParamType.INT, "output height in px (see --width)", minimum=1, maximum=1_000_000),
+            *sample_params(),
             SEED,
         ),
         steps=lambda params: params["n"],
-        output_pixels=_sample_pixels,
+        output_pixels=sample_pixels,
         editor=EditorUse(
             "Variation", "variation", picture=True,
             tooltip="Add a new layer sampled from a generation model of this picture",
@@ -260,15 +246,7 @@ OPERATIONS = (
         "a clip of the training image moving: a random walk in the model's noise (ConSinGAN's animation)",
         takes_image=False, takes_mask=False, returns=Returns.FRAMES, run=_animate,
         params=(
-            Param("frames", ParamType.INT, "number of frames (default: 100)", default=100, minimum=2,
-                  maximum=10_000),
-            Param("fps", ParamType.FLOAT, "frames per second of an animated file (default: 10)", default=10.0,
-                  minimum=0.1, maximum=100.0),
-            Param("motion", ParamType.CHOICE, "how much moves: strong (the whole scene, from the coarsest "
-                  "stage), medium or weak (only fine detail) (default: medium)", default="medium",
-                  choices=("strong", "medium", "weak")),
-            Param("momentum", ParamType.FLOAT, "how much each frame keeps the last one's motion, 0.8 "
-                  "(jittery) to 0.95 (smooth drifts) (default: 0.9)", default=0.9, minimum=0.8, maximum=0.95),
+            *animation_params(),
             SEED,
         ),
         steps=lambda params: params["frames"],
