@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--preset", default="fast", choices=["paper", "fast", "tiny"])
     parser.add_argument("--iters", type=int, help="iterations per stage (default: the preset's)")
     parser.add_argument("--images", nargs="*", help="file names in shared/images/generation (default: all)")
-    parser.add_argument("--factor", type=float, default=4.0)
+    parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--crop", type=int, help="cut the original's centre to this side first (px)")
     parser.add_argument("--out", default="runs/bench_singan")
     parser.add_argument("--sheet", help="write original | bicubic | SinGAN strips to this file")
     parser.add_argument("--device", default=None)
@@ -63,15 +64,22 @@ def main() -> None:
     names = args.images or sorted(p.name for p in IMAGES.iterdir())
     family = families.get("singan")
     options = Options(preset=args.preset, iters=args.iters)
-    f = int(args.factor)
+    f = args.factor
     rows, strips = [], []
     for name in names:
         original = read_image(IMAGES / name).rgb
+        if args.crop:
+            top, left = (
+                max(0, (original.shape[0] - args.crop) // 2),
+                max(0, (original.shape[1] - args.crop) // 2),
+            )
+            original = original[top : top + args.crop, left : left + args.crop]
         h, w = original.shape[0] // f * f, original.shape[1] // f * f
         original = np.ascontiguousarray(original[:h, :w])
         small = cv2.resize(original, (w // f, h // f), interpolation=cv2.INTER_AREA)
         suffix = f"_{args.iters}" if args.iters else ""
-        model_dir = Path(args.out) / f"{Path(name).stem}_x{f}_{args.preset}{suffix}"
+        crop = f"_crop{args.crop}" if args.crop else ""
+        model_dir = Path(args.out) / f"{Path(name).stem}{crop}_x{f}_{args.preset}{suffix}"
         seconds = None
         if not (model_dir / "model.json").is_file():
             start = time.perf_counter()

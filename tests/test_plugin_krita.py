@@ -241,6 +241,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
         "singan_variation",
         "singan_generate_from_set",
         "singan_restyle",
+        "singan_paint_to_image",
         "singan_retrain_harmonize",
         "singan_retrain_edit",
     ]

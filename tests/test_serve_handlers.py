@@ -91,7 +91,10 @@ def test_an_operation_is_found_for_the_model_or_refused(tmp_path):
         IncompatibleModelError, match="m1 is a model for generation; harmonize needs .*harmonization"
     ):
         apply._spec("consingan", "generation", "harmonize", "model m1")
-    words = "no operation 'fly': use one of animate, edit, export, harmonize, interpolate, restyle, sample"
+    words = (
+        "no operation 'fly': use one of animate, edit, export, harmonize, interpolate, paint2image, restyle, "
+        "sample, upscale"
+    )
     with pytest.raises(BadInputError, match=words):
         apply._spec("consingan", "generation", "fly", "model m1")
 

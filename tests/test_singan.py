@@ -3,13 +3,13 @@ super-resolution (`engine upscale`), animation, resume, and the one-line refusal
 
 from __future__ import annotations
 
+import json
 import threading
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from cli_helpers import ENV, json_result, run_engine
 
 from engine import families
 from engine.cli import main
@@ -111,21 +111,24 @@ def test_paint_to_image_refuses_another_aspect_ratio_and_stages_it_lacks(generat
     assert not (tmp_path / "o.png").exists()
 
 
-def test_upscale_trains_once_per_image_and_is_exactly_factor_times_larger(image, tmp_path):
+def test_upscale_trains_once_per_image_and_is_exactly_factor_times_larger(
+    image, tmp_path, capsys, monkeypatch
+):
     small = (image[:37, :51] * 255).round().astype(np.uint8)[..., ::-1]
     cv2.imwrite(str(tmp_path / "small.png"), small)
-    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    first = json_result(
-        run_engine("upscale", tmp_path / "small.png", "--factor", "3", "--preset", "tiny", "--out",
-                   tmp_path / "x3.png", "--json", "--backend", "torch", env=env)
-    )  # fmt: skip
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    def upscale(factor: str, out: str) -> dict:
+        args = ["upscale", str(tmp_path / "small.png"), "--factor", factor, "--preset", "tiny"]
+        assert main([*args, "--out", str(tmp_path / out), "--json", "--backend", "torch"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    first = upscale("3", "x3.png")
     assert first["ok"] and first["training_seconds"] is not None, first
     assert (first["width"], first["height"]) == (153, 111) and first["passes"] == 5
+    assert first["model"].startswith(str(tmp_path / "cache" / "singan-studio" / "upscale"))
     assert cv2.imread(str(tmp_path / "x3.png")).shape == (111, 153, 3)
-    again = json_result(
-        run_engine("upscale", tmp_path / "small.png", "--factor", "2.5", "--preset", "tiny", "--out",
-                   tmp_path / "x25.png", "--json", "--backend", "torch", env=env)
-    )  # fmt: skip
+    again = upscale("2.5", "x25.png")
     assert again["model"] == first["model"] and again["training_seconds"] is None  # kept and reused
     assert (again["width"], again["height"]) == (128, 92)
 
@@ -246,7 +249,7 @@ def test_animation_moves_smoothly_and_a_seed_repeats_it(image, tmp_path):
     assert not np.array_equal(frames, np.stack(animate(model, loaded.runner, 24, "strong", 0.9, seed=3)))
 
 
-def test_a_cancelled_run_resumes_to_the_same_model(image, tmp_path):
+def test_a_cancelled_run_resumes_to_the_same_model(image, tmp_path, capsys):
     from safetensors.torch import load_file
 
     whole = _train(image, "generation", tmp_path / "whole", seed=4)
@@ -266,8 +269,8 @@ def test_a_cancelled_run_resumes_to_the_same_model(image, tmp_path):
     with pytest.raises(CancelledError, match="engine train --resume"):
         family.train(run)
     assert not (tmp_path / "cut" / "model.json").exists()
-    proc = run_engine("train", "--resume", tmp_path / "cut", "--json")
-    assert proc.returncode == 0 and json_result(proc)["family"] == "singan", proc.stderr
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["family"] == "singan"
     a, b = load_file(whole / "generators.safetensors"), load_file(tmp_path / "cut" / "generators.safetensors")
     assert a.keys() == b.keys()
     for key in a:
