@@ -383,13 +383,11 @@ def _train_upscaler(args, model_dir: Path, cached: bool, rgb, family, options, d
 
 def _upscale_cache(rgb, family, options, device) -> Path:
     """The cache folder of an image's super-resolution model: named by its pixels and the settings."""
-    import os
-
+    from engine.files import user_cache
     from engine.serve.registry import training_key
 
     settings = family.resolved("super_resolution", options, device).settings
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "singan-studio" / "upscale"
-    return base / training_key(rgb, settings)[:32]
+    return user_cache("upscale") / training_key(rgb, settings)[:32]
 
 
 def cmd_preview(args: argparse.Namespace) -> dict:

@@ -85,6 +85,11 @@ def reporting_full_disk(path: str | os.PathLike[str], needed: int | None = None)
         raise disk_full_error(path, needed) from exc
 
 
+def user_cache(name: str) -> Path:
+    """The engine's folder `name` in the user's cache ($XDG_CACHE_HOME, else ~/.cache), as it is now."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "singan-studio" / name
+
+
 def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
     """Write `data` to `path` through a temporary file and a rename: the old file or the new, never half.
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import BadInputError, IncompatibleModelError
+from engine.family import MAX_SEED
 
 if TYPE_CHECKING:
     from engine.family import Loaded
@@ -94,6 +95,9 @@ class Param:
 
 # Parameters that several single-image families' operations share (their commands are one: `engine sample`,
 # `engine animate`), defined once so that they agree.
+
+
+NOISE_SEED = Param("seed", ParamType.INT, "noise seed, 0 to 2^32-1", default=0, minimum=0, maximum=MAX_SEED)
 
 
 def sample_params() -> tuple[Param, ...]:

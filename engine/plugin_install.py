@@ -27,11 +27,12 @@ from editor_bridge.plugin_runner import CAPABILITIES_FILE, SETTINGS_FILE, Settin
 from engine import families
 from engine.assets import asset_dir
 from engine.errors import EngineError
+from engine.files import user_cache
 
 PLUGIN_NAME = "singan_studio"
 MANIFEST = "install-manifest.json"
 PLUGINS_SRC = asset_dir("plugins")
-WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "singan-studio" / "wheels"
+WHEEL_CACHE = user_cache("wheels")
 # editor_bridge's own imports; pip adds pydantic-core, typing-extensions, annotated-types, typing-inspection.
 # pydantic is pinned to the engine's version so both ends validate the protocol the same way.
 REQUIREMENTS = ("pyzmq>=25", "msgpack>=1.0", "numpy>=1.24")

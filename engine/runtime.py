@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -248,8 +247,9 @@ class OnnxBackend:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "singan-studio" / "samplers"
+    from engine.files import user_cache
+
+    return user_cache("samplers")
 
 
 _CHECKED: dict[tuple, str] = {}  # (path, mtime_ns, size) -> source digest recorded in that file

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import BadInputError
 from engine.families.consingan.config import MAX_ITERS, MAX_SIDE, MAX_STAGES
 from engine.families.consingan.modes import Mode, spec
-from engine.family import MAX_SEED, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
+from engine.family import Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
 from engine.operations import (
+    NOISE_SEED,
     EditorUse,
     OperationInput,
     OperationOutput,
@@ -135,7 +136,7 @@ def describe(meta: dict) -> dict[str, Any]:
 
 # ---- operations ----
 
-SEED = Param("seed", ParamType.INT, "noise seed, 0 to 2^32-1", default=0, minimum=0, maximum=MAX_SEED)
+SEED = NOISE_SEED
 
 
 def _apply(loaded: Loaded, given: OperationInput) -> OperationOutput:

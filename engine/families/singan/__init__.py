@@ -20,6 +20,7 @@ from engine.families.singan.config import MAX_ITERS, MAX_SIDE
 from engine.families.singan.store import FAMILY_FORMAT_VERSION, NAME
 from engine.family import MAX_SEED, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
 from engine.operations import (
+    NOISE_SEED,
     EditorUse,
     OperationInput,
     OperationOutput,
@@ -130,10 +131,6 @@ def describe(meta: dict) -> dict[str, Any]:
 # ---- operations ----
 
 
-def _seed() -> Param:
-    return Param("seed", ParamType.INT, "noise seed, 0 to 2^32-1", default=0, minimum=0, maximum=MAX_SEED)
-
-
 def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     from engine.families.singan.apply import sample
     from engine.imageio import Picture
@@ -240,7 +237,7 @@ OPERATIONS = (
         takes_image=False, takes_mask=False, returns=Returns.NEW_LAYER, run=_sample,
         params=(
             *sample_params(),
-            _seed(),
+            NOISE_SEED,
         ),
         steps=lambda params: params["n"],
         output_pixels=sample_pixels,
@@ -259,7 +256,7 @@ OPERATIONS = (
             Param("start_stage", ParamType.INT, "the stage the sketch enters, 1 (the second coarsest: the "
                   "model redraws most) up to the finest (it only adds fine texture) (default: 2, or the "
                   "finest where the model has fewer)", minimum=1, maximum=64),
-            _seed(),
+            NOISE_SEED,
         ),
     ),
     OperationSpec(
@@ -269,7 +266,7 @@ OPERATIONS = (
         params=(
             Param("factor", ParamType.FLOAT, "how many times larger, 1 to 16 (default: 4)", default=4.0,
                   minimum=1.0, maximum=16.0),
-            _seed(),
+            NOISE_SEED,
         ),
         steps=lambda params: _upscale_passes(params["factor"]),
         # the daemon bounds what a request makes: the input's size x factor, each way
@@ -282,7 +279,7 @@ OPERATIONS = (
         takes_image=False, takes_mask=False, returns=Returns.FRAMES, run=_animate,
         params=(
             *animation_params(),
-            _seed(),
+            NOISE_SEED,
         ),
         steps=lambda params: params["frames"],
         output_pixels=lambda params, size: int(params["frames"]) * (size[0] or 1) * (size[1] or 1),
