@@ -72,6 +72,8 @@ class Operation:
     layer_name: str  # the new layer's name
     action: str  # Krita's action singan_<action>, GIMP's procedure python-fu-singan-<action>
     new_layer: bool = False  # it makes a new picture (a sample) rather than changing the selection
+    frames: bool = False  # it makes a clip (new_layer too): the editors write an animation (`Animation`)
+    fps: float = 10.0  # a clip's frame rate: the engine's default for the operation
     picture: bool = False
     object_on_layer: bool = False  # the selection must touch the active layer's object (a pasted one)
     ask_color_match: bool = False  # ask the colour match (and whether to refine) before each run
@@ -95,7 +97,7 @@ class Operation:
         return "python-fu-singan-" + self.action.replace("_", "-")
 
 
-_RETURNS = {"layer": False, "new_layer": True}  # what the plugins can write back (frames: to come)
+_RETURNS = {"layer": False, "new_layer": True, "frames": True}  # what the plugins write: makes a new picture?
 
 
 def menu(capabilities: dict[str, Any]) -> list[Operation]:
@@ -121,6 +123,8 @@ def menu(capabilities: dict[str, Any]) -> list[Operation]:
             layer_name=editor["layer_name"],
             action=action,
             new_layer=_RETURNS[op["returns"]],
+            frames=op["returns"] == "frames",
+            fps=float(next((p["default"] for p in op["params"] if p["name"] == "fps"), None) or 10.0),
             picture=editor["picture"],
             object_on_layer=editor["object_on_layer"],
             ask_color_match=editor["ask_color_match"],
@@ -524,6 +528,41 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
     if op.pick_model and op.new_layer and seed is not None:
         name = f"{name} (seed {seed})"  # a stored model's image: the seed draws it again
     return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, name)
+
+
+@dataclass(frozen=True)
+class Animation:
+    """A clip for a new animated layer: frames of width x height as RGBA bytes (8 bits, in that order, rows
+    top down), at the model's size; the editors scale them to the canvas (canvas_width x canvas_height)
+    and set the timeline to `fps`."""
+
+    width: int
+    height: int
+    frames: tuple[bytes, ...]
+    fps: float
+    name: str
+    canvas_width: int
+    canvas_height: int
+
+
+def animation_from_result(op: Operation, canvas: Canvas, message: Message) -> Animation:
+    """The clip in an engine's reply: each of its images a frame, all of one size."""
+    content = message.content
+    if not isinstance(content, ResultReply) or len(content.images) < 2:
+        raise ImageError(f"{op.label}: the engine's reply holds no clip (under 2 frames); see the engine log")
+    first = content.images[0]
+    frames_out = []
+    for desc in content.images:
+        if (desc.width, desc.height) != (first.width, first.height):
+            raise ImageError(
+                f"{op.label}: the engine's frames differ in size ({first.width}x{first.height} and "
+                f"{desc.width}x{desc.height}); update the engine and the plugin together"
+            )
+        rgba = _to_rgba(message.image(desc), desc, 8)
+        frames_out.append(np.ascontiguousarray(rgba).tobytes())
+    return Animation(
+        first.width, first.height, tuple(frames_out), op.fps, op.layer_name, canvas.width, canvas.height
+    )
 
 
 def preview_patch(op: Operation, canvas: Canvas, job: Job, message: Message) -> LayerPatch:

@@ -33,11 +33,13 @@ from editor_bridge.errors import (
     UnsupportedVersion,
 )
 from editor_bridge.plugin_core import (
+    Animation,
     Canvas,
     CanvasError,
     Job,
     LayerPatch,
     Operation,
+    animation_from_result,
     apply_job,
     menu,
     patch_from_result,
@@ -375,10 +377,10 @@ def model_label(model: ModelInfo) -> str:
 
 @dataclass
 class Runner:
-    """Runs one operation to a LayerPatch. `cancel` may be set from any thread (the dialog's Cancel);
-    `on_job(job_id)` hears of each engine job as it starts (GIMP's CancelGuard); `on_preview(patch)` gets
-    the training-free preview's layer when the engine sends one before the final result (on the
-    runner's thread)."""
+    """Runs one operation to a LayerPatch (an Animation for a clip). `cancel` may be set from any thread
+    (the dialog's Cancel); `on_job(job_id)` hears of each engine job as it starts (GIMP's CancelGuard);
+    `on_preview(patch)` gets the training-free preview's layer when the engine sends one before the final
+    result (on the runner's thread)."""
 
     settings: Settings
     on_progress: ProgressSink = lambda progress: None
@@ -396,8 +398,9 @@ class Runner:
         refine: bool = False,
         model_id: str | None = None,
         choices: dict[str, str] | None = None,
-    ) -> LayerPatch:
-        """color_match: this run's (the editor's dialog); None: the settings file's, else the engine's.
+    ) -> LayerPatch | Animation:
+        """The new layer's pixels (an Animation for an entry that makes a clip).
+        color_match: this run's (the editor's dialog); None: the settings file's, else the engine's.
         refine: fine-tune the model on this composite first (settings' refine_iters; a new model).
         model_id, choices: the stored model and choices the artist picked (entries with `pick_model`)."""
         client = connect(self.settings)
@@ -436,6 +439,8 @@ class Runner:
                 on_job=self.on_job,
                 on_preview=lambda preview: self._preview(op, canvas, job, preview),
             )
+            if op.frames:
+                return animation_from_result(op, canvas, message)
             return patch_from_result(op, canvas, job, message)
         finally:
             # Closing here, on the thread that used it, is what keeps Krita from crashing at exit.

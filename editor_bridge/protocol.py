@@ -26,6 +26,7 @@ PROTOCOL_VERSION = 5
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 MAX_SIDE = 16384
+MAX_BUFFERS = 256  # pixel buffers in one message: a reply's images (a 100-frame clip fits)
 
 
 class MsgType(str, enum.Enum):
@@ -149,7 +150,7 @@ class ImageDescriptor(_Model):
     channel_order: ChannelOrder
     bit_depth: BitDepth = BitDepth.U8
     bbox: BBox | None = None  # the selection's bounding box, in pixels of this image
-    buffer_index: int = Field(ge=0, le=63)
+    buffer_index: int = Field(ge=0, lt=MAX_BUFFERS)
 
     @model_validator(mode="after")
     def _consistent(self) -> ImageDescriptor:

@@ -24,6 +24,7 @@ from editor_bridge.errors import (
     UnsupportedLayout,
 )
 from editor_bridge.protocol import (
+    MAX_BUFFERS,
     PROTOCOL_VERSION,
     Content,
     Header,
@@ -41,7 +42,6 @@ DELIMITER = b"<IDS|MSG>"
 DEFAULT_MAX_FRAME_BYTES = 512 * 2**20  # one buffer: a 8192x8192 RGBA u16 layer fits, with room to spare
 MAX_CONTROL_BYTES = 2**20  # header, parent header, metadata, content: small maps, never pixels
 MAX_SIGNATURE_BYTES = 256
-MAX_BUFFERS = 64
 
 
 @dataclass

@@ -106,6 +106,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
         ("Edit selection", "singan_edit", "python-fu-singan-edit", "Edited"),
         ("Generate variation", "singan_variation", "python-fu-singan-variation", "Variation"),
         ("Generate from set", "singan_generate_from_set", "python-fu-singan-generate-from-set", "Generated"),
+        ("Animate layer", "singan_animate", "python-fu-singan-animate", "Animated"),
         ("Re-style layer", "singan_restyle", "python-fu-singan-restyle", "Re-styled"),
         ("Paint to image", "singan_paint_to_image", "python-fu-singan-paint-to-image", "Painted"),
         ("Retrain and harmonize selection", "singan_retrain_harmonize", "python-fu-singan-retrain-harmonize",

@@ -73,6 +73,7 @@ KRITA = BLOCK + textwrap.dedent(
     stub("PyQt5")
     stub("PyQt5.QtCore", QObject=QObject, pyqtSignal=lambda *types: Anything())
     stub("PyQt5.QtWidgets")
+    stub("PyQt5.QtGui")
     sys.path.insert(0, "plugins/krita")
     import singan_studio
 
@@ -84,6 +85,7 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_edit", "Edit selection", ""),
         ("singan_variation", "Generate variation", ""),
         ("singan_generate_from_set", "Generate from set", ""),
+        ("singan_animate", "Animate layer", ""),
         ("singan_restyle", "Re-style layer", ""),
         ("singan_paint_to_image", "Paint to image", ""),
         ("singan_retrain_harmonize", "Retrain and harmonize selection", ""),
@@ -117,6 +119,7 @@ GIMP = BLOCK + textwrap.dedent(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # not __main__: Gimp.main is not called
     assert sorted(module.procedures()) == [
+        "python-fu-singan-animate",
         "python-fu-singan-edit",
         "python-fu-singan-generate-from-set",
         "python-fu-singan-harmonize",

@@ -83,6 +83,8 @@ RUNS = [
     },  # fmt: skip
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
+    # Animate layer: an animation model of the picture, its clip a new animated layer on the timeline
+    {"action": "singan_animate", "layer": "Animated", "tag": "animate", "animated": True},
     # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
     {"action": "singan_variation", "layer": "Variation", "tag": "variation_paper", "overlay": True},
     # The artist clicked a local selection mask of the pasted layer: it is the selection, not the global one
@@ -240,6 +242,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
         "singan_edit",
         "singan_variation",
         "singan_generate_from_set",
+        "singan_animate",
         "singan_restyle",
         "singan_paint_to_image",
         "singan_retrain_harmonize",
@@ -250,6 +253,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
 SPECIAL = (
     *("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float", "convert_meanwhile"),
     "generate",  # a square in the selection's bounds, not the whole selection
+    "animated",  # a clip of the whole picture
 )
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
@@ -341,6 +345,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "generated": None,  # so does Generate from set
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
+        "animate": None,  # so does Animate layer
         "variation_paper": None,
         "local": 0.5,
         "local_layer": 0.5,
@@ -615,3 +620,20 @@ def test_restyle_layer_runs_the_picked_model_on_the_pasted_layer(krita_run):
     expected = restyled_layer(krita_run["restyler"], scene, "b2a")
     sel = scene.selection
     assert np.abs(new[sel, :3].astype(int) - expected[sel]).max() <= 2
+
+
+def test_animate_layer_puts_the_clip_on_the_timeline_as_one_undoable_layer(krita_run):
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert driver["animate_animated"] and driver["animate_clip"] == [0, 99, 10]  # 100 frames at 10 fps
+    assert driver["animate_keyframes"] == list(range(100))  # one keyframe a frame
+    first, last = (raw(out / f"animate_{name}.raw", scene) for name in ("first", "last"))
+    before = raw(out / "before_composite.raw", scene)
+    for frame in (first, last):
+        assert (frame[..., 3] == 255).all()  # the whole canvas, at the canvas's size
+        # the picture as the model learned it (a tiny one): near the painting's colours, not noise
+        assert np.abs(frame[..., :3].mean((0, 1)) - before[..., :3].mean((0, 1))).max() < 25
+    assert (first != last).any()  # it moves (a tiny model's clip, little: 0.1 levels on average)
+    # on top of the stack (over the global selection's mask, where Krita's Import Animation Frames puts it),
+    # the active layer; one Undo removes it
+    assert driver["animate_layers"][-2:] == ["Selection Mask", "Animated"] and driver["animate_active_is_new"]
+    assert driver["animate_undone_layers"] == driver["before_layers"]

@@ -24,7 +24,7 @@ from editor_bridge.errors import (
     RequestTimeout,
     UnsupportedVersion,
 )
-from editor_bridge.plugin_core import CanvasError, Editor, UnsupportedColorDepth
+from editor_bridge.plugin_core import Animation, CanvasError, Editor, UnsupportedColorDepth
 from editor_bridge.plugin_runner import (
     HARMONIZE_COLOR_MATCH,
     EngineStartFailed,
@@ -153,6 +153,19 @@ def test_variation_samples_a_model_of_the_picture(engine, tmp_path):
     assert one.params["seed"] != two.params["seed"]
     Runner(Settings(home=str(tmp_path), timeout_s=5), seed=7).run(VARIATION, canvas)
     assert sent(engine, "sample")[-1].params["seed"] == 7
+
+
+def test_animate_layer_brings_the_clip_at_the_models_size_for_the_canvas(engine, tmp_path):
+    canvas = make_canvas(Editor.KRITA, selection=False)
+    clip = Runner(Settings(home=str(tmp_path), timeout_s=5)).run(entry("animate"), canvas)
+    assert isinstance(clip, Animation) and clip.name == "Animated" and clip.fps == 10.0
+    assert (clip.width, clip.height, clip.canvas_width, clip.canvas_height) == (6, 4, W, H)
+    # RGBA bytes whatever the editor's order, opaque; one frame each
+    got = [np.frombuffer(f, np.uint8).reshape(4, 6, 4) for f in clip.frames]
+    assert [int(f[..., :3].max()) for f in got] == [0, 1, 2] and all((f[..., 3] == 255).all() for f in got)
+    (request,) = sent(engine, "animate")
+    assert request.train_if_missing and request.background is not None and "seed" in request.params
+    assert request.family == "consingan" and "width" not in request.params
 
 
 def test_cancel_from_another_thread(tmp_path):

@@ -133,6 +133,11 @@ def test_the_inputs_an_operation_needs_and_the_pixels_it_may_make(tmp_path):
     with pytest.raises(BadInputError, match="sample: 96 MP of new images is over the 64 MP limit"):
         apply._check_inputs(ops["sample"], sample, params, (400, 300))
     apply._check_inputs(ops["sample"], sample, ops["sample"].check_params({"n": 1}), (400, 300))
+    # A reply carries at most MAX_BUFFERS images: a longer clip is refused before it is made
+    clip = ApplyRequest(operation="animate", model_id="m1")
+    with pytest.raises(BadInputError, match=r"animate: 300 images is more than one reply carries \(256\)"):
+        apply._check_inputs(ops["animate"], clip, ops["animate"].check_params({"frames": 300}), (40, 30))
+    apply._check_inputs(ops["animate"], clip, ops["animate"].check_params({"frames": 256}), (40, 30))
 
 
 def test_files_an_operation_writes_are_named_by_its_switches():

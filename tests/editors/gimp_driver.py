@@ -233,6 +233,38 @@ def meanwhile_run(image, obj, window, run):
     image.set_selected_layers([obj])
 
 
+def animation_run(image, obj, window, run):
+    """Animate layer from the menu, as an artist runs it: the clip comes as a new image in a window of its
+    own, one layer a frame. Its layer names, size and first and last frames go to files; the painting's
+    layers before and after, to see it untouched."""
+    tag, w, h = run["tag"], image.get_width(), image.get_height()
+    label = Gimp.get_pdb().lookup_procedure(run["procedure"]).get_menu_label()
+    RESULT[f"{tag}_menu"] = label
+    known = {other.get_id() for other in Gimp.get_images()}
+    RESULT[f"{tag}_painting_before"] = [layer.get_name() for layer in image.get_layers()]
+    image.set_selected_layers([obj])
+    start = time.monotonic()
+    window.run_action(label)
+
+    def made():  # the new image, once the plug-in has scaled it to the painting's size (its last step)
+        new = [other for other in Gimp.get_images() if other.get_id() not in known]
+        return new if new and (new[0].get_width(), new[0].get_height()) == (w, h) else None
+
+    found = wait_for(made, CONFIG["timeout_s"])
+    if not found:
+        window.screenshot(f"{tag}_timeout_gimp.jpg")
+        raise RuntimeError(f"no new image after {CONFIG['timeout_s']} s")
+    time.sleep(1.0)  # the plug-in opens its window last
+    RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
+    clip = found[0]
+    layers = clip.get_layers()  # top first: the last frame
+    RESULT[f"{tag}_frames"] = [layer.get_name() for layer in layers]
+    RESULT[f"{tag}_size"] = [clip.get_width(), clip.get_height()]
+    (OUT / f"{tag}_first.raw").write_bytes(read(layers[-1], w, h))
+    (OUT / f"{tag}_last.raw").write_bytes(read(layers[0], w, h))
+    RESULT[f"{tag}_painting_after"] = [layer.get_name() for layer in image.get_layers()]
+
+
 def run_pdb(name, image, drawable, arguments=None):
     """The procedure through the PDB, non-interactively, as a script runs it; its return values."""
     procedure = Gimp.get_pdb().lookup_procedure(name)
@@ -416,6 +448,9 @@ def main():
             continue
         if run.get("precision"):
             precision_run(image, obj, run)
+            continue
+        if run.get("animation"):
+            animation_run(image, obj, window, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)

@@ -243,7 +243,7 @@ OPERATIONS = (
         ),
     ),
     OperationSpec(
-        "animate", "Animate", "consingan", (Mode.ANIMATION.value,),
+        "animate", "Animate layer", "consingan", (Mode.ANIMATION.value,),
         "a clip of the training image moving: a random walk in the model's noise (ConSinGAN's animation)",
         takes_image=False, takes_mask=False, returns=Returns.FRAMES, run=_animate,
         params=(
@@ -252,6 +252,11 @@ OPERATIONS = (
         ),
         steps=lambda params: params["frames"],
         output_pixels=lambda params, size: int(params["frames"]) * (size[0] or 1) * (size[1] or 1),
+        editor=EditorUse(
+            "Animated", "animate", picture=True,
+            tooltip="Add an animated layer: the picture as you see it, moving (a random walk in an animation "
+            "model trained on it), one keyframe a frame on the timeline",
+        ),
     ),
     OperationSpec(
         "export", "Export to ONNX", "consingan", tuple(m.value for m in Mode),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from editor_bridge import frames
-from editor_bridge.protocol import ApplyRequest, JobState, ResultReply
+from editor_bridge.protocol import MAX_BUFFERS, ApplyRequest, JobState, ResultReply
 from editor_bridge.server import Request
 from engine import families, operations
 from engine.errors import BadInputError, EngineError, IncompatibleModelError
@@ -125,6 +125,12 @@ def _check_inputs(
         raise BadInputError(f"{op.name} works on an image: send image")
     if op.takes_mask and c.mask is None:
         raise BadInputError(f"{op.name} works on a selection: send mask")
+    count = params.get("frames" if op.returns is Returns.FRAMES else "n")
+    if count is not None and count > MAX_BUFFERS:
+        raise BadInputError(
+            f"{op.name}: {count} images is more than one reply carries ({MAX_BUFFERS}); ask for at most "
+            f"{MAX_BUFFERS} (`engine {op.name}` on the command line makes more)"
+        )
     if op.output_pixels is not None:  # a model not trained yet has no size: the parameters' own then
         pixels = op.output_pixels(params, size)
         if pixels > MAX_OUTPUT_PIXELS:

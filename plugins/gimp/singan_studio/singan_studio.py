@@ -28,6 +28,7 @@ from gi.repository import Babl, Gegl, Gimp, GLib, GObject  # noqa: E402
 from editor_bridge.cancel_guard import CancelGuard  # noqa: E402
 from editor_bridge.plugin_core import (  # noqa: E402
     HIDDEN_LAYER,
+    Animation,
     Canvas,
     CanvasError,
     Editor,
@@ -283,6 +284,33 @@ def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch) -> None:
     Gimp.displays_flush()
 
 
+def add_animation_image(clip: Animation, show: bool):
+    """The clip as a new image, one layer a frame, the first at the bottom, each named with its time
+    ("Frame 1 (100ms)") as Filters > Animation > Playback and the GIF and WebP export read it; made at the
+    model's size and scaled to the painting's (GIMP's own interpolation). Shown in a new window when a
+    person asked for it; a script finds it among the open images."""
+    image = Gimp.Image.new(clip.width, clip.height, Gimp.ImageBaseType.RGB)
+    image.undo_disable()  # a new picture: its making is not the artist's history
+    rect = Gegl.Rectangle.new(0, 0, clip.width, clip.height)
+    ms = max(1, round(1000 / clip.fps))
+    for index, data in enumerate(clip.frames):
+        layer = Gimp.Layer.new(
+            image, f"Frame {index + 1} ({ms}ms)", clip.width, clip.height, Gimp.ImageType.RGBA_IMAGE,
+            100.0, Gimp.LayerMode.NORMAL,
+        )  # fmt: skip
+        image.insert_layer(layer, None, 0)
+        buffer = layer.get_buffer()
+        buffer.set(rect, "R'G'B'A u8", data)
+        buffer.flush()
+    if (clip.canvas_width, clip.canvas_height) != (clip.width, clip.height):
+        image.scale(clip.canvas_width, clip.canvas_height)
+    image.undo_enable()
+    if show:
+        Gimp.Display.new(image)
+        Gimp.displays_flush()
+    return image
+
+
 # ---- the procedure ----
 
 
@@ -453,7 +481,9 @@ def run(procedure, run_mode, image, drawables, config, data):
             patch = runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
             )
-        if shown and image.is_valid() and image.get_layer_by_tattoo(shown[0].get_tattoo()) is not None:
+        if isinstance(patch, Animation):
+            add_animation_image(patch, show=run_mode == Gimp.RunMode.INTERACTIVE)
+        elif shown and image.is_valid() and image.get_layer_by_tattoo(shown[0].get_tattoo()) is not None:
             fill_result_layer(image, shown[0], canvas, patch)  # the artist kept the preview's layer
         else:
             add_result_layer(image, tattoo, canvas, patch, on_top=op.picture)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from krita import Krita
-from PyQt5.QtCore import QTimer
+from PyQt5.QtCore import Qt, QTimer
+from PyQt5.QtGui import QImage
 
 from editor_bridge.plugin_core import (
     HIDDEN_LAYER,
+    Animation,
     Canvas,
     CanvasError,
     Editor,
@@ -258,6 +262,55 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
     layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
     layer.setName(_unique_name(layer.parentNode(), patch.name, besides=layer))
     document.refreshProjection()
+
+
+def add_animated_layer(target: Target, clip: Animation):
+    """The clip as a new animated paint layer on top of the stack, one keyframe a frame from frame 0 of
+    the timeline: Krita's own Import Animation Frames (File > Import Animation Frames...), whose one undo
+    step ("Import animation") removes the whole layer, fed PNG files that Qt scales from the model's size to
+    the canvas. The timeline's range then covers the clip, and its frame rate becomes the clip's unless the
+    document was animated already (the artist's own rate is kept)."""
+    document = target.document
+    check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
+    root = document.rootNode()
+    animated_before = any(node.animated() for node in _all_nodes(root))
+    known = {node.uniqueId() for node in root.childNodes()}
+    with tempfile.TemporaryDirectory(prefix="singan-frames-") as folder:
+        files = []
+        for index, data in enumerate(clip.frames):
+            frame = QImage(data, clip.width, clip.height, 4 * clip.width, QImage.Format_RGBA8888)
+            scaled = frame.scaled(target.width, target.height, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+            path = str(Path(folder) / f"frame_{index:05d}.png")
+            if not scaled.save(path, "PNG"):
+                raise CanvasError(f"could not write the clip's frames to {folder}: is the disk full?")
+            files.append(path)
+        if not document.importAnimation(files, 0, 1):
+            raise CanvasError("Krita could not import the clip's frames; see Krita's log")
+        document.waitForDone()
+    added = [node for node in root.childNodes() if node.uniqueId() not in known]
+    if len(added) != 1:
+        raise CanvasError("Krita imported the clip's frames but no new layer holds them; see Krita's log")
+    layer = added[0]
+    layer.setName(_unique_name(root, clip.name, besides=layer))  # not an undo step in Krita
+    last = len(clip.frames) - 1
+    if not animated_before:
+        document.setFramesPerSecond(max(1, round(clip.fps)))
+    document.setFullClipRangeStartTime(0)
+    document.setFullClipRangeEndTime(max(last, document.fullClipRangeEndTime() if animated_before else 0))
+    # (The timeline stays at the artist's frame: Document.setCurrentTime would be an undo step of its own.)
+    active = document.activeNode()
+    if active is None or _same(active, target.clicked or target.node):
+        document.setActiveNode(layer)
+    document.refreshProjection()
+    return layer
+
+
+def _all_nodes(parent) -> list:
+    found = []
+    for child in parent.childNodes():
+        found.append(child)
+        found.extend(_all_nodes(child))
+    return found
 
 
 def _is_mask(node) -> bool:

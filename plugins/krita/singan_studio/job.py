@@ -11,7 +11,7 @@ from krita import Krita
 from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal
 from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
-from editor_bridge.plugin_core import Canvas, LayerPatch, Operation
+from editor_bridge.plugin_core import Animation, Canvas, LayerPatch, Operation
 from editor_bridge.plugin_runner import (
     ArtistMessage,
     Progress,
@@ -23,7 +23,7 @@ from editor_bridge.plugin_runner import (
 )
 
 from .dialog import Picked, ask_harmonize_options, ask_model
-from .document import Target, add_result_layer, fill_result_layer, read_canvas
+from .document import Target, add_animated_layer, add_result_layer, fill_result_layer, read_canvas
 
 log = logging.getLogger(__name__)
 # How long quitting Krita waits for a cancelled job to let go of its socket: more than the client waits for
@@ -39,7 +39,7 @@ class Worker(QObject):
     succeeded = pyqtSignal(object)
     failed = pyqtSignal(object)
 
-    def __init__(self, task: Callable[[Worker], LayerPatch]) -> None:
+    def __init__(self, task: Callable[[Worker], LayerPatch | Animation]) -> None:
         super().__init__()
         self._task = task
 
@@ -130,7 +130,7 @@ class JobController(QObject):
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
 
-        def task(worker: Worker) -> LayerPatch:
+        def task(worker: Worker) -> LayerPatch | Animation:
             def report(progress: Progress) -> None:
                 worker.progressed.emit(progress.percent, progress.text)
 
@@ -188,7 +188,7 @@ class JobController(QObject):
             self._dialog.setLabelText("Cancelling: waiting for the engine to stop...")
             self._dialog.show()
 
-    def _on_success(self, patch: LayerPatch) -> None:
+    def _on_success(self, patch: LayerPatch | Animation) -> None:
         target, op, preview = self._target, self._op, self._preview_layer
         self._finish()
         assert target is not None
@@ -201,7 +201,9 @@ class JobController(QObject):
             self._show(ArtistMessage(op.label if op is not None else "SinGAN Studio", text))
             return
         try:
-            if preview is not None and preview.parentNode() is not None:  # still there: the artist kept it
+            if isinstance(patch, Animation):
+                add_animated_layer(target, patch)
+            elif preview is not None and preview.parentNode() is not None:  # still there: the artist kept it
                 fill_result_layer(target, preview, patch)
             else:
                 add_result_layer(target, patch)

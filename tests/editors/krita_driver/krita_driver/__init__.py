@@ -329,6 +329,8 @@ class Driver(Extension):
                 return
             self.doc.waitForDone()
             w, h = self.doc.width(), self.doc.height()
+            if self.run.get("animated"):
+                self.dump_clip(layer)
             (OUT / f"{tag}_new_layer.raw").write_bytes(bytes(layer.pixelData(0, 0, w, h)))
             RESULT[f"{tag}_new_layer_space"] = [layer.colorModel(), layer.colorDepth(), layer.colorProfile()]
             RESULT[f"{tag}_new_layer_above"] = names(self.doc).index(layer.name()) == (
@@ -349,6 +351,17 @@ class Driver(Extension):
         except Exception:
             RESULT["error"] = traceback.format_exc()
             self.finish()
+
+    def dump_clip(self, layer) -> None:
+        """An animated layer: its keyframes, the timeline's range and rate, and its first and last frames."""
+        tag, doc = self.run["tag"], self.doc
+        start, end = doc.fullClipRangeStartTime(), doc.fullClipRangeEndTime()
+        RESULT[f"{tag}_animated"] = layer.animated()
+        RESULT[f"{tag}_clip"] = [start, end, doc.framesPerSecond()]
+        RESULT[f"{tag}_keyframes"] = [t for t in range(end + 1) if layer.hasKeyframeAtTime(t)]
+        for name, time_ in (("first", start), ("last", end)):  # (moving the timeline would be an undo step)
+            pixels = layer.pixelDataAtTime(0, 0, doc.width(), doc.height(), time_)
+            (OUT / f"{tag}_{name}.raw").write_bytes(bytes(pixels))
 
     def poll_again(self, since: float, error: str) -> None:
         """Look again shortly, or, timeout_s after `since`, record `error` with a screenshot and stop."""
