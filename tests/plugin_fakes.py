@@ -1,7 +1,8 @@
 """A fake engine that answers the plugins' requests the way `engine serve` does, for the editor-free tests.
 
 Harmonize/edit return the composite with its colours inverted, in the request's channel order; train returns a
-model named as asked; sample returns a gradient of the requested size; animate 3 frames of 6x4, frame k all k.
+model named as asked; sample returns a gradient of the requested size; animate 3 frames of 6x4,
+frame k all (k, 10 + k, 20 + k).
 `python tests/plugin_fakes.py serve --home DIR` runs it as a process with a connection file, as the plugins'
 "start the engine" button would.
 """
@@ -69,7 +70,7 @@ class PluginFakeEngine(FakeEngine):
             image = np.stack([np.tile(ramp, (int(h), 1))] * 3, axis=2)
             reply = ResultReply(job_id=job.job_id, images=[frames.attach(buffers, image, ChannelOrder.RGB)])
         elif isinstance(request, ApplyRequest) and request.operation == "animate":
-            clip = [np.full((4, 6, 3), k, np.uint8) for k in range(3)]
+            clip = [np.full((4, 6, 3), (k, 10 + k, 20 + k), np.uint8) for k in range(3)]
             reply = ResultReply(
                 job_id=job.job_id, images=[frames.attach(buffers, f, ChannelOrder.RGB) for f in clip]
             )

@@ -141,6 +141,34 @@ def test_oversized_frames_are_refused_before_decoding():
         codec().deserialize(huge_content)
 
 
+def test_a_reply_carries_up_to_max_buffers_images():
+    """A 100-frame clip is one reply: MAX_BUFFERS images go through, one more is refused on both sides."""
+    import numpy as np
+
+    from editor_bridge.protocol import MAX_BUFFERS, ImageDescriptor, ResultReply
+
+    def reply(n: int) -> tuple[ResultReply, list]:
+        buffers: list = []
+        descs = [
+            frames.attach(buffers, np.full((2, 3, 3), i % 256, np.uint8), ChannelOrder.RGB) for i in range(n)
+        ]
+        return ResultReply(images=descs), buffers
+
+    sender, receiver = codec(), codec()
+    content, buffers = reply(MAX_BUFFERS)
+    message = receiver.deserialize(sender.serialize(content, buffers=buffers))
+    assert [int(message.image(d)[0, 0, 0]) for d in message.content.images] == [
+        i % 256 for i in range(MAX_BUFFERS)
+    ]
+    with pytest.raises(FrameTooLarge, match=f"{MAX_BUFFERS + 1} buffers is more than {MAX_BUFFERS}"):
+        sender.serialize(ResultReply(), buffers=[b"x"] * (MAX_BUFFERS + 1))
+    with pytest.raises(FrameTooLarge, match=f"{MAX_BUFFERS + 1} buffers is more than {MAX_BUFFERS}"):
+        receiver.deserialize(forge(content={}, buffers=[b"x"] * (MAX_BUFFERS + 1), msg_type="result"))
+    desc = content.images[0].model_dump()
+    with pytest.raises(ValueError, match="buffer_index"):
+        ImageDescriptor(**{**desc, "buffer_index": MAX_BUFFERS})
+
+
 def test_image_byte_count_mismatch_and_missing_buffer():
     assert isinstance(codec().deserialize(_harmonize_frames()).content, ApplyRequest)
     with pytest.raises(FrameSizeMismatch, match="has 60 bytes") as err:

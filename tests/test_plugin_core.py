@@ -13,6 +13,7 @@ from editor_bridge.plugin_core import (
     Editor,
     EmptySelection,
     UnsupportedColorDepth,
+    animation_from_result,
     apply_job,
     check_canvas_unchanged,
     check_color_depth,
@@ -252,6 +253,26 @@ def test_result_in_another_layout_or_cropped_to_the_bbox():
         patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(images=[desc]), buffers))
     with pytest.raises(ImageError, match="no image"):
         patch_from_result(HARMONIZE, canvas, job, roundtrip(ResultReply(), []))
+
+
+def test_a_clip_comes_as_rgba_frames_of_one_size_whatever_their_layout():
+    animate = ENTRIES["animate"]
+    assert animate.frames and animate.new_layer and animate.picture and animate.fps == 10.0
+    canvas = make_canvas(Editor.KRITA, selection=False)
+    buffers: list = []
+    rgb = np.full((4, 6, 3), (10, 20, 30), np.uint8)
+    bgra16 = np.full((4, 6, 4), (30 * 257, 20 * 257, 10 * 257, 65535), np.uint16)  # 16-bit, BGRA: the same
+    descs = [frames.attach(buffers, rgb, ChannelOrder.RGB), frames.attach(buffers, bgra16, ChannelOrder.BGRA)]
+    clip = animation_from_result(animate, canvas, roundtrip(ResultReply(images=descs), buffers))
+    assert (clip.width, clip.height, clip.canvas_width, clip.canvas_height) == (6, 4, W, H)
+    for data in clip.frames:  # RGBA bytes, 8 bits, in that order for both editors
+        assert len(data) == 6 * 4 * 4 and tuple(np.frombuffer(data, np.uint8)[:4]) == (10, 20, 30, 255)
+    buffers = []
+    odd = [frames.attach(buffers, rgb, ChannelOrder.RGB), frames.attach(buffers, rgb[:3], ChannelOrder.RGB)]
+    with pytest.raises(ImageError, match="frames differ in size .6x4 and 6x3."):
+        animation_from_result(animate, canvas, roundtrip(ResultReply(images=odd), buffers))
+    with pytest.raises(ImageError, match="holds no clip"):
+        animation_from_result(animate, canvas, roundtrip(ResultReply(images=odd[:1]), buffers[:1]))
 
 
 def test_u16_result():

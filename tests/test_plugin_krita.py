@@ -85,6 +85,7 @@ RUNS = [
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
     # Animate layer: an animation model of the picture, its clip a new animated layer on the timeline
     {"action": "singan_animate", "layer": "Animated", "tag": "animate", "animated": True},
+    {"action": "singan_animate", "layer": "Animated", "tag": "animate2", "animated": True},  # model reused
     # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
     {"action": "singan_variation", "layer": "Variation", "tag": "variation_paper", "overlay": True},
     # The artist clicked a local selection mask of the pasted layer: it is the selection, not the global one
@@ -115,6 +116,8 @@ RUNS = [
     },
     # ...and asks for a variation of the 16-bit picture (a model of its own: other pixels)
     {"action": "singan_variation", "layer": "Variation 4", "tag": "deep_variation", "in_16_bits": True},
+    # ...and animates it: a 16-bit animated layer
+    {"action": "singan_animate", "layer": "Animated", "tag": "deep_animate", "animated": True},
     # ...and converts it to 32-bit float, linear light (this run and those after it)
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "float", "color_match": 0.5, "float": True},
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
@@ -346,6 +349,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
         "animate": None,  # so does Animate layer
+        "animate2": None,
         "variation_paper": None,
         "local": 0.5,
         "local_layer": 0.5,
@@ -355,6 +359,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "converted": 0.5,
         "deep": 0.5,
         "deep_variation": None,
+        "deep_animate": None,
         "float": 0.5,
         "elsewhere": None,
         "resized": None,
@@ -637,3 +642,19 @@ def test_animate_layer_puts_the_clip_on_the_timeline_as_one_undoable_layer(krita
     # the active layer; one Undo removes it
     assert driver["animate_layers"][-2:] == ["Selection Mask", "Animated"] and driver["animate_active_is_new"]
     assert driver["animate_undone_layers"] == driver["before_layers"]
+    # Again: the stored animation model, another walk
+    again = raw(out / "animate2_first.raw", scene)
+    assert driver["animate2_keyframes"] == list(range(100)) and (again != first).any()
+    assert driver["animate2_undone_layers"] == driver["before_layers"]
+
+
+def test_an_animated_layer_of_a_16_bit_image_is_16_bits_in_its_profile(krita_run):
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    model, depth, profile = driver["deep_animate_new_layer_space"]
+    assert (model, depth) == ("RGBA", "U16") and driver["deep_animate_keyframes"] == list(range(100))
+    assert profile == driver["deep_animate_document_profile"]
+    first = raw(out / "deep_animate_first.raw", scene, dtype=np.uint16)
+    before = raw(out / "before_composite.raw", scene)
+    assert (first[..., 3] == 65535).all()
+    assert np.abs(first[..., :3].mean((0, 1)) / 257 - before[..., :3].mean((0, 1))).max() < 25
+    assert "Animated" not in driver["deep_animate_undone_layers"]

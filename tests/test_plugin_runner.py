@@ -162,7 +162,8 @@ def test_animate_layer_brings_the_clip_at_the_models_size_for_the_canvas(engine,
     assert (clip.width, clip.height, clip.canvas_width, clip.canvas_height) == (6, 4, W, H)
     # RGBA bytes whatever the editor's order, opaque; one frame each
     got = [np.frombuffer(f, np.uint8).reshape(4, 6, 4) for f in clip.frames]
-    assert [int(f[..., :3].max()) for f in got] == [0, 1, 2] and all((f[..., 3] == 255).all() for f in got)
+    assert [tuple(f[0, 0]) for f in got] == [(k, 10 + k, 20 + k, 255) for k in range(3)]
+    assert all((f == f[0, 0]).all() for f in got)
     (request,) = sent(engine, "animate")
     assert request.train_if_missing and request.background is not None and "seed" in request.params
     assert request.family == "consingan" and "width" not in request.params

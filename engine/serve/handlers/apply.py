@@ -107,7 +107,7 @@ def accept(ctx: Context, req: Request) -> None:
         job = ctx.submit(req, TRAIN, new_model_id())
         if c.preview and op.name in PREVIEWED:
             ctx.jobs.run_quick(lambda: send_preview(ctx, job))
-    elif writes_file(c):
+    elif writes_file(c) or op.returns is Returns.FRAMES:  # a file, or a clip (seconds): a job, not a reply
         ctx.submit(req, QUICK, None)
     else:
         found = model_id

@@ -284,27 +284,34 @@ def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch) -> None:
     Gimp.displays_flush()
 
 
-def add_animation_image(clip: Animation, show: bool):
+def add_animation_image(clip: Animation, profile, show: bool):
     """The clip as a new image, one layer a frame, the first at the bottom, each named with its time
     ("Frame 1 (100ms)") as Filters > Animation > Playback and the GIF and WebP export read it; made at the
-    model's size and scaled to the painting's (GIMP's own interpolation). Shown in a new window when a
-    person asked for it; a script finds it among the open images."""
+    model's size in the painting's colour profile (the engine's values are the painting's), and scaled to
+    the painting's size (GIMP's own interpolation). Shown in a window of its own unless a script runs it
+    (it finds the image among the open ones). A half-made image is deleted."""
     image = Gimp.Image.new(clip.width, clip.height, Gimp.ImageBaseType.RGB)
-    image.undo_disable()  # a new picture: its making is not the artist's history
-    rect = Gegl.Rectangle.new(0, 0, clip.width, clip.height)
-    ms = max(1, round(1000 / clip.fps))
-    for index, data in enumerate(clip.frames):
-        layer = Gimp.Layer.new(
-            image, f"Frame {index + 1} ({ms}ms)", clip.width, clip.height, Gimp.ImageType.RGBA_IMAGE,
-            100.0, Gimp.LayerMode.NORMAL,
-        )  # fmt: skip
-        image.insert_layer(layer, None, 0)
-        buffer = layer.get_buffer()
-        buffer.set(rect, "R'G'B'A u8", data)
-        buffer.flush()
-    if (clip.canvas_width, clip.canvas_height) != (clip.width, clip.height):
-        image.scale(clip.canvas_width, clip.canvas_height)
-    image.undo_enable()
+    try:
+        image.undo_disable()  # a new picture: its making is not the artist's history
+        if profile is not None:
+            image.set_color_profile(profile)
+        rect = Gegl.Rectangle.new(0, 0, clip.width, clip.height)
+        ms = max(1, round(1000 / clip.fps))
+        for index, data in enumerate(clip.frames):
+            layer = Gimp.Layer.new(
+                image, f"Frame {index + 1} ({ms}ms)", clip.width, clip.height, Gimp.ImageType.RGBA_IMAGE,
+                100.0, Gimp.LayerMode.NORMAL,
+            )  # fmt: skip
+            image.insert_layer(layer, None, 0)
+            buffer = layer.get_buffer()
+            buffer.set(rect, _rgba(layer, 8), data)
+            buffer.flush()
+        if (clip.canvas_width, clip.canvas_height) != (clip.width, clip.height):
+            image.scale(clip.canvas_width, clip.canvas_height)
+        image.undo_enable()
+    except BaseException:
+        image.delete()
+        raise
     if show:
         Gimp.Display.new(image)
         Gimp.displays_flush()
@@ -482,7 +489,8 @@ def run(procedure, run_mode, image, drawables, config, data):
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
             )
         if isinstance(patch, Animation):
-            add_animation_image(patch, show=run_mode == Gimp.RunMode.INTERACTIVE)
+            profile = image.get_effective_color_profile() if image.is_valid() else None
+            add_animation_image(patch, profile, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
         elif shown and image.is_valid() and image.get_layer_by_tattoo(shown[0].get_tattoo()) is not None:
             fill_result_layer(image, shown[0], canvas, patch)  # the artist kept the preview's layer
         else:

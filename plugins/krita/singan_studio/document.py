@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from krita import Krita
 from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtGui import QImage
@@ -264,43 +265,91 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
     document.refreshProjection()
 
 
-def add_animated_layer(target: Target, clip: Animation):
+@dataclass
+class ClipFiles:
+    """A clip's frames as PNG files at the canvas's size, waiting to be imported (then removed)."""
+
+    clip: Animation
+    folder: tempfile.TemporaryDirectory
+    files: list[str]
+
+
+def write_clip(target: Target, clip: Animation, on_frame=lambda index: None) -> ClipFiles:
+    """The clip's frames scaled by Qt from the model's size to the canvas, as PNG files of the canvas's
+    depth (16-bit for a 16-bit or float image). Runs on the worker thread (QImage needs no GUI): a large
+    canvas takes seconds a frame, and Krita stays responsive meanwhile."""
+    folder = tempfile.TemporaryDirectory(prefix="singan-frames-")
+    sixteen = target.space[1] == "U16"
+    files = []
+    try:
+        for index, data in enumerate(clip.frames):
+            on_frame(index)
+            pixels = np.frombuffer(data, np.uint8)
+            # An opaque frame stays opaque: Qt's smooth scaling would round its alpha to just below full.
+            opaque = bool((pixels[3::4] == 255).all())
+            if sixteen:  # the engine's 8-bit values, as 16-bit ones (x 257), in the machine's order
+                wide = (pixels.astype(np.uint16) * 257).tobytes()
+                layout = QImage.Format_RGBX64 if opaque else QImage.Format_RGBA64
+                frame = QImage(wide, clip.width, clip.height, 8 * clip.width, layout)
+            else:
+                layout = QImage.Format_RGBX8888 if opaque else QImage.Format_RGBA8888
+                frame = QImage(data, clip.width, clip.height, 4 * clip.width, layout)
+            scaled = frame.scaled(target.width, target.height, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
+            path = str(Path(folder.name) / f"frame_{index:05d}.png")
+            if not scaled.save(path, "PNG"):
+                raise CanvasError(f"could not write the clip's frames to {folder.name}: is the disk full?")
+            files.append(path)
+    except BaseException:
+        folder.cleanup()
+        raise
+    return ClipFiles(clip, folder, files)
+
+
+def add_animated_layer(target: Target, written: ClipFiles):
     """The clip as a new animated paint layer on top of the stack, one keyframe a frame from frame 0 of
     the timeline: Krita's own Import Animation Frames (File > Import Animation Frames...), whose one undo
-    step ("Import animation") removes the whole layer, fed PNG files that Qt scales from the model's size to
-    the canvas. The timeline's range then covers the clip, and its frame rate becomes the clip's unless the
-    document was animated already (the artist's own rate is kept)."""
-    document = target.document
-    check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
-    root = document.rootNode()
-    animated_before = any(node.animated() for node in _all_nodes(root))
-    known = {node.uniqueId() for node in root.childNodes()}
-    with tempfile.TemporaryDirectory(prefix="singan-frames-") as folder:
-        files = []
-        for index, data in enumerate(clip.frames):
-            frame = QImage(data, clip.width, clip.height, 4 * clip.width, QImage.Format_RGBA8888)
-            scaled = frame.scaled(target.width, target.height, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
-            path = str(Path(folder) / f"frame_{index:05d}.png")
-            if not scaled.save(path, "PNG"):
-                raise CanvasError(f"could not write the clip's frames to {folder}: is the disk full?")
-            files.append(path)
-        if not document.importAnimation(files, 0, 1):
-            raise CanvasError("Krita could not import the clip's frames; see Krita's log")
+    step ("Import animation") removes the whole layer. The layer takes the image's colour profile (the
+    engine's values are the image's; the PNG files are untagged). The timeline's range covers the clip,
+    and its frame rate becomes the clip's; in an image animated already the artist's rate stays and each
+    frame is held as long as the clip's rate asks. (Neither the range nor the rate is an undo step.)
+
+    Known: Krita 5.1's importer reads each file into one scratch document and takes its projection
+    without waiting for it, so on a machine whose cores are all busy elsewhere Krita itself can crash
+    mid-import (seen in tests with two other processes spinning on a 2-core machine; never on an idle one).
+    Importing into a document no view shows crashed on an idle machine too."""
+    document, clip = target.document, written.clip
+    try:
+        check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
         document.waitForDone()
+        root = document.rootNode()
+        animated_before = any(node.animated() for node in _all_nodes(root))
+        step = max(1, round(document.framesPerSecond() / clip.fps)) if animated_before else 1
+        known = {node.uniqueId() for node in root.childNodes()}
+        end = (len(clip.frames) - 1) * step
+        document.setFullClipRangeStartTime(0)  # the range first: the timeline shows the frames as they come
+        document.setFullClipRangeEndTime(max(end, document.fullClipRangeEndTime() if animated_before else 0))
+        if not animated_before:
+            document.setFramesPerSecond(max(1, round(clip.fps)))
+        imported = document.importAnimation(written.files, 0, step)
+        document.waitForDone()
+    finally:
+        written.folder.cleanup()
     added = [node for node in root.childNodes() if node.uniqueId() not in known]
-    if len(added) != 1:
-        raise CanvasError("Krita imported the clip's frames but no new layer holds them; see Krita's log")
+    if not imported or len(added) != 1:
+        raise CanvasError(
+            "Krita could not import the clip's frames (see Krita's log); if a part of it was added, Undo "
+            "removes it"
+        )
     layer = added[0]
     layer.setName(_unique_name(root, clip.name, besides=layer))  # not an undo step in Krita
-    last = len(clip.frames) - 1
-    if not animated_before:
-        document.setFramesPerSecond(max(1, round(clip.fps)))
-    document.setFullClipRangeStartTime(0)
-    document.setFullClipRangeEndTime(max(last, document.fullClipRangeEndTime() if animated_before else 0))
+    if layer.colorProfile() != target.space[2]:
+        layer.setColorProfile(target.space[2])  # assigned, not converted: the values are the image's
     # (The timeline stays at the artist's frame: Document.setCurrentTime would be an undo step of its own.)
     active = document.activeNode()
     if active is None or _same(active, target.clicked or target.node):
         document.setActiveNode(layer)
+    else:  # the artist moved on to another layer: give it back once Krita has made the new one active
+        QTimer.singleShot(0, lambda: document.setActiveNode(active))
     document.refreshProjection()
     return layer
 

@@ -23,7 +23,15 @@ from editor_bridge.plugin_runner import (
 )
 
 from .dialog import Picked, ask_harmonize_options, ask_model
-from .document import Target, add_animated_layer, add_result_layer, fill_result_layer, read_canvas
+from .document import (
+    ClipFiles,
+    Target,
+    add_animated_layer,
+    add_result_layer,
+    fill_result_layer,
+    read_canvas,
+    write_clip,
+)
 
 log = logging.getLogger(__name__)
 # How long quitting Krita waits for a cancelled job to let go of its socket: more than the client waits for
@@ -39,7 +47,7 @@ class Worker(QObject):
     succeeded = pyqtSignal(object)
     failed = pyqtSignal(object)
 
-    def __init__(self, task: Callable[[Worker], LayerPatch | Animation]) -> None:
+    def __init__(self, task: Callable[[Worker], LayerPatch | ClipFiles]) -> None:
         super().__init__()
         self._task = task
 
@@ -130,7 +138,7 @@ class JobController(QObject):
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
 
-        def task(worker: Worker) -> LayerPatch | Animation:
+        def task(worker: Worker) -> LayerPatch | ClipFiles:
             def report(progress: Progress) -> None:
                 worker.progressed.emit(progress.percent, progress.text)
 
@@ -138,8 +146,14 @@ class JobController(QObject):
                 report(Progress(0, "Starting the engine..."))
                 start_engine(settings, cancel=cancel)
             runner = Runner(settings, report, cancel, seed=seed, on_preview=worker.previewed.emit)
-            return runner.run(
+            result = runner.run(
                 op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
+            )
+            if not isinstance(result, Animation):
+                return result
+            n = len(result.frames)
+            return write_clip(
+                target, result, lambda i: report(Progress(100 * i // n, f"Writing frame {i + 1} of {n}..."))
             )
 
         self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
@@ -188,12 +202,14 @@ class JobController(QObject):
             self._dialog.setLabelText("Cancelling: waiting for the engine to stop...")
             self._dialog.show()
 
-    def _on_success(self, patch: LayerPatch | Animation) -> None:
+    def _on_success(self, patch: LayerPatch | ClipFiles) -> None:
         target, op, preview = self._target, self._op, self._preview_layer
         self._finish()
         assert target is not None
         if target.document not in Krita.instance().documents():
             log.warning("the document was closed before the result arrived; dropping it")
+            if isinstance(patch, ClipFiles):
+                patch.folder.cleanup()
             text = (
                 "The image was closed before the result arrived, so nothing was added. The painting's "
                 "model is kept: open it again and run this once more (it takes seconds)."
@@ -201,7 +217,7 @@ class JobController(QObject):
             self._show(ArtistMessage(op.label if op is not None else "SinGAN Studio", text))
             return
         try:
-            if isinstance(patch, Animation):
+            if isinstance(patch, ClipFiles):
                 add_animated_layer(target, patch)
             elif preview is not None and preview.parentNode() is not None:  # still there: the artist kept it
                 fill_result_layer(target, preview, patch)

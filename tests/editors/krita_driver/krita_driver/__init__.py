@@ -357,6 +357,7 @@ class Driver(Extension):
         tag, doc = self.run["tag"], self.doc
         start, end = doc.fullClipRangeStartTime(), doc.fullClipRangeEndTime()
         RESULT[f"{tag}_animated"] = layer.animated()
+        RESULT[f"{tag}_document_profile"] = doc.colorProfile()
         RESULT[f"{tag}_clip"] = [start, end, doc.framesPerSecond()]
         RESULT[f"{tag}_keyframes"] = [t for t in range(end + 1) if layer.hasKeyframeAtTime(t)]
         for name, time_ in (("first", start), ("last", end)):  # (moving the timeline would be an undo step)
