@@ -41,6 +41,7 @@ class LocalCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.nodes: list[subprocess.Popen] = []
         self.logs = logs
+        self.last_status = ""  # what `ray status` said last (for a failure's message)
 
     def _start(self, *args: str, cpus: int = 1) -> subprocess.Popen:
         log = open(self.logs / f"node{len(self.nodes)}.log", "w")  # noqa: SIM115 (kept for the node's life)
@@ -82,6 +83,7 @@ class LocalCluster:
         done = subprocess.run(
             [RAY, "status", "--address", self.address], capture_output=True, text=True, env=ENV, timeout=60
         )
+        self.last_status = f"`ray status` exit {done.returncode}: {(done.stdout + done.stderr)[-1500:]}"
         if done.returncode != 0 or "Active:" not in done.stdout:
             return 0
         active = done.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
@@ -93,7 +95,9 @@ class LocalCluster:
             if self.alive() >= n:
                 return
             time.sleep(0.5)
-        raise TimeoutError(f"the Ray cluster did not reach {n} nodes: see {self.logs}")
+        raise TimeoutError(
+            f"the Ray cluster did not reach {n} nodes: see {self.logs}; last {self.last_status}"
+        )
 
     def kill(self, node: subprocess.Popen) -> None:
         """SIGKILL every process of the node (its raylet, its workers are told by the loss of it)."""

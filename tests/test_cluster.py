@@ -122,7 +122,8 @@ def test_train_many_survives_a_killed_node_reports_a_bad_row_and_reuses(cluster,
     assert proc.poll() is None, proc.communicate()
     cluster.kill(cluster.nodes[-1])  # one of the two trainings was on it
     stdout, stderr = proc.communicate(timeout=400)
-    cluster.add_node()
+    # (No node is added back: the run below reuses both models on the head and the one worker left. A node
+    # added here twice in four full-suite runs on 2026-12-06 never showed as active in `ray status`.)
     result = json.loads(stdout.strip().splitlines()[-1])
     assert proc.returncode == 1 and (result["trained"], result["reused"], result["failed"]) == (2, 0, 2), (
         stderr
