@@ -124,6 +124,8 @@ RUNS = [
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
     {"action": "singan_edit", "tag": "resized", "resize": True, "expect_message": True},
+    # ...and again while an animation model of the cropped picture trains: no clip either, and why
+    {"action": "singan_animate", "tag": "resized_clip", "resize": True, "expect_message": True},
     # ...and closes the image a second after asking for an edit (the last run: the image is gone)
     # (Retrain: a model trains for seconds, so the image is surely closed before a result could come.)
     {"action": "singan_retrain_edit", "tag": "closed", "close_doc": True, "expect_message": True},
@@ -363,6 +365,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "float": 0.5,
         "elsewhere": None,
         "resized": None,
+        "resized_clip": None,
         "closed": None,
     }
     assert driver["dialog_cancel_layers"] == driver["before_layers"]
@@ -513,6 +516,14 @@ def test_a_result_for_a_resized_canvas_is_not_added(krita_run):
     (message,) = driver["resized_messages"]
     assert message.startswith("The canvas changed size while the engine worked") and "Run it again" in message
     assert driver["resized_layers"] == driver["elsewhere_layers"]  # nothing added
+
+
+def test_a_clip_for_a_resized_canvas_is_not_added_and_says_a_new_model_trains(krita_run):
+    driver = krita_run["driver"]
+    (message,) = driver["resized_clip_messages"]
+    assert message.startswith("The canvas changed size while the clip was made")
+    assert "Run Animate layer again: the resized picture trains an animation model of its own" in message
+    assert driver["resized_clip_layers"] == driver["resized_layers"]  # nothing added
 
 
 def test_a_result_for_a_closed_image_is_reported(krita_run):

@@ -319,7 +319,13 @@ def add_animated_layer(target: Target, written: ClipFiles):
     Importing into a document no view shows crashed on an idle machine too."""
     document, clip = target.document, written.clip
     try:
-        check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
+        now = (document.width(), document.height())
+        if now != (target.width, target.height):
+            raise CanvasError(
+                f"the canvas changed size while the clip was made ({target.width}x{target.height} to "
+                f"{now[0]}x{now[1]}), so it was not added. Run Animate layer again: the resized picture "
+                "trains an animation model of its own (minutes)"
+            )
         document.waitForDone()
         root = document.rootNode()
         animated_before = any(node.animated() for node in _all_nodes(root))
