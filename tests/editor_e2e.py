@@ -366,6 +366,38 @@ def store_sagan_model(home: Path, work: Path, name: str) -> Path:
     return model
 
 
+def store_singan_model(home: Path, image: Path, work: Path, name: str) -> Path:
+    """A tiny SinGAN generation model of `image` (the scene's painting: the sketch layer has its
+    proportions), stored in the engine's home as `engine models add` stores one; returns its directory."""
+    import torch
+
+    from engine import families
+    from engine.families.singan import Options
+    from engine.family import TrainData, TrainRun
+    from engine.imageio import read_image
+    from engine.serve.registry import Registry
+
+    data = TrainData(image=read_image(image).rgb)
+    run = TrainRun("generation", data, Options(preset="tiny"), work / "model", torch.device("cpu"))
+    model = families.get("singan").train(run)
+    Registry(home / "models").add_copy(model, name)
+    return model
+
+
+def painted_layer(model: Path, rgba: np.ndarray) -> np.ndarray:
+    """What Paint to image should give for a layer's 8-bit RGBA pixels (as the editor holds them): the
+    model's paint-to-image of the whole layer (its default start stage and seed), as 8-bit RGB."""
+    from engine import families
+    from engine.imageio import from_array
+    from engine.operations import OperationInput
+
+    loaded = families.load(model, "cpu", "torch")
+    op = next(op for op in loaded.family.operations if op.name == "paint2image")
+    picture = from_array(np.ascontiguousarray(rgba), "RGBA")
+    out = op.run(loaded, OperationInput(picture=picture, params=op.check_params({}))).pictures[0]
+    return np.rint(out.rgb * 255).astype(np.int64)
+
+
 def generated_square(model: Path, scene: Scene, seed: int) -> tuple[tuple[int, int, int], np.ndarray]:
     """What Generate from set should give: ((x, y, side) of the largest square centred in the selection's
     bounds, the model's sample of `seed` at side x side as 8-bit RGBA)."""

@@ -31,10 +31,12 @@ from editor_e2e import (
     generated_square,
     install_plugin,
     make_scene,
+    painted_layer,
     raw,
     restyled_layer,
     store_cyclegan_model,
     store_sagan_model,
+    store_singan_model,
     xvfb,
 )
 
@@ -83,6 +85,8 @@ RUNS = [
     },  # fmt: skip
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
+    # Paint to image: the stored SinGAN model picked in its dialog redraws the whole pasted layer
+    {"action": "singan_paint_to_image", "layer": "Painted", "tag": "painted", "pick": {}},
     # Animate layer: an animation model of the picture, its clip a new animated layer on the timeline
     {"action": "singan_animate", "layer": "Animated", "tag": "animate", "animated": True},
     {"action": "singan_animate", "layer": "Animated", "tag": "animate2", "animated": True},  # model reused
@@ -174,6 +178,7 @@ def krita_run(tmp_path_factory):
     scene, user, engine_home, out, config = prepare(tmp, RUNS)
     restyler = store_cyclegan_model(engine_home, tmp / "cyclegan", "Photos and paintings")
     generator = store_sagan_model(engine_home, tmp / "sagan", "Faces")
+    painter = store_singan_model(engine_home, scene.background, tmp / "singan", "Scream texture")
     with engine_serve(engine_home, tmp / "engine.log"):
         code = run_krita(user, config, tmp / "krita.log")
         with connect(Settings(home=str(engine_home))) as client:
@@ -192,6 +197,7 @@ def krita_run(tmp_path_factory):
         "engine_home": engine_home,
         "restyler": restyler,
         "generator": generator,
+        "painter": painter,
     }
 
 
@@ -348,6 +354,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "refined": 0.5,
         "restyle": None,  # Re-style layer asks for a model instead
         "generated": None,  # so does Generate from set
+        "painted": None,  # and Paint to image
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
         "animate": None,  # so does Animate layer
@@ -386,7 +393,7 @@ def test_refine_finetunes_the_stored_model_on_the_paste(krita_run):
 
 def test_each_variation_is_a_new_one(krita_run):
     scene, out = krita_run["scene"], krita_run["out"]
-    generation = [m for m in krita_run["models"] if m.task == "generation"]
+    generation = [m for m in krita_run["models"] if m.task == "generation" and m.family == "consingan"]
     # the second variation reused the model; the picture with a paper layer on top is another picture, and
     # so is the picture converted to 16 bits
     assert len(generation) == 3
@@ -402,7 +409,7 @@ def test_a_kept_variation_is_left_out_of_the_next_ones_picture(krita_run):
     assert driver["over_layers"] == expected
     # no model for the picture with the kept one: only the plain picture's, the one with paper on top and
     # the 16-bit picture's (test_each_variation_is_a_new_one)
-    assert len([m for m in krita_run["models"] if m.task == "generation"]) == 3
+    assert len([m for m in krita_run["models"] if m.task == "generation" and m.family == "consingan"]) == 3
 
 
 def test_a_variation_goes_over_the_layers_on_top(krita_run):
@@ -669,3 +676,18 @@ def test_an_animated_layer_of_a_16_bit_image_is_16_bits_in_its_profile(krita_run
     assert (first[..., 3] == 65535).all()
     assert np.abs(first[..., :3].mean((0, 1)) / 257 - before[..., :3].mean((0, 1))).max() < 25
     assert "Animated" not in driver["deep_animate_undone_layers"]
+
+
+def test_paint_to_image_redraws_the_whole_layer_with_the_picked_model(krita_run):
+    """The stored SinGAN model, picked in the dialog, redraws the whole pasted layer (not only the selected
+    part of it: the sketch's whole layout enters the pyramid); the new layer shows it inside the selection
+    and is what the model makes of the layer's pixels. One Undo removes it."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert driver["painted_models_shown"][0].startswith("Scream texture")
+    layer = raw(out / "before_object.raw", scene)[..., [2, 1, 0, 3]]  # Krita's BGRA, as RGBA
+    expected = painted_layer(krita_run["painter"], layer)
+    new = raw(out / "painted_new_layer.raw", scene).astype(np.int64)
+    inside = scene.selection & (new[..., 3] == 255)
+    assert inside.mean() > 0.05 and (new[~scene.selection, 3] == 0).all()
+    assert np.abs(new[..., [2, 1, 0]][inside] - expected[inside]).max() <= 2  # onnxruntime against torch
+    assert driver["painted_new_layer_above"] and "Painted" not in driver["painted_undone_layers"]

@@ -129,7 +129,8 @@ def paint_to_image(
         raise BadInputError(f"--start-stage must be between 1 and {n - 1} for this model (got {start})")
     th, tw = model.shapes[-1]
     sh, sw = sketch.shape[:2]
-    if abs((sw / sh) / (tw / th) - 1) > ASPECT_TOLERANCE:
+    # (the model's sides are rounded: its aspect ratio is the painting's only to within half a pixel a side)
+    if abs((sw / sh) / (tw / th) - 1) > ASPECT_TOLERANCE + 0.5 / tw + 0.5 / th:
         raise BadInputError(
             f"the sketch is {sw}x{sh} px but the model's image is {tw}x{th}: draw the sketch at the "
             "painting's aspect ratio"
