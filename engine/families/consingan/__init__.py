@@ -136,8 +136,6 @@ def describe(meta: dict) -> dict[str, Any]:
 
 # ---- operations ----
 
-SEED = NOISE_SEED
-
 
 def _apply(loaded: Loaded, given: OperationInput) -> OperationOutput:
     from engine.families.consingan import apply
@@ -211,7 +209,7 @@ OPERATIONS = (
         "harmonize", "Harmonize selection", "consingan", (Mode.HARMONIZATION.value,),
         "harmonize the masked region of an image with a trained model",
         takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
-        params=(SEED, color_match_param(f"{_HARMONIZE_DEFAULT:g}")), whole_image=True,
+        params=(NOISE_SEED, color_match_param(f"{_HARMONIZE_DEFAULT:g}")), whole_image=True,
         editor=EditorUse(
             "Harmonized", "harmonize", object_on_layer=True, retrain=True, ask_color_match=True,
             tooltip="Blend the selected object into the painting with a model trained on the background",
@@ -221,7 +219,7 @@ OPERATIONS = (
         "edit", "Edit selection", "consingan", (Mode.EDITING.value,),
         "edit the masked region of an image with a trained model",
         takes_image=True, takes_mask=True, returns=Returns.LAYER, run=_apply,
-        params=(SEED, color_match_param(f"{_EDIT_DEFAULT:g}")), whole_image=True,
+        params=(NOISE_SEED, color_match_param(f"{_EDIT_DEFAULT:g}")), whole_image=True,
         editor=EditorUse(
             "Edited", "edit", retrain=True,
             tooltip="Re-synthesize the selected region so a rough edit matches the painting",
@@ -233,7 +231,7 @@ OPERATIONS = (
         takes_image=False, takes_mask=False, returns=Returns.NEW_LAYER, run=_sample,
         params=(
             *sample_params(),
-            SEED,
+            NOISE_SEED,
         ),
         steps=lambda params: params["n"],
         output_pixels=sample_pixels,
@@ -248,7 +246,7 @@ OPERATIONS = (
         takes_image=False, takes_mask=False, returns=Returns.FRAMES, run=_animate,
         params=(
             *animation_params(),
-            SEED,
+            NOISE_SEED,
         ),
         steps=lambda params: params["frames"],
         output_pixels=lambda params, size: int(params["frames"]) * (size[0] or 1) * (size[1] or 1),
