@@ -62,6 +62,14 @@ def test_the_pyramid_is_the_references_and_each_stage_passes_an_image(generation
     previous = torch.zeros(1, 3, *shapes[1])
     out = g(torch.zeros(1, 3, shapes[1][0] + 10, shapes[1][1] + 10), previous)
     assert out.shape == previous.shape
+    # the model keeps its training image at the finest stage's size, 16-bit, as ConSinGAN's do (retraining
+    # from a stored model and the benchmarks read it)
+    from engine.model_dir import load_training_image
+
+    stored = load_training_image(generation)
+    finest = torch.nn.functional.interpolate(full, size=shapes[-1], mode="area")
+    assert stored.shape == (30, 40, 3)
+    np.testing.assert_allclose(stored, (finest[0].permute(1, 2, 0).numpy() + 1) / 2, atol=1 / 65535 + 1e-6)
 
 
 def test_a_seed_is_one_sample_on_either_backend_at_any_size(generation, tmp_path):

@@ -1,6 +1,7 @@
-"""SinGAN model directories as plain data: model.json (config, stage shapes, noise amplitudes; written last)
-and generators.safetensors (every stage's generator, BatchNorm folded nowhere: eval statistics kept, and
-stage 0's fixed reconstruction noise)."""
+"""SinGAN model directories as plain data: model.json (config, stage shapes, noise amplitudes; written last),
+generators.safetensors (every stage's generator, BatchNorm folded nowhere: eval statistics kept, and
+stage 0's fixed reconstruction noise) and training_image.png (the image at the finest stage's size, 16-bit,
+as every family that learns from one image keeps it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -16,7 +18,8 @@ from engine.families.singan.apply import Pyramid
 from engine.families.singan.config import PAD, Config
 from engine.families.singan.networks import StageGenerator
 from engine.files import write_files
-from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
+from engine.imageio import Picture, encode_image
+from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON, TRAINING_IMAGE
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
 NAME = "singan"
@@ -35,7 +38,7 @@ def state_tensors(generators: list[StageGenerator], fixed_noise: torch.Tensor) -
     return tensors
 
 
-def save_model(directory: Path, model: Pyramid, info: dict[str, Any]) -> Path:
+def save_model(directory: Path, model: Pyramid, training_image: np.ndarray, info: dict[str, Any]) -> Path:
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -48,6 +51,7 @@ def save_model(directory: Path, model: Pyramid, info: dict[str, Any]) -> Path:
     }
     files = {
         WEIGHTS: tensor_bytes(state_tensors(model.generators, model.fixed_noise)),
+        TRAINING_IMAGE: encode_image(Path(TRAINING_IMAGE), Picture(training_image, None, 16)),
         MODEL_JSON: json.dumps(meta, indent=2).encode(),  # last: its presence means the rest is there
     }
     write_files(directory, files)

@@ -261,7 +261,7 @@ class Trainer:
                 self.config, self.shapes, self.amps, self.fixed_noise, self.generators, self.out_dir
             )
             info = {"training_seconds": round(self.elapsed, 1), "device": self.device.type}
-            store.save_model(self.out_dir, model, info)
+            store.save_model(self.out_dir, model, to_image(self.reals[-1]), info)
         shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
         return self.out_dir
 
