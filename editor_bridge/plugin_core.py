@@ -185,14 +185,20 @@ def find(entries: list[Operation], action: str) -> Operation:
     )
 
 
-def check_canvas_unchanged(before: tuple[int, int], now: tuple[int, int]) -> None:
+def check_canvas_unchanged(before: tuple[int, int], now: tuple[int, int], model_kept: bool = False) -> None:
     """Refuse to place a result on a canvas (width, height) resized or cropped while the engine worked: the
-    result would land in the wrong place."""
+    result would land in the wrong place. `model_kept`: the entry ran a model the artist picked
+    (`Operation.pick_model`), which a second run reuses; any other entry's model learned the picture, and
+    the resized picture is another one, which trains a model of its own."""
     if before != now:
+        again = (
+            "Run it again (the model is kept, so it takes seconds)"
+            if model_kept
+            else "Run it again: the resized picture trains a model of its own (minutes)"
+        )
         raise CanvasError(
             f"the canvas changed size while the engine worked ({before[0]}x{before[1]} to "
-            f"{now[0]}x{now[1]}), so the result would land in the wrong place; it was not added. Run it "
-            "again (the painting's model is kept, so it takes seconds)"
+            f"{now[0]}x{now[1]}), so the result would land in the wrong place; it was not added. {again}"
         )
 
 

@@ -358,8 +358,13 @@ def test_variation_jobs():
 
 def test_a_result_is_placed_only_on_a_canvas_of_the_size_it_was_made_for():
     check_canvas_unchanged((640, 480), (640, 480))
-    with pytest.raises(CanvasError, match=r"changed size .* \(640x480 to 630x470\).*Run it again"):
+    with pytest.raises(CanvasError, match=r"changed size .* \(640x480 to 630x470\).*Run it again") as e:
         check_canvas_unchanged((640, 480), (630, 470))
+    # a model that learned the picture does not fit the resized one: the next run trains (minutes)
+    assert str(e.value).endswith("Run it again: the resized picture trains a model of its own (minutes)")
+    with pytest.raises(CanvasError) as e:
+        check_canvas_unchanged((640, 480), (630, 470), model_kept=True)  # a model the artist picked
+    assert str(e.value).endswith("Run it again (the model is kept, so it takes seconds)")
 
 
 def test_harmonize_refuses_a_selection_off_the_layer_and_an_opaque_layer_with_no_selection():

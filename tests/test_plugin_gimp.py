@@ -332,6 +332,7 @@ def test_a_result_for_a_resized_canvas_is_not_added_and_said_so(gimp_run):
     assert driver["resized_layers"] == driver["before_layers"]
     log = (gimp_run["log"] / "gimp.log").read_text(errors="replace")
     assert "The canvas changed size while the engine worked" in log, log[-3000:]
+    assert "Run it again: the resized picture trains a model of its own (minutes)" in log, log[-3000:]
 
 
 def test_a_channel_is_refused_with_a_message(gimp_run):

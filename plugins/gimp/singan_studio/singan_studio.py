@@ -238,13 +238,15 @@ def read_canvas(image, drawable, op: Operation | None = None) -> Canvas:
     )
 
 
-def add_result_layer(image, tattoo: int, canvas: Canvas, patch: LayerPatch, on_top: bool = False):
+def add_result_layer(
+    image, tattoo: int, canvas: Canvas, patch: LayerPatch, on_top: bool = False, model_kept: bool = False
+):
     """A new canvas-sized layer right above the layer with this tattoo, the one the run started from (at
     the top if the artist deleted it meanwhile, or `on_top`: a variation shows the whole picture, so below
     the layers over the active one it would show them twice); one undo group, so one Undo removes it."""
     if not image.is_valid():
         raise CanvasError("the image was closed before the result arrived")
-    check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
+    check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()), model_kept)
     current = None if on_top else image.get_layer_by_tattoo(tattoo)  # None once the layer left the image
     parent, position = (current.get_parent(), image.get_item_position(current)) if current else (None, 0)
     image.undo_group_start()
@@ -270,11 +272,11 @@ def _write(layer, canvas: Canvas, patch: LayerPatch) -> None:
     layer.update(patch.x, patch.y, patch.width, patch.height)
 
 
-def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch) -> None:
+def fill_result_layer(image, layer, canvas: Canvas, patch: LayerPatch, model_kept: bool = False) -> None:
     """Put the final result into the layer that holds its preview: its pixels and name, with the undo stack
     frozen, so the one Undo that removed the preview layer now removes the result (the preview never stays
     behind as a second layer)."""
-    check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()))
+    check_canvas_unchanged((canvas.width, canvas.height), (image.get_width(), image.get_height()), model_kept)
     image.undo_freeze()
     try:
         _write(layer, canvas, patch)
@@ -468,7 +470,10 @@ def run(procedure, run_mode, image, drawables, config, data):
 
         def show_preview(preview: LayerPatch) -> None:
             if image.is_valid():
-                shown[:] = [add_result_layer(image, tattoo, canvas, preview, on_top=op.picture)]
+                layer = add_result_layer(
+                    image, tattoo, canvas, preview, on_top=op.picture, model_kept=op.pick_model
+                )
+                shown[:] = [layer]
                 _progress(Progress(0, f"{preview.name} shown. Training for the final result..."))
 
         runner = Runner(settings, _progress, seed=seed, on_job=guard.watch, on_preview=show_preview)
@@ -492,9 +497,10 @@ def run(procedure, run_mode, image, drawables, config, data):
             profile = image.get_effective_color_profile() if image.is_valid() else None
             add_animation_image(patch, profile, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
         elif shown and image.is_valid() and image.get_layer_by_tattoo(shown[0].get_tattoo()) is not None:
-            fill_result_layer(image, shown[0], canvas, patch)  # the artist kept the preview's layer
+            # the artist kept the preview's layer
+            fill_result_layer(image, shown[0], canvas, patch, model_kept=op.pick_model)
         else:
-            add_result_layer(image, tattoo, canvas, patch, on_top=op.picture)
+            add_result_layer(image, tattoo, canvas, patch, on_top=op.picture, model_kept=op.pick_model)
     except (CanvasError, Exception) as exc:  # noqa: BLE001 - the artist gets a message, GIMP never a traceback
         return _error(procedure, artist_message(exc, op).text)
     finally:

@@ -42,6 +42,7 @@ class Target:
     space: Space  # the colour space of the canvas's pixels, and so of the result
     clicked: object = None  # the node the artist had active (the layer, or one of its masks)
     on_top: bool = False  # a variation shows the whole picture: it goes on top of the layer stack
+    model_kept: bool = False  # the entry runs a model the artist picked (not one of this picture)
 
 
 def _space(item) -> Space:
@@ -102,6 +103,7 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
             "layer to the image's depth (Layer > Convert > Convert Layer Color Space...)"
         )
     width, height = document.width(), document.height()
+    kept = op is not None and op.pick_model  # a picked model: a second run reuses it
     document.waitForDone()
     # A layer's local selection is its selection, as for Krita's own filters.
     selection = _local_selection(clicked, node)
@@ -131,7 +133,7 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
             name=document.name() or "",
             depth=depth,
         ),
-        Target(document, node, width, height, space, clicked=clicked, on_top=picture),
+        Target(document, node, width, height, space, clicked, on_top=picture, model_kept=kept),
     )
 
 
@@ -230,7 +232,9 @@ def add_result_layer(target: Target, patch: LayerPatch):
     becomes the active layer only if the artist is still on that layer (or its mask: their next stroke must
     not land on the result)."""
     document, node = target.document, target.node
-    check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
+    check_canvas_unchanged(
+        (target.width, target.height), (document.width(), document.height()), target.model_kept
+    )
     parent = node.parentNode()  # None once the layer was deleted
     above = node if parent is not None else None
     if parent is None or target.on_top:
@@ -258,7 +262,9 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
     step in Krita, so the one Undo that removed the preview layer now removes the result (the preview
     never stays behind as a second layer)."""
     document = target.document
-    check_canvas_unchanged((target.width, target.height), (document.width(), document.height()))
+    check_canvas_unchanged(
+        (target.width, target.height), (document.width(), document.height()), target.model_kept
+    )
     data = _convert(patch.data, patch.width, patch.height, target.space, _space(layer))
     layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
     layer.setName(_unique_name(layer.parentNode(), patch.name, besides=layer))
