@@ -657,10 +657,13 @@ def test_animate_layer_puts_the_clip_on_the_timeline_as_one_undoable_layer(krita
         assert (frame[..., 3] == 255).all()  # the whole canvas, at the canvas's size
         # the picture as the model learned it (a tiny one): near the painting's colours, not noise
         assert np.abs(frame[..., :3].mean((0, 1)) - before[..., :3].mean((0, 1))).max() < 25
+        # ...pixel by pixel, in Krita's channel order (red and blue swapped it would be further off)
+        error = np.abs(frame[..., :3].astype(int) - before[..., :3]).mean()
+        assert error < np.abs(frame[..., [2, 1, 0]].astype(int) - before[..., :3]).mean() - 5, error
     assert (first != last).any()  # it moves (a tiny model's clip, little: 0.1 levels on average)
-    # on top of the stack (over the global selection's mask, where Krita's Import Animation Frames puts it),
-    # the active layer; one Undo removes it
-    assert driver["animate_layers"][-2:] == ["Selection Mask", "Animated"] and driver["animate_active_is_new"]
+    # on top of the layers (under the global selection's mask, where Krita keeps it), the active layer;
+    # one Undo removes it
+    assert driver["animate_layers"][-2:] == ["Animated", "Selection Mask"] and driver["animate_active_is_new"]
     assert driver["animate_undone_layers"] == driver["before_layers"]
     # Again: the stored animation model, another walk
     again = raw(out / "animate2_first.raw", scene)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from krita import Krita
 from PyQt5.QtCore import Qt, QTimer
-from PyQt5.QtGui import QImage
+from PyQt5.QtGui import QColorSpace, QImage
 
 from editor_bridge.plugin_core import (
     HIDDEN_LAYER,
@@ -23,6 +23,8 @@ from editor_bridge.plugin_core import (
     check_color_depth,
     is_result_name,
 )
+
+from . import kra
 
 # Krita's colour space names: (model, depth, profile).
 Space = tuple[str, str, str]
@@ -272,22 +274,46 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
 
 
 @dataclass
-class ClipFiles:
-    """A clip's frames as PNG files at the canvas's size, waiting to be imported (then removed)."""
+class ClipFile:
+    """A clip's frames at the canvas's size as a .kra of one animated layer (kra.py), waiting to be
+    copied into the image (then removed)."""
 
     clip: Animation
     folder: tempfile.TemporaryDirectory
-    files: list[str]
+    path: str
+    step: int  # timeline frames per clip frame
 
 
-def write_clip(target: Target, clip: Animation, on_frame=lambda index: None) -> ClipFiles:
-    """The clip's frames scaled by Qt from the model's size to the canvas, as PNG files of the canvas's
-    depth (16-bit for a 16-bit or float image). Runs on the worker thread (QImage needs no GUI): a large
-    canvas takes seconds a frame, and Krita stays responsive meanwhile."""
-    folder = tempfile.TemporaryDirectory(prefix="singan-frames-")
+def _bgra(image: QImage, sixteen: bool, opaque: bool) -> np.ndarray:
+    """A QImage's pixels as H x W x 4 B, G, R, A (Krita's channel order), uint8 or uint16; `opaque`: alpha
+    full (Qt's 16-bit smooth scaling leaves it a step or two below)."""
+    image = image.convertToFormat(QImage.Format_RGBA64 if sixteen else QImage.Format_RGBA8888)
+    dtype = np.uint16 if sixteen else np.uint8
+    rows = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), dtype)
+    rows = rows.reshape(image.height(), -1)[:, : 4 * image.width()]
+    bgra = rows.reshape(image.height(), image.width(), 4)[..., [2, 1, 0, 3]]
+    if opaque:
+        bgra[..., 3] = np.iinfo(dtype).max
+    return bgra
+
+
+def clip_step(document, fps: float) -> int:
+    """Timeline frames per clip frame: 1 in an image not yet animated (the clip sets the rate); in one
+    animated already the artist's rate stays, and each frame is held as long as the clip's rate asks."""
+    if not any(node.animated() for node in _all_nodes(document.rootNode())):
+        return 1
+    return max(1, round(document.framesPerSecond() / fps))
+
+
+def write_clip(target: Target, clip: Animation, step: int, on_frame=lambda index: None) -> ClipFile:
+    """The clip's frames scaled by Qt from the model's size to the canvas, at the canvas's depth (16-bit
+    for a 16-bit or float image), as one animated layer in a .kra, a keyframe every `step` frames
+    (clip_step, read on the GUI thread). Runs on the worker thread (QImage needs no GUI): a large canvas
+    takes seconds a frame, and Krita stays responsive meanwhile."""
+    folder = tempfile.TemporaryDirectory(prefix="singan-clip-")
     sixteen = target.space[1] == "U16"
-    files = []
-    try:
+
+    def frames():
         for index, data in enumerate(clip.frames):
             on_frame(index)
             pixels = np.frombuffer(data, np.uint8)
@@ -301,28 +327,36 @@ def write_clip(target: Target, clip: Animation, on_frame=lambda index: None) -> 
                 layout = QImage.Format_RGBX8888 if opaque else QImage.Format_RGBA8888
                 frame = QImage(data, clip.width, clip.height, 4 * clip.width, layout)
             scaled = frame.scaled(target.width, target.height, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
-            path = str(Path(folder.name) / f"frame_{index:05d}.png")
-            if not scaled.save(path, "PNG"):
-                raise CanvasError(f"could not write the clip's frames to {folder.name}: is the disk full?")
-            files.append(path)
+            yield _bgra(scaled, sixteen, opaque)
+
+    path = str(Path(folder.name) / "clip.kra")
+    try:
+        kra.write_animated_layer(
+            Path(path), frames(), len(clip.frames), width=target.width, height=target.height,
+            bits=16 if sixteen else 8, name=clip.name, fps=max(1, round(clip.fps)), step=step,
+            icc=bytes(QColorSpace(QColorSpace.SRgb).iccProfile()),
+        )  # fmt: skip
+    except OSError as exc:
+        folder.cleanup()
+        raise CanvasError(
+            f"could not write the clip to {folder.name} ({exc.strerror or exc}): is the disk full?"
+        ) from None
     except BaseException:
         folder.cleanup()
         raise
-    return ClipFiles(clip, folder, files)
+    return ClipFile(clip, folder, path, step)
 
 
-def add_animated_layer(target: Target, written: ClipFiles):
+def add_animated_layer(target: Target, written: ClipFile):
     """The clip as a new animated paint layer on top of the stack, one keyframe a frame from frame 0 of
-    the timeline: Krita's own Import Animation Frames (File > Import Animation Frames...), whose one undo
-    step ("Import animation") removes the whole layer. The layer takes the image's colour profile (the
-    engine's values are the image's; the PNG files are untagged). The timeline's range covers the clip,
-    and its frame rate becomes the clip's; in an image animated already the artist's rate stays and each
-    frame is held as long as the clip's rate asks. (Neither the range nor the rate is an undo step.)
+    the timeline, in one undo step: the .kra that write_clip made is opened (synchronously, with no view)
+    and its layer copied in, keyframes and all. The layer takes the image's colour profile (assigned: the
+    engine's values are the image's). The timeline's range covers the clip, and its frame rate becomes
+    the clip's; in an image animated already the artist's rate stays and each frame is held as long as
+    the clip's rate asks. (Neither the range nor the rate is an undo step.)
 
-    Known: Krita 5.1's importer reads each file into one scratch document and takes its projection
-    without waiting for it, so on a machine whose cores are all busy elsewhere Krita itself can crash
-    mid-import (seen in tests with two other processes spinning on a 2-core machine; never on an idle one).
-    Importing into a document no view shows crashed on an idle machine too."""
+    Krita's own Import Animation Frames (`Document.importAnimation`) is not used: Krita 5.1's importer
+    takes each file's projection without waiting for it, and under load Krita crashed mid-import."""
     document, clip = target.document, written.clip
     try:
         now = (document.width(), document.height())
@@ -335,27 +369,44 @@ def add_animated_layer(target: Target, written: ClipFiles):
         document.waitForDone()
         root = document.rootNode()
         animated_before = any(node.animated() for node in _all_nodes(root))
-        step = max(1, round(document.framesPerSecond() / clip.fps)) if animated_before else 1
-        known = {node.uniqueId() for node in root.childNodes()}
-        end = (len(clip.frames) - 1) * step
-        document.setFullClipRangeStartTime(0)  # the range first: the timeline shows the frames as they come
-        document.setFullClipRangeEndTime(max(end, document.fullClipRangeEndTime() if animated_before else 0))
-        if not animated_before:
-            document.setFramesPerSecond(max(1, round(clip.fps)))
-        imported = document.importAnimation(written.files, 0, step)
-        document.waitForDone()
+        step = clip_step(document, clip.fps)
+        if step != written.step:  # the image became animated (or its rate changed) while the clip was made
+            raise CanvasError(
+                "the image's animation settings changed while the clip was made, so it was not added: run "
+                "Animate layer again (the model is kept, so it takes seconds)"
+            )
+        scratch = Krita.instance().openDocument(written.path)
+        if scratch is None:
+            raise CanvasError(f"Krita could not open the clip it was given ({written.path}); see Krita's log")
+        try:
+            scratch.waitForDone()
+            (source,) = [node for node in scratch.rootNode().childNodes() if not _is_mask(node)]
+            if source.colorProfile() != target.space[2]:
+                source.setColorProfile(target.space[2])  # assigned, not converted: the values are the image's
+                scratch.waitForDone()
+            known = {node.uniqueId() for node in root.childNodes()}
+            end = (len(clip.frames) - 1) * step
+            document.setFullClipRangeStartTime(0)
+            document.setFullClipRangeEndTime(
+                max(end, document.fullClipRangeEndTime() if animated_before else 0)
+            )
+            if not animated_before:
+                document.setFramesPerSecond(max(1, round(clip.fps)))
+            top = [node for node in root.childNodes() if not _is_mask(node)]
+            added_ok = root.addChildNode(source.duplicate(), top[-1] if top else None)
+            document.waitForDone()
+        finally:
+            scratch.close()
     finally:
         written.folder.cleanup()
     added = [node for node in root.childNodes() if node.uniqueId() not in known]
-    if not imported or len(added) != 1:
+    if not added_ok or len(added) != 1 or not added[0].animated():
         raise CanvasError(
-            "Krita could not import the clip's frames (see Krita's log); if a part of it was added, Undo "
+            "Krita could not add the clip's layer (see Krita's log); if a part of it was added, Undo "
             "removes it"
         )
     layer = added[0]
     layer.setName(_unique_name(root, clip.name, besides=layer))  # not an undo step in Krita
-    if layer.colorProfile() != target.space[2]:
-        layer.setColorProfile(target.space[2])  # assigned, not converted: the values are the image's
     # (The timeline stays at the artist's frame: Document.setCurrentTime would be an undo step of its own.)
     active = document.activeNode()
     if active is None or _same(active, target.clicked or target.node):

@@ -24,10 +24,11 @@ from editor_bridge.plugin_runner import (
 
 from .dialog import Picked, ask_harmonize_options, ask_model
 from .document import (
-    ClipFiles,
+    ClipFile,
     Target,
     add_animated_layer,
     add_result_layer,
+    clip_step,
     fill_result_layer,
     read_canvas,
     write_clip,
@@ -47,7 +48,7 @@ class Worker(QObject):
     succeeded = pyqtSignal(object)
     failed = pyqtSignal(object)
 
-    def __init__(self, task: Callable[[Worker], LayerPatch | ClipFiles]) -> None:
+    def __init__(self, task: Callable[[Worker], LayerPatch | ClipFile]) -> None:
         super().__init__()
         self._task = task
 
@@ -137,8 +138,9 @@ class JobController(QObject):
         model_id, choices, seed = picked if picked is not None else (None, None, None)
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
+        step = clip_step(target.document, op.fps) if op.frames else 1  # here: the GUI thread reads Krita
 
-        def task(worker: Worker) -> LayerPatch | ClipFiles:
+        def task(worker: Worker) -> LayerPatch | ClipFile:
             def report(progress: Progress) -> None:
                 worker.progressed.emit(progress.percent, progress.text)
 
@@ -153,8 +155,9 @@ class JobController(QObject):
                 return result
             n = len(result.frames)
             return write_clip(
-                target, result, lambda i: report(Progress(100 * i // n, f"Writing frame {i + 1} of {n}..."))
-            )
+                target, result, step,
+                lambda i: report(Progress(100 * i // n, f"Writing frame {i + 1} of {n}...")),
+            )  # fmt: skip
 
         self._dialog = dialog = QProgressDialog(f"{op.label}...", "Cancel", 0, 100, self._window())
         dialog.setWindowTitle(op.label)
@@ -202,13 +205,13 @@ class JobController(QObject):
             self._dialog.setLabelText("Cancelling: waiting for the engine to stop...")
             self._dialog.show()
 
-    def _on_success(self, patch: LayerPatch | ClipFiles) -> None:
+    def _on_success(self, patch: LayerPatch | ClipFile) -> None:
         target, op, preview = self._target, self._op, self._preview_layer
         self._finish()
         assert target is not None
         if target.document not in Krita.instance().documents():
             log.warning("the document was closed before the result arrived; dropping it")
-            if isinstance(patch, ClipFiles):
+            if isinstance(patch, ClipFile):
                 patch.folder.cleanup()
             text = (
                 "The image was closed before the result arrived, so nothing was added. The painting's "
@@ -217,7 +220,7 @@ class JobController(QObject):
             self._show(ArtistMessage(op.label if op is not None else "SinGAN Studio", text))
             return
         try:
-            if isinstance(patch, ClipFiles):
+            if isinstance(patch, ClipFile):
                 add_animated_layer(target, patch)
             elif preview is not None and preview.parentNode() is not None:  # still there: the artist kept it
                 fill_result_layer(target, preview, patch)
