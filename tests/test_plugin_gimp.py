@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from editor_e2e import (
@@ -32,10 +33,12 @@ from editor_e2e import (
     gimp_root_mounted,
     install_plugin,
     make_scene,
+    painted_layer,
     raw,
     restyled_layer,
     store_cyclegan_model,
     store_sagan_model,
+    store_singan_model,
     xvfb,
 )
 
@@ -104,6 +107,13 @@ RUNS = [
         "tag": "generated",
         "arguments": {"model": "Faces", "seed": 1234},
         "generate": 1,
+    },
+    # Paint to image, from a script: the stored SinGAN model by name redraws the whole pasted layer
+    {
+        "procedure": "python-fu-singan-paint-to-image",
+        "layer": "Painted",
+        "tag": "painted",
+        "arguments": {"model": "Scream texture"},
     },
     # Generate variation: learns the picture (a model of its own), then samples it; again reuses the model
     {**VARIATION, "tag": "variation"},
@@ -192,6 +202,7 @@ def gimp_run(tmp_path_factory):
     (work / "config.json").write_text(json.dumps(config))
     restyler = store_cyclegan_model(work / "engine", tmp / "cyclegan", "Photos and paintings")
     generator = store_sagan_model(work / "engine", tmp / "sagan", "Faces")
+    painter = store_singan_model(work / "engine", scene.background, tmp / "singan", "Scream texture")
     with engine_serve(work / "engine", tmp / "engine.log"):
         code = run_gimp(tmp / "gimp.log")
     driver = json.loads((out / "driver.json").read_text())
@@ -205,7 +216,7 @@ def gimp_run(tmp_path_factory):
     yield {
         "scene": scene, "out": out, "driver": driver, "code": code, "log": tmp, "dest": dest,
         "installed": installed, "uninstall": uninstall, "home": work / "engine", "restyler": restyler,
-        "generator": generator,
+        "generator": generator, "painter": painter,
     }  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
 
@@ -471,6 +482,21 @@ def test_restyle_layer_runs_the_picked_model_in_the_picked_direction(gimp_run):
         new = raw(out / f"{tag}_new_layer.raw", scene)
         expected = restyled_layer(gimp_run["restyler"], scene, direction)
         assert np.abs(new[sel, :3].astype(int) - expected[sel]).max() <= 2, tag
+
+
+def test_paint_to_image_redraws_the_whole_layer_with_the_picked_model(gimp_run):
+    """The stored SinGAN model, named by a script, redraws the whole pasted layer (the sketch's whole layout
+    enters the pyramid); the new layer, right above it, shows that inside the selection only. One Undo
+    removes it."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["painted_status"] == "success"
+    layer = cv2.cvtColor(cv2.imread(str(scene.object), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    expected = painted_layer(gimp_run["painter"], layer)
+    new = raw(out / "painted_new_layer.raw", scene).astype(np.int64)
+    inside = scene.selection & (new[..., 3] == 255)
+    assert inside.mean() > 0.05 and (new[~scene.selection, 3] == 0).all()
+    assert np.abs(new[..., :3][inside] - expected[inside]).max() <= 2  # onnxruntime against torch
+    assert driver["painted_new_layer_above"] and driver["painted_undone_layers"] == driver["before_layers"]
 
 
 def test_animate_layer_opens_the_clip_as_an_image_of_frames(gimp_run):
