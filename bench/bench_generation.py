@@ -10,8 +10,9 @@ family's own `train` (cached under --out: a model directory keeps its training t
 10 samples are drawn by the family's `sample` operation (seeds 1-10), and the table gives the sliced
 Wasserstein distance between their multi-scale 7x7 patches and the training image's (lower is closer; the
 column "noise" is uniform noise for scale) and SinGAN's pixel diversity (std across samples over the
-image's std; 0 = every sample the same). "recomputed steps" counts ConSinGAN's training steps redone after
-non-finite gradients (see bench/experiments/check_bf16_conv.py).
+image's std; 0 = every sample the same); --sheet draws each model's training image and first samples.
+"recomputed steps" counts ConSinGAN's training steps redone after non-finite gradients (see
+bench/experiments/check_bf16_conv.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from bench.quality import diversity, swd
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10, help="samples per model")
     parser.add_argument("--out", default="runs/bench_generation")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--sheet", help="write a row per model: its training image, then samples 1-3")
     args = parser.parse_args()
     configure_threads()
     device = select_device(args.device)
@@ -82,7 +85,7 @@ def main() -> None:
     header = (
         "| image | family | size | SWD samples | SWD noise | diversity | training time | recomputed steps |"
     )
-    rows = []
+    rows, strips = [], []
     for name in names:
         for family in args.family:
             model_dir, seconds = model_for(family, name, args, device)
@@ -100,12 +103,19 @@ def main() -> None:
                 f"| {name} | {family} | {image.shape[1]}x{image.shape[0]} | {swd([image], samples):.3f} | "
                 f"{swd([image], noise):.3f} | {diversity(samples, image):.2f} | {t} | {recomputed} |"
             )
+            shown = [cv2.resize(x, image.shape[1::-1]) for x in samples[:3]]  # (the same size: a safeguard)
+            strips.append(np.concatenate([image, *shown], axis=1))
             print(f"{name}, {family}: done  {rows[-1]}", flush=True)
     precision = args.precision or "default precision"
     print(f"\npreset {args.preset}, {precision}, {device.type}, {args.n} samples\n")
     print(header)
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if args.sheet and strips:
+        width = max(s.shape[1] for s in strips)
+        padded = [np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0)), constant_values=1.0) for s in strips]
+        sheet = (np.clip(np.concatenate(padded, axis=0), 0, 1) * 255).round().astype(np.uint8)
+        cv2.imwrite(args.sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
 if __name__ == "__main__":
