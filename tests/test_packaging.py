@@ -29,6 +29,9 @@ def test_wheel_carries_plugins_and_examples_and_the_engine_finds_them(tmp_path):
     for path in [*source.glob("plugins/**/*"), *source.glob("examples/*")]:
         if path.is_file():
             assert f"engine/_assets/{path.relative_to(source).as_posix()}" in names
+    # every module of the engine and the bridge (a package missing from pyproject's list is not in the wheel)
+    for path in [*source.glob("engine/**/*.py"), *source.glob("editor_bridge/**/*.py")]:
+        assert path.relative_to(source).as_posix() in names, path
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     # From the unpacked wheel (not the checkout), the engine's plugin installer and demo find the copies.
