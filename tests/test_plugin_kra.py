@@ -83,5 +83,7 @@ def test_frames_that_do_not_match_are_refused(tmp_path):
         kra.write_animated_layer(tmp_path / "a.kra", [good, good[:4]], 2, **args)
     with pytest.raises(ValueError, match="1 frames written, 2 announced"):
         kra.write_animated_layer(tmp_path / "b.kra", [good], 2, **args)
+    with pytest.raises(ValueError, match="more than the 1 frames announced"):
+        kra.write_animated_layer(tmp_path / "d.kra", [good, good], 1, **args)
     with pytest.raises(ValueError, match="frame 0 is"):
         kra.write_animated_layer(tmp_path / "c.kra", [good.astype(np.uint16)], 1, **args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from krita import Krita
 from PyQt5.QtCore import Qt, QTimer
-from PyQt5.QtGui import QColorSpace, QImage
+from PyQt5.QtGui import QImage
 
 from editor_bridge.plugin_core import (
     HIDDEN_LAYER,
@@ -26,11 +27,16 @@ from editor_bridge.plugin_core import (
 
 from . import kra
 
+log = logging.getLogger(__name__)
+
 # Krita's colour space names: (model, depth, profile).
 Space = tuple[str, str, str]
 FLOAT_DEPTHS = ("F16", "F32")
 # The engine's view of a floating-point image: 16-bit integers with the sRGB tone curve (check_color_depth).
 SRGB_16: Space = ("RGBA", "U16", "sRGB-elle-V2-srgbtrc.icc")
+# An sRGB ICC profile (Qt 5.15's QColorSpace(SRgb).iccProfile(), 459 bytes) for the clip's .kra, whose layer
+# Krita will not open without one; the image's own profile is assigned once it is open.
+SRGB_ICC = Path(__file__).resolve().parent / "srgb.icc"
 
 
 @dataclass
@@ -275,8 +281,8 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
 
 @dataclass
 class ClipFile:
-    """A clip's frames at the canvas's size as a .kra of one animated layer (kra.py), waiting to be
-    copied into the image (then removed)."""
+    """A clip's frames at the canvas's size as a .kra of one animated layer (kra.py) in a temporary folder,
+    waiting to be copied into the image (the folder is removed then, or when the image was closed)."""
 
     clip: Animation
     folder: tempfile.TemporaryDirectory
@@ -288,6 +294,11 @@ def _bgra(image: QImage, sixteen: bool, opaque: bool) -> np.ndarray:
     """A QImage's pixels as H x W x 4 B, G, R, A (Krita's channel order), uint8 or uint16; `opaque`: alpha
     full (Qt's 16-bit smooth scaling leaves it a step or two below)."""
     image = image.convertToFormat(QImage.Format_RGBA64 if sixteen else QImage.Format_RGBA8888)
+    if image.isNull():  # Qt could not allocate it
+        raise CanvasError(
+            f"there is not enough memory for the clip's frames at {image.width()}x{image.height()}: close "
+            "other images, or make the clip with `engine animate` and import it"
+        )
     dtype = np.uint16 if sixteen else np.uint8
     rows = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), dtype)
     rows = rows.reshape(image.height(), -1)[:, : 4 * image.width()]
@@ -334,7 +345,7 @@ def write_clip(target: Target, clip: Animation, step: int, on_frame=lambda index
         kra.write_animated_layer(
             Path(path), frames(), len(clip.frames), width=target.width, height=target.height,
             bits=16 if sixteen else 8, name=clip.name, fps=max(1, round(clip.fps)), step=step,
-            icc=bytes(QColorSpace(QColorSpace.SRgb).iccProfile()),
+            icc=SRGB_ICC.read_bytes(),
         )  # fmt: skip
     except OSError as exc:
         folder.cleanup()
@@ -348,12 +359,13 @@ def write_clip(target: Target, clip: Animation, step: int, on_frame=lambda index
 
 
 def add_animated_layer(target: Target, written: ClipFile):
-    """The clip as a new animated paint layer on top of the stack, one keyframe a frame from frame 0 of
-    the timeline, in one undo step: the .kra that write_clip made is opened (synchronously, with no view)
-    and its layer copied in, keyframes and all. The layer takes the image's colour profile (assigned: the
-    engine's values are the image's). The timeline's range covers the clip, and its frame rate becomes
-    the clip's; in an image animated already the artist's rate stays and each frame is held as long as
-    the clip's rate asks. (Neither the range nor the rate is an undo step.)
+    """The clip as a new animated paint layer on top of the layers (under the global selection's mask,
+    where Krita keeps it), one keyframe a frame from frame 0 of the timeline, in one undo step: the .kra
+    that write_clip made is opened (synchronously, with no view, in batch mode: no dialogs) and its layer
+    copied in, keyframes and all. The layer takes the image's colour profile (assigned: the engine's values
+    are the image's). Once it is in, the timeline's range covers the clip and its frame rate becomes the
+    clip's; in an image animated already the artist's rate stays and each frame is held as long as the
+    clip's rate asks. (Neither the range nor the rate is an undo step.)
 
     Krita's own Import Animation Frames (`Document.importAnimation`) is not used: Krita 5.1's importer
     takes each file's projection without waiting for it, and under load Krita crashed mid-import."""
@@ -372,33 +384,40 @@ def add_animated_layer(target: Target, written: ClipFile):
         step = clip_step(document, clip.fps)
         if step != written.step:  # the image became animated (or its rate changed) while the clip was made
             raise CanvasError(
-                "the image's animation settings changed while the clip was made, so it was not added: run "
-                "Animate layer again (the model is kept, so it takes seconds)"
+                "the image's animation (its frame rate, or its first animated layer) changed while the clip "
+                "was made, so it was not added: run Animate layer again"
             )
-        scratch = Krita.instance().openDocument(written.path)
+        known = {node.uniqueId() for node in root.childNodes()}
+        app = Krita.instance()
+        batch = app.batchmode()
+        app.setBatchmode(True)  # a load problem is logged, not asked about in a dialog
+        try:
+            scratch = app.openDocument(written.path)
+        finally:
+            app.setBatchmode(batch)
         if scratch is None:
-            raise CanvasError(f"Krita could not open the clip it was given ({written.path}); see Krita's log")
+            raise CanvasError("Krita could not open the clip's file; see Krita's log")
         try:
             scratch.waitForDone()
-            (source,) = [node for node in scratch.rootNode().childNodes() if not _is_mask(node)]
+            layers = [node for node in scratch.rootNode().childNodes() if not _is_mask(node)]
+            if len(layers) != 1 or not layers[0].animated():
+                raise CanvasError("Krita read the clip's file without its animated layer; see Krita's log")
+            source = layers[0]
             if source.colorProfile() != target.space[2]:
-                source.setColorProfile(target.space[2])  # assigned, not converted: the values are the image's
+                # assigned, not converted: the values are the image's
+                if not source.setColorProfile(target.space[2]):
+                    raise CanvasError(f"Krita has no colour profile {target.space[2]!r} for the clip's layer")
                 scratch.waitForDone()
-            known = {node.uniqueId() for node in root.childNodes()}
-            end = (len(clip.frames) - 1) * step
-            document.setFullClipRangeStartTime(0)
-            document.setFullClipRangeEndTime(
-                max(end, document.fullClipRangeEndTime() if animated_before else 0)
-            )
-            if not animated_before:
-                document.setFramesPerSecond(max(1, round(clip.fps)))
             top = [node for node in root.childNodes() if not _is_mask(node)]
             added_ok = root.addChildNode(source.duplicate(), top[-1] if top else None)
             document.waitForDone()
         finally:
             scratch.close()
     finally:
-        written.folder.cleanup()
+        try:
+            written.folder.cleanup()
+        except OSError:  # a file still held open: the system's temporary folder keeps it
+            log.warning("could not remove %s", written.folder.name, exc_info=True)
     added = [node for node in root.childNodes() if node.uniqueId() not in known]
     if not added_ok or len(added) != 1 or not added[0].animated():
         raise CanvasError(
@@ -407,6 +426,11 @@ def add_animated_layer(target: Target, written: ClipFile):
         )
     layer = added[0]
     layer.setName(_unique_name(root, clip.name, besides=layer))  # not an undo step in Krita
+    end = (len(clip.frames) - 1) * step
+    document.setFullClipRangeStartTime(0)
+    document.setFullClipRangeEndTime(max(end, document.fullClipRangeEndTime() if animated_before else 0))
+    if not animated_before:
+        document.setFramesPerSecond(max(1, round(clip.fps)))
     # (The timeline stays at the artist's frame: Document.setCurrentTime would be an undo step of its own.)
     active = document.activeNode()
     if active is None or _same(active, target.clicked or target.node):

@@ -7,7 +7,7 @@ layer is copied, keyframes and all, into the artist's image in one step (documen
 
 The format is what Krita 5.1 writes and reads (libs/ui/kra): maindoc.xml names the layer and its keyframe
 file; each keyframe's pixels are a tile stream ("VERSION 2", 64 x 64 tiles, each "x,y,LZF,size" and a
-flag byte 0 = raw, uncompressed, in the colour space's own channel order: B, G, R, A, native byte order);
+flag byte 0 = raw, uncompressed, in the colour space's own channel order: B, G, R, A, little-endian);
 the layer's ICC profile is required (without it Krita asks about it in a dialog). No Krita import here: the
 worker thread writes it, and the tests read it back.
 """
@@ -33,8 +33,8 @@ def frame_file(index: int) -> str:
 
 
 def tile_stream(frame: np.ndarray) -> bytes:
-    """A frame (H x W x 4, uint8 or uint16, B G R A) as Krita's tile stream. Fully transparent tiles are
-    left out (Krita's default pixel)."""
+    """A frame (H x W x 4, uint8 or uint16, B G R A) as Krita's tile stream. Tiles of all zeros are left
+    out (Krita's default pixel: transparent black)."""
     if frame.ndim != 3 or frame.shape[2] != 4 or frame.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"a frame is H x W x 4 of uint8 or uint16, not {frame.shape} {frame.dtype}")
     h, w = frame.shape[:2]
@@ -123,6 +123,8 @@ def write_animated_layer(
         z.writestr(layers + f"{LAYER}.icc", icc)
         written = 0
         for i, frame in enumerate(frames):
+            if i == count:
+                raise ValueError(f"more than the {count} frames announced")
             if frame.shape != (height, width, 4) or frame.itemsize * 8 != bits:
                 raise ValueError(
                     f"frame {i} is {frame.shape} {frame.dtype}, not {height}x{width}x4 {bits}-bit"
