@@ -296,8 +296,8 @@ def _bgra(image: QImage, sixteen: bool, opaque: bool) -> np.ndarray:
     image = image.convertToFormat(QImage.Format_RGBA64 if sixteen else QImage.Format_RGBA8888)
     if image.isNull():  # Qt could not allocate it
         raise CanvasError(
-            f"there is not enough memory for the clip's frames at {image.width()}x{image.height()}: close "
-            "other images, or make the clip with `engine animate` and import it"
+            "there is not enough memory for the clip's frames at the canvas's size: close other images, or "
+            "make the clip with `engine animate` and import it"
         )
     dtype = np.uint16 if sixteen else np.uint8
     rows = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), dtype)
