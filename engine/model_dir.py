@@ -56,6 +56,14 @@ def read_meta(directory: str | Path) -> dict:
     return meta
 
 
+def training_image_file(image: np.ndarray) -> bytes:
+    """A model's training image (H x W x 3 in [0, 1]) as the file every family that learns from one image
+    keeps beside its weights: TRAINING_IMAGE, a 16-bit PNG."""
+    from engine.imageio import Picture, encode_image
+
+    return encode_image(Path(TRAINING_IMAGE), Picture(image, None, 16))
+
+
 def load_training_image(directory: str | Path) -> np.ndarray:
     """The training image of a model directory, H x W x 3 float32 in [0, 1]."""
     from engine.imageio import read_image

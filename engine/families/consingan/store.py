@@ -35,6 +35,7 @@ from engine.model_dir import (  # noqa: F401 (load_training_image: for callers o
     load_training_image,
     read_meta,
     require_fresh_output,
+    training_image_file,
 )
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
@@ -72,7 +73,7 @@ def save_model(
     }
     if discriminator is not None:
         files["discriminator.safetensors"] = tensor_bytes(discriminator.state_dict())
-    files[TRAINING_IMAGE] = encode_image(Path(TRAINING_IMAGE), Picture(training_image, None, 16))
+    files[TRAINING_IMAGE] = training_image_file(training_image)
     files["preview.png"] = encode_image(Path("preview.png"), Picture(preview, None, 8))
     meta = {
         "format": FORMAT,

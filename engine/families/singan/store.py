@@ -18,8 +18,7 @@ from engine.families.singan.apply import Pyramid
 from engine.families.singan.config import PAD, Config
 from engine.families.singan.networks import StageGenerator
 from engine.files import write_files
-from engine.imageio import Picture, encode_image
-from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON, TRAINING_IMAGE
+from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON, TRAINING_IMAGE, training_image_file
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
 NAME = "singan"
@@ -51,7 +50,7 @@ def save_model(directory: Path, model: Pyramid, training_image: np.ndarray, info
     }
     files = {
         WEIGHTS: tensor_bytes(state_tensors(model.generators, model.fixed_noise)),
-        TRAINING_IMAGE: encode_image(Path(TRAINING_IMAGE), Picture(training_image, None, 16)),
+        TRAINING_IMAGE: training_image_file(training_image),
         MODEL_JSON: json.dumps(meta, indent=2).encode(),  # last: its presence means the rest is there
     }
     write_files(directory, files)
