@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from bench.quality import diversity, swd
+from bench.sheet import write_strips
 from engine import families
 from engine.device import configure_threads, select_device
 from engine.family import TrainData, TrainRun
@@ -112,10 +113,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.sheet and strips:
-        width = max(s.shape[1] for s in strips)
-        padded = [np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0)), constant_values=1.0) for s in strips]
-        sheet = (np.clip(np.concatenate(padded, axis=0), 0, 1) * 255).round().astype(np.uint8)
-        cv2.imwrite(args.sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        write_strips(args.sheet, strips)
 
 
 if __name__ == "__main__":

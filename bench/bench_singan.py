@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 
+from bench.sheet import write_strips
 from engine import families
 from engine.device import configure_threads, select_device
 from engine.families.singan import Options
@@ -108,10 +109,7 @@ def main() -> None:
         scores = " | ".join(f"{v:.2f}" for v in (p_s, p_b, p_l, s_s, s_b, s_l))
         print(f"| {name} | {size} | {scores} | {t} |")
     if args.sheet and strips:
-        width = max(s.shape[1] for s in strips)
-        padded = [np.pad(s, ((0, 4), (0, width - s.shape[1]), (0, 0)), constant_values=1.0) for s in strips]
-        sheet = (np.concatenate(padded, axis=0) * 255).round().astype(np.uint8)
-        cv2.imwrite(args.sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        write_strips(args.sheet, strips)
 
 
 if __name__ == "__main__":
