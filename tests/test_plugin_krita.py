@@ -530,8 +530,9 @@ def test_a_result_for_a_resized_canvas_is_not_added(krita_run):
 def test_a_clip_for_a_resized_canvas_is_not_added_and_says_a_new_model_trains(krita_run):
     driver = krita_run["driver"]
     (message,) = driver["resized_clip_messages"]
-    assert message.startswith("The canvas changed size while the clip was made")
-    assert "Run Animate layer again: the resized picture trains an animation model of its own" in message
+    assert message.startswith("The canvas changed size while the engine worked")
+    # the model learned the picture: the resized one trains its own
+    assert message.endswith("Run it again: the resized picture trains a model of its own (minutes)"), message
     assert driver["resized_clip_layers"] == driver["resized_layers"]  # nothing added
 
 

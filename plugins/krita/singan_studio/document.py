@@ -289,6 +289,14 @@ class ClipFile:
     path: str
     step: int  # timeline frames per clip frame
 
+    def discard(self) -> None:
+        """Remove the folder; if a file in it is still held open, the system's temporary folder keeps it
+        (a result is not turned into an error by that)."""
+        try:
+            self.folder.cleanup()
+        except OSError:
+            log.warning("could not remove %s", self.folder.name, exc_info=True)
+
 
 def _bgra(image: QImage, sixteen: bool, opaque: bool) -> np.ndarray:
     """A QImage's pixels as H x W x 4 B, G, R, A (Krita's channel order), uint8 or uint16; `opaque`: alpha
@@ -371,13 +379,9 @@ def add_animated_layer(target: Target, written: ClipFile):
     takes each file's projection without waiting for it, and under load Krita crashed mid-import."""
     document, clip = target.document, written.clip
     try:
-        now = (document.width(), document.height())
-        if now != (target.width, target.height):
-            raise CanvasError(
-                f"the canvas changed size while the clip was made ({target.width}x{target.height} to "
-                f"{now[0]}x{now[1]}), so it was not added. Run Animate layer again: the resized picture "
-                "trains an animation model of its own (minutes)"
-            )
+        check_canvas_unchanged(
+            (target.width, target.height), (document.width(), document.height()), target.model_kept
+        )
         document.waitForDone()
         root = document.rootNode()
         animated_before = any(node.animated() for node in _all_nodes(root))
@@ -414,10 +418,7 @@ def add_animated_layer(target: Target, written: ClipFile):
         finally:
             scratch.close()
     finally:
-        try:
-            written.folder.cleanup()
-        except OSError:  # a file still held open: the system's temporary folder keeps it
-            log.warning("could not remove %s", written.folder.name, exc_info=True)
+        written.discard()
     added = [node for node in root.childNodes() if node.uniqueId() not in known]
     if not added_ok or len(added) != 1 or not added[0].animated():
         raise CanvasError(

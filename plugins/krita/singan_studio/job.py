@@ -212,7 +212,7 @@ class JobController(QObject):
         if target.document not in Krita.instance().documents():
             log.warning("the document was closed before the result arrived; dropping it")
             if isinstance(patch, ClipFile):
-                patch.folder.cleanup()
+                patch.discard()
             text = (
                 "The image was closed before the result arrived, so nothing was added. The painting's "
                 "model is kept: open it again and run this once more (it takes seconds)."
