@@ -130,7 +130,7 @@ RUNS = [
     {"action": "singan_edit", "tag": "resized", "resize": True, "expect_message": True},
     # ...and again while an animation model of the cropped picture trains: no clip either, and why
     {"action": "singan_animate", "tag": "resized_clip", "resize": True, "expect_message": True},
-    # ...and closes the image a second after asking for an edit (the last run: the image is gone)
+    # ...and closes the image a moment after asking for an edit (the last run: the image is gone)
     # (Retrain: a model trains for seconds, so the image is surely closed before a result could come.)
     {"action": "singan_retrain_edit", "tag": "closed", "close_doc": True, "expect_message": True},
 ]

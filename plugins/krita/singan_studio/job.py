@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 from krita import Krita
-from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal
+from PyQt5.QtCore import QObject, Qt, QThread, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
 from editor_bridge.plugin_core import Animation, Canvas, LayerPatch, Operation
@@ -76,6 +76,9 @@ class JobController(QObject):
         self._refine = False
         self._picked: Picked | None = None
         self._preview_layer = None  # the result layer while it holds a preview (engine/preview.py)
+        # True while the preview is written: Krita waits for a busy image inside addChildNode delivering
+        # queued signals, so the final result could otherwise be handled inside the preview's write.
+        self._writing = False
         app = QApplication.instance()
         if app is not None:
             # A QThread destroyed while running aborts the process: stop the job before Krita tears down.
@@ -188,11 +191,14 @@ class JobController(QObject):
         target = self._target
         if target is None or target.document not in Krita.instance().documents() or self._cancel.is_set():
             return
+        self._writing = True
         try:
             self._preview_layer = add_result_layer(target, patch)
         except Exception:  # noqa: BLE001 - the final result still comes; a slot must not raise
             log.exception("could not add the preview layer")
             return
+        finally:
+            self._writing = False
         if self._dialog is not None:
             self._dialog.setLabelText(f"{patch.name} shown. Training for the final result...")
 
@@ -206,6 +212,9 @@ class JobController(QObject):
             self._dialog.show()
 
     def _on_success(self, patch: LayerPatch | ClipFile) -> None:
+        if self._writing:  # handled once the preview's write has returned (and it is the layer to fill)
+            QTimer.singleShot(50, lambda: self._on_success(patch))
+            return
         target, op, preview = self._target, self._op, self._preview_layer
         self._finish()
         assert target is not None
@@ -231,6 +240,9 @@ class JobController(QObject):
             self._show(artist_message(exc, op))
 
     def _on_failure(self, exc: BaseException) -> None:
+        if self._writing:
+            QTimer.singleShot(50, lambda: self._on_failure(exc))
+            return
         op, canvas, target = self._op, self._canvas, self._target
         color_match, refine, picked = self._color_match, self._refine, self._picked
         self._finish()
