@@ -3,15 +3,15 @@
     python -m bench singan --preset fast --out runs/bench_singan
     python -m bench singan --preset fast --images zebra.png --factor 4
 
-Each image (../shared/images/generation, cut to a multiple of the factor) is shrunk by --factor (area
-averaging), a super-resolution model is trained on the small image (cached under --out, as `engine upscale`
-would), and the small image is made --factor times larger again by SinGAN, bicubic and Lanczos. The table
-gives the PSNR against the original inside a border of 8 px (dB; higher is closer) and the sharpness: the
-variance of the Laplacian of the result's luminance over the original's (1 = as sharp as the original;
-below: blurred; far above: invented detail). SinGAN's paper reports x4 on BSD100 with RMSE 16.22 against
-the original (PSNR about 23.9 dB on 0-255) and a NIQE of 3.71, with bicubic sharper in RMSE but blurred;
-those are the paper's numbers on its own data, not these. --sheet writes original | bicubic | SinGAN
-strips.
+Each image (../shared/images/generation, cut to a multiple of the factor) is shrunk by --factor (antialiased
+bicubic, as SR benchmarks make their small images; --shrink area for area averaging), a super-resolution
+model is trained on the small image (cached under --out, as `engine upscale` would), and the small image is
+made --factor times larger again by SinGAN, bicubic and Lanczos. The table gives the PSNR against the
+original inside a border of 8 px (dB; higher is closer) and the sharpness: the variance of the Laplacian of
+the result's luminance over the original's (1 = as sharp as the original; below: blurred; far above:
+invented detail). SinGAN's paper reports x4 on BSD100 with RMSE 16.22 against the original (PSNR about 23.9
+dB on 0-255) and a NIQE of 3.71, with bicubic sharper in RMSE but blurred; those are the paper's numbers on
+its own data, not these. --sheet writes original | bicubic | SinGAN strips.
 """
 
 from __future__ import annotations
@@ -47,6 +47,16 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
+def shrink(image: np.ndarray, factor: int, method: str) -> np.ndarray:
+    """The image `factor` times smaller (its sides multiples of the factor)."""
+    h, w = image.shape[0] // factor, image.shape[1] // factor
+    if method == "area":
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+    return np.ascontiguousarray(x[0].permute(1, 2, 0).clamp(0, 1).numpy())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,6 +65,13 @@ def main() -> None:
     parser.add_argument("--iters", type=int, help="iterations per stage (default: the preset's)")
     parser.add_argument("--images", nargs="*", help="file names in shared/images/generation (default: all)")
     parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument(
+        "--shrink",
+        default="bicubic",
+        choices=["bicubic", "area"],
+        help="how the small image is made: antialiased bicubic (a = -0.5, MATLAB's imresize, as SR "
+        "benchmarks such as BSD100 x4 make theirs; default) or area averaging",
+    )
     parser.add_argument("--crop", type=int, help="cut the original's centre to this side first (px)")
     parser.add_argument("--out", default="runs/bench_singan")
     parser.add_argument("--sheet", help="write original | bicubic | SinGAN strips to this file")
@@ -77,10 +94,10 @@ def main() -> None:
             original = original[top : top + args.crop, left : left + args.crop]
         h, w = original.shape[0] // f * f, original.shape[1] // f * f
         original = np.ascontiguousarray(original[:h, :w])
-        small = cv2.resize(original, (w // f, h // f), interpolation=cv2.INTER_AREA)
+        small = shrink(original, f, args.shrink)
         suffix = f"_{args.iters}" if args.iters else ""
         crop = f"_crop{args.crop}" if args.crop else ""
-        model_dir = Path(args.out) / f"{Path(name).stem}{crop}_x{f}_{args.preset}{suffix}"
+        model_dir = Path(args.out) / f"{Path(name).stem}{crop}_x{f}_{args.shrink}_{args.preset}{suffix}"
         seconds = None
         if not (model_dir / "model.json").is_file():
             start = time.perf_counter()

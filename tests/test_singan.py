@@ -19,6 +19,13 @@ from engine.family import TrainData, TrainRun
 from engine.imageio import read_image
 
 
+def shrunk(image: torch.Tensor, shape) -> torch.Tensor:
+    """A stage's image as the reference's imresize makes it: antialiased bicubic (a = -0.5)."""
+    return torch.nn.functional.interpolate(
+        image, size=shape, mode="bicubic", align_corners=False, antialias=True
+    ).clamp(-1, 1)
+
+
 @pytest.fixture(scope="module")
 def image(shared_images) -> np.ndarray:
     """A 64 x 48 crop of the zebras: stripes, so a texture the stages must learn."""
@@ -54,7 +61,7 @@ def test_the_pyramid_is_the_references_and_each_stage_passes_an_image(generation
         with torch.no_grad():
             below = walk(loaded.runner, shapes[:s], model.amps, torch.zeros(1, 3, *shapes[0]),
                          [model.fixed_noise, *zeros[1:s]])  # fmt: skip
-        real = torch.nn.functional.interpolate(full, size=shapes[s], mode="area")
+        real = shrunk(full, shapes[s])
         rmse = float(torch.sqrt(torch.mean((real - upsample(below, shapes[s])) ** 2)))
         assert model.amps[s] == pytest.approx(0.1 * rmse, rel=1e-4), s
     # a stage's generator returns an image of its input's size: the image in, plus a residual
@@ -67,7 +74,7 @@ def test_the_pyramid_is_the_references_and_each_stage_passes_an_image(generation
     from engine.model_dir import load_training_image
 
     stored = load_training_image(generation)
-    finest = torch.nn.functional.interpolate(full, size=shapes[-1], mode="area")
+    finest = shrunk(full, shapes[-1])
     assert stored.shape == (30, 40, 3)
     np.testing.assert_allclose(stored, (finest[0].permute(1, 2, 0).numpy() + 1) / 2, atol=1 / 65535 + 1e-6)
 
@@ -162,6 +169,50 @@ def test_each_upscale_pass_is_a_bicubic_step_plus_the_finest_stage(image, tmp_pa
     ours = upscale(model, loaded.runner, image, 2.5, seed=0)
     assert ours.shape == (120, 160, 3)
     np.testing.assert_allclose(ours, to_image(x), atol=1e-5)
+
+
+def test_the_upscaling_stage_also_learns_the_steps_below_in_random_symmetries(image, tmp_path):
+    """Super-resolution's finest stage reconstructs its own image and the real image of each of 3 stages
+    below it from the one further down, enlarged (without them it redrew its one image and came out
+    below bicubic: docs/benchmarks.md), each pair turned by one of the square's 8 symmetries as a whole.
+    Generation trains as the reference does."""
+    from engine.families.singan.apply import upsample
+    from engine.families.singan.config import PRESETS, Task
+    from engine.families.singan.training import Trainer
+
+    for preset in PRESETS.values():
+        assert (preset(Task.SUPER_RESOLUTION).sr_pairs, preset(Task.SUPER_RESOLUTION).sr_symmetries) == (
+            3,
+            True,
+        )
+        assert (preset(Task.GENERATION).sr_pairs, preset(Task.GENERATION).sr_symmetries) == (0, False)
+    config = PRESETS["tiny"](Task.SUPER_RESOLUTION)
+    trainer = Trainer(config, image, tmp_path / "sr", torch.device("cpu"), None, None)
+    last = len(trainer.shapes) - 1
+    assert last >= 4
+    noise, below = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    pairs = trainer._reconstruction_pairs(last, noise, below, trainer.reals[last])
+    assert len(pairs) == 4 and pairs[0] == (noise, below, trainer.reals[last])
+    for (z, x, y), j in zip(pairs[1:], range(last - 3, last), strict=True):
+        h, w = trainer.shapes[j]
+        assert z.shape == (1, 3, h + 10, w + 10) and not z.any()
+        torch.testing.assert_close(x, upsample(trainer.reals[j - 1], (h, w)).clamp(-1, 1))
+        assert y is trainer.reals[j]
+    assert len(trainer._reconstruction_pairs(last - 1, noise, below, trainer.reals[last - 1])) == 1
+    generation = Trainer(
+        PRESETS["tiny"](Task.GENERATION), image, tmp_path / "g", torch.device("cpu"), None, None
+    )
+    last_g = len(generation.shapes) - 1
+    assert len(generation._reconstruction_pairs(last_g, noise, below, generation.reals[last_g])) == 1
+
+    square = torch.arange(16.0).reshape(1, 1, 4, 4)
+    seen = set()
+    for _ in range(200):
+        a, b, c = trainer._symmetry((square, square + 100, square + 200))
+        torch.testing.assert_close(b, a + 100)  # one symmetry for the whole pair
+        torch.testing.assert_close(c, a + 200)
+        seen.add(tuple(a.flatten().tolist()))
+    assert len(seen) == 8
 
 
 def test_upscale_runs_the_finest_stage_once_a_pass_with_its_noise(image, tmp_path):

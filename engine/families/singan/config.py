@@ -7,7 +7,8 @@ Adam 5e-4 with beta1 0.5 in both networks, the rate cut to a tenth at iteration 
 0.1 x the RMSE of the stage's reconstruction, images fitted to 250 px with a coarsest side of 25 px and
 scale factor 0.75 between stages (8-10 stages). Animation trains generation with a coarsest side of 20
 (reference animation.py); super-resolution trains with alpha 100 and a coarsest side of 18, at the step
-of the upscaling, 2^(1/3) (reference SR.py, calc_init_scale).
+of the upscaling, 2^(1/3) (reference SR.py, calc_init_scale); beyond the reference, its finest stage also
+learns the pairs of the stages below it, in random flips and transposes (Config.sr_pairs).
 
 `fast` is sized for a CPU (docs/benchmarks.md, "SinGAN"); `tiny` is for tests.
 """
@@ -53,6 +54,13 @@ class Config:
     gp_weight: float = 0.1
     rec_weight: float = 10.0  # alpha
     noise_amp: float = 0.1  # x the RMSE of the stage's reconstruction before it
+    # Super-resolution's finest stage, beyond the reference (docs/benchmarks.md, "Super-resolution"): it
+    # also reconstructs the pairs of this many stages below it (the real image one stage down, enlarged ->
+    # the real image), each pair in a random one of the square's 8 symmetries (flips and a transpose) when
+    # sr_symmetries, so that it learns to sharpen rather than to redraw its one image. 0 and False: the
+    # reference's training.
+    sr_pairs: int = 0
+    sr_symmetries: bool = False
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -64,6 +72,8 @@ class Config:
             raise BadInputError(f"--iters must be between 1 and {MAX_ITERS} (got {self.iters})")
         if not 2 * PAD + 1 <= self.min_size <= self.max_size:  # the critic's 5 unpadded convolutions
             raise BadInputError(f"min_size must be {2 * PAD + 1} px to max_size (got {self.min_size})")
+        if not 0 <= self.sr_pairs <= 16:
+            raise BadInputError(f"sr_pairs must be between 0 and 16 (got {self.sr_pairs})")
         if not 0.3 <= self.scale_factor < 1:
             raise BadInputError(f"scale_factor must be in [0.3, 1) (got {self.scale_factor})")
 
@@ -84,7 +94,12 @@ def _paper(task: Task) -> Config:
     if task is Task.SUPER_RESOLUTION:
         # max_size: the largest image it learns (at its own size; the reference fits it to 250 px and
         # upscales that)
-        return Config(task, max_size=500, min_size=18, scale_factor=1 / SR_STEP, rec_weight=100.0)
+        # sr_pairs and sr_symmetries: not the reference's, measured (docs/benchmarks.md): without them the
+        # upscaled image came out 3-5 dB below bicubic, its edges doubled and its grass streaked
+        return Config(
+            task, max_size=500, min_size=18, scale_factor=1 / SR_STEP, rec_weight=100.0, sr_pairs=3,
+            sr_symmetries=True,
+        )  # fmt: skip
     return Config(task)
 
 

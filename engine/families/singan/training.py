@@ -10,8 +10,9 @@ first step) three times, through weights the first step has already changed (new
 here each step generates it again with the current weights, so the BatchNorm statistics that sampling uses
 see the random path in 6 of 9 forward passes instead of 3 of 6. The rate falls at 80% of a stage's
 iterations (the reference: at iteration 1600 whatever their number, so never in shorter runs). Stage
-images are area-averaged from the image and upsampled with torch's bicubic (a = -0.75), not the
-reference's MATLAB-style imresize (a = -0.5, antialiased). fp32 unless --precision bf16 is asked for.
+images are shrunk from the image with torch's antialiased bicubic (a = -0.5, as the reference's
+MATLAB-style imresize) and enlarged with its plain bicubic (a = -0.75; the ONNX graphs' Resize).
+fp32 unless --precision bf16 is asked for.
 
 Checkpoints (resume after Ctrl-C, a kill or a crash), progress with previews, cancel, bf16 where native.
 """
@@ -33,8 +34,16 @@ from engine import families
 from engine.device import autocast
 from engine.errors import BadInputError, CancelledError
 from engine.families.singan import store
-from engine.families.singan.apply import Pyramid, draw_noise, to_image, to_tensor, upsample, walk
-from engine.families.singan.config import PAD, Config, stage_shapes
+from engine.families.singan.apply import (
+    Pyramid,
+    downscale,
+    draw_noise,
+    to_image,
+    to_tensor,
+    upsample,
+    walk,
+)
+from engine.families.singan.config import PAD, Config, Task, stage_shapes
 from engine.families.singan.networks import StageCritic, StageGenerator, networks
 from engine.files import reporting_full_disk
 from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
@@ -50,6 +59,9 @@ def gradient_penalty(critic: StageCritic, real: torch.Tensor, fake: torch.Tensor
     mixed = (a * real + (1 - a) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return ((grad.norm(2, dim=1) - 1) ** 2).mean()
+
+
+Pair = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (noise, image from below, target)
 
 
 class Trainer:
@@ -68,7 +80,7 @@ class Trainer:
         height, width = self.image.shape[:2]
         self.shapes = stage_shapes(height, width, config)
         full = to_tensor(self.image)
-        self.reals = [upsample_area(full, s).to(device) for s in self.shapes]
+        self.reals = [stage_image(full, s).to(device) for s in self.shapes]
         self.rng = torch.Generator().manual_seed(config.seed)
         self.fixed_noise = draw_noise(self.rng, self.shapes[0], 0, config.task).contiguous()
         self.generators: list[StageGenerator] = []
@@ -122,6 +134,7 @@ class Trainer:
             self.fixed_noise if stage == 0 else torch.zeros(1, 3, *(s + 2 * PAD for s in real.shape[2:]))
         )
         rec_noise = rec_noise.to(self.device)
+        pairs = self._reconstruction_pairs(stage, rec_noise, rec_in, real)
         iteration = 0
         if self.stage_state is not None:
             st = self.stage_state
@@ -146,7 +159,9 @@ class Trainer:
                 # keeps the last: the stage learns the image from any noise near it.
                 self.fixed_noise = draw_noise(self.rng, self.shapes[0], 0, c.task).contiguous()
                 rec_noise = self.fixed_noise.to(self.device)
-            losses, fake = self._iteration(stage, g, d, opt_g, opt_d, real, rec_in, rec_noise, amp)
+            if stage == 0:
+                pairs = [(rec_noise, rec_in, real)]
+            losses, fake = self._iteration(stage, g, d, opt_g, opt_d, real, pairs, amp)
             sched_g.step()
             sched_d.step()
             iteration += 1
@@ -166,8 +181,36 @@ class Trainer:
         self.last_critic = d.state_dict()
         self.amps.append(amp)
 
+    def _reconstruction_pairs(
+        self, stage: int, rec_noise: torch.Tensor, rec_in: torch.Tensor, real: torch.Tensor
+    ) -> list[Pair]:
+        """What alpha's term reconstructs, as (noise, image from below, target): the stage's image from the
+        fixed noise, and for super-resolution's finest stage (the one its passes run) also the real image
+        of each of the Config.sr_pairs stages below it from the real image one stage further down,
+        enlarged: steps of the same size at other scales of the image."""
+        pairs = [(rec_noise, rec_in, real)]
+        if self._upscaling(stage):
+            for j in range(max(1, stage - self.config.sr_pairs), stage):
+                h, w = self.shapes[j]
+                below = upsample(self.reals[j - 1], self.shapes[j]).clamp(-1, 1)
+                pairs.append(
+                    (torch.zeros(1, 3, h + 2 * PAD, w + 2 * PAD, device=self.device), below, self.reals[j])
+                )
+        return pairs
+
+    def _upscaling(self, stage: int) -> bool:
+        """Whether this is the stage that super-resolution's passes run (its finest)."""
+        return self.config.task is Task.SUPER_RESOLUTION and stage == len(self.shapes) - 1
+
+    def _symmetry(self, pair: Pair) -> Pair:
+        """The pair flipped up-down, left-right and transposed, each at random (one of 8 symmetries)."""
+        flips = torch.rand(3, generator=self.rng).tolist()
+        dims = [dim for dim, u in ((2, flips[0]), (3, flips[1])) if u < 0.5]
+        out = tuple(t.flip(dims) if dims else t for t in pair)
+        return tuple(t.transpose(2, 3) for t in out) if flips[2] < 0.5 else out  # type: ignore[return-value]
+
     def _iteration(
-        self, stage, g, d, opt_g, opt_d, real, rec_in, rec_noise, amp
+        self, stage, g, d, opt_g, opt_d, real, pairs: list[Pair], amp
     ) -> tuple[dict, torch.Tensor]:
         c = self.config
         noise = draw_noise(self.rng, self.shapes[stage], stage, c.task).to(self.device)
@@ -188,8 +231,12 @@ class Trainer:
             with autocast(self.device, c.precision):
                 fake = g(amp * noise, previous)
                 loss_adv = -d(fake).float().mean()
-                rec = g(amp * rec_noise, rec_in).float()
-            loss_rec = torch.mean((rec - real) ** 2)
+                seen = pairs
+                if c.sr_symmetries and self._upscaling(stage):
+                    seen = [self._symmetry(pair) for pair in pairs]
+                loss_rec = torch.stack(
+                    [torch.mean((g(amp * z, x).float() - y) ** 2) for z, x, y in seen]
+                ).mean()
             loss_g = loss_adv + c.rec_weight * loss_rec
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -277,14 +324,12 @@ def _preview(image: torch.Tensor) -> np.ndarray:
     return to_image(image)
 
 
-def upsample_area(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """The image at a stage's shape: area averaging down (anti-aliased), bicubic up."""
+def stage_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The image at a stage's shape: shrunk antialiased (apply.downscale), enlarged bicubic."""
     if tuple(image.shape[-2:]) == tuple(shape):
         return image.clone()
     if shape[0] <= image.shape[2] and shape[1] <= image.shape[3]:
-        import torch.nn.functional as F
-
-        return F.interpolate(image, size=shape, mode="area")
+        return downscale(image, shape).clamp(-1, 1)
     return upsample(image, shape).clamp(-1, 1)
 
 
