@@ -28,7 +28,7 @@ from bench.sheet import write_strips
 from engine import families
 from engine.device import configure_threads, select_device
 from engine.families.singan import Options
-from engine.families.singan.apply import upscale
+from engine.families.singan.apply import downscale, to_image, to_tensor, upscale
 from engine.family import TrainData, TrainRun
 from engine.imageio import read_image
 
@@ -52,9 +52,7 @@ def shrink(image: np.ndarray, factor: int, method: str) -> np.ndarray:
     h, w = image.shape[0] // factor, image.shape[1] // factor
     if method == "area":
         return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-    x = torch.nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-    return np.ascontiguousarray(x[0].permute(1, 2, 0).clamp(0, 1).numpy())
+    return np.ascontiguousarray(to_image(downscale(to_tensor(image), (h, w))))
 
 
 def main() -> None:

@@ -186,6 +186,9 @@ def test_the_upscaling_stage_also_learns_the_steps_below_in_random_symmetries(im
             True,
         )
         assert (preset(Task.GENERATION).sr_pairs, preset(Task.GENERATION).sr_symmetries) == (0, False)
+    # at the reference's values they stay out of model.json and so of a kept model's key
+    assert "sr_pairs" not in PRESETS["fast"](Task.GENERATION).to_dict()
+    assert PRESETS["fast"](Task.SUPER_RESOLUTION).to_dict()["sr_pairs"] == 3
     config = PRESETS["tiny"](Task.SUPER_RESOLUTION)
     trainer = Trainer(config, image, tmp_path / "sr", torch.device("cpu"), None, None)
     last = len(trainer.shapes) - 1

@@ -81,7 +81,14 @@ class Config:
         return min(self.nfc * 2 ** (stage // 4), self.max_nfc)
 
     def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
+        data = config_to_dict(self)
+        # Left out at the reference's values: the settings are part of a kept model's key (serve.registry
+        # training_key), and generation and animation models kept before these fields existed are still
+        # the models those settings train.
+        for name in ("sr_pairs", "sr_symmetries"):
+            if not data[name]:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:

@@ -8,7 +8,8 @@ at that stage and its reconstruction from below.
 Differences: the reference's 3 generator steps back-propagate the same generated image (made before the
 first step) three times, through weights the first step has already changed (newer PyTorch refuses that);
 here each step generates it again with the current weights, so the BatchNorm statistics that sampling uses
-see the random path in 6 of 9 forward passes instead of 3 of 6. The rate falls at 80% of a stage's
+see the random path in 6 of 9 forward passes instead of 3 of 6 (super-resolution's finest stage, which
+also reconstructs 3 steps below it, Config.sr_pairs: 6 of 15). The rate falls at 80% of a stage's
 iterations (the reference: at iteration 1600 whatever their number, so never in shorter runs). Stage
 images are shrunk from the image with torch's antialiased bicubic (a = -0.5, as the reference's
 MATLAB-style imresize) and enlarged with its plain bicubic (a = -0.75; the ONNX graphs' Resize).
@@ -159,7 +160,6 @@ class Trainer:
                 # keeps the last: the stage learns the image from any noise near it.
                 self.fixed_noise = draw_noise(self.rng, self.shapes[0], 0, c.task).contiguous()
                 rec_noise = self.fixed_noise.to(self.device)
-            if stage == 0:
                 pairs = [(rec_noise, rec_in, real)]
             losses, fake = self._iteration(stage, g, d, opt_g, opt_d, real, pairs, amp)
             sched_g.step()

@@ -413,7 +413,13 @@ class Driver(Extension):
         # (Krita crashed; reproduced with a busy image). So wait for the callback on the stack to return.
         caller = sys._getframe().f_back
         if caller is not None:
-            RESULT.setdefault("close_deferred", []).append(caller.f_code.co_name)
+            deferred = RESULT["close_deferred"] = RESULT.get("close_deferred", 0) + 1
+            if deferred * 0.1 > CONFIG["timeout_s"]:
+                RESULT["error"] = (
+                    f"{self.run['tag']}: {caller.f_code.co_name} never returned to let the image close"
+                )
+                self.finish()
+                return
             QTimer.singleShot(100, self.close_doc)
             return
         self.doc.setModified(False)
