@@ -90,6 +90,17 @@ RUNS = [
     # Animate layer: an animation model of the picture, its clip a new animated layer on the timeline
     {"action": "singan_animate", "layer": "Animated", "tag": "animate", "animated": True},
     {"action": "singan_animate", "layer": "Animated", "tag": "animate2", "animated": True},  # model reused
+    # ...keeps a clip, sets the timeline to 24 fps and animates again: each frame held 2 timeline frames
+    # (Undo twice after it: that clip's layer, then the kept one)
+    {"action": "singan_animate", "layer": "Animated", "tag": "animate_kept", "animated": True, "keep": True},
+    {
+        "action": "singan_animate",
+        "layer": "Animated 2",
+        "tag": "animate_held",
+        "animated": True,
+        "fps": 24,
+        "undo": 2,
+    },  # fmt: skip
     # A variation is a picture of all that shows, a paper layer on top included: it goes over the paper
     {"action": "singan_variation", "layer": "Variation", "tag": "variation_paper", "overlay": True},
     # The artist clicked a local selection mask of the pasted layer: it is the selection, not the global one
@@ -359,6 +370,8 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "variation2": None,
         "animate": None,  # so does Animate layer
         "animate2": None,
+        "animate_kept": None,
+        "animate_held": None,
         "variation_paper": None,
         "local": 0.5,
         "local_layer": 0.5,
@@ -670,6 +683,17 @@ def test_animate_layer_puts_the_clip_on_the_timeline_as_one_undoable_layer(krita
     again = raw(out / "animate2_first.raw", scene)
     assert driver["animate2_keyframes"] == list(range(100)) and (again != first).any()
     assert driver["animate2_undone_layers"] == driver["before_layers"]
+
+
+def test_in_an_image_animated_at_24_fps_each_clip_frame_is_held_two_timeline_frames(krita_run):
+    driver = krita_run["driver"]
+    assert driver["animate_kept_clip"] == [0, 99, 10]  # the kept clip made the image animated, at 10 fps
+    # The artist then set 24 fps: the rate stays theirs, a keyframe every round(24 / 10) frames, the range
+    # grown to the clip's 200 frames
+    assert driver["animate_held_clip"] == [0, 198, 24]
+    assert driver["animate_held_keyframes"] == list(range(0, 199, 2))
+    assert driver["animate_held_layers"][-3:] == ["Animated", "Animated 2", "Selection Mask"]
+    assert driver["animate_held_undone_layers"] == driver["before_layers"]  # two Undos: both clips gone
 
 
 def test_an_animated_layer_of_a_16_bit_image_is_16_bits_in_its_profile(krita_run):

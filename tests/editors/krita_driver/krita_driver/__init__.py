@@ -147,6 +147,8 @@ class Driver(Extension):
             self.doc.waitForDone()
             log(f"document now {self.doc.colorModel()} {self.doc.colorDepth()} {self.doc.colorProfile()}")
             self.dump(f"{self.run['tag']}_start")
+        if "fps" in self.run:  # the artist set the timeline's frame rate (not an undo step)
+            self.doc.setFramesPerSecond(self.run["fps"])
         self.doc.setActiveNode(target)
         # Krita applies setActiveNode through its view a little later: trigger once it has.
         self.when_active(target, self.trigger, time.monotonic() + 10)
@@ -344,8 +346,9 @@ class Driver(Extension):
             if self.run.get("keep"):  # the artist keeps the result and goes on
                 self.next_run()
                 return
-            Krita.instance().action("edit_undo").trigger()
-            self.doc.waitForDone()
+            for _ in range(self.run.get("undo", 1)):  # (2: this run's layer and a kept one before it)
+                Krita.instance().action("edit_undo").trigger()
+                self.doc.waitForDone()
             self.doc.refreshProjection()
             self.doc.waitForDone()
             self.dump(f"{tag}_undone")
