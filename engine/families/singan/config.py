@@ -162,10 +162,10 @@ def stage_shapes(height: int, width: int, config: Config) -> list[Shape]:
     c = config
     short, long = min(height, width), max(height, width)
     sr = c.task is Task.SUPER_RESOLUTION
-    if sr and long > c.max_size:
+    if sr and long > c.max_size:  # (training.train gives it a crop of the image)
         raise BadInputError(
-            f"super-resolution learns the image at its own size, at most {c.max_size} px on the long side "
-            f"(this one is {width}x{height}): upscale a crop, or a smaller copy"
+            f"super-resolution learns an image at its own size, at most {c.max_size} px on the long side "
+            f"(this one is {width}x{height})"
         )
     fit = min(c.max_size / long, 1.0)
     final = (math.ceil(height * fit - 1e-9), math.ceil(width * fit - 1e-9))

@@ -333,6 +333,28 @@ def stage_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return upsample(image, shape).clamp(-1, 1)
 
 
+def detail_crop(image: np.ndarray, size: int, grid: int = 5) -> np.ndarray:
+    """The window of at most size x size px with the most detail (the variance of its grey Laplacian), of
+    grid x grid evenly spaced candidates. Super-resolution learns its image at its own scale, so a larger
+    one trains on such a piece of itself: the upscaling stage is a local operator and sharpens the rest as
+    well (docs/benchmarks.md, "Super-resolution")."""
+    h, w = image.shape[:2]
+    ch, cw = min(h, size), min(w, size)
+    if (ch, cw) == (h, w):
+        return image
+    grey = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    lap = grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
+    energy = np.pad(lap**2, 1)
+    best, where = -1.0, (0, 0)
+    for top in np.linspace(0, h - ch, grid).round().astype(int):
+        for left in np.linspace(0, w - cw, grid).round().astype(int):
+            score = float(energy[top : top + ch, left : left + cw].mean())
+            if score > best:
+                best, where = score, (int(top), int(left))
+    top, left = where
+    return np.ascontiguousarray(image[top : top + ch, left : left + cw])
+
+
 def train(
     config: Config,
     image: np.ndarray,
@@ -342,6 +364,13 @@ def train(
     cancel: threading.Event | None = None,
 ) -> Path:
     require_fresh_output(Path(out_dir))
+    if config.task is Task.SUPER_RESOLUTION and max(image.shape[:2]) > config.max_size:
+        h, w = image.shape[:2]
+        image = detail_crop(image, config.max_size)
+        log.info(
+            "super-resolution of a %dx%d image learns its %dx%d piece with the most detail",
+            w, h, image.shape[1], image.shape[0],
+        )  # fmt: skip
     return Trainer(config, image, out_dir, device, progress, cancel).run()
 
 
