@@ -235,6 +235,22 @@ def test_an_image_larger_than_the_preset_learns_its_piece_with_the_most_detail(i
     assert upscale(loaded.model["pyramid"], loaded.runner, big, 2.0, 0).shape == (120, 300, 3)
 
 
+def test_an_upscaling_pass_in_tiles_is_the_pass_in_one_piece(image, tmp_path):
+    """A pass runs the finest stage tile by tile (bounded memory at any size): the same pixels, at the
+    tiles' seams and the image's borders too, as one run over the whole image."""
+    from engine.families.singan.apply import draw_noise, run_tiled, to_tensor
+
+    loaded = families.load(_train(image, "super_resolution", tmp_path / "sr"), backend="torch")
+    model, finest = loaded.model["pyramid"], len(loaded.model["pyramid"].shapes) - 1
+    x = to_tensor(cv2.resize(image, (150, 70), interpolation=cv2.INTER_CUBIC))
+    noise = 0.5 * draw_noise(torch.Generator().manual_seed(3), (70, 150), finest, model.task)
+    whole = loaded.runner(finest, noise, x)
+    tiled = run_tiled(loaded.runner, finest, noise, x, tile=32)  # 3 x 5 tiles, the last ones partial
+    assert whole.shape == tiled.shape == (1, 3, 70, 150)
+    torch.testing.assert_close(tiled, whole, atol=2e-6, rtol=0)
+    assert (whole - x).abs().mean() > 1e-3  # the stage does change the image
+
+
 def test_upscale_runs_the_finest_stage_once_a_pass_with_its_noise(image, tmp_path):
     from engine.families.singan.apply import upscale, upscale_steps
 

@@ -24,6 +24,9 @@ from engine.families.singan.config import PAD, SR_STEP, Config, Shape, Task
 
 MAX_UPSCALE = 16.0
 MAX_UPSCALED_PIXELS = 200_000_000
+# Output tile of an upscaling pass: the stage's 32 or more channels are held for one tile at a time, so a
+# pass's memory is a few copies of the 3-channel image, whatever its size (docs/benchmarks.md)
+UPSCALE_TILE = 512
 ASPECT_TOLERANCE = 0.02  # a sketch's aspect ratio may differ this much (relative) from the model's
 
 
@@ -191,8 +194,27 @@ def upscale(
             shape = target if k == steps else (round(h * r**k), round(w * r**k))
             x = upsample(x, shape)
             # the first pass with grey noise, as the reference's generator loop draws at its first step
-            x = run(finest, amp * draw_noise(rng, shape, finest if k > 1 else 0, model.task), x)
+            x = run_tiled(run, finest, amp * draw_noise(rng, shape, finest if k > 1 else 0, model.task), x)
     return to_image(x)
+
+
+def run_tiled(run: Runner, stage: int, noise: torch.Tensor, x: torch.Tensor, tile: int = UPSCALE_TILE):
+    """run(stage, noise, x) tile by tile, the same pixels as in one piece: a stage adds to x what its 5
+    unpadded convolutions make of noise + x padded with zeros by PAD, so each output tile needs that sum
+    over the tile and PAD px around it; the runner pads its tile with zeros, so the noise given with it
+    carries the difference (the real neighbours, or the image's own zero border)."""
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return run(stage, noise, x)
+    field = noise + F.pad(x, (PAD,) * 4)  # what the stage sees, over the whole image
+    out = torch.empty_like(x)
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
+            part = x[..., top : top + tile, left : left + tile]
+            th, tw = part.shape[-2:]
+            seen = field[..., top : top + th + 2 * PAD, left : left + tw + 2 * PAD]
+            out[..., top : top + th, left : left + tw] = run(stage, seen - F.pad(part, (PAD,) * 4), part)
+    return out
 
 
 def animate(
