@@ -74,7 +74,10 @@ class LocalCluster:
 
     def add_node(self) -> subprocess.Popen:
         node = self._start("--address", self.address)
-        self.wait_for(self.alive() + 1)
+        # Every running node and no other: a node killed just before may still count as active for a
+        # while (until the GCS's health checks fail), and "one more than now" was then already met, or
+        # never met once the dead one dropped out.
+        self.wait_for(sum(n.poll() is None for n in self.nodes), exact=True)
         return node
 
     def alive(self) -> int:
@@ -89,10 +92,11 @@ class LocalCluster:
         active = done.stdout.split("Active:", 1)[1].split("Pending:", 1)[0]
         return sum(line.strip().startswith("1 node_") for line in active.splitlines())
 
-    def wait_for(self, n: int, timeout: float = 90) -> None:
+    def wait_for(self, n: int, timeout: float = 90, exact: bool = False) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.alive() >= n:
+            alive = self.alive()
+            if alive == n or (alive > n and not exact):
                 return
             time.sleep(0.5)
         raise TimeoutError(
