@@ -70,6 +70,12 @@ def main() -> None:
         help="how the small image is made: antialiased bicubic (a = -0.5, MATLAB's imresize, as SR "
         "benchmarks such as BSD100 x4 make theirs; default) or area averaging",
     )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=0.75,
+        help="of the stage's change each pass (default: engine upscale's)",
+    )
     parser.add_argument("--crop", type=int, help="cut the original's centre to this side first (px)")
     parser.add_argument("--out", default="runs/bench_singan")
     parser.add_argument("--sheet", help="write original | bicubic | SinGAN strips to this file")
@@ -104,7 +110,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
         loaded = families.load(model_dir, device, backend="torch")
         with torch.no_grad():
-            ours = upscale(loaded.model["pyramid"], loaded.runner, small, float(f), seed=0)
+            ours = upscale(loaded.model["pyramid"], loaded.runner, small, float(f), 0, strength=args.strength)
         bicubic = np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, 1)
         lanczos = np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_LANCZOS4), 0, 1)
         sharp = sharpness(original)
@@ -115,7 +121,8 @@ def main() -> None:
         strips.append(np.concatenate([original, bicubic, ours], axis=1))
         print(f"{name}: done", flush=True)
     print(
-        f"\npreset {args.preset}{f', {args.iters} iterations' if args.iters else ''}, x{f}, {device.type}\n"
+        f"\npreset {args.preset}{f', {args.iters} iterations' if args.iters else ''}, x{f}, strength "
+        f"{args.strength:g}, {device.type}\n"
     )
     print("| image | small | PSNR SinGAN | bicubic | Lanczos | sharpness SinGAN | bicubic | Lanczos | time |")
     print("|---|---|---|---|---|---|---|---|---|")

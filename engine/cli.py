@@ -290,7 +290,8 @@ def _write_outputs(op, output, out: Path, seconds: float, runner_info: dict) -> 
 
 # Operations whose command line is written here, not made from their spec: their usage.
 OWN_COMMANDS = {
-    "upscale": "engine upscale IMAGE --factor F --out FILE [--model MODEL_DIR] [--preset P] [--seed S]",
+    "upscale": "engine upscale IMAGE --factor F --out FILE [--strength S] [--model MODEL_DIR] [--preset P] "
+    "[--seed S]",
 }
 
 
@@ -324,7 +325,7 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
         trained = _train_upscaler(args, model_dir, cached, picture.rgb, family, options, device)
     loaded = families.load(model_dir, device, backend=None)
     op = operations.for_model(loaded, "upscale")
-    params = op.check_params({"factor": args.factor, "seed": args.seed})
+    params = op.check_params({"factor": args.factor, "strength": args.strength, "seed": args.seed})
     with _steps(args, "upscale", op.total_steps(params, False)) as bar:
         bar.step("loading the model")
         backend = loaded.family.backend(args.backend)
@@ -639,6 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("image", help="the image to upscale")
     p.add_argument("--factor", type=_float_in("factor", 1.0, 16.0), required=True, help="1 to 16")
+    p.add_argument(
+        "--strength",
+        type=_float_in("strength", 0.0, 1.0),
+        default=0.75,
+        help="how much of the detail the model adds is kept, 0 (bicubic) to 1 (all, as SinGAN's paper; "
+        "sharper, more invented) (default: 0.75)",
+    )
     p.add_argument("--out", required=True, help="output image file, format from its extension")
     p.add_argument(
         "--model",

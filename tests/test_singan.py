@@ -235,6 +235,34 @@ def test_an_image_larger_than_the_preset_learns_its_piece_with_the_most_detail(i
     assert upscale(loaded.model["pyramid"], loaded.runner, big, 2.0, 0).shape == (120, 300, 3)
 
 
+def test_upscale_strength_keeps_that_share_of_each_passs_change(image, tmp_path, capsys):
+    """strength 0: bicubic steps alone; 1: the stage's whole change (the reference); in between, that share
+    of it (one pass: exactly between the two). Out of [0, 1]: a one-line error."""
+    import torch.nn.functional as F
+
+    from engine.families.singan.apply import to_image, to_tensor, upscale
+
+    loaded = families.load(_train(image, "super_resolution", tmp_path / "sr"), backend="torch")
+    model, run = loaded.model["pyramid"], loaded.runner
+    r = 2 ** (1 / 3)  # one pass
+    full, none, half = (upscale(model, run, image, r, 7, strength=s) for s in (1.0, 0.0, 0.5))
+    shape = full.shape[:2]
+    bicubic = to_image(F.interpolate(to_tensor(image), size=shape, mode="bicubic", align_corners=False))
+    np.testing.assert_allclose(none, bicubic, atol=1e-6)
+    assert np.abs(full - none).mean() > 1e-3
+    inside = (full > 0) & (full < 1) & (none > 0) & (none < 1)  # (the image is clipped to [0, 1] after)
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(half[inside], ((full + none) / 2)[inside], atol=1e-5)
+    with pytest.raises(BadInputError, match="--strength must be between 0 and 1"):
+        upscale(model, run, image, 2.0, 0, strength=1.5)
+    src = tmp_path / "small.png"
+    cv2.imwrite(str(src), (image[..., ::-1] * 255).astype(np.uint8))
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        main(["upscale", str(src), "--factor", "2", "--strength", "2", "--out", str(tmp_path / "o.png")])
+    assert refused.value.code == 2
+    assert "--strength: must be between 0 and 1 (got 2)" in capsys.readouterr().err
+
+
 def test_an_upscaling_pass_in_tiles_is_the_pass_in_one_piece(image, tmp_path):
     """A pass runs the finest stage tile by tile (bounded memory at any size): the same pixels, at the
     tiles' seams and the image's borders too, as one run over the whole image."""

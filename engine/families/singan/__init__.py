@@ -181,7 +181,10 @@ def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
     p, step = given.params, given.on_step
     steps, r = upscale_steps(p["factor"])
     report = None if step is None else lambda k, n: step(f"pass {k + 1} of {n} (x{r:.3f})")
-    image = upscale(loaded.model["pyramid"], loaded.runner, given.picture.rgb, p["factor"], p["seed"], report)
+    image = upscale(
+        loaded.model["pyramid"], loaded.runner, given.picture.rgb, p["factor"], p["seed"], report,
+        p["strength"],
+    )  # fmt: skip
     alpha = given.picture.alpha
     if alpha is not None:
         import cv2
@@ -266,6 +269,10 @@ OPERATIONS = (
         params=(
             Param("factor", ParamType.FLOAT, "how many times larger, 1 to 16 (default: 4)", default=4.0,
                   minimum=1.0, maximum=16.0),
+            Param("strength", ParamType.FLOAT, "how much of the detail the model adds each pass is kept, 0 "
+                  "(bicubic steps) to 1 (all of it, as SinGAN's paper) (default: 0.75: closer to the "
+                  "original than bicubic, still several times sharper; docs/benchmarks.md)", default=0.75,
+                  minimum=0.0, maximum=1.0),
             NOISE_SEED,
         ),
         steps=lambda params: _upscale_passes(params["factor"]),

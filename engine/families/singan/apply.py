@@ -167,10 +167,13 @@ def upscale_steps(factor: float) -> tuple[int, float]:
 
 def upscale(
     model: Pyramid, run: Runner, image: np.ndarray, factor: float, seed: int,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None, strength: float = 1.0,
 ) -> np.ndarray:  # fmt: skip
     """The image made `factor` times larger: k times, a bicubic step of r and the finest stage's pass
-    (reference SR.py); the last step lands on round(factor x size) exactly."""
+    (reference SR.py); the last step lands on round(factor x size) exactly. Each pass keeps `strength` of
+    what the stage changes (1: all of it, as the reference; 0: bicubic steps alone)."""
+    if not 0.0 <= strength <= 1.0:
+        raise BadInputError(f"--strength must be between 0 and 1 (got {strength:g})")
     if model.task is not Task.SUPER_RESOLUTION:
         raise BadInputError(
             f"this is a SinGAN model for {model.task.value}; upscale needs one trained with --mode "
@@ -194,7 +197,8 @@ def upscale(
             shape = target if k == steps else (round(h * r**k), round(w * r**k))
             x = upsample(x, shape)
             # the first pass with grey noise, as the reference's generator loop draws at its first step
-            x = run_tiled(run, finest, amp * draw_noise(rng, shape, finest if k > 1 else 0, model.task), x)
+            noise = amp * draw_noise(rng, shape, finest if k > 1 else 0, model.task)
+            x = x + strength * (run_tiled(run, finest, noise, x) - x) if strength else x
     return to_image(x)
 
 
