@@ -73,6 +73,7 @@ class LocalCluster:
         return self
 
     def add_node(self) -> subprocess.Popen:
+        self.wait_until_dropped()  # or the count below could be met by a dead node and a missing one
         node = self._start("--address", self.address)
         # Every running node and no other: a node killed just before may still count as active for a
         # while (until the GCS's health checks fail), and "one more than now" was then already met, or
@@ -107,6 +108,10 @@ class LocalCluster:
         """SIGKILL every process of the node (its raylet, its workers are told by the loss of it)."""
         os.killpg(node.pid, signal.SIGKILL)
         node.wait()
+
+    def wait_until_dropped(self) -> None:
+        """Until the cluster no longer counts killed nodes (its health checks take seconds to notice)."""
+        self.wait_for(sum(n.poll() is None for n in self.nodes), exact=True)
 
     def stop(self) -> None:
         """Every node killed at once (the processes hold nothing that needs a clean exit)."""

@@ -138,6 +138,12 @@ def test_the_inputs_an_operation_needs_and_the_pixels_it_may_make(tmp_path):
     with pytest.raises(BadInputError, match=r"animate: 300 images is more than one reply carries \(256\)"):
         apply._check_inputs(ops["animate"], clip, ops["animate"].check_params({"frames": 300}), (40, 30))
     apply._check_inputs(ops["animate"], clip, ops["animate"].check_params({"frames": 256}), (40, 30))
+    # Upscale makes the image it is sent larger, not the model's (a large image's model learns a crop)
+    upscale = next(op for op in families.get("singan").operations if op.name == "upscale")
+    big = ApplyRequest(operation="upscale", model_id="m1", image=image(buffers, 3000, 2000))
+    with pytest.raises(BadInputError, match="upscale: 96 MP of new images is over the 64 MP limit"):
+        apply._check_inputs(upscale, big, upscale.check_params({"factor": 4.0}), (250, 188))
+    apply._check_inputs(upscale, big, upscale.check_params({"factor": 2.0}), (250, 188))
 
 
 def test_files_an_operation_writes_are_named_by_its_switches():

@@ -334,7 +334,7 @@ def stage_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def detail_crop(image: np.ndarray, size: int, grid: int = 5) -> np.ndarray:
-    """The window of at most size x size px with the most detail (the variance of its grey Laplacian), of
+    """The window of at most size x size px with the most detail (the mean square of its grey Laplacian), of
     grid x grid evenly spaced candidates. Super-resolution learns its image at its own scale, so a larger
     one trains on such a piece of itself: the upscaling stage is a local operator and sharpens the rest as
     well (docs/benchmarks.md, "Super-resolution")."""

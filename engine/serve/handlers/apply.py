@@ -132,6 +132,8 @@ def _check_inputs(
             f"{MAX_BUFFERS} (`engine {op.name}` on the command line makes more)"
         )
     if op.output_pixels is not None:  # a model not trained yet has no size: the parameters' own then
+        if op.takes_image and c.image is not None:  # (upscale: the image sent, not the model's crop)
+            size = (c.image.width, c.image.height)
         pixels = op.output_pixels(params, size)
         if pixels > MAX_OUTPUT_PIXELS:
             raise BadInputError(
