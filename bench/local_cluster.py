@@ -73,12 +73,12 @@ class LocalCluster:
         return self
 
     def add_node(self) -> subprocess.Popen:
-        self.wait_until_dropped()  # or the count below could be met by a dead node and a missing one
+        # Counted as exactly the running nodes before and after: a node killed just before may still count
+        # as active for a while (until the GCS's health checks fail), so "one more than now" could be met
+        # by the dead node, or never met once it dropped out.
+        self.wait_for_running_nodes()
         node = self._start("--address", self.address)
-        # Every running node and no other: a node killed just before may still count as active for a
-        # while (until the GCS's health checks fail), and "one more than now" was then already met, or
-        # never met once the dead one dropped out.
-        self.wait_for(sum(n.poll() is None for n in self.nodes), exact=True)
+        self.wait_for_running_nodes()
         return node
 
     def alive(self) -> int:
@@ -109,8 +109,9 @@ class LocalCluster:
         os.killpg(node.pid, signal.SIGKILL)
         node.wait()
 
-    def wait_until_dropped(self) -> None:
-        """Until the cluster no longer counts killed nodes (its health checks take seconds to notice)."""
+    def wait_for_running_nodes(self) -> None:
+        """Until the cluster counts exactly the nodes whose processes run: started ones joined, killed ones
+        dropped (its health checks take seconds to notice those)."""
         self.wait_for(sum(n.poll() is None for n in self.nodes), exact=True)
 
     def stop(self) -> None:

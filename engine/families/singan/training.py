@@ -342,9 +342,10 @@ def detail_crop(image: np.ndarray, size: int, grid: int = 5) -> np.ndarray:
     ch, cw = min(h, size), min(w, size)
     if (ch, cw) == (h, w):
         return image
-    grey = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    lap = grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    energy = np.pad(lap**2, 1)
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(image[..., :3], dtype=np.float32), cv2.COLOR_RGB2GRAY)
+    energy = cv2.Laplacian(grey, cv2.CV_32F) ** 2
     best, where = -1.0, (0, 0)
     for top in np.linspace(0, h - ch, grid).round().astype(int):
         for left in np.linspace(0, w - cw, grid).round().astype(int):
