@@ -4,6 +4,7 @@ can be killed whole (as a machine that dies) and the whole cluster stopped after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -30,6 +31,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _session(sid: int) -> list[int]:
+    """The processes of session `sid` (its leader included)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+    return pids
 
 
 class LocalCluster:
@@ -105,8 +117,13 @@ class LocalCluster:
         )
 
     def kill(self, node: subprocess.Popen) -> None:
-        """SIGKILL every process of the node (its raylet, its workers are told by the loss of it)."""
-        os.killpg(node.pid, signal.SIGKILL)
+        """SIGKILL every process of the node, as a machine that dies loses them all. Ray gives each worker
+        a process group of its own inside the node's session, so the session is what is killed: killing
+        the group alone left a worker finishing its task after its raylet died (a training meant to be cut
+        off came back complete, not resumed, in a CI run)."""
+        for pid in _session(node.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         node.wait()
 
     def wait_for_running_nodes(self) -> None:
@@ -118,6 +135,5 @@ class LocalCluster:
         """Every node killed at once (the processes hold nothing that needs a clean exit)."""
         for node in self.nodes:
             if node.poll() is None:
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
+                self.kill(node)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
