@@ -59,6 +59,32 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """A number parameter an entry asks for before each run (Upscale layer's factor)."""
+
+    name: str  # the operation's parameter
+    help: str
+    integer: bool
+    minimum: float
+    maximum: float
+    default: float
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_", " ").capitalize()
+
+    def check(self, value: object) -> float | int:
+        """The value as the engine takes it; a CanvasError naming the field otherwise."""
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (self.minimum <= value <= self.maximum)
+        ):
+            raise CanvasError(f"{self.label} must be a number from {self.minimum:g} to {self.maximum:g}")
+        return int(round(value)) if self.integer else float(value)
+
+
+@dataclass(frozen=True)
 class Operation:
     """One menu entry: an engine operation as the plugins offer it, built from the engine's capabilities
     (`engine capabilities --json`; `menu`), so an operation added to the engine appears without a new plugin.
@@ -87,6 +113,10 @@ class Operation:
     tasks: tuple[str, ...] = ()
     choices: tuple[Choice, ...] = ()
     whole_layer: bool = False  # a picked model's entry that takes the whole layer (Paint to image)
+    # The result is a picture of its own size (Upscale layer): a new document (Krita) or image (GIMP), made
+    # from the active layer's own pixels (the selected part of them), which the model learns.
+    new_image: bool = False
+    asks: tuple[Ask, ...] = ()  # numbers asked before each run
 
     @property
     def krita_action(self) -> str:
@@ -138,6 +168,13 @@ def menu(capabilities: dict[str, Any]) -> list[Operation]:
                 Choice(p["name"], p["help"], tuple(p["choices"]), p["default"])
                 for p in op["params"]
                 if p["type"] == "choice" and editor.get("pick_model")
+            ),
+            new_image=bool(editor.get("new_image")),
+            asks=tuple(
+                Ask(p["name"], p["help"], p["type"] == "int", p["minimum"], p["maximum"], p["default"])
+                for name in editor.get("ask", [])
+                for p in op["params"]
+                if p["name"] == name
             ),
         )
         entries.append(entry)
@@ -396,14 +433,22 @@ def apply_job(
     seed: int | None = None,
     color_match: float | None = None,
     finetune_iters: int | None = None,
+    values: dict[str, float] | None = None,
 ) -> Job:
     """The request for a menu entry: the picture (and selection) it works on, with what the engine trains
     on when no model is stored for this picture yet. color_match: 0-1, or None for the engine's default
     (docs/engine.md). finetune_iters: fine-tune the model on this composite first (a new model; minutes on
-    a CPU), or None."""
+    a CPU), or None. values: the numbers the entry asked for (`Operation.asks`); those not given take the
+    engine's defaults."""
     buffers: list[Any] = []
     order = canvas.channel_order
     params: dict[str, Any] = {"seed": seed, "color_match": color_match}
+    unknown = sorted(set(values or {}) - {a.name for a in op.asks})
+    if unknown:
+        raise CanvasError(f"{op.label} asks for no {unknown[0]!r}")
+    params.update({a.name: a.check(values[a.name]) for a in op.asks if values and a.name in values})
+    if op.new_image:
+        return _new_image_job(op, canvas, params, preset)
     if op.new_layer:
         # A new canvas-sized picture, limited to the selection when there is one.
         bbox = (
@@ -441,6 +486,72 @@ def apply_job(
         crop_to_bbox=image is not None,  # the new layer is limited to the selection: only that comes back
     )
     return Job(request, buffers, bbox)
+
+
+def _new_image_job(op: Operation, canvas: Canvas, params: dict[str, Any], preset: str | None) -> Job:
+    """An entry whose result is a picture of its own (Upscale layer): the active layer's own pixels, the
+    selected part of them (its bounds, the layer's alpha times the selection), which the model learns and
+    the operation enlarges."""
+    if canvas.selection is not None:
+        mask = canvas.mask()
+        box = mask_bbox(mask)
+    else:
+        box = BBox(x=0, y=0, w=canvas.width, h=canvas.height)
+    rows, cols = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
+    pixels = np.array(canvas.pixels(canvas.layer)[rows, cols])
+    if canvas.selection is not None:
+        alpha = pixels[..., 3].astype(np.uint32) * mask[rows, cols]
+        pixels[..., 3] = ((alpha + 127) // 255).astype(pixels.dtype)
+    if not pixels[..., 3].any():
+        where = " in the selection" if canvas.selection is not None else ""
+        raise EmptySelection(f"the active layer is empty{where}: make the layer to {op.label.lower()} active")
+    buffers: list[Any] = []
+    image = frames.attach(buffers, pixels, canvas.channel_order)
+    request = ApplyRequest(
+        operation=op.name,
+        family=op.family,
+        image=image,
+        background=image,  # the model learns the picture it enlarges (one frame on the wire)
+        params={k: v for k, v in params.items() if k in op.params and v is not None},
+        train_if_missing=True,
+        train={"preset": preset} if preset else {},
+        retrain=op.retrain,
+    )
+    return Job(request, buffers, box)
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A picture of its own size for a new document (Krita) or image (GIMP): width x height pixels in the
+    editor's channel order at the canvas's depth, rows top down; `layer_name` for its one layer, `title`
+    for the document."""
+
+    width: int
+    height: int
+    data: bytes
+    depth: int
+    layer_name: str
+    title: str
+
+
+def new_image_from_result(op: Operation, canvas: Canvas, job: Job, message: Message) -> NewImage:
+    """The engine's picture for a `new_image` entry, checked against the size asked for (the region sent
+    times the factor, where the entry has one)."""
+    array, desc = result_image(message)
+    box = job.bbox
+    factor = getattr(job.request, "params", {}).get("factor")
+    if factor is None:
+        factor = next((a.default for a in op.asks if a.name == "factor"), None)
+    if factor is not None and (desc.width, desc.height) != (round(box.w * factor), round(box.h * factor)):
+        raise ImageError(
+            f"the engine returned a {desc.width}x{desc.height} image for {box.w}x{box.h} times {factor:g}; "
+            "update the engine and the plugin together"
+        )
+    rgba = _to_rgba(array, desc, canvas.depth)
+    data = np.ascontiguousarray(frames.from_canonical(rgba, canvas.channel_order)).tobytes()
+    times = f" x{factor:g}" if factor is not None else ""
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", canvas.name) or "Layer"
+    return NewImage(desc.width, desc.height, data, canvas.depth, op.layer_name + times, f"{stem}{times}")
 
 
 PREVIEW_SUFFIX = " (preview)"  # the name of a layer that holds a training-free preview (engine/preview.py)

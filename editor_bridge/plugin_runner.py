@@ -38,10 +38,12 @@ from editor_bridge.plugin_core import (
     CanvasError,
     Job,
     LayerPatch,
+    NewImage,
     Operation,
     animation_from_result,
     apply_job,
     menu,
+    new_image_from_result,
     patch_from_result,
     picked_model_job,
     preview_patch,
@@ -398,11 +400,14 @@ class Runner:
         refine: bool = False,
         model_id: str | None = None,
         choices: dict[str, str] | None = None,
-    ) -> LayerPatch | Animation:
-        """The new layer's pixels (an Animation for an entry that makes a clip).
+        values: dict[str, float] | None = None,
+    ) -> LayerPatch | Animation | NewImage:
+        """The new layer's pixels (an Animation for an entry that makes a clip, a NewImage for one that
+        makes a picture of its own size).
         color_match: this run's (the editor's dialog); None: the settings file's, else the engine's.
         refine: fine-tune the model on this composite first (settings' refine_iters; a new model).
-        model_id, choices: the stored model and choices the artist picked (entries with `pick_model`)."""
+        model_id, choices: the stored model and choices the artist picked (entries with `pick_model`).
+        values: the numbers the artist gave (entries that ask some, `Operation.asks`)."""
         client = connect(self.settings)
         try:
             # Fail before sending megabytes when the file points at an engine that is gone or hung.
@@ -429,6 +434,7 @@ class Runner:
                     seed=seed,
                     color_match=color_match,
                     finetune_iters=self.settings.refine_iters if refine else None,
+                    values=values,
                 )
             self.on_progress(Progress(0, f"{op.label}: sending the picture to the engine..."))
             message = client.run_job(
@@ -441,6 +447,8 @@ class Runner:
             )
             if op.frames:
                 return animation_from_result(op, canvas, message)
+            if op.new_image:
+                return new_image_from_result(op, canvas, job, message)
             return patch_from_result(op, canvas, job, message)
         finally:
             # Closing here, on the thread that used it, is what keeps Krita from crashing at exit.

@@ -162,12 +162,21 @@ class EditorUse:
     # With pick_model: the entry takes the whole active layer (a sketch the model redraws), not the
     # selected part of it, and writes the result over the whole layer.
     whole_layer: bool = False
+    # The result is a picture of its own size (an upscaled layer): a new document in Krita, a new image in
+    # GIMP. The entry sends the active layer's own pixels (the selected part of them, where there is a
+    # selection), and the model learns those.
+    new_image: bool = False
+    # The operation's number parameters the editors ask for before each run (a dialog in Krita, the
+    # procedure's arguments in GIMP), with the parameter's help, range and default.
+    ask: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         return {
             "tooltip": self.tooltip,
             "pick_model": self.pick_model,
             "whole_layer": self.whole_layer,
+            "new_image": self.new_image,
+            "ask": list(self.ask),
             "layer_name": self.layer_name,
             "action": self.action,
             "picture": self.picture,
@@ -216,6 +225,12 @@ class OperationSpec:
     output_pixels: Callable[[dict[str, Any], tuple[int | None, int | None]], int] | None = None
     editor: EditorUse | None = None  # None: not in the editors' menus
     out_suffix: str = ""  # a FILE operation's file name ending (".onnx")
+
+    def __post_init__(self) -> None:
+        numbers = {p.name for p in self.params if p.type in (ParamType.INT, ParamType.FLOAT)}
+        asked = set(self.editor.ask) if self.editor is not None else set()
+        if asked - numbers:
+            raise ValueError(f"`{self.name}` asks the editors for {sorted(asked - numbers)}: not its numbers")
 
     def check_model(self, loaded: Loaded) -> None:
         if loaded.family.name != self.family:

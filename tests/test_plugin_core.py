@@ -20,6 +20,7 @@ from editor_bridge.plugin_core import (
     find,
     mask_bbox,
     menu,
+    new_image_from_result,
     patch_from_result,
     picked_model_job,
 )
@@ -110,6 +111,7 @@ def test_the_menu_is_built_from_the_engines_capabilities():
         ("Animate layer", "singan_animate", "python-fu-singan-animate", "Animated"),
         ("Re-style layer", "singan_restyle", "python-fu-singan-restyle", "Re-styled"),
         ("Paint to image", "singan_paint_to_image", "python-fu-singan-paint-to-image", "Painted"),
+        ("Upscale layer", "singan_upscale_layer", "python-fu-singan-upscale-layer", "Upscaled"),
         ("Retrain and harmonize selection", "singan_retrain_harmonize", "python-fu-singan-retrain-harmonize",
          "Harmonized"),
         ("Retrain and edit selection", "singan_retrain_edit", "python-fu-singan-retrain-edit", "Edited"),
@@ -487,3 +489,53 @@ def test_restyle_without_a_selection_keeps_the_layers_own_alpha():
         RESTYLE, canvas, job, roundtrip(ResultReply(job_id="j", images=[desc]), buffers)
     )
     assert np.frombuffer(patch.data, np.uint8).reshape(3, 4, 4)[0, 0, 3] == 100
+
+
+@pytest.mark.parametrize("editor", [Editor.KRITA, Editor.GIMP])
+def test_upscale_layer_sends_the_layers_selected_part_and_gives_a_picture_of_its_own(editor):
+    """Upscale layer asks for its factor and strength (the engine's ranges and defaults); the model learns,
+    and the engine enlarges, the active layer's own pixels in the selection's bounds, their alpha times the
+    selection; the result is a picture of the region's size times the factor, not a layer of the canvas."""
+    up = ENTRIES["upscale_layer"]
+    assert up.new_image and not up.new_layer and not up.pick_model
+    assert [(a.name, a.minimum, a.maximum, a.default, a.integer) for a in up.asks] == [
+        ("factor", 1.0, 16.0, 4.0, False),
+        ("strength", 0.0, 1.0, 0.75, False),
+    ]
+    canvas = make_canvas(editor)
+    job = apply_job(up, canvas, preset="tiny", values={"factor": 2})
+    req = job.request
+    assert req.operation == "upscale" and req.family == "singan" and req.train_if_missing
+    assert req.params == {"factor": 2.0} and req.train == {"preset": "tiny"}
+    assert req.background == req.image and req.image.bbox is None and req.mask is None
+    assert not req.crop_to_bbox and not req.preview
+    assert job.bbox == BBox(x=2, y=1, w=7, h=5)  # the selection's bounds
+    sent, order = frames.to_canonical(
+        np.array(frames.from_frame(job.buffers, req.image)), req.image.channel_order
+    )
+    layer = frames.to_canonical(canvas.pixels(canvas.layer), editor.channel_order)[0]
+    assert sent.shape == (5, 7, 4) and (sent[..., :3] == layer[1:6, 2:9, :3]).all()
+    mask = np.frombuffer(canvas.selection, np.uint8).reshape(H, W)[1:6, 2:9]
+    assert (sent[..., 3] == (layer[1:6, 2:9, 3].astype(int) * mask + 127) // 255).all()  # soft edge kept
+    whole = apply_job(up, make_canvas(editor, selection=False))  # no selection: the whole layer
+    assert whole.bbox == BBox(x=0, y=0, w=W, h=H) and whole.request.params == {}
+    with pytest.raises(CanvasError, match="Factor must be a number from 1 to 16"):
+        apply_job(up, canvas, values={"factor": 40})
+    with pytest.raises(CanvasError, match="asks for no 'seed'"):
+        apply_job(up, canvas, values={"seed": 3})
+    empty = make_canvas(editor)
+    empty = Canvas(editor, W, H, empty.composite, bytes(W * H * 4), selection=empty.selection)
+    with pytest.raises(EmptySelection, match="the active layer is empty in the selection"):
+        apply_job(up, empty)
+
+    big = np.repeat(np.repeat(sent, 2, axis=0), 2, axis=1)  # the engine's picture, in RGBA
+    buffers: list = []
+    desc = frames.attach(buffers, frames.from_canonical(big, order), order)
+    named = Canvas(editor, W, H, canvas.composite, canvas.layer, selection=canvas.selection, name="tree.kra")
+    image = new_image_from_result(up, named, job, roundtrip(ResultReply(images=[desc]), buffers))
+    assert (image.width, image.height, image.depth) == (14, 10, 8)
+    assert (image.layer_name, image.title) == ("Upscaled x2", "tree x2")
+    assert image.data == rgba_to(editor, big)  # in the editor's channel order
+    default = apply_job(up, canvas)  # the engine's factor, 4: a 2x picture is not what was asked for
+    with pytest.raises(ImageError, match="returned a 14x10 image for 7x5 times 4"):
+        new_image_from_result(up, canvas, default, roundtrip(ResultReply(images=[desc]), buffers))

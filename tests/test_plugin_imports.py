@@ -88,6 +88,7 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_animate", "Animate layer", ""),
         ("singan_restyle", "Re-style layer", ""),
         ("singan_paint_to_image", "Paint to image", ""),
+        ("singan_upscale_layer", "Upscale layer", ""),
         ("singan_retrain_harmonize", "Retrain and harmonize selection", ""),
         ("singan_retrain_edit", "Retrain and edit selection", ""),
     ], created
@@ -127,6 +128,7 @@ GIMP = BLOCK + textwrap.dedent(
         "python-fu-singan-restyle",
         "python-fu-singan-retrain-edit",
         "python-fu-singan-retrain-harmonize",
+        "python-fu-singan-upscale-layer",
         "python-fu-singan-variation",
     ]
     assert module.SinganStudio.do_query_procedures(None) == list(module.procedures())

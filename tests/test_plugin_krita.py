@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from editor_e2e import (
@@ -87,6 +88,16 @@ RUNS = [
     {"action": "singan_variation", "layer": "Variation", "tag": "variation2"},  # another one
     # Paint to image: the stored SinGAN model picked in its dialog redraws the whole pasted layer
     {"action": "singan_paint_to_image", "layer": "Painted", "tag": "painted", "pick": {}},
+    # Upscale layer: the selected part of the pasted layer as a new document twice as large (the factor
+    # given in its dialog); again, the dialog offers the factor given last, and the model is reused
+    {
+        "action": "singan_upscale_layer",
+        "layer": "Upscaled x2",
+        "tag": "upscale",
+        "new_document": True,
+        "values": {"factor": 2},
+    },
+    {"action": "singan_upscale_layer", "layer": "Upscaled x2", "tag": "upscale2", "new_document": True},
     # Animate layer: an animation model of the picture, its clip a new animated layer on the timeline
     {"action": "singan_animate", "layer": "Animated", "tag": "animate", "animated": True},
     {"action": "singan_animate", "layer": "Animated", "tag": "animate2", "animated": True},  # model reused
@@ -267,6 +278,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
         "singan_animate",
         "singan_restyle",
         "singan_paint_to_image",
+        "singan_upscale_layer",
         "singan_retrain_harmonize",
         "singan_retrain_edit",
     ]
@@ -276,6 +288,7 @@ SPECIAL = (
     *("keep", "overlay", "local_selection", "sixteen_bit", "in_16_bits", "float", "convert_meanwhile"),
     "generate",  # a square in the selection's bounds, not the whole selection
     "animated",  # a clip of the whole picture
+    "new_document",  # a picture of its own
 )
 LAYER_RUNS = [run for run in RUNS if "layer" in run and not any(run.get(key) for key in SPECIAL)]
 
@@ -341,7 +354,7 @@ def test_second_harmonization_reuses_the_model(krita_run):
 def test_retrain_paints_with_a_new_model_that_later_runs_reuse(krita_run):
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
     trained = [m for m in stored_models(krita_run["engine_home"]) if m["training_key"] is not None]
-    seeds = sorted(m["training"]["seed"] for m in trained if m["model"]["mode"] == "harmonization")
+    seeds = sorted(m["training"]["seed"] for m in trained if m["model"].get("mode") == "harmonization")
     assert seeds == [0, 0, 0, 1]  # the 16-bit and float pictures' models are their first: seed 0
     first, retrained = raw(out / "harmonize_new_layer.raw", scene), raw(out / "retrain_new_layer.raw", scene)
     assert not (first == retrained).all(), "the retrained model gave the first model's result"
@@ -366,6 +379,8 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "restyle": None,  # Re-style layer asks for a model instead
         "generated": None,  # so does Generate from set
         "painted": None,  # and Paint to image
+        "upscale": None,  # Upscale layer asks for its factor and strength
+        "upscale2": None,
         "variation": None,  # Generate variation asks nothing
         "variation2": None,
         "animate": None,  # so does Animate layer
@@ -706,6 +721,36 @@ def test_an_animated_layer_of_a_16_bit_image_is_16_bits_in_its_profile(krita_run
     assert (first[..., 3] == 65535).all()
     assert np.abs(first[..., :3].mean((0, 1)) / 257 - before[..., :3].mean((0, 1))).max() < 25
     assert "Animated" not in driver["deep_animate_undone_layers"]
+
+
+def test_upscale_layer_opens_the_selected_part_twice_as_large_in_a_new_document(krita_run):
+    """The dialog offers the engine's factor and strength (the factor given last, the second time); the new
+    document, shown in a view, is the selection's bounds at twice the size in the painting's colour space,
+    its one layer the pasted object's pixels enlarged (near a bicubic enlargement of them, transparent
+    where the selection is not); the painting keeps its layers. One super-resolution model serves both."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert driver["upscale_values_shown"] == {"factor": 4.0, "strength": 0.75}
+    assert driver["upscale2_values_shown"] == {"factor": 2.0, "strength": 0.75}
+    ys, xs = np.nonzero(scene.selection)
+    x0, y0, w, h = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    for tag in ("upscale", "upscale2"):
+        made = driver[f"{tag}_document"]
+        assert made["size"] == [2 * w, 2 * h] and made["space"] == ["RGBA", "U8"] and made["shown"], made
+        assert made["layers"] == ["Upscaled x2"] and made["title"] == "background x2"
+        assert made["painting_layers"] == driver["before_layers"]
+    new = np.frombuffer((out / "upscale_new_document.raw").read_bytes(), np.uint8).reshape(2 * h, 2 * w, 4)
+    layer = raw(out / "before_object.raw", scene)[y0 : y0 + h, x0 : x0 + w]  # Krita's B,G,R,A
+    bicubic = cv2.resize(layer, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC).astype(int)
+    sel = cv2.resize(scene.selection[y0 : y0 + h, x0 : x0 + w].astype(np.uint8), (2 * w, 2 * h)) > 0
+    solid = cv2.erode(sel.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    near = cv2.dilate(sel.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0  # (bicubic alpha spreads 2 px)
+    assert solid.mean() > 0.1 and (new[solid, 3] == 255).all() and (new[~near, 3] == 0).all()
+    error = np.abs(new[solid, :3].astype(int) - bicubic[solid, :3]).mean()
+    swapped = np.abs(new[solid][:, [2, 1, 0]].astype(int) - bicubic[solid, :3]).mean()
+    assert error < 20 and error < swapped - 15, (error, swapped)  # the object, in Krita's channel order
+    again = np.frombuffer((out / "upscale2_new_document.raw").read_bytes(), np.uint8).reshape(2 * h, 2 * w, 4)
+    assert (again == new).all()  # the same model and seed: the same picture
+    assert [m.task for m in krita_run["models"]].count("super_resolution") == 1
 
 
 def test_paint_to_image_redraws_the_whole_layer_with_the_picked_model(krita_run):

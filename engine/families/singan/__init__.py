@@ -263,9 +263,14 @@ OPERATIONS = (
         ),
     ),
     OperationSpec(
-        "upscale", "Upscale", NAME, ("super_resolution",),
+        "upscale", "Upscale layer", NAME, ("super_resolution",),
         "the training image made larger by SinGAN's super-resolution",
         takes_image=True, takes_mask=False, returns=Returns.LAYER, run=_upscale,
+        editor=EditorUse(
+            "Upscaled", "upscale_layer", new_image=True, ask=("factor", "strength"),
+            tooltip="The active layer (or its selected part) as a new image, several times larger: a "
+            "SinGAN model learns the layer's own detail (minutes the first time), then adds it at each step",
+        ),
         params=(
             Param("factor", ParamType.FLOAT, "how many times larger, 1 to 16 (default: 4)", default=4.0,
                   minimum=1.0, maximum=16.0),

@@ -1,6 +1,7 @@
 """The questions an entry asks before each run: Harmonize selection how much colour match, and whether to
 refine the model on this object first; Re-style layer which stored model, and which way; Generate from set
-which stored model, and which seed (docs/artists.md)."""
+which stored model, and which seed; Upscale layer how many times larger, and how strongly (docs/artists.md).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from PyQt5.QtWidgets import (
     QVBoxLayout,
 )
 
-from editor_bridge.plugin_core import Operation
+from editor_bridge.plugin_core import Ask, Operation
 from editor_bridge.plugin_runner import COLOR_MATCH_HELP, REFINE_LABEL, model_label
 from editor_bridge.protocol import ModelInfo
 
@@ -142,3 +143,50 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> Picked | None:
     for name, value in picked.items():
         Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_{name}", value)
     return model_id, picked, seed
+
+
+VALUES_DIALOG_NAME, VALUE_PREFIX = "singan_values_dialog", "singan_value_"  # + the number's name: its box
+
+
+def _last_value(op: Operation, ask: Ask) -> float:
+    """The value used last time in this Krita, else the engine's default."""
+    try:
+        value = float(Krita.instance().readSetting(SETTING_GROUP, f"{op.action}_{ask.name}", ""))
+    except ValueError:
+        return ask.default
+    return value if ask.minimum <= value <= ask.maximum else ask.default
+
+
+def ask_values(parent, op: Operation) -> dict[str, float] | None:
+    """The numbers an entry asks for (Upscale layer's factor and strength), each with the engine's help as
+    its tooltip and the value used last time first; remembered for the next run. None if cancelled."""
+    dialog = QDialog(parent)
+    dialog.setObjectName(VALUES_DIALOG_NAME)
+    dialog.setWindowTitle(op.label)
+    form = QFormLayout()
+    boxes = {}
+    for ask in op.asks:
+        box = QDoubleSpinBox()
+        box.setObjectName(VALUE_PREFIX + ask.name)
+        box.setDecimals(0 if ask.integer else 2)
+        box.setRange(ask.minimum, ask.maximum)
+        box.setSingleStep(1.0 if ask.integer or ask.maximum - ask.minimum > 4 else 0.05)
+        box.setValue(_last_value(op, ask))
+        box.setToolTip(ask.help)
+        form.addRow(ask.label + ":", box)
+        boxes[ask.name] = box
+    text = QLabel(op.tooltip)
+    text.setWordWrap(True)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(text)
+    layout.addLayout(form)
+    layout.addWidget(_ok_cancel(dialog))
+    try:
+        if dialog.exec_() != QDialog.Accepted:
+            return None
+        values = {name: round(box.value(), box.decimals()) for name, box in boxes.items()}
+    finally:
+        dialog.deleteLater()
+    for name, value in values.items():
+        Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_{name}", str(value))
+    return values

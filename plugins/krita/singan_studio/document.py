@@ -1,4 +1,5 @@
-"""Adapters for Krita's document, layer and selection: read a `Canvas`; write a `LayerPatch` as a layer."""
+"""Adapters for Krita's document, layer and selection: read a `Canvas`; write a `LayerPatch` as a layer, a
+clip as an animated layer, a `NewImage` as a new document."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from editor_bridge.plugin_core import (
     CanvasError,
     Editor,
     LayerPatch,
+    NewImage,
     Operation,
     check_canvas_unchanged,
     check_color_depth,
@@ -51,6 +53,8 @@ class Target:
     clicked: object = None  # the node the artist had active (the layer, or one of its masks)
     on_top: bool = False  # a variation shows the whole picture: it goes on top of the layer stack
     model_kept: bool = False  # the entry runs a model the artist picked (not one of this picture)
+    image_space: Space | None = None  # the document's own colour space (a float one, where `space` is not)
+    resolution: float = 72.0  # the document's pixels per inch
 
 
 def _space(item) -> Space:
@@ -94,7 +98,8 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
     clicked = document.activeNode()
     node = _layer_of(clicked)
     picture = op is not None and op.picture
-    if not picture:
+    own_pixels = op is not None and op.new_image  # the layer's own pixels: shown or hidden, the same
+    if not picture and not own_pixels:
         item = node
         while item is not None and item.parentNode() is not None:  # the root has no eye
             if not item.visible():  # a hidden layer (or group) is not in the picture the artist sees
@@ -120,7 +125,9 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
     mask = bytes(selection.pixelData(0, 0, width, height)) if selection is not None else None
     layer = bytes(node.projectionPixelData(0, 0, width, height))
     layer = _convert(layer, width, height, _space(node), space) if floating else layer
-    if op is not None and op.picture:
+    if own_pixels:
+        composite, background = layer, None  # (nothing else is sent: no refresh of the image needed)
+    elif op is not None and op.picture:
         composite = _projection_without(document, _results(document.rootNode(), op.layer_name), space)
         background = None
     else:
@@ -138,10 +145,13 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
             layer=layer,
             background=background,
             selection=mask,
-            name=document.name() or "",
+            name=document.name() or Path(document.fileName() or "").name,  # (name(): the title, if set)
             depth=depth,
         ),
-        Target(document, node, width, height, space, clicked, on_top=picture, model_kept=kept),
+        Target(
+            document, node, width, height, space, clicked, on_top=picture, model_kept=kept,
+            image_space=_space(document), resolution=document.resolution(),
+        ),  # fmt: skip
     )
 
 
@@ -277,6 +287,40 @@ def fill_result_layer(target: Target, layer, patch: LayerPatch) -> None:
     layer.setPixelData(data, patch.x, patch.y, patch.width, patch.height)
     layer.setName(_unique_name(layer.parentNode(), patch.name, besides=layer))
     document.refreshProjection()
+
+
+def open_new_image(target: Target, image: NewImage):
+    """The picture as a new document in a view of its own, in the source document's colour space and
+    resolution, its one paint layer holding the pixels (transparent where they are). Nothing of it is an
+    undo step (the layer Krita makes with a document is filled and renamed, not added): closing the
+    document is the way back, and the source document is untouched (it may even have been closed)."""
+    app = Krita.instance()
+    space = target.image_space or target.space
+    document = app.createDocument(image.width, image.height, image.title, *space, target.resolution)
+    if document is None:
+        raise CanvasError(
+            f"Krita could not make a {image.width}x{image.height} image (is memory short?): close other "
+            "images, or ask for a smaller factor"
+        )
+    try:
+        layers = [node for node in document.rootNode().childNodes() if node.type() == "paintlayer"]
+        if len(layers) != 1:
+            raise CanvasError("Krita made the new image without its layer; see Krita's log")
+        layer = layers[0]
+        data = _convert(image.data, image.width, image.height, target.space, _space(layer))
+        layer.setPixelData(data, 0, 0, image.width, image.height)
+        layer.setName(image.layer_name)
+        document.refreshProjection()
+        document.waitForDone()
+        window = app.activeWindow()
+        if window is None:
+            raise CanvasError("there is no Krita window to show the new image in")
+        window.addView(document)
+    except BaseException:
+        document.setModified(False)
+        document.close()
+        raise
+    return document
 
 
 @dataclass

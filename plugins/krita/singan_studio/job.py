@@ -11,7 +11,7 @@ from krita import Krita
 from PyQt5.QtCore import QObject, Qt, QThread, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
-from editor_bridge.plugin_core import Animation, Canvas, LayerPatch, Operation
+from editor_bridge.plugin_core import Animation, Canvas, LayerPatch, NewImage, Operation
 from editor_bridge.plugin_runner import (
     ArtistMessage,
     Progress,
@@ -22,7 +22,7 @@ from editor_bridge.plugin_runner import (
     start_engine,
 )
 
-from .dialog import Picked, ask_harmonize_options, ask_model
+from .dialog import Picked, ask_harmonize_options, ask_model, ask_values
 from .document import (
     ClipFile,
     Target,
@@ -30,6 +30,7 @@ from .document import (
     add_result_layer,
     clip_step,
     fill_result_layer,
+    open_new_image,
     read_canvas,
     write_clip,
 )
@@ -48,7 +49,7 @@ class Worker(QObject):
     succeeded = pyqtSignal(object)
     failed = pyqtSignal(object)
 
-    def __init__(self, task: Callable[[Worker], LayerPatch | ClipFile]) -> None:
+    def __init__(self, task: Callable[[Worker], LayerPatch | ClipFile | NewImage]) -> None:
         super().__init__()
         self._task = task
 
@@ -75,6 +76,7 @@ class JobController(QObject):
         self._color_match: float | None = None
         self._refine = False
         self._picked: Picked | None = None
+        self._values: dict[str, float] | None = None
         self._preview_layer = None  # the result layer while it holds a preview (engine/preview.py)
         # True while the preview is written: Krita waits for a busy image inside addChildNode delivering
         # queued signals, so the final result could otherwise be handled inside the preview's write.
@@ -113,6 +115,11 @@ class JobController(QObject):
             picked = ask_model(self._window(), op, models)
             if picked is None:
                 return  # cancelled in the dialog
+        values = None
+        if op.asks:
+            values = ask_values(self._window(), op)
+            if values is None:
+                return  # cancelled in the dialog
         # Read after the dialog: reading the background refreshes the whole image twice (and a float
         # image is converted for the engine: seconds for a large one, so the cursor says it is busy).
         QApplication.setOverrideCursor(Qt.WaitCursor)
@@ -123,7 +130,7 @@ class JobController(QObject):
             self._show(artist_message(exc, op))
             return
         QApplication.restoreOverrideCursor()
-        self._launch(op, canvas, target, color_match, refine, picked, start_first=False)
+        self._launch(op, canvas, target, color_match, refine, picked, values, start_first=False)
 
     def _launch(
         self,
@@ -133,17 +140,18 @@ class JobController(QObject):
         color_match: float | None,
         refine: bool,
         picked: Picked | None,
+        values: dict[str, float] | None,
         *,
         start_first: bool,
     ) -> None:
         self._op, self._canvas, self._target = op, canvas, target
-        self._color_match, self._refine, self._picked = color_match, refine, picked
+        self._color_match, self._refine, self._picked, self._values = color_match, refine, picked, values
         model_id, choices, seed = picked if picked is not None else (None, None, None)
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
         step = clip_step(target.document, op.fps) if op.frames else 1  # here: the GUI thread reads Krita
 
-        def task(worker: Worker) -> LayerPatch | ClipFile:
+        def task(worker: Worker) -> LayerPatch | ClipFile | NewImage:
             def report(progress: Progress) -> None:
                 worker.progressed.emit(progress.percent, progress.text)
 
@@ -152,8 +160,9 @@ class JobController(QObject):
                 start_engine(settings, cancel=cancel)
             runner = Runner(settings, report, cancel, seed=seed, on_preview=worker.previewed.emit)
             result = runner.run(
-                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
-            )
+                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices,
+                values=values,
+            )  # fmt: skip
             if not isinstance(result, Animation):
                 return result
             n = len(result.frames)
@@ -211,13 +220,20 @@ class JobController(QObject):
             self._dialog.setLabelText("Cancelling: waiting for the engine to stop...")
             self._dialog.show()
 
-    def _on_success(self, patch: LayerPatch | ClipFile) -> None:
+    def _on_success(self, patch: LayerPatch | ClipFile | NewImage) -> None:
         if self._writing:  # handled once the preview's write has returned (and it is the layer to fill)
             QTimer.singleShot(50, lambda: self._on_success(patch))
             return
         target, op, preview = self._target, self._op, self._preview_layer
         self._finish()
         assert target is not None
+        if isinstance(patch, NewImage):  # a picture of its own: whether its source is still open or not
+            try:
+                open_new_image(target, patch)
+            except Exception as exc:  # noqa: BLE001 - a slot's exception would be lost, or abort Krita
+                log.exception("could not open the new image")
+                self._show(artist_message(exc, op))
+            return
         if target.document not in Krita.instance().documents():
             log.warning("the document was closed before the result arrived; dropping it")
             if isinstance(patch, ClipFile):
@@ -244,7 +260,7 @@ class JobController(QObject):
             QTimer.singleShot(50, lambda: self._on_failure(exc))
             return
         op, canvas, target = self._op, self._canvas, self._target
-        color_match, refine, picked = self._color_match, self._refine, self._picked
+        color_match, refine, picked, values = self._color_match, self._refine, self._picked, self._values
         self._finish()
         log.info("job failed: %r", exc)
         message = artist_message(exc, op)
@@ -255,7 +271,7 @@ class JobController(QObject):
                 self._window(), message.title, "The engine is not running. Start it now?"
             )
             if answer == QMessageBox.Yes and op is not None and canvas is not None and target is not None:
-                self._launch(op, canvas, target, color_match, refine, picked, start_first=True)
+                self._launch(op, canvas, target, color_match, refine, picked, values, start_first=True)
             return
         self._show(message)
 
@@ -267,7 +283,7 @@ class JobController(QObject):
             self._dialog.close()
             self._dialog.deleteLater()
         self._thread = self._worker = self._dialog = None
-        self._op = self._canvas = self._target = self._color_match = self._picked = None
+        self._op = self._canvas = self._target = self._color_match = self._picked = self._values = None
         self._preview_layer = None
         self._refine = False
 

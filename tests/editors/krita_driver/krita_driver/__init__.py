@@ -204,6 +204,7 @@ class Driver(Extension):
 
     def trigger(self) -> None:
         log(f"trigger {self.run['action']}")
+        self.known_docs = {d.rootNode().uniqueId() for d in Krita.instance().documents()}
         self.started = time.monotonic()
         # Poll first: a message box the plugin opens blocks trigger() in its own event loop.
         QTimer.singleShot(200, self.poll)
@@ -265,6 +266,46 @@ class Driver(Extension):
         dialog.accept()
         QTimer.singleShot(200, self.poll)
 
+    def answer_values(self, dialog) -> None:
+        """Upscale layer's dialog: note the numbers it offers, give the run's, press OK."""
+        tag = self.run["tag"]
+        boxes = {b.objectName(): b for b in dialog.findChildren(QDoubleSpinBox)}
+        RESULT[f"{tag}_values_shown"] = {k.removeprefix("singan_value_"): b.value() for k, b in boxes.items()}
+        for name, value in self.run.get("values", {}).items():
+            boxes["singan_value_" + name].setValue(value)
+        dialog.accept()
+        QTimer.singleShot(200, self.poll)
+
+    def new_document(self) -> bool:
+        """A run whose result is a new document (Upscale layer): once it is there, note its size, depth,
+        layers and pixels, and the painting's layers (untouched), then close it. True: handled."""
+        tag = self.run["tag"]
+        known = getattr(self, "known_docs", None)
+        made = [d for d in Krita.instance().documents() if d.rootNode().uniqueId() not in (known or set())]
+        layer = None
+        if made:
+            layers = made[0].rootNode().childNodes()
+            layer = next((n for n in layers if n.name() == self.run["layer"]), None)
+        if layer is None:
+            self.poll_again(self.started, f"{tag}: no new document after {CONFIG['timeout_s']} s")
+            return True
+        doc = made[0]
+        doc.waitForDone()
+        w, h = doc.width(), doc.height()
+        RESULT[f"{tag}_document"] = {
+            "size": [w, h], "title": doc.name(), "space": [doc.colorModel(), doc.colorDepth()],
+            "layers": [n.name() for n in doc.rootNode().childNodes()],
+            "shown": any(v.document() is not None and v.document().rootNode().uniqueId() ==
+                         doc.rootNode().uniqueId() for v in Krita.instance().activeWindow().views()),
+            "painting_layers": names(self.doc), "seconds": round(time.monotonic() - self.started, 2),
+        }  # fmt: skip
+        (OUT / f"{tag}_new_document.raw").write_bytes(bytes(layer.pixelData(0, 0, w, h)))
+        doc.setModified(False)
+        doc.close()
+        self.doc.waitForDone()
+        QTimer.singleShot(300, self.next_run)
+        return True
+
     def after_cancelled_dialog(self) -> None:
         RESULT[f"{self.run['tag']}_layers"] = names(self.doc)
         self.next_run()
@@ -286,6 +327,14 @@ class Driver(Extension):
             ]
             if pickers:
                 self.answer_model(pickers[0])
+                return
+            asked = [
+                w
+                for w in QApplication.topLevelWidgets()
+                if w.objectName() == "singan_values_dialog" and w.isVisible()
+            ]
+            if asked:
+                self.answer_values(asked[0])
                 return
             boxes = [
                 w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
@@ -317,6 +366,8 @@ class Driver(Extension):
                 RESULT[f"{self.run['tag']}_preview_seen"] = round(time.monotonic() - self.started, 2)
                 RESULT[f"{self.run['tag']}_preview_layers"] = names(self.doc)
             if self.run.get("cancel") and self.cancel_job():
+                return
+            if self.run.get("new_document") and self.new_document():
                 return
             if self.run.get("expect_message"):  # only a message can come (the image is closed or resized)
                 self.poll_again(self.started, f"{self.run['tag']}: no message after {CONFIG['timeout_s']} s")
