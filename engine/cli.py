@@ -78,7 +78,7 @@ def _train_run(args: argparse.Namespace, device, bar, cancel):
     """The family and the TrainRun that `engine train` asks for, every input checked."""
     from engine import families
     from engine.family import DataKind, TrainData, TrainRun, image_folder
-    from engine.imageio import read_image
+    from engine.imageio import read_image, visible_rgb
 
     family = families.get(args.family)
     task = family.task_named(args.mode, "--mode")
@@ -102,7 +102,7 @@ def _train_run(args: argparse.Namespace, device, bar, cancel):
     if missing:
         raise EngineError(f"{what}: give {wanted}")
     if task.data is DataKind.IMAGE:
-        data = TrainData(image=read_image(args.image).rgb)
+        data = TrainData(image=visible_rgb(read_image(args.image)))
     else:
         data = TrainData(folders=tuple(image_folder(Path(given_data[flag]), flag) for flag in needed))
     run = TrainRun(task.name, data, options, Path(args.out), device, bar, cancel)
@@ -298,7 +298,7 @@ OWN_COMMANDS = {
 def cmd_upscale(args: argparse.Namespace) -> dict:
     """Train (or find) a super-resolution model of the image, then upscale it (SinGAN, issue 23)."""
     from engine import families, operations
-    from engine.imageio import check_output_file, read_image, write_image
+    from engine.imageio import check_output_file, read_image, visible_rgb, write_image
     from engine.model_dir import MODEL_JSON
     from engine.operations import OperationInput
 
@@ -319,10 +319,11 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
     family = families.get("singan")
     options = family.checked_options({"preset": args.preset})
     cached = args.model is None
-    model_dir = Path(args.model) if args.model else _upscale_cache(picture.rgb, family, options, device)
+    rgb = visible_rgb(picture)  # (a transparent part's stored colours filled: engine.imageio)
+    model_dir = Path(args.model) if args.model else _upscale_cache(rgb, family, options, device)
     trained = None
     if not (model_dir / MODEL_JSON).is_file():
-        trained = _train_upscaler(args, model_dir, cached, picture.rgb, family, options, device)
+        trained = _train_upscaler(args, model_dir, cached, rgb, family, options, device)
     loaded = families.load(model_dir, device, backend=None)
     op = operations.for_model(loaded, "upscale")
     params = op.check_params({"factor": args.factor, "strength": args.strength, "seed": args.seed})

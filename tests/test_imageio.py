@@ -103,3 +103,19 @@ def test_a_huge_image_is_refused_from_its_header_without_decoding_it(tmp_path):
     message, peak_mb = out.strip().splitlines()
     assert "over the 100 MP limit: downscale it first" in message
     assert int(peak_mb) < 100, f"{peak_mb} MB: the image was decoded before it was refused"
+
+
+def test_visible_rgb_fills_what_transparent_pixels_hold_from_the_visible_ones():
+    """An erased part holds black: filled from the colours around it; the visible pixels, and a picture
+    without transparent pixels, untouched."""
+    from engine.imageio import visible_rgb
+
+    rgb = np.zeros((20, 30, 3), np.float32)
+    rgb[:, :15] = (1.0, 0.5, 0.0)  # orange on the left; the right half erased (black, alpha 0)
+    alpha = np.zeros((20, 30), np.uint16)
+    alpha[:, :15] = 65535
+    filled = visible_rgb(Picture(rgb, alpha, 16))
+    np.testing.assert_array_equal(filled[:, :15], rgb[:, :15])
+    assert np.abs(filled[:, 15:18] - (1.0, 0.5, 0.0)).max() < 0.02  # the edge's neighbours take its colour
+    opaque = _rgba(255)
+    assert visible_rgb(opaque) is opaque.rgb and visible_rgb(Picture(rgb)) is rgb

@@ -125,6 +125,17 @@ RUNS = [
     # come last: the layers they keep would be in the other runs' pictures.
     {**VARIATION, "tag": "kept", "keep": 1},
     {**VARIATION, "tag": "over", "keep": 1, "layer": "Variation #1"},
+    # Upscale layer from a script (factor 2, strength 0: bicubic steps, a known answer), then from the menu
+    # (its dialog: the defaults, 4 and 0.75): the selected part of the pasted layer as a new image (last
+    # but one: its window stays open)
+    {
+        "procedure": "python-fu-singan-upscale-layer",
+        "layer": "Upscaled x2",
+        "tag": "upscale_script",
+        "arguments": {"factor": 2.0, "strength": 0.0},
+        "new_image": 1,
+    },
+    {"procedure": "python-fu-singan-upscale-layer", "layer": "Upscaled x4", "tag": "upscale", "new_image": 1},
     # Animate layer from the menu: the clip as a new image, one layer a frame (last: its window stays open)
     {"procedure": "python-fu-singan-animate", "tag": "animate", "animation": 1},
 ]
@@ -143,6 +154,7 @@ SPECIAL = (
     "keep",
     "generate",  # a square in the selection's bounds, not the whole selection
     "animation",  # a new image
+    "new_image",
 )
 LAYER_RUNS = [run for run in RUNS if not any(run.get(key) for key in SPECIAL)]
 WINDOW = ("1000", "720")  # the image window's size, fixed so that screenshots and the Cancel click repeat
@@ -512,3 +524,35 @@ def test_animate_layer_opens_the_clip_as_an_image_of_frames(gimp_run):
         assert np.abs(frame[..., :3].mean((0, 1)) - before[..., :3].mean((0, 1))).max() < 25
     assert (first != last).any()  # it moves (a tiny model's clip, little: 0.1 levels on average)
     assert driver["animate_painting_after"] == driver["animate_painting_before"]  # the painting untouched
+
+
+def test_upscale_layer_opens_the_selected_part_enlarged_as_a_new_image(gimp_run):
+    """From a script with factor 2 and strength 0, and from the menu with the dialog's defaults (4, 0.75):
+    a new image of the selection's bounds times the factor (shown in a window when run from the menu), its
+    one layer the pasted object's pixels enlarged, transparent where nothing was selected (at strength 0
+    within a level or two of a bicubic enlargement); the painting untouched; one super-resolution model."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    assert driver["upscale_menu"] == "Upscale layer" and driver["upscale_script_status"] == "success"
+    ys, xs = np.nonzero(scene.selection)
+    x0, y0, w, h = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    pasted = cv2.cvtColor(cv2.imread(str(scene.object), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    layer = pasted[y0 : y0 + h, x0 : x0 + w]
+    for tag, factor in (("upscale_script", 2), ("upscale", 4)):
+        made = driver[f"{tag}_image"]
+        assert made["size"] == [factor * w, factor * h] and made["precision"] == "u8-non-linear", made
+        assert made["layers"] == [f"Upscaled x{factor}"] and made["shown"] == (tag == "upscale")
+        assert driver[f"{tag}_painting_after"] == driver[f"{tag}_painting_before"]
+        new = np.frombuffer((out / f"{tag}_new_image.raw").read_bytes(), np.uint8)
+        new = new.reshape(factor * h, factor * w, 4)
+        size = (factor * w, factor * h)
+        sel = cv2.resize(scene.selection[y0 : y0 + h, x0 : x0 + w].astype(np.uint8), size) > 0
+        solid = cv2.erode(sel.astype(np.uint8), np.ones((4 * factor + 1,) * 2, np.uint8)) > 0
+        near = cv2.dilate(sel.astype(np.uint8), np.ones((4 * factor - 1,) * 2, np.uint8)) > 0
+        assert solid.mean() > 0.1 and (new[solid, 3] == 255).all() and (new[~near, 3] == 0).all()
+        if tag == "upscale_script":
+            bicubic = cv2.resize(layer, size, interpolation=cv2.INTER_CUBIC).astype(int)
+            error = np.abs(new[solid, :3].astype(int) - bicubic[solid, :3]).mean()
+            swapped = np.abs(new[solid][:, [2, 1, 0]].astype(int) - bicubic[solid, :3]).mean()
+            assert error < 4 and swapped > 20, (error, swapped)  # R, G, B as GIMP holds them
+    models = [json.loads(p.read_text()) for p in (gimp_run["home"] / "models").glob("*/model.json")]
+    assert [m["model"].get("task") for m in models].count("super_resolution") == 1

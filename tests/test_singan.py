@@ -411,3 +411,21 @@ def test_bad_inputs_get_one_line_each(generation, image, tmp_path):
     loaded = families.load(generation, backend="torch")
     with pytest.raises(BadInputError, match="upscale needs one trained with --mode super_resolution"):
         upscale(loaded.model["pyramid"], loaded.runner, image, 2.0, 0)
+
+
+def test_upscale_gives_a_cut_out_no_dark_fringe(tmp_path):
+    """An orange disc on transparent black: the enlarged edge keeps the disc's colour (the transparent
+    pixels' black is not learned or enlarged into it), at strength 0 (bicubic steps) and at 1."""
+    disc = np.zeros((48, 48, 4), np.uint8)
+    cv2.circle(disc, (24, 24), 15, (0, 128, 255, 255), -1)  # B, G, R, A
+    src = tmp_path / "disc.png"
+    cv2.imwrite(str(src), disc)
+    for strength in ("0", "1"):
+        out = tmp_path / f"disc{strength}.png"
+        args = ["upscale", str(src), "--factor", "2", "--strength", strength, "--preset", "tiny"]
+        assert main([*args, "--model", str(tmp_path / "model"), "--out", str(out)]) == 0
+        big = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+        assert big.shape == (96, 96, 4)
+        edge = (big[..., 3] > 64) & (big[..., 3] < 255)  # the disc's soft rim
+        assert edge.sum() > 50
+        assert big[edge, 2].min() > 200, (strength, big[edge, 2].min())  # red stays; black would pull it down

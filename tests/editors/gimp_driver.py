@@ -265,6 +265,51 @@ def animation_run(image, obj, window, run):
     RESULT[f"{tag}_painting_after"] = [layer.get_name() for layer in image.get_layers()]
 
 
+def new_image_run(image, obj, window, run):
+    """Upscale layer, from the menu (its dialog: Return takes the defaults) or from a script with its
+    arguments: the result comes as a new image. Its size, precision, layers and pixels go to files, and
+    the painting's layers before and after."""
+    tag = run["tag"]
+    known = {other.get_id() for other in Gimp.get_images()}
+    RESULT[f"{tag}_painting_before"] = [layer.get_name() for layer in image.get_layers()]
+    image.set_selected_layers([obj])
+    start = time.monotonic()
+    if "arguments" in run:
+        RESULT[f"{tag}_status"] = run_pdb(run["procedure"], image, obj, run["arguments"]).index(0).value_nick
+    else:
+        label = Gimp.get_pdb().lookup_procedure(run["procedure"]).get_menu_label()
+        RESULT[f"{tag}_menu"] = label
+        window.run_action(label)
+        window.answer_dialog(label)
+
+    def made():
+        new = [other for other in Gimp.get_images() if other.get_id() not in known]
+        return new if new and layer_named(new[0], run["layer"]) is not None else None
+
+    found = wait_for(made, CONFIG["timeout_s"])
+    if not found:
+        window.screenshot(f"{tag}_timeout_gimp.jpg")
+        raise RuntimeError(f"no new image after {CONFIG['timeout_s']} s")
+    time.sleep(1.0)  # the plug-in opens its window last
+    RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
+    new = found[0]
+    w, h = new.get_width(), new.get_height()
+    RESULT[f"{tag}_image"] = {
+        "size": [w, h], "layers": [layer.get_name() for layer in new.get_layers()],
+        "precision": new.get_precision().value_nick,
+        # a window of its own: GIMP's title ends with the image's size (the painting's is another)
+        "shown": bool(xdo("search", "--onlyvisible", "--name", f"\\) {w}x{h} ")),
+    }  # fmt: skip
+    (OUT / f"{tag}_new_image.raw").write_bytes(read(new.get_layers()[0], w, h))
+    RESULT[f"{tag}_painting_after"] = [layer.get_name() for layer in image.get_layers()]
+    if "arguments" in run:  # no window: nothing of it would stay on screen
+        new.delete()
+    else:  # the painting's view in front again, as the artist clicks it: the next filters run on it
+        Gimp.Display.get_by_id(RESULT["display"]).present()
+        Gimp.displays_flush()
+        time.sleep(1.0)
+
+
 def run_pdb(name, image, drawable, arguments=None):
     """The procedure through the PDB, non-interactively, as a script runs it; its return values."""
     procedure = Gimp.get_pdb().lookup_procedure(name)
@@ -419,7 +464,7 @@ def main():
     w, h = image.get_width(), image.get_height()
     (OUT / "selection.raw").write_bytes(read(image.get_selection(), w, h, "Y u8"))
     image.clean_all()  # as a freshly opened file: the history starts here
-    Gimp.Display.new(image)
+    RESULT["display"] = Gimp.Display.new(image).get_id()
     window = Window()
     dump(image, obj, "before")
     window.screenshot("before_gimp.jpg")
@@ -451,6 +496,9 @@ def main():
             continue
         if run.get("animation"):
             animation_run(image, obj, window, run)
+            continue
+        if run.get("new_image"):
+            new_image_run(image, obj, window, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)

@@ -175,14 +175,14 @@ def _paint2image(loaded: Loaded, given: OperationInput) -> OperationOutput:
 
 def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
     from engine.families.singan.apply import upscale, upscale_steps
-    from engine.imageio import Picture
+    from engine.imageio import Picture, visible_rgb
 
     assert given.picture is not None
     p, step = given.params, given.on_step
     steps, r = upscale_steps(p["factor"])
     report = None if step is None else lambda k, n: step(f"pass {k + 1} of {n} (x{r:.3f})")
     image = upscale(
-        loaded.model["pyramid"], loaded.runner, given.picture.rgb, p["factor"], p["seed"], report,
+        loaded.model["pyramid"], loaded.runner, visible_rgb(given.picture), p["factor"], p["seed"], report,
         p["strength"],
     )  # fmt: skip
     alpha = given.picture.alpha

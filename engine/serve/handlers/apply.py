@@ -16,7 +16,7 @@ from editor_bridge.server import Request
 from engine import families, operations
 from engine.errors import BadInputError, EngineError, IncompatibleModelError
 from engine.family import DataKind, Family, TrainData
-from engine.imageio import Picture, to_array
+from engine.imageio import Picture, to_array, visible_rgb
 from engine.operations import OperationInput, OperationSpec, ParamType, Returns
 from engine.serve.handlers import train
 from engine.serve.handlers.context import Context, canonical, check_image, writes_file
@@ -151,7 +151,7 @@ def run(ctx: Context, job: Job, jc: JobContext) -> tuple[ResultReply, Sequence[A
         p, _ = _training_plan(ctx, c)
         bg = c.background
         assert bg is not None
-        rgb = picture_in(job.buffers, bg).rgb
+        rgb = visible_rgb(picture_in(job.buffers, bg))  # (a transparent part's stored colours filled)
         data, key_source = TrainData(image=rgb), canonical(job.buffers, bg)
         model_id, reused = train.train_or_reuse(ctx, job, jc, p, data, key_source, None, c.retrain)
     if c.finetune_iters:

@@ -20,6 +20,7 @@ from editor_bridge.server import Request
 from engine import families
 from engine.errors import BadInputError, IncompatibleModelError
 from engine.family import DataKind, Family, Task, TrainData, TrainRun, image_folder
+from engine.imageio import visible_rgb
 from engine.model_dir import MODEL_JSON, TRAINING_IMAGE, load_training_image
 from engine.serve.handlers.context import Context, canonical, check_image
 from engine.serve.imaging import picture_in
@@ -106,7 +107,7 @@ def run(ctx: Context, job: Job, jc: JobContext) -> ResultReply:
         return ResultReply(model=ctx.registry.info(model_id))
     p = plan(ctx, c.family, c.task, c.options)
     if c.image is not None:
-        rgb = picture_in(job.buffers, c.image).rgb
+        rgb = visible_rgb(picture_in(job.buffers, c.image))
         data, key_source = TrainData(image=rgb), canonical(job.buffers, c.image)
     elif c.stored_image is not None:
         rgb = load_training_image(ctx.registry.path(c.stored_image))

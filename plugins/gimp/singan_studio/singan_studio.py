@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """SinGAN Studio for GIMP 3: Filters > SinGAN Studio > the engine's operations for editors (Harmonize
-selection, Edit selection, Generate variation, Re-style layer, ...), and those that train on the painting
-with a new model (Retrain and harmonize selection / Retrain and edit selection).
+selection, Edit selection, Generate variation, Re-style layer, Upscale layer, ...), and those that train
+on the painting with a new model (Retrain and harmonize selection / Retrain and edit selection).
 
 A thin adapter: it reads the image and the selection into an editor_bridge `Canvas`, lets editor_bridge's
 Runner talk to `engine serve`, and writes the result as a new layer inside one undo group. GIMP runs each
@@ -33,6 +33,7 @@ from editor_bridge.plugin_core import (  # noqa: E402
     CanvasError,
     Editor,
     LayerPatch,
+    NewImage,
     Operation,
     check_canvas_unchanged,
     check_color_depth,
@@ -201,7 +202,8 @@ def read_canvas(image, drawable, op: Operation | None = None) -> Canvas:
             " becomes the selection, then run this again"
         )
     picture = op is not None and op.picture
-    item = drawable if not picture else None
+    own_pixels = op is not None and op.new_image  # the layer's own pixels: shown or hidden, the same
+    item = drawable if not (picture or own_pixels) else None
     while item is not None:  # a hidden layer (or group) is not in the picture the artist sees
         if not item.get_visible():
             raise CanvasError(HIDDEN_LAYER)
@@ -214,7 +216,9 @@ def read_canvas(image, drawable, op: Operation | None = None) -> Canvas:
     selection = None
     if not Gimp.Selection.is_empty(image):
         selection = _read(image.get_selection(), 0, 0, width, height, MASK_FORMAT)
-    if op is not None and op.picture:
+    if own_pixels:
+        composite, background = layer, None  # nothing else is sent
+    elif op is not None and op.picture:
         composite = _flatten_copy(image, depth, hide=_results(image.get_layers(), op.layer_name))
         background = None
     else:
@@ -320,6 +324,42 @@ def add_animation_image(clip: Animation, profile, show: bool):
     return image
 
 
+PRECISIONS = {8: Gimp.Precision.U8_NON_LINEAR, 16: Gimp.Precision.U16_NON_LINEAR}
+
+
+def add_new_image(result: NewImage, profile, precision, show: bool):
+    """The picture as a new image of one layer, in the painting's colour profile (the engine's values are
+    the painting's) and precision (a float painting's result, which travelled as 16-bit integers, is
+    converted back by GIMP). Shown in a window of its own unless a script runs it (it finds the image among
+    the open ones). Its making is not on its undo history; a half-made image is deleted."""
+    image = Gimp.Image.new_with_precision(
+        result.width, result.height, Gimp.ImageBaseType.RGB, PRECISIONS[result.depth]
+    )
+    try:
+        image.undo_disable()
+        if profile is not None:
+            image.set_color_profile(profile)
+        layer = Gimp.Layer.new(
+            image, result.layer_name, result.width, result.height, Gimp.ImageType.RGBA_IMAGE, 100.0,
+            Gimp.LayerMode.NORMAL,
+        )  # fmt: skip
+        image.insert_layer(layer, None, 0)
+        buffer = layer.get_buffer()
+        rect = Gegl.Rectangle.new(0, 0, result.width, result.height)
+        buffer.set(rect, _rgba(layer, result.depth), result.data)
+        buffer.flush()
+        if precision is not None and precision != image.get_precision():
+            image.convert_precision(precision)
+        image.undo_enable()
+    except BaseException:
+        image.delete()
+        raise
+    if show:
+        Gimp.Display.new(image)
+        Gimp.displays_flush()
+    return image
+
+
 # ---- the procedure ----
 
 
@@ -345,17 +385,19 @@ def _ask_to_start(title: str) -> bool:
     return answer == Gtk.ResponseType.YES
 
 
-def _ask_options(procedure, config, title: str) -> bool:
-    """GIMP's own dialog for the procedure's arguments (colour match, refine); False if the artist cancelled.
-    GIMP remembers the values for the next run, and Filters > Repeat reuses them without asking."""
+def _ask_options(procedure, config, op: Operation) -> bool:
+    """GIMP's own dialog for the procedure's arguments (colour match, refine; Upscale layer's factor and
+    strength); False if the artist cancelled. GIMP remembers the values for the next run, and Filters >
+    Repeat reuses them without asking."""
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
     GimpUi.init("singan_studio")
-    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
-    scale = dialog.get_widget(COLOR_MATCH, GimpUi.SpinScale.__gtype__)  # a slider, as GIMP's filters have
-    scale.set_increments(0.05, 0.25)
-    scale.set_digits(2)
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, op.label)
+    for name in [COLOR_MATCH] if op.ask_color_match else [_argument(a.name) for a in op.asks]:
+        scale = dialog.get_widget(name, GimpUi.SpinScale.__gtype__)  # a slider, as GIMP's filters have
+        scale.set_increments(0.05, 0.25)
+        scale.set_digits(2)
     dialog.fill(None)
     try:
         return bool(dialog.run())
@@ -363,8 +405,13 @@ def _ask_options(procedure, config, title: str) -> bool:
         dialog.destroy()
 
 
+def _argument(name: str) -> str:
+    """A parameter's name as a GIMP argument's."""
+    return name.replace("_", "-")
+
+
 def _choice_argument(choice) -> str:
-    return choice.name.replace("_", "-")
+    return _argument(choice.name)
 
 
 def _ask_model(op: Operation, models, config) -> bool:
@@ -439,11 +486,13 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _error(procedure, f"{op.label}: select a layer in the Layers dialog, not a channel")
     settings = Settings.load(_HERE)
     color_match, refine = None, False
-    if op.ask_color_match:
-        if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_options(procedure, config, op.label):
+    if op.ask_color_match or op.asks:
+        if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_options(procedure, config, op):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    if op.ask_color_match:
         color_match = config.get_property(COLOR_MATCH)
         refine = op.can_refine and config.get_property(REFINE)
+    values = {a.name: config.get_property(_argument(a.name)) for a in op.asks}
     model_id, choices, seed = None, None, None
     if op.pick_model:
         try:
@@ -479,8 +528,9 @@ def run(procedure, run_mode, image, drawables, config, data):
         runner = Runner(settings, _progress, seed=seed, on_job=guard.watch, on_preview=show_preview)
         try:
             patch = runner.run(
-                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
-            )
+                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices,
+                values=values,
+            )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             message = artist_message(exc, op)
             interactive = run_mode == Gimp.RunMode.INTERACTIVE
@@ -491,9 +541,14 @@ def run(procedure, run_mode, image, drawables, config, data):
             _progress(Progress(0, "Starting the engine..."))
             start_engine(settings)
             patch = runner.run(
-                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices
-            )
-        if isinstance(patch, Animation):
+                op, canvas, color_match=color_match, refine=refine, model_id=model_id, choices=choices,
+                values=values,
+            )  # fmt: skip
+        if isinstance(patch, NewImage):  # a picture of its own: whether the painting is still open or not
+            profile = image.get_effective_color_profile() if image.is_valid() else None
+            precision = image.get_precision() if image.is_valid() else None
+            add_new_image(patch, profile, precision, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
+        elif isinstance(patch, Animation):
             profile = image.get_effective_color_profile() if image.is_valid() else None
             add_animation_image(patch, profile, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
         elif shown and image.is_valid() and image.get_layer_by_tattoo(shown[0].get_tattoo()) is not None:
@@ -558,6 +613,11 @@ class SinganStudio(Gimp.PlugIn):
                 False,
                 GObject.ParamFlags.READWRITE,
             )
+        for ask in op.asks:
+            procedure.add_double_argument(
+                _argument(ask.name), f"_{ask.label}", ask.help, ask.minimum, ask.maximum, ask.default,
+                GObject.ParamFlags.READWRITE,
+            )  # fmt: skip
         if op.pick_model:
             procedure.add_string_argument(
                 MODEL, "_Model", "The stored model's id or name (`engine status` lists them); empty: newest",

@@ -149,8 +149,16 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
             depth=depth,
         ),
         Target(
-            document, node, width, height, space, clicked, on_top=picture, model_kept=kept,
-            image_space=_space(document), resolution=document.resolution(),
+            document,
+            node,
+            width,
+            height,
+            space,
+            clicked,
+            on_top=picture,
+            model_kept=kept,
+            image_space=_space(document),
+            resolution=document.resolution(),
         ),  # fmt: skip
     )
 
