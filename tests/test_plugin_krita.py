@@ -153,6 +153,14 @@ RUNS = [
     {"action": "singan_animate", "layer": "Animated", "tag": "deep_animate", "animated": True},
     # ...and converts it to 32-bit float, linear light (this run and those after it)
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "float", "color_match": 0.5, "float": True},
+    # ...and upscales the pasted layer of the float image (strength 0: bicubic steps, a known answer)
+    {
+        "action": "singan_upscale_layer",
+        "layer": "Upscaled x2",
+        "tag": "float_upscale",
+        "new_document": True,
+        "values": {"factor": 2, "strength": 0},
+    },
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
@@ -405,6 +413,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "deep_variation": None,
         "deep_animate": None,
         "float": 0.5,
+        "float_upscale": None,
         "elsewhere": None,
         "resized": None,
         "resized_clip": None,
@@ -743,7 +752,7 @@ def test_upscale_layer_opens_the_selected_part_twice_as_large_in_a_new_document(
     x0, y0, w, h = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
     for tag in ("upscale", "upscale2"):
         made = driver[f"{tag}_document"]
-        assert made["size"] == [2 * w, 2 * h] and made["space"] == ["RGBA", "U8"] and made["shown"], made
+        assert made["size"] == [2 * w, 2 * h] and made["space"][:2] == ["RGBA", "U8"] and made["shown"], made
         assert made["layers"] == ["Upscaled x2"] and made["title"] == "background x2"
         assert made["painting_layers"] == driver["before_layers"]
     plain, detailed = (
@@ -761,7 +770,29 @@ def test_upscale_layer_opens_the_selected_part_twice_as_large_in_a_new_document(
     assert error < 4 and swapped > 20, (error, swapped)  # (3 bicubic steps of 2^(1/3), not one of 2)
     assert (detailed[..., 3] == plain[..., 3]).all()
     assert np.abs(detailed[solid, :3].astype(int) - plain[solid, :3]).mean() > 1  # the model's detail
-    assert [m.task for m in krita_run["models"]].count("super_resolution") == 1
+    # (the float image's run below trains one of its own: other pixels)
+    assert [m.task for m in krita_run["models"]].count("super_resolution") == 2
+
+
+def test_upscale_layer_of_a_float_image_opens_a_float_document(krita_run):
+    """In a 32-bit float, linear-light image the layer travels with the sRGB tone curve, and the new
+    document is float, linear light, like the painting: at strength 0, encoded for display, within a level
+    or two of a bicubic enlargement of the 8-bit object it was made from."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    made = driver["float_upscale_document"]
+    ys, xs = np.nonzero(scene.selection)
+    x0, y0, w, h = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert made["size"] == [2 * w, 2 * h] and made["space"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc"], made
+    linear = np.frombuffer((out / "float_upscale_new_document.raw").read_bytes(), np.float32)
+    new = srgb_16_bit(linear.reshape(2 * h, 2 * w, 4)).astype(int)  # B, G, R, A as 16-bit values
+    layer = raw(out / "before_object.raw", scene)[y0 : y0 + h, x0 : x0 + w]
+    bicubic = cv2.resize(layer, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC).astype(int) * 257
+    sel = cv2.resize(scene.selection[y0 : y0 + h, x0 : x0 + w].astype(np.uint8), (2 * w, 2 * h)) > 0
+    solid = cv2.erode(sel.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert (new[solid, 3] == 65535).all()
+    error = np.abs(new[solid, :3] - bicubic[solid, :3]).mean() / 257
+    swapped = np.abs(new[solid][:, [2, 1, 0]] - bicubic[solid, :3]).mean() / 257
+    assert error < 4 and swapped > 20, (error, swapped)  # a one-sided conversion would be 70 levels off
 
 
 def test_paint_to_image_redraws_the_whole_layer_with_the_picked_model(krita_run):

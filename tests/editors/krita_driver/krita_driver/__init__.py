@@ -293,7 +293,8 @@ class Driver(Extension):
         doc.waitForDone()
         w, h = doc.width(), doc.height()
         RESULT[f"{tag}_document"] = {
-            "size": [w, h], "title": doc.name(), "space": [doc.colorModel(), doc.colorDepth()],
+            "size": [w, h], "title": doc.name(),
+            "space": [doc.colorModel(), doc.colorDepth(), doc.colorProfile()],
             "layers": [n.name() for n in doc.rootNode().childNodes()],
             "shown": any(v.document() is not None and v.document().rootNode().uniqueId() ==
                          doc.rootNode().uniqueId() for v in Krita.instance().activeWindow().views()),
