@@ -315,8 +315,10 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
             "model": None,
             "training_seconds": None,
         }
-    device = _device(args)
     family = families.get("singan")
+    if args.strength == 0 and args.model is None:  # bicubic steps: no model to train or load
+        return _upscale_without_model(args, picture, family)
+    device = _device(args)
     options = family.checked_options({"preset": args.preset})
     cached = args.model is None
     rgb = visible_rgb(picture)  # (a transparent part's stored colours filled: engine.imageio)
@@ -338,6 +340,22 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
         bar.step("writing")
         result = _write_outputs(op, output, Path(args.out), seconds, loaded.runner_info)
     return {**result, "model": str(model_dir), "training_seconds": trained}
+
+
+def _upscale_without_model(args: argparse.Namespace, picture, family) -> dict:
+    """`engine upscale --strength 0`: SinGAN's bicubic steps alone, which no model changes."""
+    from engine.families.singan import upscale_picture
+    from engine.operations import OperationInput
+
+    op = next(o for o in family.operations if o.name == "upscale")
+    params = op.check_params({"factor": args.factor, "strength": 0.0, "seed": args.seed})
+    with _steps(args, "upscale", op.steps(params) + 1) as bar:
+        start = time.perf_counter()
+        output = upscale_picture(None, None, OperationInput(picture, None, params, on_step=bar.step))
+        seconds = round(time.perf_counter() - start, 3)
+        bar.step("writing")
+        result = _write_outputs(op, output, Path(args.out), seconds, {})
+    return {**result, "model": None, "training_seconds": None}
 
 
 def _train_upscaler(args, model_dir: Path, cached: bool, rgb, family, options, device) -> float:

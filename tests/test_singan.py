@@ -257,6 +257,15 @@ def test_upscale_strength_keeps_that_share_of_each_passs_change(image, tmp_path,
         upscale(model, run, image, 2.0, 0, strength=1.5)
     src = tmp_path / "small.png"
     cv2.imwrite(str(src), (image[..., ::-1] * 255).astype(np.uint8))
+    # `engine upscale --strength 0` trains nothing: the bicubic steps, as a model's at strength 0
+    capsys.readouterr()
+    assert main(["upscale", str(src), "--factor", "2", "--strength", "0", "--out", str(tmp_path / "b.png"),
+                 "--json"]) == 0  # fmt: skip
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert done["model"] is None and done["training_seconds"] is None and done["passes"] == 3
+    written = cv2.imread(str(tmp_path / "b.png"))[..., ::-1].astype(np.float32) / 255
+    steps = upscale(model, run, cv2.imread(str(src))[..., ::-1].astype(np.float32) / 255, 2.0, 0, strength=0)
+    assert np.abs(written - steps).max() <= 0.5 / 255 + 1e-6
     with pytest.raises(SystemExit) as refused:  # argparse's usage error
         main(["upscale", str(src), "--factor", "2", "--strength", "2", "--out", str(tmp_path / "o.png")])
     assert refused.value.code == 2

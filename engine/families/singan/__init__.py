@@ -174,6 +174,12 @@ def _paint2image(loaded: Loaded, given: OperationInput) -> OperationOutput:
 
 
 def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
+    return upscale_picture(loaded.model["pyramid"], loaded.runner, given)
+
+
+def upscale_picture(pyramid, runner, given: OperationInput) -> OperationOutput:
+    """The upscale operation on `given`'s picture (alpha enlarged alongside); `pyramid` and `runner` may be
+    None at strength 0 (bicubic steps: `engine upscale --strength 0` trains no model for them)."""
     from engine.families.singan.apply import upscale, upscale_steps
     from engine.imageio import Picture, visible_rgb
 
@@ -182,8 +188,7 @@ def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
     steps, r = upscale_steps(p["factor"])
     report = None if step is None else lambda k, n: step(f"pass {k + 1} of {n} (x{r:.3f})")
     image = upscale(
-        loaded.model["pyramid"], loaded.runner, visible_rgb(given.picture), p["factor"], p["seed"], report,
-        p["strength"],
+        pyramid, runner, visible_rgb(given.picture), p["factor"], p["seed"], report, p["strength"],
     )  # fmt: skip
     alpha = given.picture.alpha
     if alpha is not None:

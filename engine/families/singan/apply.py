@@ -166,15 +166,19 @@ def upscale_steps(factor: float) -> tuple[int, float]:
 
 
 def upscale(
-    model: Pyramid, run: Runner, image: np.ndarray, factor: float, seed: int,
+    model: Pyramid | None, run: Runner | None, image: np.ndarray, factor: float, seed: int,
     on_step: Callable[[int, int], None] | None = None, strength: float = 1.0,
 ) -> np.ndarray:  # fmt: skip
     """The image made `factor` times larger: k times, a bicubic step of r and the finest stage's pass
     (reference SR.py); the last step lands on round(factor x size) exactly. Each pass keeps `strength` of
-    what the stage changes (1: all of it, as the reference; 0: bicubic steps alone)."""
+    what the stage changes (1: all of it, as the reference; 0: bicubic steps alone, which need no model:
+    `model` and `run` may then be None)."""
     if not 0.0 <= strength <= 1.0:
         raise BadInputError(f"--strength must be between 0 and 1 (got {strength:g})")
-    if model.task is not Task.SUPER_RESOLUTION:
+    if model is None or run is None:
+        if strength:
+            raise ValueError("upscale needs a model and its runner unless strength is 0")
+    elif model.task is not Task.SUPER_RESOLUTION:
         raise BadInputError(
             f"this is a SinGAN model for {model.task.value}; upscale needs one trained with --mode "
             "super_resolution (`engine upscale IMAGE` trains it)"
@@ -187,7 +191,6 @@ def upscale(
             f"{w}x{h} px x {factor:g} would be {target[1]}x{target[0]} px, over the "
             f"{MAX_UPSCALED_PIXELS // 1_000_000} megapixels upscale writes: ask for a smaller factor"
         )
-    finest, amp = len(model.shapes) - 1, model.amps[-1]
     rng = torch.Generator().manual_seed(seed)
     x = to_tensor(image)
     with torch.no_grad():
@@ -196,9 +199,11 @@ def upscale(
                 on_step(k - 1, steps)
             shape = target if k == steps else (round(h * r**k), round(w * r**k))
             x = upsample(x, shape)
-            # the first pass with grey noise, as the reference's generator loop draws at its first step
-            noise = amp * draw_noise(rng, shape, finest if k > 1 else 0, model.task)
-            x = x + strength * (run_tiled(run, finest, noise, x) - x) if strength else x
+            if strength and model is not None and run is not None:
+                # the first pass with grey noise, as the reference's generator loop draws at its first step
+                finest = len(model.shapes) - 1
+                noise = model.amps[-1] * draw_noise(rng, shape, finest if k > 1 else 0, model.task)
+                x = x + strength * (run_tiled(run, finest, noise, x) - x)
     return to_image(x)
 
 
