@@ -34,12 +34,12 @@ def _free_port() -> int:
 
 
 def _session(sid: int) -> list[int]:
-    """The processes of session `sid` (its leader included)."""
+    """The live processes of session `sid` (its leader included; zombies, which hold nothing, left out)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                if os.getsid(int(entry.name)) == sid:
+            with contextlib.suppress(ProcessLookupError, PermissionError, FileNotFoundError):
+                if os.getsid(int(entry.name)) == sid and ") Z " not in (entry / "stat").read_text():
                     pids.append(int(entry.name))
     return pids
 
@@ -121,9 +121,14 @@ class LocalCluster:
         a process group of its own inside the node's session, so the session is what is killed: killing
         the group alone left a worker finishing its task after its raylet died (a training meant to be cut
         off came back complete, not resumed, in a CI run)."""
-        for pid in _session(node.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for _ in range(10):  # again while any is left: one may have been forked during the last sweep
+            pids = _session(node.pid)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
         node.wait()
 
     def wait_for_running_nodes(self) -> None:
@@ -133,7 +138,6 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Every node killed at once (the processes hold nothing that needs a clean exit)."""
-        for node in self.nodes:
-            if node.poll() is None:
-                self.kill(node)
+        for node in self.nodes:  # (a node whose leader exited may still have workers in its session)
+            self.kill(node)
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -490,21 +490,22 @@ def apply_job(
 
 def _new_image_job(op: Operation, canvas: Canvas, params: dict[str, Any], preset: str | None) -> Job:
     """An entry whose result is a picture of its own (Upscale layer): the active layer's own pixels, the
-    selected part of them (its bounds, the layer's alpha times the selection), which the model learns and
-    the operation enlarges."""
-    if canvas.selection is not None:
-        mask = canvas.mask()
-        box = mask_bbox(mask)
-    else:
-        box = BBox(x=0, y=0, w=canvas.width, h=canvas.height)
+    selected part of them (its bounds, the layer's alpha times the selection; with nothing selected, the
+    bounds of the layer's visible pixels), which the model learns and the operation enlarges."""
+    mask = canvas.mask()
+    if not mask.any():
+        where = "selection is empty" if canvas.selection is not None else "active layer is empty"
+        raise EmptySelection(
+            f"the {where}: make the layer to enlarge active, and select a part of it or none"
+        )
+    box = mask_bbox(mask)
     rows, cols = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
     pixels = np.array(canvas.pixels(canvas.layer)[rows, cols])
     if canvas.selection is not None:
         alpha = pixels[..., 3].astype(np.uint32) * mask[rows, cols]
         pixels[..., 3] = ((alpha + 127) // 255).astype(pixels.dtype)
     if not pixels[..., 3].any():
-        where = " in the selection" if canvas.selection is not None else ""
-        raise EmptySelection(f"the active layer is empty{where}: make the layer to {op.label.lower()} active")
+        raise EmptySelection("the active layer is empty in the selection: make the layer to enlarge active")
     buffers: list[Any] = []
     image = frames.attach(buffers, pixels, canvas.channel_order)
     request = ApplyRequest(

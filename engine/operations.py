@@ -227,10 +227,18 @@ class OperationSpec:
     out_suffix: str = ""  # a FILE operation's file name ending (".onnx")
 
     def __post_init__(self) -> None:
-        numbers = {p.name for p in self.params if p.type in (ParamType.INT, ParamType.FLOAT)}
+        # what an editor asks must be a number with a range and a default (its dialog's field)
+        numbers = {
+            p.name
+            for p in self.params
+            if p.type in (ParamType.INT, ParamType.FLOAT) and None not in (p.minimum, p.maximum, p.default)
+        }
         asked = set(self.editor.ask) if self.editor is not None else set()
         if asked - numbers:
-            raise ValueError(f"`{self.name}` asks the editors for {sorted(asked - numbers)}: not its numbers")
+            raise ValueError(
+                f"`{self.name}` asks the editors for {sorted(asked - numbers)}: not numbers with a range and "
+                "a default"
+            )
 
     def check_model(self, loaded: Loaded) -> None:
         if loaded.family.name != self.family:

@@ -517,8 +517,8 @@ def test_upscale_layer_sends_the_layers_selected_part_and_gives_a_picture_of_its
     assert sent.shape == (5, 7, 4) and (sent[..., :3] == layer[1:6, 2:9, :3]).all()
     mask = np.frombuffer(canvas.selection, np.uint8).reshape(H, W)[1:6, 2:9]
     assert (sent[..., 3] == (layer[1:6, 2:9, 3].astype(int) * mask + 127) // 255).all()  # soft edge kept
-    whole = apply_job(up, make_canvas(editor, selection=False))  # no selection: the whole layer
-    assert whole.bbox == BBox(x=0, y=0, w=W, h=H) and whole.request.params == {}
+    whole = apply_job(up, make_canvas(editor, selection=False))  # no selection: the layer's visible part
+    assert whole.bbox == BBox(x=3, y=2, w=4, h=3) and whole.request.params == {}
     with pytest.raises(CanvasError, match="Factor must be a number from 1 to 16"):
         apply_job(up, canvas, values={"factor": 40})
     with pytest.raises(CanvasError, match="asks for no 'seed'"):
@@ -527,6 +527,8 @@ def test_upscale_layer_sends_the_layers_selected_part_and_gives_a_picture_of_its
     empty = Canvas(editor, W, H, empty.composite, bytes(W * H * 4), selection=empty.selection)
     with pytest.raises(EmptySelection, match="the active layer is empty in the selection"):
         apply_job(up, empty)
+    with pytest.raises(EmptySelection, match="the active layer is empty: make the layer to enlarge active"):
+        apply_job(up, Canvas(editor, W, H, empty.composite, empty.layer))
 
     big = np.repeat(np.repeat(sent, 2, axis=0), 2, axis=1)  # the engine's picture, in RGBA
     buffers: list = []

@@ -753,7 +753,9 @@ def test_upscale_layer_opens_the_selected_part_twice_as_large_in_a_new_document(
     for tag in ("upscale", "upscale2"):
         made = driver[f"{tag}_document"]
         assert made["size"] == [2 * w, 2 * h] and made["space"][:2] == ["RGBA", "U8"] and made["shown"], made
-        assert made["layers"] == ["Upscaled x2"] and made["title"] == "background x2"
+        assert (
+            made["layers"] == ["Upscaled x2"] and made["opacity"] == 255 and made["title"] == "background x2"
+        )
         assert made["painting_layers"] == driver["before_layers"]
     plain, detailed = (
         np.frombuffer((out / f"{tag}_new_document.raw").read_bytes(), np.uint8).reshape(2 * h, 2 * w, 4)

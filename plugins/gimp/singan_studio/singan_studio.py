@@ -324,21 +324,20 @@ def add_animation_image(clip: Animation, profile, show: bool):
     return image
 
 
-PRECISIONS = {8: Gimp.Precision.U8_NON_LINEAR, 16: Gimp.Precision.U16_NON_LINEAR}
-
-
-def add_new_image(result: NewImage, profile, precision, show: bool):
-    """The picture as a new image of one layer, in the painting's colour profile (the engine's values are
-    the painting's) and precision (a float painting's result, which travelled as 16-bit integers, is
-    converted back by GIMP). Shown in a window of its own unless a script runs it (it finds the image among
-    the open ones). Its making is not on its undo history; a half-made image is deleted."""
+def add_new_image(result: NewImage, painting: dict, show: bool):
+    """The picture as a new image of one layer in the painting's precision, colour profile and resolution
+    (`painting`, read with the canvas: the painting may be closed or converted by now), written in the
+    format its pixels were read in from the painting (a float painting's come back as floats). Shown in a
+    window of its own unless a script runs it (it finds the image among the open ones). Its making is not
+    on its undo history; a half-made image is deleted."""
     image = Gimp.Image.new_with_precision(
-        result.width, result.height, Gimp.ImageBaseType.RGB, PRECISIONS[result.depth]
+        result.width, result.height, Gimp.ImageBaseType.RGB, painting["precision"]
     )
     try:
         image.undo_disable()
-        if profile is not None:
-            image.set_color_profile(profile)
+        if painting["profile"] is not None:  # (none: GIMP's built-in one, as the painting's)
+            image.set_color_profile(painting["profile"])
+        image.set_resolution(*painting["resolution"])
         layer = Gimp.Layer.new(
             image, result.layer_name, result.width, result.height, Gimp.ImageType.RGBA_IMAGE, 100.0,
             Gimp.LayerMode.NORMAL,
@@ -348,8 +347,6 @@ def add_new_image(result: NewImage, profile, precision, show: bool):
         rect = Gegl.Rectangle.new(0, 0, result.width, result.height)
         buffer.set(rect, _rgba(layer, result.depth), result.data)
         buffer.flush()
-        if precision is not None and precision != image.get_precision():
-            image.convert_precision(precision)
         image.undo_enable()
     except BaseException:
         image.delete()
@@ -394,9 +391,14 @@ def _ask_options(procedure, config, op: Operation) -> bool:
 
     GimpUi.init("singan_studio")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, op.label)
-    for name in [COLOR_MATCH] if op.ask_color_match else [_argument(a.name) for a in op.asks]:
+    sliders = [(COLOR_MATCH, 1.0)] if op.ask_color_match else []
+    sliders += [(_argument(a.name), a.maximum - a.minimum) for a in op.asks]
+    for name, span in sliders:
         scale = dialog.get_widget(name, GimpUi.SpinScale.__gtype__)  # a slider, as GIMP's filters have
-        scale.set_increments(0.05, 0.25)
+        if span <= 1:
+            scale.set_increments(0.05, 0.25)
+        else:  # a factor
+            scale.set_increments(1.0, 2.0)
         scale.set_digits(2)
     dialog.fill(None)
     try:
@@ -515,6 +517,11 @@ def run(procedure, run_mode, image, drawables, config, data):
     try:
         tattoo = drawable.get_tattoo()  # read now: the layer itself may be deleted while the engine works
         canvas = read_canvas(image, drawable, op)
+        painting = {  # for a new image: as the painting is now (it may be closed or converted meanwhile)
+            "precision": image.get_precision(),
+            "profile": image.get_color_profile(),
+            "resolution": image.get_resolution()[-2:],
+        }
         shown: list = []  # the preview's layer, once the engine has sent one (engine/preview.py)
 
         def show_preview(preview: LayerPatch) -> None:
@@ -545,9 +552,7 @@ def run(procedure, run_mode, image, drawables, config, data):
                 values=values,
             )  # fmt: skip
         if isinstance(patch, NewImage):  # a picture of its own: whether the painting is still open or not
-            profile = image.get_effective_color_profile() if image.is_valid() else None
-            precision = image.get_precision() if image.is_valid() else None
-            add_new_image(patch, profile, precision, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
+            add_new_image(patch, painting, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
         elif isinstance(patch, Animation):
             profile = image.get_effective_color_profile() if image.is_valid() else None
             add_animation_image(patch, profile, show=run_mode != Gimp.RunMode.NONINTERACTIVE)

@@ -318,6 +318,7 @@ def open_new_image(target: Target, image: NewImage):
         data = _convert(image.data, image.width, image.height, target.space, _space(layer))
         layer.setPixelData(data, 0, 0, image.width, image.height)
         layer.setName(image.layer_name)
+        layer.setOpacity(255)  # (Krita gives it the opacity of the document's background colour)
         document.refreshProjection()
         document.waitForDone()
         window = app.activeWindow()

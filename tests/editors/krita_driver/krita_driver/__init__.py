@@ -295,7 +295,7 @@ class Driver(Extension):
         RESULT[f"{tag}_document"] = {
             "size": [w, h], "title": doc.name(),
             "space": [doc.colorModel(), doc.colorDepth(), doc.colorProfile()],
-            "layers": [n.name() for n in doc.rootNode().childNodes()],
+            "layers": [n.name() for n in doc.rootNode().childNodes()], "opacity": layer.opacity(),
             "shown": any(v.document() is not None and v.document().rootNode().uniqueId() ==
                          doc.rootNode().uniqueId() for v in Krita.instance().activeWindow().views()),
             "painting_layers": names(self.doc), "seconds": round(time.monotonic() - self.started, 2),
