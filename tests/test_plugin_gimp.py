@@ -135,6 +135,15 @@ RUNS = [
         "arguments": {"factor": 2.0, "strength": 0.0},
         "new_image": 1,
     },
+    # ...and from a script in the painting converted to 32-bit floating point, linear light
+    {
+        "procedure": "python-fu-singan-upscale-layer",
+        "layer": "Upscaled x2",
+        "tag": "upscale_float",
+        "arguments": {"factor": 2.0, "strength": 0.0},
+        "new_image": 1,
+        "precision": "FLOAT_LINEAR",
+    },
     {"procedure": "python-fu-singan-upscale-layer", "layer": "Upscaled x4", "tag": "upscale", "new_image": 1},
     # Animate layer from the menu: the clip as a new image, one layer a frame (last: its window stays open)
     {"procedure": "python-fu-singan-animate", "tag": "animate", "animation": 1},
@@ -555,4 +564,26 @@ def test_upscale_layer_opens_the_selected_part_enlarged_as_a_new_image(gimp_run)
             swapped = np.abs(new[solid][:, [2, 1, 0]].astype(int) - bicubic[solid, :3]).mean()
             assert error < 4 and swapped > 20, (error, swapped)  # R, G, B as GIMP holds them
     models = [json.loads(p.read_text()) for p in (gimp_run["home"] / "models").glob("*/model.json")]
-    assert [m["model"].get("task") for m in models].count("super_resolution") == 1
+    # (the float painting's layer, read back as 16-bit values, is other pixels: a model of its own)
+    assert [m["model"].get("task") for m in models].count("super_resolution") == 2
+
+
+def test_upscale_layer_of_a_float_painting_is_a_float_image(gimp_run):
+    """In a painting converted to 32-bit float, linear light: a new float, linear-light image whose values,
+    read with the sRGB tone curve, are within a level or two of a bicubic enlargement (strength 0)."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    made = driver["upscale_float_image"]
+    ys, xs = np.nonzero(scene.selection)
+    x0, y0, w, h = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    assert driver["upscale_float_status"] == "success"
+    assert made["size"] == [2 * w, 2 * h] and made["precision"] == "float-linear", made
+    new = np.frombuffer((out / "upscale_float_new_image.raw").read_bytes(), np.uint16).reshape(
+        2 * h, 2 * w, 4
+    )
+    pasted = cv2.cvtColor(cv2.imread(str(scene.object), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+    bicubic = cv2.resize(pasted[y0 : y0 + h, x0 : x0 + w], (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
+    sel = cv2.resize(scene.selection[y0 : y0 + h, x0 : x0 + w].astype(np.uint8), (2 * w, 2 * h)) > 0
+    solid = cv2.erode(sel.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert (new[solid, 3] == 65535).all()
+    error = np.abs(new[solid, :3] / 257 - bicubic[solid, :3]).mean()
+    assert error < 4, error  # (read as linear values it would be tens of levels off)

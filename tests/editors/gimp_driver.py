@@ -267,8 +267,15 @@ def animation_run(image, obj, window, run):
 
 def new_image_run(image, obj, window, run):
     """Upscale layer, from the menu (its dialog: Return takes the defaults) or from a script with its
-    arguments: the result comes as a new image. Its size, precision, layers and pixels go to files, and
-    the painting's layers before and after."""
+    arguments, in the painting converted to run["precision"] if given (then back to 8 bits): the result
+    comes as a new image. Its size, precision, layers and pixels (16-bit for a converted painting) go to
+    files, and the painting's layers before and after."""
+    if run.get("precision"):
+        image.convert_precision(getattr(Gimp.Precision, run["precision"]))
+        try:
+            return new_image_run(image, obj, window, {**run, "precision": None, "bits": 16})
+        finally:
+            image.convert_precision(Gimp.Precision.U8_NON_LINEAR)
     tag = run["tag"]
     known = {other.get_id() for other in Gimp.get_images()}
     RESULT[f"{tag}_painting_before"] = [layer.get_name() for layer in image.get_layers()]
@@ -300,7 +307,8 @@ def new_image_run(image, obj, window, run):
         # a window of its own: GIMP's title ends with the image's size (the painting's is another)
         "shown": bool(xdo("search", "--onlyvisible", "--name", f"\\) {w}x{h} ")),
     }  # fmt: skip
-    (OUT / f"{tag}_new_image.raw").write_bytes(read(new.get_layers()[0], w, h))
+    fmt = "R'G'B'A u16" if run.get("bits") == 16 else "R'G'B'A u8"
+    (OUT / f"{tag}_new_image.raw").write_bytes(read(new.get_layers()[0], w, h, fmt))
     RESULT[f"{tag}_painting_after"] = [layer.get_name() for layer in image.get_layers()]
     if "arguments" in run:  # no window: nothing of it would stay on screen
         new.delete()
@@ -491,14 +499,14 @@ def main():
         if run.get("profile"):
             profiled_run(image, obj, run)
             continue
+        if run.get("new_image"):
+            new_image_run(image, obj, window, run)
+            continue
         if run.get("precision"):
             precision_run(image, obj, run)
             continue
         if run.get("animation"):
             animation_run(image, obj, window, run)
-            continue
-        if run.get("new_image"):
-            new_image_run(image, obj, window, run)
             continue
         if run.get("scratch") or run.get("resize"):
             meanwhile_run(image, obj, window, run)
