@@ -161,6 +161,8 @@ RUNS = [
         "new_document": True,
         "values": {"factor": 2, "strength": 0},
     },
+    # ...and animates the float picture
+    {"action": "singan_animate", "layer": "Animated", "tag": "float_animate", "animated": True},
     # ...and clicks the Background layer while the engine trains an editing model (seconds)
     {"action": "singan_edit", "layer": "Edited", "tag": "elsewhere", "keep": True, "switch_to": "Background"},
     # ...and crops the canvas meanwhile: the result would land in the wrong place (the last run: it crops)
@@ -414,6 +416,7 @@ def test_colour_match_dialog_is_asked_remembered_and_used(krita_run):
         "deep_animate": None,
         "float": 0.5,
         "float_upscale": None,
+        "float_animate": None,
         "elsewhere": None,
         "resized": None,
         "resized_clip": None,
@@ -795,6 +798,22 @@ def test_upscale_layer_of_a_float_image_opens_a_float_document(krita_run):
     error = np.abs(new[solid, :3] - bicubic[solid, :3]).mean() / 257
     swapped = np.abs(new[solid][:, [2, 1, 0]] - bicubic[solid, :3]).mean() / 257
     assert error < 4 and swapped > 20, (error, swapped)  # a one-sided conversion would be 70 levels off
+
+
+def test_an_animated_layer_of_a_float_image_is_float_in_its_space(krita_run):
+    """In a 32-bit float, linear-light image the clip's layer is float, linear light too, every frame of it
+    converted (the first and the last, encoded for display, near the painting's colours in order)."""
+    scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
+    assert driver["float_animate_new_layer_space"] == ["RGBA", "F32", "sRGB-elle-V2-g10.icc"]
+    assert driver["float_animate_keyframes"] == list(range(100))
+    before = raw(out / "before_composite.raw", scene)
+    for name in ("first", "last"):
+        frame = srgb_16_bit(raw(out / f"float_animate_{name}.raw", scene, dtype=np.float32)) / 257
+        assert (frame[..., 3] > 254.5).all()
+        assert np.abs(frame[..., :3].mean((0, 1)) - before[..., :3].mean((0, 1))).max() < 25
+        error = np.abs(frame[..., :3] - before[..., :3]).mean()
+        assert error < np.abs(frame[..., [2, 1, 0]] - before[..., :3]).mean() - 5, error
+    assert "Animated" not in driver["float_animate_undone_layers"]
 
 
 def test_paint_to_image_redraws_the_whole_layer_with_the_picked_model(krita_run):

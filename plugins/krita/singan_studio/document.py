@@ -465,6 +465,14 @@ def add_animated_layer(target: Target, written: ClipFile):
                 if not source.setColorProfile(target.space[2]):
                     raise CanvasError(f"Krita has no colour profile {target.space[2]!r} for the clip's layer")
                 scratch.waitForDone()
+            if target.image_space is not None and _space(source) != target.image_space:
+                # a float image's clip comes as 16-bit sRGB: converted to the image's own space here, in the
+                # scratch document, so that the conversion is no undo step of the artist's
+                if not source.setColorSpace(*target.image_space):
+                    raise CanvasError(
+                        f"Krita could not convert the clip's layer to {' '.join(target.image_space)}"
+                    )
+                scratch.waitForDone()
             top = [node for node in root.childNodes() if not _is_mask(node)]
             added_ok = root.addChildNode(source.duplicate(), top[-1] if top else None)
             document.waitForDone()
