@@ -246,17 +246,8 @@ def animation_run(image, obj, window, run):
     start = time.monotonic()
     window.run_action(label)
 
-    def made():  # the new image, once the plug-in has scaled it to the painting's size (its last step)
-        new = [other for other in Gimp.get_images() if other.get_id() not in known]
-        return new if new and (new[0].get_width(), new[0].get_height()) == (w, h) else None
-
-    found = wait_for(made, CONFIG["timeout_s"])
-    if not found:
-        window.screenshot(f"{tag}_timeout_gimp.jpg")
-        raise RuntimeError(f"no new image after {CONFIG['timeout_s']} s")
-    time.sleep(1.0)  # the plug-in opens its window last
-    RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
-    clip = found[0]
+    # the new image, once the plug-in has scaled it to the painting's size (its last step)
+    clip = new_image(known, lambda new: (new.get_width(), new.get_height()) == (w, h), window, tag, start)
     layers = clip.get_layers()  # top first: the last frame
     RESULT[f"{tag}_frames"] = [layer.get_name() for layer in layers]
     RESULT[f"{tag}_size"] = [clip.get_width(), clip.get_height()]
@@ -289,17 +280,7 @@ def new_image_run(image, obj, window, run):
         window.run_action(label)
         window.answer_dialog(label)
 
-    def made():
-        new = [other for other in Gimp.get_images() if other.get_id() not in known]
-        return new if new and layer_named(new[0], run["layer"]) is not None else None
-
-    found = wait_for(made, CONFIG["timeout_s"])
-    if not found:
-        window.screenshot(f"{tag}_timeout_gimp.jpg")
-        raise RuntimeError(f"no new image after {CONFIG['timeout_s']} s")
-    time.sleep(1.0)  # the plug-in opens its window last
-    RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
-    new = found[0]
+    new = new_image(known, lambda made: layer_named(made, run["layer"]) is not None, window, tag, start)
     w, h = new.get_width(), new.get_height()
     RESULT[f"{tag}_image"] = {
         "size": [w, h], "layers": [layer.get_name() for layer in new.get_layers()],
@@ -316,6 +297,23 @@ def new_image_run(image, obj, window, run):
         Gimp.Display.get_by_id(RESULT["display"]).present()
         Gimp.displays_flush()
         time.sleep(1.0)
+
+
+def new_image(known, ready, window, tag, start):
+    """The image a run opens (one not among `known`), once `ready(image)`; its seconds noted. A screenshot
+    and an error after the run's timeout."""
+
+    def made():
+        new = [other for other in Gimp.get_images() if other.get_id() not in known]
+        return new if new and ready(new[0]) else None
+
+    found = wait_for(made, CONFIG["timeout_s"])
+    if not found:
+        window.screenshot(f"{tag}_timeout_gimp.jpg")
+        raise RuntimeError(f"no new image after {CONFIG['timeout_s']} s")
+    time.sleep(1.0)  # the plug-in opens its window last
+    RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
+    return found[0]
 
 
 def run_pdb(name, image, drawable, arguments=None):

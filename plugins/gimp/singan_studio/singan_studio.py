@@ -297,56 +297,55 @@ def add_animation_image(clip: Animation, profile, show: bool):
     the painting's size (GIMP's own interpolation). Shown in a window of its own unless a script runs it
     (it finds the image among the open ones). A half-made image is deleted."""
     image = Gimp.Image.new(clip.width, clip.height, Gimp.ImageBaseType.RGB)
-    try:
-        image.undo_disable()  # a new picture: its making is not the artist's history
+
+    def make() -> None:
         if profile is not None:
             image.set_color_profile(profile)
-        rect = Gegl.Rectangle.new(0, 0, clip.width, clip.height)
         ms = max(1, round(1000 / clip.fps))
         for index, data in enumerate(clip.frames):
-            layer = Gimp.Layer.new(
-                image, f"Frame {index + 1} ({ms}ms)", clip.width, clip.height, Gimp.ImageType.RGBA_IMAGE,
-                100.0, Gimp.LayerMode.NORMAL,
-            )  # fmt: skip
-            image.insert_layer(layer, None, 0)
-            buffer = layer.get_buffer()
-            buffer.set(rect, _rgba(layer, 8), data)
-            buffer.flush()
+            _add_layer(image, f"Frame {index + 1} ({ms}ms)", clip.width, clip.height, data, 8)
         if (clip.canvas_width, clip.canvas_height) != (clip.width, clip.height):
             image.scale(clip.canvas_width, clip.canvas_height)
-        image.undo_enable()
-    except BaseException:
-        image.delete()
-        raise
-    if show:
-        Gimp.Display.new(image)
-        Gimp.displays_flush()
-    return image
+
+    return _made(image, make, show)
 
 
 def add_new_image(result: NewImage, painting: dict, show: bool):
     """The picture as a new image of one layer in the painting's precision, colour profile and resolution
     (`painting`, read with the canvas: the painting may be closed or converted by now), written in the
     format its pixels were read in from the painting (a float painting's come back as floats). Shown in a
-    window of its own unless a script runs it (it finds the image among the open ones). Its making is not
-    on its undo history; a half-made image is deleted."""
+    window of its own unless a script runs it (it finds the image among the open ones)."""
     image = Gimp.Image.new_with_precision(
         result.width, result.height, Gimp.ImageBaseType.RGB, painting["precision"]
     )
-    try:
-        image.undo_disable()
+
+    def make() -> None:
         if painting["profile"] is not None:  # (none: GIMP's built-in one, as the painting's)
             image.set_color_profile(painting["profile"])
         image.set_resolution(*painting["resolution"])
-        layer = Gimp.Layer.new(
-            image, result.layer_name, result.width, result.height, Gimp.ImageType.RGBA_IMAGE, 100.0,
-            Gimp.LayerMode.NORMAL,
-        )  # fmt: skip
-        image.insert_layer(layer, None, 0)
-        buffer = layer.get_buffer()
-        rect = Gegl.Rectangle.new(0, 0, result.width, result.height)
-        buffer.set(rect, _rgba(layer, result.depth), result.data)
-        buffer.flush()
+        _add_layer(image, result.layer_name, result.width, result.height, result.data, result.depth)
+
+    return _made(image, make, show)
+
+
+def _add_layer(image, name: str, width: int, height: int, data: bytes, depth: int):
+    """A new layer on top of `image` holding `data` (R, G, B, A of `depth` bits in the image's space)."""
+    layer = Gimp.Layer.new(
+        image, name, width, height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+    )
+    image.insert_layer(layer, None, 0)
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), _rgba(layer, depth), data)
+    buffer.flush()
+    return layer
+
+
+def _made(image, make, show: bool):
+    """`image` once `make()` has filled it, with its undo history off meanwhile (a new picture's making is
+    not the artist's history), shown in a window of its own if `show`; deleted if `make` fails."""
+    try:
+        image.undo_disable()
+        make()
         image.undo_enable()
     except BaseException:
         image.delete()
