@@ -488,6 +488,11 @@ def apply_job(
     return Job(request, buffers, bbox)
 
 
+def _limit_alpha(rgba: np.ndarray, mask: np.ndarray) -> None:
+    """`rgba`'s alpha (8 or 16 bits) times a 0-255 mask, rounded, in place: soft selection edges stay soft."""
+    rgba[..., 3] = (rgba[..., 3].astype(np.uint32) * mask + 127) // 255
+
+
 def _new_image_job(op: Operation, canvas: Canvas, params: dict[str, Any], preset: str | None) -> Job:
     """An entry whose result is a picture of its own (Upscale layer): the active layer's own pixels, the
     selected part of them (its bounds, the layer's alpha times the selection; with nothing selected, the
@@ -502,8 +507,7 @@ def _new_image_job(op: Operation, canvas: Canvas, params: dict[str, Any], preset
     rows, cols = slice(box.y, box.y + box.h), slice(box.x, box.x + box.w)
     pixels = np.array(canvas.pixels(canvas.layer)[rows, cols])
     if canvas.selection is not None:
-        alpha = pixels[..., 3].astype(np.uint32) * mask[rows, cols]
-        pixels[..., 3] = ((alpha + 127) // 255).astype(pixels.dtype)
+        _limit_alpha(pixels, mask[rows, cols])
     if not pixels[..., 3].any():
         raise EmptySelection("the active layer is empty in the selection: make the layer to enlarge active")
     buffers: list[Any] = []
@@ -639,7 +643,7 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
         region_mask = canvas.mask()[box.y : box.y + box.h, box.x : box.x + box.w]
     out = np.array(rgba)  # writable copy: the received frame is read-only
     if region_mask is not None:
-        out[..., 3] = (out[..., 3].astype(np.uint32) * region_mask + 127) // 255
+        _limit_alpha(out, region_mask)
     editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
     name = op.layer_name
     seed = getattr(job.request, "params", {}).get("seed")

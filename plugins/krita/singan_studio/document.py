@@ -50,11 +50,11 @@ class Target:
     width: int  # the canvas size the result is placed for
     height: int
     space: Space  # the colour space of the canvas's pixels, and so of the result
+    image_space: Space  # the document's own (a float one, where `space` is 16-bit sRGB)
+    resolution: float  # the document's pixels per inch
     clicked: object = None  # the node the artist had active (the layer, or one of its masks)
     on_top: bool = False  # a variation shows the whole picture: it goes on top of the layer stack
     model_kept: bool = False  # the entry runs a model the artist picked (not one of this picture)
-    image_space: Space | None = None  # the document's own colour space (a float one, where `space` is not)
-    resolution: float = 72.0  # the document's pixels per inch
 
 
 def _space(item) -> Space:
@@ -154,12 +154,12 @@ def read_canvas(document=None, op: Operation | None = None) -> tuple[Canvas, Tar
             width,
             height,
             space,
+            _space(document),
+            document.resolution(),
             clicked,
             on_top=picture,
             model_kept=kept,
-            image_space=_space(document),
-            resolution=document.resolution(),
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -303,8 +303,9 @@ def open_new_image(target: Target, image: NewImage):
     undo step (the layer Krita makes with a document is filled and renamed, not added): closing the
     document is the way back, and the source document is untouched (it may even have been closed)."""
     app = Krita.instance()
-    space = target.image_space or target.space
-    document = app.createDocument(image.width, image.height, image.title, *space, target.resolution)
+    document = app.createDocument(
+        image.width, image.height, image.title, *target.image_space, target.resolution
+    )
     if document is None:
         raise CanvasError(
             f"Krita could not make a {image.width}x{image.height} image (is memory short?): close other "
@@ -465,7 +466,7 @@ def add_animated_layer(target: Target, written: ClipFile):
                 if not source.setColorProfile(target.space[2]):
                     raise CanvasError(f"Krita has no colour profile {target.space[2]!r} for the clip's layer")
                 scratch.waitForDone()
-            if target.image_space is not None and _space(source) != target.image_space:
+            if _space(source) != target.image_space:
                 # a float image's clip comes as 16-bit sRGB: converted to the image's own space here, in the
                 # scratch document, so that the conversion is no undo step of the artist's
                 if not source.setColorSpace(*target.image_space):

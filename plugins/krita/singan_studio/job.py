@@ -3,6 +3,7 @@ artist's messages. The work itself (request, engine, result bytes) is editor_bri
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -71,12 +72,10 @@ class JobController(QObject):
         self._dialog: QProgressDialog | None = None
         self._cancel = threading.Event()
         self._op: Operation | None = None
-        self._canvas: Canvas | None = None
         self._target: Target | None = None
-        self._color_match: float | None = None
-        self._refine = False
-        self._picked: Picked | None = None
-        self._values: dict[str, float] | None = None
+        # The running job again, after starting the engine (when the engine was not running): the same
+        # picture and the same answers to the entry's dialogs.
+        self._again: Callable[[], None] | None = None
         self._preview_layer = None  # the result layer while it holds a preview (engine/preview.py)
         # True while the preview is written: Krita waits for a busy image inside addChildNode delivering
         # queued signals, so the final result could otherwise be handled inside the preview's write.
@@ -144,8 +143,10 @@ class JobController(QObject):
         *,
         start_first: bool,
     ) -> None:
-        self._op, self._canvas, self._target = op, canvas, target
-        self._color_match, self._refine, self._picked, self._values = color_match, refine, picked, values
+        self._op, self._target = op, target
+        self._again = functools.partial(
+            self._launch, op, canvas, target, color_match, refine, picked, values, start_first=True
+        )
         model_id, choices, seed = picked if picked is not None else (None, None, None)
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
@@ -259,8 +260,7 @@ class JobController(QObject):
         if self._writing:
             QTimer.singleShot(50, lambda: self._on_failure(exc))
             return
-        op, canvas, target = self._op, self._canvas, self._target
-        color_match, refine, picked, values = self._color_match, self._refine, self._picked, self._values
+        op, again = self._op, self._again
         self._finish()
         log.info("job failed: %r", exc)
         message = artist_message(exc, op)
@@ -270,8 +270,8 @@ class JobController(QObject):
             answer = QMessageBox.question(
                 self._window(), message.title, "The engine is not running. Start it now?"
             )
-            if answer == QMessageBox.Yes and op is not None and canvas is not None and target is not None:
-                self._launch(op, canvas, target, color_match, refine, picked, values, start_first=True)
+            if answer == QMessageBox.Yes and again is not None:
+                again()
             return
         self._show(message)
 
@@ -283,9 +283,8 @@ class JobController(QObject):
             self._dialog.close()
             self._dialog.deleteLater()
         self._thread = self._worker = self._dialog = None
-        self._op = self._canvas = self._target = self._color_match = self._picked = self._values = None
+        self._op = self._target = self._again = None
         self._preview_layer = None
-        self._refine = False
 
     def shutdown(self) -> None:
         """Cancel a running job and wait for its thread, which closes the engine client on its way out."""
