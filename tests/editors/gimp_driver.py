@@ -246,8 +246,19 @@ def animation_run(image, obj, window, run):
     start = time.monotonic()
     window.run_action(label)
 
-    # the new image, once the plug-in has scaled it to the painting's size (its last step)
-    clip = new_image(known, lambda new: (new.get_width(), new.get_height()) == (w, h), window, tag, start)
+    # the new image, once the plug-in has made it: its frames scaled to the painting's size and its undo
+    # history on again (its last steps). Not the duplicate of the painting that the plug-in reads the
+    # canvas from (the painting's size too, and deleted a moment later)
+    def made(new):
+        frames = new.get_layers()
+        return (
+            (new.get_width(), new.get_height()) == (w, h)
+            and bool(frames)
+            and all(layer.get_name().startswith("Frame ") for layer in frames)
+            and new.undo_is_enabled()
+        )
+
+    clip = new_image(known, made, window, tag, start)
     layers = clip.get_layers()  # top first: the last frame
     RESULT[f"{tag}_frames"] = [layer.get_name() for layer in layers]
     RESULT[f"{tag}_size"] = [clip.get_width(), clip.get_height()]
@@ -305,7 +316,7 @@ def new_image(known, ready, window, tag, start):
 
     def made():
         new = [other for other in Gimp.get_images() if other.get_id() not in known]
-        return new if new and ready(new[0]) else None
+        return next((other for other in new if ready(other)), None)
 
     found = wait_for(made, CONFIG["timeout_s"])
     if not found:
@@ -313,7 +324,7 @@ def new_image(known, ready, window, tag, start):
         raise RuntimeError(f"no new image after {CONFIG['timeout_s']} s")
     time.sleep(1.0)  # the plug-in opens its window last
     RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
-    return found[0]
+    return found
 
 
 def run_pdb(name, image, drawable, arguments=None):
@@ -452,7 +463,7 @@ def wait_for(predicate, timeout_s, step_s=0.2):
 
 
 def layer_named(image, name):
-    return next((layer for layer in image.get_layers() if layer.get_name() == name), None)
+    return next((layer for layer in image.get_layers() or [] if layer.get_name() == name), None)
 
 
 def main():

@@ -282,14 +282,11 @@ class Driver(Extension):
         tag = self.run["tag"]
         known = getattr(self, "known_docs", None)
         made = [d for d in Krita.instance().documents() if d.rootNode().uniqueId() not in (known or set())]
-        layer = None
-        if made:
-            layers = made[0].rootNode().childNodes()
-            layer = next((n for n in layers if n.name() == self.run["layer"]), None)
-        if layer is None:
+        found = [(d, n) for d in made for n in d.rootNode().childNodes() if n.name() == self.run["layer"]]
+        if not found:
             self.poll_again(self.started, f"{tag}: no new document after {CONFIG['timeout_s']} s")
             return True
-        doc = made[0]
+        doc, layer = found[0]
         doc.waitForDone()
         w, h = doc.width(), doc.height()
         RESULT[f"{tag}_document"] = {
