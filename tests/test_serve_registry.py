@@ -32,6 +32,26 @@ def test_models_stored_before_a_new_setting_keep_their_key():
     assert training_key(PIXELS, settings()) == KEY_BEFORE_RECOLOUR
 
 
+def test_an_image_with_transparent_pixels_is_keyed_apart_from_models_that_learned_their_colours():
+    """Models stored before transparent pixels' colours were filled from the visible ones learned those
+    colours (usually black): the same pixels get another key now, so they are trained again, once."""
+    import hashlib
+    import json
+
+    def earlier_key(pixels, s):  # as training_key was before
+        h = hashlib.sha256(json.dumps({**s, "shape": [2, 3, 4], "dtype": "|u1"}, sort_keys=True).encode())
+        h.update(pixels.tobytes())
+        return h.hexdigest()
+
+    holed = PIXELS.copy()
+    holed[0, 0, 3] = 0
+    s = settings()
+    assert training_key(PIXELS, s) == earlier_key(PIXELS, s)  # every pixel visible: the key it had
+    assert training_key(holed, s) != earlier_key(holed, s)
+    assert training_key(holed, s) == training_key(holed.copy(), s)  # and still one key for one image
+    assert training_key(holed[..., :3], s) != training_key(holed, s)
+
+
 def test_every_setting_that_shapes_the_weights_changes_the_key(monkeypatch):
     from engine.families.consingan import config
 

@@ -38,6 +38,10 @@ def training_key(pixels: np.ndarray, settings: dict) -> str:
     (`Family.resolved(...).settings`)."""
     pixels = np.ascontiguousarray(pixels)
     settings = {**settings, "shape": list(pixels.shape), "dtype": pixels.dtype.str}
+    if pixels.ndim == 3 and pixels.shape[2] == 4 and not pixels[..., 3].all():
+        # fully transparent pixels' stored colours are filled from the visible ones before training
+        # (engine.imageio.visible_rgb); models stored before that learned them: not the same training
+        settings["transparent"] = "filled from visible"
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     h.update(pixels.data.cast("B"))
     return h.hexdigest()
