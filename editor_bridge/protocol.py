@@ -348,7 +348,7 @@ class ResultReply(Content):
     msg_type = MsgType.RESULT
     job_id: Id | None = None
     images: list[ImageDescriptor] = Field(default_factory=list)
-    model: ModelInfo | None = None  # the model trained, fine-tuned or used
+    model: ModelInfo | None = None  # the model trained, fine-tuned or used (None: none was needed)
     path: str | None = None  # e.g. the exported .onnx file
     reused_model: bool = False  # True when a stored model matched and no training ran
     elapsed_s: float | None = None

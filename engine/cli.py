@@ -316,8 +316,10 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
             "training_seconds": None,
         }
     family = families.get("singan")
-    if args.strength == 0 and args.model is None:  # bicubic steps: no model to train or load
-        return _upscale_without_model(args, picture, family)
+    op = next(o for o in family.operations if o.name == "upscale")
+    params = op.check_params({"factor": args.factor, "strength": args.strength, "seed": args.seed})
+    if op.model_free(params) and args.model is None:  # bicubic steps: no model to train or load
+        return _upscale_without_model(args, picture, op, params)
     device = _device(args)
     options = family.checked_options({"preset": args.preset})
     cached = args.model is None
@@ -328,7 +330,6 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
         trained = _train_upscaler(args, model_dir, cached, rgb, family, options, device)
     loaded = families.load(model_dir, device, backend=None)
     op = operations.for_model(loaded, "upscale")
-    params = op.check_params({"factor": args.factor, "strength": args.strength, "seed": args.seed})
     with _steps(args, "upscale", op.total_steps(params, False)) as bar:
         bar.step("loading the model")
         backend = loaded.family.backend(args.backend)
@@ -342,16 +343,14 @@ def cmd_upscale(args: argparse.Namespace) -> dict:
     return {**result, "model": str(model_dir), "training_seconds": trained}
 
 
-def _upscale_without_model(args: argparse.Namespace, picture, family) -> dict:
+def _upscale_without_model(args: argparse.Namespace, picture, op, params: dict) -> dict:
     """`engine upscale --strength 0`: SinGAN's bicubic steps alone, which no model changes."""
-    from engine.families.singan import upscale_picture
     from engine.operations import OperationInput
 
-    op = next(o for o in family.operations if o.name == "upscale")
-    params = op.check_params({"factor": args.factor, "strength": 0.0, "seed": args.seed})
+    assert op.run_without_model is not None
     with _steps(args, "upscale", op.steps(params) + 1) as bar:
         start = time.perf_counter()
-        output = upscale_picture(None, None, OperationInput(picture, None, params, on_step=bar.step))
+        output = op.run_without_model(OperationInput(picture, None, params, on_step=bar.step))
         seconds = round(time.perf_counter() - start, 3)
         bar.step("writing")
         result = _write_outputs(op, output, Path(args.out), seconds, {})

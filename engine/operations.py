@@ -225,6 +225,10 @@ class OperationSpec:
     output_pixels: Callable[[dict[str, Any], tuple[int | None, int | None]], int] | None = None
     editor: EditorUse | None = None  # None: not in the editors' menus
     out_suffix: str = ""  # a FILE operation's file name ending (".onnx")
+    # Parameters for which no model changes the result (upscale at strength 0: bicubic steps), and the
+    # operation run without one then: the CLI and the daemon train and load nothing for them.
+    model_free: Callable[[dict[str, Any]], bool] = lambda params: False
+    run_without_model: Callable[[OperationInput], OperationOutput] | None = None
 
     def __post_init__(self) -> None:
         # what an editor asks must be a number with a range and a default (its dialog's field)

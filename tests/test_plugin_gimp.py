@@ -539,7 +539,8 @@ def test_upscale_layer_opens_the_selected_part_enlarged_as_a_new_image(gimp_run)
     """From a script with factor 2 and strength 0, and from the menu with the dialog's defaults (4, 0.75):
     a new image of the selection's bounds times the factor (shown in a window when run from the menu), its
     one layer the pasted object's pixels enlarged, transparent where nothing was selected (at strength 0
-    within a level or two of a bicubic enlargement); the painting untouched; one super-resolution model."""
+    within a level or two of a bicubic enlargement, and no model trained for it); the painting untouched;
+    one super-resolution model, the menu run's."""
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
     assert driver["upscale_menu"] == "Upscale layer" and driver["upscale_script_status"] == "success"
     ys, xs = np.nonzero(scene.selection)
@@ -564,8 +565,8 @@ def test_upscale_layer_opens_the_selected_part_enlarged_as_a_new_image(gimp_run)
             swapped = np.abs(new[solid][:, [2, 1, 0]].astype(int) - bicubic[solid, :3]).mean()
             assert error < 4 and swapped > 20, (error, swapped)  # R, G, B as GIMP holds them
     models = [json.loads(p.read_text()) for p in (gimp_run["home"] / "models").glob("*/model.json")]
-    # (the float painting's layer, read back as 16-bit values, is other pixels: a model of its own)
-    assert [m["model"].get("task") for m in models].count("super_resolution") == 2
+    # (the float painting's run is at strength 0 too: no model either)
+    assert [m["model"].get("task") for m in models].count("super_resolution") == 1
 
 
 def test_upscale_layer_of_a_float_painting_is_a_float_image(gimp_run):

@@ -570,3 +570,39 @@ def test_export_is_a_job_that_writes_the_graph_into_the_models_folder(daemon, fi
         with pytest.raises(RemoteError, match="--seed is not an option of consingan's export") as err:
             client.call(ApplyRequest(operation="export", model_id=model_id, params={"seed": 1}))
         assert err.value.code is ErrorCode.INVALID_REQUEST
+
+
+def test_upscale_at_strength_0_or_factor_1_trains_no_model_and_answers_at_once(daemon, layers):
+    """Upscale layer at strength 0 (SinGAN's bicubic steps) or factor 1 needs no model: the reply comes at
+    once with the picture twice as large (alpha too), no job, no training, no model stored."""
+    from engine.families.singan.apply import upscale
+
+    bgra = np.ascontiguousarray(layers["naive"][6:66, 8:88])  # 80x60, Krita's order
+    bgra[:10, :, 3] = 0  # a transparent band
+    buffers: list = []
+    desc = frames.attach(buffers, bgra, "BGRA")
+    request = ApplyRequest(
+        operation="upscale", family="singan", image=desc, background=desc, train_if_missing=True,
+        train={"preset": "tiny"}, params={"factor": 2.0, "strength": 0.0},
+    )  # fmt: skip
+    with daemon.client() as client:
+        before = [m.model_id for m in client.list_models()]
+        events: list = []
+        reply = client.run_job(request, buffers, on_progress=lambda e, p: events.append(e))
+        result = reply.content
+        assert result.job_id is None and events == [] and result.model is None and not result.reused_model
+        out = np.array(reply.image(result.images[0]))
+        assert out.shape == (120, 160, 4)
+        rgb = frames.to_canonical(bgra, "BGRA")[0][..., :3].astype(np.float32) / 255
+        want = upscale(None, None, rgb, 2.0, 0, strength=0.0)  # (the transparent band's colours differ)
+        got = frames.to_canonical(out, "BGRA")[0]
+        assert np.abs(got[30:, :, :3].astype(float) - want[30:] * 255).max() <= 2
+        assert (got[:16, :, 3] == 0).all() and (got[26:, :, 3] == 255).all()
+        # factor 1 at any strength: the picture itself (its transparent band's stored colours aside)
+        same = request.model_copy(update={"params": {"factor": 1.0, "strength": 0.75}})
+        reply = client.run_job(same, buffers, on_progress=lambda e, p: events.append(e))
+        assert reply.content.job_id is None and events == [] and reply.content.model is None
+        out = np.array(reply.image(reply.content.images[0]))
+        assert out.shape == bgra.shape and (out[..., 3] == bgra[..., 3]).all()
+        assert np.abs(out[10:].astype(int) - bgra[10:]).max() <= 1
+        assert [m.model_id for m in client.list_models()] == before

@@ -9,6 +9,7 @@ onnx_export (a stage as an ONNX graph) are beside this file.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any, Literal
@@ -179,7 +180,8 @@ def _upscale(loaded: Loaded, given: OperationInput) -> OperationOutput:
 
 def upscale_picture(pyramid, runner, given: OperationInput) -> OperationOutput:
     """The upscale operation on `given`'s picture (alpha enlarged alongside); `pyramid` and `runner` may be
-    None at strength 0 (bicubic steps: `engine upscale --strength 0` trains no model for them)."""
+    None at strength 0 (bicubic steps: `engine upscale --strength 0` and the daemon train no model for
+    them)."""
     from engine.families.singan.apply import upscale, upscale_steps
     from engine.imageio import Picture, visible_rgb
 
@@ -201,6 +203,11 @@ def upscale_picture(pyramid, runner, given: OperationInput) -> OperationOutput:
     return OperationOutput(
         [Picture(image, alpha, given.picture.depth)], {"passes": steps, "step": round(r, 4)}
     )
+
+
+def _upscale_without_model(given: OperationInput) -> OperationOutput:
+    """Bicubic steps alone (strength 0), or none (factor 1): what no model changes."""
+    return upscale_picture(None, None, dataclasses.replace(given, params={**given.params, "strength": 0.0}))
 
 
 def _upscale_passes(factor: float) -> int:
@@ -289,6 +296,8 @@ OPERATIONS = (
         # the daemon bounds what a request makes: the input's size x factor, each way
         output_pixels=lambda params, size: round((size[0] or 1) * params["factor"])
         * round((size[1] or 1) * params["factor"]),
+        model_free=lambda params: params["strength"] == 0 or params["factor"] == 1,
+        run_without_model=_upscale_without_model,
     ),
     OperationSpec(
         "animate", "Animate", NAME, ("animation", "generation"),

@@ -1,7 +1,7 @@
 """Apply requests: any operation of any family (`engine capabilities`), dispatched through the operation
-table. With a stored model (named, or found for the background) it is answered on the quick lane with a
-`result`; when a model must be trained (or fine-tuned) first, or the operation writes a file, it becomes a
-job."""
+table. With a stored model (named, or found for the background), or with parameters that need no model
+(upscale at strength 0), it is answered on the quick lane with a `result`; when a model must be trained (or
+fine-tuned) first, or the operation writes a file, it becomes a job."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from engine import families, operations
 from engine.errors import BadInputError, EngineError, IncompatibleModelError
 from engine.family import DataKind, Family, TrainData
 from engine.imageio import Picture, to_array, visible_rgb
-from engine.operations import OperationInput, OperationSpec, ParamType, Returns
+from engine.operations import OperationInput, OperationOutput, OperationSpec, ParamType, Returns
 from engine.serve.handlers import train
 from engine.serve.handlers.context import Context, canonical, check_image, writes_file
 from engine.serve.imaging import crop_picture, frame_from_picture, picture_in, selection_mask
@@ -94,16 +94,21 @@ def accept(ctx: Context, req: Request) -> None:
         p, op = _training_plan(ctx, c)
         size = (None, None)
         family, task = p.family, p.task.name
-        if not c.retrain:
+        if not c.retrain and not op.model_free(op.check_params(c.params)):
             assert c.background is not None  # the protocol requires one when no model is named
             resolved = p.family.resolved(p.task.name, p.options, ctx.device)
             model_id = ctx.registry.find(
                 training_key(canonical(req.buffers, c.background), resolved.settings)
             )
             reused = model_id is not None
-    _check_inputs(op, c, op.check_params(c.params), size)
+    params = op.check_params(c.params)
+    _check_inputs(op, c, params, size)
     _check_finetune(family, task, c)
-    if model_id is None or c.finetune_iters:
+    if c.model_id is None and op.model_free(params) and not c.finetune_iters:
+        # nothing to learn for these parameters (upscale at strength 0): answered at once, no model
+        # (nor a retrained one: no model would change the result)
+        ctx.jobs.run_quick(lambda: ctx.reply_quick(req, lambda: apply_without_model(op, c, req.buffers)))
+    elif model_id is None or c.finetune_iters:
         job = ctx.submit(req, TRAIN, new_model_id())
         if c.preview and op.name in PREVIEWED:
             ctx.jobs.run_quick(lambda: send_preview(ctx, job))
@@ -175,21 +180,42 @@ def apply_with(
         loaded = ctx.models.get(model_id)
     else:
         loaded = families.load(ctx.registry.path(model_id), "cpu", backend=None)
+    given = _given(op, c, buffers)
+    if op.returns is Returns.FILE:
+        given.out = ctx.registry.path(model_id) / _file_name(op, given.params)
+    output = op.run(loaded, given)
+    reply = ResultReply(model=info, reused_model=reused)
+    if op.returns is Returns.FILE:
+        return reply.model_copy(update={"path": str(given.out)}), []
+    return _reply_with(reply, op, output, c)
+
+
+def apply_without_model(
+    op: OperationSpec, c: ApplyRequest, buffers: Sequence[Any]
+) -> tuple[ResultReply, list]:
+    """Run an operation whose parameters need no model (OperationSpec.model_free): no model in the reply."""
+    assert op.run_without_model is not None
+    return _reply_with(ResultReply(), op, op.run_without_model(_given(op, c, buffers)), c)
+
+
+def _given(op: OperationSpec, c: ApplyRequest, buffers: Sequence[Any]) -> OperationInput:
     given = OperationInput(params=op.check_params(c.params))
     if c.image is not None:
         given.picture = picture_in(buffers, c.image)
     if c.mask is not None:
         assert c.image is not None
         given.mask = selection_mask(frames.from_frame(buffers, c.mask), c.image.bbox or c.mask.bbox)
-    if op.returns is Returns.FILE:
-        given.out = ctx.registry.path(model_id) / _file_name(op, given.params)
-    output = op.run(loaded, given)
-    out: list = []
-    reply = ResultReply(model=info, reused_model=reused)
-    if op.returns is Returns.FILE:
-        return reply.model_copy(update={"path": str(given.out)}), out
+    return given
+
+
+def _reply_with(
+    reply: ResultReply, op: OperationSpec, output: OperationOutput, c: ApplyRequest
+) -> tuple[ResultReply, list]:
+    """`reply` with the output's pictures as frames: a LAYER result in the input's own channel order and
+    depth, others as RGB(A)."""
     if op.returns is Returns.LAYER:
         return _layer_reply(reply, output.pictures[0], c)
+    out: list = []
     descs = []
     for picture in output.pictures:
         order = "RGB" if picture.alpha is None else "RGBA"
