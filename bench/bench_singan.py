@@ -77,15 +77,23 @@ def main() -> None:
         help="of the stage's change each pass (default: engine upscale's)",
     )
     parser.add_argument("--crop", type=int, help="cut the original's centre to this side first (px)")
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        help="the training window's side: a larger small image trains on its piece with the most detail "
+        "(default: the preset's)",
+    )
     parser.add_argument("--out", default="runs/bench_singan")
     parser.add_argument("--sheet", help="write original | bicubic | SinGAN strips to this file")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
+    if args.max_size is not None and args.max_size < 16:
+        parser.error("--max-size must be at least 16 px")
     configure_threads()
     device = select_device(args.device)
     names = args.images or sorted(p.name for p in IMAGES.iterdir())
     family = families.get("singan")
-    options = Options(preset=args.preset, iters=args.iters)
+    options = Options(preset=args.preset, iters=args.iters, max_size=args.max_size)
     f = args.factor
     rows, strips = [], []
     for name in names:
@@ -99,15 +107,16 @@ def main() -> None:
         h, w = original.shape[0] // f * f, original.shape[1] // f * f
         original = np.ascontiguousarray(original[:h, :w])
         small = shrink(original, f, args.shrink)
-        suffix = f"_{args.iters}" if args.iters else ""
+        suffix = (f"_{args.iters}" if args.iters else "") + (f"_w{args.max_size}" if args.max_size else "")
         crop = f"_crop{args.crop}" if args.crop else ""
         model_dir = Path(args.out) / f"{Path(name).stem}{crop}_x{f}_{args.shrink}_{args.preset}{suffix}"
-        seconds = None
+        timing = model_dir / "bench_seconds.txt"
         if not (model_dir / "model.json").is_file():
             start = time.perf_counter()
             run = TrainRun("super_resolution", TrainData(image=small), options, model_dir, device)
             family.train(run)
-            seconds = time.perf_counter() - start
+            timing.write_text(f"{time.perf_counter() - start:.1f}")
+        seconds = float(timing.read_text()) if timing.is_file() else None  # (cached: as measured then)
         loaded = families.load(model_dir, device, backend="torch")
         with torch.no_grad():
             ours = upscale(loaded.model["pyramid"], loaded.runner, small, float(f), 0, strength=args.strength)
@@ -121,13 +130,14 @@ def main() -> None:
         strips.append(np.concatenate([original, bicubic, ours], axis=1))
         print(f"{name}: done", flush=True)
     print(
-        f"\npreset {args.preset}{f', {args.iters} iterations' if args.iters else ''}, x{f}, strength "
+        f"\npreset {args.preset}{f', {args.iters} iterations' if args.iters else ''}"
+        f"{f', window {args.max_size} px' if args.max_size else ''}, x{f}, strength "
         f"{args.strength:g}, {device.type}\n"
     )
     print("| image | small | PSNR SinGAN | bicubic | Lanczos | sharpness SinGAN | bicubic | Lanczos | time |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, size, p_s, p_b, p_l, s_s, s_b, s_l, seconds in rows:
-        t = f"{seconds / 60:.1f} min" if seconds is not None else "(cached)"
+        t = f"{seconds / 60:.1f} min" if seconds is not None else "(not timed)"
         scores = " | ".join(f"{v:.2f}" for v in (p_s, p_b, p_l, s_s, s_b, s_l))
         print(f"| {name} | {size} | {scores} | {t} |")
     if args.sheet and strips:
