@@ -156,6 +156,7 @@ def test_unknown_extra_fields_are_tolerated(tmp_path):
 def test_reading_while_a_daemon_removes_and_rewrites_the_file(tmp_path):
     """A plugin polling for a restarting engine sees either an engine or "not running", never a crash."""
     import threading
+    import time
 
     path = tmp_path / "engine.json"
     stop = threading.Event()
@@ -163,13 +164,17 @@ def test_reading_while_a_daemon_removes_and_rewrites_the_file(tmp_path):
     def churn() -> None:  # a daemon removing a stale file and writing its own, over and over
         while not stop.is_set():
             write_connection_file(info(), path)
+            time.sleep(0)  # (a chance for the reader to find it there: threads switch unevenly)
             path.unlink(missing_ok=True)
+            time.sleep(0)
 
     writer = threading.Thread(target=churn)
     writer.start()
     outcomes: set[str] = set()
-    try:
-        for _ in range(20000):
+    reads, deadline = 0, time.monotonic() + 30
+    try:  # at least 20000 reads, and on until both outcomes came (or 30 s)
+        while reads < 20000 or (len(outcomes) < 2 and time.monotonic() < deadline):
+            reads += 1
             try:
                 read_connection_file(path)
                 outcomes.add("read")
