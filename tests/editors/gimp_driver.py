@@ -291,7 +291,9 @@ def new_image_run(image, obj, window, run):
         window.run_action(label)
         window.answer_dialog(label)
 
-    new = new_image(known, lambda made: layer_named(made, run["layer"]) is not None, window, tag, start)
+    # (its layer is in before its pixels; the undo history comes on again once they are)
+    ready = lambda made: layer_named(made, run["layer"]) is not None and made.undo_is_enabled()  # noqa: E731
+    new = new_image(known, ready, window, tag, start)
     w, h = new.get_width(), new.get_height()
     RESULT[f"{tag}_image"] = {
         "size": [w, h], "layers": [layer.get_name() for layer in new.get_layers()],
