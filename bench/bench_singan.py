@@ -29,6 +29,7 @@ from engine import families
 from engine.device import configure_threads, select_device
 from engine.families.singan import Options
 from engine.families.singan.apply import downscale, to_image, to_tensor, upscale
+from engine.families.singan.config import resolve
 from engine.family import TrainData, TrainRun
 from engine.imageio import read_image
 
@@ -94,6 +95,8 @@ def main() -> None:
     names = args.images or sorted(p.name for p in IMAGES.iterdir())
     family = families.get("singan")
     options = Options(preset=args.preset, iters=args.iters, max_size=args.max_size)
+    # the training window as resolved (the preset's unless --max-size): part of the cached model's name
+    window = resolve("super_resolution", device, args.preset, max_size=args.max_size)[1].max_size
     f = args.factor
     rows, strips = [], []
     for name in names:
@@ -107,7 +110,7 @@ def main() -> None:
         h, w = original.shape[0] // f * f, original.shape[1] // f * f
         original = np.ascontiguousarray(original[:h, :w])
         small = shrink(original, f, args.shrink)
-        suffix = (f"_{args.iters}" if args.iters else "") + (f"_w{args.max_size}" if args.max_size else "")
+        suffix = (f"_{args.iters}" if args.iters else "") + f"_w{window}"
         crop = f"_crop{args.crop}" if args.crop else ""
         model_dir = Path(args.out) / f"{Path(name).stem}{crop}_x{f}_{args.shrink}_{args.preset}{suffix}"
         timing = model_dir / "bench_seconds.txt"
@@ -131,7 +134,7 @@ def main() -> None:
         print(f"{name}: done", flush=True)
     print(
         f"\npreset {args.preset}{f', {args.iters} iterations' if args.iters else ''}"
-        f"{f', window {args.max_size} px' if args.max_size else ''}, x{f}, strength "
+        f", window {window} px, x{f}, strength "
         f"{args.strength:g}, {device.type}\n"
     )
     print("| image | small | PSNR SinGAN | bicubic | Lanczos | sharpness SinGAN | bicubic | Lanczos | time |")

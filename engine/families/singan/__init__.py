@@ -52,7 +52,12 @@ class Options(BaseModel):
         "default: paper on a GPU, fast on a CPU"
     )  # fmt: skip
     iters: int | None = Field(None, ge=1, le=MAX_ITERS, description="iterations per stage")
-    max_size: int | None = Field(None, ge=16, le=MAX_SIDE, description="long side of the final stage in px")
+    max_size: int | None = Field(
+        None,
+        ge=16,
+        le=MAX_SIDE,
+        description="long side of the final stage in px (super_resolution: the side of the window it learns)",
+    )
     seed: int | None = seed_option()
     precision: Literal["fp32", "bf16"] | None = precision_option()
 
