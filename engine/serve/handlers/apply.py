@@ -84,27 +84,26 @@ def accept(ctx: Context, req: Request) -> None:
     for desc in (c.image, c.mask, c.background):
         if desc is not None:
             check_image(desc, req.buffers)
-    model_id, reused = c.model_id, False
+    model_id, reused, plan = c.model_id, False, None
     if model_id is not None:
         info = ctx.registry.info(model_id)
         op = _spec(info.family, info.task, c.operation, f"model {model_id}")
         size = (info.width, info.height)
         family, task = families.get(info.family), info.task
     else:
-        p, op = _training_plan(ctx, c)
+        plan, op = _training_plan(ctx, c)
         size = (None, None)
-        family, task = p.family, p.task.name
-        if not c.retrain and not op.model_free(op.check_params(c.params)):
-            assert c.background is not None  # the protocol requires one when no model is named
-            resolved = p.family.resolved(p.task.name, p.options, ctx.device)
-            model_id = ctx.registry.find(
-                training_key(canonical(req.buffers, c.background), resolved.settings)
-            )
-            reused = model_id is not None
+        family, task = plan.family, plan.task.name
     params = op.check_params(c.params)
+    model_free = op.model_free(params)
+    if plan is not None and not c.retrain and not model_free:
+        assert c.background is not None  # the protocol requires one when no model is named
+        resolved = plan.family.resolved(plan.task.name, plan.options, ctx.device)
+        model_id = ctx.registry.find(training_key(canonical(req.buffers, c.background), resolved.settings))
+        reused = model_id is not None
     _check_inputs(op, c, params, size)
     _check_finetune(family, task, c)
-    if c.model_id is None and op.model_free(params) and not c.finetune_iters:
+    if c.model_id is None and model_free and not c.finetune_iters:
         # nothing to learn for these parameters (upscale at strength 0): answered at once, no model
         # (nor a retrained one: no model would change the result)
         ctx.jobs.run_quick(lambda: ctx.reply_quick(req, lambda: apply_without_model(op, c, req.buffers)))
