@@ -516,11 +516,13 @@ def run(procedure, run_mode, image, drawables, config, data):
     try:
         tattoo = drawable.get_tattoo()  # read now: the layer itself may be deleted while the engine works
         canvas = read_canvas(image, drawable, op)
-        painting = {  # for a new image: as the painting is now (it may be closed or converted meanwhile)
-            "precision": image.get_precision(),
-            "profile": image.get_color_profile(),
-            "resolution": image.get_resolution()[-2:],
-        }
+        painting = None  # for a new image: as the painting is now (it may be closed or converted meanwhile)
+        if op.new_image:
+            painting = {
+                "precision": image.get_precision(),
+                "profile": image.get_color_profile(),
+                "resolution": image.get_resolution()[-2:],
+            }
         shown: list = []  # the preview's layer, once the engine has sent one (engine/preview.py)
 
         def show_preview(preview: LayerPatch) -> None:
@@ -551,6 +553,7 @@ def run(procedure, run_mode, image, drawables, config, data):
                 values=values,
             )  # fmt: skip
         if isinstance(patch, NewImage):  # a picture of its own: whether the painting is still open or not
+            assert painting is not None
             add_new_image(patch, painting, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
         elif isinstance(patch, Animation):
             profile = image.get_effective_color_profile() if image.is_valid() else None
