@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-RAY = str(Path(sys.executable).with_name("ray"))
+# Ray's command line through this interpreter: its `ray` script need not sit beside it (a venv made with
+# --system-site-packages has none)
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 # The GCS checks each node every 500 ms and declares it dead after 3 missed checks (the default takes
 # 30 s), so that a killed node's work moves on within a test's time.
 ENV = {
@@ -58,7 +60,7 @@ class LocalCluster:
     def _start(self, *args: str, cpus: int = 1) -> subprocess.Popen:
         log = open(self.logs / f"node{len(self.nodes)}.log", "w")  # noqa: SIM115 (kept for the node's life)
         node = subprocess.Popen(
-            [RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--block", *args],
+            [*RAY, "start", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus), "--block", *args],
             start_new_session=True,
             env=ENV,
             stdout=log,
@@ -97,7 +99,7 @@ class LocalCluster:
         """Nodes the cluster counts as active (`ray status` reads the GCS; `ray list` would need the
         dashboard, which these clusters leave out)."""
         done = subprocess.run(
-            [RAY, "status", "--address", self.address], capture_output=True, text=True, env=ENV, timeout=60
+            [*RAY, "status", "--address", self.address], capture_output=True, text=True, env=ENV, timeout=60
         )
         self.last_status = f"`ray status` exit {done.returncode}: {(done.stdout + done.stderr)[-1500:]}"
         if done.returncode != 0 or "Active:" not in done.stdout:
