@@ -226,6 +226,28 @@ def test_the_coarsest_stage_can_train_longer(tmp_path):
     assert (overridden.stage_iters(0), overridden.stage_iters(3)) == (40, 40)
 
 
+def test_a_lazy_gradient_penalty_runs_on_every_kth_critic_step_weighted_k(tmp_path, monkeypatch):
+    penalties = []
+    real_penalty = training.gradient_penalty
+
+    def counted(*args):
+        penalties.append(real_penalty(*args).item())
+        return torch.tensor(penalties[-1])
+
+    monkeypatch.setattr(training, "gradient_penalty", counted)
+    model, train = _tiny("harmonization", iters=5, d_steps=3, gp_every=2)
+    image = read_image(TRAIN_IMAGES["harmonization"]).rgb
+    seen = []
+    training.train(image, model, train, tmp_path / "m", CPU, lambda p: seen.append(p.losses["gp"]))
+    stages = model.n_stages
+    # 15 critic steps a stage, steps 0, 2, ..., 14 of each stage: 8 penalties a stage
+    assert len(penalties) == 8 * stages
+    # progress reports the unweighted penalty (lambda_grad x penalty), as with a penalty every step
+    assert seen[0] == pytest.approx(penalties[0] * train.lambda_grad, rel=1e-3)
+    with pytest.raises(ValueError, match="gp_every is 0, outside 1-100"):
+        dataclasses.replace(train, gp_every=0)
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [

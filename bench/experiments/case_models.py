@@ -3,6 +3,7 @@ trained once and cached by the painting's pixels, so that experiments which vary
 harmonize time (the colour step, how the change is carried) compare on the same models.
 
     python -m bench.experiments.case_models --iters 150 --out runs/case_models    # trains what is missing
+    python -m bench.experiments.case_models --iters 150 --skip '*_easy' '*_hard' 'stone_1_*'   # not those
 
 The order puts the hsv set first, then one region of eight varied paintings (FIRST), then the rest, so a
 run cut short still covers both sets. --iters overrides the `fast` preset's 300 iterations per stage.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import hashlib
 import time
 from pathlib import Path
@@ -56,12 +58,19 @@ def main() -> None:
     )
     parser.add_argument("--iters", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/case_models"))
+    parser.add_argument(
+        "--skip",
+        nargs="+",
+        default=[],
+        metavar="PATTERN",
+        help="case names (shell patterns) whose models are not trained, e.g. those measured already",
+    )
     args = parser.parse_args()
     configure_threads()
     done: set[Path] = set()
     for case in all_cases():
         directory = model_dir(case, args.out, args.iters)
-        if directory in done:
+        if directory in done or any(fnmatch.fnmatch(case.name, p) for p in args.skip):
             continue
         done.add(directory)
         start = time.perf_counter()

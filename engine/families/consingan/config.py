@@ -112,6 +112,9 @@ class TrainConfig:
     d_steps: int = 3
     g_steps: int = 3
     lambda_grad: float = 0.1  # WGAN-GP weight
+    # Critic steps per gradient penalty: 1 = every step (the reference); k = every k-th step, weighted k
+    # (the lazy regularisation of StyleGAN2, Karras et al. 2020), which saves the penalty's double backward.
+    gp_every: int = 1
     alpha: float = 10.0  # reconstruction loss weight
     noise_amp: float = 0.1  # noise amplitude = noise_amp * reconstruction RMSE of the stage below
     # Harmonization: chance that a training input has a region's strokes blurred away first
@@ -135,6 +138,7 @@ class TrainConfig:
         _check("train_depth", self.train_depth, 1, MAX_STAGES)
         _check("d_steps", self.d_steps, 1, 100)
         _check("g_steps", self.g_steps, 1, 100)
+        _check("gp_every", self.gp_every, 1, 100)
         for name in ("lambda_grad", "alpha"):
             _check(name, getattr(self, name), 0.0, 1e6, float)
         _check("noise_amp", self.noise_amp, 0.0, 10.0, float)

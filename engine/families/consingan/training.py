@@ -8,6 +8,7 @@ computed once per stage, and the fake image that the reference recomputes for ea
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import pickle
@@ -99,6 +100,7 @@ class Trainer:
         self.info: dict = {}  # provenance written into the model (fine-tuning: the parent model)
         self.elapsed = 0.0
         self.recomputed_steps = 0  # steps recomputed after non-finite gradients (see _finite_backward)
+        self.last_gp = torch.zeros(())  # the last critic step's gradient penalty, for progress reports
         self._last_preview = -math.inf
         if train.channels_last:
             self.generator.to(memory_format=torch.channels_last)
@@ -291,14 +293,20 @@ class Trainer:
         # Critic: the reference regenerates `fake` for each step from the same noise and weights.
         d.requires_grad_(True)
 
-        def critic_losses(attempt: int) -> tuple[torch.Tensor, ...]:
+        def critic_losses(with_gp: bool, attempt: int) -> tuple[torch.Tensor, ...]:
             with amp_ctx:
                 scores = d(torch.cat([real, fake.detach()])).float()
-                gp = gradient_penalty(d, real, fake.detach(), self.torch_rng) * t.lambda_grad
-            return -scores[0].mean(), scores[1].mean(), gp
+                if not with_gp:
+                    return -scores[0].mean(), scores[1].mean()
+                gp = gradient_penalty(d, real, fake.detach(), self.torch_rng)
+            return -scores[0].mean(), scores[1].mean(), gp * (t.lambda_grad * t.gp_every)
 
-        for _ in range(t.d_steps):
-            loss_real, loss_fake, gp = self._finite_backward(d, critic_losses, "critic")
+        for step in range(t.d_steps):
+            with_gp = (self.iteration * t.d_steps + step) % t.gp_every == 0
+            step_losses = functools.partial(critic_losses, with_gp)
+            loss_real, loss_fake, *penalty = self._finite_backward(d, step_losses, "critic")
+            if penalty:  # reported unweighted by gp_every; an iteration without one reports the last
+                self.last_gp = penalty[0].detach() / t.gp_every
             opt_d.step()
         # Generator: adversarial plus reconstruction loss; the critic's weights need no gradients here.
         d.requires_grad_(False)
@@ -318,7 +326,13 @@ class Trainer:
         loss_adv, loss_rec = self._finite_backward(g, generator_losses, "generator")
         for _ in range(t.g_steps):  # the reference steps Adam g_steps times on the same gradients
             opt_g.step()
-        losses = {"d_real": -loss_real, "d_fake": loss_fake, "gp": gp, "g_adv": loss_adv, "rec": loss_rec}
+        losses = {
+            "d_real": -loss_real,
+            "d_fake": loss_fake,
+            "gp": self.last_gp,
+            "g_adv": loss_adv,
+            "rec": loss_rec,
+        }
         return losses, fake.detach()
 
     def _preview(self, depth: int, fake: torch.Tensor) -> np.ndarray | None:

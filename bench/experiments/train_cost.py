@@ -1,0 +1,144 @@
+"""Issue 24: where a `fast` harmonization run's time goes, and what a cheaper critic costs in quality.
+
+Each variant trains one model per case painting (bench/experiments/case_models.py's cases and cache; the
+`base` variant is that script's model, so its cache serves here) and harmonizes the case with the engine's
+defaults; the table gives each variant's training seconds (model.json), its mean squared error, texture
+and Delta E inside the region against the truth, and the ring transfer's error beside them.
+
+    python -m bench.experiments.train_cost --iters 150 [--variants base d2 d1 gp2] [--profile]
+
+--profile first times one iteration of the last stage by part (critic steps with and without the
+gradient penalty, the generator's step) on the Scream, with torch.profiler's busiest operators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.baselines import ring_reinhard
+from bench.bench_harmonization import to_u8
+from bench.experiments.case_models import all_cases, model_dir
+from bench.machine import measure
+from bench.quality import masked_error, texture_score
+from engine.device import configure_threads, select_device
+from engine.families.consingan import apply, store, training
+from engine.families.consingan.config import training_configs
+from engine.imageio import Picture
+
+# name: the TrainConfig fields it changes from `fast`
+VARIANTS = {
+    "base": {},
+    "d2": {"d_steps": 2},
+    "d1": {"d_steps": 1},
+    "gp2": {"gp_every": 2},
+    "d2gp2": {"d_steps": 2, "gp_every": 2},
+}
+CASES = [
+    "oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard",
+    "oil_tree_0_colour", "oil_tree_0_texture", "pen_building_0_colour", "pen_building_0_texture",
+    "zebra_0_colour", "zebra_0_texture", "angkorwat_0_colour", "angkorwat_0_texture",
+]  # fmt: skip
+
+
+def variant_model(case, variant: str, root: Path, iters: int, device) -> tuple[store.TrainedModel, float]:
+    base = model_dir(case, root, iters)
+    directory = base if variant == "base" else base.with_name(f"{base.name}-{variant}")
+    if not (directory / "model.json").is_file():
+        _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
+        train_cfg = dataclasses.replace(train_cfg, iters=iters, **VARIANTS[variant])
+        training.train(case.background / 255.0, model_cfg, train_cfg, directory, device)
+    seconds = json.loads((directory / "model.json").read_text())["info"]["training_seconds"]
+    return store.load_model(directory, device), seconds
+
+
+def profile(device) -> None:
+    """One iteration of the Scream's last `fast` stage, timed by part, then the busiest operators."""
+    from bench.bench_training import SHARED
+    from engine.imageio import read_image
+
+    _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
+    train_cfg = dataclasses.replace(train_cfg, checkpoint_every_s=1e9)
+    image = read_image(SHARED / "harmonization/scream.jpg").rgb
+    trainer = training.Trainer(model_cfg, train_cfg, image, Path("/nonexistent"), device)
+    for depth in range(len(trainer.shapes)):
+        trainer._prepare_stage(depth)
+    depth = len(trainer.shapes) - 1
+    parts = {}
+    for name, changes in [("whole (d3)", {}), ("d1", {"d_steps": 1}), ("d3, no penalty", {"gp_every": 100})]:
+        trainer.train = dataclasses.replace(train_cfg, iters=8, **changes)
+        trainer.iteration = 0
+        trainer._train_stage(depth)  # warm-up and 7 more
+        trainer.iteration, start = 0, time.perf_counter()
+        trainer.train = dataclasses.replace(trainer.train, iters=6)
+        trainer._train_stage(depth)
+        parts[name] = (time.perf_counter() - start) / 6
+    whole, d1, no_gp = parts["whole (d3)"], parts["d1"], parts["d3, no penalty"]
+    critic_step = (whole - d1) / 2
+    penalty = (whole - no_gp) / 3
+    print(f"last stage {trainer.shapes[depth]}: {whole:.3f} s an iteration")
+    print(f"  a critic step {critic_step:.3f} s ({3 * critic_step / whole:.0%} of it for 3), of which the")
+    print(f"  gradient penalty {penalty:.3f} s ({3 * penalty / whole:.0%} of the iteration for 3)")
+    print(f"  the generator's step and the rest {whole - 3 * critic_step:.3f} s")
+    trainer.train = dataclasses.replace(train_cfg, iters=3)
+    trainer.iteration = 0
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        trainer._train_stage(depth)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--iters", type=int, default=150)
+    parser.add_argument("--models", type=Path, default=Path("runs/case_models"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--cases", nargs="+", default=CASES)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    configure_threads()
+    device = select_device("cpu")
+    print(measure(device).line(), flush=True)
+    if args.profile:
+        profile(device)
+    cases = {c.name: c for c in all_cases()}
+    rows: dict[str, list[tuple[float, ...]]] = {}
+    print(
+        "| case | variant | training s | MSE | texture | Delta E | ring MSE |\n|---|---|---|---|---|---|---|"
+    )
+    for name in args.cases:
+        case = cases[name]
+        inside = case.mask > 127
+        ring = ring_reinhard(case.composite, inside, 20)
+        ring_mse = float(np.mean((ring.astype(np.float64) - case.ground_truth)[inside] ** 2))
+        picture = Picture(case.composite.astype(np.float32) / 255.0)
+        for variant in args.variants:
+            model, seconds = variant_model(case, variant, args.models, args.iters, device)
+            mask = inside.astype(np.float32)
+            image = to_u8(apply.apply_to_selection(model, picture, mask).rgb)
+            mse = float(np.mean((image.astype(np.float64) - case.ground_truth)[inside] ** 2))
+            texture = texture_score(image, case.ground_truth, case.mask)
+            delta_e = masked_error(image, case.ground_truth, case.mask).delta_e
+            rows.setdefault(variant, []).append((seconds, mse, texture, delta_e, ring_mse))
+            print(f"| {name} | {variant} | {seconds:.0f} | {mse:.0f} | {texture:.2f} | {delta_e:.1f} | "
+                  f"{ring_mse:.0f} |", flush=True)  # fmt: skip
+    print(
+        "\n| variant (mean) | training s | MSE | texture | Delta E | below ring |\n|---|---|---|---|---|---|"
+    )
+    for variant, values in rows.items():
+        seconds, mse, texture, delta_e, _ = np.mean(values, axis=0)
+        below = sum(v[1] < v[4] for v in values)
+        n = len(values)
+        print(f"| {variant} | {seconds:.0f} | {mse:.0f} | {texture:.2f} | {delta_e:.1f} | {below} of {n} |")
+    print(measure(device).line())
+
+
+if __name__ == "__main__":
+    main()
