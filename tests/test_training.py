@@ -227,23 +227,34 @@ def test_the_coarsest_stage_can_train_longer(tmp_path):
 
 
 def test_a_lazy_gradient_penalty_runs_on_every_kth_critic_step_weighted_k(tmp_path, monkeypatch):
-    penalties = []
-    real_penalty = training.gradient_penalty
+    penalties, critic_losses = [], []
+    real_penalty, real_backward = training.gradient_penalty, training.Trainer._finite_backward
 
     def counted(*args):
-        penalties.append(real_penalty(*args).item())
-        return torch.tensor(penalties[-1])
+        penalties.append(real_penalty(*args))
+        return penalties[-1]
+
+    def recorded(self, net, losses, what):
+        values = real_backward(self, net, losses, what)
+        if what == "critic":
+            critic_losses.append(values)
+        return values
 
     monkeypatch.setattr(training, "gradient_penalty", counted)
+    monkeypatch.setattr(training.Trainer, "_finite_backward", recorded)
     model, train = _tiny("harmonization", iters=5, d_steps=3, gp_every=2)
     image = read_image(TRAIN_IMAGES["harmonization"]).rgb
     seen = []
     training.train(image, model, train, tmp_path / "m", CPU, lambda p: seen.append(p.losses["gp"]))
-    stages = model.n_stages
-    # 15 critic steps a stage, steps 0, 2, ..., 14 of each stage: 8 penalties a stage
-    assert len(penalties) == 8 * stages
-    # progress reports the unweighted penalty (lambda_grad x penalty), as with a penalty every step
-    assert seen[0] == pytest.approx(penalties[0] * train.lambda_grad, rel=1e-3)
+    # 15 critic steps a stage; the penalty on steps 0, 2, ..., 14 of each stage, weighted 2
+    assert len(critic_losses) == 15 * model.n_stages
+    with_penalty = [i % 15 for i, values in enumerate(critic_losses) if len(values) == 3]
+    assert with_penalty == list(range(0, 15, 2)) * model.n_stages
+    step2 = critic_losses[2][2].item()
+    assert step2 == pytest.approx(penalties[1].item() * train.lambda_grad * 2, rel=1e-6)
+    # progress reports the unweighted penalty (lambda_grad x penalty), as with a penalty every step:
+    # after iteration 0, that of its step 2
+    assert seen[0] == pytest.approx(penalties[1].item() * train.lambda_grad, rel=1e-6)
     with pytest.raises(ValueError, match="gp_every is 0, outside 1-100"):
         dataclasses.replace(train, gp_every=0)
 
