@@ -11,6 +11,9 @@ the region against the truth, and the ring transfer's error beside them.
 Training times compare only between models trained by the same code on the same idle machine: the cache
 (keyed by the painting and the iterations) keeps a model from any earlier run.
 
+--whole-run V [V ...] trains the Scream (the demo's painting) with the full `fast` preset once per variant
+named, into a temporary folder, and prints each whole run's seconds beside the machine's convolution rate.
+
 --profile first times one iteration of the last stage by part (critic steps with and without the
 gradient penalty, the generator's step) on the Scream, with torch.profiler's busiest operators.
 """
@@ -36,14 +39,14 @@ from engine.families.consingan import apply, store, training
 from engine.families.consingan.config import training_configs
 from engine.imageio import Picture
 
-# name: the TrainConfig fields it changes from `fast`
+# name: the TrainConfig fields it sets on `fast` (whose harmonization took 3 critic steps when measured)
 VARIANTS = {
-    "base": {},
+    "base": {"d_steps": 3},
     "d2": {"d_steps": 2},
     "d1": {"d_steps": 1},
-    "gp2": {"gp_every": 2},
+    "gp2": {"d_steps": 3, "gp_every": 2},
     "d2gp2": {"d_steps": 2, "gp_every": 2},
-    "seed1": {"seed": 1},  # the base with another seed: how far one seed moves the figures
+    "seed1": {"d_steps": 3, "seed": 1},  # the base with another seed: how far one seed moves the figures
 }
 CASES = [
     "oil_tree_hard", "pen_building_hard", "scream_hard", "watercolor_tree_hard",
@@ -76,7 +79,11 @@ def profile(device) -> None:
         trainer._prepare_stage(depth)
     depth = len(trainer.shapes) - 1
     parts = {}
-    for name, changes in [("whole (d3)", {}), ("d1", {"d_steps": 1}), ("d3, no penalty", {"gp_every": 100})]:
+    for name, changes in [
+        ("whole (d3)", {"d_steps": 3}),
+        ("d1", {"d_steps": 1}),
+        ("d3, no penalty", {"d_steps": 3, "gp_every": 100}),
+    ]:
         trainer.train = dataclasses.replace(train_cfg, iters=8, **changes)
         trainer.iteration = 0
         trainer._train_stage(depth)  # warm-up: 8 iterations
@@ -99,6 +106,23 @@ def profile(device) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
+def whole_runs(device, variants: list[str]) -> None:
+    import tempfile
+
+    from bench.bench_training import SHARED
+    from engine.imageio import read_image
+
+    image = read_image(SHARED / "harmonization/scream.jpg").rgb
+    _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
+    print("| variant | whole `fast` run on the Scream, s |\n|---|---|")
+    for variant in variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            changed = dataclasses.replace(train_cfg, **VARIANTS[variant])
+            training.train(image, model_cfg, changed, Path(tmp) / "m", device)
+            print(f"| {variant} | {time.perf_counter() - start:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,12 +134,16 @@ def main() -> None:
     )
     parser.add_argument("--cases", nargs="+", default=CASES)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--whole-run", nargs="+", default=[], choices=list(VARIANTS), metavar="VARIANT")
     args = parser.parse_args()
     configure_threads()
     device = select_device("cpu")
     print(measure(device).line(), flush=True)
     if args.profile:
         profile(device)
+    if args.whole_run:
+        whole_runs(device, args.whole_run)
+        return
     cases = {c.name: c for c in all_cases()}
     rows: dict[str, list[tuple[float, ...]]] = {}
     print(
