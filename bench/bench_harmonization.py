@@ -27,12 +27,26 @@ from bench.quality import detail_score, masked_error, texture_score
 from bench.synthetic_cases import HarmonizationCase, load_cases
 from engine.device import configure_threads, select_device
 from engine.families.consingan import apply, store, training
-from engine.families.consingan.config import training_configs
+from engine.families.consingan.config import TrainConfig, training_configs
 from engine.imageio import Picture
 
 
 def to_u8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+
+
+def check_cached(model_dir: Path, wanted: TrainConfig) -> None:
+    """Refuse a cached model trained otherwise (a preset changed since, another seed or setting): the cache
+    is keyed by case and preset name only, and a silent mix would measure the wrong models."""
+    stored = TrainConfig.from_dict(store.read_meta(model_dir)["training"])
+    same = {"checkpoint_every_s": 0.0, "precision": wanted.precision}
+    if dataclasses.replace(stored, **same) != dataclasses.replace(wanted, **same):
+        changed = [
+            f"{k} {v} (now {getattr(wanted, k)})"
+            for k, v in dataclasses.asdict(stored).items()
+            if k not in same and v != getattr(wanted, k)
+        ]
+        raise SystemExit(f"{model_dir} was trained with {', '.join(changed)}: use another --out or delete it")
 
 
 def engine_result(
@@ -49,13 +63,15 @@ def engine_result(
     """Train on the background (cached in model_dir), harmonize the composite with each colour match (None:
     the default); optionally also with a model fine-tuned on the composite."""
     timings = {}
-    if not (model_dir / "model.json").is_file():
-        _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
-        train_cfg = dataclasses.replace(train_cfg, seed=seed)
-        if smooth is not None:
-            train_cfg = dataclasses.replace(train_cfg, smooth_probability=smooth)
-        if recolour is not None:
-            train_cfg = dataclasses.replace(train_cfg, recolour_probability=recolour)
+    _, model_cfg, train_cfg = training_configs("harmonization", device, preset_name)
+    train_cfg = dataclasses.replace(train_cfg, seed=seed)
+    if smooth is not None:
+        train_cfg = dataclasses.replace(train_cfg, smooth_probability=smooth)
+    if recolour is not None:
+        train_cfg = dataclasses.replace(train_cfg, recolour_probability=recolour)
+    if (model_dir / "model.json").is_file():
+        check_cached(model_dir, train_cfg)
+    else:
         start = time.perf_counter()
         if (model_dir / store.CHECKPOINT_DIR / "state.pt").is_file():  # an interrupted run: continue it
             training.resume(model_dir, device)

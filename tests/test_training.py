@@ -226,6 +226,14 @@ def test_the_coarsest_stage_can_train_longer(tmp_path):
     assert (overridden.stage_iters(0), overridden.stage_iters(3)) == (40, 40)
 
 
+def test_fast_harmonization_takes_two_critic_steps_and_the_rest_keep_the_references_three():
+    # docs/benchmarks.md, "Training speed": measured for harmonization only
+    assert preset("fast", "harmonization")[1].d_steps == 2
+    assert preset("paper", "harmonization")[1].d_steps == 3
+    for mode in ("generation", "retarget", "editing", "animation"):
+        assert preset("fast", mode)[1].d_steps == 3 == preset("paper", mode)[1].d_steps
+
+
 def test_a_lazy_gradient_penalty_runs_on_every_kth_critic_step_weighted_k(tmp_path, monkeypatch):
     penalties, critic_losses = [], []
     real_penalty, real_backward = training.gradient_penalty, training.Trainer._finite_backward

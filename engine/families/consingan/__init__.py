@@ -79,7 +79,7 @@ def train(run: TrainRun) -> Path:
 _KEY_IGNORES = {"checkpoint_every_s"}
 # Settings added after models were stored count only when set: at their default, which trains exactly as
 # before they existed, the key stays what it was, so stored models are still found.
-_KEY_NEW_DEFAULTS = {"recolour_probability": 0.0}
+_KEY_NEW_DEFAULTS = {"recolour_probability": 0.0, "gp_every": 1}
 
 
 def resolve(task: str, options: BaseModel, device: Any) -> Resolved:
