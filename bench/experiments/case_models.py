@@ -35,15 +35,18 @@ def all_cases() -> list[HarmonizationCase]:
     return [*load_cases(), *first, *[c for c in lab if c not in first]]
 
 
-def model_dir(case: HarmonizationCase, root: Path, iters: int | None) -> Path:
+def model_dir(case: HarmonizationCase, root: Path, iters: int | None, variant: str = "") -> Path:
     key = hashlib.sha1(case.background.tobytes()).hexdigest()[:10]
-    return root / f"{key}-{iters or 'fast'}"
+    return root / (f"{key}-{iters or 'fast'}" + (f"-{variant}" if variant else ""))
 
 
-def case_model(case: HarmonizationCase, root: Path, iters: int | None, device=None) -> TrainedModel:
-    """The case's model (trained on its inpainted painting), trained first if the cache lacks it."""
+def case_model(
+    case: HarmonizationCase, root: Path, iters: int | None, device=None, variant: str = "", **changes
+) -> TrainedModel:
+    """The case's model (trained on its inpainted painting), trained first if the cache lacks it; a named
+    variant (bench/experiments/train_cost.py) is trained with `changes` to the TrainConfig, cached apart."""
     device = device or select_device("cpu")
-    directory = model_dir(case, root, iters)
+    directory = model_dir(case, root, iters, variant)
     if not (directory / "model.json").is_file():
         _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
         # 3 critic steps: `fast` as it was when these models were measured (2026-12-06; it takes 2 since),
@@ -51,6 +54,7 @@ def case_model(case: HarmonizationCase, root: Path, iters: int | None, device=No
         train_cfg = dataclasses.replace(train_cfg, d_steps=3)
         if iters:
             train_cfg = dataclasses.replace(train_cfg, iters=iters)
+        train_cfg = dataclasses.replace(train_cfg, **changes)
         training.train(case.background / 255.0, model_cfg, train_cfg, directory, device)
     return store.load_model(directory, device)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +31,14 @@ import torch
 
 from bench.baselines import ring_reinhard
 from bench.bench_harmonization import to_u8
-from bench.experiments.case_models import all_cases, model_dir
+from bench.bench_training import SHARED
+from bench.experiments.case_models import all_cases, case_model, model_dir
 from bench.machine import measure
 from bench.quality import masked_error, texture_score
 from engine.device import configure_threads, select_device
 from engine.families.consingan import apply, store, training
-from engine.families.consingan.config import training_configs
-from engine.imageio import Picture
+from engine.families.consingan.config import ModelConfig, TrainConfig, training_configs
+from engine.imageio import Picture, read_image
 
 # name: the TrainConfig fields it sets on `fast` (whose harmonization took 3 critic steps when measured)
 VARIANTS = {
@@ -56,24 +57,22 @@ CASES = [
 
 
 def variant_model(case, variant: str, root: Path, iters: int, device) -> tuple[store.TrainedModel, float]:
-    base = model_dir(case, root, iters)
-    directory = base.with_name(f"{base.name}-{variant}")
-    if not (directory / "model.json").is_file():
-        _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
-        train_cfg = dataclasses.replace(train_cfg, iters=iters, **VARIANTS[variant])
-        training.train(case.background / 255.0, model_cfg, train_cfg, directory, device)
-    seconds = json.loads((directory / "model.json").read_text())["info"]["training_seconds"]
-    return store.load_model(directory, device), seconds
+    model = case_model(case, root, iters, device, variant, **VARIANTS[variant])
+    seconds = store.read_meta(model_dir(case, root, iters, variant))["info"]["training_seconds"]
+    return model, seconds
+
+
+def scream(device) -> tuple[np.ndarray, ModelConfig, TrainConfig]:
+    """The demo's painting and `fast` harmonization's configs."""
+    _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
+    return read_image(SHARED / "harmonization/scream.jpg").rgb, model_cfg, train_cfg
 
 
 def profile(device) -> None:
-    """One iteration of the Scream's last `fast` stage, timed by part, then the busiest operators."""
-    from bench.bench_training import SHARED
-    from engine.imageio import read_image
-
-    _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
+    """One iteration of the Scream's last `fast` stage with 3 critic steps, timed by part, then the busiest
+    operators."""
+    image, model_cfg, train_cfg = scream(device)
     train_cfg = dataclasses.replace(train_cfg, checkpoint_every_s=1e9)
-    image = read_image(SHARED / "harmonization/scream.jpg").rgb
     trainer = training.Trainer(model_cfg, train_cfg, image, Path("/nonexistent"), device)
     for depth in range(len(trainer.shapes)):
         trainer._prepare_stage(depth)
@@ -99,7 +98,7 @@ def profile(device) -> None:
     print(f"  a critic step {critic_step:.3f} s ({3 * critic_step / whole:.0%} of it for 3), of which the")
     print(f"  gradient penalty {penalty:.3f} s ({3 * penalty / whole:.0%} of the iteration for 3)")
     print(f"  the generator's step and the rest {whole - 3 * critic_step:.3f} s")
-    trainer.train = dataclasses.replace(train_cfg, iters=3)
+    trainer.train = dataclasses.replace(train_cfg, iters=3, d_steps=3)
     trainer.iteration = 0
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         trainer._train_stage(depth)
@@ -107,13 +106,7 @@ def profile(device) -> None:
 
 
 def whole_runs(device, variants: list[str]) -> None:
-    import tempfile
-
-    from bench.bench_training import SHARED
-    from engine.imageio import read_image
-
-    image = read_image(SHARED / "harmonization/scream.jpg").rgb
-    _, model_cfg, train_cfg = training_configs("harmonization", device, "fast")
+    image, model_cfg, train_cfg = scream(device)
     print("| variant | whole `fast` run on the Scream, s |\n|---|---|")
     for variant in variants:
         with tempfile.TemporaryDirectory() as tmp:
