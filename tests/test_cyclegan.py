@@ -4,9 +4,11 @@ directions at full resolution (tiled, without seams), batch, resume, and every b
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -241,6 +243,47 @@ def test_a_cancelled_run_resumes_to_the_same_model(domains, tmp_path):
         whole, cut = load_file(tmp_path / "whole" / name), load_file(tmp_path / "cut" / name)
         for key in whole:
             torch.testing.assert_close(cut[key], whole[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_killed_run_resumes_to_the_same_model(domains, tmp_path):
+    """kill -9 between two epochs' checkpoints, then `engine train --resume` finishes the model that an
+    unbroken run with the same seed trains."""
+    from safetensors.torch import load_file
+
+    from engine.families.cyclegan import Options
+
+    a, b = domains
+    epochs = 6  # 12 epochs of 3 tiny steps: seconds, long enough to be killed in the middle
+    options = Options(preset="tiny", seed=3, epochs=epochs)
+    whole = tmp_path / "whole"
+    run = TrainRun("restyle", TrainData(folders=domains), options, whole, torch.device("cpu"))
+    families.get("cyclegan").train(run)
+    cut = tmp_path / "cut"
+    cmd = ["train", "--family", "cyclegan", "--domain-a", a, "--domain-b", b, "--out", cut,
+           "--preset", "tiny", "--seed", "3", "--epochs", epochs]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *map(str, cmd)], env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    state, seen, deadline = cut / "checkpoint" / "state.pt", set(), time.time() + 120
+    while len(seen) < 3 and time.time() < deadline:  # the first checkpoint, then two epochs' ends
+        assert proc.poll() is None, f"finished before it could be killed: {proc.communicate()[1]}"
+        try:
+            seen.add(state.stat().st_mtime_ns)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not (cut / "model.json").exists()
+    failed = engine("restyle", cut, "--image", a / "stonehenge.png", "--out", tmp_path / "r.png")
+    assert failed.returncode != 0 and f"engine train --resume {cut}" in failed.stderr
+    proc = engine("train", "--resume", cut, "--json")
+    assert proc.returncode == 0 and result(proc)["family"] == "cyclegan", proc.stderr
+    assert not (cut / "checkpoint").exists()
+    for name in ("generator_a2b.safetensors", "generator_b2a.safetensors", "critic_a.safetensors"):
+        whole_w, cut_w = load_file(whole / name), load_file(cut / name)
+        for key in whole_w:
+            torch.testing.assert_close(cut_w[key], whole_w[key], rtol=1e-4, atol=1e-5)
 
 
 def test_the_daemon_trains_on_folders_and_restyles(domains, tmp_path, shared_images):
