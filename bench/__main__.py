@@ -69,10 +69,11 @@ SUITE = (
     ),
     Benchmark(
         "cyclegan", "bench.bench_cyclegan",
-        "CycleGAN: s / training iteration, re-style quality against Reinhard, s / MP per backend",
+        "CycleGAN: s / training iteration, quality against Reinhard and ConSinGAN, s / MP per backend",
         "docs/benchmarks.md: CycleGAN re-styling",
         ("--preset", "tiny", "--photos", "stonehenge.jpg", "--paintings", "scream.jpg", "--held-out",
-         "--time-iters", "1", "--sizes", "0.02", "--repeats", "1"),
+         "--time-iters", "1", "--sizes", "0.02", "--repeats", "1", "--methods", "reinhard", "cyclegan",
+         "consingan"),
         "| stonehenge.jpg |", out=True,
     ),
     Benchmark(

@@ -3,6 +3,7 @@
     python -m bench.bench_cyclegan --preset fast --out runs/bench_cyclegan        # trains, then measures
     python -m bench.bench_cyclegan --model runs/bench_cyclegan/model --out ...    # measures a stored model
     python -m bench.bench_cyclegan --preset fast --set ngf=16 --set epoch_size=192 --time-only
+    python -m bench.bench_cyclegan --methods reinhard consingan --out runs/bench_cyclegan   # no CycleGAN
 
 Domain A is photos from ../shared/images/generation, domain B paintings from ../shared/images/harmonization
 (--photos, --paintings; --held-out photos are re-styled but not trained on). Tables:
@@ -11,9 +12,12 @@ Domain A is photos from ../shared/images/generation, domain B paintings from ../
   whole run's time;
 - quality per photo: the sliced Wasserstein distance of multi-scale 7x7 patches to the paintings (lower is
   closer to domain B; bench.quality.swd, normalised by the paintings' statistics) for the photo untouched,
-  a Reinhard colour transfer to the paintings' Lab statistics, and the model's a2b re-style; and how much of
-  the photo's structure survives: the correlation of the luminance gradient magnitude with the photo's (1:
-  every edge where it was);
+  a Reinhard colour transfer to the paintings' Lab statistics, the model's a2b re-style and, with
+  `--methods ... consingan`, the engine's ConSinGAN whole-image re-style (what `engine batch` does with a
+  harmonization model: a model per painting at the same --preset, trained once into OUT/consingan/, each
+  photo re-styled by each; the mean over the paintings' models); and how much of the photo's structure
+  survives: the correlation of the luminance gradient magnitude with the photo's (1: every edge where it
+  was);
 - speed: seconds per megapixel of re-styling at each --sizes (tiled above 512 px), onnxruntime against eager
   torch, on this machine's CPU.
 """
@@ -41,6 +45,7 @@ from engine.imageio import read_image
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 PHOTOS = ("angkorwat.jpg", "colusseum.png", "marinabaysands.jpg", "stonehenge.jpg")
 PAINTINGS = ("oil_tree.jpg", "pen_building.jpg", "scream.jpg", "watercolor_tree.jpg")
+METHODS = {"reinhard": "Reinhard", "cyclegan": "CycleGAN", "consingan": "ConSinGAN (mean of the paintings')"}
 
 
 def gradient_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,6 +93,29 @@ def train(config: Config, folders: tuple[Path, Path], out: Path) -> tuple[Path, 
     return out, time.perf_counter() - start
 
 
+def consingan_models(paintings: list[str], preset: str, out: Path) -> list[Path]:
+    """A ConSinGAN harmonization model per painting, trained as `engine train PAINTING --preset PRESET`
+    does, kept in `out/PRESET` (a folder with its model.json is not trained again)."""
+    import torch
+
+    from engine.families.consingan import Options
+    from engine.family import TrainData, TrainRun
+
+    models = []
+    for name in paintings:
+        directory = out / preset / Path(name).stem
+        if not (directory / "model.json").is_file():
+            painting = read_image(SHARED / "harmonization" / name).rgb
+            run = TrainRun("harmonization", TrainData(image=painting), Options(preset=preset), directory,
+                           torch.device("cpu"))  # fmt: skip
+            start = time.perf_counter()
+            families.get("consingan").train(run)
+            seconds = time.perf_counter() - start
+            print(f"ConSinGAN `{preset}` harmonization model of {name}: {seconds:.0f} s", flush=True)
+        models.append(directory)
+    return models
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
@@ -101,6 +129,13 @@ def main() -> None:
     parser.add_argument("--time-only", action="store_true", help="only the training speed")
     parser.add_argument("--sizes", nargs="+", type=float, default=[1.0, 4.0], help="megapixels to re-style")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["reinhard", "cyclegan"],
+        choices=list(METHODS),
+        help="re-styles compared with the untouched photo (without cyclegan: no training, no speed table)",
+    )
     args = parser.parse_args()
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +145,8 @@ def main() -> None:
     machine = measure()
     print(machine.line())
 
-    if args.model is None:
+    cyclegan = "cyclegan" in args.methods
+    if args.model is None and cyclegan:
         spi = time_iterations(config, folders, args.out / "timing", args.time_iters)
         epoch = config.epoch_size or max(len(args.photos), len(args.paintings))
         iterations = epoch * config.total_epochs
@@ -129,27 +165,41 @@ def main() -> None:
     else:
         model = args.model
 
-    loaded = families.load(model, "cpu", "onnxruntime")
-    run = loaded.runner["a2b"]
+    restylers: dict[str, list] = {}  # method: the functions re-styling a photo (several: their mean)
     paintings = [read_image(SHARED / "harmonization" / n).rgb for n in args.paintings]
-    print("\n| photo | SWD to paintings: untouched | Reinhard | CycleGAN | edges kept: Reinhard | CycleGAN |")
-    print("|---|---|---|---|---|---|")
+    if "reinhard" in args.methods:
+        restylers["reinhard"] = [lambda photo: reinhard_to(photo, paintings)]
+    if cyclegan:
+        run = families.load(model, "cpu", "onnxruntime").runner["a2b"]
+        restylers["cyclegan"] = [lambda photo: restyle(run, photo)]
+    if "consingan" in args.methods:
+        restylers["consingan"] = [
+            _whole_image(m) for m in consingan_models(args.paintings, args.preset, args.out / "consingan")
+        ]
+    names = [METHODS[m] for m in restylers]
+    print(
+        f"\n| photo | SWD to paintings: untouched | {' | '.join(names)} | edges kept: {' | '.join(names)} |"
+    )
+    print("|---|---|" + "---|" * 2 * len(names))
     rows = []
     for name in [*args.photos, *args.held_out]:
         photo = read_image(SHARED / "generation" / name).rgb
-        reinhard = reinhard_to(photo, paintings)
-        styled = restyle(run, photo)
-        cv2.imwrite(str(args.out / f"{Path(name).stem}_cyclegan.png"), cv2.cvtColor(
-            (styled * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))  # fmt: skip
-        cv2.imwrite(str(args.out / f"{Path(name).stem}_reinhard.png"), cv2.cvtColor(
-            (reinhard * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))  # fmt: skip
-        scores = [swd(paintings, [x]) for x in (photo, reinhard, styled)]
-        edges = [gradient_correlation(photo, x) for x in (reinhard, styled)]
+        scores, edges = [swd(paintings, [photo])], []
+        for method, functions in restylers.items():
+            styled = [fn(photo) for fn in functions]
+            for i, image in enumerate(styled):
+                suffix = f"_{Path(args.paintings[i]).stem}" if len(styled) > 1 else ""
+                cv2.imwrite(str(args.out / f"{Path(name).stem}_{method}{suffix}.png"), cv2.cvtColor(
+                    (image * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))  # fmt: skip
+            scores.append(float(np.mean([swd(paintings, [x]) for x in styled])))
+            edges.append(float(np.mean([gradient_correlation(photo, x) for x in styled])))
         rows.append((scores, edges))
         tag = " (held out)" if name in args.held_out else ""
         print(f"| {name}{tag} | " + " | ".join(f"{v:.3f}" for v in [*scores, *edges]) + " |")
     mean = np.mean([[*s, *e] for s, e in rows], axis=0)
     print("| mean | " + " | ".join(f"{v:.3f}" for v in mean) + " |")
+    if not cyclegan:
+        return
 
     print("\n| size | onnxruntime s / MP | torch s / MP | torch / onnxruntime |")
     print("|---|---|---|---|")
@@ -167,6 +217,20 @@ def main() -> None:
             best = min(_timed(lambda r=runner, p=picture: restyle(r, p)) for _ in range(args.repeats))
             times.append(best / (w * h / 1e6))
         print(f"| {w}x{h} | {times[0]:.2f} | {times[1]:.2f} | {times[1] / times[0]:.2f} |")
+
+
+def _whole_image(model: Path):
+    """The photo re-styled whole by a ConSinGAN harmonization model, as `engine batch` applies it (eager
+    torch: the same pixels as onnxruntime, tests/test_onnx_export.py, without the export)."""
+    from engine import batch
+    from engine.imageio import Picture, mask_from_array
+
+    apply_fn = batch.in_process(model, "torch", "cpu", {})
+
+    def run(photo: np.ndarray) -> np.ndarray:
+        return apply_fn(Picture(photo), mask_from_array(np.ones(photo.shape[:2], np.float32))).rgb
+
+    return run
 
 
 def _timed(fn) -> float:
