@@ -31,6 +31,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from bench.baselines import reinhard_to
 from bench.machine import measure, relative
@@ -38,7 +39,7 @@ from bench.quality import swd
 from bench.settings import with_sets
 from engine import families
 from engine.device import configure_threads
-from engine.families.cyclegan.config import PRESETS, Config
+from engine.families.cyclegan.config import PRESETS, Config, resolve
 from engine.families.cyclegan.restyle import restyle
 from engine.imageio import read_image
 
@@ -69,8 +70,6 @@ def domains(out: Path, photos: list[str], paintings: list[str]) -> tuple[Path, P
 
 
 def time_iterations(config: Config, folders: tuple[Path, Path], scratch: Path, n: int) -> float:
-    import torch
-
     from engine.families.cyclegan.training import Trainer
 
     trainer = Trainer(config, folders, scratch, torch.device("cpu"), None, None)
@@ -83,8 +82,6 @@ def time_iterations(config: Config, folders: tuple[Path, Path], scratch: Path, n
 
 
 def train(config: Config, folders: tuple[Path, Path], out: Path) -> tuple[Path, float]:
-    import torch
-
     from engine.families.cyclegan.training import Trainer
 
     shutil.rmtree(out, ignore_errors=True)
@@ -96,8 +93,6 @@ def train(config: Config, folders: tuple[Path, Path], out: Path) -> tuple[Path, 
 def consingan_models(paintings: list[str], preset: str, out: Path) -> list[Path]:
     """A ConSinGAN harmonization model per painting, trained as `engine train PAINTING --preset PRESET`
     does, kept in `out/PRESET` (a folder with its model.json is not trained again)."""
-    import torch
-
     from engine.families.consingan import Options
     from engine.family import TrainData, TrainRun
 
@@ -140,7 +135,8 @@ def main() -> None:
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     folders = domains(args.out, args.photos, args.paintings)
-    config = with_sets(PRESETS[args.preset], args.set)
+    # the precision a user's `engine train` gets on this machine (bf16 where the CPU runs it natively)
+    config = with_sets(resolve(torch.device("cpu"), args.preset)[1], args.set)
     print(f"photos: {', '.join(args.photos)}; paintings: {', '.join(args.paintings)}")
     machine = measure()
     print(machine.line())
@@ -150,7 +146,7 @@ def main() -> None:
         spi = time_iterations(config, folders, args.out / "timing", args.time_iters)
         epoch = config.epoch_size or max(len(args.photos), len(args.paintings))
         iterations = epoch * config.total_epochs
-        changed = ", ".join(args.set) or "as preset"
+        changed = ", ".join([f"precision={config.precision.value}", *args.set])
         print(f"\n| preset | settings | s / iteration | s / epoch ({epoch} it.) | run ({iterations} it.) |")
         print("|---|---|---|---|---|")
         estimate = f"{spi * iterations / 60:.1f} min"
