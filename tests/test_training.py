@@ -263,6 +263,13 @@ def test_a_lazy_gradient_penalty_runs_on_every_kth_critic_step_weighted_k(tmp_pa
     # progress reports the unweighted penalty (lambda_grad x penalty), as with a penalty every step:
     # after iteration 0, that of its step 2
     assert seen[0] == pytest.approx(penalties[1].item() * train.lambda_grad, rel=1e-6)
+    # a resumed run reports the penalty of the step before the checkpoint until its next one
+    trainer = training.Trainer(model, train, image, tmp_path / "c", CPU)
+    trainer.last_gp = torch.tensor(3.5)
+    trainer.checkpoint()
+    again = training.Trainer(model, train, image, tmp_path / "c", CPU)
+    again.restore(torch.load(tmp_path / "c" / store.CHECKPOINT_DIR / "state.pt", weights_only=True))
+    assert again.last_gp.item() == 3.5
     with pytest.raises(ValueError, match="gp_every is 0, outside 1-100"):
         dataclasses.replace(train, gp_every=0)
 

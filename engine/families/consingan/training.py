@@ -407,6 +407,7 @@ class Trainer:
             "np_rng": self.np_rng.bit_generator.state,
             "elapsed": self.elapsed,
             "recomputed_steps": self.recomputed_steps,
+            "last_gp": self.last_gp.cpu(),  # reported by iterations without a penalty (gp_every > d_steps)
             "info": self.info,
             "stage0_override": None if self.stage0_override is None else self.stage0_override.cpu(),
         }
@@ -433,6 +434,7 @@ class Trainer:
         self.np_rng.bit_generator.state = state["np_rng"]
         self.elapsed = state["elapsed"]
         self.recomputed_steps = state.get("recomputed_steps", 0)
+        self.last_gp = state.get("last_gp", torch.zeros(()))  # absent before gp_every
         self.info = dict(state.get("info") or {})
         override = state.get("stage0_override")  # absent in checkpoints of older versions: training
         self.stage0_override = None if override is None else override.to(self.device)
