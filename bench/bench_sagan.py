@@ -28,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from bench.emoji import face_emoji
 from bench.machine import measure, relative
@@ -35,7 +36,7 @@ from bench.quality import swd
 from bench.settings import with_sets
 from engine import families
 from engine.device import configure_threads
-from engine.families.sagan.config import PRESETS
+from engine.families.sagan.config import PRESETS, resolve
 
 COMPARED = 32  # images per side of each distance
 
@@ -95,14 +96,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train_dir, trained, held = split_set(args.out / "set")
     iters = {} if args.iters is None else {"iters": args.iters}
-    config = with_sets(PRESETS[args.preset], args.set, **iters)
+    # the precision a user's `engine train` gets on this machine (bf16 where the CPU runs it natively)
+    config = with_sets(resolve(torch.device("cpu"), args.preset)[1], args.set, **iters)
     print(f"set: {len(trained)} face emoji trained on, {len(held)} held out (bench/emoji.py)")
     machine = measure()
     print(machine.line())
 
     if args.model is None:
-        import torch
-
         from engine.families.sagan.training import Trainer
 
         trainer = Trainer(config, train_dir, args.out / "timing", torch.device("cpu"), None, None)
@@ -112,7 +112,7 @@ def main() -> None:
         for _ in range(args.time_iters):
             trainer.step()
         spi = (time.perf_counter() - start) / args.time_iters
-        changed = ", ".join(args.set) or "as preset"
+        changed = ", ".join([f"precision={config.precision.value}", *args.set])
         print("\n| preset | settings | s / iteration | run |")
         print("|---|---|---|---|")
         run = f"{config.iters} it., {spi * config.iters / 60:.1f} min"
