@@ -36,10 +36,10 @@ import torch
 from bench.baselines import reinhard_to
 from bench.machine import measure, relative
 from bench.quality import swd
-from bench.settings import with_sets
+from bench.settings import at_machine_precision, described, with_sets
 from engine import families
 from engine.device import configure_threads
-from engine.families.cyclegan.config import PRESETS, Config, resolve
+from engine.families.cyclegan.config import PRESETS, Config
 from engine.families.cyclegan.restyle import restyle
 from engine.imageio import read_image
 
@@ -92,14 +92,18 @@ def train(config: Config, folders: tuple[Path, Path], out: Path) -> tuple[Path, 
 
 def consingan_models(paintings: list[str], preset: str, out: Path) -> list[Path]:
     """A ConSinGAN harmonization model per painting, trained as `engine train PAINTING --preset PRESET`
-    does, kept in `out/PRESET` (a folder with its model.json is not trained again)."""
+    does, kept in `out/PRESET_PRECISION` (a folder with its model.json is not trained again; one without,
+    left by an interrupted run, is trained from the start)."""
     from engine.families.consingan import Options
+    from engine.families.consingan.config import training_configs
     from engine.family import TrainData, TrainRun
 
     models = []
     for name in paintings:
-        directory = out / preset / Path(name).stem
+        precision = training_configs("harmonization", torch.device("cpu"), preset)[2].precision
+        directory = out / f"{preset}_{precision.value}" / Path(name).stem
         if not (directory / "model.json").is_file():
+            shutil.rmtree(directory, ignore_errors=True)
             painting = read_image(SHARED / "harmonization" / name).rgb
             run = TrainRun("harmonization", TrainData(image=painting), Options(preset=preset), directory,
                            torch.device("cpu"))  # fmt: skip
@@ -132,11 +136,13 @@ def main() -> None:
         help="re-styles compared with the untouched photo (without cyclegan: no training, no speed table)",
     )
     args = parser.parse_args()
+    if "cyclegan" not in args.methods and (args.model or args.time_only):
+        parser.error("--model and --time-only measure a CycleGAN: add cyclegan to --methods")
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     folders = domains(args.out, args.photos, args.paintings)
-    # the precision a user's `engine train` gets on this machine (bf16 where the CPU runs it natively)
-    config = with_sets(resolve(torch.device("cpu"), args.preset)[1], args.set)
+    config = with_sets(PRESETS[args.preset], args.set)
+    config = at_machine_precision(config, args.set, config.ngf)  # as a user's `engine train` gets
     print(f"photos: {', '.join(args.photos)}; paintings: {', '.join(args.paintings)}")
     machine = measure()
     print(machine.line())
@@ -146,7 +152,7 @@ def main() -> None:
         spi = time_iterations(config, folders, args.out / "timing", args.time_iters)
         epoch = config.epoch_size or max(len(args.photos), len(args.paintings))
         iterations = epoch * config.total_epochs
-        changed = ", ".join([f"precision={config.precision.value}", *args.set])
+        changed = described(config, args.set)
         print(f"\n| preset | settings | s / iteration | s / epoch ({epoch} it.) | run ({iterations} it.) |")
         print("|---|---|---|---|---|")
         estimate = f"{spi * iterations / 60:.1f} min"

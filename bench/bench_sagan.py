@@ -33,10 +33,10 @@ import torch
 from bench.emoji import face_emoji
 from bench.machine import measure, relative
 from bench.quality import swd
-from bench.settings import with_sets
+from bench.settings import at_machine_precision, described, with_sets
 from engine import families
 from engine.device import configure_threads
-from engine.families.sagan.config import PRESETS, resolve
+from engine.families.sagan.config import PRESETS
 
 COMPARED = 32  # images per side of each distance
 
@@ -96,8 +96,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     train_dir, trained, held = split_set(args.out / "set")
     iters = {} if args.iters is None else {"iters": args.iters}
-    # the precision a user's `engine train` gets on this machine (bf16 where the CPU runs it natively)
-    config = with_sets(resolve(torch.device("cpu"), args.preset)[1], args.set, **iters)
+    config = with_sets(PRESETS[args.preset], args.set, **iters)
+    config = at_machine_precision(config, args.set, config.g_dim)  # as a user's `engine train` gets
     print(f"set: {len(trained)} face emoji trained on, {len(held)} held out (bench/emoji.py)")
     machine = measure()
     print(machine.line())
@@ -112,7 +112,7 @@ def main() -> None:
         for _ in range(args.time_iters):
             trainer.step()
         spi = (time.perf_counter() - start) / args.time_iters
-        changed = ", ".join([f"precision={config.precision.value}", *args.set])
+        changed = described(config, args.set)
         print("\n| preset | settings | s / iteration | run |")
         print("|---|---|---|---|")
         run = f"{config.iters} it., {spi * config.iters / 60:.1f} min"

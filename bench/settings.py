@@ -25,3 +25,21 @@ def with_sets(base: T, items: list[str], **changes: Any) -> T:
         else:
             parsed[key] = type(current)(value)
     return dataclasses.replace(base, **parsed, **changes)  # type: ignore[type-var]
+
+
+def at_machine_precision(config: T, items: list[str], width: int) -> T:
+    """`config` at the precision a user's `engine train` would get on this CPU for networks `width` channels
+    wide (bf16 where the CPU runs it natively, fp32 below 32 channels), unless `items` set one."""
+    import torch
+
+    from engine.device import default_precision
+
+    if any(item.startswith("precision=") for item in items):
+        return config
+    return dataclasses.replace(config, precision=default_precision(torch.device("cpu"), width))  # type: ignore[type-var]
+
+
+def described(config: Any, items: list[str]) -> str:
+    """The settings column of a benchmark's table: the precision, then the other --set items."""
+    others = [item for item in items if not item.startswith("precision=")]
+    return ", ".join([f"precision={config.precision.value}", *others])

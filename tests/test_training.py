@@ -268,8 +268,12 @@ def test_a_lazy_gradient_penalty_runs_on_every_kth_critic_step_weighted_k(tmp_pa
     trainer.last_gp = torch.tensor(3.5)
     trainer.checkpoint()
     again = training.Trainer(model, train, image, tmp_path / "c", CPU)
-    again.restore(torch.load(tmp_path / "c" / store.CHECKPOINT_DIR / "state.pt", weights_only=True))
+    state = torch.load(tmp_path / "c" / store.CHECKPOINT_DIR / "state.pt", weights_only=True)
+    again.restore(state)
     assert again.last_gp.item() == 3.5
+    del state["last_gp"]  # a checkpoint written before it was kept
+    again.restore(state)
+    assert again.last_gp.item() == 0.0
     with pytest.raises(ValueError, match="gp_every is 0, outside 1-100"):
         dataclasses.replace(train, gp_every=0)
 
