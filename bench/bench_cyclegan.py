@@ -92,23 +92,29 @@ def train(config: Config, folders: tuple[Path, Path], out: Path) -> tuple[Path, 
 
 def consingan_models(paintings: list[str], preset: str, out: Path) -> list[Path]:
     """A ConSinGAN harmonization model per painting, trained as `engine train PAINTING --preset PRESET`
-    does, kept in `out/PRESET_PRECISION` (a folder with its model.json is not trained again; one without,
-    left by an interrupted run, is trained from the start)."""
+    does, kept in `out/PRESET_PRECISION` (a folder with its model.json is not trained again; one left by an
+    interrupted run is resumed, as bench_harmonization does)."""
     from engine.families.consingan import Options
     from engine.families.consingan.config import training_configs
     from engine.family import TrainData, TrainRun
+    from engine.model_dir import CHECKPOINT_DIR
 
+    cpu = torch.device("cpu")
+    precision = training_configs("harmonization", cpu, preset)[2].precision
     models = []
     for name in paintings:
-        precision = training_configs("harmonization", torch.device("cpu"), preset)[2].precision
         directory = out / f"{preset}_{precision.value}" / Path(name).stem
         if not (directory / "model.json").is_file():
-            shutil.rmtree(directory, ignore_errors=True)
-            painting = read_image(SHARED / "harmonization" / name).rgb
-            run = TrainRun("harmonization", TrainData(image=painting), Options(preset=preset), directory,
-                           torch.device("cpu"))  # fmt: skip
             start = time.perf_counter()
-            families.get("consingan").train(run)
+            if (directory / CHECKPOINT_DIR / "state.pt").is_file():
+                families.resume(directory, cpu)
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
+                painting = read_image(SHARED / "harmonization" / name).rgb
+                options = Options(preset=preset)
+                families.get("consingan").train(
+                    TrainRun("harmonization", TrainData(painting), options, directory, cpu)
+                )
             seconds = time.perf_counter() - start
             print(f"ConSinGAN `{preset}` harmonization model of {name}: {seconds:.0f} s", flush=True)
         models.append(directory)
