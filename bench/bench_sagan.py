@@ -17,6 +17,11 @@ mid grey (their alpha composited). Tables:
   emoji: well below 1 means the samples copy training images).
 
 The sample sheet (--out/samples.png) is for looking: faces with two mouths fail whatever the numbers say.
+
+`--measure-every N` measures the same during training, every N iterations, from the sampler a model saved
+there would have (the moving average with its statistics measured again), and writes that point's sheet
+(--out/samples-ITER.png): a curve of quality against training time (the time spent measuring left out),
+from which the time to a given quality is read.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -70,6 +76,11 @@ def read_rgba(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)
 
 
+def rgba(picture: Any) -> np.ndarray:
+    alpha = picture.alpha if picture.alpha is not None else np.full(picture.shape, 255)
+    return np.dstack([np.rint(picture.rgb * 255), alpha]).astype(np.uint8)
+
+
 def nearest(images: list[np.ndarray], references: list[np.ndarray]) -> np.ndarray:
     refs = np.stack([*references, *(r[:, ::-1] for r in references)]).reshape(2 * len(references), -1)
     out = []
@@ -82,6 +93,36 @@ def spread(images: list[np.ndarray]) -> float:
     return float(np.stack(images).std(axis=0).mean())
 
 
+class Measure:
+    """The quality table's figures for 64 samples of fixed seeds against the held-out and training emoji."""
+
+    def __init__(self, trained: list[Path], held: list[Path]) -> None:
+        self.held = [over_grey(read_rgba(p)) for p in held]
+        self.train = [over_grey(read_rgba(p)) for p in trained]
+        rng = np.random.default_rng(0)
+        noise = [
+            cv2.GaussianBlur(rng.uniform(0, 1, (64, 64, 3)).astype(np.float32), (0, 0), 2).clip(0, 1)
+            for _ in range(COMPARED)
+        ]
+        # The held-out emoji first: the distance is normalised by the first set's patch statistics.
+        self.floor = swd(self.held, self.train[:COMPARED])
+        self.ceiling = swd(self.held, noise)
+        self.held_nearest = float(np.median(nearest(self.held, self.train)))
+
+    def __call__(self, runner: Any, z_dim: int, sheet: Path) -> tuple[float, float, float]:
+        """(SWD to held-out, diversity, memorisation) of the runner's samples; their sheet written."""
+        from engine.families.sagan.sample import generate, latent, to_picture
+        from engine.image_sets import write_sheet
+
+        pictures = [to_picture(x) for x in generate(runner, np.stack([latent(s, z_dim) for s in range(64)]))]
+        write_sheet(sheet, pictures, columns=8)
+        samples = [over_grey(rgba(p)) for p in pictures]
+        ours = swd(self.held, samples[:COMPARED])
+        diversity = spread(samples) / spread(self.held)
+        memo = float(np.median(nearest(samples, self.train)) / self.held_nearest)
+        return ours, diversity, memo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
@@ -91,7 +132,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_sagan"))
     parser.add_argument("--time-iters", type=int, default=10, help="iterations timed before training")
     parser.add_argument("--time-only", action="store_true", help="only the training speed")
+    parser.add_argument(
+        "--measure-every", type=int, metavar="N", help="measure quality every N iterations while training"
+    )
     args = parser.parse_args()
+    trains = args.model is None and not args.time_only
+    if args.measure_every is not None and (not trains or args.measure_every < 1):
+        parser.error("--measure-every takes a positive count, in a run that trains (no --model, --time-only)")
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     train_dir, trained, held = split_set(args.out / "set")
@@ -101,6 +148,7 @@ def main() -> None:
     print(f"set: {len(trained)} face emoji trained on, {len(held)} held out (bench/emoji.py)")
     machine = measure()
     print(machine.line())
+    quality = Measure(trained, held)
 
     if args.model is None:
         from engine.families.sagan.training import Trainer
@@ -121,9 +169,12 @@ def main() -> None:
             return
         model = args.out / "model"
         shutil.rmtree(model, ignore_errors=True)
+        trainer = Trainer(config, train_dir, model, torch.device("cpu"), None, None)
+        if args.measure_every:
+            trainer.progress = during(trainer, quality, args.measure_every, args.out)
         start = time.perf_counter()
-        Trainer(config, train_dir, model, torch.device("cpu"), None, None).run()
-        seconds = time.perf_counter() - start
+        trainer.run()
+        seconds = time.perf_counter() - start - getattr(trainer.progress, "spent", 0.0)
         print(
             f"\ntrained in {seconds / 60:.1f} min ({seconds / config.iters:.3f} s / iteration; "
             f"{relative(seconds, machine)})"
@@ -131,33 +182,37 @@ def main() -> None:
     else:
         model = args.model
 
-    from engine.families.sagan.sample import generate, latent, to_picture
-    from engine.image_sets import write_sheet
-
     loaded = families.load(model, "cpu", "onnxruntime")
-    z_dim = loaded.model["config"].z_dim
-    pictures = [
-        to_picture(x) for x in generate(loaded.runner, np.stack([latent(s, z_dim) for s in range(64)]))
-    ]
-    write_sheet(args.out / "samples.png", pictures, columns=8)
-    samples = [over_grey(np.dstack([np.rint(p.rgb * 255), p.alpha if p.alpha is not None else
-                                    np.full(p.shape, 255)]).astype(np.uint8)) for p in pictures]  # fmt: skip
-    held_images = [over_grey(read_rgba(p)) for p in held]
-    train_images = [over_grey(read_rgba(p)) for p in trained]
-    rng = np.random.default_rng(0)
-    noise = [
-        cv2.GaussianBlur(rng.uniform(0, 1, (64, 64, 3)).astype(np.float32), (0, 0), 2).clip(0, 1)
-        for _ in range(COMPARED)
-    ]
-    # The held-out emoji first: the distance is normalised by the first set's patch statistics.
-    ours = swd(held_images, samples[:COMPARED])
-    floor = swd(held_images, train_images[:COMPARED])
-    ceiling = swd(held_images, noise)
-    diversity = spread(samples) / spread(held_images)
-    memo = float(np.median(nearest(samples, train_images)) / np.median(nearest(held_images, train_images)))
+    ours, diversity, memo = quality(loaded.runner, loaded.model["config"].z_dim, args.out / "samples.png")
     print("\n| model | SWD to held-out | floor (real) | ceiling (noise) | diversity | memorisation |")
     print("|---|---|---|---|---|---|")
-    print(f"| {model} | {ours:.3f} | {floor:.3f} | {ceiling:.3f} | {diversity:.2f} | {memo:.2f} |")
+    figures = f"{ours:.3f} | {quality.floor:.3f} | {quality.ceiling:.3f} | {diversity:.2f} | {memo:.2f}"
+    print(f"| {model} | {figures} |")
+
+
+def during(trainer: Any, quality: Measure, every: int, out: Path) -> Any:
+    """A progress function that measures the trainer's sampler every `every` iterations and prints a row
+    of the curve; its `spent` is the seconds spent measuring (left out of the training time)."""
+    from engine.families.sagan.sample import TorchRunner
+
+    start = time.perf_counter()
+
+    def report(progress: Any) -> None:
+        if progress.iteration % every and progress.iteration != progress.iters:
+            return
+        began = time.perf_counter()
+        trained_s = began - start - report.spent  # type: ignore[attr-defined]
+        runner = TorchRunner(trainer.sampler(), trainer.device)
+        sheet = out / f"samples-{progress.iteration:06d}.png"
+        ours, diversity, memo = quality(runner, trainer.config.z_dim, sheet)
+        if not report.spent:  # type: ignore[attr-defined]
+            print("\n| iteration | training min | SWD to held-out | diversity | memorisation |")
+            print("|---|---|---|---|---|")
+        print(f"| {progress.iteration} | {trained_s / 60:.1f} | {ours:.3f} | {diversity:.2f} | {memo:.2f} |")
+        report.spent += time.perf_counter() - began  # type: ignore[attr-defined]
+
+    report.spent = 0.0  # type: ignore[attr-defined]
+    return report
 
 
 if __name__ == "__main__":
