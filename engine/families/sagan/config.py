@@ -11,12 +11,15 @@ generator and 4e-4 for the critic, mini-batches of 5. Neither gives a run length
 exponential moving average of the generator's weights for sampling, and differentiable augmentation for
 the critic (Zhao et al. 2020).
 
-`fast` is sized for a CPU (about 18 min on 2 cores): 32 filters, spectral normalisation and DiffAugment,
-which the measurements kept (the reference's recipe collapsed to one face); resize-convolution
-up-sampling, because the transposed convolutions drew a checkerboard over a quarter of the faces; and the
-moving average of the generator (0.999), which made every score worse at 3000 iterations but gave the
-best distance to the held-out set at the full 6000 (docs/benchmarks.md). `tiny` is for tests (every
-option on, so each path runs).
+`fast` is sized for a CPU (12,000 iterations: about 20 min on 2 cores with bf16 kernels, about 36 without):
+32 filters, spectral normalisation and DiffAugment, which the measurements kept (the reference's recipe
+collapsed to one face); resize-convolution up-sampling, because the transposed convolutions drew a
+checkerboard over a quarter of the faces; and the moving average of the generator (0.999), which made
+every score worse at 3000 iterations but gave the best distance to the held-out set at 6000. 6000 was
+its length until 2026-12-06: three seeds run to 12,000 drew readable faces half as often again by then
+(23% of the sheets' first 32 against 38%) while the patch distance stayed within its noise; mini-batches
+of 20 (4x the images for 3.5x the time) were no better for the minutes (docs/benchmarks.md, "Set
+generator"). `tiny` is for tests (every option on, so each path runs).
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class Config:
 PRESETS = {
     "paper": Config(),
     "fast": Config(
-        g_dim=32, d_dim=32, iters=6000, spectral_norm=True, ema=0.999, augment="color,translation,cutout",
+        g_dim=32, d_dim=32, iters=12_000, spectral_norm=True, ema=0.999, augment="color,translation,cutout",
         flip=True, upsample="resize",
     ),
     "tiny": Config(
