@@ -148,7 +148,6 @@ def main() -> None:
     print(f"set: {len(trained)} face emoji trained on, {len(held)} held out (bench/emoji.py)")
     machine = measure()
     print(machine.line())
-    quality = Measure(trained, held)
 
     if args.model is None:
         from engine.families.sagan.training import Trainer
@@ -167,6 +166,7 @@ def main() -> None:
         print(f"| {args.preset} | {changed} | {spi:.3f} | {run} |")
         if args.time_only:
             return
+        quality = Measure(trained, held)
         model = args.out / "model"
         shutil.rmtree(model, ignore_errors=True)
         trainer = Trainer(config, train_dir, model, torch.device("cpu"), None, None)
@@ -180,6 +180,7 @@ def main() -> None:
             f"{relative(seconds, machine)})"
         )
     else:
+        quality = Measure(trained, held)
         model = args.model
 
     loaded = families.load(model, "cpu", "onnxruntime")
@@ -193,8 +194,10 @@ def main() -> None:
 def during(trainer: Any, quality: Measure, every: int, out: Path) -> Any:
     """A progress function that measures the trainer's sampler every `every` iterations and prints a row
     of the curve; its `spent` is the seconds spent measuring (left out of the training time)."""
+    from engine.families.sagan.networks import baked
     from engine.families.sagan.sample import TorchRunner
 
+    trainer.preview = lambda: None  # the progress previews' time would count as training
     start = time.perf_counter()
 
     def report(progress: Any) -> None:
@@ -202,7 +205,7 @@ def during(trainer: Any, quality: Measure, every: int, out: Path) -> Any:
             return
         began = time.perf_counter()
         trained_s = began - start - report.spent  # type: ignore[attr-defined]
-        runner = TorchRunner(trainer.sampler(), trainer.device)
+        runner = TorchRunner(baked(trainer.sampler()), trainer.device)  # a copy, as a saved model has
         sheet = out / f"samples-{progress.iteration:06d}.png"
         ours, diversity, memo = quality(runner, trainer.config.z_dim, sheet)
         if not report.spent:  # type: ignore[attr-defined]

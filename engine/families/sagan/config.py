@@ -16,10 +16,11 @@ the critic (Zhao et al. 2020).
 collapsed to one face); resize-convolution up-sampling, because the transposed convolutions drew a
 checkerboard over a quarter of the faces; and the moving average of the generator (0.999), which made
 every score worse at 3000 iterations but gave the best distance to the held-out set at 6000. 6000 was
-its length until 2026-12-06: three seeds run to 12,000 drew readable faces half as often again by then
-(23% of the sheets' first 32 against 38%) while the patch distance stayed within its noise; mini-batches
-of 20 (4x the images for 3.5x the time) were no better for the minutes (docs/benchmarks.md, "Set
-generator"). `tiny` is for tests (every option on, so each path runs).
+its length until 2026-12-06: three seeds run to 12,000 drew readable faces about 1.6 times as often by
+then (38% of the sheets' first 32 against 23%) while the patch distance stayed within its noise. Mini-batches
+of 20 (4x the images for about 4x the time) drew fewer readable faces at 20 min and more at 33 min (one
+seed; batch 5 not yet run that long), so the paper's 5 stays (docs/benchmarks.md, "Set generator").
+`tiny` is for tests (every option on, so each path runs).
 """
 
 from __future__ import annotations
