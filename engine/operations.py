@@ -312,6 +312,12 @@ def cli_params(specs: list[OperationSpec]) -> list[Param]:
     return list(merged.values())
 
 
+def kind_of(loaded: Loaded) -> str:
+    """ "a ConSinGAN model for harmonization"; a family with one task is named alone ("a CycleGAN model")."""
+    task = f" for {loaded.task}" if len(loaded.family.tasks) > 1 else ""
+    return f"a {loaded.family.label} model{task}"
+
+
 def for_model(loaded: Loaded, name: str) -> OperationSpec:
     """The operation `name` as the model's family does it, refused (one line) when the model cannot."""
     for op in loaded.family.operations:
@@ -320,7 +326,7 @@ def for_model(loaded: Loaded, name: str) -> OperationSpec:
             return op
     can = sorted(o.name for o in loaded.family.operations if loaded.task in o.tasks)
     raise IncompatibleModelError(
-        f"{loaded.path} is a {loaded.family.label} model for {loaded.task}, which cannot {name}"
+        f"{loaded.path} is {kind_of(loaded)}, which cannot {name}"
         + (f"; it can: {', '.join(can)}" if can else "")
     )
 
@@ -331,6 +337,6 @@ def whole_image(loaded: Loaded) -> OperationSpec:
         if op.whole_image and loaded.task in op.tasks:
             return op
     raise IncompatibleModelError(
-        f"{loaded.path} is a {loaded.family.label} model for {loaded.task}; batch needs a model that "
+        f"{loaded.path} is {kind_of(loaded)}; batch needs a model that "
         "re-styles whole images (harmonization or editing)"
     )

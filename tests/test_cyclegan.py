@@ -206,7 +206,7 @@ def test_bad_inputs_get_one_line_each(model, domains, tmp_path, shared_images):
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png", "--direction", "sideways"):
             "--direction: invalid choice: 'sideways' (choose from 'a2b', 'b2a')",
         ("harmonize", model, "--image", image, "--mask", image, "--out", tmp_path / "x.png"):
-            "is a CycleGAN model for restyle, which cannot harmonize; it can: export, restyle",
+            "is a CycleGAN model, which cannot harmonize; it can: export, restyle",
     }  # fmt: skip
     for (args, words), proc in zip(cases.items(), run_engines(*cases), strict=True):
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)

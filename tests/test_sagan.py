@@ -215,7 +215,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("interpolate", model, "--out", tmp_path / "s.avi"): "writes an animated .gif, .webp or .mp4, or its",
         ("sample", model, "--out", tmp_path / "s", "--width", "0"): "--width: must be between 1",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):
-            "model for set, which cannot restyle; it can: export, interpolate, sample",
+            "is a Set generator (SAGAN) model, which cannot restyle; it can: export, interpolate, sample",
     }  # fmt: skip
     for (args, words), proc in zip(cases.items(), run_engines(*cases), strict=True):
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
