@@ -206,7 +206,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         (*train, "--images", empty): f"--images {empty} has no images (PNG, JPEG",
         (*train, "--images", three): f"--images {three} has 3 images; a set generator needs at least 8",
         (*train, "--images", image): "is not a folder of images",
-        (*train, "--images", icons, "--size", "96"): "--size: Input should be a multiple of 64",
+        (*train, "--images", icons, "--size", "96"): "--size: must be 64 or 128 (got 96)",
         (*train[:-2], image): "give --images DIR",
         ("sample", consingan_model, "--out", tmp_path / "s", "--from-seed", "1"): "unrecognized arguments",
         ("interpolate", consingan_model, "--out", tmp_path / "s", "--frames", "3"):

@@ -13,10 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from engine.errors import BadInputError
-from engine.families.sagan.config import MAX_ITERS
+from engine.families.sagan.config import MAX_ITERS, SIZES
 from engine.families.sagan.store import FAMILY_FORMAT_VERSION, NAME, TASK
 from engine.family import (
     MAX_SEED,
@@ -56,6 +57,13 @@ class Options(BaseModel):
     iters: int | None = Field(None, ge=1, le=MAX_ITERS, description="training iterations")
     seed: int | None = seed_option()
     precision: Literal["fp32", "bf16"] | None = precision_option()
+
+    @field_validator("size", mode="before")  # before the bounds, which would say "a multiple of 64"
+    @classmethod
+    def _one_of_the_sizes(cls, size: Any) -> Any:
+        if isinstance(size, int) and size not in SIZES:
+            raise PydanticCustomError("size", "must be 64 or 128 (got {size})", {"size": size})
+        return size
 
 
 def _config(options: Any, device: Any) -> tuple[str, Any]:
