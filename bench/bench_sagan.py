@@ -76,11 +76,6 @@ def read_rgba(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)
 
 
-def rgba(picture: Any) -> np.ndarray:
-    alpha = picture.alpha if picture.alpha is not None else np.full(picture.shape, 255)
-    return np.dstack([np.rint(picture.rgb * 255), alpha]).astype(np.uint8)
-
-
 def nearest(images: list[np.ndarray], references: list[np.ndarray]) -> np.ndarray:
     refs = np.stack([*references, *(r[:, ::-1] for r in references)]).reshape(2 * len(references), -1)
     out = []
@@ -113,10 +108,11 @@ class Measure:
         """(SWD to held-out, diversity, memorisation) of the runner's samples; their sheet written."""
         from engine.families.sagan.sample import generate, latent, to_picture
         from engine.image_sets import write_sheet
+        from engine.imageio import to_array
 
         pictures = [to_picture(x) for x in generate(runner, np.stack([latent(s, z_dim) for s in range(64)]))]
         write_sheet(sheet, pictures, columns=8)
-        samples = [over_grey(rgba(p)) for p in pictures]
+        samples = [over_grey(to_array(p, "RGBA")) for p in pictures]  # 8-bit, opaque where no alpha
         ours = swd(self.held, samples[:COMPARED])
         diversity = spread(samples) / spread(self.held)
         memo = float(np.median(nearest(samples, self.train)) / self.held_nearest)
@@ -170,11 +166,10 @@ def main() -> None:
         model = args.out / "model"
         shutil.rmtree(model, ignore_errors=True)
         trainer = Trainer(config, train_dir, model, torch.device("cpu"), None, None)
-        if args.measure_every:
-            trainer.progress = during(trainer, quality, args.measure_every, args.out)
+        curve = Curve(trainer, quality, args.measure_every, args.out) if args.measure_every else None
         start = time.perf_counter()
         trainer.run()
-        seconds = time.perf_counter() - start - getattr(trainer.progress, "spent", 0.0)
+        seconds = time.perf_counter() - start - (curve.spent if curve else 0.0)
         print(
             f"\ntrained in {seconds / 60:.1f} min ({seconds / config.iters:.3f} s / iteration; "
             f"{relative(seconds, machine)})"
@@ -191,31 +186,35 @@ def main() -> None:
     print(f"| {model} | {figures} |")
 
 
-def during(trainer: Any, quality: Measure, every: int, out: Path) -> Any:
-    """A progress function that measures the trainer's sampler every `every` iterations and prints a row
-    of the curve; its `spent` is the seconds spent measuring (left out of the training time)."""
-    from engine.families.sagan.networks import baked
-    from engine.families.sagan.sample import TorchRunner
+class Curve:
+    """The trainer's progress function while measuring: every `every` iterations it measures the sampler a
+    model saved there would have and prints a row of the curve; `spent` is the seconds spent measuring
+    (left out of the training time), and the progress previews are off (their time would count too)."""
 
-    trainer.preview = lambda: None  # the progress previews' time would count as training
-    start = time.perf_counter()
+    def __init__(self, trainer: Any, quality: Measure, every: int, out: Path) -> None:
+        self.trainer, self.quality, self.every, self.out = trainer, quality, every, out
+        self.spent = 0.0
+        self.start = time.perf_counter()
+        trainer.preview = lambda: None
+        trainer.progress = self
 
-    def report(progress: Any) -> None:
-        if progress.iteration % every and progress.iteration != progress.iters:
+    def __call__(self, progress: Any) -> None:
+        from engine.families.sagan.networks import baked
+        from engine.families.sagan.sample import TorchRunner
+
+        if progress.iteration % self.every and progress.iteration != progress.iters:
             return
         began = time.perf_counter()
-        trained_s = began - start - report.spent  # type: ignore[attr-defined]
+        trained_s = began - self.start - self.spent
+        trainer = self.trainer
         runner = TorchRunner(baked(trainer.sampler()), trainer.device)  # a copy, as a saved model has
-        sheet = out / f"samples-{progress.iteration:06d}.png"
-        ours, diversity, memo = quality(runner, trainer.config.z_dim, sheet)
-        if not report.spent:  # type: ignore[attr-defined]
+        sheet = self.out / f"samples-{progress.iteration:06d}.png"
+        ours, diversity, memo = self.quality(runner, trainer.config.z_dim, sheet)
+        if not self.spent:
             print("\n| iteration | training min | SWD to held-out | diversity | memorisation |")
             print("|---|---|---|---|---|")
         print(f"| {progress.iteration} | {trained_s / 60:.1f} | {ours:.3f} | {diversity:.2f} | {memo:.2f} |")
-        report.spent += time.perf_counter() - began  # type: ignore[attr-defined]
-
-    report.spent = 0.0  # type: ignore[attr-defined]
-    return report
+        self.spent += time.perf_counter() - began
 
 
 if __name__ == "__main__":
