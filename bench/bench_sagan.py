@@ -108,10 +108,15 @@ class Measure:
         """(SWD to held-out, diversity, memorisation) of the runner's samples; their sheet written."""
         from engine.families.sagan.sample import generate, latent, to_picture
         from engine.image_sets import write_sheet
-        from engine.imageio import to_array
 
         pictures = [to_picture(x) for x in generate(runner, np.stack([latent(s, z_dim) for s in range(64)]))]
         write_sheet(sheet, pictures, columns=8)
+        return self.figures(pictures)
+
+    def figures(self, pictures: list[Any]) -> tuple[float, float, float]:
+        """(SWD to held-out, diversity, memorisation) of 64 sample pictures."""
+        from engine.imageio import to_array
+
         samples = [over_grey(to_array(p, "RGBA")) for p in pictures]  # 8-bit, opaque where no alpha
         ours = swd(self.held, samples[:COMPARED])
         diversity = spread(samples) / spread(self.held)
