@@ -114,7 +114,7 @@ class Measure:
         return self.figures(pictures)
 
     def figures(self, pictures: list[Any]) -> tuple[float, float, float]:
-        """(SWD to held-out, diversity, memorisation) of 64 sample pictures."""
+        """(SWD to held-out, diversity, memorisation) of sample pictures (at least COMPARED of them)."""
         from engine.imageio import to_array
 
         samples = [over_grey(to_array(p, "RGBA")) for p in pictures]  # 8-bit, opaque where no alpha

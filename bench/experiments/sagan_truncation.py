@@ -3,12 +3,12 @@ generator fewer broken samples?
 
     python -m bench.experiments.sagan_truncation --model runs/s21/seed0/model --out runs/truncation
 
-For a stored set-generator model trained on the face emoji (`python -m bench sagan`), draws the
-benchmark's 64 fixed latents three ways: as they are; scaled by psi (StyleGAN's form, about the mean,
-which is 0 here); and with every value beyond +-t drawn again until it is within (BigGAN's truncated
-normal); and scaled by psi through a copy of the generator whose BatchNorm statistics are measured again
-on latents scaled the same way (the stored ones belong to unscaled latents). Prints the benchmark's quality
-figures for each (bench/bench_sagan.py) and writes each sheet to --out, for looking.
+For a stored set-generator model trained on the face emoji (`python -m bench sagan`), draws the benchmark's
+64 fixed latents four ways: as they are; scaled by psi toward the mean, 0 here (as StyleGAN does in its
+intermediate latent space); and with every value beyond +-t drawn again until it is within (BigGAN's
+truncated normal); and scaled by psi through a copy of the generator whose BatchNorm statistics are measured
+again on latents scaled the same way (the stored ones belong to unscaled latents). Prints the benchmark's
+quality figures for each (bench/bench_sagan.py) and writes each sheet to --out, for looking.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from torch.optim.swa_utils import update_bn
 
 from bench.bench_sagan import Measure, split_set
 from engine import families
+from engine.device import configure_threads
+from engine.families.sagan.config import Config
 from engine.families.sagan.networks import Generator
 from engine.families.sagan.sample import TorchRunner, generate, latent, to_picture
 from engine.image_sets import write_sheet
@@ -39,12 +41,13 @@ def truncated(latents: np.ndarray, t: float, seed: int = 123) -> np.ndarray:
     return z
 
 
-def restandardised(generator: Generator, psi: float, batch: int, batches: int = 200) -> TorchRunner:
+def restandardised(generator: Generator, psi: float, config: Config) -> TorchRunner:
     """A runner of a copy of the generator whose BatchNorm statistics are measured on latents scaled by
-    psi (as training's sampler measures them on unscaled ones, training.py)."""
+    psi: the latents training's sampler measured the stored statistics on (Trainer.sampler), scaled."""
     copied = copy.deepcopy(generator)
-    rng = torch.Generator().manual_seed(2)
-    latents = [psi * torch.randn(batch, copied.z_dim, generator=rng) for _ in range(batches)]
+    rng = torch.Generator().manual_seed(config.seed + 2)
+    shape = (config.batch, config.z_dim)
+    latents = [psi * torch.randn(shape, generator=rng) for _ in range(config.standing_batches)]
     with torch.no_grad():
         update_bn(latents, copied)
     return TorchRunner(copied.eval(), "cpu")
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("runs/truncation"))
     args = parser.parse_args()
+    configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
     _, trained, held = split_set(args.out / "set")
     quality = Measure(trained, held)
@@ -65,14 +69,14 @@ def main() -> None:
     ways.update({f"scaled by {psi}": (loaded.runner, base * psi) for psi in (0.8, 0.6, 0.4)})
     ways.update({f"truncated at {t}": (loaded.runner, truncated(base, t)) for t in (1.0, 0.5)})
     for psi in (0.8, 0.6):
-        runner = restandardised(loaded.model["generator"], psi, config.batch)
+        runner = restandardised(loaded.model["generator"], psi, config)
         ways[f"scaled by {psi}, statistics measured again"] = (runner, base * psi)
     print(f"floor {quality.floor:.3f}, ceiling {quality.ceiling:.3f}\n")
     print("| latents | SWD to held-out | diversity | memorisation |")
     print("|---|---|---|---|")
     for name, (runner, latents) in ways.items():
         pictures = [to_picture(x) for x in generate(runner, latents.astype(np.float32))]
-        write_sheet(args.out / f"samples {name}.png", pictures, columns=8)
+        write_sheet(args.out / f"samples-{'-'.join(name.replace(',', '').split())}.png", pictures, columns=8)
         ours, diversity, memo = quality.figures(pictures)
         print(f"| {name} | {ours:.3f} | {diversity:.2f} | {memo:.2f} |")
 
