@@ -14,19 +14,16 @@ quality figures for each (bench/bench_sagan.py) and writes each sheet to --out, 
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import update_bn
 
 from bench.bench_sagan import Measure, split_set
 from engine import families
 from engine.device import configure_threads
-from engine.families.sagan.config import Config
-from engine.families.sagan.networks import Generator
 from engine.families.sagan.sample import TorchRunner, generate, latent, to_picture
+from engine.families.sagan.training import standing
 from engine.image_sets import write_sheet
 
 
@@ -39,18 +36,6 @@ def truncated(latents: np.ndarray, t: float, seed: int = 123) -> np.ndarray:
         z[outside] = rng.standard_normal(int(outside.sum())).astype(np.float32)
         outside = np.abs(z) > t
     return z
-
-
-def restandardised(generator: Generator, psi: float, config: Config) -> TorchRunner:
-    """A runner of a copy of the generator whose BatchNorm statistics are measured on latents scaled by
-    psi: the latents training's sampler measured the stored statistics on (Trainer.sampler), scaled."""
-    copied = copy.deepcopy(generator)
-    rng = torch.Generator().manual_seed(config.seed + 2)
-    shape = (config.batch, config.z_dim)
-    latents = [psi * torch.randn(shape, generator=rng) for _ in range(config.standing_batches)]
-    with torch.no_grad():
-        update_bn(latents, copied)
-    return TorchRunner(copied.eval(), "cpu")
 
 
 def main() -> None:
@@ -69,7 +54,9 @@ def main() -> None:
     ways.update({f"scaled by {psi}": (loaded.runner, base * psi) for psi in (0.8, 0.6, 0.4)})
     ways.update({f"truncated at {t}": (loaded.runner, truncated(base, t)) for t in (1.0, 0.5)})
     for psi in (0.8, 0.6):
-        runner = restandardised(loaded.model["generator"], psi, config)
+        runner = TorchRunner(
+            standing(loaded.model["generator"], config, torch.device("cpu"), scale=psi), "cpu"
+        )
         ways[f"scaled by {psi}, statistics measured again"] = (runner, base * psi)
     print(f"floor {quality.floor:.3f}, ceiling {quality.ceiling:.3f}\n")
     print("| latents | SWD to held-out | diversity | memorisation |")

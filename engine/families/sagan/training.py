@@ -37,6 +37,24 @@ PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
 
 
+def standing(
+    generator: Generator, config: Config, device: torch.device, batches: int | None = None, scale: float = 1.0
+) -> Generator:
+    """A copy of the generator in eval mode with its BatchNorm statistics measured (update_bn) on `batches`
+    mini-batches (the config's standing_batches by default) of fixed latents, from the run's seed + 2,
+    times `scale` (bench/experiments/sagan_truncation.py measures them on scaled latents)."""
+    copied = copy.deepcopy(generator)
+    rng = torch.Generator().manual_seed(config.seed + 2)
+    shape = (config.batch, config.z_dim)
+    latents = [
+        scale * torch.randn(shape, generator=rng).to(device)
+        for _ in range(batches or config.standing_batches)
+    ]
+    with torch.no_grad():
+        update_bn(latents, copied)
+    return copied.eval()
+
+
 class Trainer:
     def __init__(
         self,
@@ -108,14 +126,7 @@ class Trainer:
         on a copy: training goes on as it was."""
         if self.ema is None:
             return self.g
-        c = self.config
-        batches = batches or c.standing_batches
-        sampler = copy.deepcopy(self.ema.module)
-        rng = torch.Generator().manual_seed(c.seed + 2)
-        latents = [torch.randn(c.batch, c.z_dim, generator=rng).to(self.device) for _ in range(batches)]
-        with torch.no_grad():
-            update_bn(latents, sampler)
-        return sampler.eval()  # type: ignore[return-value]
+        return standing(self.ema.module, self.config, self.device, batches)  # type: ignore[arg-type]
 
     def run(self) -> Path:
         c = self.config
