@@ -29,12 +29,14 @@ GIMP_PLUGINS = "root/.config/GIMP/3.0/plug-ins"  # root's plug-in folder, inside
 
 
 @contextlib.contextmanager
-def xvfb(size: str = "1280x900x24") -> Iterator[str]:
+def xvfb(size: str = "1280x900x24", log: Path | None = None) -> Iterator[str]:
     """A private X server on a free display, up before this yields and gone after it (Krita's and GIMP's
-    tests run one after the other; the chroot reaches it through the abstract socket)."""
+    tests run one after the other; the chroot reaches it through the abstract socket). What the server
+    prints goes to `log` when given."""
     read_fd, write_fd = os.pipe()
     command = ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", size, "-nolisten", "tcp"]
-    server = subprocess.Popen(command, pass_fds=[write_fd], stderr=subprocess.DEVNULL)
+    with open(log or os.devnull, "wb") as errors:
+        server = subprocess.Popen(command, pass_fds=[write_fd], stderr=errors)
     os.close(write_fd)
     try:
         with os.fdopen(read_fd) as displayfd:
