@@ -1,0 +1,67 @@
+"""Are a set generator's blotched samples its tries at the few subjects of the face set that are not round
+faces (cats, people, hands, clothes: bench/emoji.py's NOT_ROUND)?
+
+    python -m bench.experiments.sagan_nearest --model runs/s22/w64/model --out runs/nearest
+
+For a stored set-generator model trained on the benchmark's face emoji (`python -m bench sagan`, `--emoji
+faces`), draws the benchmark's 64 fixed samples and finds each one's nearest training emoji (the RMSE over
+mid grey, mirror images included, as the benchmark's memorisation does). Prints the 8 x 8 map of the sheet
+(X: the nearest is not a round face), the count, and the share of such emoji in the training set, and
+writes the sheet over white with a red frame around each X (--out/nearest.png), to set beside one's own
+count of broken samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.bench_sagan import distances, over_grey, read_rgba, split_set
+from bench.emoji import NOT_ROUND
+from engine import families
+from engine.device import configure_threads
+from engine.families.sagan.sample import generate, latent, to_picture
+from engine.imageio import to_array
+
+COLUMNS = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("runs/nearest"))
+    args = parser.parse_args()
+    configure_threads()
+    args.out.mkdir(parents=True, exist_ok=True)
+    _, trained, _ = split_set(args.out / "set", "faces")
+    codes = [int(p.stem[1:], 16) for p in trained]
+    loaded = families.load(args.model, "cpu", "onnxruntime")
+    z_dim = loaded.model["config"].z_dim
+    latents = np.stack([latent(s, z_dim) for s in range(64)])  # the benchmark's samples
+    pictures = [to_picture(x) for x in generate(loaded.runner, latents)]
+    samples = [over_grey(to_array(p, "RGBA")) for p in pictures]
+    index = distances(samples, [over_grey(read_rgba(p)) for p in trained]).argmin(axis=1) % len(trained)
+    other = [codes[i] in NOT_ROUND for i in index]
+    for row in range(0, len(other), COLUMNS):
+        print("".join("X" if x else "." for x in other[row : row + COLUMNS]))
+    share = sum(c in NOT_ROUND for c in codes) / len(codes)
+    print(
+        f"{sum(other)} of {len(other)} samples are nearest a training emoji that is not a round face "
+        f"({share:.0%} of the training emoji are not)"
+    )
+    tiles = []
+    for picture, x in zip(pictures, other, strict=True):
+        rgba = to_array(picture, "RGBA").astype(np.float32) / 255
+        tile = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
+        tile = cv2.copyMakeBorder(tile, 3, 3, 3, 3, cv2.BORDER_CONSTANT, value=(1, 0, 0) if x else (1, 1, 1))
+        tiles.append(tile)
+    rows = [np.hstack(tiles[i : i + COLUMNS]) for i in range(0, len(tiles), COLUMNS)]
+    sheet = cv2.cvtColor((np.vstack(rows) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(args.out / "nearest.png"), sheet)
+
+
+if __name__ == "__main__":
+    main()
