@@ -73,7 +73,8 @@ def gimp_root_mounted() -> Iterator[None]:
 def _wait_until_accepting(display: str, timeout_s: float = 10.0) -> None:
     """Connect to the X server's sockets as an X client would (abstract first, then the file), so that a
     server that reported its display but takes no connections fails here, saying so, and not in the
-    editor. (Seen once: Krita could not connect to a display Xvfb had just reported, on a loaded machine.)"""
+    editor. (Krita could not connect to a display Xvfb had just reported, once before this wait and once
+    after it: tests/test_plugin_krita.py's run_krita starts it again then.)"""
     deadline = time.monotonic() + timeout_s
     while True:
         for address in (f"\0/tmp/.X11-unix/X{display}", f"/tmp/.X11-unix/X{display}"):
