@@ -3,8 +3,8 @@
 in the font's CBDT table, read with fontTools. The issue's face emoji (U+1F600-1F64F, U+1F910-1F92F,
 U+1F970-1F97F) are 128 drawings in one hand, but 36 of them are not faces, or not round ones: 9 cats, 8
 people and 3 monkeys, 8 hands, the robot, a face palm, the ninja and 5 pieces of clothing (in this font
-version, Debian 12's). ROUND_FACES are the other 92, one subject as a set of icons in one style would be.
-Nothing is downloaded.
+version, Debian 12's). ROUND_FACES are the other 92: faces, nearer one subject as a set of icons in one
+style would be (some still have hands, hats or horns). Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ NOT_ROUND = (
     *range(0x1F97B, 0x1F980),  # sari, lab coat, goggles, hiking boot, flat shoe
 )
 ROUND_FACES = tuple(c for c in FACES if c not in NOT_ROUND)
+SETS = {"faces": FACES, "round": ROUND_FACES}  # the benchmark's --emoji
 INSTALL = "apt-get install fonts-noto-color-emoji (plugins/ci/setup-editors.sh does)"
 
 

@@ -46,22 +46,6 @@ def model(tmp_path_factory, icons) -> Path:
     return out
 
 
-def test_the_benchmark_sets_hold_out_every_fourth_emoji_and_round_leaves_out_the_other_subjects(tmp_path):
-    from bench.bench_sagan import split_set
-    from bench.emoji import NOT_ROUND
-
-    if not available():
-        pytest.fail(f"the emoji font or fontTools is missing: {INSTALL}, and pip install fonttools")
-    code = {name: int(name[1:], 16) for name in (p.stem for p in face_emoji(tmp_path / "all"))}
-    assert len(code) == 128 and sum(c in NOT_ROUND for c in code.values()) == 36
-    for emoji, sizes in (("faces", (96, 32)), ("round", (69, 23))):
-        train_dir, trained, held = split_set(tmp_path / emoji, emoji)
-        assert (len(trained), len(held)) == sizes and not set(trained) & set(held)
-        assert sorted(p.name for p in train_dir.iterdir()) == sorted(p.name for p in trained)
-        if emoji == "round":
-            assert not any(code[p.stem] in NOT_ROUND for p in trained + held)
-
-
 def _rgba(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_sagan import Measure, split_set
+from bench.bench_sagan import Measure, fixed_latents, split_set
 from engine import families
 from engine.device import configure_threads
-from engine.families.sagan.sample import TorchRunner, generate, latent, to_picture
+from engine.families.sagan.sample import TorchRunner, generate, to_picture
 from engine.families.sagan.training import standing
 from engine.image_sets import write_sheet
 
@@ -49,7 +49,7 @@ def main() -> None:
     quality = Measure(trained, held)
     loaded = families.load(args.model, "cpu", "onnxruntime")
     config = loaded.model["config"]
-    base = np.stack([latent(s, config.z_dim) for s in range(64)])
+    base = fixed_latents(config.z_dim)
     ways = {"as drawn": (loaded.runner, base)}
     ways.update({f"scaled by {psi}": (loaded.runner, base * psi) for psi in (0.8, 0.6, 0.4)})
     ways.update({f"truncated at {t}": (loaded.runner, truncated(base, t)) for t in (1.0, 0.5)})
