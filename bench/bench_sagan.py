@@ -135,6 +135,18 @@ class Measure:
         return ours, diversity, memo
 
 
+def model_experiment(doc: str, out: str) -> argparse.Namespace:
+    """The arguments of an experiment on one stored model (bench/experiments/sagan_*.py): --model and
+    --out, the output folder made and the threads configured."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a stored set-generator model")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    args = parser.parse_args()
+    configure_threads()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))

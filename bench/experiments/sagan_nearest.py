@@ -14,18 +14,15 @@ them they are nearest, and writes the sheet over white with a red frame around e
 
 from __future__ import annotations
 
-import argparse
 import unicodedata
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bench.bench_sagan import distances, fixed_latents, over_grey, read_rgba, split_set
+from bench.bench_sagan import distances, fixed_latents, model_experiment, over_grey, read_rgba, split_set
 from bench.emoji import NOT_ROUND
 from engine import families
-from engine.device import configure_threads
 from engine.families.sagan.sample import generate, to_picture
 from engine.imageio import to_array
 
@@ -33,12 +30,7 @@ COLUMNS = 8
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("runs/nearest"))
-    args = parser.parse_args()
-    configure_threads()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = model_experiment(__doc__, "runs/nearest")
     _, trained, _ = split_set(args.out / "set", "faces")
     codes = [int(p.stem[1:], 16) for p in trained]
     loaded = families.load(args.model, "cpu", "onnxruntime")

@@ -13,15 +13,11 @@ quality figures for each (bench/bench_sagan.py) and writes each sheet to --out, 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from bench.bench_sagan import Measure, fixed_latents, split_set
+from bench.bench_sagan import Measure, fixed_latents, model_experiment, split_set
 from engine import families
-from engine.device import configure_threads
 from engine.families.sagan.sample import TorchRunner, generate, to_picture
 from engine.families.sagan.training import standing
 from engine.image_sets import write_sheet
@@ -39,12 +35,7 @@ def truncated(latents: np.ndarray, t: float, seed: int = 123) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("runs/truncation"))
-    args = parser.parse_args()
-    configure_threads()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = model_experiment(__doc__, "runs/truncation")
     _, trained, held = split_set(args.out / "set")
     quality = Measure(trained, held)
     loaded = families.load(args.model, "cpu", "onnxruntime")
