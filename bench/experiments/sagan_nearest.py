@@ -9,7 +9,7 @@ benchmark's 64 fixed samples and finds each one's nearest training emoji (the RM
 images included, as the benchmark's memorisation does). Prints the 8 x 8 map of the sheet (X: the nearest
 is not a round face), the count against the share of such emoji in the training set (chance), which of
 them they are nearest, and writes the sheet over white with a red frame around each X
-(--out/nearest.png), to set beside one's own count of broken samples.
+(--out/nearest.jpg), to set beside one's own count of broken samples.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.bench_sagan import distances, fixed_latents, model_experiment, over_grey, read_rgba, split_set
 from bench.emoji import NOT_ROUND
+from bench.sheet import write_strips
 from engine import families
 from engine.families.sagan.sample import generate, to_picture
 from engine.imageio import to_array
@@ -54,8 +55,7 @@ def main() -> None:
         tile = cv2.copyMakeBorder(tile, 3, 3, 3, 3, cv2.BORDER_CONSTANT, value=(1, 0, 0) if x else (1, 1, 1))
         tiles.append(tile)
     rows = [np.hstack(tiles[i : i + COLUMNS]) for i in range(0, len(tiles), COLUMNS)]
-    sheet = cv2.cvtColor((np.vstack(rows) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-    cv2.imwrite(str(args.out / "nearest.png"), sheet)
+    write_strips(str(args.out / "nearest.jpg"), rows)  # 4 px of white between the rows
 
 
 if __name__ == "__main__":
