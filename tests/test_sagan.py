@@ -4,7 +4,9 @@ export, resume after a cancel, mixed inputs fitted and every bad input in one li
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -80,6 +82,33 @@ def test_a_seed_is_one_image_on_either_backend_and_samples_are_seed_plus_i(model
     np.testing.assert_array_equal(sheet[2 : 2 + SIZE, SIZE + 4 : 2 * SIZE + 4], second)
 
 
+def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.families.sagan.sample import critic_scores, generate, latent
+
+    assert not any("parametrizations" in k for k in load_file(model / "critic.safetensors"))
+    proc = engine("sample", model, "--out", tmp_path / "best", "--n", "2", "--seed", "10", "--best-of", "3",
+                  "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    kept = result(proc)["seeds"]
+    loaded = families.load(model, "cpu", "torch")
+    config, critic = loaded.model["config"], loaded.model["critic"]
+    for i, seed in enumerate(kept):
+        group = [10 + 3 * i + j for j in range(3)]  # image i: the best of the i-th three seeds
+        images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in group]))
+        scores = critic_scores(critic, images, config.policy)
+        assert len(set(scores.round(6))) == 3 and seed == group[int(np.argmax(scores))], (scores, kept)
+        np.testing.assert_array_equal(critic_scores(critic, images, config.policy), scores)  # repeats
+        # the file is that seed's own image, as drawn alone
+        proc = engine("sample", model, "--out", tmp_path / f"alone{i}", "--seed", str(seed), "--json")
+        assert proc.returncode == 0, proc.stderr
+        alone = _rgba(tmp_path / f"alone{i}" / "sample_000.png")
+        assert np.abs(_rgba(tmp_path / "best" / f"sample_{i:03d}.png").astype(int) - alone).max() <= 1
+    plain = critic_scores(critic, images, ())  # no augmentation: one plain pass, another ranking's input
+    assert np.abs(plain - scores).max() > 1e-4
+
+
 def test_interpolation_runs_from_one_seed_to_the_other_as_frames_or_a_gif(model, tmp_path):
     loaded = families.load(model, "cpu", "torch")
     ends = {}
@@ -108,7 +137,7 @@ def test_interpolation_runs_from_one_seed_to_the_other_as_frames_or_a_gif(model,
 def _input(**params):
     from engine.operations import OperationInput
 
-    return OperationInput(params={"width": None, "height": None, **params})
+    return OperationInput(params={"width": None, "height": None, "best_of": 1, **params})
 
 
 def test_the_exported_graph_draws_what_torch_draws(model, tmp_path):
@@ -146,14 +175,41 @@ def test_a_cancelled_run_resumes_to_the_same_model(icons, tmp_path):
     with pytest.raises(CancelledError, match=f"engine train --resume {tmp_path / 'cut'}"):
         family.train(run)
     assert json.loads((tmp_path / "cut" / "checkpoint" / "family.json").read_text()) == {"family": "sagan"}
-    proc = engine("train", "--resume", tmp_path / "cut", "--json")
-    assert proc.returncode == 0 and result(proc)["family"] == "sagan", proc.stderr
-    whole, cut = (
-        load_file(tmp_path / "whole" / "generator.safetensors"),
-        load_file(tmp_path / "cut" / "generator.safetensors"),
-    )
-    for key in whole:
-        torch.testing.assert_close(cut[key], whole[key], rtol=1e-4, atol=1e-5)
+    # stopped after the last iteration, while the critic is trained against the sampler (calibration)
+    last = threading.Event()
+
+    def at_the_end(event) -> None:
+        if event.iteration == event.iters:
+            last.set()
+
+    run = TrainRun("set", TrainData(folders=(icons,)), options, tmp_path / "end", device, at_the_end, last)
+    with pytest.raises(CancelledError, match="engine train --resume"):
+        family.train(run)
+    assert not (tmp_path / "end" / "model.json").exists()
+    for name in ("cut", "end"):
+        proc = engine("train", "--resume", tmp_path / name, "--json")
+        assert proc.returncode == 0 and result(proc)["family"] == "sagan", proc.stderr
+        for weights in ("generator.safetensors", "critic.safetensors"):
+            whole, resumed = load_file(tmp_path / "whole" / weights), load_file(tmp_path / name / weights)
+            for key in whole:
+                torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5)
+
+
+def test_calibration_trains_only_the_stored_critic(icons, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.families.sagan.config import PRESETS
+    from engine.families.sagan.training import train
+
+    device = torch.device("cpu")
+    for steps in (0, 3):
+        config = dataclasses.replace(PRESETS["tiny"], calibrate=steps)
+        train(config, icons, tmp_path / str(steps), device)
+    before, after = (load_file(tmp_path / name / "critic.safetensors") for name in ("0", "3"))
+    assert any((before[k] - after[k]).abs().max() > 1e-4 for k in before)  # three more critic steps
+    g0, g3 = (load_file(tmp_path / name / "generator.safetensors") for name in ("0", "3"))
+    for key in g0:
+        torch.testing.assert_close(g3[key], g0[key], rtol=0, atol=0)
 
 
 def test_mixed_sizes_and_modes_are_fitted(tmp_path, shared_images):
@@ -200,6 +256,9 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         (three / path.name).write_bytes(path.read_bytes())
     (three / "notes.txt").write_text("not an image")
     image = shared_images / "generation" / "zebra.png"
+    old = tmp_path / "old"  # a model from before critics were kept
+    shutil.copytree(model, old)
+    (old / "critic.safetensors").unlink()
     consingan_model = Path(__file__).parent / "data" / "model_format_1"
     train = ("train", "--family", "sagan", "--out", tmp_path / "n", "--preset", "tiny")
     cases = {
@@ -214,6 +273,9 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("interpolate", model, "--out", tmp_path / "s.gif", "--frames", "1"): "--frames: must be between 2",
         ("interpolate", model, "--out", tmp_path / "s.avi"): "writes an animated .gif, .webp or .mp4, or its",
         ("sample", model, "--out", tmp_path / "s", "--width", "0"): "--width: must be between 1",
+        ("sample", model, "--out", tmp_path / "s", "--best-of", "0"): "--best-of: must be between 1",
+        ("sample", old, "--out", tmp_path / "s", "--best-of", "2"):
+            f"{old} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave --best-of",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):
             "is a Set generator (SAGAN) model, which cannot restyle; it can: export, interpolate, sample",
     }  # fmt: skip
@@ -221,6 +283,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not any((tmp_path / name).exists() for name in ("n", "s", "s.gif", "s.avi"))
+    assert families.load(old, "cpu", "torch").model["critic"] is None  # it still samples without ranking
 
 
 def test_too_few_images_is_refused_before_any_work(tmp_path):

@@ -94,10 +94,12 @@ def resolve(task: str, options: BaseModel, device: Any) -> Resolved:
 
 
 def load(directory: Path, meta: dict, device: Any) -> Loaded:
-    from engine.families.sagan.store import load_generator
+    from engine.families.sagan.store import load_critic, load_generator
 
     config, generator = load_generator(directory, meta, device)
-    return Loaded(FAMILY, TASK, directory, {"config": config, "generator": generator, "device": device})
+    critic = load_critic(directory, config, generator.channels, device)
+    model = {"config": config, "generator": generator, "critic": critic, "device": device}
+    return Loaded(FAMILY, TASK, directory, model)
 
 
 def prepare(loaded: Loaded, backend: str) -> None:
@@ -145,12 +147,32 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
 
     from engine.families.sagan.sample import latent
 
-    p, z_dim = given.params, loaded.model["config"].z_dim
-    seeds = [(p["seed"] + i) % (MAX_SEED + 1) for i in range(p["n"])]
+    p, config = given.params, loaded.model["config"]
+    n, best_of = p["n"], p["best_of"]
+    if best_of > 1 and loaded.model["critic"] is None:
+        raise BadInputError(
+            f"{loaded.path} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave "
+            "--best-of out, or train the model again"
+        )
+    seeds = [(p["seed"] + i) % (MAX_SEED + 1) for i in range(n * best_of)]  # image i: the i-th M of them
     if given.on_step is not None:
-        given.on_step(f"drawing {p['n']} image{'s' * (p['n'] > 1)}")
-    pictures = _pictures(loaded, np.stack([latent(s, z_dim) for s in seeds]), p)
+        each = f", each the best of {best_of}" if best_of > 1 else ""
+        given.on_step(f"drawing {n} image{'s' * (n > 1)}{each}")
+    if best_of > 1:
+        seeds = [_best(loaded, seeds[i : i + best_of]) for i in range(0, len(seeds), best_of)]
+    pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
     return OperationOutput(pictures, {"seeds": seeds})
+
+
+def _best(loaded: Loaded, seeds: list[int]) -> int:
+    """The seed whose image the model's critic scores highest (engine.families.sagan.sample)."""
+    import numpy as np
+
+    from engine.families.sagan.sample import critic_scores, generate, latent
+
+    config = loaded.model["config"]
+    images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in seeds]))
+    return seeds[int(np.argmax(critic_scores(loaded.model["critic"], images, config.policy)))]
 
 
 def _interpolate(loaded: Loaded, given: OperationInput) -> OperationOutput:
@@ -202,7 +224,12 @@ OPERATIONS = (
         params=(
             Param("n", ParamType.INT, "number of samples (default: 1)", default=1, minimum=1, maximum=10_000),
             _side("width"), _side("height"),
-            _seed("seed", "the first sample's seed, 0 to 2^32-1 (sample i has seed + i)"),
+            _seed("seed", "the first sample's seed, 0 to 2^32-1 (sample i has seed + i; with --best-of M, "
+                  "the best of seed + i*M to seed + i*M + M-1)"),
+            Param("best_of", ParamType.INT, "draw this many seeds for each image and keep the one the "
+                  "model's critic rates most like the set (default: 1, every seed kept; 4 gives fewer broken "
+                  "images: docs/benchmarks.md)",
+                  default=1, minimum=1, maximum=64),
         ),
         output_pixels=_pixels("n"),
         editor=EditorUse(

@@ -58,6 +58,7 @@ class Config:
     flip: bool = False  # mirror real images at random
     upsample: str = "transposed"  # the generator's doubling layers: "transposed" (reference) or "resize"
     standing_batches: int = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
+    calibrate: int = 1000  # critic steps against the sampler after training, for `sample --best-of`
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -70,6 +71,8 @@ class Config:
                 raise BadInputError(f"{name} must be 1 to 4096 (got {getattr(self, name)})")
         if not 1 <= self.iters <= MAX_ITERS:
             raise BadInputError(f"--iters must be 1 to {MAX_ITERS} (got {self.iters})")
+        if not 0 <= self.calibrate <= MAX_ITERS:
+            raise BadInputError(f"calibrate must be 0 to {MAX_ITERS} (got {self.calibrate})")
         if not 0.0 <= self.ema < 1.0:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
         if self.upsample not in UPSAMPLES:
@@ -99,7 +102,7 @@ PRESETS = {
     "tiny": Config(
         z_dim=8, g_dim=4, d_dim=4, iters=3, batch=2, spectral_norm=True, ema=0.9,
         augment="color,translation,cutout", flip=True, standing_batches=4, checkpoint_every_s=0.0,
-        upsample="resize",
+        upsample="resize", calibrate=3,
     ),
 }  # fmt: skip
 

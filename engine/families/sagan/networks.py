@@ -10,12 +10,15 @@ Spectral normalisation, where the config asks for it, is torch's parametrization
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+
+N = TypeVar("N", "Generator", "Critic")
 
 
 def _sn(module: nn.Module, on: bool) -> nn.Module:
@@ -92,6 +95,7 @@ class Generator(nn.Module):
 class Critic(nn.Module):
     def __init__(self, dim: int, size: int, channels: int, sn: bool = False) -> None:
         super().__init__()
+        self.dim, self.size, self.channels = dim, size, channels
         levels = _levels(size)
         widths = [dim * min(8, 2**i) for i in range(levels)]  # d, 2d, 4d, 8d at 64 px
         layers: list[nn.Module] = []
@@ -104,20 +108,24 @@ class Critic(nn.Module):
         layers.append(_sn(nn.Conv2d(previous, 1, 4), sn))
         self.net = nn.Sequential(*layers)
 
+    def blank(self) -> Critic:
+        """An untrained critic of the same shape, without spectral normalisation."""
+        return Critic(self.dim, self.size, self.channels, sn=False)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """N scores."""
         return self.net(image).flatten()
 
 
-def baked(generator: Generator, power_iterations: int = 20) -> Generator:
-    """A plain generator (no spectral-norm parametrization) that computes what `generator` computes in
-    eval mode, each normalised weight written out. The power iteration runs first from the stored vectors
-    (a moving average of unit vectors is not one), so each weight is divided by its largest singular value.
-    (A copy with its parametrizations removed would not do: a deep copy shares the parametrized class, and
-    removing them from the copy breaks the original.)"""
+def baked(network: N, power_iterations: int = 20) -> N:
+    """A plain generator or critic (no spectral-norm parametrization) that computes what `network` computes
+    in eval mode, each normalised weight written out. The power iteration runs first from the stored
+    vectors (a moving average of unit vectors is not one), so each weight is divided by its largest singular
+    value. (A copy with its parametrizations removed would not do: a deep copy shares the parametrized
+    class, and removing them from the copy breaks the original.)"""
     import copy
 
-    g = generator
+    g = network
     source = copy.deepcopy(g)
     state = {k: v for k, v in source.state_dict().items() if ".parametrizations." not in k}
     with torch.no_grad():

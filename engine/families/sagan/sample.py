@@ -5,6 +5,12 @@ A seed names one image for good: its latent is numpy's standard normal from that
 the backend or the device; sample i of a run with --seed S is seed S + i, so any one can be drawn again
 alone. Interpolation walks the great circle between two seeds' latents (slerp), which keeps every frame's
 latent as likely as its ends (a straight line passes near the origin, where the images wash out).
+
+`--best-of M` draws M seeds for each image kept and keeps the one the run's last critic scores highest
+(ranking samples by the critic, after Azadi et al., "Discriminator Rejection Sampling", ICLR 2019, shown on
+SAGAN). The critic only ever saw images through the run's DiffAugment policy, so a score is its mean over
+SCORE_DRAWS augmented copies (scored as they are, the kept images lose much of their variety:
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from engine.imageio import Picture
 from engine.runtime import GraphRunner
 
 CHUNK = 16  # latents per run
+SCORE_DRAWS = 8  # augmented copies a critic's score is the mean of
 
 
 def latent(seed: int, z_dim: int) -> np.ndarray:
@@ -54,6 +61,22 @@ def to_picture(image: np.ndarray, width: int | None = None, height: int | None =
 def generate(runner: Any, latents: np.ndarray) -> np.ndarray:
     """N x z_dim latents -> N x C x S x S, CHUNK at a time."""
     return np.concatenate([runner(latents[i : i + CHUNK]) for i in range(0, len(latents), CHUNK)])
+
+
+def critic_scores(critic: Any, images: np.ndarray, policy: tuple[str, ...]) -> np.ndarray:
+    """N images (N x C x S x S in [-1, 1]) -> N scores: the critic's mean over SCORE_DRAWS copies through
+    the training augmentations (one plain pass where the run had none), their randomness from a fixed seed,
+    so the same images score the same. The critic runs in torch, on the model's device (it only ranks)."""
+    import torch
+
+    from engine.families.sagan.augment import diff_augment
+
+    rng = torch.Generator().manual_seed(0)
+    device = next(critic.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(device)
+    with torch.no_grad():
+        draws = [critic(diff_augment(x, policy, rng)) for _ in range(SCORE_DRAWS if policy else 1)]
+    return torch.stack(draws).mean(dim=0).float().cpu().numpy()
 
 
 class TorchRunner:

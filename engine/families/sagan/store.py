@@ -1,6 +1,7 @@
-"""Set-generator model directories as plain data: model.json (the config, the image channels, written last)
-and generator.safetensors, the sampling generator (the moving average where the run kept one, spectral
-normalisation written into the weights)."""
+"""Set-generator model directories as plain data: model.json (the config, the image channels, written last),
+generator.safetensors, the sampling generator (the moving average where the run kept one, spectral
+normalisation written into the weights), and critic.safetensors, the run's last critic (the same), which
+ranks samples for `sample --best-of` (models trained before 2026-12-07 have none)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from engine.errors import BadInputError
 from engine.families.sagan.config import Config
-from engine.families.sagan.networks import Generator
+from engine.families.sagan.networks import Critic, Generator
 from engine.files import write_files
 from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
@@ -21,9 +22,12 @@ NAME = "sagan"
 FAMILY_FORMAT_VERSION = 1
 TASK = "set"
 WEIGHTS = "generator.safetensors"
+CRITIC = "critic.safetensors"
 
 
-def save_model(directory: Path, config: Config, generator: Generator, info: dict[str, Any]) -> Path:
+def save_model(
+    directory: Path, config: Config, generator: Generator, critic: Critic, info: dict[str, Any]
+) -> Path:
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -34,6 +38,7 @@ def save_model(directory: Path, config: Config, generator: Generator, info: dict
     }
     files = {
         WEIGHTS: tensor_bytes(generator.state_dict()),
+        CRITIC: tensor_bytes(critic.state_dict()),
         MODEL_JSON: json.dumps(meta, indent=2).encode(),  # last: its presence means the rest is there
     }
     write_files(directory, files)
@@ -55,3 +60,16 @@ def load_generator(directory: Path, meta: dict, device: Any) -> tuple[Config, Ge
     except DAMAGE as e:
         raise damaged(directory, WEIGHTS, e) from e
     return config, generator.to(device).eval().requires_grad_(False)
+
+
+def load_critic(directory: Path, config: Config, channels: int, device: Any) -> Critic | None:
+    """The stored critic, None where the model has none (trained before critics were kept)."""
+    if not (directory / CRITIC).exists():
+        return None
+    critic = Critic(config.d_dim, config.size, channels)
+    try:
+        critic.load_state_dict(load_file(directory / CRITIC))
+        check_finite(critic.state_dict(), CRITIC)
+    except DAMAGE as e:
+        raise damaged(directory, CRITIC, e) from e
+    return critic.to(device).eval().requires_grad_(False)

@@ -12,6 +12,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from engine.progress import Progress, ProgressFn
 log = logging.getLogger(__name__)
 PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
+CALIBRATION_LR = 0.1  # the critic's learning rate while it is trained against the sampler, times d_lr
 
 
 def standing(
@@ -140,9 +142,7 @@ class Trainer:
                 if self.cancel is not None and self.cancel.is_set():
                     self.elapsed = time.monotonic() - start
                     self.checkpoint()
-                    raise CancelledError(
-                        f"training cancelled; continue with `engine train --resume {self.out_dir}`"
-                    )
+                    self._stop_if_cancelled()
                 losses = self.step()
                 self.iteration += 1
                 if c.checkpoint_every_s and time.monotonic() - last_checkpoint > c.checkpoint_every_s:
@@ -153,12 +153,15 @@ class Trainer:
                     spi = (time.monotonic() - run_start) / (self.iteration - run_iter0)
                     self._report(losses, spi, time.monotonic() - start)
             self.elapsed = time.monotonic() - start
+            self.checkpoint()  # the loop's end: stopped while calibrating, a resume calibrates from here
+            sampler = baked(self.sampler())
+            self.calibrate(sampler)
             info = {
                 "images": str(self.folder),
                 "image_count": len(self.files),
                 "training_seconds": round(self.elapsed, 1),
             }
-            store.save_model(self.out_dir, c, baked(self.sampler()), info)
+            store.save_model(self.out_dir, c, sampler, baked(self.d), info)
         shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
         return self.out_dir
 
@@ -174,20 +177,46 @@ class Trainer:
     def _latents(self) -> torch.Tensor:
         return torch.randn(self.config.batch, self.config.z_dim, generator=self.rng).to(self.device)
 
-    def step(self) -> dict[str, float]:
+    def _critic_step(self, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One hinge-loss step of the critic on an augmented real mini-batch and the images `draw` makes
+        (drawn without gradients, after the real ones); its loss."""
         c = self.config
-        g, d, policy = self.g, self.d, c.policy
         real = self._batch()
-        # critic: hinge loss on augmented real and generated images
         with autocast(self.device, c.precision):
             with torch.no_grad():
-                fake = g(self._latents())
-            real_score = d(diff_augment(real, policy, self.rng)).float()
-            fake_score = d(diff_augment(fake, policy, self.rng)).float()
+                fake = draw()
+            real_score = self.d(diff_augment(real, c.policy, self.rng)).float()
+            fake_score = self.d(diff_augment(fake, c.policy, self.rng)).float()
             loss_d = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
+        return loss_d
+
+    def calibrate(self, sampler: Generator) -> None:
+        """The config's `calibrate` more critic steps against the sampler the model keeps, the generator
+        fixed (the calibration step of Discriminator Rejection Sampling: Azadi et al., ICLR 2019), at a
+        tenth of its learning rate. The critic of training judges the live generator, whose faults move from
+        step to step: uncalibrated, its ranking of the sampler's images helped at some points of a run and
+        made them worse at others, and at the full rate the calibration's ranking swung from one count of
+        steps to the next (docs/benchmarks.md). The calibrated critic is the one stored, for `engine sample
+        --best-of`."""
+        if self.config.calibrate:
+            log.info("training the critic %d steps against the sampler", self.config.calibrate)
+        for group in self.opt_d.param_groups:
+            group["lr"] = self.config.d_lr * CALIBRATION_LR
+        for _ in range(self.config.calibrate):
+            self._stop_if_cancelled()
+            self._critic_step(lambda: sampler(self._latents()))
+
+    def _stop_if_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledError(f"training cancelled; continue with `engine train --resume {self.out_dir}`")
+
+    def step(self) -> dict[str, float]:
+        c = self.config
+        g, d, policy = self.g, self.d, c.policy
+        loss_d = self._critic_step(lambda: g(self._latents()))
         # generator
         d.requires_grad_(False)
         with autocast(self.device, c.precision):
