@@ -413,7 +413,7 @@ def generated_square(model: Path, scene: Scene, seed: int) -> tuple[tuple[int, i
     x, y = int(cols[0] + (w - side) // 2), int(rows[0] + (h - side) // 2)
     loaded = families.load(model, "cpu", "torch")
     sample = next(op for op in loaded.family.operations if op.name == "sample")
-    params = {"n": 1, "seed": seed, "width": side, "height": side}
+    params = sample.check_params({"n": 1, "seed": seed, "width": side, "height": side})
     picture = sample.run(loaded, OperationInput(params=params)).pictures[0]
     assert picture.alpha is not None
     rgba = np.dstack([np.rint(picture.rgb * 255), picture.alpha]).astype(np.int64)

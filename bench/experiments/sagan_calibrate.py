@@ -2,16 +2,17 @@
 itself? (Discriminator Rejection Sampling's calibration step: Azadi et al., ICLR 2019, go on training the
 critic against the final generator before using it to rank.)
 
-    python -m bench.experiments.sagan_calibrate --run runs/pick/model --emoji round --out runs/calibrate
+    python -m bench.experiments.sagan_calibrate --run runs/cal-run --emoji round --out runs/calibrate
 
-`--run` is a set-generator training directory holding a checkpoint (a run in progress or stopped; the
-critic training goes on from its state, the run itself is not touched: the checkpoint is read, never
-written). The sampler is what a model saved there would draw with (the moving average, its statistics
-measured again). After 0, then each further count of `--steps` critic steps against that sampler (the
-run's hinge loss, DiffAugment policy, mini-batch and critic optimizer, as in training, the generator
-fixed; `--lr-scale` scales its learning rate), prints the benchmark's figures of 64 images each the best
-of 4 seeds (seeds 4i to 4i+3, as `engine sample --seed 0 --best-of 4` picks them) beside the 64 as drawn,
-and writes their sheet (--out/best-of-4-STEPS.png).
+`--run` is a set-generator training directory holding a checkpoint (a run in progress or stopped, or a copy
+of a run's checkpoint/ folder in a folder of its own, as a finished run removes its own; the critic training
+goes on from its state, the run itself is not touched: the checkpoint is read, never written). The sampler
+is what a model saved there would draw with (the moving average, its statistics measured again). After 0,
+then each further count of `--steps` critic steps against that sampler (the run's own critic step: hinge
+loss, DiffAugment policy, mini-batch, optimizer and precision, the generator fixed; `--lr-scale` scales the
+critic's learning rate, the engine's calibration takes 0.1), prints the benchmark's figures of 64 images
+each the best of 4 seeds (seeds 4i to 4i+3, as `engine sample --seed 0 --best-of 4` picks them) beside the
+64 as drawn, and writes their sheet (--out/best-of-4-STEPS.png).
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench.bench_sagan import Measure, fixed_latents, split_set
 from bench.emoji import SETS
 from engine import families
 from engine.device import configure_threads
-from engine.families.sagan.augment import diff_augment
 from engine.families.sagan.config import Config
 from engine.families.sagan.sample import TorchRunner, critic_scores, generate, to_picture
 from engine.image_sets import write_sheet
@@ -61,25 +60,17 @@ def main() -> None:
     pictures = [to_picture(x) for x in images]
     print(f"checkpoint at iteration {trainer.iteration}; floor {quality.floor:.3f}")
     drawn = quality.figures(pictures[:SAMPLES])
+    print(f"as drawn: SWD {drawn[0]:.3f}, diversity {drawn[1]:.2f}, memorisation {drawn[2]:.2f}")
     print("\n| critic steps against the sampler | SWD as drawn / best of 4 | diversity | memorisation |")
     print("|---|---|---|---|")
-    d, policy, done = trainer.d, config.policy, 0
+    policy, done = config.policy, 0
     for group in trainer.opt_d.param_groups:
         group["lr"] *= args.lr_scale
-    for steps in [0, *args.steps]:
+    for steps in [0, *sorted(args.steps)]:
         for _ in range(steps - done):
-            real = trainer._batch()
-            with torch.no_grad():
-                fake = sampler(trainer._latents())
-            loss = (
-                F.relu(1.0 - d(diff_augment(real, policy, trainer.rng))).mean()
-                + F.relu(1.0 + d(diff_augment(fake, policy, trainer.rng))).mean()
-            )
-            trainer.opt_d.zero_grad(set_to_none=True)
-            loss.backward()
-            trainer.opt_d.step()
-        done = max(done, steps)
-        critic = baked(d)
+            trainer._critic_step(lambda: sampler(trainer._latents()))
+        done = steps
+        critic = baked(trainer.d)
         score = np.concatenate(
             [critic_scores(critic, images[i : i + BEST_OF], policy) for i in range(0, len(images), BEST_OF)]
         )

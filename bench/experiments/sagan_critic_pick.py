@@ -29,23 +29,17 @@ from bench.bench_sagan import Curve, Measure, fixed_latents, split_set
 from bench.emoji import SETS
 from bench.settings import at_machine_precision, with_sets
 from engine.device import configure_threads
-from engine.families.sagan.augment import diff_augment
 from engine.families.sagan.config import PRESETS
+from engine.families.sagan.sample import critic_scores
 
 DRAWN = 256
 KEPT = 64
-DRAWS = 8  # augmentations averaged per score
 
 
 def scores(critic: Any, images: np.ndarray, policy: tuple[str, ...]) -> np.ndarray:
-    """The critic's mean score of each image (N x C x S x S in [-1, 1]) over DRAWS augmentations (policy
-    empty: its one score of the image as it is)."""
-    d = copy.deepcopy(critic).float().eval()  # eval: spectral norm's power iteration does not move
-    rng = torch.Generator().manual_seed(0)
-    x = torch.from_numpy(images).float()
-    draws = DRAWS if policy else 1
-    with torch.no_grad():
-        return np.mean([d(diff_augment(x, policy, rng)).numpy() for _ in range(draws)], axis=0)
+    """The critic's scores (engine.families.sagan.sample.critic_scores) on a copy in eval mode, where
+    spectral norm's power iteration does not move: training is untouched."""
+    return critic_scores(copy.deepcopy(critic).float().eval(), images, policy)
 
 
 class Picking(Curve):

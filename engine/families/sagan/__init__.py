@@ -136,10 +136,16 @@ def describe(meta: dict) -> dict[str, Any]:
 
 
 def _pictures(loaded: Loaded, latents: Any, p: dict[str, Any]) -> list:
-    from engine.families.sagan.sample import generate, to_picture
+    from engine.families.sagan.sample import generate
+
+    return _resampled(generate(loaded.runner, latents), p)
+
+
+def _resampled(images: Any, p: dict[str, Any]) -> list:
+    from engine.families.sagan.sample import to_picture
 
     width, height = p["width"] or p["height"], p["height"] or p["width"]  # one side alone: a square
-    return [to_picture(image, width, height) for image in generate(loaded.runner, latents)]
+    return [to_picture(image, width, height) for image in images]
 
 
 def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
@@ -158,21 +164,25 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     if given.on_step is not None:
         each = f", each the best of {best_of}" if best_of > 1 else ""
         given.on_step(f"drawing {n} image{'s' * (n > 1)}{each}")
-    if best_of > 1:
-        seeds = [_best(loaded, seeds[i : i + best_of]) for i in range(0, len(seeds), best_of)]
-    pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
-    return OperationOutput(pictures, {"seeds": seeds})
+    if best_of == 1:
+        pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
+        return OperationOutput(pictures, {"seeds": seeds})
+    kept = [_best(loaded, seeds[i : i + best_of]) for i in range(0, len(seeds), best_of)]
+    pictures = _resampled([image for _, image in kept], p)
+    return OperationOutput(pictures, {"seeds": [seed for seed, _ in kept]})
 
 
-def _best(loaded: Loaded, seeds: list[int]) -> int:
-    """The seed whose image the model's critic scores highest (engine.families.sagan.sample)."""
+def _best(loaded: Loaded, seeds: list[int]) -> tuple[int, Any]:
+    """(seed, image) of the seeds' image that the model's critic scores highest, the seeds' images scored
+    together (engine.families.sagan.sample.critic_scores), so each group's choice is its own."""
     import numpy as np
 
     from engine.families.sagan.sample import critic_scores, generate, latent
 
     config = loaded.model["config"]
     images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in seeds]))
-    return seeds[int(np.argmax(critic_scores(loaded.model["critic"], images, config.policy)))]
+    best = int(np.argmax(critic_scores(loaded.model["critic"], images, config.policy)))
+    return seeds[best], images[best]
 
 
 def _interpolate(loaded: Loaded, given: OperationInput) -> OperationOutput:
@@ -227,8 +237,8 @@ OPERATIONS = (
             _seed("seed", "the first sample's seed, 0 to 2^32-1 (sample i has seed + i; with --best-of M, "
                   "the best of seed + i*M to seed + i*M + M-1)"),
             Param("best_of", ParamType.INT, "draw this many seeds for each image and keep the one the "
-                  "model's critic rates most like the set (default: 1, every seed kept; 4 gives fewer broken "
-                  "images: docs/benchmarks.md)",
+                  "model's critic rates most like the set (default: 1, every seed kept; 4 gave far fewer "
+                  "smeared images in one run: docs/benchmarks.md)",
                   default=1, minimum=1, maximum=64),
         ),
         output_pixels=_pixels("n"),

@@ -125,8 +125,7 @@ def baked(network: N, power_iterations: int = 20) -> N:
     class, and removing them from the copy breaks the original.)"""
     import copy
 
-    g = network
-    source = copy.deepcopy(g)
+    source = copy.deepcopy(network)
     state = {k: v for k, v in source.state_dict().items() if ".parametrizations." not in k}
     with torch.no_grad():
         for name, module in source.named_modules():
@@ -136,6 +135,6 @@ def baked(network: N, power_iterations: int = 20) -> N:
                     module.weight  # noqa: B018 - each read in training mode runs one power iteration
                 module.eval()
                 state[f"{name}.weight"] = module.weight.detach().clone()
-    plain = g.blank()
+    plain = network.blank()
     plain.load_state_dict(state)
-    return plain.to(next(g.parameters()).device).eval().requires_grad_(False)
+    return plain.to(next(network.parameters()).device).eval().requires_grad_(False)

@@ -9,8 +9,7 @@ latent as likely as its ends (a straight line passes near the origin, where the 
 `--best-of M` draws M seeds for each image kept and keeps the one the run's last critic scores highest
 (ranking samples by the critic, after Azadi et al., "Discriminator Rejection Sampling", ICLR 2019, shown on
 SAGAN). The critic only ever saw images through the run's DiffAugment policy, so a score is its mean over
-SCORE_DRAWS augmented copies (scored as they are, the kept images lose much of their variety:
-docs/benchmarks.md).
+SCORE_DRAWS augmented copies (docs/benchmarks.md, "Keeping the best of several samples").
 """
 
 from __future__ import annotations
@@ -65,8 +64,9 @@ def generate(runner: Any, latents: np.ndarray) -> np.ndarray:
 
 def critic_scores(critic: Any, images: np.ndarray, policy: tuple[str, ...]) -> np.ndarray:
     """N images (N x C x S x S in [-1, 1]) -> N scores: the critic's mean over SCORE_DRAWS copies through
-    the training augmentations (one plain pass where the run had none), their randomness from a fixed seed,
-    so the same images score the same. The critic runs in torch, on the model's device (it only ranks)."""
+    the training augmentations (one plain pass where the run had none), their randomness from a fixed seed:
+    the same images, scored together in the same order, score the same (an image's augmentation depends on
+    its companions). The critic runs in torch, on the model's device (it only ranks)."""
     import torch
 
     from engine.families.sagan.augment import diff_augment
