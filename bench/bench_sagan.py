@@ -147,6 +147,16 @@ def model_experiment(doc: str, out: str) -> argparse.Namespace:
     return args
 
 
+def set_experiment(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, Measure]:
+    """An experiment's arguments (its parser given --emoji and --out), the threads configured, the output
+    folder made, and the benchmark's measure of that set's split."""
+    args = parser.parse_args()
+    configure_threads()
+    args.out.mkdir(parents=True, exist_ok=True)
+    _, trained, held = split_set(args.out / "set", args.emoji)
+    return args, Measure(trained, held)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))

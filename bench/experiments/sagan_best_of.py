@@ -15,10 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.bench_sagan import Measure, split_set
+from bench.bench_sagan import set_experiment
 from bench.emoji import SETS
 from engine import families
-from engine.device import configure_threads
 from engine.image_sets import write_sheet
 from engine.operations import OperationInput
 
@@ -31,11 +30,7 @@ def main() -> None:
     parser.add_argument("--emoji", default="faces", choices=sorted(SETS))
     parser.add_argument("--best-of", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--out", type=Path, default=Path("runs/best_of"))
-    args = parser.parse_args()
-    configure_threads()
-    args.out.mkdir(parents=True, exist_ok=True)
-    _, trained, held = split_set(args.out / "set", args.emoji)
-    quality = Measure(trained, held)
+    args, quality = set_experiment(parser)
     loaded = families.load(args.model, "cpu", "onnxruntime")
     sample = next(op for op in loaded.family.operations if op.name == "sample")
     print(f"floor {quality.floor:.3f}, ceiling {quality.ceiling:.3f}")

@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.bench_sagan import Measure, fixed_latents, split_set
+from bench.bench_sagan import fixed_latents, set_experiment
 from bench.emoji import SETS
 from engine import families
-from engine.device import configure_threads
 from engine.families.sagan.config import Config
 from engine.families.sagan.sample import TorchRunner, critic_scores, generate, to_picture
 from engine.image_sets import write_sheet
@@ -42,11 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 400, 1000])
     parser.add_argument("--lr-scale", type=float, default=1.0, help="the critic's learning rate times this")
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"))
-    args = parser.parse_args()
-    configure_threads()
-    args.out.mkdir(parents=True, exist_ok=True)
-    _, trained, held = split_set(args.out / "set", args.emoji)
-    quality = Measure(trained, held)
+    args, quality = set_experiment(parser)
     from engine.families.sagan.networks import baked
     from engine.families.sagan.training import Trainer
 
