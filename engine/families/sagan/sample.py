@@ -6,7 +6,7 @@ the backend or the device; sample i of a run with --seed S is seed S + i, so any
 alone. Interpolation walks the great circle between two seeds' latents (slerp), which keeps every frame's
 latent as likely as its ends (a straight line passes near the origin, where the images wash out).
 
-`--best-of M` draws M seeds for each image kept and keeps the one the run's last critic scores highest
+`--best-of M` draws M seeds for each image kept and keeps the one the model's critic scores highest
 (ranking samples by the critic, after Azadi et al., "Discriminator Rejection Sampling", ICLR 2019, shown on
 SAGAN). The critic only ever saw images through the run's DiffAugment policy, so a score is its mean over
 SCORE_DRAWS augmented copies (docs/benchmarks.md, "Keeping the best of several samples").

@@ -1,7 +1,8 @@
 """Set-generator model directories as plain data: model.json (the config, the image channels, written last),
 generator.safetensors, the sampling generator (the moving average where the run kept one, spectral
-normalisation written into the weights), and critic.safetensors, the run's last critic (the same), which
-ranks samples for `sample --best-of` (models trained before 2026-12-07 have none)."""
+normalisation written into the weights), and critic.safetensors, the run's critic after its calibration
+against that sampler (the same), which ranks samples for `sample --best-of` (models trained before
+2026-12-07 have none)."""
 
 from __future__ import annotations
 
