@@ -237,8 +237,9 @@ OPERATIONS = (
             _seed("seed", "the first sample's seed, 0 to 2^32-1 (sample i has seed + i; with --best-of M, "
                   "the best of seed + i*M to seed + i*M + M-1)"),
             Param("best_of", ParamType.INT, "draw this many seeds for each image and keep the one the "
-                  "model's critic rates most like the set (default: 1, every seed kept; 4 gave far fewer "
-                  "smeared images in one run: docs/benchmarks.md)",
+                  "model's critic rates most like the set (default: 1, every seed kept; on a set of one "
+                  "subject 4 gave far fewer smeared images, on a mixed set more torn ones: "
+                  "docs/benchmarks.md)",
                   default=1, minimum=1, maximum=64),
         ),
         output_pixels=_pixels("n"),
