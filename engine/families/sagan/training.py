@@ -154,7 +154,8 @@ class Trainer:
                     spi = (time.monotonic() - run_start) / (self.iteration - run_iter0)
                     self._report(losses, spi, time.monotonic() - start)
             self.elapsed = time.monotonic() - start
-            self.checkpoint()  # the loop's end: stopped while calibrating, a resume calibrates from here
+            if c.calibrate:
+                self.checkpoint()  # the loop's end: stopped while calibrating, a resume calibrates from here
             sampler = baked(self.sampler())
             self.calibrate(sampler)
             self.elapsed = time.monotonic() - start
