@@ -215,6 +215,34 @@ def test_calibration_trains_only_the_stored_critic(icons, tmp_path):
         torch.testing.assert_close(g3[key], g0[key], rtol=0, atol=0)
 
 
+def test_lecam_holds_each_side_near_the_other_sides_moving_mean_and_resumes_with_it(icons, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.families.sagan.config import PRESETS
+    from engine.families.sagan.training import LECAM_DECAY, Trainer, train
+
+    device = torch.device("cpu")
+    config = dataclasses.replace(PRESETS["tiny"], lecam=0.3)
+    trainer = Trainer(config, icons, tmp_path / "unit", device, None, None)
+    # the first step's mean scores start the moving means: real 1, generated 0
+    reg = trainer._lecam(torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0]))
+    assert trainer.anchors == (1.0, 0.0)
+    # real scores over the generated mean 0: (2^2 + 0) / 2; generated under the real mean 1: (2^2 + 0) / 2
+    assert float(reg) == pytest.approx(4.0)
+    trainer._lecam(torch.tensor([3.0, 3.0]), torch.tensor([-3.0, -3.0]))
+    expected = (LECAM_DECAY * 1 + (1 - LECAM_DECAY) * 3, LECAM_DECAY * 0 + (1 - LECAM_DECAY) * -3)
+    assert trainer.anchors == pytest.approx(expected)
+    trainer.checkpoint()
+    again = Trainer(config, icons, tmp_path / "unit", device, None, None)
+    again.restore(families.read_checkpoint_state(tmp_path / "unit", device))
+    assert again.anchors == trainer.anchors
+    # and it is in the critic's loss: the same run without it trains another critic
+    for name, weight in (("off", 0.0), ("on", 10.0)):
+        train(dataclasses.replace(PRESETS["tiny"], lecam=weight), icons, tmp_path / name, device)
+    off, on = (load_file(tmp_path / name / "critic.safetensors") for name in ("off", "on"))
+    assert max(float((off[k] - on[k]).abs().max()) for k in off) > 1e-6
+
+
 def test_mixed_sizes_and_modes_are_fitted(tmp_path, shared_images):
     """Grey, 16-bit, palette, opaque and cut-out images of any size: all fitted, none refused."""
     from engine.families.sagan.data import load_set

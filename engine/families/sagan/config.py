@@ -61,6 +61,7 @@ class Config:
     upsample: str = "transposed"  # the generator's doubling layers: "transposed" (reference) or "resize"
     standing_batches: int = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
     calibrate: int = 1000  # critic steps against the sampler after training, for `sample --best-of`
+    lecam: float = 0.0  # weight of the LeCam regularisation of the critic (Tseng et al. 2021); 0: off
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -75,6 +76,8 @@ class Config:
             raise BadInputError(f"--iters must be 1 to {MAX_ITERS} (got {self.iters})")
         if not 0 <= self.calibrate <= MAX_ITERS:
             raise BadInputError(f"calibrate must be 0 to {MAX_ITERS} (got {self.calibrate})")
+        if not 0.0 <= self.lecam <= 100.0:
+            raise BadInputError(f"lecam must be 0 to 100 (got {self.lecam})")
         if not 0.0 <= self.ema < 1.0:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
         if self.upsample not in UPSAMPLES:

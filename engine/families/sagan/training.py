@@ -38,6 +38,7 @@ PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
 CALIBRATION_LR = 0.1  # the critic's learning rate while it is trained against the sampler, times d_lr
 CALIBRATION_COST = 0.5  # a calibration step's time over a training iteration's (0.46 measured at `fast`)
+LECAM_DECAY = 0.99  # of the moving averages of the critic's mean scores that LeCam anchors to (its reference)
 
 
 def standing(
@@ -89,6 +90,7 @@ class Trainer:
         self.fixed = torch.randn(PREVIEWS, c.z_dim, generator=torch.Generator().manual_seed(c.seed + 1))
         self.iteration = 0
         self.elapsed = 0.0
+        self.anchors: tuple[float, float] | None = None  # LeCam's moving mean critic scores: real, generated
 
     # ---- checkpoints ----
 
@@ -104,6 +106,7 @@ class Trainer:
             "iteration": self.iteration,
             "rng": self.rng.get_state(),
             "elapsed": self.elapsed,
+            "lecam_anchors": self.anchors,
         }
         families.write_checkpoint_state(self.out_dir, state)
 
@@ -117,6 +120,8 @@ class Trainer:
         self.iteration = state["iteration"]
         self.rng.set_state(state["rng"])
         self.elapsed = state["elapsed"]
+        anchors = state.get("lecam_anchors")  # absent in checkpoints written before LeCam
+        self.anchors = None if anchors is None else (float(anchors[0]), float(anchors[1]))
 
     # ---- the loop ----
 
@@ -191,10 +196,29 @@ class Trainer:
             real_score = self.d(diff_augment(real, c.policy, self.rng)).float()
             fake_score = self.d(diff_augment(fake, c.policy, self.rng)).float()
             loss_d = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
+            if c.lecam:
+                loss_d = loss_d + c.lecam * self._lecam(real_score, fake_score)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
         return loss_d
+
+    def _lecam(self, real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
+        """LeCam regularisation (Tseng, Jiang, Liu, Yang and Yang, CVPR 2021, made for GANs trained on
+        little data, alongside DiffAugment): the squared excess of each real score over the moving mean of
+        the generated images' scores, and of the moving mean of the real scores over each generated image's
+        score, so the critic cannot push the two apart without bound. The moving means (decay LECAM_DECAY,
+        the first step's means to start, as in google/lecam-gan) are updated with this step's scores first."""
+        means = (float(real_score.detach().mean()), float(fake_score.detach().mean()))
+        if self.anchors is None:
+            self.anchors = means
+        else:
+            self.anchors = (
+                LECAM_DECAY * self.anchors[0] + (1 - LECAM_DECAY) * means[0],
+                LECAM_DECAY * self.anchors[1] + (1 - LECAM_DECAY) * means[1],
+            )
+        real_anchor, fake_anchor = self.anchors
+        return F.relu(real_score - fake_anchor).pow(2).mean() + F.relu(real_anchor - fake_score).pow(2).mean()
 
     def calibrate(self, sampler: Generator) -> None:
         """The config's `calibrate` more critic steps against the sampler the model keeps, the generator
