@@ -85,6 +85,7 @@ def test_a_seed_is_one_image_on_either_backend_and_samples_are_seed_plus_i(model
 def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, tmp_path):
     from safetensors.torch import load_file
 
+    from engine.families import sagan
     from engine.families.sagan.sample import critic_scores, generate, latent
 
     assert not any("parametrizations" in k for k in load_file(model / "critic.safetensors"))
@@ -93,7 +94,7 @@ def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, 
     assert proc.returncode == 0, proc.stderr
     kept = result(proc)["seeds"]
     loaded = families.load(model, "cpu", "onnxruntime")  # as the command drew them
-    config, critic = loaded.model["config"], loaded.model["critic"]
+    config, critic = loaded.model["config"], sagan.critic(loaded)
     for i, seed in enumerate(kept):
         group = [10 + 3 * i + j for j in range(3)]  # image i: the best of the i-th three seeds
         images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in group]))
@@ -290,6 +291,9 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
     old = tmp_path / "old"  # a model from before critics were kept
     shutil.copytree(model, old)
     (old / "critic.safetensors").unlink()
+    broken = tmp_path / "broken"  # a critic file cut short
+    shutil.copytree(model, broken)
+    (broken / "critic.safetensors").write_bytes((model / "critic.safetensors").read_bytes()[:100])
     consingan_model = Path(__file__).parent / "data" / "model_format_1"
     train = ("train", "--family", "sagan", "--out", tmp_path / "n", "--preset", "tiny")
     cases = {
@@ -307,6 +311,8 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("sample", model, "--out", tmp_path / "s", "--best-of", "0"): "--best-of: must be between 1",
         ("sample", old, "--out", tmp_path / "s", "--best-of", "2"):
             f"{old} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave --best-of",
+        ("sample", broken, "--out", tmp_path / "s", "--best-of", "2"):
+            f"model {broken} is damaged (critic.safetensors: ",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):
             "is a Set generator (SAGAN) model, which cannot restyle; it can: export, interpolate, sample",
     }  # fmt: skip
@@ -314,7 +320,13 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         assert proc.returncode == 2 and words in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not any((tmp_path / name).exists() for name in ("n", "s", "s.gif", "s.avi"))
-    assert families.load(old, "cpu", "torch").model["critic"] is None  # it still samples without ranking
+    from engine.families import sagan
+
+    assert sagan.critic(families.load(old, "cpu", "torch")) is None
+    for unranked in (old, broken):  # both still draw seeds as they are: the critic is read for --best-of only
+        proc = engine("sample", unranked, "--out", tmp_path / unranked.name / "drawn", "--n", "2", "--json")
+        assert proc.returncode == 0 and result(proc)["seeds"] == [0, 1], proc.stderr
+        assert len(list((tmp_path / unranked.name / "drawn").glob("sample_*.png"))) == 2
 
 
 def test_too_few_images_is_refused_before_any_work(tmp_path):

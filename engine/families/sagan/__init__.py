@@ -94,12 +94,23 @@ def resolve(task: str, options: BaseModel, device: Any) -> Resolved:
 
 
 def load(directory: Path, meta: dict, device: Any) -> Loaded:
-    from engine.families.sagan.store import load_critic, load_generator
+    from engine.families.sagan.store import load_generator
 
     config, generator = load_generator(directory, meta, device)
-    critic = load_critic(directory, config, generator.channels, device)
-    model = {"config": config, "generator": generator, "critic": critic, "device": device}
+    model = {"config": config, "generator": generator, "device": device}
     return Loaded(FAMILY, TASK, directory, model)
+
+
+def critic(loaded: Loaded) -> Any:
+    """The model's stored critic (None where it keeps none), read at the first `--best-of` and kept with the
+    model: drawing seeds as they are never reads it (about 10 MB at 64 filters)."""
+    from engine.families.sagan.store import load_critic
+
+    model = loaded.model
+    if "critic" not in model:
+        channels = model["generator"].channels
+        model["critic"] = load_critic(loaded.path, model["config"], channels, model["device"])
+    return model["critic"]
 
 
 def prepare(loaded: Loaded, backend: str) -> None:
@@ -151,11 +162,11 @@ def _resampled(images: Any, p: dict[str, Any]) -> list:
 def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     import numpy as np
 
-    from engine.families.sagan.sample import latent
+    from engine.families.sagan.sample import generate, latent
 
     p, config = given.params, loaded.model["config"]
     n, best_of = p["n"], p["best_of"]
-    if best_of > 1 and loaded.model["critic"] is None:
+    if best_of > 1 and critic(loaded) is None:
         raise BadInputError(
             f"{loaded.path} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave "
             "--best-of out, or train the model again"
@@ -167,22 +178,20 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     if best_of == 1:
         pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
         return OperationOutput(pictures, {"seeds": seeds})
-    kept = [_best(loaded, seeds[i : i + best_of]) for i in range(0, len(seeds), best_of)]
-    pictures = _resampled([image for _, image in kept], p)
-    return OperationOutput(pictures, {"seeds": [seed for seed, _ in kept]})
+    images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in seeds]))  # all, in chunks
+    kept = [i + _best(loaded, images[i : i + best_of]) for i in range(0, len(seeds), best_of)]
+    pictures = _resampled([images[i] for i in kept], p)
+    return OperationOutput(pictures, {"seeds": [seeds[i] for i in kept]})
 
 
-def _best(loaded: Loaded, seeds: list[int]) -> tuple[int, Any]:
-    """(seed, image) of the seeds' image that the model's critic scores highest, the seeds' images scored
-    together (engine.families.sagan.sample.critic_scores), so each group's choice is its own."""
+def _best(loaded: Loaded, group: Any) -> int:
+    """Which of a group's images the model's critic scores highest, the group scored alone
+    (engine.families.sagan.sample.critic_scores), so each group's choice is its own."""
     import numpy as np
 
-    from engine.families.sagan.sample import critic_scores, generate, latent
+    from engine.families.sagan.sample import critic_scores
 
-    config = loaded.model["config"]
-    images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in seeds]))
-    best = int(np.argmax(critic_scores(loaded.model["critic"], images, config.policy)))
-    return seeds[best], images[best]
+    return int(np.argmax(critic_scores(critic(loaded), group, loaded.model["config"].policy)))
 
 
 def _interpolate(loaded: Loaded, given: OperationInput) -> OperationOutput:
