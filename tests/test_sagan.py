@@ -82,24 +82,26 @@ def test_a_seed_is_one_image_on_either_backend_and_samples_are_seed_plus_i(model
     np.testing.assert_array_equal(sheet[2 : 2 + SIZE, SIZE + 4 : 2 * SIZE + 4], second)
 
 
-def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, tmp_path):
+def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from engine.families import sagan
     from engine.families.sagan.sample import critic_scores, generate, latent
 
     assert not any("parametrizations" in k for k in load_file(model / "critic.safetensors"))
-    proc = engine("sample", model, "--out", tmp_path / "best", "--n", "2", "--seed", "10", "--best-of", "3",
-                  "--json")  # fmt: skip
+    # 18 seeds: the third group spans two of the runner's chunks of 16
+    proc = engine(
+        "sample", model, "--out", tmp_path / "best", "--n", "3", "--seed", "10", "--best-of", "6", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     kept = result(proc)["seeds"]
     loaded = families.load(model, "cpu", "onnxruntime")  # as the command drew them
     config, critic = loaded.model["config"], sagan.critic(loaded)
     for i, seed in enumerate(kept):
-        group = [10 + 3 * i + j for j in range(3)]  # image i: the best of the i-th three seeds
+        group = [10 + 6 * i + j for j in range(6)]  # image i: the best of the i-th six seeds
         images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in group]))
         scores = critic_scores(critic, images, config.policy)
-        assert len(set(scores.round(6))) == 3 and seed == group[int(np.argmax(scores))], (scores, kept)
+        assert len(set(scores.round(6))) == 6 and seed == group[int(np.argmax(scores))], (scores, kept)
         np.testing.assert_array_equal(critic_scores(critic, images, config.policy), scores)  # repeats
         # the file is that seed's own image, as drawn alone
         proc = engine("sample", model, "--out", tmp_path / f"alone{i}", "--seed", str(seed), "--json")
@@ -108,6 +110,11 @@ def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, 
         assert np.abs(_rgba(tmp_path / "best" / f"sample_{i:03d}.png").astype(int) - alone).max() <= 1
     plain = critic_scores(critic, images, ())  # no augmentation: one plain pass, another ranking's input
     assert np.abs(plain - scores).max() > 1e-4
+    # drawn one group at a time (blocks of whole groups bound the memory), the same seeds are kept
+    sample = loaded.family.operations[0]
+    assert sample.run(loaded, _input(n=3, seed=10, best_of=6)).info["seeds"] == kept
+    monkeypatch.setattr(sagan, "BEST_OF_BLOCK", 6)
+    assert sample.run(loaded, _input(n=3, seed=10, best_of=6)).info["seeds"] == kept
 
 
 def test_interpolation_runs_from_one_seed_to_the_other_as_frames_or_a_gif(model, tmp_path):
@@ -223,25 +230,33 @@ def test_lecam_holds_each_side_near_the_other_sides_moving_mean_and_resumes_with
     from engine.families.sagan.training import LECAM_DECAY, Trainer, train
 
     device = torch.device("cpu")
-    config = dataclasses.replace(PRESETS["tiny"], lecam=0.3)
+    config = dataclasses.replace(PRESETS["tiny"], lecam=0.3, lecam_start=2)
     trainer = Trainer(config, icons, tmp_path / "unit", device, None, None)
-    # the first step's mean scores start the moving means: real 1, generated 0
-    reg = trainer._lecam(torch.tensor([2.0, 0.0]), torch.tensor([-1.0, 1.0]))
-    assert trainer.anchors == (1.0, 0.0)
-    # real scores over the generated mean 0: (2^2 + 0) / 2; generated under the real mean 1: (2^2 + 0) / 2
-    assert float(reg) == pytest.approx(4.0)
-    trainer._lecam(torch.tensor([3.0, 3.0]), torch.tensor([-3.0, -3.0]))
-    expected = (LECAM_DECAY * 1 + (1 - LECAM_DECAY) * 3, LECAM_DECAY * 0 + (1 - LECAM_DECAY) * -3)
-    assert trainer.anchors == pytest.approx(expected)
+    # for the first lecam_start iterations the moving means only follow the scores, and there is no term
+    following = ((0, [2.0, 0.0], [-1.0, 1.0], (1.0, 0.0)), (1, [4.0, 0.0], [0.0, 0.0], (2.0, 0.0)))
+    for iteration, real, fake, means in following:
+        trainer.iteration = iteration
+        assert float(trainer._lecam(torch.tensor(real), torch.tensor(fake))) == 0.0
+        assert trainer.anchors == means
+    trainer.iteration = 2
+    reg = trainer._lecam(torch.tensor([3.0, 3.0]), torch.tensor([-3.0, -3.0]))
+    real_mean, fake_mean = LECAM_DECAY * 2 + (1 - LECAM_DECAY) * 3, LECAM_DECAY * 0 + (1 - LECAM_DECAY) * -3
+    assert trainer.anchors == pytest.approx((real_mean, fake_mean))  # (2.01, -0.03): updated first, then
+    assert float(reg) == pytest.approx((3 - fake_mean) ** 2 + (real_mean + 3) ** 2)  # 3.03^2 + 5.01^2
     trainer.checkpoint()
+    state = families.read_checkpoint_state(tmp_path / "unit", device)
     again = Trainer(config, icons, tmp_path / "unit", device, None, None)
-    again.restore(families.read_checkpoint_state(tmp_path / "unit", device))
+    again.restore(state)
     assert again.anchors == trainer.anchors
-    # and it is in the critic's loss: the same run without it trains another critic
-    for name, weight in (("off", 0.0), ("on", 10.0)):
+    del state["lecam_anchors"]  # a checkpoint from before LeCam: the means start again
+    again.restore(state)
+    assert again.anchors is None
+    # and it is in the critic's loss: a run with it trains another critic, where two runs without it match
+    for name, weight in (("off", 0.0), ("off2", 0.0), ("on", 10.0)):
         train(dataclasses.replace(PRESETS["tiny"], lecam=weight), icons, tmp_path / name, device)
-    off, on = (load_file(tmp_path / name / "critic.safetensors") for name in ("off", "on"))
-    assert max(float((off[k] - on[k]).abs().max()) for k in off) > 1e-6
+    off, off2, on = (load_file(tmp_path / name / "critic.safetensors") for name in ("off", "off2", "on"))
+    assert max(float((off[k] - off2[k]).abs().max()) for k in off) < 1e-6
+    assert max(float((off[k] - on[k]).abs().max()) for k in off) > 1e-4
 
 
 def test_mixed_sizes_and_modes_are_fitted(tmp_path, shared_images):

@@ -178,10 +178,19 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     if best_of == 1:
         pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
         return OperationOutput(pictures, {"seeds": seeds})
-    images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in seeds]))  # all, in chunks
-    kept = [i + _best(loaded, images[i : i + best_of]) for i in range(0, len(seeds), best_of)]
-    pictures = _resampled([images[i] for i in kept], p)
-    return OperationOutput(pictures, {"seeds": [seeds[i] for i in kept]})
+    kept: list[tuple[int, Any]] = []  # (seed, image) of each group
+    step = max(1, BEST_OF_BLOCK // best_of) * best_of  # whole groups drawn at once, only the kept ones held
+    for start in range(0, len(seeds), step):
+        block = seeds[start : start + step]
+        images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in block]))
+        for i in range(0, len(block), best_of):
+            best = i + _best(loaded, images[i : i + best_of])
+            kept.append((block[best], images[best]))
+    pictures = _resampled([image for _, image in kept], p)
+    return OperationOutput(pictures, {"seeds": [seed for seed, _ in kept]})
+
+
+BEST_OF_BLOCK = 256  # images `sample --best-of` draws at a time (64 MB at 128 px with alpha)
 
 
 def _best(loaded: Loaded, group: Any) -> int:

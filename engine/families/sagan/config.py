@@ -24,7 +24,7 @@ sampling nearer the latent's middle (worse) and LeCam's regulariser at 0.3 (`lec
 held-out set, no cleaner to the eye, one seed) (docs/benchmarks.md, "Set generator").
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
-`tiny` is for tests (every option on, so each path runs).
+`tiny` is for tests (every option on, so each path runs; LeCam from its second iteration).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Config:
     standing_batches: int = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
     calibrate: int = 1000  # critic steps against the sampler after training, for `sample --best-of`
     lecam: float = 0.0  # weight of the LeCam regularisation of the critic (Tseng et al. 2021); 0: off
+    lecam_start: int = 1000  # iterations before it applies (its moving means follow the scores until then)
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -79,6 +80,8 @@ class Config:
             raise BadInputError(f"calibrate must be 0 to {MAX_ITERS} (got {self.calibrate})")
         if not 0.0 <= self.lecam <= 100.0:
             raise BadInputError(f"lecam must be 0 to 100 (got {self.lecam})")
+        if not 0 <= self.lecam_start <= MAX_ITERS:
+            raise BadInputError(f"lecam_start must be 0 to {MAX_ITERS} (got {self.lecam_start})")
         if not 0.0 <= self.ema < 1.0:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
         if self.upsample not in UPSAMPLES:
@@ -108,7 +111,7 @@ PRESETS = {
     "tiny": Config(
         z_dim=8, g_dim=4, d_dim=4, iters=3, batch=2, spectral_norm=True, ema=0.9,
         augment="color,translation,cutout", flip=True, standing_batches=4, checkpoint_every_s=0.0,
-        upsample="resize", calibrate=3,
+        upsample="resize", calibrate=3, lecam=0.3, lecam_start=1,
     ),
 }  # fmt: skip
 

@@ -38,7 +38,7 @@ PREVIEWS = 16  # fixed latents shown in the progress previews
 PREVIEW_EVERY = 20  # previews per run
 CALIBRATION_LR = 0.1  # the critic's learning rate while it is trained against the sampler, times d_lr
 CALIBRATION_COST = 0.5  # a calibration step's time over a training iteration's (0.46 measured at `fast`)
-LECAM_DECAY = 0.99  # of the moving averages of the critic's mean scores that LeCam anchors to (its reference)
+LECAM_DECAY = 0.99  # of the moving means of the critic's scores that LeCam holds them to (as its reference)
 
 
 def standing(
@@ -185,9 +185,10 @@ class Trainer:
     def _latents(self) -> torch.Tensor:
         return torch.randn(self.config.batch, self.config.z_dim, generator=self.rng).to(self.device)
 
-    def _critic_step(self, draw: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def _critic_step(self, draw: Callable[[], torch.Tensor], regularise: bool = True) -> torch.Tensor:
         """One hinge-loss step of the critic on an augmented real mini-batch and the images `draw` makes
-        (drawn without gradients, after the real ones); its loss."""
+        (drawn without gradients, after the real ones), with the config's LeCam term where `regularise`;
+        its loss."""
         c = self.config
         real = self._batch()
         with autocast(self.device, c.precision):
@@ -196,7 +197,7 @@ class Trainer:
             real_score = self.d(diff_augment(real, c.policy, self.rng)).float()
             fake_score = self.d(diff_augment(fake, c.policy, self.rng)).float()
             loss_d = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
-            if c.lecam:
+            if c.lecam and regularise:
                 loss_d = loss_d + c.lecam * self._lecam(real_score, fake_score)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -207,16 +208,17 @@ class Trainer:
         """LeCam regularisation (Tseng, Jiang, Liu, Yang and Yang, CVPR 2021, made for GANs trained on
         little data, alongside DiffAugment): the squared excess of each real score over the moving mean of
         the generated images' scores, and of the moving mean of the real scores over each generated image's
-        score, so the critic cannot push the two apart without bound. The moving means (decay LECAM_DECAY,
-        the first step's means to start, as in google/lecam-gan) are updated with this step's scores first."""
+        score, so the critic cannot push the two apart without bound. As in google/lecam-gan: the moving
+        means (decay LECAM_DECAY) are updated with this step's scores first, and until the config's
+        `lecam_start` iterations they only follow the scores (no term; 0 where it has not started)."""
         means = (float(real_score.detach().mean()), float(fake_score.detach().mean()))
-        if self.anchors is None:
+        if self.anchors is None or self.iteration < self.config.lecam_start:
             self.anchors = means
-        else:
-            self.anchors = (
-                LECAM_DECAY * self.anchors[0] + (1 - LECAM_DECAY) * means[0],
-                LECAM_DECAY * self.anchors[1] + (1 - LECAM_DECAY) * means[1],
-            )
+            return real_score.new_zeros(())
+        self.anchors = (
+            LECAM_DECAY * self.anchors[0] + (1 - LECAM_DECAY) * means[0],
+            LECAM_DECAY * self.anchors[1] + (1 - LECAM_DECAY) * means[1],
+        )
         real_anchor, fake_anchor = self.anchors
         return F.relu(real_score - fake_anchor).pow(2).mean() + F.relu(real_anchor - fake_score).pow(2).mean()
 
@@ -234,7 +236,7 @@ class Trainer:
             group["lr"] = self.config.d_lr * CALIBRATION_LR
         for _ in range(self.config.calibrate):
             self._stop_if_cancelled()
-            self._critic_step(lambda: sampler(self._latents()))
+            self._critic_step(lambda: sampler(self._latents()), regularise=False)  # the ranking's own loss
 
     def _stop_if_cancelled(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
