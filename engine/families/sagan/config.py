@@ -21,7 +21,7 @@ set at 6000. Until 2026-12-07 it had 32 filters and 12,000 iterations, as long: 
 0.103 on two seeds against 0.130 / 0.118) and drew more readable faces (30 of 64 against 22). Not taken:
 mini-batches of 20 (better only after 30 min), batch 5 run to 20,000 iterations (barely better than 12,000),
 sampling nearer the latent's middle (worse) and LeCam's regulariser at 0.3 (`lecam`: farther from the
-held-out set, about as many broken samples, one seed) (docs/benchmarks.md, "Set generator").
+held-out set, as many broken samples or more, two seeds) (docs/benchmarks.md, "Set generator").
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
 `tiny` is for tests (every option on, so each path runs; LeCam from its second iteration).
