@@ -147,14 +147,14 @@ def model_experiment(doc: str, out: str) -> argparse.Namespace:
     return args
 
 
-def set_experiment(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, Measure]:
+def set_experiment(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, Measure, Path]:
     """An experiment's arguments (its parser given --emoji and --out), the threads configured, the output
-    folder made, and the benchmark's measure of that set's split."""
+    folder made, the benchmark's measure of that set's split and the folder of its training images."""
     args = parser.parse_args()
     configure_threads()
     args.out.mkdir(parents=True, exist_ok=True)
-    _, trained, held = split_set(args.out / "set", args.emoji)
-    return args, Measure(trained, held)
+    train_dir, trained, held = split_set(args.out / "set", args.emoji)
+    return args, Measure(trained, held), train_dir
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--emoji", default="faces", choices=sorted(SETS))
     parser.add_argument("--best-of", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--out", type=Path, default=Path("runs/best_of"))
-    args, quality = set_experiment(parser)
+    args, quality, _ = set_experiment(parser)
     loaded = families.load(args.model, "cpu", "onnxruntime")
     sample = next(op for op in loaded.family.operations if op.name == "sample")
     print(f"floor {quality.floor:.3f}, ceiling {quality.ceiling:.3f}")

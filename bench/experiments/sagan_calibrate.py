@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 400, 1000])
     parser.add_argument("--lr-scale", type=float, default=1.0, help="the critic's learning rate times this")
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"))
-    args, quality = set_experiment(parser)
+    args, quality, _ = set_experiment(parser)
     from engine.families.sagan.networks import baked
     from engine.families.sagan.training import Trainer
 

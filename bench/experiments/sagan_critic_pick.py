@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.bench_sagan import Curve, Measure, fixed_latents, split_set
+from bench.bench_sagan import Curve, fixed_latents, set_experiment
 from bench.emoji import SETS
 from bench.settings import at_machine_precision, with_sets
-from engine.device import configure_threads
 from engine.families.sagan.config import PRESETS
 from engine.families.sagan.sample import critic_scores
 
@@ -85,10 +84,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=2000)
     parser.add_argument("--emoji", default="round", choices=sorted(SETS))
     parser.add_argument("--out", type=Path, default=Path("runs/pick"))
-    args = parser.parse_args()
-    configure_threads()
-    args.out.mkdir(parents=True, exist_ok=True)
-    train_dir, trained, held = split_set(args.out / "set", args.emoji)
+    args, quality, train_dir = set_experiment(parser)
     config = with_sets(PRESETS["fast"], args.set, iters=args.iters)
     config = at_machine_precision(config, args.set, config.g_dim)
     from engine.families.sagan.training import Trainer
@@ -96,7 +92,7 @@ def main() -> None:
     model = args.out / "model"
     shutil.rmtree(model, ignore_errors=True)
     trainer = Trainer(config, train_dir, model, torch.device("cpu"), None, None)
-    Picking(trainer, Measure(trained, held), args.every, args.out)
+    Picking(trainer, quality, args.every, args.out)
     trainer.run()
 
 

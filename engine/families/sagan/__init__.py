@@ -42,6 +42,7 @@ from engine.operations import (
 from engine.progress import ProgressFn
 
 MAX_SIDE = 8192  # an output side, px (resampled from the generator's own size)
+BEST_OF_BLOCK = 256  # images `sample --best-of` draws at a time (64 MB at 128 px with alpha)
 
 
 class Options(BaseModel):
@@ -188,9 +189,6 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
             kept.append((block[best], images[best]))
     pictures = _resampled([image for _, image in kept], p)
     return OperationOutput(pictures, {"seeds": [seed for seed, _ in kept]})
-
-
-BEST_OF_BLOCK = 256  # images `sample --best-of` draws at a time (64 MB at 128 px with alpha)
 
 
 def _best(loaded: Loaded, group: Any) -> int:
