@@ -259,6 +259,46 @@ def test_lecam_holds_each_side_near_the_other_sides_moving_mean_and_resumes_with
     assert max(float((off[k] - on[k]).abs().max()) for k in off) > 1e-4
 
 
+def test_pixel_norm_draws_each_image_alone_and_exports(icons, tmp_path):
+    """g_norm="pixel": no BatchNorm in the generator (nothing ties a mini-batch's images together), each
+    position's features scaled to unit mean square; the stored model and its ONNX graph draw the same."""
+    from engine.families.sagan.config import PRESETS
+    from engine.families.sagan.networks import PixelNorm
+    from engine.families.sagan.training import train
+
+    out = train(
+        dataclasses.replace(PRESETS["tiny"], g_norm="pixel"), icons, tmp_path / "m", torch.device("cpu")
+    )
+    assert json.loads((out / "model.json").read_text())["model"]["g_norm"] == "pixel"
+    loaded = families.load(out, "cpu", "torch")
+    generator = loaded.model["generator"]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in generator.modules())
+    assert len([m for m in generator.modules() if isinstance(m, PixelNorm)]) == 4
+    x = torch.randn(2, 8, 3, 3) * 5
+    np.testing.assert_allclose(PixelNorm()(x).square().mean(dim=1).numpy(), 1.0, rtol=1e-4)
+    latents = np.random.default_rng(0).standard_normal((3, loaded.model["config"].z_dim)).astype(np.float32)
+    with torch.no_grad():
+        together = generator(torch.from_numpy(latents)).numpy()
+        alone = generator(torch.from_numpy(latents[1:2])).numpy()
+    np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
+    onnx = families.load(out, "cpu", "onnxruntime")
+    ours = [onnx.family.operations[0].run(onnx, _input(n=1, seed=s)).pictures[0].rgb for s in (3, 4)]
+    ref = [loaded.family.operations[0].run(loaded, _input(n=1, seed=s)).pictures[0].rgb for s in (3, 4)]
+    for a, b in zip(ours, ref, strict=True):
+        assert np.abs(a - b).max() < 1e-3
+    assert np.abs(ours[0] - ours[1]).max() > 0.05  # two seeds, two images
+
+
+def test_models_stored_before_the_norm_option_load_with_batchnorm(model, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(model, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    del meta["model"]["g_norm"]
+    (copy / "model.json").write_text(json.dumps(meta))
+    generator = families.load(copy, "cpu", "torch").model["generator"]
+    assert len([m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 4
+
+
 def test_mixed_sizes_and_modes_are_fitted(tmp_path, shared_images):
     """Grey, 16-bit, palette, opaque and cut-out images of any size: all fitted, none refused."""
     from engine.families.sagan.data import load_set

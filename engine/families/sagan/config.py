@@ -41,6 +41,7 @@ SIZES = (64, 128)
 MAX_ITERS = 10_000_000
 AUGMENTS = ("color", "translation", "cutout")
 UPSAMPLES = ("transposed", "resize")  # the generator's doubling layers (networks.py)
+NORMS = ("batch", "pixel")  # the generator's normalisation (networks.py)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Config:
     augment: str = ""  # DiffAugment policy for the critic: comma-separated of AUGMENTS; "": none
     flip: bool = False  # mirror real images at random
     upsample: str = "transposed"  # the generator's doubling layers: "transposed" (reference) or "resize"
+    g_norm: str = "batch"  # the generator's normalisation: "batch" (reference) or "pixel" (image by image)
     standing_batches: int = 200  # mini-batches that measure the averaged generator's BatchNorm statistics
     calibrate: int = 1000  # critic steps against the sampler after training, for `sample --best-of`
     lecam: float = 0.0  # weight of the LeCam regularisation of the critic (Tseng et al. 2021); 0: off
@@ -86,6 +88,8 @@ class Config:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
         if self.upsample not in UPSAMPLES:
             raise BadInputError(f"upsample must be one of {', '.join(UPSAMPLES)} (got {self.upsample!r})")
+        if self.g_norm not in NORMS:
+            raise BadInputError(f"g_norm must be one of {', '.join(NORMS)} (got {self.g_norm!r})")
         unknown = [p for p in self.policy if p not in AUGMENTS]
         if unknown:
             raise BadInputError(f"augment {unknown[0]!r} is not one of {', '.join(AUGMENTS)}")

@@ -1,9 +1,10 @@
 """The set generator's networks (SAGAN; layout as in heykeetae/Self-Attention-GAN's sagan_models.py).
 
 Generator: a latent vector through transposed convolutions to a size x size image: 4 x 4 first, then
-doubling (BatchNorm and ReLU after each), self-attention after the last two hidden layers (16 and 32 px
-at 64 px out), tanh out. Critic: stride-2 convolutions (LeakyReLU 0.1) down to 4 x 4, self-attention after
-the last two (8 and 4 px), then a 4 x 4 convolution to one score. 128 px adds one layer to each.
+doubling (BatchNorm, or where the config asks PixelNorm, and ReLU after each), self-attention after the last
+two hidden layers (16 and 32 px at 64 px out), tanh out. Critic: stride-2 convolutions (LeakyReLU 0.1) down
+to 4 x 4, self-attention after the last two (8 and 4 px), then a 4 x 4 convolution to one score. 128 px adds
+one layer to each.
 Spectral normalisation, where the config asks for it, is torch's parametrization on every convolution.
 """
 
@@ -47,6 +48,19 @@ class SelfAttention(nn.Module):
         return x + self.gamma * out[:, 0].transpose(1, 2).reshape(n, c, h, w)
 
 
+class PixelNorm(nn.Module):
+    """Each position's feature vector scaled to unit mean square (Karras et al., ProGAN, 2018): a
+    normalisation of one image at a time, where BatchNorm ties the images of a mini-batch together."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    """The generator's normalisation after each hidden layer (config.NORMS)."""
+    return nn.BatchNorm2d(width) if kind == "batch" else PixelNorm()
+
+
 def _levels(size: int) -> int:
     """Hidden resolutions between 4 px and the output (4, 8, 16, 32 for 64 px)."""
     return int(math.log2(size)) - 2
@@ -63,11 +77,18 @@ def _up(previous: int, width: int, upsample: str, sn: bool) -> list[nn.Module]:
 
 class Generator(nn.Module):
     def __init__(
-        self, z_dim: int, dim: int, size: int, channels: int, sn: bool = False, upsample: str = "transposed"
+        self,
+        z_dim: int,
+        dim: int,
+        size: int,
+        channels: int,
+        sn: bool = False,
+        upsample: str = "transposed",
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         self.z_dim, self.dim, self.size, self.channels = z_dim, dim, size, channels
-        self.upsample = upsample
+        self.upsample, self.norm = upsample, norm
         levels = _levels(size)
         widths = [dim * min(8, size // (8 * 2**i)) for i in range(levels)]  # 8d, 4d, 2d, d at 64 px
         layers: list[nn.Module] = []
@@ -76,7 +97,7 @@ class Generator(nn.Module):
             # the first layer projects the latent to 4 x 4 (one position in: nothing overlaps)
             first = [_sn(nn.ConvTranspose2d(previous, width, 4), sn)]
             ups = first if i == 0 else _up(previous, width, upsample, sn)
-            layers += [*ups, nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [*ups, _norm(norm, width), nn.ReLU()]
             if i >= levels - 2:
                 layers.append(SelfAttention(width, sn))
             previous = width
@@ -85,7 +106,9 @@ class Generator(nn.Module):
 
     def blank(self) -> Generator:
         """An untrained generator of the same shape, without spectral normalisation."""
-        return Generator(self.z_dim, self.dim, self.size, self.channels, sn=False, upsample=self.upsample)
+        return Generator(
+            self.z_dim, self.dim, self.size, self.channels, sn=False, upsample=self.upsample, norm=self.norm
+        )
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """N x z_dim -> N x channels x size x size in [-1, 1]."""

@@ -54,7 +54,9 @@ def load_generator(directory: Path, meta: dict, device: Any) -> tuple[Config, Ge
             raise ValueError(f"channels {channels}")
     except (*DAMAGE, BadInputError) as e:
         raise damaged(directory, "model.json", e) from e
-    generator = Generator(config.z_dim, config.g_dim, config.size, channels, upsample=config.upsample)
+    generator = Generator(
+        config.z_dim, config.g_dim, config.size, channels, upsample=config.upsample, norm=config.g_norm
+    )
     try:
         generator.load_state_dict(load_file(directory / WEIGHTS))
         check_finite(generator.state_dict(), WEIGHTS)

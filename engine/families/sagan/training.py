@@ -78,7 +78,8 @@ class Trainer:
         c = config
         with torch.random.fork_rng(devices=[]):  # the networks' initial weights come from the seed
             torch.manual_seed(c.seed)
-            self.g = Generator(c.z_dim, c.g_dim, c.size, channels, c.spectral_norm, c.upsample).to(device)
+            self.g = Generator(c.z_dim, c.g_dim, c.size, channels, c.spectral_norm, c.upsample, c.g_norm)
+            self.g = self.g.to(device)
             self.d = Critic(c.d_dim, c.size, channels, c.spectral_norm).to(device)
         self.ema = None
         if c.ema:
