@@ -113,8 +113,15 @@ def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, 
     # drawn one group at a time (blocks of whole groups bound the memory), the same seeds are kept
     sample = loaded.family.operations[0]
     assert sample.run(loaded, _input(n=3, seed=10, best_of=6)).info["seeds"] == kept
-    monkeypatch.setattr(sagan, "BEST_OF_BLOCK", 6)
+    monkeypatch.setattr(sagan, "DRAW_BLOCK", 6)
     assert sample.run(loaded, _input(n=3, seed=10, best_of=6)).info["seeds"] == kept
+    # plain samples drawn two at a time are the ones drawn all at once, in order
+    whole = sample.run(loaded, _input(n=5, seed=3)).pictures
+    monkeypatch.setattr(sagan, "DRAW_BLOCK", 2)
+    blocked = sample.run(loaded, _input(n=5, seed=3)).pictures
+    assert len(blocked) == 5 and np.abs(whole[0].rgb - whole[1].rgb).max() > 0.05
+    for a, b in zip(whole, blocked, strict=True):
+        np.testing.assert_allclose(a.rgb, b.rgb, atol=1e-6)
 
 
 def test_interpolation_runs_from_one_seed_to_the_other_as_frames_or_a_gif(model, tmp_path):

@@ -42,7 +42,7 @@ from engine.operations import (
 from engine.progress import ProgressFn
 
 MAX_SIDE = 8192  # an output side, px (resampled from the generator's own size)
-BEST_OF_BLOCK = 256  # images `sample --best-of` draws at a time (64 MB at 128 px with alpha)
+DRAW_BLOCK = 256  # images drawn at a time, only the pictures kept then held (64 MB at 128 px with alpha)
 
 
 class Options(BaseModel):
@@ -148,9 +148,13 @@ def describe(meta: dict) -> dict[str, Any]:
 
 
 def _pictures(loaded: Loaded, latents: Any, p: dict[str, Any]) -> list:
+    """The pictures of the latents, drawn DRAW_BLOCK at a time."""
     from engine.families.sagan.sample import generate
 
-    return _resampled(generate(loaded.runner, latents), p)
+    pictures = []
+    for start in range(0, len(latents), DRAW_BLOCK):
+        pictures += _resampled(generate(loaded.runner, latents[start : start + DRAW_BLOCK]), p)
+    return pictures
 
 
 def _resampled(images: Any, p: dict[str, Any]) -> list:
@@ -180,7 +184,7 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
         pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
         return OperationOutput(pictures, {"seeds": seeds})
     kept: list[tuple[int, Any]] = []  # (seed, image) of each group
-    step = max(1, BEST_OF_BLOCK // best_of) * best_of  # whole groups drawn at once, only the kept ones held
+    step = max(1, DRAW_BLOCK // best_of) * best_of  # whole groups drawn at once, only the kept ones held
     for start in range(0, len(seeds), step):
         block = seeds[start : start + step]
         images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in block]))
