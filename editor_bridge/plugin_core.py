@@ -124,6 +124,7 @@ class Operation:
 
     @property
     def gimp_procedure(self) -> str:
+        # (GIMP's action search leaves out names ending in -set: no action id may end in _set)
         return "python-fu-singan-" + self.action.replace("_", "-")
 
 
@@ -379,17 +380,24 @@ CONTEXT = 64  # px of the layer around the region that a picked model's entry al
 
 
 def picked_model_job(
-    op: Operation, canvas: Canvas, model_id: str, choices: dict[str, str], seed: int | None = None
+    op: Operation,
+    canvas: Canvas,
+    model_id: str,
+    choices: dict[str, str],
+    seed: int | None = None,
+    values: dict[str, float] | None = None,
 ) -> Job:
     """The request for an entry that runs a stored model the artist picked: on the active layer's own
     pixels, the selected part of them (else the layer's opaque part) with CONTEXT px around it, the result
     limited to that region (the whole layer for a `whole_layer` entry: a sketch to redraw); or, for an
     entry that makes a new picture (Generate from set), one image of `seed` as the largest square that
-    fits the selection's bounds (else the canvas), centred in them."""
+    fits the selection's bounds (else the canvas), centred in them. values: the numbers the entry asked
+    for (`Operation.asks`: Generate from set's best of); those not given take the engine's defaults."""
     unknown = sorted(set(choices) - {c.name for c in op.choices})
     if unknown:
         raise CanvasError(f"{op.label} has no choice {unknown[0]!r}")
     params: dict[str, Any] = {c.name: choices.get(c.name, c.default) for c in op.choices}
+    params.update(_asked(op, values))
     if op.new_layer:
         bounds = (
             mask_bbox(canvas.mask())
@@ -425,6 +433,14 @@ def picked_model_job(
     return Job(request, buffers, region)
 
 
+def _asked(op: Operation, values: dict[str, float] | None) -> dict[str, float | int]:
+    """The numbers given for the entry's asks, checked; a CanvasError for one it does not ask for."""
+    unknown = sorted(set(values or {}) - {a.name for a in op.asks})
+    if unknown:
+        raise CanvasError(f"{op.label} asks for no {unknown[0]!r}")
+    return {a.name: a.check(values[a.name]) for a in op.asks if values and a.name in values}
+
+
 def apply_job(
     op: Operation,
     canvas: Canvas,
@@ -443,10 +459,7 @@ def apply_job(
     buffers: list[Any] = []
     order = canvas.channel_order
     params: dict[str, Any] = {"seed": seed, "color_match": color_match}
-    unknown = sorted(set(values or {}) - {a.name for a in op.asks})
-    if unknown:
-        raise CanvasError(f"{op.label} asks for no {unknown[0]!r}")
-    params.update({a.name: a.check(values[a.name]) for a in op.asks if values and a.name in values})
+    params.update(_asked(op, values))
     if op.new_image:
         return _new_image_job(op, canvas, params, preset)
     if op.new_layer:
@@ -646,9 +659,11 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
         _limit_alpha(out, region_mask)
     editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
     name = op.layer_name
-    seed = getattr(job.request, "params", {}).get("seed")
+    params = getattr(job.request, "params", {})
+    seed, best_of = params.get("seed"), params.get("best_of", 1)
     if op.pick_model and op.new_layer and seed is not None:
-        name = f"{name} (seed {seed})"  # a stored model's image: the seed draws it again
+        # a stored model's image: the seed (and the number of seeds it was the best of) draws it again
+        name = f"{name} (seed {seed}, best of {best_of})" if best_of > 1 else f"{name} (seed {seed})"
     return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, name)
 
 

@@ -425,7 +425,7 @@ class Runner:
             if op.pick_model:
                 if model_id is None:
                     raise CanvasError(f"{op.label} needs a stored model: pick one")
-                job = picked_model_job(op, canvas, model_id, choices or {}, seed)
+                job = picked_model_job(op, canvas, model_id, choices or {}, seed, values)
             else:
                 job = apply_job(
                     op,

@@ -246,7 +246,12 @@ def install(
             layout.action_file.parent.mkdir(parents=True, exist_ok=True)
             layout.action_file.write_text(krita_action_file(menu(families.capabilities())))
         if editor == "gimp":
-            (layout.plugin_dir / f"{PLUGIN_NAME}.py").chmod(0o755)  # GIMP runs the file itself
+            main = layout.plugin_dir / f"{PLUGIN_NAME}.py"
+            main.chmod(0o755)  # GIMP runs the file itself
+            # GIMP asks a plug-in for its procedures again only when the file's time changes (it keeps
+            # them in pluginrc), and this install's menu may differ from the last one's with the same file
+            os.utime(main)
+
         kritarc = _enable_in_kritarc() if editor == "krita" else None
     except BaseException:
         shutil.rmtree(layout.plugin_dir, ignore_errors=True)

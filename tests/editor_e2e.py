@@ -401,9 +401,13 @@ def painted_layer(model: Path, rgba: np.ndarray) -> np.ndarray:
     return np.rint(out.rgb * 255).astype(np.int64)
 
 
-def generated_square(model: Path, scene: Scene, seed: int) -> tuple[tuple[int, int, int], np.ndarray]:
+def generated_square(
+    model: Path, scene: Scene, seed: int, best_of: int = 1
+) -> tuple[tuple[int, int, int], np.ndarray]:
     """What Generate from set should give: ((x, y, side) of the largest square centred in the selection's
-    bounds, the model's sample of `seed` at side x side as 8-bit RGBA)."""
+    bounds, the model's sample of `seed`, the best of `best_of` seeds from it, at side x side as 8-bit
+    RGBA). With best_of > 1 the kept seed must not be `seed` itself, so that a plugin that left the
+    number out would draw another image."""
     from engine import families
     from engine.operations import OperationInput
 
@@ -413,8 +417,10 @@ def generated_square(model: Path, scene: Scene, seed: int) -> tuple[tuple[int, i
     x, y = int(cols[0] + (w - side) // 2), int(rows[0] + (h - side) // 2)
     loaded = families.load(model, "cpu", "torch")
     sample = next(op for op in loaded.family.operations if op.name == "sample")
-    params = sample.check_params({"n": 1, "seed": seed, "width": side, "height": side})
-    picture = sample.run(loaded, OperationInput(params=params)).pictures[0]
+    params = sample.check_params({"n": 1, "seed": seed, "width": side, "height": side, "best_of": best_of})
+    output = sample.run(loaded, OperationInput(params=params))
+    assert best_of == 1 or output.info["seeds"] != [seed], output.info  # choose another seed for the test
+    picture = output.pictures[0]
     assert picture.alpha is not None
     rgba = np.dstack([np.rint(picture.rgb * 255), picture.alpha]).astype(np.int64)
     return (x, y, side), rgba

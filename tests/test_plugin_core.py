@@ -30,7 +30,7 @@ from engine import families
 
 ENTRIES = {op.action: op for op in menu(families.capabilities())}
 HARMONIZE, EDIT, VARIATION = ENTRIES["harmonize"], ENTRIES["edit"], ENTRIES["variation"]
-RESTYLE, GENERATE = ENTRIES["restyle"], ENTRIES["generate_from_set"]
+RESTYLE, GENERATE = ENTRIES["restyle"], ENTRIES["generate"]
 
 W, H = 12, 8
 
@@ -102,12 +102,21 @@ def test_harmonize_request_carries_editor_bytes_mask_and_background(editor, orde
     assert msg.image(msg.content.mask).shape == (H, W, 1)
 
 
+def test_every_gimp_procedure_is_one_gimps_action_search_can_find():
+    """GIMP leaves actions named ...-set or ...-accel, context-... and filters-recent-... out of its action
+    search ("/") and its history (gimpaction-history.c, gimp_action_history_is_blacklisted_action): Generate
+    from set, once python-fu-singan-generate-from-set, was in the Filters menu only."""
+    for op in ENTRIES.values():
+        name = op.gimp_procedure
+        assert not name.endswith(("-set", "-accel")) and not name.startswith(("context-", "filters-recent-"))
+
+
 def test_the_menu_is_built_from_the_engines_capabilities():
     assert [(op.label, op.krita_action, op.gimp_procedure, op.layer_name) for op in ENTRIES.values()] == [
         ("Harmonize selection", "singan_harmonize", "python-fu-singan-harmonize", "Harmonized"),
         ("Edit selection", "singan_edit", "python-fu-singan-edit", "Edited"),
         ("Generate variation", "singan_variation", "python-fu-singan-variation", "Variation"),
-        ("Generate from set", "singan_generate_from_set", "python-fu-singan-generate-from-set", "Generated"),
+        ("Generate from set", "singan_generate", "python-fu-singan-generate", "Generated"),
         ("Animate layer", "singan_animate", "python-fu-singan-animate", "Animated"),
         ("Re-style layer", "singan_restyle", "python-fu-singan-restyle", "Re-styled"),
         ("Paint to image", "singan_paint_to_image", "python-fu-singan-paint-to-image", "Painted"),
@@ -473,6 +482,31 @@ def test_generate_from_set_draws_one_seeded_square_in_the_selection_or_the_canva
     assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (3, 1, 5, 5, "Generated (seed 77)")
     alpha = np.frombuffer(patch.data, np.uint8).reshape(5, 5, 4)[..., 3]
     assert alpha[0, 0] == 0 and (alpha.ravel()[1:] == 255).all()  # the sample's own, in the selection
+
+
+def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_layer_with_it():
+    (ask,) = GENERATE.asks
+    assert (ask.name, ask.integer, ask.minimum, ask.maximum, ask.default) == ("best_of", True, 1, 64, 1)
+    canvas = make_canvas(Editor.KRITA)
+    job = picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 4.0})
+    assert job.request.params == {"n": 1, "width": 5, "height": 5, "seed": 77, "best_of": 4}
+    sample = np.full((5, 5, 4), 200, np.uint8)
+    buffers: list = []
+    desc = frames.attach(buffers, sample, ChannelOrder.RGBA)
+    patch = patch_from_result(
+        GENERATE, canvas, job, roundtrip(ResultReply(job_id=None, images=[desc]), buffers)
+    )
+    assert patch.name == "Generated (seed 77, best of 4)"  # seed and number draw it again
+    one = picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 1})
+    assert one.request.params["best_of"] == 1
+    reply = roundtrip(ResultReply(job_id=None, images=[desc]), buffers)
+    assert patch_from_result(GENERATE, canvas, one, reply).name == "Generated (seed 77)"
+    with pytest.raises(CanvasError, match="Best of must be a number from 1 to 64"):
+        picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 65})
+    with pytest.raises(CanvasError, match="asks for no 'strength'"):
+        picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"strength": 0.5})
+    with pytest.raises(CanvasError, match="asks for no 'best_of'"):
+        picked_model_job(RESTYLE, canvas, "m1", {}, values={"best_of": 2})
 
 
 def test_restyle_without_a_selection_keeps_the_layers_own_alpha():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -100,12 +101,22 @@ RUNS = [
         "tag": "restyle_script",
         "arguments": {"model": "Photos and paintings", "direction": "b2a"},
     },  # fmt: skip
-    # Generate from set, from a script: the stored set generator by name, seed 1234
+    # Generate from set, from the menu: its dialog with the defaults (the newest model, a random seed,
+    # the best of 1); before the script's run, which would put a Repeat entry first in the action search
     {
-        "procedure": "python-fu-singan-generate-from-set",
-        "layer": "Generated (seed 1234)",
+        "procedure": "python-fu-singan-generate",
+        "layer": "Generated (seed *)",
+        "tag": "generated_dialog",
+        "dialog": 1,
+        "screenshot": 1,
+        "generate": 1,
+    },
+    # Generate from set, from a script: the stored set generator by name, seed 1234, the best of 4 seeds
+    {
+        "procedure": "python-fu-singan-generate",
+        "layer": "Generated (seed 1234, best of 4)",
         "tag": "generated",
-        "arguments": {"model": "Faces", "seed": 1234},
+        "arguments": {"model": "Faces", "seed": 1234, "best-of": 4.0},
         "generate": 1,
     },
     # Paint to image, from a script: the stored SinGAN model by name redraws the whole pasted layer
@@ -476,12 +487,13 @@ def test_layers_over_the_pasted_one_are_not_painted_into_the_result(gimp_run):
 
 
 def test_generate_from_set_draws_the_named_models_seed_in_the_selection(gimp_run):
-    """From a script (the model by name, a seed): the new layer, named with its seed, is that model's sample
-    of the seed as large as fits the selection's bounds, centred in them; one Undo removes it."""
+    """From a script (the model by name, a seed, best of 4): the new layer, named with its seed and that
+    number, is that model's best of seeds 1234-1237 as large as fits the selection's bounds, centred in
+    them; one Undo removes it."""
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
     assert driver["generated_status"] == "success"
     new = raw(out / "generated_new_layer.raw", scene).astype(np.int64)
-    (x, y, side), expected = generated_square(gimp_run["generator"], scene, 1234)
+    (x, y, side), expected = generated_square(gimp_run["generator"], scene, 1234, best_of=4)
     inside = np.zeros(scene.selection.shape, bool)
     inside[y : y + side, x : x + side] = True
     assert (new[~inside, 3] == 0).all()
@@ -492,6 +504,22 @@ def test_generate_from_set_draws_the_named_models_seed_in_the_selection(gimp_run
     assert np.abs(square[solid, :3] - expected[solid, :3]).max() <= 2
     assert (square[~sel, 3] == 0).all()
     assert driver["generated_undone_layers"] == driver["before_layers"]
+
+
+def test_generate_from_set_from_its_dialog_draws_a_random_seed_named_in_the_layer(gimp_run):
+    """From the menu, its dialog (model, seed, best of) taken as it comes: the newest model, a random
+    seed, the best of 1. The layer's name gives the seed, and the layer is that seed's sample."""
+    scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
+    name = driver["generated_dialog_layer_name"]
+    match = re.fullmatch(r"Generated \(seed (\d+)\)", name)
+    assert match, name
+    new = raw(out / "generated_dialog_new_layer.raw", scene).astype(np.int64)
+    (x, y, side), expected = generated_square(gimp_run["generator"], scene, int(match[1]))
+    square = new[y : y + side, x : x + side]
+    solid = scene.selection[y : y + side, x : x + side] & (expected[..., 3] >= 64)
+    assert solid.mean() > 0.1
+    assert np.abs(square[solid, :3] - expected[solid, :3]).max() <= 2
+    assert (out / "generated_dialog_dialog_gimp.jpg").exists()
 
 
 def test_restyle_layer_runs_the_picked_model_in_the_picked_direction(gimp_run):

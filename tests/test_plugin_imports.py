@@ -84,7 +84,7 @@ KRITA = BLOCK + textwrap.dedent(
         ("singan_harmonize", "Harmonize selection", ""),
         ("singan_edit", "Edit selection", ""),
         ("singan_variation", "Generate variation", ""),
-        ("singan_generate_from_set", "Generate from set", ""),
+        ("singan_generate", "Generate from set", ""),
         ("singan_animate", "Animate layer", ""),
         ("singan_restyle", "Re-style layer", ""),
         ("singan_paint_to_image", "Paint to image", ""),
@@ -122,7 +122,7 @@ GIMP = BLOCK + textwrap.dedent(
     assert sorted(module.procedures()) == [
         "python-fu-singan-animate",
         "python-fu-singan-edit",
-        "python-fu-singan-generate-from-set",
+        "python-fu-singan-generate",
         "python-fu-singan-harmonize",
         "python-fu-singan-paint-to-image",
         "python-fu-singan-restyle",

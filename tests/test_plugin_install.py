@@ -6,6 +6,9 @@ Wheel resolution is replaced by one tiny hand-made wheel; the real `pip download
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 import zipfile
 
 import pytest
@@ -105,12 +108,19 @@ def test_krita_reinstall_keeps_a_previous_kritarc_value_and_artist_files(user):
     assert (home / ".config/kritarc").read_text() == "[python]\nenable_singan_studio=false\n"
 
 
-def test_gimp_install_into_dest(user, tmp_path):
+def test_gimp_install_into_dest(user, tmp_path, monkeypatch):
     home, _ = user
     dest = tmp_path / "plug-ins"
+    source = tmp_path / "src"
+    shutil.copytree(plugin_install.PLUGINS_SRC / "gimp", source / "gimp")
+    os.utime(source / "gimp/singan_studio/singan_studio.py", (1e9, 1e9))  # a file from 2001
+    monkeypatch.setattr(plugin_install, "PLUGINS_SRC", source)
+    started = time.time()
     install("gimp", dest=dest)
     script = dest / "singan_studio/singan_studio.py"
     assert script.stat().st_mode & 0o755 == 0o755
+    # the install's time, not the source's: GIMP asks the plug-in for its procedures (this menu's) again
+    assert script.stat().st_mtime >= started - 1
     assert (dest / "singan_studio/vendor/editor_bridge/client.py").is_file()
     assert not (home / ".config/kritarc").exists()
     uninstall("gimp", dest=dest)

@@ -76,13 +76,15 @@ RUNS = [
     {"action": "singan_harmonize", "layer": "Harmonized", "tag": "refined", "refine": True},
     # Re-style layer: the stored CycleGAN model (`engine models add`) picked in its dialog, B to A
     {"action": "singan_restyle", "layer": "Re-styled", "tag": "restyle", "pick": {"direction": "b2a"}},
-    # Generate from set: the stored set generator picked in its dialog, seed 1234 (Random unticked)
+    # Generate from set: the stored set generator picked in its dialog, seed 1234 (Random unticked), the
+    # best of 4 seeds
     {
-        "action": "singan_generate_from_set",
-        "layer": "Generated (seed 1234)",
+        "action": "singan_generate",
+        "layer": "Generated (seed 1234, best of 4)",
         "tag": "generated",
         "pick": {},
         "seed": 1234,
+        "values": {"best_of": 4},
         "generate": True,
     },  # fmt: skip
     {"action": "singan_variation", "layer": "Variation", "tag": "variation"},
@@ -342,7 +344,7 @@ def test_actions_are_in_their_own_submenu(krita_run):
         "singan_harmonize",
         "singan_edit",
         "singan_variation",
-        "singan_generate_from_set",
+        "singan_generate",
         "singan_animate",
         "singan_restyle",
         "singan_paint_to_image",
@@ -713,14 +715,15 @@ def test_a_hidden_layer_is_refused_with_a_message(krita_run):
 
 
 def test_generate_from_set_draws_the_picked_models_seed_in_the_selection(krita_run):
-    """The dialog lists the stored set generator; the new layer (named with its seed) is that model's
-    sample of the seed, as large as fits the selection's bounds and centred in them, and one Undo removes
-    it."""
+    """The dialog lists the stored set generator and asks for the best of how many seeds (1 the first
+    time); the new layer (named with its seed and that number) is that model's best of seeds 1234-1237,
+    as large as fits the selection's bounds and centred in them, and one Undo removes it."""
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
     shown = driver["generated_models_shown"]
     assert len(shown) == 1 and shown[0].startswith("Faces (")
+    assert driver["generated_values_shown"] == {"best_of": 1.0}
     new = raw(out / "generated_new_layer.raw", scene)[..., [2, 1, 0, 3]].astype(np.int64)
-    (x, y, side), expected = generated_square(krita_run["generator"], scene, 1234)
+    (x, y, side), expected = generated_square(krita_run["generator"], scene, 1234, best_of=4)
     inside = np.zeros(scene.selection.shape, bool)
     inside[y : y + side, x : x + side] = True
     assert (new[~inside, 3] == 0).all()  # nothing outside the square

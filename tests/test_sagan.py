@@ -372,7 +372,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("sample", model, "--out", tmp_path / "s", "--width", "0"): "--width: must be between 1",
         ("sample", model, "--out", tmp_path / "s", "--best-of", "0"): "--best-of: must be between 1",
         ("sample", old, "--out", tmp_path / "s", "--best-of", "2"):
-            f"{old} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave --best-of",
+            f"{old} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave best of",
         ("sample", broken, "--out", tmp_path / "s", "--best-of", "2"):
             f"model {broken} is damaged (critic.safetensors: ",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):

@@ -11,6 +11,7 @@ GIMP keeps serving its window while this driver runs (it waits for a batch plug-
 so the actions and the Undo run in GIMP itself, exactly as from the keyboard.
 """
 
+import fnmatch
 import json
 import subprocess
 import sys
@@ -99,6 +100,7 @@ class Window:
             xdo("key", "Return")
             if wait_for(lambda: not xdo("search", "--onlyvisible", "--name", "^Search Actions$"), 3):
                 return
+        self.screenshot("action_search_gimp.jpg")  # what the search offered
         raise RuntimeError(f"GIMP's action search did not run {label!r}")
 
     def answer_dialog(self, title, shot=None):
@@ -465,7 +467,10 @@ def wait_for(predicate, timeout_s, step_s=0.2):
 
 
 def layer_named(image, name):
-    return next((layer for layer in image.get_layers() or [] if layer.get_name() == name), None)
+    """The image's layer named `name`, a shell-style pattern ("Generated (seed *)": a random seed's)."""
+    return next(
+        (layer for layer in image.get_layers() or [] if fnmatch.fnmatchcase(layer.get_name(), name)), None
+    )
 
 
 def main():
@@ -556,6 +561,7 @@ def main():
         RESULT[f"{tag}_seconds"] = round(time.monotonic() - start, 2)
         layers = image.get_layers()
         new = layer_named(image, name)
+        RESULT[f"{tag}_layer_name"] = new.get_name()
         RESULT[f"{tag}_new_layer_above"] = layers.index(new) == layers.index(obj) - 1
         (OUT / f"{tag}_new_layer.raw").write_bytes(read(new, w, h))
         dump(image, obj, tag)

@@ -174,7 +174,7 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     if best_of > 1 and critic(loaded) is None:
         raise BadInputError(
             f"{loaded.path} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave "
-            "--best-of out, or train the model again"
+            "best of at 1 (--best-of), or train the model again"
         )
     seeds = [(p["seed"] + i) % (MAX_SEED + 1) for i in range(n * best_of)]  # image i: the i-th M of them
     if given.on_step is not None:
@@ -264,7 +264,7 @@ OPERATIONS = (
         ),
         output_pixels=_pixels("n"),
         editor=EditorUse(
-            "Generated", "generate_from_set", pick_model=True,
+            "Generated", "generate", pick_model=True, ask=("best_of",),
             tooltip="Add a new layer drawn by a stored set-generator model (its seed in the layer's name), "
             "as large as fits the selection, or the canvas",
         ),

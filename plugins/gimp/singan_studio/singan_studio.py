@@ -416,8 +416,9 @@ def _choice_argument(choice) -> str:
 
 
 def _ask_model(op: Operation, models, config) -> bool:
-    """Which stored model and which options (Re-style layer): a dialog listing the engine's models, the
-    ones in the procedure's config first; the answers go into the config. False if the artist cancelled."""
+    """Which stored model and which options (Re-style layer's direction; Generate from set's seed and best
+    of): a dialog listing the engine's models, the ones in the procedure's config first; the answers go
+    into the config. False if the artist cancelled."""
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi, Gtk
@@ -452,6 +453,16 @@ def _ask_model(op: Operation, models, config) -> bool:
         seed.set_value(config.get_property(SEED))
         seed.set_tooltip_text("The same model and seed draw the same image (the layer's name gives its seed)")
         grid.attach(seed, 1, row, 1, 1)
+    numbers = {}
+    for row, ask in enumerate(op.asks, start=len(op.choices) + 2):
+        grid.attach(Gtk.Label(label=ask.label + ":", xalign=0), 0, row, 1, 1)
+        step = 1.0 if ask.integer or ask.maximum - ask.minimum > 4 else 0.05
+        box = Gtk.SpinButton.new_with_range(ask.minimum, ask.maximum, step)
+        box.set_digits(0 if ask.integer else 2)
+        box.set_value(config.get_property(_argument(ask.name)))
+        box.set_tooltip_text(ask.help)
+        grid.attach(box, 1, row, 1, 1)
+        numbers[ask.name] = box
     dialog.get_content_area().add(grid)
     dialog.show_all()
     ok.grab_focus()  # Return presses OK
@@ -464,6 +475,8 @@ def _ask_model(op: Operation, models, config) -> bool:
             config.set_property(_choice_argument(choice), box.get_active_id())
         if seed is not None:
             config.set_property(SEED, seed.get_value_as_int())
+        for name, box in numbers.items():
+            config.set_property(_argument(name), box.get_value())
         return True
     finally:
         dialog.destroy()
@@ -487,7 +500,7 @@ def run(procedure, run_mode, image, drawables, config, data):
         return _error(procedure, f"{op.label}: select a layer in the Layers dialog, not a channel")
     settings = Settings.load(_HERE)
     color_match, refine = None, False
-    if op.ask_color_match or op.asks:
+    if op.ask_color_match or (op.asks and not op.pick_model):  # a picked model's entry asks with the model
         if run_mode == Gimp.RunMode.INTERACTIVE and not _ask_options(procedure, config, op):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     if op.ask_color_match:

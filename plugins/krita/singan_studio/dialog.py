@@ -1,6 +1,7 @@
 """The questions an entry asks before each run: Harmonize selection how much colour match, and whether to
 refine the model on this object first; Re-style layer which stored model, and which way; Generate from set
-which stored model, and which seed; Upscale layer how many times larger, and how strongly (docs/artists.md).
+which stored model, which seed, and the best of how many seeds; Upscale layer how many times larger, and
+how strongly (docs/artists.md).
 """
 
 from __future__ import annotations
@@ -85,13 +86,15 @@ MODEL_DIALOG_NAME, MODEL_COMBO_NAME = "singan_model_dialog", "singan_model"  # f
 CHOICE_PREFIX = "singan_choice_"  # + the choice's name: its combo box
 SEED_NAME, RANDOM_SEED_NAME = "singan_seed", "singan_random_seed"
 MAX_SPIN_SEED = 2**31 - 1  # a QSpinBox holds a C int
-Picked = tuple[str, dict[str, str], "int | None"]  # model id, {choice: option}, seed (None: a random one)
+# model id, {choice: option}, seed (None: a random one), {number: value} (the entry's asks)
+Picked = tuple[str, dict[str, str], "int | None", dict[str, float]]
 
 
 def ask_model(parent, op: Operation, models: list[ModelInfo]) -> Picked | None:
-    """(model id, {choice: option}, seed) for an entry that runs a stored model the artist picks (Re-style
-    layer, Generate from set), the last ones picked first; None if cancelled. The seed is asked for an
-    entry that draws new images: a random one unless the artist unticks Random and gives one."""
+    """(model id, {choice: option}, seed, {number: value}) for an entry that runs a stored model the artist
+    picks (Re-style layer, Generate from set), the last ones picked first; None if cancelled. The seed is
+    asked for an entry that draws new images: a random one unless the artist unticks Random and gives one;
+    the entry's numbers (Generate from set's best of) as ask_values asks them, in the same dialog."""
     dialog = QDialog(parent)
     dialog.setObjectName(MODEL_DIALOG_NAME)
     dialog.setWindowTitle(op.label)
@@ -127,6 +130,7 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> Picked | None:
         random_box.toggled.connect(lambda on: seed_box.setEnabled(not on))
         form.addRow("Seed:", seed_box)
         form.addRow("", random_box)
+    numbers = _value_boxes(form, op)
     buttons = _ok_cancel(dialog)
     layout = QVBoxLayout(dialog)
     layout.addLayout(form)
@@ -137,12 +141,14 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> Picked | None:
         model_id = str(model_box.currentData())
         picked = {name: box.currentText() for name, box in boxes.items()}
         seed = None if not op.new_layer or random_box.isChecked() else seed_box.value()
+        values = _values(numbers)
     finally:
         dialog.deleteLater()
     Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_model", model_id)
     for name, value in picked.items():
         Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_{name}", value)
-    return model_id, picked, seed
+    _remember(op, values)
+    return model_id, picked, seed, values
 
 
 VALUES_DIALOG_NAME, VALUE_PREFIX = "singan_values_dialog", "singan_value_"  # + the number's name: its box
@@ -164,6 +170,26 @@ def ask_values(parent, op: Operation) -> dict[str, float] | None:
     dialog.setObjectName(VALUES_DIALOG_NAME)
     dialog.setWindowTitle(op.label)
     form = QFormLayout()
+    boxes = _value_boxes(form, op)
+    text = QLabel(op.tooltip)
+    text.setWordWrap(True)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(text)
+    layout.addLayout(form)
+    layout.addWidget(_ok_cancel(dialog))
+    try:
+        if dialog.exec_() != QDialog.Accepted:
+            return None
+        values = _values(boxes)
+    finally:
+        dialog.deleteLater()
+    _remember(op, values)
+    return values
+
+
+def _value_boxes(form: QFormLayout, op: Operation) -> dict[str, QDoubleSpinBox]:
+    """A box for each number the entry asks for, with the engine's help as its tooltip and the value used
+    last time first, added to `form`."""
     boxes = {}
     for ask in op.asks:
         box = QDoubleSpinBox()
@@ -175,18 +201,14 @@ def ask_values(parent, op: Operation) -> dict[str, float] | None:
         box.setToolTip(ask.help)
         form.addRow(ask.label + ":", box)
         boxes[ask.name] = box
-    text = QLabel(op.tooltip)
-    text.setWordWrap(True)
-    layout = QVBoxLayout(dialog)
-    layout.addWidget(text)
-    layout.addLayout(form)
-    layout.addWidget(_ok_cancel(dialog))
-    try:
-        if dialog.exec_() != QDialog.Accepted:
-            return None
-        values = {name: round(box.value(), box.decimals()) for name, box in boxes.items()}
-    finally:
-        dialog.deleteLater()
+    return boxes
+
+
+def _values(boxes: dict[str, QDoubleSpinBox]) -> dict[str, float]:
+    return {name: round(box.value(), box.decimals()) for name, box in boxes.items()}
+
+
+def _remember(op: Operation, values: dict[str, float]) -> None:
+    """The numbers given, for the next run's dialog."""
     for name, value in values.items():
         Krita.instance().writeSetting(SETTING_GROUP, f"{op.action}_{name}", str(value))
-    return values

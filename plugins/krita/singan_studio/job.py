@@ -114,8 +114,8 @@ class JobController(QObject):
             picked = ask_model(self._window(), op, models)
             if picked is None:
                 return  # cancelled in the dialog
-        values = None
-        if op.asks:
+        values = picked[3] if picked is not None else None  # asked with the model
+        if op.asks and not op.pick_model:
             values = ask_values(self._window(), op)
             if values is None:
                 return  # cancelled in the dialog
@@ -147,7 +147,7 @@ class JobController(QObject):
         self._again = functools.partial(
             self._launch, op, canvas, target, color_match, refine, picked, values, start_first=True
         )
-        model_id, choices, seed = picked if picked is not None else (None, None, None)
+        model_id, choices, seed = picked[:3] if picked is not None else (None, None, None)
         self._cancel = threading.Event()
         settings, cancel = self.settings, self._cancel
         step = clip_step(target.document, op.fps) if op.frames else 1  # here: the GUI thread reads Krita

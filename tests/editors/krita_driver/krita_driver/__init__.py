@@ -251,7 +251,8 @@ class Driver(Extension):
         QTimer.singleShot(200, self.poll)
 
     def answer_model(self, dialog) -> None:
-        """Re-style layer's dialog: note the models it lists, pick the run's options, press OK."""
+        """A picked model's dialog (Re-style layer, Generate from set): note the models and numbers it
+        offers, pick the run's options, give its numbers, press OK."""
         tag = self.run["tag"]
         models = dialog.findChild(QComboBox, "singan_model")
         RESULT[f"{tag}_models_shown"] = [models.itemText(i) for i in range(models.count())]
@@ -262,6 +263,10 @@ class Driver(Extension):
         if "seed" in self.run:  # Generate from set: untick Random, give the seed
             dialog.findChild(QCheckBox, "singan_random_seed").setChecked(False)
             dialog.findChild(QSpinBox, "singan_seed").setValue(self.run["seed"])
+        boxes = {b.objectName(): b for b in dialog.findChildren(QDoubleSpinBox)}
+        RESULT[f"{tag}_values_shown"] = {k.removeprefix("singan_value_"): b.value() for k, b in boxes.items()}
+        for name, value in self.run.get("values", {}).items():  # Generate from set's best of
+            boxes["singan_value_" + name].setValue(value)
         dialog.grab().save(str(OUT / f"{tag}_dialog_krita.png"))
         dialog.accept()
         QTimer.singleShot(200, self.poll)
