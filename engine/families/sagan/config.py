@@ -20,8 +20,10 @@ set at 6000. Until 2026-12-07 it had 32 filters and 12,000 iterations, as long: 
 1.55-1.7x the time an iteration, and in the same minutes came nearer the held-out set (patch distance 0.074 /
 0.103 on two seeds against 0.130 / 0.118) and drew more readable faces (30 of 64 against 22). Not taken:
 mini-batches of 20 (better only after 30 min), batch 5 run to 20,000 iterations (barely better than 12,000),
-sampling nearer the latent's middle (worse) and LeCam's regulariser at 0.3 (`lecam`: farther from the
-held-out set, as many broken samples or more, two seeds) (docs/benchmarks.md, "Set generator").
+sampling nearer the latent's middle (worse), LeCam's regulariser at 0.3 (`lecam`: farther from the
+held-out set, as many broken samples or more, two seeds) and PixelNorm instead of BatchNorm in the generator
+(`g_norm`: a few fewer broken samples on two seeds, less colour, and `--best-of` then hurts)
+(docs/benchmarks.md, "Set generator").
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
 `tiny` is for tests (every option on, so each path runs; LeCam from its second iteration).
