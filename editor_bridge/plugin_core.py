@@ -81,7 +81,9 @@ class Ask:
             or not (self.minimum <= value <= self.maximum)
         ):
             raise CanvasError(f"{self.label} must be a number from {self.minimum:g} to {self.maximum:g}")
-        return int(round(value)) if self.integer else float(value)
+        if self.integer and value != int(value):
+            raise CanvasError(f"{self.label} must be a whole number (got {value:g})")
+        return int(value) if self.integer else float(value)
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,8 @@ def find(entries: list[Operation], action: str) -> Operation:
         if action in (entry.action, entry.krita_action, entry.gimp_procedure):
             return entry
     raise CanvasError(
-        f"the engine no longer offers {action!r}: restart the editor to refresh the plugin's menu"
+        f"the engine no longer offers {action!r}: restart the editor to refresh the plugin's menu (GIMP: run "
+        "`engine plugin install gimp` again first)"
     )
 
 

@@ -170,6 +170,12 @@ class EditorUse:
     # procedure's arguments in GIMP), with the parameter's help, range and default.
     ask: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # GIMP leaves actions named ...-set or ...-accel out of its action search and history
+        # (gimpaction-history.c): GIMP's procedure is python-fu-singan-<action, "_" as "-">
+        if self.action.endswith(("_set", "_accel")):
+            raise ValueError(f"editor action {self.action!r}: GIMP's action search hides names ending so")
+
     def describe(self) -> dict[str, Any]:
         return {
             "tooltip": self.tooltip,

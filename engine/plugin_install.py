@@ -251,7 +251,6 @@ def install(
             # GIMP asks a plug-in for its procedures again only when the file's time changes (it keeps
             # them in pluginrc), and this install's menu may differ from the last one's with the same file
             os.utime(main)
-
         kritarc = _enable_in_kritarc() if editor == "krita" else None
     except BaseException:
         shutil.rmtree(layout.plugin_dir, ignore_errors=True)

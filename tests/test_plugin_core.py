@@ -109,6 +109,10 @@ def test_every_gimp_procedure_is_one_gimps_action_search_can_find():
     for op in ENTRIES.values():
         name = op.gimp_procedure
         assert not name.endswith(("-set", "-accel")) and not name.startswith(("context-", "filters-recent-"))
+    from engine.operations import EditorUse
+
+    with pytest.raises(ValueError, match="'generate_from_set': GIMP's action search hides"):
+        EditorUse("Generated", "generate_from_set")
 
 
 def test_the_menu_is_built_from_the_engines_capabilities():
@@ -490,6 +494,7 @@ def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_lay
     canvas = make_canvas(Editor.KRITA)
     job = picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 4.0})
     assert job.request.params == {"n": 1, "width": 5, "height": 5, "seed": 77, "best_of": 4}
+    assert type(job.request.params["best_of"]) is int  # as the engine's parameter takes it
     sample = np.full((5, 5, 4), 200, np.uint8)
     buffers: list = []
     desc = frames.attach(buffers, sample, ChannelOrder.RGBA)
@@ -503,6 +508,8 @@ def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_lay
     assert patch_from_result(GENERATE, canvas, one, reply).name == "Generated (seed 77)"
     with pytest.raises(CanvasError, match="Best of must be a number from 1 to 64"):
         picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 65})
+    with pytest.raises(CanvasError, match=r"Best of must be a whole number \(got 2.5\)"):
+        picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 2.5})
     with pytest.raises(CanvasError, match="asks for no 'strength'"):
         picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"strength": 0.5})
     with pytest.raises(CanvasError, match="asks for no 'best_of'"):

@@ -118,8 +118,12 @@ def test_best_of_keeps_each_groups_seed_the_stored_critic_scores_highest(model, 
     # plain samples drawn two at a time are the ones drawn all at once, in order
     whole = sample.run(loaded, _input(n=5, seed=3)).pictures
     monkeypatch.setattr(sagan, "DRAW_BLOCK", 2)
+    from engine.families.sagan import sample as sample_module
+
+    drawn: list[int] = []
+    monkeypatch.setattr(sample_module, "generate", lambda run, z: drawn.append(len(z)) or generate(run, z))
     blocked = sample.run(loaded, _input(n=5, seed=3)).pictures
-    assert len(blocked) == 5 and np.abs(whole[0].rgb - whole[1].rgb).max() > 0.05
+    assert drawn == [2, 2, 1] and len(blocked) == 5 and np.abs(whole[0].rgb - whole[1].rgb).max() > 0.05
     for a, b in zip(whole, blocked, strict=True):
         np.testing.assert_allclose(a.rgb, b.rgb, atol=1e-6)
 
@@ -270,7 +274,7 @@ def test_pixel_norm_draws_each_image_alone_and_exports(icons, tmp_path):
     """g_norm="pixel": no BatchNorm in the generator (nothing ties a mini-batch's images together), each
     position's features scaled to unit mean square; the stored model and its ONNX graph draw the same."""
     from engine.families.sagan.config import PRESETS
-    from engine.families.sagan.networks import PixelNorm
+    from engine.families.sagan.networks import Generator, PixelNorm
     from engine.families.sagan.training import train
 
     out = train(
@@ -283,11 +287,13 @@ def test_pixel_norm_draws_each_image_alone_and_exports(icons, tmp_path):
     assert len([m for m in generator.modules() if isinstance(m, PixelNorm)]) == 4
     x = torch.randn(2, 8, 3, 3) * 5
     np.testing.assert_allclose(PixelNorm()(x).square().mean(dim=1).numpy(), 1.0, rtol=1e-4)
-    latents = np.random.default_rng(0).standard_normal((3, loaded.model["config"].z_dim)).astype(np.float32)
-    with torch.no_grad():
-        together = generator(torch.from_numpy(latents)).numpy()
-        alone = generator(torch.from_numpy(latents[1:2])).numpy()
-    np.testing.assert_allclose(alone[0], together[1], atol=1e-5)
+    latents = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32))
+    for norm, apart in (("pixel", False), ("batch", True)):  # in training mode (no spectral norm: it moves)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            training = Generator(8, 4, 64, 4, upsample="resize", norm=norm).train()
+            together, alone = training(latents).numpy(), training(latents[1:2]).numpy()
+        assert (np.abs(alone[0] - together[1]).max() > 1e-3) == apart, norm
     onnx = families.load(out, "cpu", "onnxruntime")
     ours = [onnx.family.operations[0].run(onnx, _input(n=1, seed=s)).pictures[0].rgb for s in (3, 4)]
     ref = [loaded.family.operations[0].run(loaded, _input(n=1, seed=s)).pictures[0].rgb for s in (3, 4)]
@@ -372,7 +378,7 @@ def test_bad_inputs_get_one_line_each(model, icons, tmp_path, shared_images):
         ("sample", model, "--out", tmp_path / "s", "--width", "0"): "--width: must be between 1",
         ("sample", model, "--out", tmp_path / "s", "--best-of", "0"): "--best-of: must be between 1",
         ("sample", old, "--out", tmp_path / "s", "--best-of", "2"):
-            f"{old} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave best of",
+            f"{old} keeps no critic (trained before 2026-12-07), so it cannot rank samples: set best of to 1",
         ("sample", broken, "--out", tmp_path / "s", "--best-of", "2"):
             f"model {broken} is damaged (critic.safetensors: ",
         ("restyle", model, "--image", image, "--out", tmp_path / "x.png"):

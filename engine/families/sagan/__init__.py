@@ -173,8 +173,8 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     n, best_of = p["n"], p["best_of"]
     if best_of > 1 and critic(loaded) is None:
         raise BadInputError(
-            f"{loaded.path} keeps no critic (trained before 2026-12-07), so it cannot rank samples: leave "
-            "best of at 1 (--best-of), or train the model again"
+            f"{loaded.path} keeps no critic (trained before 2026-12-07), so it cannot rank samples: set "
+            "best of to 1 (--best-of 1), or train the model again"
         )
     seeds = [(p["seed"] + i) % (MAX_SEED + 1) for i in range(n * best_of)]  # image i: the i-th M of them
     if given.on_step is not None:

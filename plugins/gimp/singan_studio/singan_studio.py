@@ -390,15 +390,15 @@ def _ask_options(procedure, config, op: Operation) -> bool:
 
     GimpUi.init("singan_studio")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, op.label)
-    sliders = [(COLOR_MATCH, 1.0)] if op.ask_color_match else []
-    sliders += [(_argument(a.name), a.maximum - a.minimum) for a in op.asks]
-    for name, span in sliders:
+    sliders = [(COLOR_MATCH, 1.0, False)] if op.ask_color_match else []
+    sliders += [(_argument(a.name), a.maximum - a.minimum, a.integer) for a in op.asks]
+    for name, span, integer in sliders:
         scale = dialog.get_widget(name, GimpUi.SpinScale.__gtype__)  # a slider, as GIMP's filters have
         if span <= 1:
             scale.set_increments(0.05, 0.25)
         else:  # a factor
             scale.set_increments(1.0, 2.0)
-        scale.set_digits(2)
+        scale.set_digits(0 if integer else 2)  # a whole number shows as one (the engine takes no other)
     dialog.fill(None)
     try:
         return bool(dialog.run())

@@ -205,6 +205,7 @@ def _value_boxes(form: QFormLayout, op: Operation) -> dict[str, QDoubleSpinBox]:
 
 
 def _values(boxes: dict[str, QDoubleSpinBox]) -> dict[str, float]:
+    """The boxes' numbers, rounded to what each shows."""
     return {name: round(box.value(), box.decimals()) for name, box in boxes.items()}
 
 
