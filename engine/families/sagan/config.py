@@ -22,8 +22,8 @@ set at 6000. Until 2026-12-07 it had 32 filters and 12,000 iterations, as long: 
 mini-batches of 20 (better only after 30 min), batch 5 run to 20,000 iterations (barely better than 12,000),
 sampling nearer the latent's middle (worse), LeCam's regulariser at 0.3 (`lecam`: farther from the
 held-out set, as many broken samples or more, two seeds) and PixelNorm instead of BatchNorm in the generator
-(`g_norm`: a few fewer broken samples on two seeds, less colour, and `--best-of` then hurts)
-(docs/benchmarks.md, "Set generator").
+(`g_norm`: fewer broken samples in three runs, far fewer on the round faces, less colour, `--best-of` then
+hurts; not yet the default: one round-face seed) (docs/benchmarks.md, "Set generator").
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
 `tiny` is for tests (every option on, so each path runs; LeCam from its second iteration).
