@@ -10,6 +10,7 @@ onnx_export (the generator as an ONNX graph: a latent in, an image out) are besi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,14 +148,28 @@ def describe(meta: dict) -> dict[str, Any]:
 # ---- operations ----
 
 
-def _pictures(loaded: Loaded, latents: Any, p: dict[str, Any]) -> list:
-    """The pictures of the latents, drawn DRAW_BLOCK at a time."""
+def _pictures(
+    loaded: Loaded, latent_of: Callable[[int], Any], count: int, p: dict[str, Any], best_of: int = 1
+) -> tuple[list, list[int]]:
+    """The pictures of latents 0..count-1 (`latent_of(i)`), each the best of a group of `best_of` (the
+    model's critic judges; 1: every latent's), and the indices of the latents kept. Drawn in blocks of whole
+    groups, about DRAW_BLOCK images, each block's kept images resampled before the next is drawn: only the
+    pictures are held."""
+    import numpy as np
+
     from engine.families.sagan.sample import generate
 
-    pictures = []
-    for start in range(0, len(latents), DRAW_BLOCK):
-        pictures += _resampled(generate(loaded.runner, latents[start : start + DRAW_BLOCK]), p)
-    return pictures
+    pictures: list = []
+    kept: list[int] = []
+    step = max(1, DRAW_BLOCK // best_of) * best_of
+    for start in range(0, count, step):
+        latents = np.stack([latent_of(i) for i in range(start, min(count, start + step))])
+        images = generate(loaded.runner, latents)
+        groups = range(0, len(images), best_of)
+        picks = [i + _best(loaded, images[i : i + best_of]) for i in groups] if best_of > 1 else list(groups)
+        pictures += _resampled([images[i] for i in picks], p)
+        kept += [start + i for i in picks]
+    return pictures, kept
 
 
 def _resampled(images: Any, p: dict[str, Any]) -> list:
@@ -165,9 +180,7 @@ def _resampled(images: Any, p: dict[str, Any]) -> list:
 
 
 def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
-    import numpy as np
-
-    from engine.families.sagan.sample import generate, latent
+    from engine.families.sagan.sample import latent
 
     p, config = given.params, loaded.model["config"]
     n, best_of = p["n"], p["best_of"]
@@ -180,19 +193,8 @@ def _sample(loaded: Loaded, given: OperationInput) -> OperationOutput:
     if given.on_step is not None:
         each = f", each the best of {best_of}" if best_of > 1 else ""
         given.on_step(f"drawing {n} image{'s' * (n > 1)}{each}")
-    if best_of == 1:
-        pictures = _pictures(loaded, np.stack([latent(s, config.z_dim) for s in seeds]), p)
-        return OperationOutput(pictures, {"seeds": seeds})
-    kept: list[tuple[int, Any]] = []  # (seed, image) of each group
-    step = max(1, DRAW_BLOCK // best_of) * best_of  # whole groups drawn at once, only the kept ones held
-    for start in range(0, len(seeds), step):
-        block = seeds[start : start + step]
-        images = generate(loaded.runner, np.stack([latent(s, config.z_dim) for s in block]))
-        for i in range(0, len(block), best_of):
-            best = i + _best(loaded, images[i : i + best_of])
-            kept.append((block[best], images[best]))
-    pictures = _resampled([image for _, image in kept], p)
-    return OperationOutput(pictures, {"seeds": [seed for seed, _ in kept]})
+    pictures, kept = _pictures(loaded, lambda i: latent(seeds[i], config.z_dim), len(seeds), p, best_of)
+    return OperationOutput(pictures, {"seeds": [seeds[i] for i in kept]})
 
 
 def _best(loaded: Loaded, group: Any) -> int:
@@ -206,8 +208,6 @@ def _best(loaded: Loaded, group: Any) -> int:
 
 
 def _interpolate(loaded: Loaded, given: OperationInput) -> OperationOutput:
-    import numpy as np
-
     from engine.families.sagan.sample import latent, slerp
 
     p, z_dim = given.params, loaded.model["config"].z_dim
@@ -215,8 +215,8 @@ def _interpolate(loaded: Loaded, given: OperationInput) -> OperationOutput:
     n = p["frames"]
     if given.on_step is not None:
         given.on_step(f"drawing {n} frames from seed {p['from_seed']} to seed {p['to_seed']}")
-    latents = np.stack([slerp(a, b, i / max(1, n - 1)) for i in range(n)])
-    return OperationOutput(_pictures(loaded, latents, p), {"fps": p["fps"]})
+    pictures, _ = _pictures(loaded, lambda i: slerp(a, b, i / max(1, n - 1)), n, p)
+    return OperationOutput(pictures, {"fps": p["fps"]})
 
 
 def _export(loaded: Loaded, given: OperationInput) -> OperationOutput:
