@@ -73,6 +73,16 @@ class Ask:
     def label(self) -> str:
         return self.name.replace("_", " ").capitalize()
 
+    @property
+    def step(self) -> float:
+        """A dialog box's step: 1 for a whole number or a wide range, else 0.05."""
+        return 1.0 if self.integer or self.maximum - self.minimum > 4 else 0.05
+
+    @property
+    def decimals(self) -> int:
+        """The decimals a dialog box shows."""
+        return 0 if self.integer else 2
+
     def check(self, value: object) -> float | int:
         """The value as the engine takes it; a CanvasError naming the field otherwise."""
         if (

@@ -491,6 +491,8 @@ def test_generate_from_set_draws_one_seeded_square_in_the_selection_or_the_canva
 def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_layer_with_it():
     (ask,) = GENERATE.asks
     assert (ask.name, ask.integer, ask.minimum, ask.maximum, ask.default) == ("best_of", True, 1, 64, 1)
+    strength = next(a for a in ENTRIES["upscale_layer"].asks if a.name == "strength")  # 0 to 1
+    assert (ask.step, ask.decimals, strength.step, strength.decimals) == (1.0, 0, 0.05, 2)  # dialog boxes
     canvas = make_canvas(Editor.KRITA)
     job = picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 4.0})
     assert job.request.params == {"n": 1, "width": 5, "height": 5, "seed": 77, "best_of": 4}

@@ -456,9 +456,8 @@ def _ask_model(op: Operation, models, config) -> bool:
     numbers = {}
     for row, ask in enumerate(op.asks, start=len(op.choices) + 2):
         grid.attach(Gtk.Label(label=ask.label + ":", xalign=0), 0, row, 1, 1)
-        step = 1.0 if ask.integer or ask.maximum - ask.minimum > 4 else 0.05
-        box = Gtk.SpinButton.new_with_range(ask.minimum, ask.maximum, step)
-        box.set_digits(0 if ask.integer else 2)
+        box = Gtk.SpinButton.new_with_range(ask.minimum, ask.maximum, ask.step)
+        box.set_digits(ask.decimals)
         box.set_value(config.get_property(_argument(ask.name)))
         box.set_tooltip_text(ask.help)
         grid.attach(box, 1, row, 1, 1)

@@ -194,9 +194,9 @@ def _value_boxes(form: QFormLayout, op: Operation) -> dict[str, QDoubleSpinBox]:
     for ask in op.asks:
         box = QDoubleSpinBox()
         box.setObjectName(VALUE_PREFIX + ask.name)
-        box.setDecimals(0 if ask.integer else 2)
+        box.setDecimals(ask.decimals)
         box.setRange(ask.minimum, ask.maximum)
-        box.setSingleStep(1.0 if ask.integer or ask.maximum - ask.minimum > 4 else 0.05)
+        box.setSingleStep(ask.step)
         box.setValue(_last_value(op, ask))
         box.setToolTip(ask.help)
         form.addRow(ask.label + ":", box)
