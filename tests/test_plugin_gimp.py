@@ -86,6 +86,9 @@ RUNS = [
     {**HARMONIZE, "tag": "floating", "floating": 1},
     # Quick Mask on (the selection is being painted; the image's own selection is empty): the same
     {**HARMONIZE, "tag": "quick_mask", "quick_mask": 1},
+    # An engine update dropped Re-style layer while GIMP still lists it (GIMP asks the plug-in again only
+    # when its file changes): the message says what to do
+    {"procedure": "python-fu-singan-restyle", "tag": "stale", "stale": "restyle"},
     # Re-style layer with the stored CycleGAN model: its dialog (Return: the newest model, a2b), and from a
     # script with the model's name and the other direction
     {
@@ -116,7 +119,7 @@ RUNS = [
         "procedure": "python-fu-singan-generate",
         "layer": "Generated (seed 1234, best of 4)",
         "tag": "generated",
-        "arguments": {"model": "Faces", "seed": 1234, "best-of": 4.0},
+        "arguments": {"model": "Faces", "seed": 1234, "best-of": 4},  # an int argument
         "generate": 1,
     },
     # Paint to image, from a script: the stored SinGAN model by name redraws the whole pasted layer
@@ -165,6 +168,7 @@ SPECIAL = (
     "hidden",
     "floating",
     "quick_mask",
+    "stale",
     "profile",
     "precision",
     "masked",
@@ -409,6 +413,16 @@ def test_a_floating_selection_is_refused_with_a_message(gimp_run):
     assert driver["floating_status"] == "execution-error"
     assert "floating selection: make it a layer first (Layer > To New Layer" in driver["floating_message"]
     assert driver["floating_layers"] == ["Pasted object copy", *driver["before_layers"]]  # left as it was
+
+
+def test_a_filter_the_engine_no_longer_offers_is_refused_with_a_message(gimp_run):
+    """The run starts the plug-in with a name the capabilities no longer hold (before, a KeyError in
+    do_create_procedure crashed it)."""
+    driver = gimp_run["driver"]
+    assert driver["stale_status"] == "execution-error"
+    message = "the engine no longer offers 'python-fu-singan-restyle': restart the editor"
+    assert message in driver["stale_message"]
+    assert driver["stale_layers"] == driver["before_layers"]
 
 
 def generation_models(home: Path) -> list[dict]:

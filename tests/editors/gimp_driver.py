@@ -428,6 +428,12 @@ def refused_run(image, obj, run):
     if run.get("floating"):  # a plain Edit > Paste of the object: a floating selection, the active drawable
         Gimp.edit_copy([obj])
         (drawable,) = Gimp.edit_paste(obj, False)
+    capabilities = Path(CONFIG["plugin_dir"]) / "capabilities.json"
+    kept = capabilities.read_text()
+    if run.get("stale"):  # the operation leaves the engine's capabilities (newer than the engine home's)
+        data = json.loads(kept)
+        data["operations"] = [op for op in data["operations"] if op["name"] != run["stale"]]
+        capabilities.write_text(json.dumps(data))
     try:
         values = run_pdb(run["procedure"], image, drawable)
         RESULT[f"{run['tag']}_status"] = values.index(0).value_nick
@@ -440,6 +446,7 @@ def refused_run(image, obj, run):
             Gimp.floating_sel_remove(drawable)
             image.select_item(Gimp.ChannelOps.REPLACE, obj)
         obj.set_visible(True)
+        capabilities.write_text(kept)
 
 
 def add_paper(image):
@@ -497,7 +504,7 @@ def main():
         if run.get("cancel"):
             cancel_run(image, obj, window, run)
             continue
-        if run.get("on_channel") or run.get("hidden") or run.get("floating"):
+        if run.get("on_channel") or run.get("hidden") or run.get("floating") or run.get("stale"):
             refused_run(image, obj, run)
             continue
         if run.get("quick_mask"):  # Select > Toggle Quick Mask (Shift+Q) in the window, the filter, then off

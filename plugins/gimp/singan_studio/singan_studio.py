@@ -461,7 +461,7 @@ def _ask_model(op: Operation, models, config) -> bool:
         box.set_value(config.get_property(_argument(ask.name)))
         box.set_tooltip_text(ask.help)
         grid.attach(box, 1, row, 1, 1)
-        numbers[ask.name] = box
+        numbers[ask] = box
     dialog.get_content_area().add(grid)
     dialog.show_all()
     ok.grab_focus()  # Return presses OK
@@ -474,8 +474,9 @@ def _ask_model(op: Operation, models, config) -> bool:
             config.set_property(_choice_argument(choice), box.get_active_id())
         if seed is not None:
             config.set_property(SEED, seed.get_value_as_int())
-        for name, box in numbers.items():
-            config.set_property(_argument(name), box.get_value())
+        for ask, box in numbers.items():
+            value = box.get_value_as_int() if ask.integer else box.get_value()
+            config.set_property(_argument(ask.name), value)
         return True
     finally:
         dialog.destroy()
@@ -606,7 +607,15 @@ class SinganStudio(Gimp.PlugIn):
             procedure.add_menu_path("<Image>/Filters/SinGAN Studio")
             procedure.set_documentation("SinGAN Studio", _unavailable(), name)
             return procedure
-        op = procedures()[name]
+        try:
+            op = procedures().get(name)
+        except CanvasError:
+            op = None
+        if op is None:
+            # A filter GIMP kept from an older install (it asks a plug-in again only when its file changes),
+            # or the engine's capabilities unreadable: a bare procedure, whose run says what to do.
+            procedure.set_documentation("SinGAN Studio", "Offered by an older SinGAN Studio", name)
+            return procedure
         procedure.set_image_types("RGB*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
         procedure.set_menu_label(op.label)
@@ -632,10 +641,12 @@ class SinganStudio(Gimp.PlugIn):
                 False,
                 GObject.ParamFlags.READWRITE,
             )
-        for ask in op.asks:
-            procedure.add_double_argument(
-                _argument(ask.name), f"_{ask.label}", ask.help, ask.minimum, ask.maximum, ask.default,
-                GObject.ParamFlags.READWRITE,
+        for ask in op.asks:  # a whole number as an int argument: a script passes 4, not 4.0
+            add = procedure.add_int_argument if ask.integer else procedure.add_double_argument
+            kind = int if ask.integer else float
+            add(
+                _argument(ask.name), f"_{ask.label}", ask.help, kind(ask.minimum), kind(ask.maximum),
+                kind(ask.default), GObject.ParamFlags.READWRITE,
             )  # fmt: skip
         if op.pick_model:
             procedure.add_string_argument(
