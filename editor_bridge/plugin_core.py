@@ -672,11 +672,10 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
         _limit_alpha(out, region_mask)
     editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
     name = op.layer_name
-    params = getattr(job.request, "params", {})
-    seed, best_of = params.get("seed"), params.get("best_of", 1)
-    if op.pick_model and op.new_layer and seed is not None:
-        # a stored model's image: the seed (and the number of seeds it was the best of) draws it again
-        name = f"{name} (seed {seed}, best of {best_of})" if best_of > 1 else f"{name} (seed {seed})"
+    seeds = message.content.seeds if isinstance(message.content, ResultReply) else []
+    if op.pick_model and op.new_layer and seeds:
+        # a stored model's image: the model and this seed draw it again (with best of, the seed kept)
+        name = f"{name} (seed {seeds[0]})"
     return LayerPatch(box.x, box.y, box.w, box.h, editor_bytes, name)
 
 

@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 #    operation of any family, by name, with its parameters); models say their family and task; the ping
 #    reply carries the engine's capabilities (families, tasks, operations), from which the plugins' menus
 #    are built.
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 
 # Ids end up in file paths on the daemon side, so no separators, no leading dot.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
@@ -354,6 +354,9 @@ class ResultReply(Content):
     elapsed_s: float | None = None
     # A training-free preview sent while the job goes on (ApplyRequest.preview); the job's own result follows.
     preview: bool = False
+    # The seed that draws each image again, for an operation that draws from seeds (a set generator's
+    # `sample`: with best_of, the seed kept, which need not be the first); empty otherwise.
+    seeds: list[int] = Field(default_factory=list)
 
 
 class ErrorReply(Content):

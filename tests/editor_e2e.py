@@ -403,11 +403,11 @@ def painted_layer(model: Path, rgba: np.ndarray) -> np.ndarray:
 
 def generated_square(
     model: Path, scene: Scene, seed: int, best_of: int = 1
-) -> tuple[tuple[int, int, int], np.ndarray]:
+) -> tuple[tuple[int, int, int], np.ndarray, int]:
     """What Generate from set should give: ((x, y, side) of the largest square centred in the selection's
     bounds, the model's sample of `seed`, the best of `best_of` seeds from it, at side x side as 8-bit
-    RGBA). With best_of > 1 the kept seed must not be `seed` itself, so that a plugin that left the
-    number out would draw another image."""
+    RGBA, and the seed kept, which the layer is named with). With best_of > 1 the kept seed must not be
+    `seed` itself, so that a plugin that left the number out would draw another image."""
     from engine import families
     from engine.operations import OperationInput
 
@@ -423,4 +423,4 @@ def generated_square(
     picture = output.pictures[0]
     assert picture.alpha is not None
     rgba = np.dstack([np.rint(picture.rgb * 255), picture.alpha]).astype(np.int64)
-    return (x, y, side), rgba
+    return (x, y, side), rgba, output.info["seeds"][0]

@@ -481,14 +481,14 @@ def test_generate_from_set_draws_one_seeded_square_in_the_selection_or_the_canva
     buffers: list = []
     desc = frames.attach(buffers, sample, ChannelOrder.RGBA)
     patch = patch_from_result(
-        GENERATE, canvas, job, roundtrip(ResultReply(job_id=None, images=[desc]), buffers)
+        GENERATE, canvas, job, roundtrip(ResultReply(job_id=None, images=[desc], seeds=[77]), buffers)
     )
     assert (patch.x, patch.y, patch.width, patch.height, patch.name) == (3, 1, 5, 5, "Generated (seed 77)")
     alpha = np.frombuffer(patch.data, np.uint8).reshape(5, 5, 4)[..., 3]
     assert alpha[0, 0] == 0 and (alpha.ravel()[1:] == 255).all()  # the sample's own, in the selection
 
 
-def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_layer_with_it():
+def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_layer_with_the_seed_kept():
     (ask,) = GENERATE.asks
     assert (ask.name, ask.integer, ask.minimum, ask.maximum, ask.default) == ("best_of", True, 1, 64, 1)
     strength = next(a for a in ENTRIES["upscale_layer"].asks if a.name == "strength")  # 0 to 1
@@ -501,13 +501,13 @@ def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_lay
     buffers: list = []
     desc = frames.attach(buffers, sample, ChannelOrder.RGBA)
     patch = patch_from_result(
-        GENERATE, canvas, job, roundtrip(ResultReply(job_id=None, images=[desc]), buffers)
+        GENERATE, canvas, job, roundtrip(ResultReply(job_id=None, images=[desc], seeds=[79]), buffers)
     )
-    assert patch.name == "Generated (seed 77, best of 4)"  # seed and number draw it again
+    assert patch.name == "Generated (seed 79)"  # the seed the engine kept, which draws it again alone
     one = picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 1})
     assert one.request.params["best_of"] == 1
-    reply = roundtrip(ResultReply(job_id=None, images=[desc]), buffers)
-    assert patch_from_result(GENERATE, canvas, one, reply).name == "Generated (seed 77)"
+    reply = roundtrip(ResultReply(job_id=None, images=[desc]), buffers)  # an engine that names no seed
+    assert patch_from_result(GENERATE, canvas, one, reply).name == "Generated"
     with pytest.raises(CanvasError, match="Best of must be a number from 1 to 64"):
         picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 65})
     with pytest.raises(CanvasError, match=r"Best of must be a whole number \(got 2.5\)"):

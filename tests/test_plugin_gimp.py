@@ -117,7 +117,7 @@ RUNS = [
     # Generate from set, from a script: the stored set generator by name, seed 1234, the best of 4 seeds
     {
         "procedure": "python-fu-singan-generate",
-        "layer": "Generated (seed 1234, best of 4)",
+        "layer": "Generated (seed *)",  # the seed kept
         "tag": "generated",
         "arguments": {"model": "Faces", "seed": 1234, "best-of": 4},  # an int argument
         "generate": 1,
@@ -501,13 +501,14 @@ def test_layers_over_the_pasted_one_are_not_painted_into_the_result(gimp_run):
 
 
 def test_generate_from_set_draws_the_named_models_seed_in_the_selection(gimp_run):
-    """From a script (the model by name, a seed, best of 4): the new layer, named with its seed and that
-    number, is that model's best of seeds 1234-1237 as large as fits the selection's bounds, centred in
-    them; one Undo removes it."""
+    """From a script (the model by name, a seed, best of 4): the new layer, named with the seed kept, is
+    that model's best of seeds 1234-1237 as large as fits the selection's bounds, centred in them; one
+    Undo removes it."""
     scene, out, driver = gimp_run["scene"], gimp_run["out"], gimp_run["driver"]
     assert driver["generated_status"] == "success"
     new = raw(out / "generated_new_layer.raw", scene).astype(np.int64)
-    (x, y, side), expected = generated_square(gimp_run["generator"], scene, 1234, best_of=4)
+    (x, y, side), expected, kept = generated_square(gimp_run["generator"], scene, 1234, best_of=4)
+    assert driver["generated_layer_name"] == f"Generated (seed {kept})"  # the seed that draws it again
     inside = np.zeros(scene.selection.shape, bool)
     inside[y : y + side, x : x + side] = True
     assert (new[~inside, 3] == 0).all()
@@ -528,7 +529,7 @@ def test_generate_from_set_from_its_dialog_draws_a_random_seed_named_in_the_laye
     match = re.fullmatch(r"Generated \(seed (\d+)\)", name)
     assert match, name
     new = raw(out / "generated_dialog_new_layer.raw", scene).astype(np.int64)
-    (x, y, side), expected = generated_square(gimp_run["generator"], scene, int(match[1]))
+    (x, y, side), expected, _ = generated_square(gimp_run["generator"], scene, int(match[1]))
     square = new[y : y + side, x : x + side]
     solid = scene.selection[y : y + side, x : x + side] & (expected[..., 3] >= 64)
     assert solid.mean() > 0.1

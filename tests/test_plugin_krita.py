@@ -80,7 +80,7 @@ RUNS = [
     # best of 4 seeds
     {
         "action": "singan_generate",
-        "layer": "Generated (seed 1234, best of 4)",
+        "layer": "Generated (seed *)",  # the seed kept
         "tag": "generated",
         "pick": {},
         "seed": 1234,
@@ -716,14 +716,15 @@ def test_a_hidden_layer_is_refused_with_a_message(krita_run):
 
 def test_generate_from_set_draws_the_picked_models_seed_in_the_selection(krita_run):
     """The dialog lists the stored set generator and asks for the best of how many seeds (1 the first
-    time); the new layer (named with its seed and that number) is that model's best of seeds 1234-1237,
+    time); the new layer is that model's best of seeds 1234-1237, named with the seed kept,
     as large as fits the selection's bounds and centred in them, and one Undo removes it."""
     scene, out, driver = krita_run["scene"], krita_run["out"], krita_run["driver"]
     shown = driver["generated_models_shown"]
     assert len(shown) == 1 and shown[0].startswith("Faces (")
     assert driver["generated_values_shown"] == {"best_of": 1.0}
     new = raw(out / "generated_new_layer.raw", scene)[..., [2, 1, 0, 3]].astype(np.int64)
-    (x, y, side), expected = generated_square(krita_run["generator"], scene, 1234, best_of=4)
+    (x, y, side), expected, kept = generated_square(krita_run["generator"], scene, 1234, best_of=4)
+    assert driver["generated_layer_name"] == f"Generated (seed {kept})"  # the seed that draws it again
     inside = np.zeros(scene.selection.shape, bool)
     inside[y : y + side, x : x + side] = True
     assert (new[~inside, 3] == 0).all()  # nothing outside the square

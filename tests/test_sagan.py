@@ -420,6 +420,9 @@ def test_the_daemon_trains_on_a_folder_and_draws_seeded_samples(icons, tmp_path)
             images = [np.asarray(reply.image(d)) for d in reply.content.images]
             assert [i.shape for i in images] == [(SIZE, SIZE, 4)] * 2
             assert reply.content.job_id is None  # a stored model: answered at once
+            assert reply.content.seeds == [3, 4]  # the seed that draws each image again
+            params = {"n": 1, "seed": 3, "best_of": 3}
+            best = client.run_job(ApplyRequest(operation="sample", model_id=trained.model_id, params=params))
     finally:
         daemon.stop()
     loaded = families.load(next((tmp_path / "home" / "models").iterdir()), "cpu", "torch")
@@ -429,6 +432,8 @@ def test_the_daemon_trains_on_a_folder_and_draws_seeded_samples(icons, tmp_path)
     if reply.content.images[1].channel_order.value.startswith("BGR"):
         second = second[..., [2, 1, 0, 3]]
     assert np.abs(second - rgba).max() <= 1  # sample 2 of seed 3 is seed 4
+    kept = loaded.family.operations[0].run(loaded, _input(n=1, seed=3, best_of=3)).info["seeds"]
+    assert best.content.seeds == kept and kept[0] in (3, 4, 5)  # the seed kept, for the layer's name
 
 
 def test_128_px_is_one_more_layer_each_way(icons, tmp_path):

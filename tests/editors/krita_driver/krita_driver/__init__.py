@@ -3,6 +3,7 @@ and a selection, triggers the installed plugin's action as an artist would, and 
 (layer bytes, composite, layer names, screenshots) to files for the test to judge. Then it quits Krita."""
 
 import faulthandler
+import fnmatch
 import json
 import logging
 import os
@@ -375,7 +376,9 @@ class Driver(Extension):
             if self.run.get("expect_message"):  # only a message can come (the image is closed or resized)
                 self.poll_again(self.started, f"{self.run['tag']}: no message after {CONFIG['timeout_s']} s")
                 return
-            layer = next((n for n in self.doc.rootNode().childNodes() if n.name() == self.run["layer"]), None)
+            # the layer's name, or a shell-style pattern ("Generated (seed *)": the seed kept is the engine's)
+            nodes = self.doc.rootNode().childNodes()
+            layer = next((n for n in nodes if fnmatch.fnmatchcase(n.name(), self.run["layer"])), None)
             if layer is None:
                 self.poll_again(self.started, f"no layer {self.run['layer']!r} after {CONFIG['timeout_s']} s")
                 return
@@ -396,6 +399,7 @@ class Driver(Extension):
             )
             RESULT[f"{tag}_active_is_new"] = self.doc.activeNode().name() == layer.name()
             RESULT[f"{tag}_active"] = self.doc.activeNode().name()
+            RESULT[f"{tag}_layer_name"] = layer.name()
             self.dump(tag)
             if self.run.get("keep"):  # the artist keeps the result and goes on
                 self.next_run()
