@@ -672,7 +672,10 @@ def patch_from_result(op: Operation, canvas: Canvas, job: Job, message: Message)
         _limit_alpha(out, region_mask)
     editor_bytes = np.ascontiguousarray(frames.from_canonical(out, canvas.channel_order)).tobytes()
     name = op.layer_name
+    params = getattr(job.request, "params", {})
     seeds = message.content.seeds if isinstance(message.content, ResultReply) else []
+    if not seeds and params.get("seed") is not None and params.get("best_of", 1) == 1:
+        seeds = [params["seed"]]  # an operation that names no seeds drew the one asked for
     if op.pick_model and op.new_layer and seeds:
         # a stored model's image: the model and this seed draw it again (with best of, the seed kept)
         name = f"{name} (seed {seeds[0]})"

@@ -71,6 +71,10 @@ COLOR_MATCH_HELP = (
     "dark ground is darkened, not made dark)."
 )
 REFINE_LABEL = "Refine the model on this object first (a closer fit; takes minutes)"
+# A seed the dialogs can take back: Krita's QSpinBox and GIMP's int argument hold a C int. Random seeds are
+# drawn below it, so the seed a layer is named with can always be typed in again.
+MAX_EDITOR_SEED = 2**31 - 1
+SEED_HELP = "The same model and seed, with Best of 1, draw the same image (the layer's name gives its seed)"
 DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S = 30.0, 3600.0  # how long a request waits for the engine's reply
 START_WAIT_S = 60.0  # importing torch and binding the socket takes a few seconds on a cold start
 
@@ -421,7 +425,7 @@ class Runner:
             # Each variation is a new one: a fresh seed unless the runner was given one.
             seed = self.seed
             if seed is None and op.new_layer:
-                seed = secrets.randbelow(2**32)
+                seed = secrets.randbelow(MAX_EDITOR_SEED + 1)
             if op.pick_model:
                 if model_id is None:
                     raise CanvasError(f"{op.label} needs a stored model: pick one")

@@ -20,6 +20,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 #    operation of any family, by name, with its parameters); models say their family and task; the ping
 #    reply carries the engine's capabilities (families, tasks, operations), from which the plugins' menus
 #    are built.
+# 5: ApplyRequest.preview and ResultReply.preview (a training-free result first).
+# 6: ResultReply.seeds (the seed that draws each image again: a set generator's kept seed).
 PROTOCOL_VERSION = 6
 
 # Ids end up in file paths on the daemon side, so no separators, no leading dot.

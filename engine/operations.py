@@ -205,7 +205,8 @@ class OperationInput:
 @dataclass
 class OperationOutput:
     pictures: list[Picture]
-    info: dict[str, Any] = field(default_factory=dict)  # for --json results
+    # For --json results; "seeds" (the seed that draws each picture again) also goes on the wire.
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,7 @@ def samples() -> list[tuple[Content, list[Any]]]:
             path="/models/m1/model.onnx",
             reused_model=True,
             elapsed_s=1.5,
+            seeds=[1236, 7],
         )
     )
     out.append(

@@ -68,7 +68,9 @@ class PluginFakeEngine(FakeEngine):
             h, w = request.params.get("height") or 8, request.params.get("width") or 8
             ramp = np.linspace(0, 255, int(w), dtype=np.uint8)
             image = np.stack([np.tile(ramp, (int(h), 1))] * 3, axis=2)
-            reply = ResultReply(job_id=job.job_id, images=[frames.attach(buffers, image, ChannelOrder.RGB)])
+            seeds = [request.params["seed"]] if request.params.get("seed") is not None else []
+            image_desc = frames.attach(buffers, image, ChannelOrder.RGB)
+            reply = ResultReply(job_id=job.job_id, images=[image_desc], seeds=seeds)
         elif isinstance(request, ApplyRequest) and request.operation == "animate":
             clip = [np.full((4, 6, 3), (k, 10 + k, 20 + k), np.uint8) for k in range(3)]
             reply = ResultReply(

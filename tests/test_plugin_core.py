@@ -506,8 +506,9 @@ def test_generate_from_set_asks_for_the_best_of_how_many_seeds_and_names_the_lay
     assert patch.name == "Generated (seed 79)"  # the seed the engine kept, which draws it again alone
     one = picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 1})
     assert one.request.params["best_of"] == 1
-    reply = roundtrip(ResultReply(job_id=None, images=[desc]), buffers)  # an engine that names no seed
-    assert patch_from_result(GENERATE, canvas, one, reply).name == "Generated"
+    reply = roundtrip(ResultReply(job_id=None, images=[desc]), buffers)  # an operation that names no seed
+    assert patch_from_result(GENERATE, canvas, one, reply).name == "Generated (seed 77)"  # the one drawn
+    assert patch_from_result(GENERATE, canvas, job, reply).name == "Generated"  # best of 4: which is unknown
     with pytest.raises(CanvasError, match="Best of must be a number from 1 to 64"):
         picked_model_job(GENERATE, canvas, "m9", {}, seed=77, values={"best_of": 65})
     with pytest.raises(CanvasError, match=r"Best of must be a whole number \(got 2.5\)"):

@@ -509,6 +509,8 @@ def test_generate_from_set_draws_the_named_models_seed_in_the_selection(gimp_run
     new = raw(out / "generated_new_layer.raw", scene).astype(np.int64)
     (x, y, side), expected, kept = generated_square(gimp_run["generator"], scene, 1234, best_of=4)
     assert driver["generated_layer_name"] == f"Generated (seed {kept})"  # the seed that draws it again
+    arguments = driver["generated_arguments"]
+    assert (arguments["best-of"], arguments["seed"], arguments["model"]) == ("gint", "gint", "gchararray")
     inside = np.zeros(scene.selection.shape, bool)
     inside[y : y + side, x : x + side] = True
     assert (new[~inside, 3] == 0).all()

@@ -27,6 +27,7 @@ from editor_bridge.errors import (
 from editor_bridge.plugin_core import Animation, CanvasError, Editor, UnsupportedColorDepth
 from editor_bridge.plugin_runner import (
     HARMONIZE_COLOR_MATCH,
+    MAX_EDITOR_SEED,
     EngineStartFailed,
     Progress,
     Runner,
@@ -153,6 +154,17 @@ def test_variation_samples_a_model_of_the_picture(engine, tmp_path):
     assert one.params["seed"] != two.params["seed"]
     Runner(Settings(home=str(tmp_path), timeout_s=5), seed=7).run(VARIATION, canvas)
     assert sent(engine, "sample")[-1].params["seed"] == 7
+
+
+def test_random_seeds_fit_the_editors_seed_boxes(engine, tmp_path):
+    """A layer is named with its seed, which the artist may type into the dialog again: Krita's and GIMP's
+    seed boxes hold a C int, so random seeds stay at or below MAX_EDITOR_SEED (drawn up to 2**32 before)."""
+    runner = Runner(Settings(home=str(tmp_path), timeout_s=5))
+    canvas = make_canvas(Editor.GIMP, selection=False)
+    for _ in range(16):
+        runner.run(VARIATION, canvas)
+    seeds = [request.params["seed"] for request in sent(engine, "sample")]
+    assert len(set(seeds)) == 16 and all(0 <= seed <= MAX_EDITOR_SEED for seed in seeds)
 
 
 def test_animate_layer_brings_the_clip_at_the_models_size_for_the_canvas(engine, tmp_path):

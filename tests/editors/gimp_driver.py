@@ -13,6 +13,7 @@ so the actions and the Undo run in GIMP itself, exactly as from the keyboard.
 
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 import time
@@ -429,7 +430,7 @@ def refused_run(image, obj, run):
         Gimp.edit_copy([obj])
         (drawable,) = Gimp.edit_paste(obj, False)
     capabilities = Path(CONFIG["plugin_dir"]) / "capabilities.json"
-    kept = capabilities.read_text()
+    kept, times = capabilities.read_text(), capabilities.stat()
     if run.get("stale"):  # the operation leaves the engine's capabilities (newer than the engine home's)
         data = json.loads(kept)
         data["operations"] = [op for op in data["operations"] if op["name"] != run["stale"]]
@@ -440,13 +441,15 @@ def refused_run(image, obj, run):
         RESULT[f"{run['tag']}_message"] = str(values.index(1)) if values.length() > 1 else ""
         RESULT[f"{run['tag']}_layers"] = [layer.get_name() for layer in image.get_layers()]
     finally:
+        if run.get("stale"):
+            capabilities.write_text(kept)
+            os.utime(capabilities, ns=(times.st_atime_ns, times.st_mtime_ns))
         if run.get("on_channel"):
             image.remove_channel(drawable)
         if run.get("floating"):
             Gimp.floating_sel_remove(drawable)
             image.select_item(Gimp.ChannelOps.REPLACE, obj)
         obj.set_visible(True)
-        capabilities.write_text(kept)
 
 
 def add_paper(image):
@@ -538,6 +541,8 @@ def main():
         procedure = pdb.lookup_procedure(run["procedure"])
         RESULT[f"{tag}_found"] = procedure is not None
         RESULT[f"{tag}_menu"] = [procedure.get_menu_label(), list(procedure.get_menu_paths())]
+        # each argument's value type ("gint" for a whole number, as scripts pass it)
+        RESULT[f"{tag}_arguments"] = {a.name: a.value_type.name for a in procedure.get_arguments()}
         log(f"run {tag}")
         paper = add_paper(image) if run.get("overlay") else None
         start = time.monotonic()

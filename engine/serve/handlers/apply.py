@@ -212,7 +212,7 @@ def _reply_with(
 ) -> tuple[ResultReply, list]:
     """`reply` with the output's pictures as frames: a LAYER result in the input's own channel order and
     depth, others as RGB(A); and the seeds that draw them again, where the operation names them."""
-    reply = reply.model_copy(update={"seeds": list(output.info.get("seeds", []))})
+    reply = reply.model_copy(update={"seeds": [int(s) for s in output.info.get("seeds", [])]})
     if op.returns is Returns.LAYER:
         return _layer_reply(reply, output.pictures[0], c)
     out: list = []

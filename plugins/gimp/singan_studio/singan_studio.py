@@ -42,7 +42,9 @@ from editor_bridge.plugin_core import (  # noqa: E402
 )
 from editor_bridge.plugin_runner import (  # noqa: E402
     COLOR_MATCH_HELP,
+    MAX_EDITOR_SEED,
     REFINE_LABEL,
+    SEED_HELP,
     Progress,
     Runner,
     Settings,
@@ -60,7 +62,6 @@ QUICK_MASK = "Qmask"  # the channel GIMP holds the selection in while Quick Mask
 COLOR_MATCH, REFINE = "color-match", "refine"
 MODEL = "model"  # an entry that runs a stored model: its id or name ("": the newest), and its choices
 SEED = "seed"  # an entry that draws a new image from a stored model: its seed, -1 for a random one
-MAX_SEED = 2**31 - 1  # a GIMP int argument
 UNAVAILABLE = "python-fu-singan-unavailable"  # the one procedure when the engine's capabilities are unknown
 
 
@@ -449,9 +450,9 @@ def _ask_model(op: Operation, models, config) -> bool:
     if op.new_layer:
         row = len(op.choices) + 1
         grid.attach(Gtk.Label(label="Seed (-1: random):", xalign=0), 0, row, 1, 1)
-        seed = Gtk.SpinButton.new_with_range(-1, MAX_SEED, 1)
+        seed = Gtk.SpinButton.new_with_range(-1, MAX_EDITOR_SEED, 1)
         seed.set_value(config.get_property(SEED))
-        seed.set_tooltip_text("The same model and seed draw the same image (the layer's name gives its seed)")
+        seed.set_tooltip_text(SEED_HELP)
         grid.attach(seed, 1, row, 1, 1)
     numbers = {}
     for row, ask in enumerate(op.asks, start=len(op.choices) + 2):
@@ -664,7 +665,7 @@ class SinganStudio(Gimp.PlugIn):
             if op.new_layer:
                 procedure.add_int_argument(
                     SEED, "_Seed", "The image's seed (a model and seed draw one image); -1: random",
-                    -1, MAX_SEED, -1, GObject.ParamFlags.READWRITE,
+                    -1, MAX_EDITOR_SEED, -1, GObject.ParamFlags.READWRITE,
                 )  # fmt: skip
         return procedure
 

@@ -20,7 +20,13 @@ from PyQt5.QtWidgets import (
 )
 
 from editor_bridge.plugin_core import Ask, Operation
-from editor_bridge.plugin_runner import COLOR_MATCH_HELP, REFINE_LABEL, model_label
+from editor_bridge.plugin_runner import (
+    COLOR_MATCH_HELP,
+    MAX_EDITOR_SEED,
+    REFINE_LABEL,
+    SEED_HELP,
+    model_label,
+)
 from editor_bridge.protocol import ModelInfo
 
 SETTING_GROUP, SETTING_KEY = "singan_studio", "color_match"  # in kritarc: the last value used
@@ -85,7 +91,6 @@ def ask_harmonize_options(
 MODEL_DIALOG_NAME, MODEL_COMBO_NAME = "singan_model_dialog", "singan_model"  # for the e2e driver
 CHOICE_PREFIX = "singan_choice_"  # + the choice's name: its combo box
 SEED_NAME, RANDOM_SEED_NAME = "singan_seed", "singan_random_seed"
-MAX_SPIN_SEED = 2**31 - 1  # a QSpinBox holds a C int
 # model id, {choice: option}, seed (None: a random one), {number: value} (the entry's asks)
 Picked = tuple[str, dict[str, str], "int | None", dict[str, float]]
 
@@ -123,8 +128,8 @@ def ask_model(parent, op: Operation, models: list[ModelInfo]) -> Picked | None:
     seed_box.setObjectName(SEED_NAME)
     random_box.setObjectName(RANDOM_SEED_NAME)
     if op.new_layer:
-        seed_box.setRange(0, MAX_SPIN_SEED)
-        seed_box.setToolTip("The same model and seed draw the same image (the layer's name gives its seed)")
+        seed_box.setRange(0, MAX_EDITOR_SEED)
+        seed_box.setToolTip(SEED_HELP)
         random_box.setChecked(True)
         seed_box.setEnabled(False)
         random_box.toggled.connect(lambda on: seed_box.setEnabled(not on))
