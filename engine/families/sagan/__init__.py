@@ -257,9 +257,9 @@ OPERATIONS = (
             _seed("seed", "the first sample's seed, 0 to 2^32-1 (sample i has seed + i; with --best-of M, "
                   "the best of seed + i*M to seed + i*M + M-1)"),
             Param("best_of", ParamType.INT, "draw this many seeds for each image and keep the one the "
-                  "model's critic rates most like the set (default: 1, every seed kept; 4 drew fewer broken "
-                  "images on 3 of the 4 models measured, more on the other: look at the sheet; "
-                  "docs/benchmarks.md)",
+                  "model's critic rates most like the set (default: 1, every seed kept; on `fast` models it "
+                  "gives plainer images, fewer smears on some sets and more torn shapes on others: look at "
+                  "the sheet; docs/benchmarks.md)",
                   default=1, minimum=1, maximum=64),
         ),
         output_pixels=_pixels("n"),
