@@ -258,8 +258,8 @@ OPERATIONS = (
                   "the best of seed + i*M to seed + i*M + M-1)"),
             Param("best_of", ParamType.INT, "draw this many seeds for each image and keep the one the "
                   "model's critic rates most like the set (default: 1, every seed kept; on `fast` models it "
-                  "gives plainer images, fewer smears on some sets and more torn shapes on others: look at "
-                  "the sheet; docs/benchmarks.md)",
+                  "drew fewer smears but fewer colours on one set, more torn shapes on another: look at the "
+                  "sheet; docs/benchmarks.md)",
                   default=1, minimum=1, maximum=64),
         ),
         output_pixels=_pixels("n"),

@@ -11,20 +11,21 @@ generator and 4e-4 for the critic, mini-batches of 5. Neither gives a run length
 exponential moving average of the generator's weights for sampling, and differentiable augmentation for
 the critic (Zhao et al. 2020).
 
-`fast` is sized for a CPU (7000 iterations: about 20-22 min on 2 cores with bf16 kernels, about 30-40 min
-without, not measured): the paper's 64 filters, with spectral normalisation and DiffAugment, which the
-measurements kept (the reference's recipe collapsed to one face); resize-convolution up-sampling, because the
-transposed convolutions drew a checkerboard over a quarter of the faces; and the moving average of the
-generator (0.999), which made every score worse at 3000 iterations but gave the best distance to the held-out
-set at 6000. Until 2026-12-07 it had 32 filters and 12,000 iterations, as long: the 64-filter networks cost
-1.55-1.7x the time an iteration, and in the same minutes came nearer the held-out set (patch distance 0.074 /
-0.103 on two seeds against 0.130 / 0.118) and drew more readable faces (30 of 64 against 22). Not taken:
-mini-batches of 20 (better only after 30 min), batch 5 run to 20,000 iterations (barely better than 12,000),
-sampling nearer the latent's middle (worse) and LeCam's regulariser at 0.3 (`lecam`: farther from the
-held-out set, as many broken samples or more, two seeds). Since 2026-12-07 its generator normalises each
-image alone (`g_norm="pixel"`, ProGAN's PixelNorm) instead of with BatchNorm over the mini-batch: fewer
-broken samples in each of four runs (two seeds on two sets), nearer the held-out set in three, less colour;
-`--best-of` no longer helps it (docs/benchmarks.md, "Set generator"). Models stored before keep BatchNorm.
+`fast` is sized for a CPU (7000 iterations: about 24 min with the calibration on 2 cores with bf16 kernels,
+about 30-40 min without, not measured): the paper's 64 filters, with spectral normalisation and DiffAugment,
+which the measurements kept (the reference's recipe collapsed to one face); resize-convolution up-sampling,
+because the transposed convolutions drew a checkerboard over a quarter of the faces; and the moving average of
+the generator (0.999), which made every score worse at 3000 iterations but gave the best distance to the
+held-out set at 6000. Until 2026-12-07 it had 32 filters and 12,000 iterations, as long: the 64-filter
+networks cost 1.55-1.7x the time an iteration, and in the same minutes came nearer the held-out set (patch
+distance 0.074 / 0.103 on two seeds against 0.130 / 0.118) and drew more readable faces (30 of 64 against 22).
+Not taken: mini-batches of 20 (better only after 30 min), batch 5 run to 20,000 iterations (barely better than
+12,000), sampling nearer the latent's middle (worse) and LeCam's regulariser at 0.3 (`lecam`: farther from the
+held-out set, as many broken samples or more, two seeds). Since 2026-12-07 its generator normalises each image
+alone (`g_norm="pixel"`, ProGAN's PixelNorm) instead of with BatchNorm over the mini-batch: fewer broken
+samples in each of four runs (two seeds on two sets), nearer the held-out set in three, less colour;
+`--best-of` then helps only the eye, on one-subject sets, at the cost of colour (docs/benchmarks.md, "Set
+generator"). Models stored before keep BatchNorm.
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
 `tiny` is for tests (every option on, so each path runs; LeCam from its second iteration; BatchNorm, so
