@@ -391,15 +391,13 @@ def _ask_options(procedure, config, op: Operation) -> bool:
 
     GimpUi.init("singan_studio")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, op.label)
-    sliders = [(COLOR_MATCH, 1.0, False)] if op.ask_color_match else []
-    sliders += [(_argument(a.name), a.maximum - a.minimum, a.integer) for a in op.asks]
-    for name, span, integer in sliders:
+    # (name, step, decimals): the colour match's as a 0-1 ask's; an ask's as its dialog boxes elsewhere
+    sliders = [(COLOR_MATCH, 0.05, 2)] if op.ask_color_match else []
+    sliders += [(_argument(a.name), a.step, a.decimals) for a in op.asks]
+    for name, step, decimals in sliders:
         scale = dialog.get_widget(name, GimpUi.SpinScale.__gtype__)  # a slider, as GIMP's filters have
-        if span <= 1:
-            scale.set_increments(0.05, 0.25)
-        else:  # a factor
-            scale.set_increments(1.0, 2.0)
-        scale.set_digits(0 if integer else 2)  # a whole number shows as one (the engine takes no other)
+        scale.set_increments(step, 0.25 if step < 1 else 2.0)
+        scale.set_digits(decimals)  # a whole number shows as one (the engine takes no other)
     dialog.fill(None)
     try:
         return bool(dialog.run())
