@@ -225,6 +225,32 @@ def krita_action_file(entries: list[Operation]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+# The keys GIMP's procedure dialog gives its own buttons: _OK, _Cancel, _Reset, _Load Saved Settings,
+# _Save Settings, _Help (libgimp/gimpproceduredialog.c)
+GIMP_DIALOG_KEYS = frozenset("ocrlsh")
+
+
+class Mnemonics:
+    """Each argument label of one GIMP procedure with its own Alt key: an underscore before the first letter
+    of a word, or failing that any letter, that no dialog button and no label before it uses (GIMP logs a
+    duplicate mnemonic, and Alt+C, Alt+R or Alt+S then reaches only one of "_Colour match" and "_Cancel",
+    "_Refine" and "_Reset", "_Strength" and "_Save Settings"). Underscores in the label are doubled (GTK
+    reads one as the key's mark). A label with no free letter gets no key (GIMP logs that too)."""
+
+    def __init__(self, taken: frozenset[str] = GIMP_DIALOG_KEYS) -> None:
+        self.taken = set(taken)
+
+    def __call__(self, label: str) -> str:
+        label = label.replace("_", "__")
+        starts = [m.start() for m in re.finditer(r"\b[^\W\d_]", label)]
+        rest = [i for i, ch in enumerate(label) if ch.isalpha() and i not in starts]
+        for i in starts + rest:
+            if label[i].lower() not in self.taken:
+                self.taken.add(label[i].lower())
+                return label[:i] + "_" + label[i:]
+        return label
+
+
 def find(entries: list[Operation], action: str) -> Operation:
     """The entry with this action id; a one-line error when the engine no longer offers it."""
     for entry in entries:

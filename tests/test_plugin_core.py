@@ -12,6 +12,7 @@ from editor_bridge.plugin_core import (
     CanvasError,
     Editor,
     EmptySelection,
+    Mnemonics,
     UnsupportedColorDepth,
     animation_from_result,
     apply_job,
@@ -585,3 +586,28 @@ def test_upscale_layer_sends_the_layers_selected_part_and_gives_a_picture_of_its
     default = apply_job(up, canvas)  # the engine's factor, 4: a 2x picture is not what was asked for
     with pytest.raises(ImageError, match="returned a 14x10 image for 7x5 times 4"):
         new_image_from_result(up, canvas, default, roundtrip(ResultReply(images=[desc]), buffers))
+
+
+def test_each_gimp_argument_gets_an_alt_key_no_dialog_button_or_other_argument_has():
+    """GIMP's procedure dialog keeps O, C, R, L, S and H for its buttons: Harmonize selection's "_Colour
+    match" and "_Refine" and Upscale layer's "_Strength" clashed with "_Cancel", "_Reset" and "_Save
+    Settings" (GIMP logged duplicate mnemonics, and each Alt key reached one of the two)."""
+    from editor_bridge.plugin_runner import REFINE_LABEL
+
+    key = Mnemonics()
+    labels = [key(label) for label in ("Colour match", "Strength", "Seed", "Model", "Best of", "Steps")]
+    assert labels == ["Colour _match", "S_trength", "S_eed", "Mo_del", "_Best of", "Ste_ps"]
+    keys = [label[label.index("_") + 1].lower() for label in labels]
+    assert len(set(keys)) == len(keys) and not set(keys) & set("ocrlsh")
+    for entry in ENTRIES.values():  # every entry the engine offers, its arguments in the plug-in's order
+        key = Mnemonics()
+        named = [key("Colour match")] if entry.ask_color_match else []
+        named += [key(REFINE_LABEL)] if entry.ask_color_match and entry.can_refine else []
+        named += [key(ask.label) for ask in entry.asks]
+        if entry.pick_model:
+            named += [key("Model")] + [key(c.name.replace("_", " ").capitalize()) for c in entry.choices]
+            named += [key("Seed")] if entry.new_layer else []
+        keys = [label[label.index("_") + 1].lower() for label in named if "_" in label]
+        assert len(set(keys)) == len(keys) == len(named), named
+    assert Mnemonics(frozenset("sed"))("Seed") == "Seed"  # no free letter: no key rather than a taken one
+    assert Mnemonics()("Best_of") == "_Best__of"  # GTK reads "__" as an underscore

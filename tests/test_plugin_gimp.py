@@ -382,6 +382,14 @@ def test_a_result_for_a_resized_canvas_is_not_added_and_said_so(gimp_run):
     assert "Run it again: the resized picture trains a model of its own (minutes)" in log, log[-3000:]
 
 
+def test_no_argument_shares_an_alt_key_with_the_dialogs_buttons(gimp_run):
+    """Harmonize selection's Colour match and Refine and Upscale layer's Strength once logged "duplicate
+    mnemonic" c, r and s against GIMP's own Cancel, Reset and Save Settings buttons."""
+    log = (gimp_run["log"] / "gimp.log").read_text(errors="replace")
+    said = [line for line in log.splitlines() if "mnemonic" in line]
+    assert not said, said
+
+
 def test_a_channel_is_refused_with_a_message(gimp_run):
     driver = gimp_run["driver"]
     assert driver["on_channel_status"] == "execution-error"

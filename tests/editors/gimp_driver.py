@@ -430,8 +430,8 @@ def refused_run(image, obj, run):
         Gimp.edit_copy([obj])
         (drawable,) = Gimp.edit_paste(obj, False)
     capabilities = Path(CONFIG["plugin_dir"]) / "capabilities.json"
-    kept, times = capabilities.read_text(), capabilities.stat()
     if run.get("stale"):  # the operation leaves the engine's capabilities (newer than the engine home's)
+        kept, times = capabilities.read_text(), capabilities.stat()
         data = json.loads(kept)
         data["operations"] = [op for op in data["operations"] if op["name"] != run["stale"]]
         capabilities.write_text(json.dumps(data))

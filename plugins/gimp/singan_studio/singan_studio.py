@@ -33,6 +33,7 @@ from editor_bridge.plugin_core import (  # noqa: E402
     CanvasError,
     Editor,
     LayerPatch,
+    Mnemonics,
     NewImage,
     Operation,
     check_canvas_unchanged,
@@ -622,10 +623,11 @@ class SinganStudio(Gimp.PlugIn):
         how = "with a stored model you pick" if op.pick_model else "with a model trained on the painting"
         procedure.set_documentation(op.label, f"{op.tooltip or op.label} ({how}; needs `engine serve`)", name)
         procedure.set_attribution("SinGAN Studio", "SinGAN Studio", "2025")
+        key = Mnemonics()  # each argument its own Alt key, none of the dialog's buttons' keys
         if op.ask_color_match:
             procedure.add_double_argument(
                 COLOR_MATCH,
-                "_Colour match",
+                key("Colour match"),
                 COLOR_MATCH_HELP,
                 0.0,
                 1.0,
@@ -635,7 +637,7 @@ class SinganStudio(Gimp.PlugIn):
         if op.ask_color_match and op.can_refine:
             procedure.add_boolean_argument(
                 REFINE,
-                f"_{REFINE_LABEL}",
+                key(REFINE_LABEL),
                 "Fine-tune the painting's model on this composite before harmonizing (a new model)",
                 False,
                 GObject.ParamFlags.READWRITE,
@@ -644,12 +646,13 @@ class SinganStudio(Gimp.PlugIn):
             add = procedure.add_int_argument if ask.integer else procedure.add_double_argument
             kind = int if ask.integer else float
             add(
-                _argument(ask.name), f"_{ask.label}", ask.help, kind(ask.minimum), kind(ask.maximum),
+                _argument(ask.name), key(ask.label), ask.help, kind(ask.minimum), kind(ask.maximum),
                 kind(ask.default), GObject.ParamFlags.READWRITE,
             )  # fmt: skip
         if op.pick_model:
             procedure.add_string_argument(
-                MODEL, "_Model", "The stored model's id or name (`engine status` lists them); empty: newest",
+                MODEL, key("Model"),
+                "The stored model's id or name (`engine status` lists them); empty: newest",
                 "", GObject.ParamFlags.READWRITE,
             )  # fmt: skip
             for choice in op.choices:
@@ -657,12 +660,12 @@ class SinganStudio(Gimp.PlugIn):
                 for index, option in enumerate(choice.options):
                     options.add(option, index, option, choice.help)
                 procedure.add_choice_argument(
-                    _choice_argument(choice), f"_{choice.name.replace('_', ' ').capitalize()}", choice.help,
+                    _choice_argument(choice), key(choice.name.replace("_", " ").capitalize()), choice.help,
                     options, choice.default, GObject.ParamFlags.READWRITE,
                 )  # fmt: skip
             if op.new_layer:
                 procedure.add_int_argument(
-                    SEED, "_Seed", "The image's seed (a model and seed draw one image); -1: random",
+                    SEED, key("Seed"), "The image's seed (a model and seed draw one image); -1: random",
                     -1, MAX_EDITOR_SEED, -1, GObject.ParamFlags.READWRITE,
                 )  # fmt: skip
         return procedure
