@@ -270,6 +270,52 @@ def test_lecam_holds_each_side_near_the_other_sides_moving_mean_and_resumes_with
     assert max(float((off[k] - on[k]).abs().max()) for k in off) > 1e-4
 
 
+def test_the_critics_decoder_learns_to_draw_the_real_images_back_and_resumes(icons, tmp_path):
+    """d_recon (FastGAN's self-supervised critic): a decoder draws each real image back at half size from
+    the critic's 8 x 8 features; it learns to (its error falls), it is checkpointed and restored, it changes
+    the critic's training, and the stored critic is the plain one."""
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+
+    from engine.families.sagan.config import PRESETS
+    from engine.families.sagan.networks import Critic
+    from engine.families.sagan.training import Trainer, train
+
+    device = torch.device("cpu")
+    critic = Critic(4, 64, 4).eval()
+    image = torch.randn(2, 4, 64, 64)
+    scores, features = critic.scores_and_features(image)
+    torch.testing.assert_close(scores, critic(image))
+    assert features.shape == (2, 16, 8, 8)
+
+    config = dataclasses.replace(PRESETS["tiny"], d_recon=1.0, augment="", flip=False)
+    trainer = Trainer(config, icons, tmp_path / "unit", device, None, None)
+    assert trainer.decoder is not None
+
+    def error() -> float:
+        with torch.no_grad():
+            trainer.decoder.eval()
+            drawn = trainer.decoder(trainer.d.scores_and_features(trainer.images)[1])
+            trainer.decoder.train()
+            return float(F.mse_loss(drawn, F.adaptive_avg_pool2d(trainer.images, 32)))
+
+    before = error()
+    for _ in range(60):
+        trainer._critic_step(lambda: trainer.g(trainer._latents()))
+    assert error() < 0.5 * before, (before, error())
+    trainer.checkpoint()
+    again = Trainer(config, icons, tmp_path / "unit", device, None, None)
+    again.restore(families.read_checkpoint_state(tmp_path / "unit", device))
+    for key, value in trainer.decoder.state_dict().items():
+        torch.testing.assert_close(again.decoder.state_dict()[key], value, rtol=0, atol=0)
+
+    for name, weight in (("off", 0.0), ("on", 10.0)):
+        train(dataclasses.replace(PRESETS["tiny"], d_recon=weight), icons, tmp_path / name, device)
+    off, on = (load_file(tmp_path / name / "critic.safetensors") for name in ("off", "on"))
+    assert off.keys() == on.keys()  # the decoder is not stored
+    assert max(float((off[k] - on[k]).abs().max()) for k in off) > 1e-4
+
+
 def test_pixel_norm_draws_each_image_alone_and_exports(icons, tmp_path):
     """g_norm="pixel": no BatchNorm in the generator (nothing ties a mini-batch's images together), each
     position's features scaled to unit mean square; the stored model and its ONNX graph draw the same."""

@@ -71,6 +71,7 @@ class Config:
     calibrate: int = 1000  # critic steps against the sampler after training, for `sample --best-of`
     lecam: float = 0.0  # weight of the LeCam regularisation of the critic (Tseng et al. 2021); 0: off
     lecam_start: int = 1000  # iterations before it applies (its moving means follow the scores until then)
+    d_recon: float = 0.0  # weight of the critic's drawing back of real images (FastGAN's decoder); 0: off
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -87,6 +88,8 @@ class Config:
             raise BadInputError(f"calibrate must be 0 to {MAX_ITERS} (got {self.calibrate})")
         if not 0.0 <= self.lecam <= 100.0:
             raise BadInputError(f"lecam must be 0 to 100 (got {self.lecam})")
+        if not 0.0 <= self.d_recon <= 100.0:
+            raise BadInputError(f"d_recon must be 0 to 100 (got {self.d_recon})")
         if not 0 <= self.lecam_start <= MAX_ITERS:
             raise BadInputError(f"lecam_start must be 0 to {MAX_ITERS} (got {self.lecam_start})")
         if not 0.0 <= self.ema < 1.0:

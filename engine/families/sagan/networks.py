@@ -139,6 +139,44 @@ class Critic(nn.Module):
         """N scores."""
         return self.net(image).flatten()
 
+    def scores_and_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """N scores, and the features at 8 x 8 (after that layer's self-attention: the first) that
+        `Decoder` draws the image back from."""
+        layers = list(self.net)
+        split = next(i for i, layer in enumerate(layers) if isinstance(layer, SelfAttention)) + 1
+        features = nn.Sequential(*layers[:split])(image)
+        return nn.Sequential(*layers[split:])(features).flatten(), features
+
+
+class Decoder(nn.Module):
+    """Draws an image back from the critic's 8 x 8 features (FastGAN's self-supervised critic: Liu, Zhu,
+    Song and Elgammal, ICLR 2021, made for sets of about 100 images): trained with the critic on the real
+    images only, so that the critic must keep what the whole image looks like, not only what tells one
+    mini-batch from another. Nearest-neighbour doubling, a 3 x 3 convolution, BatchNorm and GLU per level,
+    as in FastGAN's decoder, to size // 2 px (32 at 64 px: a doubling fewer than the image, as FastGAN
+    draws 128 px from its 1024 px critic's 8 x 8). Training only: the stored critic has no decoder."""
+
+    def __init__(self, dim: int, size: int, channels: int, sn: bool = False) -> None:
+        super().__init__()
+        in_width = dim * min(8, 2 ** (_levels(size) - 2))  # the critic's width at 8 x 8
+        layers: list[nn.Module] = []
+        previous, resolution = in_width, 8
+        while resolution < size // 2:
+            width = max(dim // 2, previous // 2)
+            layers += [
+                nn.Upsample(scale_factor=2.0, mode="nearest"),
+                _sn(nn.Conv2d(previous, 2 * width, 3, 1, 1, bias=False), sn),
+                nn.BatchNorm2d(2 * width),
+                nn.GLU(dim=1),
+            ]
+            previous, resolution = width, resolution * 2
+        layers += [_sn(nn.Conv2d(previous, channels, 3, 1, 1), sn), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """N x C x 8 x 8 -> N x channels x size/2 x size/2 in [-1, 1]."""
+        return self.net(features)
+
 
 def baked(network: N, power_iterations: int = 20) -> N:
     """A plain generator or critic (no spectral-norm parametrization) that computes what `network` computes

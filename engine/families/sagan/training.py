@@ -28,7 +28,7 @@ from engine.families.sagan import store
 from engine.families.sagan.augment import diff_augment
 from engine.families.sagan.config import Config
 from engine.families.sagan.data import load_set
-from engine.families.sagan.networks import Critic, Generator, baked
+from engine.families.sagan.networks import Critic, Decoder, Generator, baked
 from engine.files import reporting_full_disk
 from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
 from engine.progress import Progress, ProgressFn
@@ -81,12 +81,16 @@ class Trainer:
             self.g = Generator(c.z_dim, c.g_dim, c.size, channels, c.spectral_norm, c.upsample, c.g_norm)
             self.g = self.g.to(device)
             self.d = Critic(c.d_dim, c.size, channels, c.spectral_norm).to(device)
+            self.decoder = None
+            if c.d_recon:  # training only: the stored critic has none
+                self.decoder = Decoder(c.d_dim, c.size, channels, c.spectral_norm).to(device)
         self.ema = None
         if c.ema:
             self.ema = AveragedModel(self.g, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
         betas = (c.beta1, c.beta2)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=c.g_lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=c.d_lr, betas=betas)
+        critic = [*self.d.parameters(), *(self.decoder.parameters() if self.decoder is not None else [])]
+        self.opt_d = torch.optim.Adam(critic, lr=c.d_lr, betas=betas)
         self.rng = torch.Generator().manual_seed(c.seed)
         self.fixed = torch.randn(PREVIEWS, c.z_dim, generator=torch.Generator().manual_seed(c.seed + 1))
         self.iteration = 0
@@ -102,6 +106,7 @@ class Trainer:
             "g": self.g.state_dict(),
             "d": self.d.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
+            "decoder": None if self.decoder is None else self.decoder.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "iteration": self.iteration,
@@ -116,6 +121,8 @@ class Trainer:
         self.d.load_state_dict(state["d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.decoder is not None:
+            self.decoder.load_state_dict(state["decoder"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.iteration = state["iteration"]
@@ -188,16 +195,26 @@ class Trainer:
 
     def _critic_step(self, draw: Callable[[], torch.Tensor], regularise: bool = True) -> torch.Tensor:
         """One hinge-loss step of the critic on an augmented real mini-batch and the images `draw` makes
-        (drawn without gradients, after the real ones), with the config's LeCam term where `regularise`;
-        its loss."""
+        (drawn without gradients, after the real ones), with the config's LeCam term and its decoder's
+        drawing back of the real images (half size, mean squared error) where `regularise`; its loss."""
         c = self.config
         real = self._batch()
         with autocast(self.device, c.precision):
             with torch.no_grad():
                 fake = draw()
-            real_score = self.d(diff_augment(real, c.policy, self.rng)).float()
+            real = diff_augment(real, c.policy, self.rng)
+            recon = None
+            if self.decoder is not None and regularise:
+                real_score, features = self.d.scores_and_features(real)
+                recon = self.decoder(features).float()
+            else:
+                real_score = self.d(real)
+            real_score = real_score.float()
             fake_score = self.d(diff_augment(fake, c.policy, self.rng)).float()
             loss_d = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
+            if recon is not None:
+                target = F.adaptive_avg_pool2d(real.float(), recon.shape[-2:])
+                loss_d = loss_d + c.d_recon * F.mse_loss(recon, target)
             if c.lecam and regularise:
                 loss_d = loss_d + c.lecam * self._lecam(real_score, fake_score)
         self.opt_d.zero_grad(set_to_none=True)
