@@ -278,15 +278,17 @@ def test_the_critics_decoder_learns_to_draw_the_real_images_back_and_resumes(ico
     from safetensors.torch import load_file
 
     from engine.families.sagan.config import PRESETS
-    from engine.families.sagan.networks import Critic
+    from engine.families.sagan.networks import Critic, Decoder
     from engine.families.sagan.training import Trainer, train
 
     device = torch.device("cpu")
-    critic = Critic(4, 64, 4).eval()
-    image = torch.randn(2, 4, 64, 64)
-    scores, features = critic.scores_and_features(image)
-    torch.testing.assert_close(scores, critic(image))
-    assert features.shape == (2, 16, 8, 8)
+    for size, width in ((64, 16), (128, 32)):  # the critic's width at 8 x 8: 4d at 64 px, 8d at 128
+        critic = Critic(4, size, 4).eval()
+        image = torch.randn(2, 4, size, size)
+        scores, features = critic.scores_and_features(image)
+        torch.testing.assert_close(scores, critic(image))
+        assert features.shape == (2, width, 8, 8)
+        assert Decoder(4, size, 4)(features).shape == (2, 4, size // 2, size // 2)
 
     config = dataclasses.replace(PRESETS["tiny"], d_recon=1.0, augment="", flip=False)
     trainer = Trainer(config, icons, tmp_path / "unit", device, None, None)

@@ -25,11 +25,13 @@ held-out set, as many broken samples or more, two seeds). Since 2026-12-07 its g
 alone (`g_norm="pixel"`, ProGAN's PixelNorm) instead of with BatchNorm over the mini-batch: fewer broken
 samples in each of four runs (two seeds on two sets), nearer the held-out set in three, less colour;
 `--best-of` then helps only the eye, on one-subject sets, at the cost of colour (docs/benchmarks.md, "Set
-generator"). Models stored before keep BatchNorm.
+generator"). Models stored before keep BatchNorm. Tried with PixelNorm and not taken (round faces, one seed
+each): FastGAN's self-supervised critic (`d_recon` at 1: about as near the held-out set, more smeared faces)
+and DiffAugment without its cut-out (farther, about as many broken faces).
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
 `tiny` is for tests (every option on, so each path runs; LeCam from its second iteration; BatchNorm, so
-that the reference's standing statistics run too: PixelNorm has tests of its own).
+that the reference's standing statistics run too: PixelNorm has tests of its own, as has `d_recon`, off).
 """
 
 from __future__ import annotations

@@ -153,8 +153,9 @@ class Decoder(nn.Module):
     Song and Elgammal, ICLR 2021, made for sets of about 100 images): trained with the critic on the real
     images only, so that the critic must keep what the whole image looks like, not only what tells one
     mini-batch from another. Nearest-neighbour doubling, a 3 x 3 convolution, BatchNorm and GLU per level,
-    as in FastGAN's decoder, to size // 2 px (32 at 64 px: a doubling fewer than the image, as FastGAN
-    draws 128 px from its 1024 px critic's 8 x 8). Training only: the stored critic has no decoder."""
+    as in FastGAN's decoder, to size // 2 px (32 at 64 px; FastGAN draws 128 px, half its 256 px images, as
+    the target of this whole-image decoder; its second decoder, of a quarter of the 16 x 16 features, is not
+    here). Training only: the stored critic has no decoder."""
 
     def __init__(self, dim: int, size: int, channels: int, sn: bool = False) -> None:
         super().__init__()
