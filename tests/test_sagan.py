@@ -360,6 +360,22 @@ def test_models_stored_before_the_norm_option_load_with_batchnorm(model, tmp_pat
     assert len([m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 4
 
 
+def test_the_export_is_kept_when_only_training_settings_differ(model, tmp_path):
+    """A model stored before a training setting was added (d_recon) keeps its ONNX file: only the
+    generator's shape and weights make the export stale (each such field once re-exported every model)."""
+    copy = tmp_path / "old"
+    shutil.copytree(model, copy)
+    families.load(copy, "cpu", "onnxruntime")  # exports on first use
+    onnx_file = copy / "generator.onnx"
+    written = onnx_file.stat().st_mtime_ns
+    meta = json.loads((copy / "model.json").read_text())
+    del meta["model"]["d_recon"]  # as stored before it existed
+    meta["model"]["iters"] += 1
+    (copy / "model.json").write_text(json.dumps(meta))
+    families.load(copy, "cpu", "onnxruntime")
+    assert onnx_file.stat().st_mtime_ns == written
+
+
 def test_mixed_sizes_and_modes_are_fitted(tmp_path, shared_images):
     """Grey, 16-bit, palette, opaque and cut-out images of any size: all fitted, none refused."""
     from engine.families.sagan.data import load_set

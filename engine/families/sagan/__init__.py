@@ -133,7 +133,7 @@ def _ensure_export(directory: Path, config: Any, generator: Any) -> Path:
     from engine.sampler_file import SET_GENERATOR_FORMAT
 
     return ensure_export(
-        onnx_export.source_digest(config, generator),
+        onnx_export.source_digest(generator),
         directory / onnx_export.FILE_NAME,
         lambda path: onnx_export.export(config, generator, path),
         SET_GENERATOR_FORMAT,

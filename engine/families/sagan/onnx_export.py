@@ -29,9 +29,14 @@ FORMAT_VERSION = 1
 EXPORTER_REVISION = 1  # bumped when the graph built from the same weights changes
 
 
-def source_digest(config: Config, generator: Generator) -> str:
+def source_digest(generator: Generator) -> str:
+    """What the graph is made from: the generator's shape and weights and the exporter's revision. Not the
+    model's training settings: with them, each field added to those (d_recon) left every stored model's
+    export stale, and each model exported itself again on first use."""
+    g = generator
+    shape = [g.z_dim, g.dim, g.size, g.channels, g.upsample, g.norm]
     h = hashlib.sha256()
-    h.update(json.dumps([config.to_dict(), generator.channels, FORMAT_VERSION, EXPORTER_REVISION]).encode())
+    h.update(json.dumps([shape, FORMAT_VERSION, EXPORTER_REVISION]).encode())
     for name, tensor in sorted(generator.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -58,7 +63,7 @@ def export_model(config: Config, generator: Generator) -> onnx.ModelProto:
         "opset": OPSET,
         "model_config": config.to_dict(),
         "channels": g.channels,
-        "source_digest": source_digest(config, g),
+        "source_digest": source_digest(g),
     }
     return sealed(proto, {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()})
 
