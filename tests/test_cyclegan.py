@@ -4,6 +4,7 @@ directions at full resolution (tiled, without seams), batch, resume, and every b
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,6 +126,38 @@ def test_onnxruntime_runs_both_directions_as_torch_does(model):
     stamp = (model / "restyle_b2a.onnx").stat().st_mtime_ns
     families.load(model, "cpu", "onnxruntime").runner["b2a"]
     assert (model / "restyle_b2a.onnx").stat().st_mtime_ns == stamp
+
+
+def test_the_export_is_kept_when_only_training_settings_differ(model, tmp_path):
+    """A model whose training settings differ (a field added later, a longer run) keeps its ONNX file: only
+    the generator's shape and weights, the direction and the exporter make the export stale."""
+    import dataclasses
+
+    from engine.families.cyclegan.onnx_export import source_digest
+
+    copy = tmp_path / "old"
+    shutil.copytree(model, copy, ignore=shutil.ignore_patterns("*.onnx"))
+    families.load(copy, "cpu", "onnxruntime").runner["a2b"]  # exports on first use
+    onnx_file = copy / "restyle_a2b.onnx"
+    written = onnx_file.stat().st_mtime_ns
+    meta = json.loads((copy / "model.json").read_text())
+    del meta["model"]["pool"]  # as stored before a field existed
+    meta["model"]["epochs"] += 1
+    meta["model"]["cycle_weight"] = 5.0
+    (copy / "model.json").write_text(json.dumps(meta))
+    families.load(copy, "cpu", "onnxruntime").runner["a2b"]
+    assert onnx_file.stat().st_mtime_ns == written
+    # What the graph is made of still counts.
+    loaded = families.load(copy, "cpu", "torch")
+    config, generator = loaded.model["config"], loaded.model["generators"]["a2b"]
+    digest = source_digest(config, generator, "a2b", tiles=True)
+    deeper = dataclasses.replace(config, blocks=config.blocks + 1)
+    assert source_digest(deeper, generator, "a2b", True) != digest
+    assert source_digest(config, generator, "b2a", True) != digest
+    assert source_digest(config, generator, "a2b", False) != digest
+    with torch.no_grad():
+        next(generator.parameters()).add_(1e-3)
+    assert source_digest(config, generator, "a2b", True) != digest
 
 
 def test_export_writes_one_direction_that_runs_on_the_image_alone(model, tmp_path):

@@ -47,9 +47,12 @@ def file_name(direction: str) -> str:
 
 
 def source_digest(config: Config, generator: Generator, direction: str, tiles: bool) -> str:
-    """What the export is made from: a stale export (other weights, an older exporter) differs."""
+    """What the export is made from: the generator's shape (config.ngf, blocks, upsample) and weights, the
+    direction, the graph's kind and the exporter's revision. Not the model's training settings: a field
+    added to those would leave every stored model's export stale (as SAGAN's d_recon once did)."""
+    shape = [config.ngf, config.blocks, config.upsample]
     h = hashlib.sha256()
-    h.update(json.dumps([config.to_dict(), direction, tiles, FORMAT_VERSION, EXPORTER_REVISION]).encode())
+    h.update(json.dumps([shape, direction, tiles, FORMAT_VERSION, EXPORTER_REVISION]).encode())
     for name, tensor in sorted(generator.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
