@@ -287,8 +287,8 @@ def test_the_critics_decoder_learns_to_draw_the_real_images_back_and_resumes(ico
         image = torch.randn(2, 4, size, size)
         scores, features = critic.scores_and_features(image)
         torch.testing.assert_close(scores, critic(image))
-        assert features.shape == (2, width, 8, 8)
-        assert Decoder(4, size, 4)(features).shape == (2, 4, size // 2, size // 2)
+        assert features.shape == (2, width, 8, 8) and critic.features_width == width
+        assert Decoder(width, 4, size, 4)(features).shape == (2, 4, size // 2, size // 2)
 
     config = dataclasses.replace(PRESETS["tiny"], d_recon=1.0, augment="", flip=False)
     trainer = Trainer(config, icons, tmp_path / "unit", device, None, None)

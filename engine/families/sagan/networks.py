@@ -130,6 +130,9 @@ class Critic(nn.Module):
             previous = width
         layers.append(_sn(nn.Conv2d(previous, 1, 4), sn))
         self.net = nn.Sequential(*layers)
+        # The 8 x 8 features (after the first self-attention) that `Decoder` draws the image back from.
+        self.features_at = next(i for i, layer in enumerate(layers) if isinstance(layer, SelfAttention))
+        self.features_width = widths[levels - 2]
 
     def blank(self) -> Critic:
         """An untrained critic of the same shape, without spectral normalisation."""
@@ -142,10 +145,12 @@ class Critic(nn.Module):
     def scores_and_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """N scores, and the features at 8 x 8 (after that layer's self-attention: the first) that
         `Decoder` draws the image back from."""
-        layers = list(self.net)
-        split = next(i for i, layer in enumerate(layers) if isinstance(layer, SelfAttention)) + 1
-        features = nn.Sequential(*layers[:split])(image)
-        return nn.Sequential(*layers[split:])(features).flatten(), features
+        x = features = image
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i == self.features_at:
+                features = x
+        return x.flatten(), features
 
 
 class Decoder(nn.Module):
@@ -157,9 +162,10 @@ class Decoder(nn.Module):
     the target of this whole-image decoder; its second decoder, of a quarter of the 16 x 16 features, is not
     here). Training only: the stored critic has no decoder."""
 
-    def __init__(self, dim: int, size: int, channels: int, sn: bool = False) -> None:
+    def __init__(self, in_width: int, dim: int, size: int, channels: int, sn: bool = False) -> None:
+        """`in_width`: the critic's features_width; `dim`: its base width (the narrowest level here is
+        dim // 2)."""
         super().__init__()
-        in_width = dim * min(8, 2 ** (_levels(size) - 2))  # the critic's width at 8 x 8
         layers: list[nn.Module] = []
         previous, resolution = in_width, 8
         while resolution < size // 2:

@@ -83,7 +83,8 @@ class Trainer:
             self.d = Critic(c.d_dim, c.size, channels, c.spectral_norm).to(device)
             self.decoder = None
             if c.d_recon:  # training only: the stored critic has none
-                self.decoder = Decoder(c.d_dim, c.size, channels, c.spectral_norm).to(device)
+                self.decoder = Decoder(self.d.features_width, c.d_dim, c.size, channels, c.spectral_norm)
+                self.decoder = self.decoder.to(device)
         self.ema = None
         if c.ema:
             self.ema = AveragedModel(self.g, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
