@@ -16,12 +16,13 @@ about 30-40 min without, not measured): the paper's 64 filters, with spectral no
 which the measurements kept (the reference's recipe collapsed to one face); resize-convolution up-sampling,
 because the transposed convolutions drew a checkerboard over a quarter of the faces; and the moving average of
 the generator, which made every score worse at 3000 iterations but gave the best distance to the held-out set
-at 6000: 0.999 until 2026-12-07, 0.9995 since (about 2000 iterations of memory against 1000: 8-16% nearer the
-held-out set at 7000 in each of three runs, two seeds of the round faces and one of all 128, behind until
-about 5000, the same faces sample by sample; a model stopped early is drawn from older weights). Until
-2026-12-07 it had 32 filters and 12,000 iterations, as long: the 64-filter networks cost 1.55-1.7x the time an
-iteration, and in the same minutes came nearer the held-out set (patch distance 0.074 / 0.103 on two seeds
-against 0.130 / 0.118) and drew more readable faces (30 of 64 against 22).
+at 6000. Its decay was 0.999 until 2026-12-07 and is 0.9995 since (a half-life of about 1400 iterations
+against 700): 8-16% nearer the held-out set at 7000 in each of three runs (two seeds of the round faces, one
+of all 128), with about as many broken faces and a little less colour; behind through 5000 iterations, so a
+run shortened with `--iters` and the previews during training draw older weights. Until 2026-12-07 it had
+32 filters and 12,000 iterations, as long: the 64-filter networks cost 1.55-1.7x the time an iteration, and
+in the same minutes came nearer the held-out set (patch distance 0.074 / 0.103 on two seeds against 0.130 /
+0.118) and drew more readable faces (30 of 64 against 22).
 Not taken: mini-batches of 20 (better only after 30 min), batch 5 run to 20,000 iterations (barely better than
 12,000), sampling nearer the latent's middle (worse) and LeCam's regulariser at 0.3 (`lecam`: farther from the
 held-out set, as many broken samples or more, two seeds). Since 2026-12-07 its generator normalises each image
