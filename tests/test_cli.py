@@ -264,6 +264,26 @@ def start_training(image: Path, out: Path, iters: int) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["train", "--help"], ["restyle", "tests/data/model_format_1", "--image", "missing.png"]],
+)
+def test_help_and_argument_errors_do_not_load_torch(args):
+    """Every family's options are read without importing torch (about 2 s on a 2-core CPU): `engine
+    --help` and an error about the arguments come at once."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = ['engine', *{args!r}]\n"
+        "try:\n    runpy.run_module('engine.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n    print('exit', e.code)\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=root)
+    exit_code = 2 if "missing.png" in args else 0
+    assert f"exit {exit_code}\nno torch" in proc.stdout, (proc.stdout[-300:], proc.stderr[-300:])
+
+
 def test_kill_during_training_then_resume(tmp_path, shared_images):
     """kill -9 in the middle of a run, then `engine train --resume` finishes the same model."""
     out = tmp_path / "model"

@@ -17,8 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BadInputError
-from engine.families.cyclegan.config import MAX_CROP, MAX_EPOCHS
-from engine.families.cyclegan.store import FAMILY_FORMAT_VERSION, NAME, TASK
+from engine.families.cyclegan.config import FAMILY_FORMAT_VERSION, MAX_CROP, MAX_EPOCHS, NAME, TASK
 from engine.family import DataKind, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
 from engine.operations import (
     EditorUse,

@@ -22,6 +22,12 @@ from engine.errors import BadInputError
 from engine.family import config_from_dict, config_to_dict
 from engine.precision import Precision
 
+# The family's name and its model format's version (store.py writes them), here, where nothing imports
+# torch: the CLI lists every family at start.
+NAME = "cyclegan"
+FAMILY_FORMAT_VERSION = 1
+TASK = "restyle"
+
 MAX_EPOCHS = 10_000
 MAX_CROP = 1024
 

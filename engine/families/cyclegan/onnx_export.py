@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from engine.errors import ExportError
-from engine.families.cyclegan.config import Config
+from engine.families.cyclegan.config import NAME, Config
 from engine.families.cyclegan.networks import Generator, Restyler
-from engine.families.cyclegan.store import NAME
 from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
 from engine.sampler_file import RESTYLER_FORMAT
 from engine.standalone import TEXT_KEYS

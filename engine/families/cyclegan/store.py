@@ -10,15 +10,12 @@ from typing import Any
 from safetensors.torch import load_file
 
 from engine.errors import BadInputError
-from engine.families.cyclegan.config import Config
+from engine.families.cyclegan.config import FAMILY_FORMAT_VERSION, NAME, TASK, Config
 from engine.families.cyclegan.networks import Critic, Generator
 from engine.files import write_files
 from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
-NAME = "cyclegan"
-FAMILY_FORMAT_VERSION = 1
-TASK = "restyle"
 NETS = {"a2b": "generator_a2b.safetensors", "b2a": "generator_b2a.safetensors"}
 CRITICS = {"a": "critic_a.safetensors", "b": "critic_b.safetensors"}
 

@@ -24,7 +24,7 @@ from engine import families
 from engine.device import autocast
 from engine.errors import BadInputError, CancelledError
 from engine.families.cyclegan import store
-from engine.families.cyclegan.config import Config
+from engine.families.cyclegan.config import NAME, Config
 from engine.families.cyclegan.data import Domain
 from engine.families.cyclegan.networks import Critic, Generator, init_weights
 from engine.files import reporting_full_disk
@@ -133,7 +133,7 @@ class Trainer:
         last_checkpoint = time.monotonic()
         with reporting_full_disk(self.out_dir):
             self.checkpoint()
-            families.mark_checkpoint(self.out_dir, store.NAME)  # `engine train --resume` finds the family
+            families.mark_checkpoint(self.out_dir, NAME)  # `engine train --resume` finds the family
             while self.epoch < c.total_epochs:
                 for opt in (self.opt_g, self.opt_d):
                     for group in opt.param_groups:

@@ -18,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from engine.errors import BadInputError
-from engine.families.sagan.config import MAX_ITERS, SIZES
-from engine.families.sagan.store import FAMILY_FORMAT_VERSION, NAME, TASK
+from engine.families.sagan.config import FAMILY_FORMAT_VERSION, MAX_ITERS, NAME, SIZES, TASK
 from engine.family import (
     MAX_SEED,
     DataKind,

@@ -48,6 +48,12 @@ from engine.errors import BadInputError
 from engine.family import config_from_dict, config_to_dict
 from engine.precision import Precision
 
+# The family's name and its model format's version (store.py writes them), here, where nothing imports
+# torch: the CLI lists every family at start.
+NAME = "sagan"
+FAMILY_FORMAT_VERSION = 1
+TASK = "set"
+
 SIZES = (64, 128)
 MAX_ITERS = 10_000_000
 AUGMENTS = ("color", "translation", "cutout")

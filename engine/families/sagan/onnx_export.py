@@ -15,9 +15,8 @@ import onnx
 import torch
 
 from engine.errors import ExportError
-from engine.families.sagan.config import Config
+from engine.families.sagan.config import NAME, Config
 from engine.families.sagan.networks import Generator
-from engine.families.sagan.store import NAME
 from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
 from engine.sampler_file import SET_GENERATOR_FORMAT
 from engine.standalone import TEXT_KEYS

@@ -13,15 +13,12 @@ from typing import Any
 from safetensors.torch import load_file
 
 from engine.errors import BadInputError
-from engine.families.sagan.config import Config
+from engine.families.sagan.config import FAMILY_FORMAT_VERSION, NAME, TASK, Config
 from engine.families.sagan.networks import Critic, Generator
 from engine.files import write_files
 from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
-NAME = "sagan"
-FAMILY_FORMAT_VERSION = 1
-TASK = "set"
 WEIGHTS = "generator.safetensors"
 CRITIC = "critic.safetensors"
 

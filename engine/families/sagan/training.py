@@ -26,7 +26,7 @@ from engine.device import autocast
 from engine.errors import BadInputError, CancelledError
 from engine.families.sagan import store
 from engine.families.sagan.augment import diff_augment
-from engine.families.sagan.config import Config
+from engine.families.sagan.config import NAME, Config
 from engine.families.sagan.data import load_set
 from engine.families.sagan.networks import Critic, Decoder, Generator, baked
 from engine.files import reporting_full_disk
@@ -152,7 +152,7 @@ class Trainer:
         run_start, run_iter0 = time.monotonic(), self.iteration
         with reporting_full_disk(self.out_dir):
             self.checkpoint()
-            families.mark_checkpoint(self.out_dir, store.NAME)  # `engine train --resume` finds the family
+            families.mark_checkpoint(self.out_dir, NAME)  # `engine train --resume` finds the family
             while self.iteration < c.iters:
                 if self.cancel is not None and self.cancel.is_set():
                     self.elapsed = time.monotonic() - start

@@ -17,8 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import BadInputError
-from engine.families.singan.config import MAX_ITERS, MAX_SIDE
-from engine.families.singan.store import FAMILY_FORMAT_VERSION, NAME
+from engine.families.singan.config import FAMILY_FORMAT_VERSION, MAX_ITERS, MAX_SIDE, NAME
 from engine.family import MAX_SEED, Family, Loaded, Resolved, Task, TrainRun, precision_option, seed_option
 from engine.operations import (
     NOISE_SEED,

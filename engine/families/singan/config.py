@@ -25,6 +25,11 @@ from engine.errors import BadInputError
 from engine.family import config_from_dict, config_to_dict
 from engine.precision import Precision
 
+# The family's name and its model format's version (store.py writes them), here, where nothing imports
+# torch: the CLI lists every family at start.
+NAME = "singan"
+FAMILY_FORMAT_VERSION = 1
+
 MAX_ITERS = 1_000_000
 MAX_SIDE = 4096
 SR_STEP = 2 ** (1 / 3)  # the upscaling of one super-resolution pass (reference: calc_init_scale's in_scale)

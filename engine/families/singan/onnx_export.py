@@ -19,9 +19,8 @@ import torch
 from onnx import numpy_helper
 
 from engine.errors import ExportError
-from engine.families.singan.config import PAD
+from engine.families.singan.config import NAME, PAD
 from engine.families.singan.networks import StageGenerator
-from engine.families.singan.store import NAME
 from engine.onnx_graph import OPSET, engine_version, run_exporter, sealed, write_graph
 from engine.sampler_file import SINGAN_STAGE_FORMAT
 from engine.standalone import TEXT_KEYS

@@ -15,14 +15,12 @@ from safetensors.torch import load_file
 
 from engine.errors import BadInputError
 from engine.families.singan.apply import Pyramid
-from engine.families.singan.config import PAD, Config
+from engine.families.singan.config import FAMILY_FORMAT_VERSION, NAME, PAD, Config
 from engine.families.singan.networks import StageGenerator
 from engine.files import write_files
 from engine.model_dir import FORMAT, FORMAT_VERSION, MODEL_JSON, TRAINING_IMAGE, training_image_file
 from engine.weights import DAMAGE, check_finite, damaged, tensor_bytes
 
-NAME = "singan"
-FAMILY_FORMAT_VERSION = 1
 WEIGHTS = "generators.safetensors"
 FIXED_NOISE = "fixed_noise"
 

@@ -44,7 +44,7 @@ from engine.families.singan.apply import (
     upsample,
     walk,
 )
-from engine.families.singan.config import PAD, Config, Task, stage_shapes
+from engine.families.singan.config import NAME, PAD, Config, Task, stage_shapes
 from engine.families.singan.networks import StageCritic, StageGenerator, networks
 from engine.files import reporting_full_disk
 from engine.model_dir import CHECKPOINT_DIR, require_fresh_output
@@ -298,7 +298,7 @@ class Trainer:
     def run(self) -> Path:
         with reporting_full_disk(self.out_dir):
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            families.mark_checkpoint(self.out_dir, store.NAME)  # `engine train --resume` finds the family
+            families.mark_checkpoint(self.out_dir, NAME)  # `engine train --resume` finds the family
             if self.stage_state is None:  # a resumed run keeps its checkpoint until it writes the next
                 self.checkpoint()
             while len(self.generators) < len(self.shapes):
