@@ -60,22 +60,22 @@ def _finish_bar(bar) -> None:
 def cmd_train(args: argparse.Namespace) -> dict:
     from engine import families
 
-    device = _device(args)
     bar = _progress(args, "train")
     cancel = _cancel_on_signals()
     try:
         if args.resume:
-            out = families.resume(Path(args.resume), device, bar, cancel)
+            out = families.resume(Path(args.resume), _device(args), bar, cancel)
         else:
-            family, run = _train_run(args, device, bar, cancel)
+            family, run = _train_run(args, bar, cancel)
             out = family.train(run)
     finally:
         _finish_bar(bar)
     return _model_summary(out)
 
 
-def _train_run(args: argparse.Namespace, device, bar, cancel):
-    """The family and the TrainRun that `engine train` asks for, every input checked."""
+def _train_run(args: argparse.Namespace, bar, cancel):
+    """The family and the TrainRun that `engine train` asks for, every input checked before the device is
+    chosen (which loads torch: about 2 s before a mistyped folder is said)."""
     from engine import families
     from engine.family import DataKind, TrainData, TrainRun, image_folder
     from engine.imageio import read_image, visible_rgb
@@ -105,7 +105,7 @@ def _train_run(args: argparse.Namespace, device, bar, cancel):
         data = TrainData(image=visible_rgb(read_image(args.image)))
     else:
         data = TrainData(folders=tuple(image_folder(Path(given_data[flag]), flag) for flag in needed))
-    run = TrainRun(task.name, data, options, Path(args.out), device, bar, cancel)
+    run = TrainRun(task.name, data, options, Path(args.out), _device(args), bar, cancel)
     return family, run
 
 

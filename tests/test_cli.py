@@ -266,7 +266,12 @@ def start_training(image: Path, out: Path, iters: int) -> subprocess.Popen:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["train", "--help"], ["restyle", "tests/data/model_format_1", "--image", "missing.png"]],
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["restyle", "tests/data/model_format_1", "--image", "missing.png"],
+        ["train", "--family", "sagan", "--images", "missing.png", "--out", "never"],
+    ],
 )
 def test_help_and_argument_errors_do_not_load_torch(args):
     """Every family's options are read without importing torch (about 2 s on a 2-core CPU): `engine
@@ -281,6 +286,7 @@ def test_help_and_argument_errors_do_not_load_torch(args):
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=root)
     exit_code = 2 if "missing.png" in args else 0
+    assert not (root / "never").exists()
     assert f"exit {exit_code}\nno torch" in proc.stdout, (proc.stdout[-300:], proc.stderr[-300:])
 
 
