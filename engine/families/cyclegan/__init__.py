@@ -128,7 +128,7 @@ def _ensure_export(directory: Path, config: Any, generator: Any, direction: str)
     from engine.runtime import ensure_export
     from engine.sampler_file import RESTYLER_FORMAT
 
-    digest = onnx_export.source_digest(config, generator, direction, tiles=True)
+    digest = onnx_export.source_digest(generator, direction, tiles=True)
     return ensure_export(
         digest,
         directory / onnx_export.file_name(direction),

@@ -71,6 +71,7 @@ class Generator(nn.Module):
 
     def __init__(self, ngf: int = 64, blocks: int = 9, upsample: str = "transpose") -> None:
         super().__init__()
+        self.shape = (ngf, blocks, upsample)  # what builds the same network again
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), Norm(ngf), nn.ReLU(True)]
         for k in range(2):  # down
             c = ngf * 2**k

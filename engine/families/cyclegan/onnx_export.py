@@ -45,13 +45,12 @@ def file_name(direction: str) -> str:
     return f"restyle_{direction}.onnx"
 
 
-def source_digest(config: Config, generator: Generator, direction: str, tiles: bool) -> str:
-    """What the export is made from: the generator's shape (config.ngf, blocks, upsample) and weights, the
+def source_digest(generator: Generator, direction: str, tiles: bool) -> str:
+    """What the export is made from: the generator's shape (ngf, blocks, upsample) and weights, the
     direction, the graph's kind and the exporter's revision. Not the model's training settings: a field
     added to those would leave every stored model's export stale (as SAGAN's d_recon once did)."""
-    shape = [config.ngf, config.blocks, config.upsample]
     h = hashlib.sha256()
-    h.update(json.dumps([shape, direction, tiles, FORMAT_VERSION, EXPORTER_REVISION]).encode())
+    h.update(json.dumps([generator.shape, direction, tiles, FORMAT_VERSION, EXPORTER_REVISION]).encode())
     for name, tensor in sorted(generator.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -91,7 +90,7 @@ def export_model(config: Config, generator: Generator, direction: str, tiles: bo
     engine's runner, else image in, image out."""
     if not all(bool(torch.isfinite(p).all()) for p in generator.parameters()):
         raise ExportError("the model has NaN or infinite weights (training diverged): retrain it")
-    copy = Generator(config.ngf, config.blocks, config.upsample)
+    copy = Generator(*generator.shape)
     copy.load_state_dict({k: v.detach().float().cpu() for k, v in generator.state_dict().items()})
     restyler = Restyler(copy.eval().requires_grad_(False)).eval()
     size = copy.statistics_size
@@ -117,7 +116,7 @@ def export_model(config: Config, generator: Generator, direction: str, tiles: bo
         "model_config": config.to_dict(),
         "inputs": list(inputs),
         "statistics_size": size,
-        "source_digest": source_digest(config, generator, direction, tiles),
+        "source_digest": source_digest(generator, direction, tiles),
     }
     return sealed(proto, {k: (v if k in TEXT_KEYS else json.dumps(v)) for k, v in values.items()})
 
