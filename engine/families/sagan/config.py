@@ -75,6 +75,8 @@ class Config:
     beta2: float = 0.9
     spectral_norm: bool = False  # in both networks (SAGAN paper)
     ema: float = 0.0  # decay of the moving average of the generator's weights; 0: sample the last weights
+    ema_rampup: float = 0.0  # the average's half-life grows as this fraction of the iterations so far, up to
+    # ema's (StyleGAN2-ADA's ema_rampup), so early weights leave it sooner; 0: ema's from the first step
     augment: str = ""  # DiffAugment policy for the critic: comma-separated of AUGMENTS; "": none
     flip: bool = False  # mirror real images at random
     upsample: str = "transposed"  # the generator's doubling layers: "transposed" (reference) or "resize"
@@ -106,6 +108,8 @@ class Config:
             raise BadInputError(f"lecam_start must be 0 to {MAX_ITERS} (got {self.lecam_start})")
         if not 0.0 <= self.ema < 1.0:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
+        if not 0.0 <= self.ema_rampup <= 1.0:
+            raise BadInputError(f"ema_rampup must be 0 to 1 (got {self.ema_rampup})")
         if self.upsample not in UPSAMPLES:
             raise BadInputError(f"upsample must be one of {', '.join(UPSAMPLES)} (got {self.upsample!r})")
         if self.g_norm not in NORMS:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import AveragedModel, update_bn
 
 from engine import families
 from engine.device import autocast
@@ -39,6 +39,27 @@ PREVIEW_EVERY = 20  # previews per run
 CALIBRATION_LR = 0.1  # the critic's learning rate while it is trained against the sampler, times d_lr
 CALIBRATION_COST = 0.5  # a calibration step's time over a training iteration's (0.46 measured at `fast`)
 LECAM_DECAY = 0.99  # of the moving means of the critic's scores that LeCam holds them to (as its reference)
+
+
+def moving_average(decay: float, rampup: float = 0.0) -> Callable[..., None]:
+    """AveragedModel's multi_avg_fn: an exponential moving average whose decay is `decay`, or with `rampup`
+    the decay whose half-life is that fraction of the iterations so far where that is shorter (as
+    StyleGAN2-ADA's ema_rampup: early weights, far from the finished generator, leave the average sooner,
+    so a preview or a shortened run is not held back). Counting the iterations from AveragedModel's own
+    count of updates, which its state_dict keeps, a resumed run goes on as it was."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        rate = decay
+        if rampup:
+            rate = min(decay, 0.5 ** (1.0 / (rampup * (int(updates) + 1))))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - rate)
+        else:  # BatchNorm's count of batches
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(a * rate + c * (1.0 - rate))
+
+    return update
 
 
 def standing(
@@ -87,7 +108,8 @@ class Trainer:
                 self.decoder = self.decoder.to(device)
         self.ema = None
         if c.ema:
-            self.ema = AveragedModel(self.g, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
+            average = moving_average(c.ema, c.ema_rampup)
+            self.ema = AveragedModel(self.g, multi_avg_fn=average, use_buffers=True)
         betas = (c.beta1, c.beta2)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=c.g_lr, betas=betas)
         critic = [*self.d.parameters(), *(self.decoder.parameters() if self.decoder is not None else [])]

@@ -1,0 +1,92 @@
+"""Moving averages of one training run's generator, side by side: constant decays against half-lives that
+grow with the iterations so far (StyleGAN2-ADA's ema_rampup; engine.families.sagan.training.moving_average).
+
+    python -m bench.experiments.sagan_ema_ramp --emoji round --every 1000 --out runs/ema-ramp
+
+Trains as `python -m bench sagan --preset fast --measure-every N` does (the same run, step for step: the
+first row at each point is the benchmark's, the run's own average), and keeps more averages of the same
+generator beside it, each updated after every step as the run's own is. At each point it prints the
+benchmark's figures for each average's samples of the same seeds and writes their sheets
+(--out/samples-ITER-NAME.png): the averages differ only in how they weigh one trajectory of weights, so
+their figures compare without the spread between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from torch.optim.swa_utils import AveragedModel
+
+from bench.bench_sagan import Curve, set_experiment
+from bench.emoji import SETS
+from bench.settings import at_machine_precision, with_sets
+from engine.families.sagan.config import PRESETS
+
+# name: (decay, rampup); the run's own (fast's) is measured first as "run"
+AVERAGES = {
+    "0.999": (0.999, 0.0),
+    "ramp0.1-0.9995": (0.9995, 0.1),
+    "ramp0.2-0.9995": (0.9995, 0.2),
+    "ramp0.3-0.9998": (0.9998, 0.3),
+}
+
+
+class Averages(Curve):
+    def __init__(self, trainer: Any, *args: Any) -> None:
+        from engine.families.sagan.training import moving_average
+
+        super().__init__(trainer, *args)
+        self.averages = {
+            name: AveragedModel(trainer.g, multi_avg_fn=moving_average(decay, rampup), use_buffers=True)
+            for name, (decay, rampup) in AVERAGES.items()
+        }
+
+    def __call__(self, progress: Any) -> None:
+        from engine.families.sagan.networks import baked
+        from engine.families.sagan.sample import TorchRunner
+        from engine.families.sagan.training import standing
+
+        for average in self.averages.values():
+            average.update_parameters(self.trainer.g)
+        if progress.iteration % self.every and progress.iteration != progress.iters:
+            return
+        super().__call__(progress)
+        began = time.perf_counter()
+        trainer = self.trainer
+        for name, average in self.averages.items():
+            sampler = standing(average.module, trainer.config, trainer.device)
+            runner = TorchRunner(baked(sampler), trainer.device)
+            sheet = self.out / f"samples-{progress.iteration:06d}-{name}.png"
+            ours, diversity, memo = self.quality(runner, trainer.config.z_dim, sheet)
+            print(f"|   {name} | | {ours:.3f} | {diversity:.2f} | {memo:.2f} |", flush=True)
+        self.spent += time.perf_counter() - began
+
+
+def main() -> None:
+    import torch
+
+    from engine.families.sagan.training import Trainer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emoji", default="round", choices=sorted(SETS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Config field")
+    parser.add_argument("--iters", type=int, default=7000)
+    parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=Path("runs/ema-ramp"))
+    args, quality, train_dir = set_experiment(parser)
+    config = with_sets(PRESETS["fast"], args.set, iters=args.iters)
+    config = at_machine_precision(config, args.set, config.g_dim)
+    print(f"run's own average: ema={config.ema} ema_rampup={config.ema_rampup}; beside it: {AVERAGES}")
+    model = args.out / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    trainer = Trainer(config, train_dir, model, torch.device("cpu"), None, None)
+    Averages(trainer, quality, args.every, args.out)
+    trainer.run()
+
+
+if __name__ == "__main__":
+    main()
