@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     cancel = _cancel_on_signals()
     try:
         if args.resume:
+            families.check_resume(Path(args.resume))
             out = families.resume(Path(args.resume), _device(args), bar, cancel)
         else:
             family, run = _train_run(args, bar, cancel)
@@ -147,16 +148,19 @@ def _model_summary(path: Path) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> dict:
-    from engine.families.consingan import training
+    from engine import families
     from engine.imageio import read_image
 
-    device = _device(args)
     if args.resume:
+        families.check_resume(Path(args.resume))
         naive = None
     elif args.model_dir is None or args.naive is None or args.out is None:
         raise EngineError("finetune needs MODEL_DIR, --naive IMAGE and --out NEW_MODEL_DIR (or --resume DIR)")
     else:
         naive = read_image(args.naive).rgb
+    device = _device(args)  # loads torch: after the arguments are checked
+    from engine.families.consingan import training
+
     bar = _progress(args, "finetune")
     cancel = _cancel_on_signals()
     try:

@@ -273,6 +273,11 @@ def start_training(image: Path, out: Path, iters: int) -> subprocess.Popen:
          "cannot read image missing.png"),
         (["train", "--family", "sagan", "--images", "missing.png", "--out", "{tmp}/never"], 2,
          "is not a folder of images"),
+        (["train", "--resume", "{tmp}/never"], 2, "has no checkpoint to resume from"),
+        (["train", "--resume", "tests/data/model_format_1"], 2, "has finished training"),
+        (["finetune", "--resume", "{tmp}/never"], 2, "has no checkpoint to resume from"),
+        (["finetune", "tests/data/model_format_1", "--naive", "missing.png", "--out", "{tmp}/t"], 2,
+         "cannot read image missing.png"),
     ],
 )  # fmt: skip
 def test_help_and_argument_errors_do_not_load_torch(args, code, words, tmp_path):
@@ -480,6 +485,10 @@ def test_quick_commands_show_their_steps_on_a_terminal(tmp_path, tiny_models, sh
     # A failure leaves the bar where it stopped, then the one-line error.
     code, drawn = _on_a_terminal("sample", tmp_path / "missing", "--out", tmp_path / "s2")
     assert code == 2 and "done" not in drawn and "no model at" in drawn, drawn
+    # Training that stops before it begins says its error alone, with no empty line of a bar before it.
+    g = shared_images / "generation" / "zebra.png"
+    code, drawn = _on_a_terminal("train", g, "--preset", "tiny", "--out", tmp_path / "t", "--device", "cuda")
+    assert code == 2 and drawn.startswith("engine train: error:") and "no CUDA GPU" in drawn, drawn
 
 
 def test_demo_trains_and_harmonizes_the_bundled_painting(tmp_path):

@@ -147,12 +147,26 @@ def resumable(directory: Path) -> bool:
     return (checkpoint / CHECKPOINT_FAMILY).is_file() or (checkpoint / "state.pt").is_file()
 
 
+def check_resume(directory: Path) -> None:
+    """The errors `resume` gives about the folder itself (a finished model, no checkpoint), said before a
+    device is chosen (which loads torch)."""
+    from engine.model_dir import MODEL_JSON
+
+    if (Path(directory) / MODEL_JSON).is_file():
+        raise IncompatibleModelError(f"{directory} has finished training; there is nothing to resume")
+    if not resumable(directory):
+        raise BadInputError(
+            f"{directory} has no checkpoint to resume from: start a new run with `engine train`"
+        )
+
+
 def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = None) -> Path:
     """Continue an interrupted training run of any family (its checkpoint says which)."""
     import json
 
     from engine.model_dir import CHECKPOINT_DIR
 
+    check_resume(directory)
     marker = Path(directory) / CHECKPOINT_DIR / CHECKPOINT_FAMILY
     name = json.loads(marker.read_text())["family"] if marker.is_file() else DEFAULT
     return get(name).resume(Path(directory), device, progress, cancel)
