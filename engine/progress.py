@@ -59,6 +59,7 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
         self._last = 0.0
+        self._drawn = False  # a line to end at close
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()
@@ -74,9 +75,12 @@ class ProgressBar:
         )
         self.stream.write(line.ljust(100))
         self.stream.flush()
+        self._drawn = True
 
     def close(self) -> None:
-        if self.enabled:
+        """End the drawn line (nothing where none was drawn: an error before training says its line alone)."""
+        if self._drawn:
+            self._drawn = False
             self.stream.write("\n")
             self.stream.flush()
 
