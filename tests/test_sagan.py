@@ -215,6 +215,35 @@ def test_a_cancelled_run_resumes_to_the_same_model(icons, tmp_path):
                 torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5)
 
 
+def test_the_ramped_moving_average_forgets_early_weights_sooner_and_resumes():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from engine.families.sagan.training import moving_average
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ramped = AveragedModel(net, multi_avg_fn=moving_average(0.99, 0.5), use_buffers=True)
+    plain = AveragedModel(net, multi_avg_fn=moving_average(0.99), use_buffers=True)
+    torchs = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.99), use_buffers=True)
+    expected = 1.0
+    for t in range(1, 41):
+        net.weight.data.fill_(float(t))
+        for average in (ramped, plain, torchs):
+            average.update_parameters(net)
+        if t > 1:  # the half-life is half the steps so far, until 0.99's (69 steps) is shorter
+            rate = min(0.99, 0.5 ** (1 / (0.5 * t)))
+            expected = rate * expected + (1 - rate) * t
+        if t == 20:
+            resumed = AveragedModel(net, multi_avg_fn=moving_average(0.99, 0.5), use_buffers=True)
+            resumed.load_state_dict(ramped.state_dict())
+        elif t > 20:
+            resumed.update_parameters(net)
+    weight, plain_weight = (float(a.module.weight.detach()) for a in (ramped, plain))
+    assert weight == pytest.approx(expected, rel=1e-5)
+    assert float(resumed.module.weight.detach()) == pytest.approx(expected, rel=1e-5)
+    assert plain_weight == pytest.approx(float(torchs.module.weight.detach()), rel=1e-6)
+    assert weight > plain_weight + 10, (weight, plain_weight)  # the first weights weigh less
+
+
 def test_calibration_trains_only_the_stored_critic(icons, tmp_path):
     from safetensors.torch import load_file
 
