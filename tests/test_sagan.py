@@ -244,6 +244,37 @@ def test_the_ramped_moving_average_forgets_early_weights_sooner_and_resumes():
     assert weight > plain_weight + 10, (weight, plain_weight)  # the first weights weigh less
 
 
+def test_r1_is_the_squared_gradient_at_the_real_images_every_nth_critic_step(icons, tmp_path):
+    from engine.families.sagan.config import PRESETS
+    from engine.families.sagan.training import Trainer
+
+    images = torch.rand(3, 4, 8, 8, requires_grad=True)
+    weights = torch.randn(4, 8, 8)
+    scores = (images * weights).sum(dim=(1, 2, 3)) ** 2 / 2  # gradient: score's root times the weights
+    roots = (images * weights).sum(dim=(1, 2, 3)).detach()
+    expected = float((roots**2).mean() * weights.square().sum())
+    assert float(Trainer._gradient_penalty(scores, images).detach()) == pytest.approx(expected, rel=1e-5)
+    # in training: the critic's step differs from one without R1 only at every r1_every-th iteration
+    device = torch.device("cpu")
+    plain = dataclasses.replace(PRESETS["tiny"], lecam=0.0)
+    trainers = [
+        Trainer(dataclasses.replace(plain, r1=r1, r1_every=2), icons, tmp_path / str(r1), device, None, None)
+        for r1 in (0.0, 50.0)
+    ]
+    for iteration, differs in ((1, False), (2, True)):
+        critics = []
+        for trainer in trainers:
+            trainer.iteration = iteration
+            trainer.rng.manual_seed(iteration)
+            trainer._critic_step(lambda t=trainer: t.g(t._latents()))
+            critics.append(trainer.d.state_dict())
+        moved = max(float((critics[0][k] - critics[1][k]).abs().max()) for k in critics[0])
+        assert (moved > 1e-6) == differs, (iteration, moved)
+        if not differs:  # the same start for the next iteration's comparison
+            trainers[1].d.load_state_dict(critics[0])
+            trainers[1].opt_d.load_state_dict(trainers[0].opt_d.state_dict())
+
+
 def test_calibration_trains_only_the_stored_critic(icons, tmp_path):
     from safetensors.torch import load_file
 

@@ -86,6 +86,8 @@ class Config:
     lecam: float = 0.0  # weight of the LeCam regularisation of the critic (Tseng et al. 2021); 0: off
     lecam_start: int = 1000  # iterations before it applies (its moving means follow the scores until then)
     d_recon: float = 0.0  # weight of the critic's drawing back of real images (FastGAN's decoder); 0: off
+    r1: float = 0.0  # gamma of R1, a penalty on the critic's gradient at the real images (2018); 0: off
+    r1_every: int = 16  # critic steps between R1 penalties, each weighted by this (lazy, as in StyleGAN2)
     seed: int = 0
     precision: Precision = Precision.FP32
     checkpoint_every_s: float = 120.0
@@ -104,6 +106,10 @@ class Config:
             raise BadInputError(f"lecam must be 0 to 100 (got {self.lecam})")
         if not 0.0 <= self.d_recon <= 100.0:
             raise BadInputError(f"d_recon must be 0 to 100 (got {self.d_recon})")
+        if not 0.0 <= self.r1 <= 1000.0:
+            raise BadInputError(f"r1 must be 0 to 1000 (got {self.r1})")
+        if not 1 <= self.r1_every <= 1000:
+            raise BadInputError(f"r1_every must be 1 to 1000 (got {self.r1_every})")
         if not 0 <= self.lecam_start <= MAX_ITERS:
             raise BadInputError(f"lecam_start must be 0 to {MAX_ITERS} (got {self.lecam_start})")
         if not 0.0 <= self.ema < 1.0:

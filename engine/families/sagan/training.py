@@ -222,10 +222,13 @@ class Trainer:
         drawing back of the real images (half size, mean squared error) where `regularise`; its loss."""
         c = self.config
         real = self._batch()
+        r1 = c.r1 and regularise and self.iteration % c.r1_every == 0
         with autocast(self.device, c.precision):
             with torch.no_grad():
                 fake = draw()
             real = diff_augment(real, c.policy, self.rng)
+            if r1:
+                real = real.detach().requires_grad_(True)
             recon = None
             if self.decoder is not None and regularise:
                 real_score, features = self.d.scores_and_features(real)
@@ -240,10 +243,21 @@ class Trainer:
                 loss_d = loss_d + c.d_recon * F.mse_loss(recon, target)
             if c.lecam and regularise:
                 loss_d = loss_d + c.lecam * self._lecam(real_score, fake_score)
+            if r1:
+                loss_d = loss_d + c.r1 / 2 * c.r1_every * self._gradient_penalty(real_score, real)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
         return loss_d
+
+    @staticmethod
+    def _gradient_penalty(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """R1 (Mescheder, Geiger and Nowozin, ICML 2018): the mean over the mini-batch of the squared norm of
+        the critic's gradient with respect to the real images it scored (augmented, as the critic saw them,
+        as in StyleGAN2-ADA), kept in the graph so the critic's step lowers it. Applied every `r1_every`
+        steps times that count (StyleGAN2's lazy regularisation)."""
+        (gradient,) = torch.autograd.grad(scores.sum(), images, create_graph=True)
+        return gradient.float().square().sum(dim=(1, 2, 3)).mean()
 
     def _lecam(self, real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
         """LeCam regularisation (Tseng, Jiang, Liu, Yang and Yang, CVPR 2021, made for GANs trained on
