@@ -2,13 +2,14 @@
 grow with the iterations so far (StyleGAN2-ADA's ema_rampup; engine.families.sagan.training.moving_average).
 
     python -m bench.experiments.sagan_ema_ramp --emoji round --every 1000 --out runs/ema-ramp
+    python -m bench.experiments.sagan_ema_ramp --set r1=1 --averages 0.999:0 0.9998:0.3 --out ...
 
 Trains as `python -m bench sagan --preset fast --measure-every N` does (the same run, step for step: the
 first row at each point is the benchmark's, the run's own average), and keeps more averages of the same
 generator beside it, each updated after every step as the run's own is. At each point it prints the
 benchmark's figures for each average's samples of the same seeds and writes their sheets
-(--out/samples-ITER-NAME.png): the averages differ only in how they weigh one trajectory of weights, so
-their figures compare without the spread between runs.
+(--out/samples-ITER-NAME.png, NAME "rampR-D" or the decay D alone): the averages differ only in how they
+weigh one trajectory of weights, so their figures compare without the spread between runs.
 """
 
 from __future__ import annotations
@@ -26,23 +27,26 @@ from bench.emoji import SETS
 from bench.settings import at_machine_precision, with_sets
 from engine.families.sagan.config import PRESETS
 
-# name: (decay, rampup); the run's own (fast's) is measured first as "run"
-AVERAGES = {
-    "0.999": (0.999, 0.0),
-    "ramp0.1-0.9995": (0.9995, 0.1),
-    "ramp0.2-0.9995": (0.9995, 0.2),
-    "ramp0.3-0.9998": (0.9998, 0.3),
-}
+AVERAGES = ("0.999:0", "0.9995:0.1", "0.9995:0.2", "0.9998:0.3")  # DECAY:RAMPUP beside the run's own
+
+
+def named(averages: list[str]) -> dict[str, tuple[float, float]]:
+    """{"0.999": (0.999, 0.0), "ramp0.3-0.9998": (0.9998, 0.3), ...} from DECAY:RAMPUP strings."""
+    out = {}
+    for text in averages:
+        decay, rampup = (float(v) for v in text.split(":"))
+        out[f"ramp{rampup:g}-{decay:g}" if rampup else f"{decay:g}"] = (decay, rampup)
+    return out
 
 
 class Averages(Curve):
-    def __init__(self, trainer: Any, *args: Any) -> None:
+    def __init__(self, averages: dict[str, tuple[float, float]], trainer: Any, *args: Any) -> None:
         from engine.families.sagan.training import moving_average
 
         super().__init__(trainer, *args)
         self.averages = {
             name: AveragedModel(trainer.g, multi_avg_fn=moving_average(decay, rampup), use_buffers=True)
-            for name, (decay, rampup) in AVERAGES.items()
+            for name, (decay, rampup) in averages.items()
         }
 
     def __call__(self, progress: Any) -> None:
@@ -77,14 +81,16 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=7000)
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("runs/ema-ramp"))
+    parser.add_argument("--averages", nargs="+", default=list(AVERAGES), metavar="DECAY:RAMPUP")
     args, quality, train_dir = set_experiment(parser)
     config = with_sets(PRESETS["fast"], args.set, iters=args.iters)
     config = at_machine_precision(config, args.set, config.g_dim)
-    print(f"run's own average: ema={config.ema} ema_rampup={config.ema_rampup}; beside it: {AVERAGES}")
+    averages = named(args.averages)
+    print(f"the run's own average: ema={config.ema} ema_rampup={config.ema_rampup}; beside it: {averages}")
     model = args.out / "model"
     shutil.rmtree(model, ignore_errors=True)
     trainer = Trainer(config, train_dir, model, torch.device("cpu"), None, None)
-    Averages(trainer, quality, args.every, args.out)
+    Averages(averages, trainer, quality, args.every, args.out)
     trainer.run()
 
 
