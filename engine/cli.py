@@ -152,7 +152,12 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     from engine.imageio import read_image
 
     if args.resume:
-        families.check_resume(Path(args.resume))
+        families.check_resume(Path(args.resume), "finetune")
+        if (family := families.checkpoint_family(Path(args.resume))) != families.DEFAULT:
+            raise EngineError(
+                f"{args.resume} is a {family} training run, not a fine-tuning: continue it with "
+                f"`engine train --resume {args.resume}`"
+            )
         naive = None
     elif args.model_dir is None or args.naive is None or args.out is None:
         raise EngineError("finetune needs MODEL_DIR, --naive IMAGE and --out NEW_MODEL_DIR (or --resume DIR)")

@@ -298,6 +298,18 @@ def test_help_and_argument_errors_do_not_load_torch(args, code, words, tmp_path)
     assert not list(tmp_path.iterdir())
 
 
+def test_finetune_resume_sends_another_familys_run_to_train_resume(tmp_path):
+    checkpoint = tmp_path / "run" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "family.json").write_text('{"family": "sagan"}')
+    proc = engine("finetune", "--resume", tmp_path / "run", check=False)
+    said = f"{tmp_path / 'run'} is a sagan training run, not a fine-tuning: continue it with `engine train"
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = engine("finetune", "--resume", tmp_path / "never", check=False)
+    assert "start a new run with `engine finetune`" in proc.stderr, proc.stderr
+
+
 def test_kill_during_training_then_resume(tmp_path, shared_images):
     """kill -9 in the middle of a run, then `engine train --resume` finishes the same model."""
     out = tmp_path / "model"
@@ -485,10 +497,11 @@ def test_quick_commands_show_their_steps_on_a_terminal(tmp_path, tiny_models, sh
     # A failure leaves the bar where it stopped, then the one-line error.
     code, drawn = _on_a_terminal("sample", tmp_path / "missing", "--out", tmp_path / "s2")
     assert code == 2 and "done" not in drawn and "no model at" in drawn, drawn
-    # Training that stops before it begins says its error alone, with no empty line of a bar before it.
+    # Training that stops before it begins (at the device, after the bar exists) says its error alone,
+    # with no empty line of a bar before it.
     g = shared_images / "generation" / "zebra.png"
-    code, drawn = _on_a_terminal("train", g, "--preset", "tiny", "--out", tmp_path / "t", "--device", "cuda")
-    assert code == 2 and drawn.startswith("engine train: error:") and "no CUDA GPU" in drawn, drawn
+    code, drawn = _on_a_terminal("train", g, "--preset", "tiny", "--out", tmp_path / "t", "--device", "tpu")
+    assert code == 2 and drawn.startswith("engine train: error:") and "unknown device 'tpu'" in drawn, drawn
 
 
 def test_demo_trains_and_harmonizes_the_bundled_painting(tmp_path):

@@ -147,29 +147,33 @@ def resumable(directory: Path) -> bool:
     return (checkpoint / CHECKPOINT_FAMILY).is_file() or (checkpoint / "state.pt").is_file()
 
 
-def check_resume(directory: Path) -> None:
+def check_resume(directory: Path, command: str = "train") -> None:
     """The errors `resume` gives about the folder itself (a finished model, no checkpoint), said before a
-    device is chosen (which loads torch)."""
+    device is chosen (which loads torch); `command` is the one that starts a new run."""
     from engine.model_dir import MODEL_JSON
 
     if (Path(directory) / MODEL_JSON).is_file():
         raise IncompatibleModelError(f"{directory} has finished training; there is nothing to resume")
     if not resumable(directory):
         raise BadInputError(
-            f"{directory} has no checkpoint to resume from: start a new run with `engine train`"
+            f"{directory} has no checkpoint to resume from: start a new run with `engine {command}`"
         )
 
 
-def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = None) -> Path:
-    """Continue an interrupted training run of any family (its checkpoint says which)."""
+def checkpoint_family(directory: Path) -> str:
+    """The family whose training run left the checkpoint in `directory` (ConSinGAN's has no mark)."""
     import json
 
     from engine.model_dir import CHECKPOINT_DIR
 
-    check_resume(directory)
     marker = Path(directory) / CHECKPOINT_DIR / CHECKPOINT_FAMILY
-    name = json.loads(marker.read_text())["family"] if marker.is_file() else DEFAULT
-    return get(name).resume(Path(directory), device, progress, cancel)
+    return json.loads(marker.read_text())["family"] if marker.is_file() else DEFAULT
+
+
+def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = None) -> Path:
+    """Continue an interrupted training run of any family (its checkpoint says which)."""
+    check_resume(directory)
+    return get(checkpoint_family(directory)).resume(Path(directory), device, progress, cancel)
 
 
 def capabilities() -> dict[str, Any]:
