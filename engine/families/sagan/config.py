@@ -34,8 +34,9 @@ each): FastGAN's self-supervised critic (`d_recon` at 1: about as near the held-
 and DiffAugment without its cut-out (farther, about as many broken faces).
 Every preset ends training with `calibrate` critic steps against the saved sampler (1000; 3 in `tiny`),
 for `engine sample --best-of` (docs/benchmarks.md, "Keeping the best of several samples").
-`tiny` is for tests (every option on, so each path runs; LeCam from its second iteration; BatchNorm, so
-that the reference's standing statistics run too: PixelNorm has tests of its own, as has `d_recon`, off).
+`tiny` is for tests (every option on, so each path runs; LeCam from its second iteration, R1 every other
+step, the moving average's ramp; BatchNorm, so that the reference's standing statistics run too: PixelNorm
+has tests of its own, as has `d_recon`, off).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class Config:
             raise BadInputError(f"ema must be in [0, 1) (got {self.ema})")
         if not 0.0 <= self.ema_rampup <= 1.0:
             raise BadInputError(f"ema_rampup must be 0 to 1 (got {self.ema_rampup})")
+        if self.ema_rampup and not self.ema:
+            raise BadInputError("ema_rampup ramps the moving average up to ema's decay: set ema too")
         if self.upsample not in UPSAMPLES:
             raise BadInputError(f"upsample must be one of {', '.join(UPSAMPLES)} (got {self.upsample!r})")
         if self.g_norm not in NORMS:
@@ -143,9 +146,9 @@ PRESETS = {
         flip=True, upsample="resize", g_norm="pixel",
     ),
     "tiny": Config(
-        z_dim=8, g_dim=4, d_dim=4, iters=3, batch=2, spectral_norm=True, ema=0.9,
+        z_dim=8, g_dim=4, d_dim=4, iters=3, batch=2, spectral_norm=True, ema=0.9, ema_rampup=0.5,
         augment="color,translation,cutout", flip=True, standing_batches=4, checkpoint_every_s=0.0,
-        upsample="resize", calibrate=3, lecam=0.3, lecam_start=1,
+        upsample="resize", calibrate=3, lecam=0.3, lecam_start=1, r1=1.0, r1_every=2,
     ),
 }  # fmt: skip
 

@@ -7,6 +7,7 @@ with a sheet of samples from fixed latents, cancel, bf16 where native.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from engine import families
@@ -43,7 +45,7 @@ LECAM_DECAY = 0.99  # of the moving means of the critic's scores that LeCam hold
 
 def moving_average(decay: float, rampup: float = 0.0) -> Callable[..., None]:
     """AveragedModel's multi_avg_fn: an exponential moving average whose decay is `decay`, or with `rampup`
-    the decay whose half-life is that fraction of the iterations so far where that is shorter (as
+    the decay whose half-life is that fraction of the iterations so far where that is shorter (after
     StyleGAN2-ADA's ema_rampup: early weights, far from the finished generator, leave the average sooner,
     so a preview or a shortened run is not held back). Counting the iterations from AveragedModel's own
     count of updates, which its state_dict keeps, a resumed run goes on as it was."""
@@ -222,8 +224,10 @@ class Trainer:
         drawing back of the real images (half size, mean squared error) where `regularise`; its loss."""
         c = self.config
         real = self._batch()
-        r1 = c.r1 and regularise and self.iteration % c.r1_every == 0
-        with autocast(self.device, c.precision):
+        r1 = bool(c.r1) and regularise and self.iteration % c.r1_every == 0
+        # R1 differentiates the critic twice: attention's fused CUDA kernels have no second derivative
+        kernels = sdpa_kernel(SDPBackend.MATH) if r1 else contextlib.nullcontext()
+        with autocast(self.device, c.precision), kernels:
             with torch.no_grad():
                 fake = draw()
             real = diff_augment(real, c.policy, self.rng)
@@ -239,7 +243,7 @@ class Trainer:
             fake_score = self.d(diff_augment(fake, c.policy, self.rng)).float()
             loss_d = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
             if recon is not None:
-                target = F.adaptive_avg_pool2d(real.float(), recon.shape[-2:])
+                target = F.adaptive_avg_pool2d(real.detach().float(), recon.shape[-2:])
                 loss_d = loss_d + c.d_recon * F.mse_loss(recon, target)
             if c.lecam and regularise:
                 loss_d = loss_d + c.lecam * self._lecam(real_score, fake_score)
@@ -253,9 +257,10 @@ class Trainer:
     @staticmethod
     def _gradient_penalty(scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """R1 (Mescheder, Geiger and Nowozin, ICML 2018): the mean over the mini-batch of the squared norm of
-        the critic's gradient with respect to the real images it scored (augmented, as the critic saw them,
-        as in StyleGAN2-ADA), kept in the graph so the critic's step lowers it. Applied every `r1_every`
-        steps times that count (StyleGAN2's lazy regularisation)."""
+        the critic's gradient with respect to the real images it scored, kept in the graph so the critic's
+        step lowers it. Taken at the images as augmented, as the critic saw them (StyleGAN2-ADA takes it
+        before its augmentation, through it). Applied every `r1_every` steps times that count (StyleGAN2's
+        lazy regularisation)."""
         (gradient,) = torch.autograd.grad(scores.sum(), images, create_graph=True)
         return gradient.float().square().sum(dim=(1, 2, 3)).mean()
 
