@@ -6,7 +6,8 @@ grow with the iterations so far (StyleGAN2-ADA's ema_rampup; engine.families.sag
 
 Trains as `python -m bench sagan --preset fast --measure-every N` does (the same run, step for step: the
 first row at each point is the benchmark's, the run's own average), and keeps more averages of the same
-generator beside it, each updated after every step as the run's own is. At each point it prints the
+generator beside it, each updated after every step as the run's own is (their updates count in the
+"training min" column, a little more than a plain run's). At each point it prints the
 benchmark's figures for each average's samples of the same seeds and writes their sheets
 (--out/samples-ITER-NAME.png, NAME "rampR-D" or the decay D alone): the averages differ only in how they
 weigh one trajectory of weights, so their figures compare without the spread between runs.
@@ -30,13 +31,18 @@ from engine.families.sagan.config import PRESETS
 AVERAGES = ("0.999:0", "0.9995:0.1", "0.9995:0.2", "0.9998:0.3")  # DECAY:RAMPUP beside the run's own
 
 
-def named(averages: list[str]) -> dict[str, tuple[float, float]]:
-    """{"0.999": (0.999, 0.0), "ramp0.3-0.9998": (0.9998, 0.3), ...} from DECAY:RAMPUP strings."""
-    out = {}
-    for text in averages:
+def average(text: str) -> tuple[float, float]:
+    """An argparse type: DECAY:RAMPUP as (decay, rampup)."""
+    try:
         decay, rampup = (float(v) for v in text.split(":"))
-        out[f"ramp{rampup:g}-{decay:g}" if rampup else f"{decay:g}"] = (decay, rampup)
-    return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DECAY:RAMPUP, e.g. 0.9998:0.3") from None
+    return decay, rampup
+
+
+def named(averages: list[tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """{"0.999": (0.999, 0.0), "ramp0.3-0.9998": (0.9998, 0.3), ...}"""
+    return {(f"ramp{r:g}-{d:g}" if r else f"{d:g}"): (d, r) for d, r in averages}
 
 
 class Averages(Curve):
@@ -81,7 +87,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=7000)
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("runs/ema-ramp"))
-    parser.add_argument("--averages", nargs="+", default=list(AVERAGES), metavar="DECAY:RAMPUP")
+    parser.add_argument(
+        "--averages", nargs="+", type=average, default=[average(a) for a in AVERAGES], metavar="DECAY:RAMPUP"
+    )
     args, quality, train_dir = set_experiment(parser)
     config = with_sets(PRESETS["fast"], args.set, iters=args.iters)
     config = at_machine_precision(config, args.set, config.g_dim)
