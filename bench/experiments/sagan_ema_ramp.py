@@ -1,7 +1,8 @@
 """Moving averages of one training run's generator, side by side: constant decays against half-lives that
 grow with the iterations so far (StyleGAN2-ADA's ema_rampup; engine.families.sagan.training.moving_average).
 
-    python -m bench.experiments.sagan_ema_ramp --emoji round --every 1000 --out runs/ema-ramp
+    python -m bench.experiments.sagan_ema_ramp --emoji round --every 1000 --set ema=0.9995 \
+        --set ema_rampup=0 --out runs/ema-ramp      # the first run in docs/benchmarks.md (fast as it was)
     python -m bench.experiments.sagan_ema_ramp --set r1=1 --averages 0.999:0 0.9998:0.3 --out ...
 
 Trains as `python -m bench sagan --preset fast --measure-every N` does (the same run, step for step: the
