@@ -171,8 +171,8 @@ def checkpoint_family(directory: Path) -> str:
 
 
 def resume(directory: Path, device: Any, progress: Any = None, cancel: Any = None) -> Path:
-    """Continue an interrupted training run of any family (its checkpoint says which)."""
-    check_resume(directory)
+    """Continue an interrupted training run of any family (its checkpoint says which; a folder with none
+    goes to ConSinGAN's, whose resume says what check_resume says)."""
     return get(checkpoint_family(directory)).resume(Path(directory), device, progress, cancel)
 
 

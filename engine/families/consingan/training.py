@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import families
 from engine.device import autocast
 from engine.errors import (
     BadInputError,
@@ -510,13 +511,8 @@ def resume(
     cancel: threading.Event | None = None,
 ) -> Path:
     """Continue an interrupted `train` or `finetune` from its last checkpoint (the checkpoint says which)."""
+    families.check_resume(out_dir)  # a finished model, no checkpoint (ConSinGAN's run writes no family mark)
     state_path = out_dir / store.CHECKPOINT_DIR / "state.pt"
-    if (out_dir / store.MODEL_JSON).is_file():
-        raise IncompatibleModelError(f"{out_dir} has finished training; there is nothing to resume")
-    if not state_path.is_file():
-        raise BadInputError(
-            f"{out_dir} has no checkpoint to resume from: start a new run with `engine train`"
-        )
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model, train_cfg = ModelConfig.from_dict(state["model"]), TrainConfig.from_dict(state["train"])
